@@ -1,0 +1,155 @@
+"""The `bench` command line: claims | experiments | config | setup | run | aggregate | report.
+
+Errors a user can act on (unknown ids, bad registry rows, missing data) print one line and exit with 2.
+"""
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from bench import BenchError
+
+CLAIM_COLUMNS = ["paper", "table", "row", "column", "dataset", "model", "method", "variant", "metric",
+                 "printed", "value", "unit", "experiment", "baseline_experiment", "id", "derived_from", "note"]
+
+
+def cmd_claims(args):
+    from bench import experiments as ex
+    from bench.registry import load_claims
+
+    claims = [c for c in load_claims() if not args.paper or c.paper == args.paper]
+    rows = []
+    for c in claims:
+        key, base = c.experiment_key(), c.baseline_key()
+        rows.append({**c.row_dict(), "experiment": ex.Experiment(*key).id if key else "",
+                     "baseline_experiment": ex.Experiment(*base).id if base else ""})
+    if args.format == "csv":
+        writer = csv.DictWriter(sys.stdout, CLAIM_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    elif args.format == "json":
+        json.dump(rows, sys.stdout, indent=1, ensure_ascii=False)
+        print()
+    else:
+        from tabulate import tabulate
+
+        cols = ["id", "printed", "unit", "metric", "experiment"]
+        print(tabulate([[r[k] for k in cols] for r in rows], headers=cols))
+
+
+def cmd_experiments(args):
+    from bench import experiments as ex
+
+    ex.profile_settings(args.profile)
+    for eid, exp in ex.experiments().items():
+        reason = ex.support(exp, args.profile)
+        if not reason:
+            print(eid)
+        elif args.all:
+            print(f"{eid}\tMISSING: {reason}")
+
+
+def cmd_config(args):
+    from bench import experiments as ex
+
+    json.dump(ex.config(ex.get(args.experiment), args.profile), sys.stdout, indent=1)
+    print()
+
+
+def cmd_setup(args):
+    from bench import track
+    from bench.registry import papers
+
+    ids = track.setup(args.profile, list(papers()))
+    print(f"MLflow store {track.tracking_uri()}: experiments " + ", ".join(f"{p} ({i})" for p, i in ids.items()))
+    if args.touch:
+        Path(args.touch).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.touch).write_text(track.tracking_uri() + "\n")
+
+
+def cmd_run(args):
+    from bench.runner import run
+
+    result = run(args.experiment, args.seed, args.profile, out=args.out, device=args.device, threads=args.threads,
+                 data_root=args.data_root, download=args.download, progress=args.progress)
+    m = result["metrics"]
+    print(f"{result['experiment']} seed {result['seed']} [{result['profile']}]: test accuracy "
+          f"{m['test_accuracy']:.2f} %, train time {m['train_time_s']:.1f} s, MLflow run {result['mlflow']['run_id']}")
+
+
+def cmd_aggregate(args):
+    from bench.aggregate import aggregate
+
+    path = aggregate(args.profile, results=args.results, seeds=args.seeds)
+    print(f"wrote {path}")
+
+
+def cmd_report(args):
+    from bench.report import write_reports
+
+    for path in write_reports(args.profile, results=args.results, reports=args.reports):
+        print(f"wrote {path}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("claims", help="print the claims registry")
+    s.add_argument("--format", choices=["csv", "json", "table"], default="table")
+    s.add_argument("--paper")
+    s.set_defaults(fn=cmd_claims)
+
+    s = sub.add_parser("experiments", help="list the experiments a profile runs (--all: with the missing ones)")
+    s.add_argument("--profile", default="paper")
+    s.add_argument("--all", action="store_true")
+    s.set_defaults(fn=cmd_experiments)
+
+    s = sub.add_parser("config", help="print the resolved config of an experiment")
+    s.add_argument("experiment")
+    s.add_argument("--profile", default="paper")
+    s.set_defaults(fn=cmd_config)
+
+    s = sub.add_parser("setup", help="create the MLflow store and experiments (before the jobs fan out)")
+    s.add_argument("--profile", default="paper")
+    s.add_argument("--touch", help="write this marker file when done (for Snakemake)")
+    s.set_defaults(fn=cmd_setup)
+
+    s = sub.add_parser("run", help="train one experiment for one seed")
+    s.add_argument("--experiment", "-e", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--profile", default="paper")
+    s.add_argument("--out", type=Path, help="result file (default results/<profile>/runs/<experiment>/seed<k>.json)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.add_argument("--data-root", help="dataset folder (default $BENCH_DATA or ./data)")
+    s.add_argument("--download", action="store_true", help="download missing datasets (needs internet)")
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only when stderr is a terminal)")
+    s.set_defaults(fn=cmd_run)
+
+    for name, fn, helptext in (("aggregate", cmd_aggregate, "per-cell statistics -> results/<profile>/cells.csv"),
+                               ("report", cmd_report, "Markdown reports -> reports/<profile>/")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--profile", default="paper")
+        s.add_argument("--results", default="results")
+        if name == "aggregate":
+            s.add_argument("--seeds", help="the seeds to aggregate, e.g. 0,1,2 (default: the profile's)")
+        else:
+            s.add_argument("--reports", default="reports")
+        s.set_defaults(fn=fn)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except BenchError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    return 0

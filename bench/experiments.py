@@ -1,0 +1,193 @@
+"""Experiments: the unique training runs behind the registry's cells, their configs and profiles.
+
+An experiment is one (paper, dataset, model, method, variant): its id reads
+`<paper>-<dataset>-<model>-<method>[-<variant>]` (e.g. `cruciata-cifar10-resnet18-learn_drop`) and never
+changes with the profile. Many cells share one experiment (Learn & Drop's time, accuracy and time saving come
+from one run). The set of experiments is derived from the registry, never listed by hand.
+
+The config of an experiment is the paper's grid (bench/grids/<paper>.yaml) resolved for it, then scaled by
+the profile (bench/profiles.yaml). Each setting keeps its source (paper, code or a documented choice).
+"""
+import copy
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from bench import BenchError
+from bench.data.catalog import DATASETS
+from bench.registry import load_claims
+
+GRIDS_DIR = Path(__file__).parent / "grids"
+PROFILES_FILE = Path(__file__).parent / "profiles.yaml"
+
+
+@dataclass(frozen=True, order=True)
+class Experiment:
+    paper: str
+    dataset: str
+    model: str
+    method: str
+    variant: str = ""
+
+    @property
+    def id(self) -> str:
+        return "-".join([self.paper, self.dataset, self.model, self.method] + ([self.variant] if self.variant else []))
+
+
+@cache
+def profiles() -> dict:
+    with open(PROFILES_FILE, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def profile_settings(name: str) -> dict:
+    if name not in profiles():
+        raise BenchError(f"unknown profile '{name}': choose one of {', '.join(profiles())}")
+    return profiles()[name]
+
+
+@cache
+def grid(paper: str) -> dict:
+    path = GRIDS_DIR / f"{paper}.yaml"
+    if not path.exists():
+        raise BenchError(f"no experiment grid for paper '{paper}' ({path})")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    for i, entry in enumerate(data.get("settings", [])):
+        if not entry.get("source") or "set" not in entry:
+            raise BenchError(f"{path.name}: settings entry {i + 1} needs 'set' and 'source'")
+    return data
+
+
+def experiments(claims=None) -> dict[str, Experiment]:
+    """Every experiment some cell is measured on (including the baselines of relative cells), by id."""
+    keys = set()
+    for c in claims if claims is not None else load_claims():
+        keys.update(k for k in (c.experiment_key(), c.baseline_key()) if k)
+    return {e.id: e for e in sorted(Experiment(*k) for k in keys)}
+
+
+def get(experiment_id: str) -> Experiment:
+    found = experiments().get(experiment_id)
+    if found is None:
+        raise BenchError(f"unknown experiment '{experiment_id}': `bench experiments --all` lists them")
+    return found
+
+
+def _matches(match: dict, exp: Experiment) -> bool:
+    for key, pattern in match.items():
+        value = getattr(exp, key)
+        patterns = pattern if isinstance(pattern, list) else [pattern]
+        if not any(fnmatch.fnmatchcase(value, str(p)) for p in patterns):
+            return False
+    return True
+
+
+def _merge(into: dict, update: dict, source: str, sources: dict, prefix: str = ""):
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, source, sources, f"{prefix}{key}.")
+        else:
+            into[key] = copy.deepcopy(value)
+            if isinstance(value, dict):
+                for sub in value:
+                    sources[f"{prefix}{key}.{sub}"] = source
+            else:
+                sources[prefix + key] = source
+
+
+def paper_config(exp: Experiment) -> tuple[dict, dict]:
+    """(config, sources) of an experiment as the paper describes it, before any profile scaling."""
+    info = DATASETS[exp.dataset]
+    cfg = {"normalize": {"mean": list(info.mean), "std": list(info.std)}, "input_size": info.size,
+           "augment": {"crop_padding": 0, "hflip": False}, "model": {}, "method_options": {}}
+    sources = {"normalize.mean": "dataset default", "normalize.std": "dataset default",
+               "input_size": "dataset default"}
+    g = grid(exp.paper)
+    for entry in g.get("settings", []):
+        if _matches(entry.get("match", {}), exp):
+            _merge(cfg, entry["set"], entry["source"], sources)
+    cfg["architecture"] = copy.deepcopy(g.get("architectures", {}).get(exp.model, {"base": exp.model}))
+    return cfg, sources
+
+
+def scale_epochs(epochs: int, prof: dict) -> int:
+    scaled = max(prof.get("min_epochs", 1), round(epochs * prof["epoch_scale"]))
+    return min(scaled, prof.get("max_epochs", scaled))
+
+
+def config(exp: Experiment, profile: str) -> dict:
+    """The full, resolved config of one experiment under one profile (what `bench run` trains and MLflow records)."""
+    prof = dict(profile_settings(profile))
+    prof.update(prof.get("per_paper", {}).get(exp.paper, {}))
+    cfg, sources = paper_config(exp)
+    paper_epochs = cfg.get("epochs")
+    if paper_epochs is None:
+        raise BenchError(f"grid of {exp.paper} sets no epochs for {exp.id}")
+    epochs = scale_epochs(paper_epochs, prof)
+    ratio = epochs / paper_epochs
+    cfg["paper_epochs"] = paper_epochs
+    cfg["epochs"] = epochs
+    cfg["lr_milestones"] = sorted({round(m * ratio) for m in cfg.get("lr_milestones", []) if 0 < round(m * ratio) < epochs})
+    for key in ("warmup_epochs", "epochs_per_layer", "epochs_per_stage", "classifier_epochs"):
+        if key in cfg["method_options"]:
+            cfg["method_options"][key] = scale_epochs(cfg["method_options"][key], prof)
+    if prof.get("max_batch_size"):
+        cfg["batch_size"] = min(cfg["batch_size"], prof["max_batch_size"])
+    cfg["model"]["width_mult"] = prof.get("width_mult", 1.0)
+    cfg["data"] = {"source": prof["data"], "train_samples": prof.get("train_samples"),
+                   "test_samples": prof.get("test_samples")}
+    cfg.update(experiment=exp.id, paper=exp.paper, dataset=exp.dataset, model_name=exp.model,
+               method=exp.method, variant=exp.variant, profile=profile)
+    cfg["sources"] = sources
+    return cfg
+
+
+def config_hash(cfg: dict) -> str:
+    """A short digest of a config; Snakemake reruns a job when it changes."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@cache
+def support(exp: Experiment, profile: str) -> str:
+    """'' when the suite can run this experiment under this profile, else the reason it cannot (yet)."""
+    from bench.methods import missing_reason as method_missing
+    from bench.models import missing_reason as model_missing
+    from bench.data import missing_reason as data_missing
+
+    cfg_arch = paper_config(exp)[0]["architecture"]
+    for reason in (method_missing(exp.method), model_missing(cfg_arch),
+                   data_missing(exp.dataset, profile_settings(profile)["data"])):
+        if reason:
+            return reason
+    return ""
+
+
+def targets(profile: str) -> list[str]:
+    """Ids of the experiments this profile runs: every experiment the suite supports."""
+    return [eid for eid, exp in experiments().items() if not support(exp, profile)]
+
+
+def seeds(profile: str, override=None) -> list[int]:
+    """Seeds of a profile: its default count, or `override`: an int count, a list, or a "0,1,2" string list."""
+    if override in (None, ""):
+        override = profile_settings(profile)["seeds"]
+    if isinstance(override, str):
+        try:
+            override = [int(s) for s in override.replace(",", " ").split()]
+        except ValueError:
+            raise BenchError(f"seeds must be a count or a list of integers, got '{override}'") from None
+    if isinstance(override, bool) or not isinstance(override, (int, list)):
+        raise BenchError(f"seeds must be a count or a list of integers, got {override!r}")
+    if isinstance(override, int):
+        if override < 1:
+            raise BenchError(f"seeds must be at least 1, got {override}")
+        return list(range(override))
+    if not override or any(not isinstance(s, int) or s < 0 for s in override):
+        raise BenchError(f"seeds must be a non-empty list of non-negative integers, got {override!r}")
+    return sorted(set(override))

@@ -1,0 +1,75 @@
+"""What the tables report besides accuracy, measured (never estimated): parameters, time, peak memory,
+and the hardware and code they were measured on."""
+import os
+import platform
+import resource
+import socket
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def count_parameters(model: nn.Module) -> dict:
+    """Counted by the suite itself (ptflops skips frozen ones): all parameters and the trainable ones."""
+    params = list(model.parameters())
+    return {"total": sum(p.numel() for p in params),
+            "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+
+def reset_peak_memory(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> dict:
+    """CUDA: peak allocated by torch on the device. CPU: the process's peak resident set size."""
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    if device.type == "cuda":
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20, "memory_kind": "cuda_peak_allocated",
+                "peak_host_rss_mb": rss_mb}
+    return {"peak_memory_mb": rss_mb, "memory_kind": "cpu_peak_rss", "peak_host_rss_mb": rss_mb}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU: {cpu_name()} ({torch.get_num_threads()} threads)"
+
+
+@cache
+def code_version() -> str:
+    """git commit of the suite, with '-dirty' when tracked files differ from it; 'unknown' outside a checkout."""
+    if os.environ.get("BENCH_CODE_VERSION"):
+        return os.environ["BENCH_CODE_VERSION"]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment(device: torch.device) -> dict:
+    import bench
+
+    return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
+            "cuda": torch.version.cuda or "", "python": platform.python_version(), "platform": platform.platform(),
+            "host": socket.gethostname(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "bench_version": bench.__version__, "code_version": code_version()}

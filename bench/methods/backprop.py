@@ -1,0 +1,44 @@
+"""Plain end-to-end backpropagation with cross-entropy: the papers' "Global", "End-to-End", "SGD" and
+"Standard" columns. One optimizer over all parameters, the LR schedule stepped per epoch, the test set
+evaluated after every epoch; the reported accuracy is the final epoch's (methods.md 1.6 item 8)."""
+import torch
+from torch import nn
+
+from bench.data.loader import Batches
+from bench.training import Context, EpochTimer, evaluate, make_optimizer, make_scheduler
+
+
+def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
+    device = ctx.device
+    norm = cfg["normalize"]
+    train_batches = Batches(data.x_train, data.y_train, cfg["batch_size"], device=device, mean=norm["mean"],
+                            std=norm["std"], augment=cfg["augment"], shuffle=True, seed=ctx.seed)
+    test_batches = Batches(data.x_test, data.y_test, cfg.get("eval_batch_size", 512), device=device,
+                           mean=norm["mean"], std=norm["std"])
+    optimizer = make_optimizer(model.parameters(), cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    train_time = 0.0
+    for epoch in ctx.bar(range(cfg["epochs"]), desc=cfg["experiment"], unit="epoch"):
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        lr = optimizer.param_groups[0]["lr"]
+        with EpochTimer(device) as timer:
+            for x, y in ctx.bar(train_batches, desc=f"epoch {epoch + 1}", unit="batch"):
+                logits = model(x)
+                loss = nn.functional.cross_entropy(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+            scheduler.step()
+        train_time += timer.seconds
+        with EpochTimer(device) as eval_timer:
+            test_loss, test_acc = evaluate(model, test_batches, device)
+        n = len(data.y_train)
+        ctx.log_epoch({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / n,
+                       "train_accuracy": 100.0 * correct.item() / n, "test_loss": test_loss,
+                       "test_accuracy": test_acc, "epoch_time_s": timer.seconds, "eval_time_s": eval_timer.seconds})
+    return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": test_loss,
+            "train_time_s": train_time}

@@ -1,0 +1,119 @@
+"""`bench run`: train one experiment for one seed, write its result file atomically, log it to MLflow.
+
+The result file `results/<profile>/runs/<experiment>/seed<k>.json` holds the config, final metrics, every
+epoch, timings, peak memory, the environment (torch, device, code version) and the MLflow run id.
+"""
+import json
+import os
+import random
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import BenchError
+from bench import experiments as ex
+from bench.registry import load_claims
+
+
+def run_path(profile: str, experiment_id: str, seed: int, results: Path | str = "results") -> Path:
+    return Path(results) / profile / "runs" / experiment_id / f"seed{seed}.json"
+
+
+def write_json_atomic(path: Path, data: dict):
+    """Write to a temporary file in the same folder, then rename: a killed job never leaves a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cells_of(experiment_id: str) -> list:
+    """The claims measured on this experiment, directly or as the baseline of a relative cell."""
+    out = []
+    for c in load_claims():
+        keys = [k for k in (c.experiment_key(), c.baseline_key()) if k]
+        if any(ex.Experiment(*k).id == experiment_id for k in keys):
+            out.append(c)
+    return out
+
+
+def _seed_everything(seed: int):
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError(f"device '{name}' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None, device: str = "auto",
+        threads: int | None = None, data_root=None, download: bool = False, progress: bool | None = None,
+        results: Path | str = "results") -> dict:
+    exp = ex.get(experiment_id)
+    ex.profile_settings(profile)
+    reason = ex.support(exp, profile)
+    if reason:
+        raise BenchError(f"{experiment_id} cannot run: {reason}")
+    cfg = ex.config(exp, profile)
+    out = Path(out) if out else run_path(profile, experiment_id, seed, results)
+
+    import torch
+
+    from bench import data as datasets
+    from bench import measure, methods, track
+    from bench.models import build_model
+    from bench.training import Context
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = _device(device)
+    _seed_everything(seed)
+    started = datetime.now(timezone.utc)
+    wall_start = time.perf_counter()
+    data = datasets.load(exp.dataset, cfg, seed, root=data_root, download=download)
+    model = build_model(cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1],
+                        cfg["model"]).to(dev)
+    cells = cells_of(experiment_id)
+    env = measure.environment(dev)
+    tags = {"paper": exp.paper, "tables": ",".join(sorted({c.table for c in cells})),
+            "cells": ",".join(c.id for c in cells), "experiment": exp.id, "seed": seed, "profile": profile,
+            "code_version": env["code_version"], "dataset": exp.dataset, "model": exp.model, "method": exp.method,
+            "variant": exp.variant, "device": env["device"]}
+    logger = track.RunLogger(profile, exp.paper, f"{exp.id}/seed{seed}", tags, cfg)
+    epochs = []
+
+    def log_epoch(record: dict):
+        epochs.append(record)
+        logger.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+
+    measure.reset_peak_memory(dev)
+    params = measure.count_parameters(model)
+    final = methods.get(exp.method).train(model, data, cfg, Context(dev, seed, log_epoch, progress))
+    metrics = {**final, **measure.peak_memory_mb(dev), "params_total": params["total"],
+               "params_trainable": params["trainable"], "wall_time_s": time.perf_counter() - wall_start}
+    logger.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+    logger.finish("FINISHED")
+    result = {"experiment": exp.id, "seed": seed, "profile": profile, "status": "FINISHED",
+              "started": started.isoformat(timespec="seconds"),
+              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "cells": [c.id for c in cells], "metrics": metrics, "epochs": epochs,
+              "environment": env, "mlflow": logger.info(), "config": cfg}
+    write_json_atomic(out, result)
+    return result

@@ -1,0 +1,72 @@
+"""What every training method shares: optimizers and LR schedules from the config, evaluation, the epoch
+record, and a progress bar that is quiet when stderr is not a terminal."""
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+
+@dataclass
+class Context:
+    """What a method needs besides model, data and config."""
+    device: torch.device
+    seed: int
+    log_epoch: Callable[[dict], None] = lambda record: None
+    progress: bool | None = None  # None: only when stderr is a terminal
+    epochs: list = field(default_factory=list)
+
+    def bar(self, iterable, **kw):
+        show = sys.stderr.isatty() if self.progress is None else self.progress
+        return tqdm(iterable, disable=not show, leave=False, dynamic_ncols=True, **kw)
+
+
+def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.0),
+                               weight_decay=cfg.get("weight_decay", 0.0), nesterov=cfg.get("nesterov", False))
+    if cfg["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+    raise ValueError(f"unknown optimizer '{cfg['optimizer']}'")
+
+
+def make_scheduler(optimizer, cfg: dict):
+    """Step once per epoch: the LR is multiplied by lr_gamma after each epoch listed in lr_milestones."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.get("lr_milestones", []), cfg.get("lr_gamma", 0.1))
+
+
+def sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, device) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in %) over all batches; one host sync at the end."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    for x, y in batches:
+        logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        n += len(y)
+    return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+class EpochTimer:
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        sync(self.device)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        sync(self.device)
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,44 @@
+# Shared by all rules: the config, validated; the profile; and the targets, derived from the registry.
+import fnmatch
+import shlex
+import sys
+
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)  # use this checkout's bench package, installed or not
+from bench import BenchError
+from bench import experiments as ex
+from bench.registry import load_claims, papers
+from snakemake.settings.types import DeploymentMethod
+
+validate(config, "../schemas/config.schema.yaml")
+
+try:
+    load_claims()
+    PROFILE = config["profile"]
+    ex.profile_settings(PROFILE)
+    SEEDS = ex.seeds(PROFILE, config["seeds"])
+    TARGETS = ex.targets(PROFILE)
+    if config["only"]:
+        patterns = [p.strip() for p in config["only"].split(",") if p.strip()]
+        TARGETS = [e for e in TARGETS if any(fnmatch.fnmatchcase(e, p) for p in patterns)]
+        if not TARGETS:
+            raise BenchError(f"only={config['only']!r} matches no experiment the {PROFILE} profile runs")
+except BenchError as err:
+    raise WorkflowError(str(err)) from None
+
+RESULTS = f"{config['results']}/{PROFILE}"
+REPORT_DIR = f"{config['reports']}/{PROFILE}"
+RUNS = [f"{RESULTS}/runs/{e}/seed{s}.json" for e in TARGETS for s in SEEDS]
+REPORTS = [f"{REPORT_DIR}/index.md"] + [f"{REPORT_DIR}/{paper}.md" for paper in papers()]
+# With --use-conda the rule's conda environment provides python; otherwise the interpreter running Snakemake.
+USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+PYTHON = "python" if USE_CONDA else shlex.quote(sys.executable)
+# (braces doubled twice: once for this f-string, once for the rules' shell formatting)
+BENCH = f"PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}} {PYTHON} -m bench"
+CONDA_ENV = "../../envs/environment.yaml"
+
+
+wildcard_constraints:
+    experiment="[A-Za-z0-9_.-]+",
+    seed="[0-9]+",

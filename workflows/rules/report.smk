@@ -1,0 +1,23 @@
+# Seeds -> per-cell statistics -> Markdown reports with figures.
+rule aggregate:
+    input:
+        RUNS,
+    output:
+        f"{RESULTS}/cells.csv",
+    params:
+        seeds=",".join(map(str, SEEDS)),
+    conda:
+        CONDA_ENV
+    shell:
+        f"{BENCH} aggregate --profile {PROFILE} --results {config['results']} --seeds {{params.seeds}}"
+
+
+rule report:
+    input:
+        f"{RESULTS}/cells.csv",
+    output:
+        REPORTS,
+    conda:
+        CONDA_ENV
+    shell:
+        f"{BENCH} report --profile {PROFILE} --results {config['results']} --reports {config['reports']}"

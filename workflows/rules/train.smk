@@ -1,0 +1,20 @@
+# One job per (experiment, seed): `bench run` trains it and writes the result file; one MLflow run each.
+# The job reruns when the experiment's resolved config changes (params), not when unrelated files change.
+rule train:
+    input:
+        f"{RESULTS}/mlflow.ready",
+    output:
+        f"{RESULTS}/runs/{{experiment}}/seed{{seed}}.json",
+    log:
+        f"{RESULTS}/logs/{{experiment}}/seed{{seed}}.log",
+    params:
+        config_hash=lambda w: ex.config_hash(ex.config(ex.get(w.experiment), PROFILE)),
+        data_root=f"--data-root {shlex.quote(config['data_root'])}" if config["data_root"] else "",
+        download="--download" if config["download"] else "",
+    threads: config["threads"]
+    conda:
+        CONDA_ENV
+    shell:
+        f"{BENCH} run --experiment {{wildcards.experiment}} --seed {{wildcards.seed}} --profile {PROFILE} "
+        f"--out {{output}} --threads {{threads}} --device {config['device']} {{params.data_root}} "
+        "{params.download} > {log} 2>&1"
