@@ -121,7 +121,7 @@ def cell_rows(profile: str, seeds: list[int], results: Path | str = "results") -
 
 
 def _fmt(v):
-    return "" if isinstance(v, float) and math.isnan(v) else (f"{v:.6g}" if isinstance(v, float) else v)
+    return "" if isinstance(v, float) and math.isnan(v) else (f"{v:.10g}" if isinstance(v, float) else v)
 
 
 def aggregate(profile: str, results: Path | str = "results", seeds=None) -> Path:

@@ -1,0 +1,86 @@
+"""`bench` on the command line: a real run writes its result file and MLflow run; bad input gets one line."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bench.registry import CLAIMS_DIR
+
+
+def bench(*args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bench: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_run_writes_result_and_mlflow_run(workdir):
+    proc = bench("run", "-e", "cruciata-mnist-resnet18-backprop", "--profile", "smoke", "--seed", "1", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr  # no progress bar when stderr is not a terminal
+    path = workdir / "results/smoke/runs/cruciata-mnist-resnet18-backprop/seed1.json"
+    result = json.loads(path.read_text())
+    assert result["status"] == "FINISHED" and result["profile"] == "smoke" and result["seed"] == 1
+    assert len(result["epochs"]) == result["config"]["epochs"] == 2
+    for key in ("test_accuracy", "train_time_s", "peak_memory_mb", "params_total", "wall_time_s"):
+        assert result["metrics"][key] > 0
+    env = result["environment"]
+    assert env["torch"] and env["device"].startswith("CPU") and env["code_version"]
+    assert "cruciata.2.resnet-18.mnist.sgd.a" in result["cells"]
+    assert result["config"]["sources"]["lr"].startswith("paper")
+
+    from mlflow.tracking import MlflowClient
+
+    assert result["mlflow"]["tracking_uri"] == f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(result["mlflow"]["tracking_uri"])
+    run = client.get_run(result["mlflow"]["run_id"])
+    tags = run.data.tags
+    assert (tags["paper"], tags["experiment"], tags["seed"], tags["profile"]) == \
+        ("cruciata", "cruciata-mnist-resnet18-backprop", "1", "smoke")
+    assert "cruciata.2.resnet-18.mnist.sgd.t" in tags["cells"] and tags["tables"] == "2"
+    assert tags["code_version"] == env["code_version"]
+    assert run.data.params["lr"] == "0.001" and run.data.params["model.nonlinearity"] == "relu"
+    history = client.get_metric_history(run.info.run_id, "test_accuracy")
+    assert [m.step for m in history] == [1, 2]
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "layerwise-bench/smoke/cruciata"
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["run", "-e", "ma-cifar10-vgg99-backprop", "--profile", "smoke"], ["unknown experiment 'ma-cifar10-vgg99-backprop'"]),
+    (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "tiny"], ["unknown profile 'tiny'"]),
+    (["run", "-e", "ma-cifar10-vgg8-predsim", "--profile", "smoke"], ["cannot run", "predsim", "issue 5"]),
+    (["config", "nope"], ["unknown experiment 'nope'"]),
+    (["aggregate", "--profile", "huge"], ["unknown profile 'huge'"]),
+])
+def test_bad_input_is_one_line(workdir, args, fragments):
+    assert_one_line_error(bench(*args, cwd=workdir), *fragments)
+
+
+def test_missing_dataset_outside_smoke_is_one_line(workdir):
+    proc = bench("run", "-e", "cruciata-cifar10-vgg11-backprop", "--profile", "paper", "--data-root",
+                 str(workdir / "no-data"), cwd=workdir)
+    assert_one_line_error(proc, "dataset cifar10 not found under", str(workdir / "no-data"), "--download")
+    assert not (workdir / "results").exists() or not list((workdir / "results").rglob("*.json"))
+
+
+def test_malformed_registry_row_is_one_line(workdir):
+    claims = workdir / "claims"
+    shutil.copytree(CLAIMS_DIR, claims)
+    text = (claims / "cruciata.csv").read_text().splitlines()
+    line = next(i for i, row in enumerate(text) if ",test_accuracy," in row)
+    text[line] = text[line].replace(",test_accuracy,", ",accuracy,")
+    (claims / "cruciata.csv").write_text("\n".join(text) + "\n")
+    proc = bench("claims", "--format", "csv", cwd=workdir, env={"BENCH_CLAIMS_DIR": str(claims)})
+    assert_one_line_error(proc, f"malformed registry row: cruciata.csv line {line + 1}:", "metric 'accuracy'")
+    assert proc.stdout == ""

@@ -1,0 +1,89 @@
+"""Experiments are derived from the registry: cells that share a run share an experiment; profiles scale a
+config without changing what the experiment is."""
+import pytest
+
+from bench import BenchError
+from bench import experiments as ex
+from bench.registry import load_claims
+
+
+def exp_of(claim_id):
+    c = next(c for c in load_claims() if c.id == claim_id)
+    return ex.Experiment(*c.experiment_key()).id if c.experiment_key() else None
+
+
+def test_cells_of_one_run_share_one_experiment():
+    # Learn & Drop's SGD time and accuracy come from one run
+    assert exp_of("cruciata.1.vgg-11.mnist.sgd.t") == exp_of("cruciata.1.vgg-11.mnist.sgd.a") == \
+        "cruciata-mnist-vgg11-backprop"
+    # Ma prints ResNet18 on CIFAR-10 in Tables III and V: one configuration, one experiment
+    assert exp_of("ma.III.resnet18.global") == exp_of("ma.V.resnet18.global") == "ma-cifar10-resnet18-backprop"
+    # Karimi's Table 5 times come from the runs of Table 3's CIFAR-10 accuracies
+    assert exp_of("karimi.5.cifar-10.proposed-method.vgg16") == exp_of("karimi.3.cifar-10.proposed-method.vgg16")
+
+
+def test_relative_cells_name_their_baseline():
+    c = next(c for c in load_claims() if c.id == "cruciata.2.resnet-50.cifar-10.dropping.dt")
+    assert ex.Experiment(*c.experiment_key()).id == "cruciata-cifar10-resnet50-learn_drop"
+    assert ex.Experiment(*c.baseline_key()).id == "cruciata-cifar10-resnet50-backprop"
+
+
+def test_cells_without_a_run_have_no_experiment():
+    assert exp_of("cruciata.3.vgg-11.sgd.flops") is None  # FLOPs: from the model alone
+    assert exp_of("bhyravabhottla.text.cnn12.conv1.params") is None
+    assert exp_of("cruciata.text.vgg-average.freezing.dt") is None  # an average of other cells
+
+
+def test_unique_experiments_and_their_ids():
+    exps = ex.experiments()
+    # Ma 57 configurations x 2 methods, Karimi 110, Bhyravabhottla 8, Cruciata 21 x 3 methods
+    assert len(exps) == 114 + 110 + 8 + 63
+    for eid, e in exps.items():
+        assert eid == e.id and eid.split("-")[0] == e.paper
+        assert all(ch.isalnum() or ch in "-_" for ch in eid)
+    assert "karimi-cifar100-vgg19-backprop-adam" in exps
+
+
+def test_targets_are_the_supported_experiments_only():
+    targets = ex.targets("paper")
+    assert "ma-cifar10-vgg8b_e1-backprop" in targets and "cruciata-imagenette-resnet152-backprop" in targets
+    assert not any(t.endswith(("-predsim", "-learn_drop", "-freezing")) for t in targets)
+    assert "karimi-ag_news-vdcnn9-backprop-sgd" not in targets  # text data and VD-CNN come later
+    assert ex.targets("smoke") == targets  # every profile runs the same experiments
+    missing = {e: ex.support(exp, "paper") for e, exp in ex.experiments().items() if e not in targets}
+    assert all(missing.values())
+    assert "issue 5" in missing["ma-cifar10-vgg8-predsim"]
+
+
+def test_profiles_scale_epochs_schedule_and_width():
+    exp = ex.get("cruciata-cifar10-vgg16-backprop")
+    paper = ex.config(exp, "paper")
+    assert (paper["epochs"], paper["lr_milestones"], paper["model"]["width_mult"]) == (60, [20], 1.0)
+    assert paper["data"]["source"] == "real" and paper["profile"] == "paper"
+    scaled = ex.config(exp, "scaled")  # Learn & Drop papers run at half their epochs in the scaled profile
+    assert (scaled["epochs"], scaled["lr_milestones"]) == (30, [10])
+    smoke = ex.config(exp, "smoke")
+    assert smoke["epochs"] == 2 and smoke["lr_milestones"] == [1] and smoke["data"]["source"] == "synthetic"
+    assert smoke["batch_size"] <= 64 and smoke["model"]["width_mult"] < 1
+    ma = ex.config(ex.get("ma-cifar100-resnet18_r5-backprop"), "scaled")
+    assert ma["epochs"] == 40 and ma["lr_milestones"] == [20, 30, 35, 38]
+    assert ex.config_hash(paper) != ex.config_hash(scaled)
+
+
+def test_bad_ids_and_profiles_are_clear_errors():
+    with pytest.raises(BenchError, match="unknown experiment 'ma-cifar10-vgg99-backprop'"):
+        ex.get("ma-cifar10-vgg99-backprop")
+    with pytest.raises(BenchError, match="unknown profile 'tiny': choose one of smoke, scaled, paper"):
+        ex.config(ex.get("ma-cifar10-vgg8-backprop"), "tiny")
+
+
+@pytest.mark.parametrize("given,expected", [(None, [0, 1, 2]), (2, [0, 1]), ([3, 1], [1, 3]), ("0,1,2", [0, 1, 2]),
+                                            ("5", [5])])
+def test_seeds(given, expected):
+    assert ex.seeds("paper", given) == expected
+
+
+@pytest.mark.parametrize("bad", [0, "a,b", [], [-1], True])
+def test_bad_seeds(bad):
+    with pytest.raises(BenchError, match="seeds"):
+        ex.seeds("paper", bad)

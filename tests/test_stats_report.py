@@ -1,0 +1,140 @@
+"""Statistics, aggregation of result files into cells, and the Markdown reports, on hand-made result files."""
+import csv
+import math
+
+import pytest
+
+from bench import aggregate as agg
+from bench import experiments as ex
+from bench.registry import Claim, load_claims
+from bench.report import SMOKE_WARNING, write_reports
+from bench.runner import run_path, write_json_atomic
+from bench.stats import summarize
+
+T975_DF2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (statistical tables)
+
+
+def test_summarize_by_hand():
+    s = summarize([90.0, 91.0, 92.0])
+    assert (s["n"], s["mean"], s["sd"]) == (3, 91.0, 1.0)
+    assert s["ci_low"] == pytest.approx(91 - T975_DF2 / math.sqrt(3))
+    assert s["ci_high"] == pytest.approx(91 + T975_DF2 / math.sqrt(3))
+    one = summarize([5.0])
+    assert one["mean"] == 5.0 and math.isnan(one["sd"]) and math.isnan(one["ci_low"])
+    assert summarize([])["n"] == 0
+
+
+def fake_run(results, profile, experiment, seed, accuracy=50.0, train_time_s=600.0, memory_mb=1000.0,
+             status="FINISHED", error=None):
+    result = {"experiment": experiment, "seed": seed, "profile": profile, "status": status,
+              "finished": f"2026-01-0{seed + 1}T00:00:00+00:00",
+              "metrics": {"test_accuracy": accuracy, "train_time_s": train_time_s, "peak_memory_mb": memory_mb},
+              "environment": {"device": "TestGPU 9000", "code_version": "abc123", "torch": "2.x"},
+              "mlflow": {"run_id": f"run-{experiment}-{seed}"}}
+    if error:
+        result["error"] = error
+    write_json_atomic(run_path(profile, experiment, seed, results), result)
+
+
+def cells_by_id(results, profile, seeds):
+    path = agg.aggregate(profile, results=results, seeds=seeds)
+    with open(path, newline="", encoding="utf-8") as f:
+        return {r["id"]: r for r in csv.DictReader(f)}
+
+
+def test_metric_values_in_the_claims_units():
+    result = {"metrics": {"test_accuracy": 92.5, "train_time_s": 1200.0, "peak_memory_mb": 2048.0}}
+    base = {"metrics": {"train_time_s": 3000.0}}
+    claim = lambda metric, unit: Claim("x", "p", "1", "r", "c", "cifar10", "m", "backprop", "", metric,  # noqa: E731
+                                      "1", 1.0, unit, "backprop", "", "")
+    assert agg.metric_value(claim("test_accuracy", "%"), result) == 92.5
+    assert agg.metric_value(claim("test_error", "%"), result) == pytest.approx(7.5)
+    assert agg.metric_value(claim("train_time", "min"), result) == 20.0
+    assert agg.metric_value(claim("train_time", "s"), result) == 1200.0
+    assert agg.metric_value(claim("memory", "GB"), result) == 2.0
+    assert agg.metric_value(claim("time_saving_pct", "%"), result, base) == pytest.approx(60.0)
+
+
+def test_aggregate_cells_from_result_files(tmp_path):
+    res = tmp_path / "results"
+    for seed, acc in enumerate([90.0, 91.0, 92.0]):
+        fake_run(res, "paper", "cruciata-mnist-vgg11-backprop", seed, accuracy=acc, train_time_s=600.0)
+    for seed in (0, 1):  # one seed missing
+        fake_run(res, "paper", "ma-cifar10-vgg8-backprop", seed, accuracy=80.0 + seed)
+    fake_run(res, "paper", "ma-cifar100-vgg8-backprop", 0, status="FAILED", error="RuntimeError: out of memory")
+    cells = cells_by_id(res, "paper", "0,1,2")
+
+    acc = cells["cruciata.1.vgg-11.mnist.sgd.a"]
+    assert acc["status"] == "MEASURED" and acc["n"] == "3" and float(acc["mean"]) == 91.0 and float(acc["sd"]) == 1.0
+    assert float(acc["ci_high"]) == pytest.approx(91 + T975_DF2 / math.sqrt(3), rel=1e-5)
+    assert float(acc["diff"]) == pytest.approx(91.0 - 98.64)
+    assert acc["mlflow_runs"].split() == [f"run-cruciata-mnist-vgg11-backprop-{s}" for s in range(3)]
+    assert float(cells["cruciata.1.vgg-11.mnist.sgd.t"]["mean"]) == 10.0  # 600 s in the paper's minutes
+
+    partial = cells["ma.I.vgg8.global"]
+    assert partial["status"] == "PARTIAL" and partial["n"] == "2" and "1 of 3 seeds" in partial["reason"]
+    failed = cells["ma.II.vgg8.global"]
+    assert failed["status"] == "FAILED" and "out of memory" in failed["reason"]
+    missing = cells["ma.I.vgg8.layer-wise"]
+    assert missing["status"] == "MISSING" and "predsim" in missing["reason"] and missing["mean"] == ""
+    assert cells["cruciata.3.vgg-11.sgd.flops"]["status"] == "MISSING"
+    assert len(cells) == len(load_claims())  # no cell is dropped
+
+
+def test_time_savings_and_text_averages_are_computed_per_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(agg.ex, "support", lambda exp, profile: "")  # pretend Learn & Drop is implemented
+    res = tmp_path / "results"
+    rows = [("mnist", "vgg11"), ("cifar10", "vgg11"), ("imagenette", "vgg11"), ("mnist", "vgg16"),
+            ("cifar10", "vgg16"), ("imagenette", "vgg16"), ("mnist", "vgg19"), ("cifar10", "vgg19"),
+            ("imagenette", "vgg19")]
+    for i, (dataset, model) in enumerate(rows):
+        for seed in (0, 1):
+            fake_run(res, "paper", f"cruciata-{dataset}-{model}-backprop", seed, train_time_s=1000.0)
+            # savings 40 + i (seed 0) and 60 + i (seed 1)
+            fake_run(res, "paper", f"cruciata-{dataset}-{model}-learn_drop", seed,
+                     train_time_s=1000.0 - 10 * (40 + i + 20 * seed))
+    cells = cells_by_id(res, "paper", "0,1")
+    first = cells["cruciata.1.vgg-11.mnist.dropping.dt"]
+    assert float(first["mean"]) == pytest.approx(50.0) and float(first["sd"]) == pytest.approx(math.sqrt(200))
+    avg = cells["cruciata.text.vgg-average.dropping.dt"]
+    # per seed: mean over the 9 rows = 44 and 64; over seeds: 54
+    assert avg["status"] == "MEASURED" and float(avg["mean"]) == pytest.approx(54.0)
+    assert float(avg["sd"]) == pytest.approx(math.sqrt(200))
+    assert cells["cruciata.text.resnet-average.dropping.dt"]["status"] == "MISSING"
+
+
+def test_reports_render_the_papers_tables(tmp_path):
+    res, rep = tmp_path / "results", tmp_path / "reports"
+    for seed, acc in enumerate([90.0, 91.0, 92.0]):
+        fake_run(res, "paper", "ma-cifar10-vgg8-backprop", seed, accuracy=acc)
+    agg.aggregate("paper", results=res, seeds="0,1,2")
+    written = write_reports("paper", results=res, reports=rep)
+    assert {p.name for p in written} >= {"index.md", "ma.md", "karimi.md", "bhyravabhottla.md", "cruciata.md"}
+    ma = (rep / "paper" / "ma.md").read_text()
+    assert not ma.startswith(SMOKE_WARNING)
+    assert "`paper`" in ma and "TestGPU 9000" in ma and "abc123" in ma  # profile, hardware, code version
+    assert "## Table I: Classification verification with VGGs on CIFAR10" in ma
+    row = next(l for l in ma.splitlines() if l.startswith("| VGG8 "))
+    assert "90.59 → 91.00 ± 1.00" in row and "89.72 → MISSING [1]" in row
+    assert "[1] method 'predsim' is not implemented yet" in ma
+    assert (rep / "paper" / "figures" / "ma_claimed_vs_reproduced.png").stat().st_size > 1000
+    index = (rep / "paper" / "index.md").read_text()
+    assert "| [ma](ma.md)" in index and "122 |" in index
+
+
+def test_smoke_reports_say_so_in_their_first_line(tmp_path):
+    res, rep = tmp_path / "results", tmp_path / "reports"
+    fake_run(res, "smoke", "ma-cifar10-vgg8-backprop", 0, accuracy=12.0)
+    agg.aggregate("smoke", results=res)
+    write_reports("smoke", results=res, reports=rep)
+    for name in ("index.md", "ma.md", "cruciata.md"):
+        first = (rep / "smoke" / name).read_text().splitlines()[0]
+        assert first == SMOKE_WARNING and "say nothing about the papers" in first
+
+
+def test_report_without_aggregate_is_a_clear_error(tmp_path):
+    from bench import BenchError
+
+    with pytest.raises(BenchError, match="run `bench aggregate --profile paper` first"):
+        write_reports("paper", results=tmp_path / "nothing", reports=tmp_path / "r")
+    assert ex.seeds("smoke") == [0]
