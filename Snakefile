@@ -18,5 +18,5 @@ include: "workflows/rules/report.smk"
 
 rule all:
     input:
-        REPORTS,
+        REPORT_MANIFEST,
     default_target: True

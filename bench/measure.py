@@ -53,13 +53,14 @@ def device_name(device: torch.device) -> str:
 
 @cache
 def code_version() -> str:
-    """git commit of the suite, with '-dirty' when tracked files differ from it; 'unknown' outside a checkout."""
+    """git commit of the suite, '-dirty' when tracked files other than the generated reports differ from it;
+    'unknown' outside a checkout ($BENCH_CODE_VERSION overrides it, e.g. for an installed copy)."""
     if os.environ.get("BENCH_CODE_VERSION"):
         return os.environ["BENCH_CODE_VERSION"]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"], cwd=REPO,
                                capture_output=True, text=True, check=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

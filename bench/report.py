@@ -16,6 +16,7 @@ from bench import BenchError
 from bench import experiments as ex
 from bench.aggregate import load_results
 from bench.registry import papers
+from bench.runner import write_json_atomic
 
 SMOKE_WARNING = ("> **Smoke profile: these numbers say nothing about the papers.** They come from synthetic "
                  "stand-in data, networks at 1/16 width and two short epochs; they only show that every step of "
@@ -159,4 +160,9 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
               "each paper's report gives the reason per cell.", ""]
     path = out_dir / "index.md"
     path.write_text("\n".join(index).rstrip() + "\n", encoding="utf-8")
-    return [path] + written
+    written = [path] + written
+    # The workflow's final target: it lives with the results, so that a fresh clone (whose reports/ are committed
+    # but whose results/ are not) regenerates the reports, and a second run with nothing changed does nothing.
+    manifest = Path(results) / profile / "reports.json"
+    write_json_atomic(manifest, {"profile": profile, "reports": [p.as_posix() for p in written]})
+    return written + [manifest]

@@ -1,6 +1,7 @@
 """The Snakemake DAG end to end: a real smoke run of a few experiments, then a re-run that trains nothing."""
 import csv
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,9 @@ def test_smoke_run_end_to_end(tmp_path):
 
     again = snakemake(tmp_path, "-n", *config)  # nothing changed: nothing to train
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # a fresh clone has the committed reports but no results: the whole DAG runs again
+    shutil.rmtree(tmp_path / "results")
+    shutil.rmtree(tmp_path / ".snakemake")
+    fresh = snakemake(tmp_path, "-n", *config)
+    assert fresh.returncode == 0 and job_counts(fresh.stdout + fresh.stderr)["train"] == 4

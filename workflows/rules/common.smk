@@ -31,6 +31,7 @@ RESULTS = f"{config['results']}/{PROFILE}"
 REPORT_DIR = f"{config['reports']}/{PROFILE}"
 RUNS = [f"{RESULTS}/runs/{e}/seed{s}.json" for e in TARGETS for s in SEEDS]
 REPORTS = [f"{REPORT_DIR}/index.md"] + [f"{REPORT_DIR}/{paper}.md" for paper in papers()]
+REPORT_MANIFEST = f"{RESULTS}/reports.json"  # the final target (reports/ is committed, results/ is not)
 # With --use-conda the rule's conda environment provides python; otherwise the interpreter running Snakemake.
 USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 PYTHON = "python" if USE_CONDA else shlex.quote(sys.executable)

@@ -16,6 +16,7 @@ rule report:
     input:
         f"{RESULTS}/cells.csv",
     output:
+        REPORT_MANIFEST,
         REPORTS,
     conda:
         CONDA_ENV
