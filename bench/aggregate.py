@@ -89,11 +89,13 @@ class CellValues:
                 continue
             values[seed] = metric_value(claim, found[0], found[1] if len(found) > 1 else None)
             run_ids += [r["mlflow"]["run_id"] or "" for r in found]
-        if len(values) < len(self.seeds) and not failures:
-            failures_or_missing = f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no result file yet"
+        if failures:
+            reason = "; ".join(failures)
+        elif len(values) < len(self.seeds):
+            reason = f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no result file yet"
         else:
-            failures_or_missing = "; ".join(failures)
-        return values, failures_or_missing, run_ids, bool(failures)
+            reason = ""
+        return values, reason, run_ids, bool(failures)
 
 
 def cell_rows(profile: str, seeds: list[int], results: Path | str = "results") -> list[dict]:

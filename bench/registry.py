@@ -174,7 +174,7 @@ def _load_claims(claims_dir: Path) -> tuple[Claim, ...]:
                 claims.append(claim)
     by_id = {c.id for c in claims}
     for c in claims:
-        if c.derived_from and not fnmatch.filter(by_id, c.derived_from):
+        if c.derived_from and not any(fnmatch.fnmatchcase(i, c.derived_from) for i in by_id):
             raise BenchError(f"malformed registry row: {c.paper}.csv line {c.line}: derived_from "
                              f"'{c.derived_from}' matches no claim")
     return tuple(claims)

@@ -87,7 +87,7 @@ def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None,
     _seed_everything(seed)
     started = datetime.now(timezone.utc)
     wall_start = time.perf_counter()
-    data = datasets.load(exp.dataset, cfg, seed, root=data_root, download=download)
+    data = datasets.load(exp.dataset, cfg, root=data_root, download=download)
     model = build_model(cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1],
                         cfg["model"]).to(dev)
     cells = cells_of(experiment_id)

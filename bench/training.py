@@ -2,7 +2,7 @@
 record, and a progress bar that is quiet when stderr is not a terminal."""
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,7 +17,6 @@ class Context:
     seed: int
     log_epoch: Callable[[dict], None] = lambda record: None
     progress: bool | None = None  # None: only when stderr is a terminal
-    epochs: list = field(default_factory=list)
 
     def bar(self, iterable, **kw):
         show = sys.stderr.isatty() if self.progress is None else self.progress

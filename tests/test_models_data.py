@@ -116,7 +116,7 @@ def test_real_mnist_from_the_shared_data(tmp_path):
         with gzip.open(gz) as fin, open(raw / gz.name[:-3], "wb") as fout:
             shutil.copyfileobj(fin, fout)
     cfg = {"data": {"source": "real"}, "input_size": 32}
-    data = load("mnist", cfg, seed=0, root=tmp_path)
+    data = load("mnist", cfg, root=tmp_path)
     assert data.x_train.shape == (60000, 1, 32, 32) and data.x_test.shape == (10000, 1, 32, 32)
     assert data.x_train.dtype == torch.uint8 and sorted(data.y_train.unique().tolist()) == list(range(10))
     assert data.y_test[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # the well-known first test labels
@@ -124,6 +124,6 @@ def test_real_mnist_from_the_shared_data(tmp_path):
 
 def test_missing_real_data_is_a_clear_error(tmp_path):
     with pytest.raises(BenchError, match=r"dataset cifar10 not found under .*--download"):
-        load("cifar10", {"data": {"source": "real"}, "input_size": 32}, seed=0, root=tmp_path / "empty")
+        load("cifar10", {"data": {"source": "real"}, "input_size": 32}, root=tmp_path / "empty")
     assert "issue 4" in missing_reason("ag_news", "real") and missing_reason("cifar100", "real") == ""
     assert isinstance(stand_in(DATASETS["cifar100"], 4, 4), ImageData)

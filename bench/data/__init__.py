@@ -1,6 +1,6 @@
 """Datasets as uint8 tensors: the real ones (torchvision files under the data root) or synthetic stand-ins.
 
-`load(name, cfg, seed)` returns an `ImageData` whose images are uint8 N x C x H x W (already padded or cropped to
+`load(name, cfg)` returns an `ImageData` whose images are uint8 N x C x H x W (already padded or cropped to
 the experiment's input size) and labels int64; `bench.data.loader` turns them into normalized, augmented batches.
 The data root is `--data-root`, else $BENCH_DATA, else ./data. Nothing is downloaded unless asked
 (`download: true` in the workflow config, or `bench run --download`).
@@ -25,7 +25,7 @@ def missing_reason(name: str, source: str) -> str:
     return ""
 
 
-def load(name: str, cfg: dict, seed: int, root=None, download: bool = False):
+def load(name: str, cfg: dict, root=None, download: bool = False):
     """The train and test split of `name` for an experiment config (its `data` and `input_size`)."""
     from bench import BenchError
 
