@@ -41,7 +41,8 @@ DATASETS = {
         # Raabin-WBC and the char-level text sets get their loaders with the data layer (issue 4).
         # Raabin-WBC image side: not stated by Karimi et al.; 224 is a placeholder until the data layer decides.
         DatasetInfo("raabin_wbc", "image", 3, 224, 5, 10175, 4339, IMAGENET_MEAN, IMAGENET_STD),
-        DatasetInfo("ag_news", "text", 1, 1014, 4, 120000, 7600),
-        DatasetInfo("dbpedia", "text", 1, 1014, 14, 560000, 70000),
+        # char-level text: VD-CNN reads 1024 characters (Conneau et al.; methods.md 3.6)
+        DatasetInfo("ag_news", "text", 1, 1024, 4, 120000, 7600),
+        DatasetInfo("dbpedia", "text", 1, 1024, 14, 560000, 70000),
     ]
 }

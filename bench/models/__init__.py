@@ -8,15 +8,24 @@ dropout, head) come from the experiment's config, not from the name.
 """
 from bench.models.common import BlockNet
 
-FAMILIES = {"vgg": "bench.models.vgg", "resnet": "bench.models.resnet"}
-NOT_BUILT = ("alexnet", "lenet", "simcnn", "vdcnn", "cnn12", "densenet", "resnext")
+# family prefix of a base name -> module with BASES (the names it builds) and build(...)
+FAMILIES = {
+    "vgg": "bench.models.vgg",
+    "resnet": "bench.models.resnet",
+    "resnext": "bench.models.resnext",
+    "densenet": "bench.models.densenet",
+    "alexnet": "bench.models.alexnet",
+    "lenet": "bench.models.lenet",
+    "cnn12": "bench.models.cnn12",
+    "simcnn": "bench.models.simcnn",
+    "vdcnn": "bench.models.vdcnn",
+}
 
 
 def family(base: str) -> str:
-    for name in FAMILIES:
-        if base.startswith(name):
-            return name
-    return ""
+    """The family whose prefix starts `base` (the longest such prefix)."""
+    matches = [name for name in FAMILIES if base.startswith(name)]
+    return max(matches, key=len) if matches else ""
 
 
 def missing_reason(architecture: dict) -> str:
@@ -27,7 +36,10 @@ def missing_reason(architecture: dict) -> str:
         return f"model '{base}' is not built yet (model zoo: issue 3)"
     import importlib
 
-    module = importlib.import_module(FAMILIES[fam])
+    try:
+        module = importlib.import_module(FAMILIES[fam])
+    except ModuleNotFoundError:
+        return f"model '{base}' is not built yet (model zoo: issue 3)"
     if base not in module.BASES:
         return f"model '{base}' is not built yet (model zoo: issue 3)"
     return ""

@@ -4,14 +4,32 @@ from torch import nn
 
 
 class BlockNet(nn.Module):
-    """blocks[0] -> blocks[1] -> ... -> head. `input_shape` and `num_classes` say what it was built for."""
+    """blocks[0] -> blocks[1] -> ... -> head.
 
-    def __init__(self, blocks: list[nn.Module], head: nn.Module, input_shape: tuple, num_classes: int):
+    `input_shape` (C, H, W) for images or (L,) for token sequences, and `num_classes`, say what it was built for;
+    `input_dtype` is torch.float32 for images, torch.long for character indices. `block_names` labels the blocks
+    (e.g. "conv2" in Bhyravabhottla & Lee's 12-layer CNN) so that a cell can name the layer it counts.
+    """
+
+    def __init__(self, blocks: list[nn.Module], head: nn.Module, input_shape: tuple, num_classes: int,
+                 block_names: list[str] | None = None, input_dtype: torch.dtype = torch.float32):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.head = head
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
+        self.input_dtype = input_dtype
+        self.block_names = list(block_names) if block_names else [f"block{i}" for i in range(len(blocks))]
+        if len(self.block_names) != len(self.blocks):
+            raise ValueError("one name per block")
+
+    def part(self, name: str) -> nn.Module:
+        """The block called `name`, or the head ("head")."""
+        if name == "head":
+            return self.head
+        if name not in self.block_names:
+            raise KeyError(f"no block '{name}' (blocks: {', '.join(self.block_names)})")
+        return self.blocks[self.block_names.index(name)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
