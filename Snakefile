@@ -1,4 +1,4 @@
-# layerwise-bench: one job per (experiment, seed), then aggregate, then report.
+# layerwise-bench: one job per (experiment, seed) and per measured model, then aggregate, then report.
 #   snakemake --cores all                          the paper profile (default), the papers' own settings
 #   snakemake --cores all --config profile=smoke   the whole DAG on synthetic stand-ins, minutes on a laptop CPU
 # Targets come from the claims registry (bench/claims); rules live in workflows/rules/.
@@ -13,6 +13,7 @@ configfile: f"{workflow.basedir}/workflows/config.yaml"
 include: "workflows/rules/common.smk"
 include: "workflows/rules/setup.smk"
 include: "workflows/rules/train.smk"
+include: "workflows/rules/measure.smk"
 include: "workflows/rules/report.smk"
 
 

@@ -1,23 +1,26 @@
-"""`bench aggregate`: per-seed result files -> one row of statistics per claim cell (results/<profile>/cells.csv).
+"""`bench aggregate`: result files -> one row of statistics per claim cell (results/<profile>/cells.csv).
 
-A cell's value is computed per seed from the run(s) it depends on (a time saving from the run and its
+A trained cell's value is computed per seed from the run(s) it depends on (a time saving from the run and its
 baseline run of the same seed; an average stated in the text from the cells it averages), then summarized
-over seeds. Reads only the result files, never MLflow. Cells that cannot be measured yet keep their row,
-with status MISSING and the reason.
+over seeds. A cell computed from the model alone (parameters, FLOPs) has one exact value from its measurement
+file and a verdict: REPRODUCED when it rounds to the printed value. Reads only result files, never MLflow.
+Cells that cannot be measured yet keep their row, with status MISSING and the reason.
 """
 import csv
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import deterministic as det
 from bench import experiments as ex
 from bench import stats
 from bench.registry import Claim, load_claims, members
 from bench.runner import run_path, write_json_atomic
 
 COLUMNS = ["id", "paper", "table", "row", "column", "metric", "unit", "printed", "claimed", "n", "seeds_expected",
-           "mean", "sd", "ci_low", "ci_high", "diff", "status", "reason", "experiment", "baseline_experiment",
-           "mlflow_runs"]
+           "mean", "sd", "ci_low", "ci_high", "diff", "status", "verdict", "reason", "experiment",
+           "baseline_experiment", "sources"]
 
 
 def metric_value(claim: Claim, result: dict, baseline: dict | None = None) -> float:
@@ -49,35 +52,78 @@ def load_results(profile: str, seeds: list[int], results: Path | str = "results"
     return found
 
 
-class CellValues:
-    """Per-seed values of every cell, with the reason when a cell has none."""
+@dataclass
+class Values:
+    """What the suite has for one cell: per-seed values (key None for a cell computed from the model alone,
+    which has one exact value), why some or all are missing, the MLflow runs or measurement files used, and
+    whether a run failed."""
+    per_seed: dict = field(default_factory=dict)
+    reason: str = ""
+    sources: list = field(default_factory=list)
+    failed: bool = False
 
-    def __init__(self, claims, profile, seeds, runs):
-        self.claims, self.profile, self.seeds, self.runs = claims, profile, seeds, runs
+    @property
+    def exact(self) -> bool:
+        return None in self.per_seed
+
+
+def load_measurements(profile: str, results: Path | str = "results") -> dict:
+    """measurement id -> result dict, for every model measurement file present."""
+    found = {}
+    for mid in det.measurements():
+        path = det.result_path(profile, mid, results)
+        if path.exists():
+            with open(path, encoding="utf-8") as f:
+                found[mid] = json.load(f)
+    return found
+
+
+class CellValues:
+    """The values of every cell, computed once each (derived cells reuse their members')."""
+
+    def __init__(self, claims, profile, seeds, runs, models):
+        self.claims, self.profile, self.seeds, self.runs, self.models = claims, profile, seeds, runs, models
         self.cache = {}
 
-    def per_seed(self, claim: Claim) -> tuple[dict, str, list[str], bool]:
-        """({seed: value}, why values are missing, MLflow run ids used, whether a run failed)."""
+    def of(self, claim: Claim) -> Values:
         if claim.id not in self.cache:
             self.cache[claim.id] = self._compute(claim)
         return self.cache[claim.id]
 
-    def _compute(self, claim):
+    def _compute(self, claim) -> Values:
         if claim.derived_from:
-            parts = [self.per_seed(m) for m in members(claim, self.claims)]
-            values = {s: sum(p[0][s] for p in parts) / len(parts) for s in self.seeds if all(s in p[0] for p in parts)}
-            reasons = sorted({p[1] for p in parts if p[1]})
-            reason = "" if values else f"averages {len(parts)} cells, some without values: " + "; ".join(reasons)
-            return values, reason, sorted({r for p in parts for r in p[2]}), any(p[3] for p in parts)
-        key = claim.experiment_key()
-        if key is None:
-            return {}, "computed from the model alone (FLOPs, parameter counts): not measured yet (issue 3)", [], False
-        keys = [key] + ([claim.baseline_key()] if claim.baseline_key() else [])
+            return self._derived(claim)
+        if claim.metric in det.MODEL_METRICS or claim.metric == "flops_reduction_pct":
+            return self._from_model(claim)
+        return self._from_runs(claim)
+
+    def _derived(self, claim) -> Values:
+        parts = [self.of(m) for m in members(claim, self.claims)]
+        keys = [None] if all(p.exact for p in parts) else self.seeds
+        values = {k: sum(p.per_seed[k] for p in parts) / len(parts) for k in keys if all(k in p.per_seed for p in parts)}
+        reasons = sorted({p.reason for p in parts if p.reason})
+        reason = "" if values else f"averages {len(parts)} cells, some without values: " + "; ".join(reasons)
+        return Values(values, reason, sorted({r for p in parts for r in p.sources}), any(p.failed for p in parts))
+
+    def _from_model(self, claim) -> Values:
+        if claim.method not in ("", "backprop"):
+            return Values(reason="depends on the layers Learn & Drop drops while training (method: issue 6)")
+        why = det.missing_reason(claim.paper, claim.model)
+        if why:
+            return Values(reason=why)
+        mid = det.measurement_id(claim.paper, claim.model)
+        result = self.models.get(mid)
+        if result is None:
+            return Values(reason=f"no measurement file for {mid} yet (run the workflow)")
+        return Values({None: det.claim_value(claim, result)}, "", [f"models/{mid}.json"])
+
+    def _from_runs(self, claim) -> Values:
+        keys = [claim.experiment_key()] + ([claim.baseline_key()] if claim.baseline_key() else [])
         exps = [ex.Experiment(*k) for k in keys]
         for exp in exps:
             why = ex.support(exp, self.profile)
             if why:
-                return {}, why, [], False
+                return Values(reason=why)
         values, run_ids, failures = {}, [], []
         for seed in self.seeds:
             found = [self.runs.get((e.id, seed)) for e in exps]
@@ -95,30 +141,39 @@ class CellValues:
             reason = f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no result file yet"
         else:
             reason = ""
-        return values, reason, run_ids, bool(failures)
+        return Values(values, reason, run_ids, bool(failures))
+
+
+def exact_verdict(claim: Claim, value: float) -> str:
+    """A cell computed from the model alone is reproduced when it rounds to the printed value."""
+    printed = claim.printed.replace(",", "").split()[0].rstrip("%")
+    decimals = len(printed.split(".")[1]) if "." in printed else 0
+    return "REPRODUCED" if round(value, decimals) == round(claim.value, decimals) else "NOT REPRODUCED"
 
 
 def cell_rows(profile: str, seeds: list[int], results: Path | str = "results") -> list[dict]:
     claims = load_claims()
-    values = CellValues(claims, profile, seeds, load_results(profile, seeds, results))
+    values = CellValues(claims, profile, seeds, load_results(profile, seeds, results),
+                        load_measurements(profile, results))
     rows = []
     for c in claims:
-        per_seed, reason, run_ids, failed = values.per_seed(c)
-        s = stats.summarize([per_seed[k] for k in sorted(per_seed)])
-        if s["n"] == len(seeds):
+        v = values.of(c)
+        s = stats.summarize([v.per_seed[k] for k in v.per_seed])
+        if v.exact or s["n"] == len(seeds):
             status = "MEASURED"
         else:
-            status = "FAILED" if failed else ("PARTIAL" if per_seed else "MISSING")
+            status = "FAILED" if v.failed else ("PARTIAL" if v.per_seed else "MISSING")
         key, base = c.experiment_key(), c.baseline_key()
         rows.append({"id": c.id, "paper": c.paper, "table": c.table, "row": c.row, "column": c.column,
                      "metric": c.metric, "unit": c.unit, "printed": c.printed, "claimed": c.value,
-                     "n": s["n"], "seeds_expected": len(seeds), "mean": s["mean"], "sd": s["sd"],
+                     "n": s["n"], "seeds_expected": 0 if v.exact else len(seeds), "mean": s["mean"], "sd": s["sd"],
                      "ci_low": s["ci_low"], "ci_high": s["ci_high"],
-                     "diff": s["mean"] - c.value if per_seed else math.nan, "status": status,
-                     "reason": reason if status != "MEASURED" else "",
+                     "diff": s["mean"] - c.value if v.per_seed else math.nan, "status": status,
+                     "verdict": exact_verdict(c, s["mean"]) if v.exact else "",
+                     "reason": v.reason if status != "MEASURED" else "",
                      "experiment": ex.Experiment(*key).id if key else "",
                      "baseline_experiment": ex.Experiment(*base).id if base else "",
-                     "mlflow_runs": " ".join(run_ids)})
+                     "sources": " ".join(v.sources)})
     return rows
 
 

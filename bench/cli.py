@@ -1,4 +1,4 @@
-"""The `bench` command line: claims | experiments | config | setup | run | aggregate | report.
+"""The `bench` command line: claims | experiments | models | config | setup | run | measure | aggregate | report.
 
 Errors a user can act on (unknown ids, bad registry rows, missing data) print one line and exit with 2.
 """
@@ -50,6 +50,26 @@ def cmd_experiments(args):
             print(f"{eid}\tMISSING: {reason}")
 
 
+def cmd_models(args):
+    from bench import deterministic as det
+
+    rows = det.inventory(args.paper)
+    if args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["paper", "model", "dataset", "input", "classes", "params", "mmac", "cells", "note"])
+        for r in rows:
+            writer.writerow([r["paper"], r["model"], r["dataset"], r["input"], r["classes"], r["params"],
+                             f"{r['mmac']:.2f}" if r["mmac"] != "" else "", " ".join(r["cells"]), r["note"]])
+        return
+    from tabulate import tabulate
+
+    table = [[r["paper"], r["model"], r["dataset"], r["input"], r["classes"],
+              f"{r['params']:,}" if r["params"] != "" else "-", f"{r['mmac']:,.2f}" if r["mmac"] != "" else "-",
+              len(r["cells"]), r["note"]] for r in rows]
+    print(tabulate(table, headers=["paper", "model", "dataset", "input", "classes", "parameters", "MMac", "cells",
+                                   "note"]))
+
+
 def cmd_config(args):
     from bench import experiments as ex
 
@@ -76,6 +96,18 @@ def cmd_run(args):
     m = result["metrics"]
     print(f"{result['experiment']} seed {result['seed']} [{result['profile']}]: test accuracy "
           f"{m['test_accuracy']:.2f} %, train time {m['train_time_s']:.1f} s, MLflow run {result['mlflow']['run_id']}")
+
+
+def cmd_measure(args):
+    from bench import deterministic as det
+    from bench.runner import write_json_atomic
+
+    result = det.measure(args.id)
+    out = Path(args.out) if args.out else det.result_path(args.profile, args.id, args.results)
+    write_json_atomic(out, result)
+    conv = det.primary(result)
+    print(f"{args.id}: {conv['params_total']:,} parameters, {conv['macs'][result['primary']['backend']] / 1e6:,.2f} MMac "
+          f"({conv['name']}, {result['primary']['backend']}); {len(result['conventions'])} conventions -> {out}")
 
 
 def cmd_aggregate(args):
@@ -106,6 +138,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true")
     s.set_defaults(fn=cmd_experiments)
 
+    s = sub.add_parser("models", help="every model a cell names: parameters, MACs at its input size, its cells")
+    s.add_argument("--paper")
+    s.add_argument("--format", choices=["table", "csv"], default="table")
+    s.set_defaults(fn=cmd_models)
+
     s = sub.add_parser("config", help="print the resolved config of an experiment")
     s.add_argument("experiment")
     s.add_argument("--profile", default="paper")
@@ -128,6 +165,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: only when stderr is a terminal)")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("measure", help="parameters and FLOPs of a model a cell names, under every convention")
+    s.add_argument("--id", required=True, help="<paper>-<model>, e.g. cruciata-vgg16 (`bench models` lists them)")
+    s.add_argument("--profile", default="paper")
+    s.add_argument("--results", default="results")
+    s.add_argument("--out", help="result file (default results/<profile>/models/<id>.json)")
+    s.set_defaults(fn=cmd_measure)
 
     for name, fn, helptext in (("aggregate", cmd_aggregate, "per-cell statistics -> results/<profile>/cells.csv"),
                                ("report", cmd_report, "Markdown reports -> reports/<profile>/")):

@@ -21,6 +21,45 @@ def count_parameters(model: nn.Module) -> dict:
             "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
 
+def part_parameters(model: nn.Module) -> dict:
+    """Parameters of every named block and of the head (frozen ones included)."""
+    parts = dict(zip(model.block_names, model.blocks))
+    parts["head"] = model.head
+    return {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
+
+
+# ptflops counting conventions: (backend, count torch.nn.functional / tensor ops too)
+FLOPS_BACKENDS = {"pytorch": ("pytorch", False), "pytorch+functional": ("pytorch", True), "aten": ("aten", None)}
+
+
+def forward_macs(model: nn.Module, backend: str = "pytorch") -> int:
+    """Multiply-accumulates of one forward pass of one sample at the model's input shape, counted by ptflops.
+
+    ptflops counts MACs, not FLOPs (FLOPs = 2 x MACs, kept under their own name by the callers). Backends:
+    'pytorch' hooks the nn.Modules only (convs and linears with their bias adds, BN, activations, pools: ptflops'
+    classic count); 'pytorch+functional' also counts functional and tensor ops (residual adds, but it counts an
+    nn.ReLU twice, once as module and once as F.relu); 'aten' counts the aten convolutions and matrix products
+    with their bias adds. The model is copied to the CPU in eval mode; the caller's model and mode are untouched.
+    """
+    import copy
+
+    from ptflops import get_model_complexity_info
+
+    if backend not in FLOPS_BACKENDS:
+        raise ValueError(f"FLOPs backend must be one of {', '.join(FLOPS_BACKENDS)}")
+    engine, functional = FLOPS_BACKENDS[backend]
+    config = {} if functional is None else {"count_functional": functional}
+    clone = copy.deepcopy(model).cpu().eval()
+    shape = tuple(model.input_shape)
+    dtype = getattr(model, "input_dtype", torch.float32)
+    make_input = (lambda res: torch.zeros((1, *res), dtype=dtype)) if dtype != torch.float32 else None
+    with torch.no_grad():
+        macs, _ = get_model_complexity_info(clone, shape, as_strings=False, print_per_layer_stat=False,
+                                            input_constructor=make_input, backend=engine, verbose=False,
+                                            backend_specific_config=config)
+    return int(macs)
+
+
 def reset_peak_memory(device: torch.device):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -55,7 +55,7 @@ METHODS = {
     "freezing": "the same selection as Learn & Drop, layers frozen instead of dropped (Cruciata 'Freezing')",
 }
 
-FIELDS = ["id", "paper", "table", "row", "column", "dataset", "model", "method", "variant", "metric",
+FIELDS = ["id", "paper", "table", "row", "column", "dataset", "model", "method", "variant", "part", "metric",
           "printed", "value", "unit", "baseline_method", "derived_from", "note"]
 
 
@@ -70,6 +70,7 @@ class Claim:
     model: str
     method: str
     variant: str
+    part: str  # for parameter/FLOPs cells: the named block counted ("" = the whole model)
     metric: str
     printed: str
     value: float

@@ -37,6 +37,36 @@ def read_cells(profile: str, results: Path | str) -> list[dict]:
     return rows
 
 
+def measurement_markdown(paper: str, cells: list[dict], results: Path | str, profile: str) -> list[str]:
+    """The models measured without training, under every convention and counting backend, side by side."""
+    from bench import deterministic as det
+
+    found = [json.loads(det.result_path(profile, mid, results).read_text()) for mid, (p, _) in det.measurements().items()
+             if p == paper and det.result_path(profile, mid, results).exists()]
+    if not found:
+        return []
+    printed = {(r["id"].split(".")[2], r["metric"]): r["printed"] for r in cells if r["metric"] == "flops" and r["verdict"]}
+    spec = found[0]
+    backends = list(spec["conventions"][0]["macs"])
+    lines = ["## Models measured without training", "",
+             f"Primary convention (it gives the cells above their value): `{spec['primary']['convention']}` with the "
+             f"`{spec['primary']['backend']}` count. {' '.join(spec['why'].split())}", "",
+             "MACs of one forward pass of one sample, counted by ptflops (FLOPs = 2 x MACs); `pytorch`: nn.Module "
+             "hooks only (ptflops' classic count); `pytorch+functional`: plus functional and tensor ops (counts an "
+             "nn.ReLU twice); `aten`: aten convolutions and matrix products. Parameters counted by the suite, "
+             "frozen ones included. Full width in every profile.", ""]
+    body = []
+    for m in found:
+        flops_row = next((v for (row, metric), v in printed.items() if row.replace("-", "") == m["model"]), "")
+        for conv in m["conventions"]:
+            mark = " (primary)" if conv["name"] == m["primary"]["convention"] else ""
+            body.append([m["model"], conv["name"] + mark, "x".join(map(str, conv["input_shape"])), conv["num_classes"],
+                         f"{conv['params_total']:,}"] + [f"{conv['macs'][b] / 1e6:,.2f}" for b in backends] + [flops_row])
+    lines += [tabulate(body, headers=["Model", "Convention", "Input", "Classes", "Parameters"]
+                       + [f"MMac ({b})" for b in backends] + ["Printed"], tablefmt="github"), ""]
+    return lines
+
+
 def run_facts(profile: str, results: Path | str, seeds: list[int]) -> dict:
     runs = list(load_results(profile, seeds, results).values())
     count = lambda key: Counter(r["environment"][key] for r in runs)  # noqa: E731
@@ -67,6 +97,8 @@ def fmt_value(v: float) -> str:
 
 
 def fmt_cell(r: dict, notes: dict) -> str:
+    if r["verdict"]:  # computed from the model alone: one exact value
+        return f"{r['printed']} → {fmt_value(r['mean'])} ({r['verdict']})"
     if r["status"] in ("MEASURED", "PARTIAL"):
         rep = fmt_value(r["mean"])
         if r["n"] >= 2:
@@ -120,7 +152,10 @@ def scatter(rows: list[dict], path: Path, title: str) -> bool:
 
 def status_counts(rows: list[dict]) -> dict:
     c = Counter(r["status"] for r in rows)
-    return {s: c.get(s, 0) for s in ("MEASURED", "PARTIAL", "MISSING", "FAILED")}
+    out = {s: c.get(s, 0) for s in ("MEASURED", "PARTIAL", "MISSING", "FAILED")}
+    verdicts = Counter(r["verdict"] for r in rows if r["verdict"])
+    out["exact"] = f"{verdicts.get('REPRODUCED', 0)} / {sum(verdicts.values())}"
+    return out
 
 
 def write_reports(profile: str, results: Path | str = "results", reports: Path | str = "reports") -> list[Path]:
@@ -149,13 +184,16 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
             trows = [r for r in rows if r["table"] == table]
             name = "Numbers stated in the text" if table == "text" else f"Table {table}"
             lines += [f"## {name}: {tmeta['caption']}", ""] + table_markdown(trows)
+        lines += measurement_markdown(paper, rows, results, profile)
         path = out_dir / f"{paper}.md"
         path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
         written.append(path)
         summary.append([f"[{paper}]({paper}.md)", meta["citation"], len(rows), *status_counts(rows).values()])
     index += ["## Cells per paper", "",
-              tabulate(summary, headers=["Paper", "Citation", "Cells", "Measured", "Partial", "Missing", "Failed"],
-                       tablefmt="github"), "",
+              tabulate(summary, headers=["Paper", "Citation", "Cells", "Measured", "Partial", "Missing", "Failed",
+                                         "Exact cells reproduced"], tablefmt="github"), "",
+              "Exact cells are the parameter and FLOPs counts, computed from the models without training: "
+              "REPRODUCED when the suite's count rounds to the printed value.", "",
               "MISSING cells belong to methods, models, datasets or measurements the suite does not cover yet; "
               "each paper's report gives the reason per cell.", ""]
     path = out_dir / "index.md"

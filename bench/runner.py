@@ -103,12 +103,15 @@ def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None,
         epochs.append(record)
         logger.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
+    macs = measure.forward_macs(model, "pytorch")
     measure.reset_peak_memory(dev)
     params = measure.count_parameters(model)
     final = methods.get(exp.method).train(model, data, cfg, Context(dev, seed, log_epoch, progress))
     metrics = {**final, **measure.peak_memory_mb(dev), "params_total": params["total"],
-               "params_trainable": params["trainable"], "wall_time_s": time.perf_counter() - wall_start}
+               "params_trainable": params["trainable"], "macs_forward": macs, "flops_forward": 2 * macs,
+               "wall_time_s": time.perf_counter() - wall_start}
     logger.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+    metrics["flops_counting"] = "ptflops pytorch backend (modules), one sample at the input shape; FLOPs = 2 x MACs"
     logger.finish("FINISHED")
     result = {"experiment": exp.id, "seed": seed, "profile": profile, "status": "FINISHED",
               "started": started.isoformat(timespec="seconds"),

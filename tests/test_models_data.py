@@ -51,7 +51,8 @@ def test_inputs_of_every_shape():
 def test_width_multiplier_and_unbuilt_models():
     full = n_params(build_model({"base": "resnet50"}, 3, 10, 32, {}))
     assert n_params(build_model({"base": "resnet50"}, 3, 10, 32, {"width_mult": 0.25})) < full / 10
-    assert "issue 3" in model_missing({"base": "alexnet"}) and model_missing({"base": "resnet101"}) == ""
+    assert "not in the model zoo" in model_missing({"base": "mobilenet_v2"}) and model_missing({"base": "resnet101"}) == ""
+    assert "not in the model zoo" in model_missing({"base": "vgg12"})
 
 
 @pytest.mark.parametrize("name", [n for n, d in DATASETS.items() if d.loader])

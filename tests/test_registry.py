@@ -231,5 +231,5 @@ def test_row_with_missing_fields_is_refused(tmp_path):
         shutil.copy(f, tmp_path / f.name)
     with open(tmp_path / "karimi.csv", "a", encoding="utf-8") as f:
         f.write("karimi.3.x,karimi,3,row\n")
-    with pytest.raises(BenchError, match=r"karimi.csv line 132: expected 16 comma-separated fields"):
+    with pytest.raises(BenchError, match=r"karimi.csv line 132: expected 17 comma-separated fields"):
         load_claims(tmp_path)

@@ -45,7 +45,7 @@ def cells_by_id(results, profile, seeds):
 def test_metric_values_in_the_claims_units():
     result = {"metrics": {"test_accuracy": 92.5, "train_time_s": 1200.0, "peak_memory_mb": 2048.0}}
     base = {"metrics": {"train_time_s": 3000.0}}
-    claim = lambda metric, unit: Claim("x", "p", "1", "r", "c", "cifar10", "m", "backprop", "", metric,  # noqa: E731
+    claim = lambda metric, unit: Claim("x", "p", "1", "r", "c", "cifar10", "m", "backprop", "", "", metric,  # noqa: E731
                                       "1", 1.0, unit, "backprop", "", "")
     assert agg.metric_value(claim("test_accuracy", "%"), result) == 92.5
     assert agg.metric_value(claim("test_error", "%"), result) == pytest.approx(7.5)
@@ -68,7 +68,7 @@ def test_aggregate_cells_from_result_files(tmp_path):
     assert acc["status"] == "MEASURED" and acc["n"] == "3" and float(acc["mean"]) == 91.0 and float(acc["sd"]) == 1.0
     assert float(acc["ci_high"]) == pytest.approx(91 + T975_DF2 / math.sqrt(3), rel=1e-5)
     assert float(acc["diff"]) == pytest.approx(91.0 - 98.64)
-    assert acc["mlflow_runs"].split() == [f"run-cruciata-mnist-vgg11-backprop-{s}" for s in range(3)]
+    assert acc["sources"].split() == [f"run-cruciata-mnist-vgg11-backprop-{s}" for s in range(3)]
     assert float(cells["cruciata.1.vgg-11.mnist.sgd.t"]["mean"]) == 10.0  # 600 s in the paper's minutes
 
     partial = cells["ma.I.vgg8.global"]

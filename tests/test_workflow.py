@@ -52,7 +52,7 @@ def test_smoke_run_end_to_end(tmp_path):
     with open(tmp_path / "results/smoke/cells.csv", newline="") as f:
         cells = {r["id"]: r for r in csv.DictReader(f)}
     acc = cells["cruciata.1.vgg-11.mnist.sgd.a"]
-    assert acc["status"] == "MEASURED" and acc["n"] == "2" and acc["sd"] != "" and len(acc["mlflow_runs"].split()) == 2
+    assert acc["status"] == "MEASURED" and acc["n"] == "2" and acc["sd"] != "" and len(acc["sources"].split()) == 2
     assert cells["ma.V.resnet18-r4.global"]["status"] == "MEASURED"
     assert cells["ma.V.resnet18-r4.layer-wise"]["status"] == "MISSING"
 

@@ -30,18 +30,12 @@ def family(base: str) -> str:
 
 def missing_reason(architecture: dict) -> str:
     """'' when the architecture can be built, else why not."""
-    base = architecture.get("base", "")
-    fam = family(base)
-    if not fam:
-        return f"model '{base}' is not built yet (model zoo: issue 3)"
     import importlib
 
-    try:
-        module = importlib.import_module(FAMILIES[fam])
-    except ModuleNotFoundError:
-        return f"model '{base}' is not built yet (model zoo: issue 3)"
-    if base not in module.BASES:
-        return f"model '{base}' is not built yet (model zoo: issue 3)"
+    base = architecture.get("base", "")
+    fam = family(base)
+    if not fam or base not in importlib.import_module(FAMILIES[fam]).BASES:
+        return f"model '{base}' is not in the model zoo (bench/models)"
     return ""
 
 

@@ -58,12 +58,19 @@ def dropout(opts: dict, spatial: bool) -> nn.Module:
 
 
 def classifier(channels: int, spatial: int, num_classes: int, opts: dict) -> nn.Sequential:
-    """pool ('flatten' keeps the map, 'avg' averages it to 1x1) -> hidden FC layers -> output Linear."""
+    """pool -> hidden FC layers -> output Linear. head_pool: 'avg' averages the map to 1x1, 'flatten' keeps it,
+    'adaptive<N>' average-pools it to N x N (torchvision's VGG: 'adaptive7')."""
     mult = opts.get("width_mult", 1.0)
-    if opts.get("head_pool", "avg") == "avg":
+    pool = opts.get("head_pool", "avg")
+    if pool == "avg":
         layers, features = [nn.AdaptiveAvgPool2d(1), nn.Flatten()], channels
-    else:
+    elif pool.startswith("adaptive"):
+        n = int(pool.removeprefix("adaptive"))
+        layers, features = [nn.AdaptiveAvgPool2d(n), nn.Flatten()], channels * n * n
+    elif pool == "flatten":
         layers, features = [nn.Flatten()], channels * spatial * spatial
+    else:
+        raise ValueError(f"unknown head_pool '{pool}'")
     for hidden in opts.get("head_hidden", []):
         hidden = width(hidden, mult)
         layers.append(nn.Linear(features, hidden))

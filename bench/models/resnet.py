@@ -3,6 +3,10 @@
 Blocks: the stem, then one block per residual unit. Every conv is followed by BN; the residual add comes after
 the last BN of a unit, before its activation; dropout (Ma et al.) follows every activation. A hierarchy
 replaces the base's units per stage (Ma's ResNet18_r4 = [1,1,2,2]).
+
+Bottleneck units take torchvision's ResNeXt options: `groups` and `width_per_group` (opts; defaults 1 and 64 give
+the plain ResNet), the grouped 3x3 conv having int(planes * width_per_group / 64) * groups channels (at least
+one per group, so that a small width_mult still builds). "resnext50_32x4d" is ResNet-50 with 32 groups x 4.
 """
 from torch import nn
 
@@ -10,8 +14,8 @@ from bench.models.common import BlockNet, activation, classifier, dropout, width
 
 
 class ConvBN(nn.Sequential):
-    def __init__(self, cin, cout, kernel, stride, opts):
-        layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=opts.get("conv_bias", False))]
+    def __init__(self, cin, cout, kernel, stride, opts, groups=1):
+        layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=opts.get("conv_bias", False))]
         layers.append(nn.BatchNorm2d(cout) if opts.get("bn", True) else nn.Identity())
         super().__init__(*layers)
 
@@ -41,8 +45,9 @@ def basic(cin, planes, stride, opts):
 
 
 def bottleneck(cin, planes, stride, opts):
-    out = planes * 4
-    convs = [ConvBN(cin, planes, 1, 1, opts), ConvBN(planes, planes, 3, stride, opts), ConvBN(planes, out, 1, 1, opts)]
+    out, groups = planes * 4, opts.get("groups", 1)
+    mid = max(1, int(planes * (opts.get("width_per_group", 64) / 64))) * groups
+    convs = [ConvBN(cin, mid, 1, 1, opts), ConvBN(mid, mid, 3, stride, opts, groups), ConvBN(mid, out, 1, 1, opts)]
     short = ConvBN(cin, out, 1, stride, opts) if stride != 1 or cin != out else nn.Identity()
     return Residual(convs, short, opts), out
 
@@ -53,7 +58,10 @@ BASES = {
     "resnet50": (bottleneck, [3, 4, 6, 3]),
     "resnet101": (bottleneck, [3, 4, 23, 3]),
     "resnet152": (bottleneck, [3, 8, 36, 3]),
+    "resnext50_32x4d": (bottleneck, [3, 4, 6, 3]),
 }
+# options a base implies (the experiment's opts override them)
+BASE_OPTS = {"resnext50_32x4d": {"groups": 32, "width_per_group": 4}}
 
 
 def stem(in_channels, cout, opts):
@@ -64,6 +72,7 @@ def stem(in_channels, cout, opts):
 
 def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockNet:
     unit, units = BASES[base]
+    opts = {**BASE_OPTS.get(base, {}), **opts}
     units = list(hierarchy or units)
     if len(units) != 4:
         raise ValueError(f"{base}: a ResNet hierarchy has 4 stages, got {units}")

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)  # use this checkout's bench package, installed or not
 from bench import BenchError
+from bench import deterministic as det
 from bench import experiments as ex
 from bench.registry import load_claims, papers
 from snakemake.settings.types import DeploymentMethod
@@ -19,17 +20,20 @@ try:
     ex.profile_settings(PROFILE)
     SEEDS = ex.seeds(PROFILE, config["seeds"])
     TARGETS = ex.targets(PROFILE)
+    MEASUREMENTS = [m for m, (paper, model) in det.measurements().items() if not det.missing_reason(paper, model)]
     if config["only"]:
         patterns = [p.strip() for p in config["only"].split(",") if p.strip()]
         TARGETS = [e for e in TARGETS if any(fnmatch.fnmatchcase(e, p) for p in patterns)]
-        if not TARGETS:
-            raise BenchError(f"only={config['only']!r} matches no experiment the {PROFILE} profile runs")
+        MEASUREMENTS = [m for m in MEASUREMENTS if any(fnmatch.fnmatchcase(m, p) for p in patterns)]
+        if not TARGETS and not MEASUREMENTS:
+            raise BenchError(f"only={config['only']!r} matches no experiment or model measurement of the {PROFILE} profile")
 except BenchError as err:
     raise WorkflowError(str(err)) from None
 
 RESULTS = f"{config['results']}/{PROFILE}"
 REPORT_DIR = f"{config['reports']}/{PROFILE}"
 RUNS = [f"{RESULTS}/runs/{e}/seed{s}.json" for e in TARGETS for s in SEEDS]
+MODEL_FILES = [f"{RESULTS}/models/{m}.json" for m in MEASUREMENTS]
 REPORTS = [f"{REPORT_DIR}/index.md"] + [f"{REPORT_DIR}/{paper}.md" for paper in papers()]
 REPORT_MANIFEST = f"{RESULTS}/reports.json"  # the final target (reports/ is committed, results/ is not)
 # With --use-conda the rule's conda environment provides python; otherwise the interpreter running Snakemake.
@@ -42,4 +46,5 @@ CONDA_ENV = "../../envs/environment.yaml"
 
 wildcard_constraints:
     experiment="[A-Za-z0-9_.-]+",
+    measurement="[A-Za-z0-9_.-]+",
     seed="[0-9]+",

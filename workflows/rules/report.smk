@@ -2,6 +2,7 @@
 rule aggregate:
     input:
         RUNS,
+        MODEL_FILES,
     output:
         f"{RESULTS}/cells.csv",
     params:

@@ -1,0 +1,13 @@
+# Cells computed from the model alone (parameter counts, forward FLOPs): one job per model a cell names, at full
+# width in every profile, under every convention the paper's grid lists (bench/deterministic.py).
+rule measure_model:
+    output:
+        f"{RESULTS}/models/{{measurement}}.json",
+    log:
+        f"{RESULTS}/logs/models/{{measurement}}.log",
+    params:
+        config_hash=lambda w: ex.config_hash(det.spec(det.measurements()[w.measurement][0])),
+    conda:
+        CONDA_ENV
+    shell:
+        f"{BENCH} measure --id {{wildcards.measurement}} --profile {PROFILE} --out {{output}} > {{log}} 2>&1"
