@@ -30,7 +30,7 @@ def measurements(claims=None) -> dict[str, tuple[str, str]]:
     for c in claims if claims is not None else load_claims():
         if c.metric in MODEL_METRICS and c.method in ("", "backprop"):
             out[measurement_id(c.paper, c.model)] = (c.paper, c.model)
-    return dict(sorted(out.items()))
+    return out
 
 
 def spec(paper: str) -> dict:

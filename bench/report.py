@@ -45,9 +45,10 @@ def measurement_markdown(paper: str, cells: list[dict], results: Path | str, pro
              if p == paper and det.result_path(profile, mid, results).exists()]
     if not found:
         return []
-    printed = {(r["id"].split(".")[2], r["metric"]): r["printed"] for r in cells if r["metric"] == "flops" and r["verdict"]}
+    printed = {r["id"].split(".")[2].replace("-", ""): r for r in cells if r["metric"] == "flops" and r["verdict"]}
     spec = found[0]
     backends = list(spec["conventions"][0]["macs"])
+    primary_backend = spec["primary"]["backend"]
     lines = ["## Models measured without training", "",
              f"Primary convention (it gives the cells above their value): `{spec['primary']['convention']}` with the "
              f"`{spec['primary']['backend']}` count. {' '.join(spec['why'].split())}", "",
@@ -57,13 +58,20 @@ def measurement_markdown(paper: str, cells: list[dict], results: Path | str, pro
              "frozen ones included. Full width in every profile.", ""]
     body = []
     for m in found:
-        flops_row = next((v for (row, metric), v in printed.items() if row.replace("-", "") == m["model"]), "")
+        cell = printed.get(m["model"])
         for conv in m["conventions"]:
             mark = " (primary)" if conv["name"] == m["primary"]["convention"] else ""
+            ratio = f"{cell['claimed'] / (conv['macs'][primary_backend] / 1e6):.2f}" if cell else ""
             body.append([m["model"], conv["name"] + mark, "x".join(map(str, conv["input_shape"])), conv["num_classes"],
-                         f"{conv['params_total']:,}"] + [f"{conv['macs'][b] / 1e6:,.2f}" for b in backends] + [flops_row])
+                         f"{conv['params_total']:,}"] + [f"{conv['macs'][b] / 1e6:,.2f}" for b in backends]
+                        + ([cell["printed"], ratio] if cell else []))
+    extra = ["Printed FLOPs", f"Printed / MMac ({primary_backend})"] if printed else []
+    ratios = sorted(float(row[-1]) for row in body if printed and "(primary)" in row[1])
+    if ratios:
+        lines += [f"At the primary convention the printed FLOPs are {ratios[0]:.2f} to {ratios[-1]:.2f} times the "
+                  "suite's count; the table shows how far each other convention is.", ""]
     lines += [tabulate(body, headers=["Model", "Convention", "Input", "Classes", "Parameters"]
-                       + [f"MMac ({b})" for b in backends] + ["Printed"], tablefmt="github"), ""]
+                       + [f"MMac ({b})" for b in backends] + extra, tablefmt="github", disable_numparse=True), ""]
     return lines
 
 
@@ -96,9 +104,16 @@ def fmt_value(v: float) -> str:
     return f"{v:.2f}" if abs(v) >= 1 else f"{v:.3g}"
 
 
+def fmt_like(value: float, printed: str) -> str:
+    """`value` with the printed cell's decimals and thousands separators."""
+    number = printed.replace(",", "").split()[0].rstrip("%")
+    decimals = len(number.split(".")[1]) if "." in number else 0
+    return f"{value:,.{decimals}f}" if "," in printed else f"{value:.{decimals}f}"
+
+
 def fmt_cell(r: dict, notes: dict) -> str:
     if r["verdict"]:  # computed from the model alone: one exact value
-        return f"{r['printed']} → {fmt_value(r['mean'])} ({r['verdict']})"
+        return f"{r['printed']} → {fmt_like(r['mean'], r['printed'])} ({r['verdict']})"
     if r["status"] in ("MEASURED", "PARTIAL"):
         rep = fmt_value(r["mean"])
         if r["n"] >= 2:
