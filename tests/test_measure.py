@@ -43,7 +43,10 @@ def test_parameters_count_frozen_ones_and_parts():
 def test_torchvision_imagenet_convention_matches_torchvision():
     import torchvision
     conv = next(c for c in det.spec("cruciata")["conventions"] if c["name"] == "imagenet224")
-    for model, reference in [("vgg11", torchvision.models.vgg11_bn), ("resnet50", torchvision.models.resnet50)]:
+    tv = torchvision.models
+    for model, reference in [("vgg11", tv.vgg11_bn), ("vgg16", tv.vgg16_bn), ("vgg19", tv.vgg19_bn),
+                             ("resnet18", tv.resnet18), ("resnet50", tv.resnet50), ("resnet101", tv.resnet101),
+                             ("resnet152", tv.resnet152)]:
         ours = det.build("cruciata", model, conv)
         theirs = reference(weights=None)
         assert count_parameters(ours)["total"] == sum(p.numel() for p in theirs.parameters()), model
