@@ -1,4 +1,4 @@
-"""The `bench` command line: claims | experiments | models | config | setup | run | measure | aggregate | report.
+"""The `bench` command line: claims | experiments | models | config | data | setup | run | measure | aggregate | report.
 
 Errors a user can act on (unknown ids, bad registry rows, missing data) print one line and exit with 2.
 """
@@ -110,6 +110,53 @@ def cmd_measure(args):
           f"({conv['name']}, {result['primary']['backend']}); {len(result['conventions'])} conventions -> {out}")
 
 
+def cmd_data(args):
+    from bench import data
+    from bench.data.catalog import DATASETS
+
+    names = list(DATASETS) if args.all or not args.names else args.names
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise BenchError(f"unknown dataset {', '.join(unknown)}: one of {', '.join(DATASETS)}")
+    if args.action == "benchmark":
+        return cmd_data_benchmark(args)
+    failed = False
+    for name in names:
+        if not DATASETS[name].loader:
+            print(f"{name}: no loader yet")
+            continue
+        if args.action == "download":
+            root = data.ensure(name, args.data_root)
+            problem = data.family(DATASETS[name]).layout_problem(DATASETS[name], root)
+            print(f"{name}: {'ready' if not problem else 'NOT READY: ' + problem} under {root}")
+            failed |= bool(problem)
+            continue
+        st = data.status(name, args.data_root, check_sums=args.action == "verify")
+        state = "ready" if not st["problem"] else f"not ready: {st['problem']}"
+        print(f"{name}: {state} (root {st['root']})")
+        for f in st["files"]:
+            mark = {True: "verified", False: "CHECKSUM MISMATCH", None: "not verified"}[f["verified"]]
+            detail = f" ({f['detail']})" if f["detail"] else ""
+            print(f"  {f['file']}: {'present' if f['present'] else 'absent'}"
+                  + (f", {mark}{detail}" if args.action == "verify" and f["present"] else ""))
+            failed |= f["verified"] is False
+        failed |= args.action == "verify" and bool(st["problem"])
+    if failed:
+        raise BenchError(f"bench data {args.action}: some datasets are not ready or do not verify (see above)")
+
+
+def cmd_data_benchmark(args):
+    from bench.data.benchmark import run
+
+    r = run(args.experiment, args.profile, args.rounds, args.batches, args.workers, args.device, args.width_mult,
+            args.data_root, args.samples)
+    print(f"{r['experiment']} on {r['device']} ({r['data']} data, width x{r['width_mult']}, batch {r['batch_size']}, "
+          f"augment {r['augment']}), median of {r['rounds']} rounds of {r['batches']} training steps:")
+    for name, rate in r["images_per_s"].items():
+        print(f"  {name}: {rate:,.0f} images/s")
+    print(f"  ratio fast / reference: {r['ratio_fast_over_reference']:.2f}")
+
+
 def cmd_aggregate(args):
     from bench.aggregate import aggregate
 
@@ -165,6 +212,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: only when stderr is a terminal)")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("data", help="datasets: status | download | verify | benchmark")
+    s.add_argument("action", choices=["status", "download", "verify", "benchmark"])
+    s.add_argument("names", nargs="*", help="datasets (default: all)")
+    s.add_argument("--all", action="store_true")
+    s.add_argument("--data-root", help="dataset folder (default $BENCH_DATA or ./data)")
+    s.add_argument("--experiment", default="karimi-cifar10-lenet-backprop-sgd", help="benchmark: whose model/data")
+    s.add_argument("--profile", default="paper", help="benchmark: the profile whose model and settings are used")
+    s.add_argument("--samples", type=int, default=4096,
+                   help="benchmark: train on this many stand-in samples (0: the profile's own data)")
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--batches", type=int, default=20)
+    s.add_argument("--workers", type=int, default=0, help="benchmark: DataLoader workers of the reference")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--width-mult", type=float, help="benchmark: override the profile's width")
+    s.set_defaults(fn=cmd_data)
 
     s = sub.add_parser("measure", help="parameters and FLOPs of a model a cell names, under every convention")
     s.add_argument("--id", required=True, help="<paper>-<model>, e.g. cruciata-vgg16 (`bench models` lists them)")

@@ -24,3 +24,24 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
+
+
+def shared_raw(dataset: str, folder, pattern: str = "*-ubyte.gz", keep_gz: bool = False, also_as_train: bool = False):
+    """Gunzip ../shared/data/<dataset>/<pattern> into folder (torchvision's raw/ layout); skips, saying why, when
+    the shared folder is absent. also_as_train: copy test files under train names too (splits missing there)."""
+    import gzip
+    import shutil
+
+    src = SHARED_DATA / dataset
+    if not src.exists():
+        pytest.skip(f"{src} not present (the shared real-data folder)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for gz in sorted(src.glob(pattern)):
+        if keep_gz:
+            shutil.copy(gz, folder / gz.name)
+        with gzip.open(gz) as fin:
+            content = fin.read()
+        (folder / gz.name[:-3]).write_bytes(content)
+        if also_as_train:
+            (folder / gz.name[:-3].replace("t10k", "train")).write_bytes(content)
+    return src

@@ -48,7 +48,7 @@ def test_targets_are_the_supported_experiments_only():
     targets = ex.targets("paper")
     assert "ma-cifar10-vgg8b_e1-backprop" in targets and "cruciata-imagenette-resnet152-backprop" in targets
     assert not any(t.endswith(("-predsim", "-learn_drop", "-freezing")) for t in targets)
-    assert "karimi-ag_news-vdcnn9-backprop-sgd" not in targets  # text data and VD-CNN come later
+    assert "karimi-ag_news-vdcnn9-backprop-sgd" in targets and "karimi-raabin_wbc-lenet-backprop-adam" in targets
     assert ex.targets("smoke") == targets  # every profile runs the same experiments
     missing = {e: ex.support(exp, "paper") for e, exp in ex.experiments().items() if e not in targets}
     assert all(missing.values())

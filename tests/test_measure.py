@@ -1,7 +1,6 @@
 """Parameters and FLOPs: ptflops against a hand count, the model measurements behind the exact cells, and
 their verdicts."""
 import pytest
-import torch
 from torch import nn
 
 from bench import deterministic as det

@@ -1,7 +1,4 @@
 """Model builders (VGG and ResNet from hierarchies) and the data path (stand-ins, real files, batches)."""
-import gzip
-import shutil
-
 import pytest
 import torch
 
@@ -10,9 +7,9 @@ from bench.data import load, missing_reason
 from bench.data.catalog import DATASETS
 from bench.data.loader import Batches, random_crop_flip
 from bench.data.synthetic import stand_in
-from bench.data.tensors import ImageData
+from bench.data.tensors import TensorData
 from bench.models import build_model, missing_reason as model_missing
-from conftest import SHARED_DATA
+from conftest import shared_raw
 
 
 def n_params(model):
@@ -108,14 +105,7 @@ def test_batches_normalize_and_are_seeded():
 
 
 def test_real_mnist_from_the_shared_data(tmp_path):
-    src = SHARED_DATA / "mnist"
-    if not src.exists():
-        pytest.skip(f"{src} not present (the shared real-data folder)")
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for gz in src.glob("*-ubyte.gz"):
-        with gzip.open(gz) as fin, open(raw / gz.name[:-3], "wb") as fout:
-            shutil.copyfileobj(fin, fout)
+    shared_raw("mnist", tmp_path / "MNIST" / "raw")
     cfg = {"data": {"source": "real"}, "input_size": 32}
     data = load("mnist", cfg, root=tmp_path)
     assert data.x_train.shape == (60000, 1, 32, 32) and data.x_test.shape == (10000, 1, 32, 32)
@@ -124,7 +114,7 @@ def test_real_mnist_from_the_shared_data(tmp_path):
 
 
 def test_missing_real_data_is_a_clear_error(tmp_path):
-    with pytest.raises(BenchError, match=r"dataset cifar10 not found under .*--download"):
+    with pytest.raises(BenchError, match=r"dataset cifar10 not found under .*bench data download cifar10"):
         load("cifar10", {"data": {"source": "real"}, "input_size": 32}, root=tmp_path / "empty")
-    assert "issue 4" in missing_reason("ag_news", "real") and missing_reason("cifar100", "real") == ""
-    assert isinstance(stand_in(DATASETS["cifar100"], 4, 4), ImageData)
+    assert missing_reason("cifar100", "real") == ""
+    assert isinstance(stand_in(DATASETS["cifar100"], 4, 4), TensorData)

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.data.text import VOCAB_SIZE
 from bench.models import build_model
 from bench.models.simcnn import SpaceToDepth, aux_heads
 from bench.models.vdcnn import kmax_pool
@@ -95,7 +96,7 @@ def test_vdcnn_has_one_block_per_conv(depth):
 def test_vdcnn_forward_backward(depth, mult):
     torch.manual_seed(0)
     model = build_model({"base": f"vdcnn{depth}"}, 1, 4, 1024, {"width_mult": mult})
-    x = torch.randint(0, 72, (2, 1024))
+    x = torch.randint(0, VOCAB_SIZE, (2, 1024))
     out = model(x)
     assert out.shape == (2, 4)
     out.sum().backward()
@@ -105,7 +106,7 @@ def test_vdcnn_forward_backward(depth, mult):
 @pytest.mark.parametrize("kind", ["kmax", "conv"])
 def test_vdcnn_other_downsamplings(kind):
     model = build_model({"base": "vdcnn9"}, 1, 4, 1024, {"width_mult": 0.125, "downsampling": kind})
-    assert model(torch.randint(0, 72, (2, 1024))).shape == (2, 4) and n_convs(model, nn.Conv1d) == 9
+    assert model(torch.randint(0, VOCAB_SIZE, (2, 1024))).shape == (2, 4) and n_convs(model, nn.Conv1d) == 9
 
 
 def test_vdcnn_width_multiplier_shrinks_it():

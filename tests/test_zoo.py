@@ -5,6 +5,7 @@ import torch
 
 from bench import experiments as ex
 from bench.data.catalog import DATASETS
+from bench.data.text import VOCAB_SIZE
 from bench.models import build_model, missing_reason
 from bench.registry import load_claims
 
@@ -26,7 +27,7 @@ def test_model_builds_and_trains(paper, model, dataset):
     size = cfg["input_size"]
     net = build_model(cfg["architecture"], info.channels, info.num_classes, size, dict(cfg["model"], width_mult=0.125))
     if info.kind == "text":
-        x = torch.randint(0, 70, (2, size))
+        x = torch.randint(0, VOCAB_SIZE, (2, size))
         assert net.input_shape == (size,) and net.input_dtype == torch.long
     else:
         x = torch.randn(2, info.channels, size, size)

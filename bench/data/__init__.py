@@ -7,6 +7,7 @@ RESOURCES (its canonical files: mirrors, checksums, archives), `layout_problem` 
 the root) and `load`. Nothing is downloaded unless asked (`bench data download`, `bench run --download`,
 `--config download=true`); $BENCH_OFFLINE=1 forbids it.
 """
+import dataclasses
 import importlib
 import os
 from pathlib import Path
@@ -74,6 +75,8 @@ def load(name: str, cfg: dict, root=None, download: bool = False):
 
         data = stand_in(info, cfg["data"]["train_samples"], cfg["data"]["test_samples"])
     else:
+        if info.decoded:  # decoded from image files: decode at the experiment's size instead of cropping
+            info = dataclasses.replace(info, size=cfg.get("input_size", info.size))
         module, root = family(info), data_root(root)
         problem = module.layout_problem(info, root)
         if problem and download:

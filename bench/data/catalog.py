@@ -19,6 +19,7 @@ class DatasetInfo:
     mean: tuple = ()
     std: tuple = ()
     loader: str = ""  # module in bench.data that loads the real files; "" = not implemented yet
+    decoded: bool = False  # images decoded from files of their own sizes: loadable at any size (else fixed)
 
     @property
     def shape(self) -> tuple:
@@ -37,12 +38,12 @@ DATASETS = {
         DatasetInfo("cifar100", "image", 3, 32, 100, 50000, 10000,
                     (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "torchvision_sets"),
         # imagenette2-160: images whose shorter side is 160 px; the suite center-crops them to 160x160.
-        DatasetInfo("imagenette", "image", 3, 160, 10, 9469, 3925, IMAGENET_MEAN, IMAGENET_STD, "torchvision_sets"),
-        # Raabin-WBC and the char-level text sets get their loaders with the data layer (issue 4).
-        # Raabin-WBC image side: not stated by Karimi et al.; 224 is a placeholder until the data layer decides.
-        DatasetInfo("raabin_wbc", "image", 3, 224, 5, 10175, 4339, IMAGENET_MEAN, IMAGENET_STD),
+        DatasetInfo("imagenette", "image", 3, 160, 10, 9469, 3925, IMAGENET_MEAN, IMAGENET_STD, "torchvision_sets",
+                    decoded=True),
+        # Raabin-WBC (575-px crops): decoded at 32 px so that Karimi's networks are the CIFAR ones (bench/data/wbc.py)
+        DatasetInfo("raabin_wbc", "image", 3, 32, 5, 10175, 4339, IMAGENET_MEAN, IMAGENET_STD, "wbc", decoded=True),
         # char-level text: VD-CNN reads 1024 characters (Conneau et al.; methods.md 3.6)
-        DatasetInfo("ag_news", "text", 1, 1024, 4, 120000, 7600),
-        DatasetInfo("dbpedia", "text", 1, 1024, 14, 560000, 70000),
+        DatasetInfo("ag_news", "text", 1, 1024, 4, 120000, 7600, loader="text"),
+        DatasetInfo("dbpedia", "text", 1, 1024, 14, 560000, 70000, loader="text"),
     ]
 }

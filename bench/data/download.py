@@ -100,25 +100,43 @@ def fetch(resource: Resource, root: Path) -> Path:
         tmp = Path(tmp)
         try:
             _download(url, tmp)
-            for algorithm in ("md5", "sha256"):
-                expected = getattr(resource, algorithm)
-                if expected and checksum(tmp, algorithm) != expected:
-                    raise DataError(f"checksum mismatch for {path.name} from {url}: {algorithm} "
-                                    f"{checksum(tmp, algorithm)}, expected {expected}; the download was corrupted or "
-                                    f"the server changed the file; try again later or fetch it by hand")
-            os.replace(tmp, path)
-            return path
-        except DataError:
-            tmp.unlink(missing_ok=True)
-            raise
+            mismatch = [f"{a} {checksum(tmp, a)}, expected {getattr(resource, a)}" for a in ("md5", "sha256")
+                        if getattr(resource, a) and checksum(tmp, a) != getattr(resource, a)]
+            if not mismatch:
+                os.replace(tmp, path)
+                return path
+            errors.append(f"checksum mismatch for {path.name} from {url}: {mismatch[0]}")
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             errors.append(f"{url}: {err}")
+        finally:
+            tmp.unlink(missing_ok=True)  # gone after a rename; a failed or unverified download is removed
+    if any("checksum mismatch" in e for e in errors):
+        raise DataError(f"{'; '.join(errors)}: the download was corrupted or the server changed the file; try again "
+                        f"later, or fetch it by hand and put it at {path}")
     raise DataError(f"could not download {path.name}: {'; '.join(errors)}; check the network, or copy the file to {path}")
 
 
+RAR_TOOLS = (("bsdtar", ["-xf", "{archive}", "-C", "{out}"]), ("unar", ["-q", "-o", "{out}", "{archive}"]),
+             ("7z", ["x", "-y", "-o{out}", "{archive}"]), ("unrar", ["x", "-y", "{archive}", "{out}/"]))
+
+
+def _unrar(archive: Path, out: Path, target: Path):
+    """RAR (Raabin-WBC's archives) needs an external tool; Python has no RAR reader of its own."""
+    import subprocess
+
+    for tool, args in RAR_TOOLS:
+        if shutil.which(tool):
+            cmd = [tool] + [a.format(archive=archive, out=out) for a in args]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise OSError(f"{tool} failed: {done.stderr.strip()[:300]}")
+            return
+    raise DataError(f"{archive} is a RAR archive and no RAR tool is installed: install bsdtar (Debian/Ubuntu: "
+                    f"libarchive-tools), unar or 7z, or unpack it by hand into {target}")
+
+
 def extract(resource: Resource, root: Path) -> Path:
-    """Unpack an archive (tar, tar.gz, zip, or a single .gz file) into root/extract_to, via a temporary folder."""
+    """Unpack an archive (tar, tar.gz, zip, rar, or a single .gz file) into root/extract_to, via a temporary folder."""
     archive, target = resource.path(root), Path(root) / resource.extract_to
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".extract-"))
     try:
@@ -132,6 +150,8 @@ def extract(resource: Resource, root: Path) -> Path:
             elif archive.suffix == ".gz":
                 with gzip.open(archive) as fin, open(tmp / archive.stem, "wb") as fout:
                     shutil.copyfileobj(fin, fout)
+            elif archive.suffix == ".rar":
+                _unrar(archive, tmp, target)
             else:
                 raise DataError(f"{archive}: unknown archive format")
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, gzip.BadGzipFile) as err:

@@ -1,7 +1,10 @@
-"""Batches from in-memory uint8 images: kept on the training device, augmented and normalized per batch there.
+"""Batches from in-memory uint8 data, kept on the training device and converted there per batch.
 
-Augmentation is the papers' usual pair, random crop with zero padding and horizontal flip, done for a whole
-batch at once with the run's seeded generator; no per-sample PIL work in the loop.
+Images: the papers' usual augmentation, random crop with zero padding and horizontal flip, done for a whole batch
+at once with the run's seeded generator, then scaling to [0, 1] and normalization, in the same operations as
+torchvision's ToDtype(scale=True) + Normalize, so that without augmentation the batches equal those of the
+reference DataLoader (bench.data.reference) bit for bit. Text: character indices as int64, nothing else.
+No per-sample Python or PIL work in the loop.
 """
 import torch
 import torch.nn.functional as F
@@ -25,13 +28,19 @@ def random_crop_flip(x: torch.Tensor, padding: int, hflip: bool, gen: torch.Gene
 
 
 class Batches:
-    """Iterate (images, labels) batches; a new shuffle and new augmentations each time it is iterated."""
+    """Iterate (inputs, labels) batches; a new shuffle and new augmentations each time it is iterated.
 
-    def __init__(self, x, y, batch_size, *, device, mean, std, augment=None, shuffle=False, seed=0):
+    The shuffle is torch.randperm(n) from a generator seeded with `seed`, drawn first in every epoch, so that a
+    DataLoader whose RandomSampler has a generator with the same seed visits the samples in the same order.
+    """
+
+    def __init__(self, x, y, batch_size, *, device, mean=None, std=None, augment=None, shuffle=False, seed=0):
         self.x, self.y = x.to(device), y.to(device)
+        self.text = x.ndim == 2
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment or {}
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+        if not self.text:
+            self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+            self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.gen = torch.Generator().manual_seed(seed)
 
     def __len__(self):
@@ -43,6 +52,9 @@ class Batches:
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
             xb, yb = self.x[idx], self.y[idx]
+            if self.text:
+                yield xb.long(), yb
+                continue
             if self.augment.get("crop_padding") or self.augment.get("hflip"):
                 xb = random_crop_flip(xb, self.augment.get("crop_padding", 0), self.augment.get("hflip", False), self.gen)
-            yield (xb.float() - self.mean) / self.std, yb
+            yield xb.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std), yb

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.data.catalog import DatasetInfo
-from bench.data.tensors import ImageData
+from bench.data.tensors import TensorData
 
 
 def _split(info: DatasetInfo, protos: torch.Tensor, n: int, gen: torch.Generator):
@@ -22,12 +22,17 @@ def _split(info: DatasetInfo, protos: torch.Tensor, n: int, gen: torch.Generator
     return images.clamp(0, 255).to(torch.uint8), labels
 
 
-def stand_in(info: DatasetInfo, train_samples: int, test_samples: int) -> ImageData:
-    """The same stand-in every time for a dataset (seeded by its name), whatever the experiment seed."""
+def stand_in(info: DatasetInfo, train_samples: int, test_samples: int) -> TensorData:
+    """The same stand-in every time for a dataset (seeded by its name), whatever the experiment seed.
+    Text datasets get bench.data.text's stand-in (class keywords in random text)."""
+    if info.kind == "text":
+        from bench.data.text import stand_in as text_stand_in
+
+        return text_stand_in(info, train_samples, test_samples)
     gen = torch.Generator().manual_seed(zlib.crc32(info.name.encode()))
     coarse = torch.randn(info.num_classes, info.channels, 4, 4, generator=gen)
     protos = F.interpolate(coarse, size=(info.size, info.size), mode="bilinear", align_corners=False)
     protos = protos / protos.flatten(1).std(dim=1).view(-1, 1, 1, 1)
     x_train, y_train = _split(info, protos, train_samples, gen)
     x_test, y_test = _split(info, protos, test_samples, gen)
-    return ImageData(x_train, y_train, x_test, y_test, info.num_classes)
+    return TensorData(x_train, y_train, x_test, y_test, info.num_classes)

@@ -1,9 +1,9 @@
 """Conneau et al.'s very deep CNN (VD-CNN) for character-level text classification (methods.md 3.6).
 
 Input: a LongTensor B x L of character indices (L = input_size, 1024 in this suite). Index 0 is padding (its
-embedding is held at zero, padding_idx=0); the default vocabulary of 72 = 70 symbols (Conneau's lower-case letters,
-digits, punctuation and space) + padding + unknown, so the data layer should map padding -> 0, unknown -> 1 and the
-symbols to 2..71 (or set opts["vocab_size"]).
+embedding is held at zero, padding_idx=0); the vocabulary is the data layer's (bench.data.text.VOCAB_SIZE = 69:
+Conneau's 67 symbols, lower-case letters, digits, punctuation and space, at 2..68, plus padding 0 and unknown 1;
+opts["vocab_size"] overrides it).
 
     lookup table (vocab x 16) -> temporal conv k3, 64 filters
     -> stages of 64, 128, 256, 512 feature maps, each `n` conv blocks of 2 x [Conv1d k3 pad 1 -> BN -> ReLU]
@@ -15,7 +15,7 @@ Blocks (the unit layer-wise training trains, methods.md 3.5 item 4): block 0 = t
 ("embed_conv"), then every conv (Conv1d + BN + ReLU) is its own block ("s<stage>c<conv>"), and the downsampling
 between stages belongs to the stage's last conv. So a depth-d model has d blocks and d Conv1d layers.
 
-opts: width_mult (conv widths and the two 2048s), vocab_size (72), embedding_dim (16), downsampling ("maxpool":
+opts: width_mult (conv widths and the two 2048s), vocab_size (69), embedding_dim (16), downsampling ("maxpool":
 k3 s2 p1, Conneau's best and the default; "kmax": k-max pooling to half the length; "conv": the next stage's first
 conv has stride 2), bn (True), nonlinearity, dropout (none in Conneau: default 0; Dropout1d after conv activations,
 Dropout after the hidden FCs, head_dropout overrides the latter), conv_bias (False: a bias before BN is redundant;
@@ -26,6 +26,7 @@ optional ResNet shortcuts are not built (off in the paper's best results and the
 import torch
 from torch import nn
 
+from bench.data.text import VOCAB_SIZE  # 67 symbols + padding 0 + unknown 1
 from bench.models.common import BlockNet, activation, width
 
 BASES = {
@@ -38,7 +39,6 @@ STAGE_WIDTHS = (64, 128, 256, 512)
 STEM_WIDTH = 64
 FC_WIDTH = 2048
 K_MAX = 8
-VOCAB_SIZE = 72  # 70 symbols + padding (index 0) + unknown
 EMBEDDING_DIM = 16
 
 

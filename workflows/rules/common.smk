@@ -13,6 +13,7 @@ from bench.registry import load_claims, papers
 from snakemake.settings.types import DeploymentMethod
 
 validate(config, "../schemas/config.schema.yaml")
+config["download"] = str(config["download"]).lower() in ("true", "1")  # --config download=true arrives as a string
 
 try:
     load_claims()
@@ -47,4 +48,5 @@ CONDA_ENV = "../../envs/environment.yaml"
 wildcard_constraints:
     experiment="[A-Za-z0-9_.-]+",
     measurement="[A-Za-z0-9_.-]+",
+    dataset="[a-z0-9_]+",
     seed="[0-9]+",

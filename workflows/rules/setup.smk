@@ -7,3 +7,16 @@ rule mlflow_setup:
         CONDA_ENV
     shell:
         f"{BENCH} setup --profile {PROFILE} --touch {{output}}"
+
+
+# With --config download=true, each real dataset is downloaded (and verified, and extracted) once, before the
+# training jobs that read it, instead of by every job at the same time.
+rule fetch_dataset:
+    output:
+        f"{RESULTS}/data/{{dataset}}.ready",
+    params:
+        data_root=f"--data-root {shlex.quote(config['data_root'])}" if config["data_root"] else "",
+    conda:
+        CONDA_ENV
+    shell:
+        f"{BENCH} data download {{wildcards.dataset}} {{params.data_root}} > {{output}}"

@@ -1,8 +1,15 @@
 # One job per (experiment, seed): `bench run` trains it and writes the result file; one MLflow run each.
 # The job reruns when the experiment's resolved config changes (params), not when unrelated files change.
+def train_inputs(wildcards):
+    inputs = [f"{RESULTS}/mlflow.ready"]
+    if config["download"] and ex.profile_settings(PROFILE)["data"] == "real":
+        inputs.append(f"{RESULTS}/data/{ex.get(wildcards.experiment).dataset}.ready")
+    return inputs
+
+
 rule train:
     input:
-        f"{RESULTS}/mlflow.ready",
+        train_inputs,
     output:
         f"{RESULTS}/runs/{{experiment}}/seed{{seed}}.json",
     log:
