@@ -15,6 +15,7 @@ include: "workflows/rules/setup.smk"
 include: "workflows/rules/train.smk"
 include: "workflows/rules/measure.smk"
 include: "workflows/rules/report.smk"
+include: "workflows/rules/worker.smk"
 
 
 rule all:

@@ -31,13 +31,53 @@ def metric_value(claim: Claim, result: dict, baseline: dict | None = None) -> fl
     if claim.metric == "test_error":
         return 100.0 - m["test_accuracy"]
     if claim.metric == "train_time":
-        return m["train_time_s"] / (60.0 if claim.unit == "min" else 1.0)
+        return training_seconds(result) / (60.0 if claim.unit == "min" else 1.0)
     if claim.metric == "memory":
         return m["peak_memory_mb"] / (1024.0 if claim.unit == "GB" else 1.0)
     if claim.metric == "time_saving_pct":
         t_base = baseline["metrics"]["train_time_s"]
         return 100.0 * (t_base - m["train_time_s"]) / t_base
     raise ValueError(f"no run measures metric {claim.metric}")
+
+
+def training_seconds(result: dict) -> float:
+    """The run's training time as its paper times it: `train_time_s` (training epochs only), or, where the grid
+    says `timing: fit_with_validation` (Keras' fit with validation data, Bhyravabhottla & Lee), the epochs with
+    their per-epoch test evaluation, and for layer-to-layer the wall time around the whole staged loop."""
+    m = result["metrics"]
+    if result.get("config", {}).get("timing") != "fit_with_validation":
+        return m["train_time_s"]
+    if "staged_wall_time_s" in m:
+        return m["staged_wall_time_s"]
+    return sum(e.get("epoch_time_s", 0.0) + e.get("eval_time_s", 0.0) for e in result["epochs"])
+
+
+COMPANION_COLUMNS = ["experiment", "beside", "paper", "dataset", "model", "method", "variant", "n", "seeds_expected",
+                     "status", "test_accuracy", "test_accuracy_sd", "training_time_s", "peak_memory_mb", "epochs",
+                     "why", "mlflow_runs"]
+
+
+def companion_rows(profile: str, seeds: list[int], results: Path | str = "results") -> list[dict]:
+    """One row per companion run (bench.experiments.companions): mean test accuracy, training time and memory."""
+    runs = load_results(profile, seeds, results)
+    rows = []
+    for eid, (exp, beside, why) in ex.companions().items():
+        if ex.support(exp, profile):
+            continue
+        found = [runs[(eid, s)] for s in seeds if (eid, s) in runs]
+        done = [r for r in found if r.get("status") == "FINISHED"]
+        acc = stats.summarize([r["metrics"]["test_accuracy"] for r in done])
+        mean = lambda xs: sum(xs) / len(xs) if xs else math.nan  # noqa: E731
+        status = "MEASURED" if len(done) == len(seeds) else ("FAILED" if len(found) > len(done) else
+                                                             ("PARTIAL" if done else "MISSING"))
+        rows.append({"experiment": eid, "beside": beside, "paper": exp.paper, "dataset": exp.dataset,
+                     "model": exp.model, "method": exp.method, "variant": exp.variant, "n": acc["n"],
+                     "seeds_expected": len(seeds), "status": status, "test_accuracy": acc["mean"],
+                     "test_accuracy_sd": acc["sd"], "training_time_s": mean([training_seconds(r) for r in done]),
+                     "peak_memory_mb": mean([r["metrics"]["peak_memory_mb"] for r in done]),
+                     "epochs": done[0].get("config", {}).get("epochs", "") if done else "", "why": why,
+                     "mlflow_runs": " ".join(r["mlflow"]["run_id"] or "" for r in done)})
+    return rows
 
 
 def load_results(profile: str, seeds: list[int], results: Path | str = "results") -> dict:
@@ -61,6 +101,7 @@ class Values:
     reason: str = ""
     sources: list = field(default_factory=list)
     failed: bool = False
+    diverged: bool = False  # every failed run stopped because its loss became NaN/inf (a result, not a crash)
 
     @property
     def exact(self) -> bool:
@@ -124,7 +165,7 @@ class CellValues:
             why = ex.support(exp, self.profile)
             if why:
                 return Values(reason=why)
-        values, run_ids, failures = {}, [], []
+        values, run_ids, failures, statuses = {}, [], [], set()
         for seed in self.seeds:
             found = [self.runs.get((e.id, seed)) for e in exps]
             if any(r is None for r in found):
@@ -132,6 +173,8 @@ class CellValues:
             bad = [r for r in found if r.get("status") != "FINISHED"]
             if bad:
                 failures.append(f"{bad[0]['experiment']} seed {seed}: {bad[0].get('error', bad[0].get('status'))}")
+                statuses.add(bad[0].get("status"))
+                run_ids += [r["mlflow"]["run_id"] or "" for r in bad if r.get("mlflow")]
                 continue
             values[seed] = metric_value(claim, found[0], found[1] if len(found) > 1 else None)
             run_ids += [r["mlflow"]["run_id"] or "" for r in found]
@@ -141,7 +184,7 @@ class CellValues:
             reason = f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no result file yet"
         else:
             reason = ""
-        return Values(values, reason, run_ids, bool(failures))
+        return Values(values, reason, run_ids, bool(failures), statuses == {"DIVERGED"})
 
 
 def exact_verdict(claim: Claim, value: float) -> str:
@@ -162,7 +205,7 @@ def cell_rows(profile: str, seeds: list[int], results: Path | str = "results") -
         if v.exact or s["n"] == len(seeds):
             status = "MEASURED"
         else:
-            status = "FAILED" if v.failed else ("PARTIAL" if v.per_seed else "MISSING")
+            status = ("DIVERGED" if v.diverged else "FAILED") if v.failed else ("PARTIAL" if v.per_seed else "MISSING")
         key, base = c.experiment_key(), c.baseline_key()
         rows.append({"id": c.id, "paper": c.paper, "table": c.table, "row": c.row, "column": c.column,
                      "metric": c.metric, "unit": c.unit, "printed": c.printed, "claimed": c.value,
@@ -193,5 +236,12 @@ def aggregate(profile: str, results: Path | str = "results", seeds=None) -> Path
         w.writeheader()
         w.writerows({k: _fmt(v) for k, v in r.items()} for r in rows)
     tmp.replace(out)
+    companions = Path(results) / profile / "companions.csv"
+    tmp = companions.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, COMPANION_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: _fmt(v) for k, v in r.items()} for r in companion_rows(profile, seed_list, results))
+    tmp.replace(companions)
     write_json_atomic(Path(results) / profile / "aggregate.json", {"profile": profile, "seeds": seed_list})
     return out

@@ -93,9 +93,12 @@ def cmd_run(args):
 
     result = run(args.experiment, args.seed, args.profile, out=args.out, device=args.device, threads=args.threads,
                  data_root=args.data_root, download=args.download, progress=args.progress)
-    m = result["metrics"]
-    print(f"{result['experiment']} seed {result['seed']} [{result['profile']}]: test accuracy "
-          f"{m['test_accuracy']:.2f} %, train time {m['train_time_s']:.1f} s, MLflow run {result['mlflow']['run_id']}")
+    m, name = result["metrics"], f"{result['experiment']} seed {result['seed']} [{result['profile']}]"
+    if result["status"] != "FINISHED":  # DIVERGED is a result: recorded, exit status 0
+        print(f"{name}: {result['status']}: {result.get('error', '')}; MLflow run {result['mlflow']['run_id']}")
+        return
+    print(f"{name}: test accuracy {m['test_accuracy']:.2f} %, train time {m['train_time_s']:.1f} s, "
+          f"MLflow run {result['mlflow']['run_id']}")
 
 
 def cmd_measure(args):
@@ -236,6 +239,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="result file (default results/<profile>/models/<id>.json)")
     s.set_defaults(fn=cmd_measure)
 
+    s = sub.add_parser("worker", help="serve `bench run|measure` from one warm process (the workflow starts it)")
+    s.add_argument("--socket", required=True, help="Unix socket path; jobs find it through $BENCH_WORKER")
+    s.add_argument("--idle-timeout", type=float, default=3600.0, help="exit after this many seconds without jobs")
+    s.add_argument("--parent-pid", type=int, help="exit when this process (Snakemake) exits")
+    s.set_defaults(fn=cmd_worker)
+
     for name, fn, helptext in (("aggregate", cmd_aggregate, "per-cell statistics -> results/<profile>/cells.csv"),
                                ("report", cmd_report, "Markdown reports -> reports/<profile>/")):
         s = sub.add_parser(name, help=helptext)
@@ -249,7 +258,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def cmd_worker(args):
+    from bench import worker
+
+    worker.serve(args.socket, idle_timeout=args.idle_timeout, parent_pid=args.parent_pid)
+
+
 def main(argv=None) -> int:
+    from bench import worker
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    forwarded = worker.forward(argv)  # a warm worker ($BENCH_WORKER) runs it, when there is one
+    if forwarded is not None:
+        return forwarded
     args = parser().parse_args(argv)
     try:
         args.fn(args)

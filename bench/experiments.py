@@ -65,11 +65,43 @@ def grid(paper: str) -> dict:
 
 
 def experiments(claims=None) -> dict[str, Experiment]:
-    """Every experiment some cell is measured on (including the baselines of relative cells), by id."""
+    """Every experiment some cell is measured on (including the baselines of relative cells), and the companion
+    runs the grids add beside them (`companions`), by id."""
+    found = cell_experiments(claims)
+    found.update({eid: exp for eid, (exp, _, _) in companions(tuple(found.values())).items()})
+    return dict(sorted(found.items()))
+
+
+def cell_experiments(claims=None) -> dict[str, Experiment]:
     keys = set()
     for c in claims if claims is not None else load_claims():
         keys.update(k for k in (c.experiment_key(), c.baseline_key()) if k)
     return {e.id: e for e in sorted(Experiment(*k) for k in keys)}
+
+
+@cache
+def companions(named: tuple[Experiment, ...] = ()) -> dict[str, tuple[Experiment, str, str]]:
+    """Runs no cell names that a fair reading of a paper's cells needs (the dataset the authors' code really trains,
+    an equal-epoch baseline): id -> (experiment, id of the experiment it stands beside, why). Declared per paper in
+    the grid's `companions` list: each entry takes the experiments matching `of` (the cells' experiments and the
+    earlier companions of that paper), replaces the fields in `set`, and says `why`. `named`: the cells'
+    experiments (default: the registry's)."""
+    named = named or tuple(cell_experiments().values())
+    out: dict[str, tuple[Experiment, str, str]] = {}
+    for paper in sorted({e.paper for e in named}):
+        pool = [e for e in named if e.paper == paper]
+        for i, entry in enumerate(grid(paper).get("companions", [])):
+            if not entry.get("why") or not isinstance(entry.get("set"), dict) or not entry["set"] or \
+                    set(entry["set"]) - {"dataset", "method", "variant"}:
+                raise BenchError(f"{paper}.yaml: companions entry {i + 1} needs 'of', 'set' (dataset, method and/or "
+                                 "variant) and 'why'")
+            for exp in list(pool):
+                if _matches(entry.get("of", {}), exp):
+                    new = Experiment(**{**exp.__dict__, **entry["set"]})
+                    if new not in pool:
+                        out[new.id] = (new, exp.id, " ".join(entry["why"].split()))
+                        pool.append(new)
+    return out
 
 
 def get(experiment_id: str) -> Experiment:
@@ -134,9 +166,14 @@ def config(exp: Experiment, profile: str) -> dict:
     cfg["paper_epochs"] = paper_epochs
     cfg["epochs"] = epochs
     cfg["lr_milestones"] = sorted({round(m * ratio) for m in cfg.get("lr_milestones", []) if 0 < round(m * ratio) < epochs})
-    for key in ("warmup_epochs", "epochs_per_layer", "epochs_per_stage", "classifier_epochs"):
+    stage_epochs = lambda n: min(scale_epochs(n, prof), prof.get("max_stage_epochs", n))  # noqa: E731
+    if "equal_epochs" in cfg:  # a baseline as long as a staged run: stages x the profile's epochs per stage
+        cfg["epochs"] = cfg["equal_epochs"]["stages"] * stage_epochs(cfg["equal_epochs"]["epochs_per_stage"])
+    for key in ("epochs_per_layer", "epochs_per_stage", "classifier_epochs"):
         if key in cfg["method_options"]:
-            cfg["method_options"][key] = scale_epochs(cfg["method_options"][key], prof)
+            cfg["method_options"][key] = stage_epochs(cfg["method_options"][key])
+    if "warmup_epochs" in cfg["method_options"]:
+        cfg["method_options"]["warmup_epochs"] = scale_epochs(cfg["method_options"]["warmup_epochs"], prof)
     if prof.get("max_batch_size"):
         cfg["batch_size"] = min(cfg["batch_size"], prof["max_batch_size"])
     cfg["model"]["width_mult"] = prof.get("width_mult", 1.0)

@@ -21,6 +21,9 @@ from bench.runner import write_json_atomic
 SMOKE_WARNING = ("> **Smoke profile: these numbers say nothing about the papers.** They come from synthetic "
                  "stand-in data, networks at 1/16 width and two short epochs; they only show that every step of "
                  "the pipeline runs.")
+CHECK_WARNING = ("> **Check profile: a real-data sanity check, not a reproduction.** Real data cut to fixed "
+                 "subsets, networks at 1/4 width, two epochs: the numbers show that each method learns, not what "
+                 "the papers' settings give.")
 ACCURACY_LIKE = {"test_accuracy", "test_error", "time_saving_pct"}
 
 
@@ -75,6 +78,31 @@ def measurement_markdown(paper: str, cells: list[dict], results: Path | str, pro
     return lines
 
 
+def companion_markdown(paper: str, results: Path | str, profile: str) -> list[str]:
+    """The runs no cell names that the paper's cells should be read beside (bench.experiments.companions)."""
+    path = Path(results) / profile / "companions.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["paper"] == paper]
+    if not rows:
+        return []
+    reasons: dict[str, int] = {}
+    body = []
+    for r in rows:
+        mark = reasons.setdefault(r["why"], len(reasons) + 1)
+        num = lambda k: fmt_value(float(r[k])) if r[k] else "–"  # noqa: E731
+        acc = num("test_accuracy") + (f" ± {num('test_accuracy_sd')}" if r["test_accuracy_sd"] else "")
+        body.append([f"`{r['experiment']}` [{mark}]", f"`{r['beside']}`", r["status"] + (f" (n={r['n']})" if r["n"] != r["seeds_expected"] else ""),
+                     acc, num("training_time_s"), num("peak_memory_mb"), r["epochs"]])
+    lines = ["## Companion runs (no cell of the paper)", "",
+             "Runs that the cells above should be read beside; they are not claims of the paper.", "",
+             tabulate(body, headers=["Run", "Beside", "Status", "Test accuracy (%)", "Training time (s)",
+                                     "Peak memory (MB)", "Epochs"], tablefmt="github", disable_numparse=True), ""]
+    lines += [f"[{mark}] {why}  " for why, mark in reasons.items()]
+    return lines + [""]
+
+
 def run_facts(profile: str, results: Path | str, seeds: list[int]) -> dict:
     runs = list(load_results(profile, seeds, results).values())
     count = lambda key: Counter(r["environment"][key] for r in runs)  # noqa: E731
@@ -84,7 +112,7 @@ def run_facts(profile: str, results: Path | str, seeds: list[int]) -> dict:
 
 def header(profile: str, facts: dict, seeds: list[int], title: str) -> list[str]:
     prof = ex.profiles()[profile]
-    lines = [SMOKE_WARNING, ""] if profile == "smoke" else []
+    lines = [SMOKE_WARNING, ""] if profile == "smoke" else ([CHECK_WARNING, ""] if profile == "check" else [])
     listing = lambda c: ", ".join(f"{k} ({v} runs)" for k, v in c.most_common()) or "none"  # noqa: E731
     lines += [f"# {title}", "",
               f"- **Profile:** `{profile}`: {' '.join(prof['description'].split())}",
@@ -167,7 +195,7 @@ def scatter(rows: list[dict], path: Path, title: str) -> bool:
 
 def status_counts(rows: list[dict]) -> dict:
     c = Counter(r["status"] for r in rows)
-    out = {s: c.get(s, 0) for s in ("MEASURED", "PARTIAL", "MISSING", "FAILED")}
+    out = {s: c.get(s, 0) for s in ("MEASURED", "PARTIAL", "MISSING", "DIVERGED", "FAILED")}
     verdicts = Counter(r["verdict"] for r in rows if r["verdict"])
     out["exact"] = f"{verdicts.get('REPRODUCED', 0)} / {sum(verdicts.values())}"
     return out
@@ -199,13 +227,14 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
             trows = [r for r in rows if r["table"] == table]
             name = "Numbers stated in the text" if table == "text" else f"Table {table}"
             lines += [f"## {name}: {tmeta['caption']}", ""] + table_markdown(trows)
+        lines += companion_markdown(paper, results, profile)
         lines += measurement_markdown(paper, rows, results, profile)
         path = out_dir / f"{paper}.md"
         path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
         written.append(path)
         summary.append([f"[{paper}]({paper}.md)", meta["citation"], len(rows), *status_counts(rows).values()])
     index += ["## Cells per paper", "",
-              tabulate(summary, headers=["Paper", "Citation", "Cells", "Measured", "Partial", "Missing", "Failed",
+              tabulate(summary, headers=["Paper", "Citation", "Cells", "Measured", "Partial", "Missing", "Diverged", "Failed",
                                          "Exact cells reproduced"], tablefmt="github"), "",
               "Exact cells are the parameter and FLOPs counts, computed from the models without training: "
               "REPRODUCED when the suite's count rounds to the printed value.", "",

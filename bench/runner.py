@@ -106,14 +106,20 @@ def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None,
     macs = measure.forward_macs(model, "pytorch")
     measure.reset_peak_memory(dev)
     params = measure.count_parameters(model)
-    final = methods.get(exp.method).train(model, data, cfg, Context(dev, seed, log_epoch, progress))
+    status, error = "FINISHED", None
+    try:
+        final = methods.get(exp.method).train(model, data, cfg, Context(dev, seed, log_epoch, progress))
+    except methods.Diverged as div:  # a result, not a crash: the run stops and says when
+        status, error, final = "DIVERGED", str(div), {"diverged_epoch": div.epoch}
+        logger.set_tag("diverged", str(div))
     metrics = {**final, **measure.peak_memory_mb(dev), "params_total": params["total"],
                "params_trainable": params["trainable"], "macs_forward": macs, "flops_forward": 2 * macs,
                "wall_time_s": time.perf_counter() - wall_start}
     logger.log_metrics({f"final_{k}": v for k, v in metrics.items()})
     metrics["flops_counting"] = "ptflops pytorch backend (modules), one sample at the input shape; FLOPs = 2 x MACs"
-    logger.finish("FINISHED")
-    result = {"experiment": exp.id, "seed": seed, "profile": profile, "status": "FINISHED",
+    logger.finish("FINISHED" if status == "FINISHED" else "FAILED")
+    result = {"experiment": exp.id, "seed": seed, "profile": profile, "status": status,
+              **({"error": error} if error else {}),
               "started": started.isoformat(timespec="seconds"),
               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "cells": [c.id for c in cells], "metrics": metrics, "epochs": epochs,

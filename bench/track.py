@@ -101,6 +101,14 @@ class RunLogger:
         except Exception as err:
             self.error = self.error or f"{type(err).__name__}: {err}"
 
+    def set_tag(self, key: str, value: str):
+        if self.run_id is None:
+            return
+        try:
+            _retry(self.client.set_tag, self.run_id, key, str(value)[:5000])
+        except Exception as err:
+            self.error = self.error or f"{type(err).__name__}: {err}"
+
     def finish(self, status: str = "FINISHED"):
         if self.run_id is None:
             return

@@ -23,12 +23,36 @@ class Context:
         return tqdm(iterable, disable=not show, leave=False, dynamic_ncols=True, **kw)
 
 
+def unique_parameters(modules) -> list:
+    """The parameters of `modules`, each once, in order (modules may share parameters)."""
+    seen, out = set(), []
+    for m in modules:
+        for p in m.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+def train_test_batches(data, cfg: dict, device, seed: int):
+    """The training batches (shuffled, augmented as the config says, seeded) and the test batches (in order)."""
+    from bench.data.loader import Batches
+
+    norm = cfg["normalize"]
+    train = Batches(data.x_train, data.y_train, cfg["batch_size"], device=device, mean=norm["mean"], std=norm["std"],
+                    augment=cfg["augment"], shuffle=True, seed=seed)
+    test = Batches(data.x_test, data.y_test, cfg.get("eval_batch_size", 512), device=device, mean=norm["mean"],
+                   std=norm["std"])
+    return train, test
+
+
 def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
     if cfg["optimizer"] == "sgd":
         return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.0),
                                weight_decay=cfg.get("weight_decay", 0.0), nesterov=cfg.get("nesterov", False))
     if cfg["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0),
+                                eps=cfg.get("adam_eps", 1e-8))
     raise ValueError(f"unknown optimizer '{cfg['optimizer']}'")
 
 

@@ -59,7 +59,7 @@ def test_run_writes_result_and_mlflow_run(workdir):
 @pytest.mark.parametrize("args,fragments", [
     (["run", "-e", "ma-cifar10-vgg99-backprop", "--profile", "smoke"], ["unknown experiment 'ma-cifar10-vgg99-backprop'"]),
     (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "tiny"], ["unknown profile 'tiny'"]),
-    (["run", "-e", "ma-cifar10-vgg8-predsim", "--profile", "smoke"], ["cannot run", "predsim", "issue 5"]),
+    (["run", "-e", "cruciata-cifar10-vgg16-learn_drop", "--profile", "smoke"], ["cannot run", "learn_drop", "issue 6"]),
     (["config", "nope"], ["unknown experiment 'nope'"]),
     (["aggregate", "--profile", "huge"], ["unknown profile 'huge'"]),
 ])
@@ -84,3 +84,25 @@ def test_malformed_registry_row_is_one_line(workdir):
     proc = bench("claims", "--format", "csv", cwd=workdir, env={"BENCH_CLAIMS_DIR": str(claims)})
     assert_one_line_error(proc, f"malformed registry row: cruciata.csv line {line + 1}:", "metric 'accuracy'")
     assert proc.stdout == ""
+
+
+def test_a_diverged_run_is_recorded_not_crashed(workdir, monkeypatch):
+    """A method that raises Diverged leaves a DIVERGED result file and a FAILED MLflow run tagged with why."""
+    import types
+
+    from bench import methods, runner
+
+    def train(model, data, cfg, ctx):
+        ctx.log_epoch({"epoch": 1, "train_loss": 1.0})
+        raise methods.Diverged(2, "train_loss is inf")
+
+    monkeypatch.setattr(methods, "get", lambda name: types.SimpleNamespace(train=train))
+    result = runner.run("karimi-cifar10-lenet-si_forward", 0, "smoke")
+    assert result["status"] == "DIVERGED" and result["error"] == "diverged at epoch 2: train_loss is inf"
+    assert result["metrics"]["diverged_epoch"] == 2 and len(result["epochs"]) == 1
+    saved = json.loads((workdir / "results/smoke/runs/karimi-cifar10-lenet-si_forward/seed0.json").read_text())
+    assert saved["status"] == "DIVERGED"
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(result["mlflow"]["tracking_uri"]).get_run(result["mlflow"]["run_id"])
+    assert run.info.status == "FAILED" and "train_loss is inf" in run.data.tags["diverged"]

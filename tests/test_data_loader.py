@@ -77,3 +77,18 @@ def test_augmentation_statistics_match_the_reference():
         assert stats.chisquare(np.bincount(a, minlength=9)).pvalue > 1e-3
     for flips in (ours[2], ref[2]):  # flip rate 0.5
         assert abs(flips.mean() - 0.5) < 4 * np.sqrt(0.25 / n)
+
+
+def test_profiles_cap_real_data_with_one_fixed_subset():
+    from bench.data.tensors import TensorData
+
+    x = torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1).expand(50, 1, 2, 2).contiguous()
+    y = torch.arange(50) % 5
+    data = TensorData(x, y, x[:20], y[:20], 5)
+    a, b = data.subset(10, 4), data.subset(10, 4)
+    assert a.x_train.shape == (10, 1, 2, 2) and a.x_test.shape == (4, 1, 2, 2)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)  # the same for every run
+    picked = a.x_train[:, 0, 0, 0].long()
+    assert torch.equal(a.y_train, picked % 5) and picked.tolist() == sorted(set(picked.tolist()))
+    whole = data.subset(None, 1000)
+    assert torch.equal(whole.x_train, x) and torch.equal(whole.x_test, x[:20])

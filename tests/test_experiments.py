@@ -36,8 +36,9 @@ def test_cells_without_a_run_have_no_experiment():
 
 def test_unique_experiments_and_their_ids():
     exps = ex.experiments()
-    # Ma 57 configurations x 2 methods, Karimi 110, Bhyravabhottla 8, Cruciata 21 x 3 methods
-    assert len(exps) == 114 + 110 + 8 + 63
+    # Ma 57 configurations x 2 methods, Karimi 110, Bhyravabhottla 8 (+ 16 companion runs), Cruciata 21 x 3 methods
+    assert len(ex.cell_experiments()) == 114 + 110 + 8 + 63
+    assert len(exps) == 114 + 110 + 8 + 16 + 63
     for eid, e in exps.items():
         assert eid == e.id and eid.split("-")[0] == e.paper
         assert all(ch.isalnum() or ch in "-_" for ch in eid)
@@ -47,12 +48,14 @@ def test_unique_experiments_and_their_ids():
 def test_targets_are_the_supported_experiments_only():
     targets = ex.targets("paper")
     assert "ma-cifar10-vgg8b_e1-backprop" in targets and "cruciata-imagenette-resnet152-backprop" in targets
-    assert not any(t.endswith(("-predsim", "-learn_drop", "-freezing")) for t in targets)
+    assert not any(t.endswith(("-learn_drop", "-freezing")) for t in targets)
+    for method in ("predsim", "si_forward", "fb_si", "greedy_layerwise", "belilovsky_greedy", "layer_to_layer"):
+        assert any(t.endswith(f"-{method}") for t in targets), method
     assert "karimi-ag_news-vdcnn9-backprop-sgd" in targets and "karimi-raabin_wbc-lenet-backprop-adam" in targets
     assert ex.targets("smoke") == targets  # every profile runs the same experiments
     missing = {e: ex.support(exp, "paper") for e, exp in ex.experiments().items() if e not in targets}
     assert all(missing.values())
-    assert "issue 5" in missing["ma-cifar10-vgg8-predsim"]
+    assert "issue 6" in missing["cruciata-cifar10-vgg16-learn_drop"]
 
 
 def test_profiles_scale_epochs_schedule_and_width():
@@ -73,7 +76,7 @@ def test_profiles_scale_epochs_schedule_and_width():
 def test_bad_ids_and_profiles_are_clear_errors():
     with pytest.raises(BenchError, match="unknown experiment 'ma-cifar10-vgg99-backprop'"):
         ex.get("ma-cifar10-vgg99-backprop")
-    with pytest.raises(BenchError, match="unknown profile 'tiny': choose one of smoke, scaled, paper"):
+    with pytest.raises(BenchError, match="unknown profile 'tiny': choose one of smoke, check, scaled, paper"):
         ex.config(ex.get("ma-cifar10-vgg8-backprop"), "tiny")
 
 
@@ -87,3 +90,45 @@ def test_seeds(given, expected):
 def test_bad_seeds(bad):
     with pytest.raises(BenchError, match="seeds"):
         ex.seeds("paper", bad)
+
+
+def test_companion_runs_stand_beside_the_cells_they_qualify():
+    comps = ex.companions()
+    named = ex.cell_experiments()
+    assert not set(comps) & set(named), "a companion is never a cell's own experiment"
+    assert set(comps) <= set(ex.experiments())
+    for eid, exp in named.items():
+        if exp.paper == "bhyravabhottla" and exp.dataset == "cifar100":
+            notebook = ex.Experiment(exp.paper, "cifar10", exp.model, exp.method)
+            assert comps[notebook.id][1] == eid and "notebook" in comps[notebook.id][2]
+    for eid, (exp, beside, why) in comps.items():
+        if exp.variant == "equal_epochs":
+            assert exp.method == "backprop" and ex.experiments()[beside].method == "layer_to_layer"
+    # both readings of the dataset get their equal-epoch baseline
+    assert {e.dataset for e, _, _ in comps.values() if e.variant == "equal_epochs"} == {"cifar10", "cifar100"}
+
+
+def test_a_bad_companion_entry_names_its_grid(monkeypatch):
+    bad = {"paper": "bhyravabhottla", "settings": [], "companions": [{"of": {}, "set": {"model": "x"}, "why": "w"}]}
+    monkeypatch.setattr(ex, "grid", lambda paper: bad)
+    ex.companions.cache_clear()
+    try:
+        with pytest.raises(BenchError, match="bhyravabhottla.yaml: companions entry 1"):
+            ex.companions()
+    finally:
+        ex.companions.cache_clear()
+
+
+def test_equal_epoch_baselines_match_the_staged_runs():
+    """The equal_epochs companion trains as many epochs as all layer-to-layer stages of its model together."""
+    from bench.methods.layer_to_layer import keras_layers
+    from bench.models import build_model
+
+    for eid, (exp, beside, _) in ex.companions().items():
+        if exp.variant != "equal_epochs":
+            continue
+        for profile in ("paper", "scaled", "check", "smoke"):
+            staged = ex.config(ex.get(beside), profile)
+            model = build_model(staged["architecture"], 3, 10, 32, staged["model"])
+            stages = len(keras_layers(model)) // 2
+            assert ex.config(exp, profile)["epochs"] == stages * staged["method_options"]["epochs_per_stage"], eid

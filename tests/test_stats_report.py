@@ -76,7 +76,10 @@ def test_aggregate_cells_from_result_files(tmp_path):
     failed = cells["ma.II.vgg8.global"]
     assert failed["status"] == "FAILED" and "out of memory" in failed["reason"]
     missing = cells["ma.I.vgg8.layer-wise"]
-    assert missing["status"] == "MISSING" and "predsim" in missing["reason"] and missing["mean"] == ""
+    assert missing["status"] == "MISSING" and "3 of 3 seeds have no result file" in missing["reason"]
+    assert missing["mean"] == ""
+    unbuilt = cells["cruciata.1.vgg-11.mnist.dropping.a"]
+    assert unbuilt["status"] == "MISSING" and "method 'learn_drop' is not implemented yet" in unbuilt["reason"]
     assert cells["cruciata.3.vgg-11.sgd.flops"]["status"] == "MISSING"
     assert len(cells) == len(load_claims())  # no cell is dropped
 
@@ -116,7 +119,7 @@ def test_reports_render_the_papers_tables(tmp_path):
     assert "## Table I: Classification verification with VGGs on CIFAR10" in ma
     row = next(l for l in ma.splitlines() if l.startswith("| VGG8 "))
     assert "90.59 → 91.00 ± 1.00" in row and "89.72 → MISSING [1]" in row
-    assert "[1] method 'predsim' is not implemented yet" in ma
+    assert "[1] 3 of 3 seeds have no result file yet" in ma
     assert (rep / "paper" / "figures" / "ma_claimed_vs_reproduced.png").stat().st_size > 1000
     index = (rep / "paper" / "index.md").read_text()
     assert "| [ma](ma.md)" in index and "122 |" in index
@@ -138,3 +141,49 @@ def test_report_without_aggregate_is_a_clear_error(tmp_path):
     with pytest.raises(BenchError, match="run `bench aggregate --profile paper` first"):
         write_reports("paper", results=tmp_path / "nothing", reports=tmp_path / "r")
     assert ex.seeds("smoke") == [0]
+
+
+def test_companion_runs_are_reported_beside_the_cells(tmp_path):
+    res, rep = tmp_path / "results", tmp_path / "reports"
+    for seed, acc in enumerate([70.0, 72.0]):
+        fake_run(res, "paper", "bhyravabhottla-cifar10-cnn12-backprop-equal_epochs", seed, accuracy=acc,
+                 train_time_s=100.0)
+    agg.aggregate("paper", results=res, seeds="0,1")
+    rows = {r["experiment"]: r for r in csv.DictReader(open(res / "paper" / "companions.csv"))}
+    row = rows["bhyravabhottla-cifar10-cnn12-backprop-equal_epochs"]
+    assert row["beside"] == "bhyravabhottla-cifar10-cnn12-layer_to_layer" and row["status"] == "MEASURED"
+    assert float(row["test_accuracy"]) == 71.0 and row["n"] == "2" and "as many epochs" in row["why"]
+    assert rows["bhyravabhottla-cifar10-vgg16-backprop"]["status"] == "MISSING"
+    write_reports("paper", results=res, reports=rep)
+    text = (rep / "paper" / "bhyravabhottla.md").read_text()
+    assert "## Companion runs (no cell of the paper)" in text
+    line = next(l for l in text.splitlines() if "cifar10-cnn12-backprop-equal_epochs" in l)
+    assert "71.00 ± 1.41" in line and "MEASURED" in line
+    assert "Companion runs" not in (rep / "paper" / "ma.md").read_text()
+
+
+def test_training_time_as_each_paper_times_it():
+    epochs = [{"epoch_time_s": 10.0, "eval_time_s": 1.0}, {"epoch_time_s": 12.0, "eval_time_s": 1.5}]
+    plain = {"metrics": {"train_time_s": 22.0}, "epochs": epochs, "config": {}}
+    assert agg.training_seconds(plain) == 22.0
+    keras_fit = {**plain, "config": {"timing": "fit_with_validation"}}  # Keras fit evaluates its validation data
+    assert agg.training_seconds(keras_fit) == 24.5
+    staged = {**keras_fit, "metrics": {"train_time_s": 22.0, "staged_wall_time_s": 30.0}}
+    assert agg.training_seconds(staged) == 30.0
+    assert ex.config(ex.get("bhyravabhottla-cifar100-cnn12-backprop"), "paper")["timing"] == "fit_with_validation"
+    assert "timing" not in ex.config(ex.get("cruciata-cifar10-vgg16-backprop"), "paper")
+
+
+def test_diverged_runs_are_a_result_with_their_own_status(tmp_path):
+    res = tmp_path / "results"
+    for seed in range(3):
+        fake_run(res, "paper", "karimi-cifar10-lenet-si_forward", seed, status="DIVERGED",
+                 error="diverged at epoch 3: train_loss is nan")
+    fake_run(res, "paper", "karimi-cifar10-alexnet-si_forward", 0, status="DIVERGED", error="diverged at epoch 1: x")
+    fake_run(res, "paper", "karimi-cifar10-alexnet-si_forward", 1, status="FAILED", error="RuntimeError: boom")
+    cells = cells_by_id(res, "paper", "0,1,2")
+    lenet = next(r for r in cells.values() if r["experiment"] == "karimi-cifar10-lenet-si_forward")
+    assert lenet["status"] == "DIVERGED" and "diverged at epoch 3" in lenet["reason"]
+    assert lenet["sources"].split() == [f"run-karimi-cifar10-lenet-si_forward-{s}" for s in range(3)]
+    alexnet = next(r for r in cells.values() if r["experiment"] == "karimi-cifar10-alexnet-si_forward")
+    assert alexnet["status"] == "FAILED" and "boom" in alexnet["reason"]

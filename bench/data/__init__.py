@@ -87,6 +87,7 @@ def load(name: str, cfg: dict, root=None, download: bool = False):
                             f"a machine with internet (bench run --download, workflow --config download=true), or "
                             f"point BENCH_DATA at a folder that holds it")
         data = module.load(info, root)
+        data = data.subset(cfg["data"].get("train_samples"), cfg["data"].get("test_samples"))
     problems = data.problems(info)
     if problems:
         raise DataError(f"dataset {name} under {data_root(root)} does not look like {name}: {'; '.join(problems)}")

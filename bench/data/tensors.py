@@ -29,6 +29,21 @@ class TensorData:
         return TensorData(fit(self.x_train, size), self.y_train, fit(self.x_test, size), self.y_test,
                           self.num_classes, self.kind)
 
+    def subset(self, train: int | None, test: int | None, seed: int = 0) -> "TensorData":
+        """A fixed random subset of each split (the same for every run and method: seed 0), for profiles that cap
+        the sample counts on real data; None or a count >= the split's size keeps the split whole."""
+        gen = torch.Generator().manual_seed(seed)
+
+        def pick(x, y, n):
+            if not n or n >= len(y):
+                return x, y
+            idx = torch.randperm(len(y), generator=gen)[:n].sort().values
+            return x[idx], y[idx]
+
+        x_train, y_train = pick(self.x_train, self.y_train, train)
+        x_test, y_test = pick(self.x_test, self.y_test, test)
+        return TensorData(x_train, y_train, x_test, y_test, self.num_classes, self.kind)
+
     def problems(self, info: DatasetInfo) -> list[str]:
         """What does not match the catalog's description of the dataset (empty when everything does)."""
         out = []

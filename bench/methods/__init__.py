@@ -5,11 +5,20 @@ suite can run to their module. Cells of any other method are reported as MISSING
 """
 import importlib
 
-IMPLEMENTED = {"backprop": "bench.methods.backprop"}
-PLANNED = {
-    "predsim": "issue 5", "si_forward": "issue 5", "fb_si": "issue 5", "greedy_layerwise": "issue 5",
-    "belilovsky_greedy": "issue 5", "layer_to_layer": "issue 5", "learn_drop": "issue 6", "freezing": "issue 6",
-}
+
+class Diverged(Exception):
+    """A training loss became NaN or infinite: the run stops cleanly and is recorded as DIVERGED at `epoch`."""
+
+    def __init__(self, epoch: int, message: str):
+        super().__init__(f"diverged at epoch {epoch}: {message}")
+        self.epoch = epoch
+        self.message = message
+
+
+IMPLEMENTED = {"backprop": "bench.methods.backprop", "layer_to_layer": "bench.methods.layer_to_layer",
+               "predsim": "bench.methods.predsim", "si_forward": "bench.methods.si", "fb_si": "bench.methods.fb_si",
+               "greedy_layerwise": "bench.methods.greedy", "belilovsky_greedy": "bench.methods.belilovsky"}
+PLANNED = {"learn_drop": "issue 6", "freezing": "issue 6"}
 
 
 def missing_reason(method: str) -> str:

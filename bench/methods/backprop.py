@@ -4,17 +4,13 @@ evaluated after every epoch; the reported accuracy is the final epoch's (methods
 import torch
 from torch import nn
 
-from bench.data.loader import Batches
-from bench.training import Context, EpochTimer, evaluate, make_optimizer, make_scheduler
+from bench.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler,
+                            train_test_batches)
 
 
 def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     device = ctx.device
-    norm = cfg["normalize"]
-    train_batches = Batches(data.x_train, data.y_train, cfg["batch_size"], device=device, mean=norm["mean"],
-                            std=norm["std"], augment=cfg["augment"], shuffle=True, seed=ctx.seed)
-    test_batches = Batches(data.x_test, data.y_test, cfg.get("eval_batch_size", 512), device=device,
-                           mean=norm["mean"], std=norm["std"])
+    train_batches, test_batches = train_test_batches(data, cfg, device, ctx.seed)
     optimizer = make_optimizer(model.parameters(), cfg)
     scheduler = make_scheduler(optimizer, cfg)
     train_time = 0.0

@@ -5,6 +5,7 @@ rule aggregate:
         MODEL_FILES,
     output:
         f"{RESULTS}/cells.csv",
+        f"{RESULTS}/companions.csv",
     params:
         seeds=",".join(map(str, SEEDS)),
     conda:

@@ -1,0 +1,441 @@
+"""PredSim local-error learning (Nøkland & Eidnes 2019): the "Layer-wise" column of Ma et al. (methods.md 1).
+
+The BlockNet is cut, without changing its classes, into local-loss units, each trained only by its own loss:
+  * VGG `ConvBlock` (Sequential conv -> BN -> act -> dropout -> max-pool?) and a ResNet stem: one conv unit. The
+    local loss sees the pre-dropout activation h = act(BN(conv(x))); dropout and pooling follow, on h detached.
+  * ResNet `Residual` unit: every conv is its own unit (conv -> BN -> act, its dropout on the detached output); in
+    the last conv's unit the shortcut is added after the BN and before the activation,
+    h = act(BN(conv(x)) + shortcut(x_unit)), so the projection shortcut (1x1 conv + BN) is trained by the gradient
+    of that unit's local loss, with its own Adam (as the N&E code; under Adam the same as sharing the unit's).
+  * head (`bench.models.common.classifier`): its parameter-free prefix (Flatten, or average pool + Flatten) goes
+    with the first unit of the head; every hidden Linear (-> BN1d -> act, dropout on the detached output) is one
+    linear unit; the final Linear is the output layer, whose weight is zeroed and which is trained by plain
+    cross-entropy on the detached last features with its own Adam.
+Each unit owns auxiliary modules, kept here (never registered in the model, so the model's parameter count and
+`model(x)` stay those of the architecture): the similarity branch (conv units: Conv2d(C, C, 3, pad 1, no bias);
+linear units: Linear(D, D, no bias)) and the prediction decoder (conv units: AvgPool sized so that the flattened
+map has at most `dim_in_decoder` features, from the unit's real output shape found by a dry forward; then
+Linear(-> K) with zero weight). Local loss L = (1-β)·CE(decoder(h), y) + β·mean_ab (S(sim(h)) - S(Y))²_ab.
+
+Training (schedule "simultaneous", the code's): one forward pass per batch through all units in order; each unit
+computes h, backprops its local loss into its own parameters, steps its own Adam at once and passes
+tail(h.detach()) on. Every optimizer (units, shortcuts, output layer) has lr = cfg lr and its own MultiStepLR
+from the config, stepped once per epoch. Test: the plain `model(x)`, argmax.
+
+method_options (defaults): beta (0.99), dim_in_decoder (4096), similarity_std (true: per-channel spatial std of
+4-D maps with C > 3 and H > 1), schedule ("simultaneous"; the sequential reading of Ma's Algorithm 1 is not
+implemented), output_loss_scale ("none": plain CE for the output layer; "one_minus_beta": the code's (1-β)·CE,
+identical under Adam up to eps).
+
+Per-epoch records: epoch, lr, train_loss (output-layer CE, unscaled), train_accuracy (output layer), local_sim_loss
+and local_pred_loss (unscaled sim and pred losses, sample-weighted over the epoch, averaged over the units),
+test_loss, test_accuracy, epoch_time_s, eval_time_s. Final metrics: test_accuracy, test_error, test_loss,
+train_time_s (training epochs only), the last epoch's train_loss, train_accuracy, local_sim_loss, local_pred_loss,
+local_units (number of local-loss units) and aux_params (parameters of the auxiliary sim/pred modules).
+"""
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.methods import Diverged
+from bench.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler, train_test_batches,
+                            unique_parameters)
+
+DEFAULTS = {"beta": 0.99, "dim_in_decoder": 4096, "similarity_std": True, "schedule": "simultaneous",
+            "output_loss_scale": "none"}
+SCHEDULES = ("simultaneous",)
+OUTPUT_LOSS_SCALES = ("none", "one_minus_beta")
+ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.PReLU)
+
+
+# ---------------------------------------------------------------- the loss
+
+def similarity_matrix(x: torch.Tensor, std_pool: bool = True) -> torch.Tensor:
+    """S(x), B x B: the Pearson correlation between samples (methods.md 1.1). A 4-D tensor with C > 3 and H > 1 is
+    first reduced to its per-channel spatial standard deviation (unbiased) when std_pool; anything else is
+    flattened. Rows are centred, divided by (1e-8 + their L2 norm), and S = Z Zᵀ clipped to [-1, 1]."""
+    if x.dim() == 4 and std_pool and x.size(1) > 3 and x.size(2) > 1:
+        z = x.flatten(2).std(dim=2)
+    else:
+        z = x.flatten(1)
+    z = z - z.mean(dim=1, keepdim=True)
+    z = z / (1e-8 + torch.linalg.vector_norm(z, dim=1, keepdim=True))
+    return (z @ z.t()).clamp(-1.0, 1.0)
+
+
+def label_similarity(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """S(one-hot labels): 1 for a pair of the same class, -1/(K-1) otherwise; a constant (no gradient)."""
+    return similarity_matrix(F.one_hot(labels, num_classes).float()).detach()
+
+
+def predsim_loss(sim_input: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                 beta: float = 0.99, *, std_pool: bool = True, target_sim: torch.Tensor | None = None):
+    """(loss, sim_loss, pred_loss): sim_loss = mean over the B² entries of (S(sim_input) - S(Y))², pred_loss =
+    mean cross-entropy of logits, loss = (1-β)·pred_loss + β·sim_loss. target_sim: a precomputed S(Y)."""
+    if target_sim is None:
+        target_sim = label_similarity(labels, num_classes)
+    sim_loss = F.mse_loss(similarity_matrix(sim_input, std_pool=std_pool), target_sim)
+    pred_loss = F.cross_entropy(logits, labels)
+    return (1.0 - beta) * pred_loss + beta * sim_loss, sim_loss, pred_loss
+
+
+# ---------------------------------------------------------------- auxiliary branches
+
+def decoder_pool_size(channels: int, height: int, width: int, dim_in_decoder: int):
+    """((kh, kw), (ph, pw)): the average-pool kernel and padding of the prediction branch, as the N&E code picks
+    it: from (1, 1), double the kernel height and then, if still too big, the width, until channels x pooled
+    height x pooled width <= dim_in_decoder (or the kernel height reaches the map height); pooled sizes are
+    ceil(size / kernel), reached with zero padding. Sized from the real (H, W), not a nominal resolution."""
+    kh = kw = 1
+    oh, ow = height, width
+    while channels * oh * ow > dim_in_decoder and kh < height:
+        kh *= 2
+        oh = math.ceil(height / kh)
+        if channels * oh * ow > dim_in_decoder and kw < width:
+            kw *= 2
+            ow = math.ceil(width / kw)
+    ph = (kh * (oh - height // kh)) // 2
+    pw = (kw * (ow - width // kw)) // 2
+    return (kh, kw), (ph, pw)
+
+
+class Aux(nn.Module):
+    """One unit's similarity branch and prediction decoder, for its local activation h of shape `shape` (C, H, W)
+    or (D,)."""
+
+    def __init__(self, shape: tuple, num_classes: int, dim_in_decoder: int):
+        super().__init__()
+        if len(shape) == 3:
+            c, h, w = shape
+            self.sim = nn.Conv2d(c, c, 3, stride=1, padding=1, bias=False)
+            kernel, padding = decoder_pool_size(c, h, w, dim_in_decoder)
+            self.pool = nn.AvgPool2d(kernel, padding=padding) if kernel != (1, 1) else nn.Identity()
+            with torch.no_grad():
+                features = self.pool(torch.zeros(1, c, h, w)).numel()
+        elif len(shape) == 1:
+            self.sim = nn.Linear(shape[0], shape[0], bias=False)
+            self.pool = nn.Identity()
+            features = shape[0]
+        else:
+            raise ValueError(f"local activation of shape {shape}: expected (C, H, W) or (D,)")
+        self.decoder = nn.Linear(features, num_classes)
+        nn.init.zeros_(self.decoder.weight)
+
+    def forward(self, h):
+        return self.sim(h), self.decoder(self.pool(h).flatten(1))
+
+
+# ---------------------------------------------------------------- units
+
+class _Chain:
+    """The model's modules applied in order: a plain callable, so nothing gets registered twice."""
+
+    def __init__(self, modules):
+        self.mods = list(modules)
+
+    def __call__(self, x):
+        for m in self.mods:
+            x = m(x)
+        return x
+
+
+@dataclass(eq=False)
+class LocalUnit:
+    """One local-loss unit. h = post(pre(x) [+ shortcut(skip)]) is what the local loss sees (skip: the input of
+    the unit's BlockNet block, used only by the last conv of a residual unit); tail(h.detach()) is what is passed
+    on. optimizers[0] is over `params` + the aux parameters; the last conv of a residual unit with a projection
+    shortcut has optimizers[1] over `shortcut_params`."""
+    name: str
+    pre: _Chain                      # x -> before the residual add (all of h when there is no shortcut)
+    post: _Chain                     # (pre + shortcut) -> h: the activation (empty when there is no shortcut)
+    tail: _Chain                     # h.detach() -> output passed on
+    shortcut: nn.Module | None = None
+    starts_block: bool = False       # the input of this unit is the input of a BlockNet block (skip source)
+    params: list = field(default_factory=list)
+    shortcut_params: list = field(default_factory=list)
+    aux: Aux | None = None
+    optimizers: list = field(default_factory=list)
+
+    def activation(self, x, skip):
+        z = self.pre(x)
+        if self.shortcut is not None:
+            z = z + self.shortcut(skip)
+        return self.post(z)
+
+
+def _split_after_activation(modules: list, what: str):
+    """(up to and including the last activation, the rest); the rest must have no parameters."""
+    idx = [i for i, m in enumerate(modules) if isinstance(m, ACTIVATIONS)]
+    if not idx:
+        raise ValueError(f"{what}: no activation module found, cannot place the local loss")
+    k = idx[-1] + 1
+    body, tail = modules[:k], modules[k:]
+    if unique_parameters(tail):
+        raise ValueError(f"{what}: parameters after the activation ({[type(m).__name__ for m in tail]})")
+    return body, tail
+
+
+def _block_units(i: int, block: nn.Module) -> list[LocalUnit]:
+    from bench.models.resnet import Residual
+
+    name = f"block{i}"
+    if isinstance(block, Residual):
+        units = []
+        n = len(block.convs)
+        for j, (conv, act) in enumerate(zip(block.convs, block.acts)):
+            act_part, drop_part = _split_after_activation(list(act), f"{name}.acts[{j}]")
+            last = j == n - 1
+            shortcut = block.shortcut if last else None
+            units.append(LocalUnit(f"{name}.conv{j}", _Chain([conv]), _Chain(act_part), _Chain(drop_part),
+                                   shortcut=shortcut, starts_block=j == 0, params=unique_parameters([conv]),
+                                   shortcut_params=unique_parameters([shortcut]) if last else []))
+        return units
+    if isinstance(block, nn.Sequential):
+        body, tail = _split_after_activation(list(block), name)
+        if not any(isinstance(m, nn.Conv2d) for b in body for m in b.modules()):
+            raise ValueError(f"{name}: no Conv2d before the activation")
+        return [LocalUnit(name, _Chain(body), _Chain([]), _Chain(tail), starts_block=True, params=unique_parameters(body))]
+    raise ValueError(f"{name}: {type(block).__name__} blocks are not supported (VGG-style conv Sequentials and "
+                     "ResNet Residual units are)")
+
+
+def _head_units(head: nn.Module):
+    """(hidden linear units, output Linear, the output layer's parameter-free prefix: the head's pooling/flatten
+    when there is no hidden layer, else nothing)."""
+    if not isinstance(head, nn.Sequential):
+        raise ValueError(f"head: {type(head).__name__} is not supported (an nn.Sequential classifier is)")
+    mods = list(head)
+    linear = [k for k, m in enumerate(mods) if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ValueError("head: no Linear layer")
+    out_idx = linear[-1]
+    if mods[out_idx + 1:]:
+        raise ValueError("head: modules after the output Linear")
+    prefix = mods[:linear[0]]
+    if unique_parameters(prefix):
+        raise ValueError("head: parameters before the first Linear")
+    units = []
+    for n, (a, b) in enumerate(zip(linear[:-1], linear[1:])):
+        body, tail = _split_after_activation(mods[a:b], f"head.fc{n}")
+        body = (prefix if n == 0 else []) + body
+        units.append(LocalUnit(f"head.fc{n}", _Chain(body), _Chain([]), _Chain(tail), params=unique_parameters(body)))
+    out_prefix = _Chain([] if units else prefix)
+    return units, mods[out_idx], out_prefix
+
+
+# ---------------------------------------------------------------- the trainer
+
+@dataclass
+class StepResult:
+    logits: torch.Tensor         # output layer, detached
+    output_loss: torch.Tensor    # plain CE of the output layer, detached
+    sim_losses: torch.Tensor     # (units,), unscaled, detached
+    pred_losses: torch.Tensor    # (units,), unscaled, detached
+
+
+def options(cfg: dict) -> dict:
+    from bench import BenchError
+
+    given = dict(cfg.get("method_options") or {})
+    unknown = set(given) - set(DEFAULTS)
+    if unknown:
+        raise BenchError(f"unknown predsim method_options {sorted(unknown)} (known: {sorted(DEFAULTS)})")
+    opts = {**DEFAULTS, **given}
+    if opts["schedule"] not in SCHEDULES:
+        raise BenchError(
+            f"predsim schedule '{opts['schedule']}' is not implemented: only 'simultaneous' is (all local-loss "
+            "blocks trained together, one forward pass per batch, as anokland/local-loss does). The sequential "
+            "reading of Ma et al.'s Algorithm 1 (train layer j to convergence, then layer j+1) is not implemented: "
+            "Ma gives no per-layer budget or convergence test, and the epoch-based recipes Ma quotes (400 epochs, "
+            "LR milestones 200/300/350/375) are those of the simultaneous reference code (methods.md 1.6 item 1)")
+    if opts["output_loss_scale"] not in OUTPUT_LOSS_SCALES:
+        raise BenchError(f"predsim output_loss_scale '{opts['output_loss_scale']}': expected one of "
+                         f"{list(OUTPUT_LOSS_SCALES)}")
+    if not 0.0 <= float(opts["beta"]) <= 1.0:
+        raise BenchError(f"predsim beta {opts['beta']} is not in [0, 1]")
+    if int(opts["dim_in_decoder"]) < 1:
+        raise BenchError(f"predsim dim_in_decoder {opts['dim_in_decoder']} must be positive")
+    opts["beta"], opts["dim_in_decoder"] = float(opts["beta"]), int(opts["dim_in_decoder"])
+    opts["similarity_std"] = bool(opts["similarity_std"])
+    return opts
+
+
+class PredSim:
+    """The local-loss decomposition of a BlockNet, its auxiliary modules and optimizers, and one training step.
+
+    `units` (in forward order), `aux` (nn.ModuleList, one Aux per unit, not part of the model), `out_layer` (the
+    model's output Linear, weight zeroed), `out_optimizer`, `optimizers()` [(name, optimizer)] and the matching
+    `schedulers`."""
+
+    def __init__(self, model: nn.Module, num_classes: int, cfg: dict, opts: dict | None = None):
+        from bench import BenchError
+
+        self.model, self.num_classes, self.cfg = model, num_classes, cfg
+        self.opts = opts if opts is not None else options(cfg)
+        try:
+            units = [u for i, block in enumerate(model.blocks) for u in _block_units(i, block)]
+            head_units, self.out_layer, self.out_prefix = _head_units(model.head)
+        except ValueError as err:
+            raise BenchError(f"predsim cannot split this model into local-loss units: {err}") from err
+        self.units = units + head_units
+        device = next(model.parameters()).device
+        shapes = self._dry_shapes(device)
+        self.aux = nn.ModuleList(Aux(s, num_classes, self.opts["dim_in_decoder"]) for s in shapes).to(device)
+        for u, a in zip(self.units, self.aux):
+            u.aux = a
+            u.optimizers = [make_optimizer(u.params + list(a.parameters()), cfg)]
+            if u.shortcut_params:
+                u.optimizers.append(make_optimizer(u.shortcut_params, cfg))
+        with torch.no_grad():
+            self.out_layer.weight.zero_()
+        self.out_optimizer = make_optimizer(self.out_layer.parameters(), cfg)
+        self.schedulers = [make_scheduler(opt, cfg) for _, opt in self.optimizers()]
+        self._check_partition()
+
+    def _dry_shapes(self, device) -> list[tuple]:
+        """Each unit's local activation shape (without the batch), from a forward pass of 2 zero samples in eval
+        mode (running statistics untouched)."""
+        was = self.model.training
+        self.model.eval()
+        shapes = []
+        try:
+            with torch.no_grad():
+                x = torch.zeros(2, *self.model.input_shape, dtype=self.model.input_dtype, device=device)
+                skip = x
+                for u in self.units:
+                    if u.starts_block:
+                        skip = x
+                    h = u.activation(x, skip)
+                    shapes.append(tuple(h.shape[1:]))
+                    x = u.tail(h)
+        finally:
+            self.model.train(was)
+        return shapes
+
+    def _check_partition(self):
+        from bench import BenchError
+
+        seen = {}
+        for name, opt in self.optimizers():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if id(p) in seen:
+                        raise BenchError(f"predsim: a parameter is in two optimizers ({seen[id(p)]}, {name})")
+                    seen[id(p)] = name
+        missing = [n for n, p in self.model.named_parameters() if id(p) not in seen]
+        if missing:
+            raise BenchError(f"predsim: model parameters in no local unit: {missing[:5]}")
+
+    def optimizers(self) -> list[tuple[str, torch.optim.Optimizer]]:
+        out = []
+        for u in self.units:
+            out.append((u.name, u.optimizers[0]))
+            out += [(f"{u.name}.shortcut", opt) for opt in u.optimizers[1:]]
+        out.append(("output", self.out_optimizer))
+        return out
+
+    def train(self, mode: bool = True):
+        self.model.train(mode)
+        self.aux.train(mode)
+
+    def step_schedulers(self):
+        for s in self.schedulers:
+            s.step()
+
+    def forward_units(self, x):
+        """The network's output through the units (no training): equals model(x)."""
+        skip = x
+        for u in self.units:
+            if u.starts_block:
+                skip = x
+            x = u.tail(u.activation(x, skip))
+        return self.out_layer(self.out_prefix(x))
+
+    def unit_loss(self, u: LocalUnit, x, skip, y, target_sim=None):
+        """(output passed on (detached), local loss, sim loss, pred loss) of unit u for input x; `skip` is the
+        input of u's BlockNet block (used by a residual unit's last conv)."""
+        h = u.activation(x, skip)
+        out = u.tail(h.detach())
+        sim_in, logits = u.aux(h)
+        loss, sim, pred = predsim_loss(sim_in, logits, y, self.num_classes, self.opts["beta"],
+                                       std_pool=self.opts["similarity_std"], target_sim=target_sim)
+        return out, loss, sim, pred
+
+    def output_loss(self, features, y):
+        """(logits, plain CE, the loss the output layer is trained on) for the last hidden features."""
+        logits = self.out_layer(self.out_prefix(features.detach()))
+        ce = F.cross_entropy(logits, y)
+        scale = 1.0 - self.opts["beta"] if self.opts["output_loss_scale"] == "one_minus_beta" else 1.0
+        return logits, ce, ce * scale if scale != 1.0 else ce
+
+    def train_step(self, x, y) -> StepResult:
+        """One batch: every unit in turn computes its local loss, backprops it into its own parameters and steps
+        its own optimizer(s); then the output layer takes one CE step on the detached features. Gradients are
+        zeroed before each backward (not after), so they stay readable after the step."""
+        target_sim = label_similarity(y, self.num_classes)
+        sims, preds = [], []
+        skip = x
+        for u in self.units:
+            if u.starts_block:
+                skip = x
+            out, loss, sim, pred = self.unit_loss(u, x, skip, y, target_sim)
+            for opt in u.optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in u.optimizers:
+                opt.step()
+            sims.append(sim.detach())
+            preds.append(pred.detach())
+            x = out
+        logits, ce, loss = self.output_loss(x, y)
+        self.out_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.out_optimizer.step()
+        return StepResult(logits.detach(), ce.detach(), torch.stack(sims), torch.stack(preds))
+
+
+# ---------------------------------------------------------------- the method
+
+def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
+    opts = options(cfg)
+    device = ctx.device
+    train_batches, test_batches = train_test_batches(data, cfg, device, ctx.seed)
+    ps = PredSim(model, data.num_classes, cfg, opts)
+    n_units = len(ps.units)
+    train_time = 0.0
+    n = len(data.y_train)
+    final = {}
+    for epoch in ctx.bar(range(cfg["epochs"]), desc=cfg["experiment"], unit="epoch"):
+        ps.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        sim_sum = torch.zeros(n_units, device=device)
+        pred_sum = torch.zeros(n_units, device=device)
+        lr = ps.out_optimizer.param_groups[0]["lr"]
+        with EpochTimer(device) as timer:
+            for x, y in ctx.bar(train_batches, desc=f"epoch {epoch + 1}", unit="batch"):
+                r = ps.train_step(x, y)
+                loss_sum += r.output_loss * len(y)
+                correct += (r.logits.argmax(1) == y).sum()
+                sim_sum += r.sim_losses * len(y)
+                pred_sum += r.pred_losses * len(y)
+            ps.step_schedulers()
+        train_time += timer.seconds
+        with EpochTimer(device) as eval_timer:
+            test_loss, test_acc = evaluate(model, test_batches, device)
+        train_loss = loss_sum.item() / n
+        sim_mean = sim_sum.mean().item() / n
+        pred_mean = pred_sum.mean().item() / n
+        final = {"train_loss": train_loss, "train_accuracy": 100.0 * correct.item() / n,
+                 "local_sim_loss": sim_mean, "local_pred_loss": pred_mean}
+        ctx.log_epoch({"epoch": epoch + 1, "lr": lr, **final, "test_loss": test_loss, "test_accuracy": test_acc,
+                       "epoch_time_s": timer.seconds, "eval_time_s": eval_timer.seconds})
+        bad = [k for k, v in final.items() if not math.isfinite(v)]
+        if bad:
+            raise Diverged(epoch + 1, ", ".join(f"{k} {final[k]}" for k in bad))
+    return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": test_loss,
+            "train_time_s": train_time, **final, "local_units": float(n_units),
+            "aux_params": float(sum(p.numel() for p in ps.aux.parameters()))}

@@ -1,0 +1,210 @@
+"""Karimi, Kalhor & Sadeghi Tabrizi: forward layer-wise learning by Separation Index maximisation (methods.md 3).
+
+Separation Index (Eq. 1, methods.md 3.1; Kalhor's `data_complexity_measures` SeprationIndex): the fraction of
+points whose nearest other point (Euclidean, flattened features, self excluded, ties to the first index) has the
+same label. A monitoring metric: O(m^2), so it is computed on a fixed subset (the first `si_eval_samples` training
+samples, without augmentation).
+
+Training loss of layer L (Eq. 7-8, methods.md 3.2): in a mini-batch with features z_i = flatten(F^L(x_i)), for each
+anchor i the nearest same-label point i_p (q != i) and the nearest other-label point i_n are chosen by Euclidean
+distance on detached features (the choice is not differentiated), and
+    J^L = sum_i ( ||z_i - z_ip||^2 - ||z_i - z_in||^2 )      (no margin, no hinge)
+with gradients through all three vectors. Anchors without a same-label partner, or without any other-label point,
+in the batch are skipped (methods.md 3.5 item 3). `loss_reduction` "sum" is Eq. 7 as written (the default);
+"mean" divides by the number of anchors used (methods.md 3.5 item 1). Both forms are logged whatever is minimised.
+Karimi's public `triplet_local_si` helper picks wrong triplets (methods.md 3.5 item 6); this is Eq. 8 directly.
+
+Algorithm (methods.md 3.3): for each block L in order, blocks < L frozen (eval mode, features under no_grad, cached
+when exact: bench.methods.layerwise), block L's parameters trained on J^L for `epochs_per_layer` epochs with a
+fresh optimizer of the config's kind (lr, momentum, weight decay; no LR schedule: the paper states none per
+layer); then `model.head` is trained with cross-entropy for `classifier_epochs` epochs with every block frozen
+(every block SI-trained, unless `feature_blocks` says otherwise).
+A "layer" is one block of the BlockNet (VGG: conv, BN, ReLU and the max-pool that ends a stage; VD-CNN: block 0
+is the embedding with the temporal conv, methods.md 3.5 item 4). For SimCNN-k the head is the k-specific aux
+classifier (methods.md 2.4), so the same code trains Karimi's "Proposed method" rows of Table 4.
+
+Deviation (off by default): `normalize_features` L2-normalises each z_i before the loss (and the neighbour choice).
+J is unbounded below (methods.md 3.5 item 2: scaling features up drives it to -inf whenever d_n > d_p); with
+unit-norm features it is bounded by [-4m, 4m]. Not in the paper. A non-finite epoch loss or feature norm raises
+Diverged (bench.methods.layerwise.DIVERGENCE_KEYS).
+
+method_options (defaults): epochs_per_layer (10, paper Table 1), classifier_epochs (None = epochs_per_layer,
+methods.md 3.5 item 5), loss_reduction ("sum"), normalize_features (false), si_eval_samples (1000; 0 = no SI
+monitoring), feature_blocks (None = every block: how many leading blocks are trained by SI; the blocks after them
+are trained with the head in the classifier stage, e.g. 2 for LeNet, whose fc1/fc2 are blocks, to make its whole FC
+stack the classifier as methods.md 3.5 item 4 says), cache_prefix (true), prefix_cache_max_mb (8192).
+
+Per-epoch records (feature stages): epoch (global), stage, layer, stage_epoch, lr, train_loss (the minimised loss,
+mean over the epoch's batches), train_loss_sum (mean batch value of J in the sum form), train_loss_mean (J per
+used anchor), anchors_used (fraction of samples that were anchors), feature_norm (mean L2 norm of the layer's
+flattened training features), si (this layer, eval subset), si_layer<i> for every layer trained so far,
+epoch_time_s, prefix_time_s, prefix_cache, eval_time_s; at the last epoch of a stage also test_loss/test_accuracy
+of the full model (whose later blocks and head are still untrained). Classifier stage: train_loss,
+train_accuracy, test_loss, test_accuracy (the full model) every epoch. Final metrics: test_accuracy, test_error,
+test_loss, train_time_s (training epochs incl. the prefix, without evaluation), si_layer<i> and si_final (the
+last layer's SI), si_input (the inputs' SI, images only), prefix_time_s, prefix_cache_saved_s, prefix_cache,
+prefix_cached_stages, total_epochs.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.methods import layerwise as lw
+from bench.training import Context
+
+REDUCTIONS = ("sum", "mean")
+SI_DEFAULTS = {"epochs_per_layer": 10, "loss_reduction": "sum", "normalize_features": False, "si_eval_samples": 1000}
+DEFAULTS = {**SI_DEFAULTS, "classifier_epochs": None, "feature_blocks": None}
+
+
+# ---------------------------------------------------------------- Separation Index and the loss
+
+def pairwise_sq_distances(z: torch.Tensor) -> torch.Tensor:
+    """m x m squared Euclidean distances of the rows of z (flattened), via the Gram matrix of the centred rows
+    (centring changes no distance and keeps the cancellation small)."""
+    z = z.flatten(1)
+    z = z - z.mean(dim=0, keepdim=True)
+    sq = (z * z).sum(dim=1)
+    return (sq[:, None] + sq[None, :] - 2.0 * (z @ z.t())).clamp_min_(0.0)
+
+
+@torch.no_grad()
+def nearest_other(features: torch.Tensor) -> torch.Tensor:
+    """Index of each point's nearest other point (Euclidean; ties to the first index)."""
+    z = features.flatten(1)
+    if z.dtype != torch.float64 and z.numel() * 8 <= 2**29:  # double precision where it is cheap
+        z = z.double()
+    else:
+        z = z.float()
+    d = pairwise_sq_distances(z)
+    d.fill_diagonal_(float("inf"))
+    return d.argmin(dim=1)
+
+
+def separation_index(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Eq. 1: (1/m) sum_i 1[l_i == l_{i*}], i* = argmin_{q != i} ||z_i - z_q||."""
+    if len(labels) < 2:
+        raise ValueError("the separation index needs at least two points")
+    labels = labels.to(features.device)
+    return (labels[nearest_other(features)] == labels).double().mean().item()
+
+
+def si_triplet_terms(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(terms, used): terms_i = ||z_i - z_ip||^2 - ||z_i - z_in||^2 for the anchors `used` (0 elsewhere), with
+    i_p the nearest same-label point (q != i) and i_n the nearest other-label point, chosen on detached features."""
+    z = features.flatten(1)
+    m = len(z)
+    with torch.no_grad():  # the choice of i_p and i_n is not differentiated
+        d = pairwise_sq_distances(z.detach().float())
+        same = labels[:, None] == labels[None, :]
+        eye = torch.eye(m, dtype=torch.bool, device=z.device)
+        d_pos = d.masked_fill(~same | eye, float("inf"))
+        d_neg = d.masked_fill(same, float("inf"))
+        best_pos, pos = d_pos.min(dim=1)
+        best_neg, neg = d_neg.min(dim=1)
+        used = torch.isfinite(best_pos) & torch.isfinite(best_neg)
+    terms = ((z - z[pos]) ** 2).sum(dim=1) - ((z - z[neg]) ** 2).sum(dim=1)
+    return terms.masked_fill(~used, 0.0), used
+
+
+def si_triplet_loss(features: torch.Tensor, labels: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """J (Eq. 7-8): the sum over anchors ("sum", the paper) or its mean over the anchors used ("mean")."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown loss_reduction '{reduction}' ({', '.join(REDUCTIONS)})")
+    terms, used = si_triplet_terms(features, labels)
+    total = terms.sum()
+    return total if reduction == "sum" else total / used.sum().clamp(min=1)
+
+
+# ---------------------------------------------------------------- stages
+
+def check_si_options(opts: dict, method: str) -> dict:
+    if opts["loss_reduction"] not in REDUCTIONS:
+        raise ValueError(f"{method}: unknown loss_reduction '{opts['loss_reduction']}' ({', '.join(REDUCTIONS)})")
+    opts["epochs_per_layer"] = lw.positive_int(opts, "epochs_per_layer", method)
+    opts["si_eval_samples"] = lw.positive_int(opts, "si_eval_samples", method, minimum=0)
+    opts["normalize_features"] = bool(opts["normalize_features"])
+    return opts
+
+
+@torch.no_grad()
+def layer_si(run: lw.Run, feats: lw.StageFeatures, module: nn.Module, samples: int) -> float:
+    """SI of module's output (eval mode) on the first `samples` training samples after the stage's prefix."""
+    f, y = feats.subset(samples)
+    module.eval()
+    bs = run.eval_batch_size
+    z = torch.cat([module(f[i:i + bs]).flatten(1) for i in range(0, len(f), bs)])
+    return separation_index(z, y)
+
+
+def input_si(run: lw.Run, samples: int) -> float | None:
+    """SI of the (normalised) input images of the eval subset; None for text or when SI monitoring is off."""
+    if run.text or samples < 2:
+        return None
+    x, y = run.data.x_train[:samples], run.data.y_train[:samples]
+    return separation_index(torch.cat([xb for xb, _ in run.plain(x, y, run.eval_batch_size)]), y)
+
+
+def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict) -> lw.Stage:
+    """Train block `layer` on J with blocks < layer frozen; si_values[layer] gets the layer's SI every epoch."""
+    model = run.model
+    feats = lw.StageFeatures(run, layer)
+    block = model.blocks[layer]
+    reduction, normalize, samples = opts["loss_reduction"], opts["normalize_features"], opts["si_eval_samples"]
+
+    def step(f, y):
+        z = block(f).flatten(1)
+        terms, used = si_triplet_terms(F.normalize(z, dim=1) if normalize else z, y)
+        j_sum = terms.sum()
+        anchors = used.sum()
+        loss = j_sum if reduction == "sum" else j_sum / anchors.clamp(min=1)
+        return loss, {"loss": loss.detach(), "j_sum": j_sum.detach(), "anchors": anchors,
+                      "norm": torch.linalg.vector_norm(z.detach(), dim=1).sum()}
+
+    def summarize(s, n, batches):
+        return {"train_loss": s["loss"] / batches, "train_loss_sum": s["j_sum"] / batches,
+                "train_loss_mean": s["j_sum"] / max(s["anchors"], 1.0), "anchors_used": s["anchors"] / n,
+                "feature_norm": s["norm"] / n}
+
+    def evaluate(last):
+        record = {}
+        if samples >= 2:
+            si_values[layer] = layer_si(run, feats, block, samples)
+            record["si"] = si_values[layer]
+            record.update({f"si_layer{i}": v for i, v in sorted(si_values.items())})
+        if last:
+            record.update(lw.evaluate_model(run, feats))
+        return record
+
+    return lw.Stage(index=index, layer=layer, features=feats, modules=[block], step=step, summarize=summarize,
+                    epochs=opts["epochs_per_layer"], evaluate=evaluate)
+
+
+def si_metrics(si_values: dict, si_in: float | None) -> dict:
+    out = {f"si_layer{i}": v for i, v in sorted(si_values.items())}
+    if si_values:
+        out["si_final"] = si_values[max(si_values)]
+    if si_in is not None:
+        out["si_input"] = si_in
+    return out
+
+
+def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
+    opts = check_si_options(lw.options(cfg, "si_forward", DEFAULTS), "si_forward")
+    classifier_epochs = opts["classifier_epochs"] if opts["classifier_epochs"] is not None else opts["epochs_per_layer"]
+    opts["classifier_epochs"] = lw.positive_int({"classifier_epochs": classifier_epochs}, "classifier_epochs",
+                                                "si_forward")
+    n_layers = lw.feature_blocks(opts, model, "si_forward")
+    run = lw.Run(model, data, cfg, ctx, opts)
+    flags = lw.hold_all(model)
+    si_values: dict = {}
+    si_in = input_si(run, opts["si_eval_samples"])
+    try:
+        for layer in range(n_layers):
+            stage = si_stage(run, layer, layer, opts, si_values)
+            lw.train_stage(run, stage)
+            stage.features.close()
+        last = lw.train_classifier(run, n_layers, opts["classifier_epochs"])
+    finally:
+        lw.restore_requires_grad(flags)
+    return {**lw.final_metrics(run, last), **si_metrics(si_values, si_in)}

@@ -1,0 +1,261 @@
+"""Karimi's SI forward learning (si_forward) and the forward-backward SI proxy (fb_si): the Separation Index, the
+triplet loss of Eq. 7-8, what each stage may change, the frozen-prefix cache, and that the methods learn."""
+import numpy as np
+import pytest
+import torch
+
+from bench.data.tensors import TensorData
+from bench.methods import Diverged, fb_si, si
+from bench.methods import layerwise as lw
+from bench.models import build_model
+from helpers import cpu_context as ctx
+from helpers import Watch, separable
+
+TINY = 1 / 16
+VGG = {"nonlinearity": "relu", "bn": True, "dropout": 0.0, "conv_bias": True, "head_pool": "flatten",
+       "head_hidden": [], "width_mult": TINY}
+
+
+# the SI loss as a mean over anchors on unit-norm features: bounded, so the structural tests do not diverge (the
+# literal Eq. 7, a sum on raw features, drives the feature norms of these tiny nets to infinity within a few epochs)
+STABLE = {"loss_reduction": "mean", "normalize_features": True}
+
+
+def cfg_for(lr=0.01, optimizer="sgd", batch_size=16, epochs=1, augment=False, **method_options):
+    return {"epochs": epochs, "lr": lr, "optimizer": optimizer, "momentum": 0.9, "weight_decay": 0.0,
+            "batch_size": batch_size, "lr_milestones": [], "lr_gamma": 0.1, "eval_batch_size": 32,
+            "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
+            "augment": {"crop_padding": 2 if augment else 0, "hflip": augment}, "experiment": "test-si",
+            "method_options": method_options}
+
+
+# ---------------------------------------------------------------- Separation Index (Eq. 1)
+
+def test_separation_index_by_hand():
+    # on a line: 0 and 1 are each other's neighbours (same label); 5 <-> 6 differ; 10's nearest is 6 (label 0)
+    z = torch.tensor([[0.0], [1.0], [5.0], [6.0], [10.0]])
+    assert si.separation_index(z, torch.tensor([0, 0, 1, 0, 1])) == pytest.approx(2 / 5)
+    # a tie: point 0 is at distance 1 from points 1 (same label) and 2 (other): the first index wins
+    z = torch.tensor([[0.0], [1.0], [-1.0]])
+    assert si.separation_index(z, torch.tensor([0, 0, 1])) == pytest.approx(2 / 3)
+    # flattened features: 2x2 "maps"
+    z = torch.tensor([[[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.1], [0.0, 0.0]], [[5.0, 5.0], [5.0, 5.0]],
+                      [[5.0, 5.0], [5.0, 5.2]]])
+    assert si.separation_index(z, torch.tensor([1, 1, 2, 2])) == 1.0
+    assert si.separation_index(z, torch.tensor([1, 2, 1, 2])) == 0.0
+
+
+def test_separation_index_matches_numpy():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(60, 2, 3, 2)).astype(np.float32)
+    labels = rng.integers(0, 3, 60)
+    flat = z.reshape(60, -1).astype(np.float64)
+    d = np.sqrt(((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    expected = float(np.mean(labels[d.argmin(1)] == labels))
+    assert si.separation_index(torch.from_numpy(z), torch.from_numpy(labels)) == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- the triplet loss (Eq. 7-8)
+
+POINTS = [[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [10.0, 10.0]]
+LABELS = [0, 0, 1, 1, 2]
+# chosen by hand: (anchor, nearest same-label, nearest other-label); point 4 has no same-label partner: skipped
+TRIPLETS = [(0, 1, 2), (1, 0, 2), (2, 3, 0), (3, 2, 1)]
+
+
+def numpy_loss_and_grad(points, triplets):
+    z = np.array(points, dtype=np.float64)
+    loss, grad = 0.0, np.zeros_like(z)
+    for a, p, n in triplets:
+        loss += ((z[a] - z[p]) ** 2).sum() - ((z[a] - z[n]) ** 2).sum()
+        grad[a] += 2 * (z[a] - z[p]) - 2 * (z[a] - z[n])
+        grad[p] += -2 * (z[a] - z[p])
+        grad[n] += 2 * (z[a] - z[n])
+    return loss, grad
+
+
+def test_triplet_loss_value_and_gradient():
+    z = torch.tensor(POINTS, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor(LABELS)
+    loss = si.si_triplet_loss(z, labels, "sum")
+    expected, grad = numpy_loss_and_grad(POINTS, TRIPLETS)
+    assert expected == -4.0  # (1-4) + (1-5) + (10-4) + (10-13)
+    assert loss.item() == pytest.approx(expected)
+    loss.backward()
+    np.testing.assert_allclose(z.grad.numpy(), grad)
+    assert torch.all(z.grad[4] == 0)  # never an anchor, positive or negative
+    terms, used = si.si_triplet_terms(z.detach(), labels)
+    assert used.tolist() == [True, True, True, True, False]
+    mean = si.si_triplet_loss(z.detach(), labels, "mean")
+    assert mean.item() == pytest.approx(expected / 4)  # over the 4 anchors used, not the 5 points
+    with pytest.raises(ValueError):
+        si.si_triplet_loss(z, labels, "max")
+
+
+def test_triplet_gradient_reaches_positive_and_negative_only_points():
+    # point 2 is alone in its class: skipped as an anchor, but the negative of anchors 0 and 1
+    pts = [[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]]
+    z = torch.tensor(pts, dtype=torch.float64, requires_grad=True)
+    loss = si.si_triplet_loss(z, torch.tensor([0, 0, 1]))
+    expected, grad = numpy_loss_and_grad(pts, [(0, 1, 2), (1, 0, 2)])
+    assert loss.item() == pytest.approx(expected) and expected == -7.0
+    loss.backward()
+    np.testing.assert_allclose(z.grad.numpy(), grad)
+    assert z.grad[2].tolist() == [2.0, -8.0]
+
+
+def test_triplet_loss_without_pairs_is_zero():
+    z = torch.randn(4, 3, requires_grad=True)
+    for labels in (torch.zeros(4, dtype=torch.long), torch.arange(4)):  # no negatives / no positives
+        terms, used = si.si_triplet_terms(z, labels)
+        assert not used.any()
+        loss = si.si_triplet_loss(z, labels, "mean")
+        assert loss.item() == 0.0
+        loss.backward()  # a graph exists, with zero gradient
+        assert torch.all(z.grad == 0)
+
+
+# ---------------------------------------------------------------- stages: what may change
+
+def lenet(size=16, classes=4, bn=True):
+    return build_model({"base": "lenet"}, 3, classes, size, {"bn": bn, "width_mult": 0.5})
+
+
+def test_si_forward_stages_touch_only_their_block(monkeypatch):
+    torch.manual_seed(0)
+    model = lenet()
+    watch = Watch(model, monkeypatch)
+    records = []
+    out = si.train(model, separable(), cfg_for(epochs_per_layer=1, classifier_epochs=1, **STABLE,
+                                               si_eval_samples=24), ctx(records))
+    assert watch.stage_names() == [["blocks.0"], ["blocks.1"], ["blocks.2"], ["blocks.3"], ["head.bias",
+                                                                                             "head.weight"]]
+    assert all(o["extra"] == 0 and o["fresh"] for o in watch.optimizers)
+    assert watch.steps == 5 * 3  # 48 samples / 16 per batch, one epoch per stage
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["layer"] for r in records] == [0, 1, 2, 3, 4]
+    for key in ("train_loss", "train_loss_sum", "train_loss_mean", "feature_norm", "si", "prefix_time_s"):
+        assert key in records[0]
+    assert "si_layer0" in records[3] and "si_layer3" in records[3]
+    assert {"test_accuracy", "test_error", "test_loss", "train_time_s", "si_final", "si_layer3",
+            "prefix_cache_saved_s"} <= set(out)
+    assert all(p.requires_grad for p in model.parameters())  # restored
+
+
+def test_feature_blocks_leaves_the_rest_to_the_classifier_stage(monkeypatch):
+    torch.manual_seed(0)
+    model = lenet()
+    watch = Watch(model, monkeypatch)
+    out = si.train(model, separable(), cfg_for(epochs_per_layer=1, **STABLE,
+                                               si_eval_samples=16, feature_blocks=2), ctx())
+    assert watch.stage_names() == [["blocks.0"], ["blocks.1"], ["blocks.2", "blocks.3", "head.bias", "head.weight"]]
+    assert "si_layer1" in out and "si_layer2" not in out
+
+
+def test_fb_si_trains_block0_by_si_then_the_rest_end_to_end(monkeypatch):
+    torch.manual_seed(0)
+    model = lenet()
+    watch = Watch(model, monkeypatch)
+    cfg = cfg_for(epochs=2, epochs_per_layer=1, **STABLE, si_eval_samples=0)
+    cfg["lr_milestones"] = [1]
+    records = []
+    fb_si.train(model, separable(), cfg, ctx(records))
+    names = watch.stage_names()
+    assert names[0] == ["blocks.0"]
+    assert names[1] == ["blocks.1", "blocks.2", "blocks.3", "head.bias", "head.weight"]
+    assert len(watch.optimizers) == 2
+    assert [r["lr"] for r in records] == pytest.approx([0.01, 0.01, 0.001])  # the E2E schedule, in place
+
+
+def test_cache_prefix_is_exact_without_augmentation():
+    def run(cache):
+        torch.manual_seed(0)
+        model = build_model({"base": "vgg11"}, 3, 4, 32, VGG)
+        cfg = cfg_for(epochs_per_layer=1, classifier_epochs=2, **STABLE,
+                      si_eval_samples=0, cache_prefix=cache)
+        out = si.train(model, separable(n_train=40, n_test=16, size=32), cfg, ctx(seed=3))
+        return model, out
+
+    cached, out_cached = run(True)
+    plain, out_plain = run(False)
+    assert out_cached["prefix_cache"] == 1 and out_cached["prefix_cached_stages"] == 8
+    assert out_plain["prefix_cache"] == 0 and out_plain["prefix_cached_stages"] == 0
+    for (k, a), b in zip(cached.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert out_cached["test_loss"] == out_plain["test_loss"]
+
+
+def test_cache_is_not_used_with_augmentation():
+    torch.manual_seed(0)
+    records = []
+    out = si.train(lenet(), separable(), cfg_for(augment=True, epochs_per_layer=1, **STABLE,
+                                                 si_eval_samples=0), ctx(records))
+    assert out["prefix_cache"] == lw.CACHE_NOT_EXACT
+    assert records[0]["prefix_cache"] == lw.CACHE_OFF  # block 0 has no prefix
+    assert all(r["prefix_cache"] == lw.CACHE_NOT_EXACT for r in records[1:])
+
+
+def test_cache_too_large_falls_back():
+    torch.manual_seed(0)
+    out = si.train(lenet(), separable(), cfg_for(epochs_per_layer=1, **STABLE, si_eval_samples=0,
+                                                 prefix_cache_max_mb=1e-6), ctx())
+    assert out["prefix_cache"] == lw.CACHE_TOO_LARGE and out["prefix_cached_stages"] == 0
+
+
+# ---------------------------------------------------------------- learning, text, divergence, options
+
+def test_si_forward_learns_a_separable_set():
+    torch.manual_seed(0)
+    data = separable(n_train=64, n_test=64)
+    out = si.train(lenet(), data, cfg_for(epochs_per_layer=3, classifier_epochs=5, **STABLE,
+                                          si_eval_samples=64), ctx())
+    assert out["test_accuracy"] > 60  # chance: 25
+    assert out["si_final"] > 0.6
+
+
+def test_fb_si_learns_a_separable_set():
+    torch.manual_seed(0)
+    out = fb_si.train(lenet(), separable(n_train=64, n_test=64), cfg_for(epochs=4, epochs_per_layer=2,
+                                                                          **STABLE), ctx())
+    assert out["test_accuracy"] > 60
+
+
+def test_vdcnn_text_runs_through_si_forward():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    n, length = 24, 64
+    y = torch.arange(n) % 2
+    x = torch.randint(2, 69, (n, length), generator=gen, dtype=torch.uint8)
+    x[y == 1, :8] = 5  # a class marker
+    data = TensorData(x, y, x[:8].clone(), y[:8].clone(), 2, kind="text")
+    model = build_model({"base": "vdcnn9"}, 1, 2, length, {"width_mult": TINY})
+    cfg = cfg_for(batch_size=8, epochs_per_layer=1, classifier_epochs=1, **STABLE,
+                  si_eval_samples=16)
+    cfg.pop("normalize")
+    cfg["augment"] = {}
+    records = []
+    out = si.train(model, data, cfg, ctx(records))
+    assert len(records) == len(model.blocks) + 1
+    assert out["prefix_cached_stages"] == len(model.blocks)  # text is never augmented: every prefix cached
+    assert 0.0 <= out["si_final"] <= 1.0 and "si_input" not in out
+
+
+def test_non_finite_loss_raises_diverged():
+    torch.manual_seed(0)
+    model = lenet()
+    with torch.no_grad():
+        model.blocks[0][0].weight.fill_(float("nan"))
+    records = []
+    with pytest.raises(Diverged) as err:
+        si.train(model, separable(), cfg_for(epochs_per_layer=2, si_eval_samples=0), ctx(records))
+    assert err.value.epoch == 1 and len(records) == 1
+
+
+def test_unknown_or_bad_options_are_errors():
+    with pytest.raises(ValueError, match="unknown si_forward"):
+        si.train(lenet(), separable(), cfg_for(epochs_per_layers=1), ctx())
+    with pytest.raises(ValueError, match="loss_reduction"):
+        si.train(lenet(), separable(), cfg_for(loss_reduction="avg"), ctx())
+    with pytest.raises(ValueError, match="si_layers"):
+        fb_si.train(lenet(), separable(), cfg_for(si_layers=9), ctx())
