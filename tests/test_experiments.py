@@ -36,9 +36,9 @@ def test_cells_without_a_run_have_no_experiment():
 
 def test_unique_experiments_and_their_ids():
     exps = ex.experiments()
-    # Ma 57 configurations x 2 methods, Karimi 110, Bhyravabhottla 8 (+ 16 companion runs), Cruciata 21 x 3 methods
+    # Ma 57 configurations x 2 methods, Karimi 110 (+ 47 companion runs), Bhyravabhottla 8 (+ 16), Cruciata 21 x 3
     assert len(ex.cell_experiments()) == 114 + 110 + 8 + 63
-    assert len(exps) == 114 + 110 + 8 + 16 + 63
+    assert len(exps) == 114 + 110 + 47 + 8 + 16 + 63
     for eid, e in exps.items():
         assert eid == e.id and eid.split("-")[0] == e.paper
         assert all(ch.isalnum() or ch in "-_" for ch in eid)
@@ -104,6 +104,14 @@ def test_companion_runs_stand_beside_the_cells_they_qualify():
     for eid, (exp, beside, why) in comps.items():
         if exp.variant == "equal_epochs":
             assert exp.method == "backprop" and ex.experiments()[beside].method == "layer_to_layer"
+    # every literal SI run has its bounded twin, with the deviation's settings
+    for eid, exp in named.items():
+        if exp.method in ("si_forward", "fb_si"):
+            twin = ex.Experiment(exp.paper, exp.dataset, exp.model, exp.method, "bounded")
+            assert comps[twin.id][1] == eid
+            opts = ex.config(twin, "paper")["method_options"]
+            assert opts["loss_reduction"] == "mean" and opts["normalize_features"] is True
+            assert ex.config(exp, "paper")["method_options"]["normalize_features"] is False
     # both readings of the dataset get their equal-epoch baseline
     assert {e.dataset for e, _, _ in comps.values() if e.variant == "equal_epochs"} == {"cifar10", "cifar100"}
 

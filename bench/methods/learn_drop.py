@@ -1,0 +1,693 @@
+"""Learn & Drop (Cruciata et al., seed 003; registry method `learn_drop`) and its "Freezing" baseline
+(registry method `freezing`), methods.md 5. One `train(model, data, cfg, ctx)` serves both: it reads cfg["method"].
+
+Layers. The scored "layers" are the network's conv layers in forward order (`conv_layers`): a VGG block (conv, BN,
+activation, dropout, pool) is one layer; a ResNet's stem is one layer and every conv of every residual unit is one
+layer, the unit's shortcut conv (when it has one) included, placed after the unit's main-path convs (torchvision's
+module order: conv1, conv2[, conv3], downsample; `shortcut_position: first` puts it first). Each layer is a *step*
+that maps a state to a state: between units the state is the activation x; inside a residual unit it is the pair
+(main-path activation, skip tensor), so a cut inside a unit stores both (paper Fig. 4; methods.md 5.3 item 5). The
+skip tensor is the unit's input x while the shortcut conv is still in the head, its output once it is in the tail.
+`resnet_cut: unit` allows cuts only at residual-unit boundaries (a cut is rounded down to the last whole unit;
+a simpler variant, not the paper's). Any other block must hold at least one conv and is one layer (all its convs
+scored together). The model's `head` (pool + dense layers) is never scored nor dropped: with L0 = #dense + 1, the
+scoring runs only while the head holds at least two conv layers, and the last conv is never a candidate (Eq. 4
+needs t+1).
+
+Score (methods.md 5.1): during every scoring epoch, after each backward and before the optimizer step, every
+scored conv weight adds its raw `.grad` to a per-weight running sum S (same shape as the weight) and |grad|'s sum
+to a scalar A (no per-iteration history; `torch._foreach_*`, no host sync). At the epoch end P_l = 1 - ||S_l||_1
+/ A_l (Eq. 2; `layer_score`; A = 0, i.e. no gradient, gives 1; clamped to [0, 1] against rounding), AAPD_l =
+A_l / N_l (Eq. 1, logged only) and P' = standardized P over the head's conv layers (Eq. 3, `standardize`, ddof
+`std_ddof`; a zero std (<= 1e-9) gives all zeros, so no transition and no drop). `select_drop` applies Eq. 4 (first t with
+P'_t > 0 and P'_{t+1} < 0; candidates 0..n*, or 0..n*-1 with candidates_inclusive false) or the prose's
+maximum-prefix-sum reading, then the median rule: drop iff candidates are non-empty and median(P'_candidates) >=
+median of the P' stored for all previously dropped layers at their drop (-inf before the first drop).
+
+Schedule (Algorithm 1): `warmup_epochs` of ordinary full-model training without scoring; then after every epoch
+that trained normally, score and decide. Learn & Drop, after a drop decided at the end of epoch k: epoch k+1 runs
+the newly dropped layers (tail part, eval mode, no grad) once over the current Data -- the augmented, shuffled
+training images if nothing was dropped before (augmentation frozen at that epoch, methods.md 5.3 item 7), else
+the stored maps of the previous cut -- trains the head on those maps batch by batch and stores them (indexed by
+sample); no scoring and no decision in that epoch (`decision_pause`). From epoch k+2 the head trains on the stored
+maps, shuffled every epoch with the same generator draw as `bench.data.loader.Batches` (one torch.randperm per
+epoch), so that without augmentation the batches equal the Freezing run's. Freezing: the same scores and
+selection; the selected layers get requires_grad False and stay in the forward pass, in eval mode
+(`frozen_eval`: BN uses and keeps its running statistics, as the stored-map tail of Learn & Drop must); fresh
+augmentation every epoch; by default also no decision in the epoch right after a freeze (`decision_pause`, so that
+both methods decide on the same epochs). The test set is evaluated with the full model after every epoch.
+
+Optimizer: ONE optimizer (the config's, i.e. SGD) over all the model's parameters for the whole run; dropped or
+frozen parameters get requires_grad False, so their .grad stays None and torch's SGD skips them (no weight decay,
+no momentum update: bit-identical weights), while the remaining parameters keep their momentum buffers. The LR
+schedule steps once per epoch. requires_grad flags are restored at the end.
+
+Feature store (`FeatureStore`): the maps of the whole training set at the current cut, one array per state
+component, on the training device when they fit in `feature_store_max_mb`, else in a numpy memmap under a fresh
+temporary directory (`feature_store_dir`, default the system temp dir), deleted when the store is replaced and at
+the end of the run (also on errors). Not pickle (the paper's choice): a memmap needs no (de)serialisation.
+Codes (`feature_store`): 0 none, 1 device memory, 2 disk memmap; the final metric is the largest code of the run.
+
+Per-epoch record (ctx.log_epoch): epoch, phase (0 warm-up, 1 trained on images with the full forward, 2 Learn &
+Drop extraction epoch, 3 trained on stored maps), lr, train_loss, train_accuracy, test_loss, test_accuracy,
+epoch_time_s (training incl. the tail's extraction, the store's I/O and the end-of-epoch scoring/decision;
+excludes evaluation and the MAC counting), io_time_s (the part of epoch_time_s spent writing/reading the stored
+maps; on CUDA a disk store syncs the device around each transfer so that the time is its own), eval_time_s,
+trainable_params (requires_grad), model_params (parameters of the network the epoch trains: Learn & Drop's head;
+Freezing's whole model, Fig. 6), macs_epoch (forward MACs per sample actually run in the epoch's training: head
+every epoch, plus the tail part in an extraction epoch; Freezing and warm-up: the whole model), dropped_layers
+(layers dropped/frozen during the epoch), newly_dropped (layers selected at the end of the epoch), feature_store
+(code of the store the epoch read or wrote), and in scoring epochs score_l<i> (P), std_score_l<i> (P') and aapd_l<i>
+(Eq. 1) for every head conv layer i (global layer index, `conv_layers` order).
+
+Final metrics: test_accuracy, test_error, test_loss, train_time_s (sum of epoch_time_s), io_time_s_total,
+eval_time_s_total, macs_total (sum over epochs of macs_epoch x training samples), macs_forward_full (whole model per
+sample), macs_forward_final_head (layers not dropped/frozen at the end + classifier, per sample, on their real
+input: the stored map and skip shapes), dropped_layers_final, drop_epoch_l<i> for every dropped layer (the epoch at
+whose end it was selected, i.e. its last trained epoch), feature_store, params_trainable_final, scored_layers,
+warmup_epochs, decisions (number of drops); and two strings (not metrics): drop_schedule ("epoch:first-last;...")
+and layer_names.
+
+method_options (defaults in DEFAULTS):
+  warmup_epochs          e1, full-model epochs before scoring starts (paper 5/10/25; the grid sets it)
+  transition_rule        eq4 (first +/- transition, Eq. 4) | max_prefix (argmax of prefix sums, the prose)
+  std_ddof               0 (population std) | 1
+  scored_tensors         conv_weight (the conv weights only) | layer_params (every parameter of the layer)
+  candidates_inclusive   true (z..n*) | false (z..n*-1, Algorithm 1's slice); eq4 only
+  resnet_cut             conv (cut after any conv, storing main + skip inside units) | unit
+  shortcut_position      last | first: where a unit's shortcut conv sits in the layer order
+  decision_pause         true: no scoring/decision in the epoch after a drop (Algorithm 1) or freeze
+  frozen_eval            true: Freezing's frozen layers run in eval mode (false: BN keeps training statistics)
+  feature_store_max_mb   8192: device-memory budget of the stored maps (0: always a disk memmap)
+  feature_store_dir      null: parent of the memmap's temporary directory (null: the system's temp dir)
+  feature_store_dtype    float32 | float16 (halves the store; breaks the drop/freeze equivalence)
+  forced_drops           {} -- TEST ONLY: {epoch: [layer indices]} drops/freezes exactly these layers (the next
+                         ones after the current cut) at the end of that epoch; when given, no natural decision.
+"""
+import contextlib
+import io
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.data.loader import Batches, random_crop_flip
+from bench.methods import Diverged
+from bench.methods.layerwise import SpanTimer
+from bench.training import Context, EpochTimer, evaluate, make_optimizer, make_scheduler, sync, train_test_batches
+
+MODES = ("learn_drop", "freezing")
+RULES = ("eq4", "max_prefix")
+STORE_NONE, STORE_DEVICE, STORE_DISK = 0, 1, 2
+STD_EPS = 1e-9
+PHASE_WARMUP, PHASE_IMAGES, PHASE_EXTRACT, PHASE_STORED = 0, 1, 2, 3
+DEFAULTS = {"warmup_epochs": 1, "transition_rule": "eq4", "std_ddof": 0, "scored_tensors": "conv_weight",
+            "candidates_inclusive": True, "resnet_cut": "conv", "shortcut_position": "last", "decision_pause": True,
+            "frozen_eval": True, "feature_store_max_mb": 8192, "feature_store_dir": None,
+            "feature_store_dtype": "float32", "forced_drops": {}}
+
+
+# ---------------------------------------------------------------- scores (pure functions)
+
+def _l1(x) -> float:
+    """Sum of absolute values of a tensor, an ndarray, or a list of them (float64)."""
+    if isinstance(x, (list, tuple)):
+        return float(sum(_l1(t) for t in x))
+    if isinstance(x, torch.Tensor):
+        return float(x.detach().double().abs().sum())
+    return float(np.abs(np.asarray(x, dtype=np.float64)).sum())
+
+
+def score_from_sums(l1_of_sum: float, abs_sum: float) -> float:
+    """P = 1 - l1_of_sum / abs_sum, 1.0 when abs_sum is 0 (no gradient), clamped to [0, 1]."""
+    abs_sum = float(abs_sum)
+    if abs_sum == 0.0 or not math.isfinite(abs_sum):
+        return 1.0 if abs_sum == 0.0 else float("nan")
+    return min(1.0, max(0.0, 1.0 - float(l1_of_sum) / abs_sum))
+
+
+def layer_score(grad_sum, abs_grad_sum) -> float:
+    """P_l of Eq. 2 from the two epoch accumulators of layer l.
+
+    grad_sum: the per-weight running sum of the gradients over the epoch's iterations, sum_j g_lij (a tensor or
+    ndarray shaped like the weight, or a list of them for a layer with several scored tensors);
+    abs_grad_sum: the scalar sum_j sum_i |g_lij| (float, 0-d tensor or ndarray).
+    Returns 1 - ||grad_sum||_1 / abs_grad_sum as a float in [0, 1]; 1.0 when abs_grad_sum is 0 (methods.md 5.3
+    item 6)."""
+    if isinstance(abs_grad_sum, torch.Tensor):
+        abs_grad_sum = float(abs_grad_sum.detach().double().sum())
+    return score_from_sums(_l1(grad_sum), float(np.sum(abs_grad_sum)))
+
+
+def standardize(scores, ddof: int = 0) -> np.ndarray:
+    """P' of Eq. 3: (P - mean P) / std P over the given layers (sequence of floats -> float64 ndarray).
+    std with `ddof` (0: population, numpy's default). When the std is 0 (all scores equal, or one layer) or there
+    are not more than ddof scores, every P' is 0 (no layer is 'above' or 'below' the others: no transition).
+    "Std 0" means std <= STD_EPS = 1e-9: P lies in [0, 1] and comes from float32 sums, so smaller spreads are
+    rounding noise (and would be blown up to +-1 by the division)."""
+    p = np.asarray(list(scores), dtype=np.float64)
+    if p.size == 0:
+        return p
+    if p.size <= ddof:
+        return np.zeros_like(p)
+    std = p.std(ddof=ddof)
+    if not std > STD_EPS:  # equal scores up to rounding (np.std of [0.7] * 3 is 1.1e-16, not 0)
+        return np.zeros_like(p)
+    return (p - p.mean()) / std
+
+
+def transition_index(std_scores, rule: str = "eq4") -> int | None:
+    """n* for the given rule, or None. eq4: the first t in 0..n-2 with P'_t > 0 and P'_{t+1} < 0 (strict).
+    max_prefix: the first t in 0..n-2 maximising P'_0 + ... + P'_t, when that sum is > 0 (a non-empty sub-vector
+    of positive sum; the last layer excluded as in Eq. 4)."""
+    p = [float(v) for v in std_scores]
+    if rule == "eq4":
+        return next((t for t in range(len(p) - 1) if p[t] > 0 and p[t + 1] < 0), None)
+    if rule == "max_prefix":
+        if len(p) < 2:
+            return None
+        prefix = np.cumsum(np.asarray(p[:-1], dtype=np.float64))
+        best = int(np.argmax(prefix))
+        return best if prefix[best] > 0 else None
+    raise ValueError(f"unknown transition_rule '{rule}' ({', '.join(RULES)})")
+
+
+def select_drop(std_scores, dropped_std_scores=(), rule: str = "eq4", inclusive: bool = True) -> list[int]:
+    """Indices (into std_scores: the head's conv layers in order) to drop now; [] for no drop.
+
+    std_scores: P' of the head's conv layers (sequence of floats); dropped_std_scores: the P' stored for every
+    previously dropped layer when it was dropped. Candidates: 0..n* (0..n*-1 when not inclusive; eq4 only),
+    n* from `transition_index`. Drop iff the candidates are non-empty and median(P'_candidates) >= median
+    (dropped_std_scores) (-inf when nothing was dropped yet)."""
+    nstar = transition_index(std_scores, rule)
+    if nstar is None:
+        return []
+    count = nstar + 1 if (inclusive or rule != "eq4") else nstar
+    if count < 1:
+        return []
+    p = np.asarray([float(v) for v in std_scores], dtype=np.float64)
+    m_c = float(np.median(p[:count]))
+    m_d = float(np.median(np.asarray(list(dropped_std_scores), dtype=np.float64))) if len(dropped_std_scores) else -math.inf
+    return list(range(count)) if m_c >= m_d else []
+
+
+# ---------------------------------------------------------------- layers as steps on a state
+
+class BlockStep(nn.Module):
+    """A whole block (VGG conv block, ResNet stem) as one layer: (x,) -> (block(x),)."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, state: tuple) -> tuple:
+        return (self.block(state[0]),)
+
+
+class ResidualStep(nn.Module):
+    """One conv of a `bench.models.resnet.Residual` unit. Inside the unit the state is (main, skip); the unit's
+    first step turns (x,) into (x, x), its last step returns (act(main + skip),), exactly Residual.forward's ops."""
+
+    def __init__(self, unit: nn.Module, part, first: bool, last: bool):
+        super().__init__()
+        self.first, self.last = first, last
+        self.is_shortcut = part == "shortcut"
+        self.conv = unit.shortcut if self.is_shortcut else unit.convs[part]
+        self.act = unit.acts[part] if not self.is_shortcut and part < len(unit.convs) - 1 else None
+        self.out_act = unit.acts[-1] if last else None
+
+    def forward(self, state: tuple) -> tuple:
+        main, skip = (state[0], state[0]) if self.first else state
+        if self.is_shortcut:
+            skip = self.conv(skip)
+        else:
+            main = self.conv(main)
+            if self.act is not None:
+                main = self.act(main)
+        if self.last:
+            return (self.out_act(main + skip),)
+        return (main, skip)
+
+
+class Chain(nn.Module):
+    """steps[0] -> ... -> steps[-1] [-> classifier]: a tail part (returns the state) or a head (returns logits).
+    Called with the state's tensors as arguments (x) or (main, skip)."""
+
+    def __init__(self, steps, classifier: nn.Module | None = None):
+        super().__init__()
+        self.steps = nn.ModuleList(steps)
+        self.classifier = classifier
+
+    def forward(self, x, skip=None):
+        state = (x,) if skip is None else (x, skip)
+        for step in self.steps:
+            state = step(state)
+        if self.classifier is None:
+            return state
+        return self.classifier(state[0])
+
+
+@dataclass
+class Layer:
+    index: int
+    name: str
+    step: nn.Module
+    scored: list           # the conv weights (scored_tensors: conv_weight)
+    params: list           # every parameter of the layer
+    ends_block: bool       # a cut right after this layer is a block (residual-unit) boundary
+
+
+def conv_layers(model: nn.Module, shortcut_position: str = "last") -> list[Layer]:
+    """The model's conv layers in forward order as steps (module docstring). Checks that the layers and the
+    classifier together own every parameter of the model exactly once."""
+    from bench.models.resnet import Residual
+
+    if shortcut_position not in ("last", "first"):
+        raise ValueError(f"shortcut_position must be 'last' or 'first', got '{shortcut_position}'")
+    names = getattr(model, "block_names", [f"block{i}" for i in range(len(model.blocks))])
+    layers = []
+
+    def add(name, step, convs, ends):
+        layers.append(Layer(len(layers), name, step, [c.weight for c in convs], list(step.parameters()), ends))
+
+    for b, block in enumerate(model.blocks):
+        if isinstance(block, Residual):
+            parts = list(range(len(block.convs)))
+            if any(isinstance(m, nn.Conv2d) for m in block.shortcut.modules()):
+                parts = parts + ["shortcut"] if shortcut_position == "last" else ["shortcut"] + parts
+            for k, part in enumerate(parts):
+                step = ResidualStep(block, part, k == 0, k == len(parts) - 1)
+                convs = [m for m in step.conv.modules() if isinstance(m, nn.Conv2d)]
+                add(f"{names[b]}.{'shortcut' if part == 'shortcut' else f'conv{part}'}", step, convs,
+                    k == len(parts) - 1)
+        else:
+            convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+            if not convs:
+                raise ValueError(f"learn_drop: block {names[b]} has no conv layer (unsupported model)")
+            add(names[b], BlockStep(block), convs, True)
+    owned = [id(p) for layer in layers for p in layer.params] + [id(p) for p in model.head.parameters()]
+    if len(owned) != len(set(owned)) or set(owned) != {id(p) for p in model.parameters()}:
+        raise ValueError("learn_drop: the conv layers and the head do not partition the model's parameters")
+    return layers
+
+
+def state_shapes(model: nn.Module, layers: list[Layer], device) -> list[list[tuple]]:
+    """shapes[k]: the per-sample shapes of the state entering layer k (k = len(layers): the classifier's input).
+    One sample of zeros through the steps in eval mode, no grad (nothing in the model changes)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        state = (torch.zeros((1, *model.input_shape), device=device),)
+        shapes = [[tuple(t.shape[1:]) for t in state]]
+        for layer in layers:
+            state = layer.step(state)
+            shapes.append([tuple(t.shape[1:]) for t in state])
+    model.train(was_training)
+    return shapes
+
+
+def chain_macs(chain: nn.Module, shapes: list[tuple]) -> int:
+    """Forward MACs of one sample through `chain` on inputs of the given per-sample shapes, counted by ptflops'
+    'pytorch' backend (modules only, as bench.measure.forward_macs); the chain is copied to the CPU in eval mode."""
+    import copy
+
+    from ptflops import get_model_complexity_info
+
+    clone = copy.deepcopy(chain).cpu().eval()
+    names = ["x", "skip"][:len(shapes)]
+
+    def make_input(_):
+        tensors = [torch.zeros((1, *s)) for s in shapes]
+        return tensors[0] if len(tensors) == 1 else dict(zip(names, tensors))
+
+    # with two inputs ptflops gets keyword arguments and prints a warning about the batch size (it is 1)
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        macs, _ = get_model_complexity_info(clone, tuple(shapes[0]), as_strings=False, print_per_layer_stat=False,
+                                            input_constructor=make_input, backend="pytorch", verbose=False,
+                                            backend_specific_config={"count_functional": False})
+    if macs is None:
+        raise RuntimeError("ptflops could not count the MACs of a Learn & Drop head/tail")
+    return int(macs)
+
+
+# ---------------------------------------------------------------- stored feature maps
+
+class FeatureStore:
+    """The state after a cut for every training sample (row i = sample i), one array per state component: a
+    device tensor when it fits in `max_mb`, else a numpy memmap in a new temporary directory (removed by close)."""
+
+    def __init__(self, n: int, shapes: list[tuple], dtype: str, device, max_mb: float, directory=None):
+        self.device, self.n = device, n
+        self.dtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
+        self.np_dtype = {"float32": np.float32, "float16": np.float16}[dtype]
+        self.bytes = n * sum(int(np.prod(s)) for s in shapes) * np.dtype(self.np_dtype).itemsize
+        self.dir = None
+        if self.bytes <= max_mb * 2**20:
+            self.kind = STORE_DEVICE
+            self.parts = [torch.empty((n, *s), dtype=self.dtype, device=device) for s in shapes]
+        else:
+            self.kind = STORE_DISK
+            self.dir = tempfile.mkdtemp(prefix="learn_drop_maps_", dir=directory)
+            self.parts = [np.lib.format.open_memmap(f"{self.dir}/part{c}.npy", mode="w+", dtype=self.np_dtype,
+                                                    shape=(n, *s)) for c, s in enumerate(shapes)]
+
+    def write(self, idx: torch.Tensor, tensors) -> None:
+        if self.kind == STORE_DEVICE:
+            idx = idx.to(self.device)
+            for part, t in zip(self.parts, tensors):
+                part[idx] = t.detach().to(self.dtype)
+        else:
+            rows = idx.cpu().numpy()
+            for part, t in zip(self.parts, tensors):
+                part[rows] = t.detach().to(self.dtype).cpu().numpy()
+
+    def read(self, idx: torch.Tensor) -> tuple:
+        """float32 tensors on the device, rows in the order of idx."""
+        if self.kind == STORE_DEVICE:
+            idx = idx.to(self.device)
+            return tuple(part[idx].float() for part in self.parts)
+        rows = idx.cpu().numpy()
+        return tuple(torch.from_numpy(np.ascontiguousarray(part[rows])).to(self.device).float() for part in self.parts)
+
+    def close(self) -> None:
+        self.parts = []
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+def indexed_image_batches(batches: Batches):
+    """(sample indices, inputs, labels) in the order and with the augmentation `Batches.__iter__` gives: one
+    torch.randperm from the run's generator per epoch, then each batch's crop/flip draws from the same generator
+    (a copy of that loop, so a run that switches between the two consumes the generator identically)."""
+    n = len(batches.y)
+    order = torch.randperm(n, generator=batches.gen)
+    order_dev = order.to(batches.x.device)
+    aug = batches.augment
+    for start in range(0, n, batches.batch_size):
+        idx = order_dev[start:start + batches.batch_size]
+        xb, yb = batches.x[idx], batches.y[idx]
+        if aug.get("crop_padding") or aug.get("hflip"):
+            xb = random_crop_flip(xb, aug.get("crop_padding", 0), aug.get("hflip", False), batches.gen)
+        yield order[start:start + batches.batch_size], xb.float().mul_(1.0 / 255).sub_(batches.mean).div_(batches.std), yb
+
+
+# ---------------------------------------------------------------- options
+
+def options(cfg: dict, mode: str) -> dict:
+    given = dict(cfg.get("method_options") or {})
+    unknown = set(given) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown {mode} method_options {sorted(unknown)} (known: {sorted(DEFAULTS)})")
+    o = {**DEFAULTS, **given}
+    o["warmup_epochs"] = int(o["warmup_epochs"])
+    o["std_ddof"] = int(o["std_ddof"])
+    o["feature_store_max_mb"] = float(o["feature_store_max_mb"])
+    for key in ("candidates_inclusive", "decision_pause", "frozen_eval"):
+        o[key] = bool(o[key])
+    checks = [("transition_rule", RULES), ("scored_tensors", ("conv_weight", "layer_params")),
+              ("resnet_cut", ("conv", "unit")), ("shortcut_position", ("last", "first")),
+              ("feature_store_dtype", ("float32", "float16"))]
+    for key, allowed in checks:
+        if o[key] not in allowed:
+            raise ValueError(f"{mode}: {key} must be one of {', '.join(allowed)}, got '{o[key]}'")
+    if o["warmup_epochs"] < 0 or o["std_ddof"] < 0 or o["feature_store_max_mb"] < 0:
+        raise ValueError(f"{mode}: warmup_epochs, std_ddof and feature_store_max_mb must be >= 0")
+    o["forced_drops"] = {int(e): sorted(int(i) for i in v) for e, v in dict(o["forced_drops"] or {}).items()}
+    return o
+
+
+# ---------------------------------------------------------------- training
+
+class _Scores:
+    """Per-weight gradient sums S and scalar |grad| sums A of the head's scored tensors over one epoch."""
+
+    def __init__(self, layers: list[Layer], key: str):
+        self.layers = layers
+        self.tensors = [t for layer in layers for t in (layer.scored if key == "conv_weight" else layer.params)]
+        self.owner = torch.tensor([j for j, layer in enumerate(layers)
+                                   for _ in (layer.scored if key == "conv_weight" else layer.params)])
+        self.sums = [torch.zeros_like(t) for t in self.tensors]
+        self.abs = torch.zeros(len(self.tensors), device=self.tensors[0].device, dtype=torch.float32)
+        self.numel = torch.zeros(len(layers), dtype=torch.float64).index_add_(
+            0, self.owner, torch.tensor([float(t.numel()) for t in self.tensors], dtype=torch.float64))
+
+    def add(self):
+        grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in self.tensors]
+        torch._foreach_add_(self.sums, grads)
+        self.abs += torch.stack(torch._foreach_norm(grads, 1)).float()
+
+    def scores(self) -> tuple[list[float], list[float]]:
+        """(P, AAPD) per layer, read from the device once."""
+        l1 = torch.stack(torch._foreach_norm(self.sums, 1)).double().cpu()
+        a = self.abs.double().cpu()
+        l1_layer = torch.zeros(len(self.layers), dtype=torch.float64).index_add_(0, self.owner, l1)
+        a_layer = torch.zeros(len(self.layers), dtype=torch.float64).index_add_(0, self.owner, a)
+        p = [score_from_sums(x, y) for x, y in zip(l1_layer.tolist(), a_layer.tolist())]
+        return p, (a_layer / self.numel).tolist()
+
+
+def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
+    """Learn & Drop or Freezing, as cfg["method"] says (default learn_drop)."""
+    return run(model, data, cfg, ctx, cfg.get("method", "learn_drop"))
+
+
+def train_freezing(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
+    return run(model, data, cfg, ctx, "freezing")
+
+
+def run(model: nn.Module, data, cfg: dict, ctx: Context, mode: str) -> dict:
+    if mode not in MODES:
+        raise ValueError(f"learn_drop module runs {', '.join(MODES)}, not '{mode}'")
+    if data.x_train.ndim != 4:
+        raise ValueError(f"{mode}: image data (N x C x H x W) only")
+    o = options(cfg, mode)
+    dropping = mode == "learn_drop"
+    device = ctx.device
+    layers = conv_layers(model, o["shortcut_position"])
+    num_layers = len(layers)
+    boundaries = {0} | {j + 1 for j, layer in enumerate(layers) if layer.ends_block}
+    train_batches, test_batches = train_test_batches(data, cfg, device, ctx.seed)
+    n = len(data.y_train)
+    shapes = state_shapes(model, layers, device)
+    steps = [layer.step for layer in layers]
+    macs_cache: dict = {}
+
+    def head_macs(cut: int) -> int:
+        if ("head", cut) not in macs_cache:
+            macs_cache[("head", cut)] = chain_macs(Chain(steps[cut:], model.head), shapes[cut])
+        return macs_cache[("head", cut)]
+
+    def part_macs(a: int, b: int) -> int:
+        if ("part", a, b) not in macs_cache:
+            macs_cache[("part", a, b)] = chain_macs(Chain(steps[a:b]), shapes[a])
+        return macs_cache[("part", a, b)]
+
+    full_macs = head_macs(0)
+    optimizer = make_optimizer(model.parameters(), cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    original = {p: p.requires_grad for p in model.parameters()}
+
+    cut = 0                  # layers[:cut] are dropped (learn_drop) or frozen (freezing)
+    store, store_cut = None, 0   # the stored maps entering layers[store_cut:]
+    pending = None           # learn_drop: (from_cut, to_cut) to extract in the next epoch
+    pause = False            # a drop/freeze happened at the end of the previous epoch
+    dropped_scores: list[float] = []
+    drop_epoch: dict[int, int] = {}
+    schedule: list[str] = []
+    store_code_max = STORE_NONE
+    train_time = io_total = eval_total = macs_total = 0.0
+    test_loss = test_acc = float("nan")
+    final_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    try:
+        for epoch in ctx.bar(range(1, cfg["epochs"] + 1), desc=cfg.get("experiment", mode), unit="epoch"):
+            warm = epoch <= o["warmup_epochs"]
+            extracting = dropping and pending is not None
+            # L > L0: at least two conv layers left in the head (the last conv is never a candidate)
+            score_now = not warm and not (pause and o["decision_pause"]) and num_layers - cut >= 2
+            if dropping and cut > 0:
+                phase = PHASE_EXTRACT if extracting else PHASE_STORED
+                macs_epoch = head_macs(cut) + (part_macs(*pending) if extracting else 0)
+                model_params = sum(p.numel() for layer in layers[cut:] for p in layer.params) + \
+                    sum(p.numel() for p in model.head.parameters())
+            else:
+                phase = PHASE_WARMUP if warm else PHASE_IMAGES
+                macs_epoch = full_macs
+                model_params = sum(p.numel() for p in model.parameters())
+            head = Chain(steps[cut:], model.head) if dropping and cut > 0 else None
+            model.train()
+            if dropping or o["frozen_eval"]:
+                for layer in layers[:cut]:
+                    layer.step.eval()
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            acc = _Scores(layers[cut:], o["scored_tensors"]) if score_now else None
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            lr = optimizer.param_groups[0]["lr"]
+            dev_io, host_io = SpanTimer(device), 0.0
+            new_layers: list[int] = []
+            record_scores: dict = {}
+
+            def step(forward, inputs, y):
+                nonlocal loss_sum, correct
+                logits = forward(*inputs)
+                loss = nn.functional.cross_entropy(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if acc is not None:
+                    acc.add()
+                optimizer.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+
+            with EpochTimer(device) as timer:
+                if head is None:
+                    for x, y in ctx.bar(train_batches, desc=f"epoch {epoch}", unit="batch"):
+                        step(model, (x,), y)
+                elif extracting:
+                    a, b = pending
+                    part = Chain(steps[a:b])
+                    new_store = None
+                    source = indexed_image_batches(train_batches) if store is None else _stored_batches(
+                        store, train_batches)
+                    for idx, inputs, y in ctx.bar(_timed(source, store, dev_io), desc=f"epoch {epoch}", unit="batch"):
+                        inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+                        with torch.no_grad():
+                            feats = part(*inputs)
+                        if new_store is None:
+                            t0 = time.perf_counter()
+                            new_store = FeatureStore(n, shapes[b], o["feature_store_dtype"], device,
+                                                     o["feature_store_max_mb"], o["feature_store_dir"])
+                            host_io += time.perf_counter() - t0
+                        if new_store.kind == STORE_DISK:
+                            sync(device)
+                            t0 = time.perf_counter()
+                            new_store.write(idx, feats)
+                            host_io += time.perf_counter() - t0
+                        else:
+                            with dev_io.span():
+                                new_store.write(idx, feats)
+                        step(head, feats, y)
+                    if store is not None:
+                        host_io += getattr(source, "host_io", 0.0)
+                        store.close()
+                    store, store_cut, pending = new_store, b, None
+                    store_code_max = max(store_code_max, store.kind)
+                else:
+                    source = _stored_batches(store, train_batches)
+                    for idx, inputs, y in ctx.bar(_timed(source, store, dev_io), desc=f"epoch {epoch}", unit="batch"):
+                        step(head, inputs, y)
+                    host_io += getattr(source, "host_io", 0.0)
+                scheduler.step()
+                if acc is not None:
+                    p, aapd = acc.scores()
+                    p_std = standardize(p, o["std_ddof"])
+                    for j, layer in enumerate(layers[cut:]):
+                        record_scores[f"score_l{layer.index}"] = p[j]
+                        record_scores[f"std_score_l{layer.index}"] = float(p_std[j])
+                        record_scores[f"aapd_l{layer.index}"] = aapd[j]
+                    if not o["forced_drops"]:
+                        chosen = select_drop(p_std, dropped_scores, o["transition_rule"], o["candidates_inclusive"])
+                        new_cut = cut + len(chosen)
+                        if o["resnet_cut"] == "unit":
+                            new_cut = max(k for k in boundaries if k <= new_cut)
+                        new_layers = list(range(cut, new_cut))
+                        dropped_scores += [float(p_std[i - cut]) for i in new_layers]
+                if o["forced_drops"].get(epoch):
+                    new_layers = o["forced_drops"][epoch]
+                    if new_layers != list(range(cut, new_layers[-1] + 1)) or new_layers[-1] >= num_layers - 1:
+                        raise ValueError(f"forced_drops at epoch {epoch}: {new_layers} are not the next layers after "
+                                         f"the {cut} dropped ones (the last conv layer cannot be dropped)")
+                    dropped_scores += [float(record_scores.get(f"std_score_l{i}", float("nan"))) for i in new_layers]
+            epoch_time = timer.seconds
+            io_time = dev_io.total() + host_io
+            feature_code = store.kind if (dropping and store is not None and cut > 0) else STORE_NONE
+            dropped_now = cut
+            if new_layers:
+                old_cut, cut = cut, new_layers[-1] + 1
+                for layer in layers[old_cut:cut]:
+                    for p in layer.params:
+                        p.requires_grad_(False)
+                        p.grad = None
+                    drop_epoch[layer.index] = epoch
+                schedule.append(f"{epoch}:{old_cut}-{cut - 1}")
+                if dropping:
+                    pending = (store_cut, cut)
+            pause = bool(new_layers)
+            train_time += epoch_time
+            io_total += io_time
+            macs_total += float(macs_epoch) * n
+            with EpochTimer(device) as eval_timer:
+                test_loss, test_acc = evaluate(model, test_batches, device)
+            eval_total += eval_timer.seconds
+            train_loss = loss_sum.item() / n
+            ctx.log_epoch({"epoch": epoch, "phase": float(phase), "lr": float(lr), "train_loss": train_loss,
+                           "train_accuracy": 100.0 * correct.item() / n, "test_loss": test_loss,
+                           "test_accuracy": test_acc, "epoch_time_s": epoch_time, "io_time_s": io_time,
+                           "eval_time_s": eval_timer.seconds, "trainable_params": float(trainable),
+                           "model_params": float(model_params), "macs_epoch": float(macs_epoch),
+                           "dropped_layers": float(dropped_now), "newly_dropped": float(len(new_layers)),
+                           "feature_store": float(feature_code), **record_scores})
+            if not math.isfinite(train_loss):
+                raise Diverged(epoch, f"{mode}: train loss {train_loss}")
+        final_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    finally:
+        if store is not None:
+            store.close()
+        for p, flag in original.items():
+            p.requires_grad_(flag)
+    return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": test_loss,
+            "train_time_s": train_time, "io_time_s_total": io_total, "eval_time_s_total": eval_total,
+            "macs_total": macs_total, "macs_forward_full": float(full_macs),
+            "macs_forward_final_head": float(head_macs(cut)), "dropped_layers_final": float(cut),
+            "decisions": float(len(schedule)), "feature_store": float(store_code_max),
+            "params_trainable_final": float(final_trainable), "scored_layers": float(num_layers),
+            "warmup_epochs": float(o["warmup_epochs"]),
+            **{f"drop_epoch_l{i}": float(e) for i, e in sorted(drop_epoch.items())},
+            "drop_schedule": ";".join(schedule), "layer_names": ",".join(layer.name for layer in layers)}
+
+
+class _stored_batches:
+    """(sample indices, stored maps, labels) of one epoch over a FeatureStore, shuffled with the same draw as
+    Batches (one torch.randperm of the run's generator); `host_io` sums the disk reads' seconds."""
+
+    def __init__(self, store: FeatureStore, batches: Batches):
+        self.store, self.batches, self.host_io = store, batches, 0.0
+
+    def __iter__(self):
+        b = self.batches
+        n = len(b.y)
+        order = torch.randperm(n, generator=b.gen)
+        order_dev = order.to(b.y.device)
+        for start in range(0, n, b.batch_size):
+            idx = order[start:start + b.batch_size]
+            if self.store.kind == STORE_DISK:
+                sync(b.y.device)
+                t0 = time.perf_counter()
+                feats = self.store.read(idx)
+                self.host_io += time.perf_counter() - t0
+            else:
+                feats = self.store.read(order_dev[start:start + b.batch_size])
+            yield idx, feats, b.y[order_dev[start:start + b.batch_size]]
+
+    def __len__(self):
+        return len(self.batches)
+
+
+def _timed(source, store, dev_io: SpanTimer):
+    """Iterate source, timing the device-store reads with `dev_io` (disk reads time themselves)."""
+    if isinstance(source, _stored_batches) and source.store.kind == STORE_DEVICE:
+        it = iter(source)
+        while True:
+            with dev_io.span():
+                item = next(it, None)
+            if item is None:
+                return
+            yield item
+    else:
+        yield from source
