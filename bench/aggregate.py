@@ -148,7 +148,7 @@ class CellValues:
 
     def _from_model(self, claim) -> Values:
         if claim.method not in ("", "backprop"):
-            return Values(reason="depends on the layers Learn & Drop drops while training (method: issue 6)")
+            return self._flops_from_runs(claim)
         why = det.missing_reason(claim.paper, claim.model)
         if why:
             return Values(reason=why)
@@ -157,6 +157,45 @@ class CellValues:
         if result is None:
             return Values(reason=f"no measurement file for {mid} yet (run the workflow)")
         return Values({None: det.claim_value(claim, result)}, "", [f"models/{mid}.json"])
+
+    def _flops_from_runs(self, claim) -> Values:
+        """A FLOPs cell of a method that changes the network while it trains (Learn & Drop): the reduction of the
+        forward MACs per sample, averaged over the run's epochs, against its SGD run of the same seed on the
+        dataset the grid names (`flops_from_runs`); an absolute cell is the SGD count under the primary convention
+        times that ratio, so that it reads beside the SGD column."""
+        spec = ex.grid(claim.paper).get("flops_from_runs")
+        if not spec:
+            return Values(reason=f"the {claim.paper} grid names no runs (flops_from_runs) for the FLOPs of {claim.method}")
+        exp = ex.Experiment(claim.paper, spec["dataset"], claim.model, claim.method)
+        base = ex.Experiment(claim.paper, spec["dataset"], claim.model, "backprop")
+        for e in (exp, base):
+            why = ex.support(e, self.profile)
+            if why:
+                return Values(reason=why)
+        primary = None
+        if claim.metric == "flops":
+            sgd = self.models.get(det.measurement_id(claim.paper, claim.model))
+            if sgd is None:
+                return Values(reason=f"no measurement file for {det.measurement_id(claim.paper, claim.model)} yet")
+            primary = det.claim_value(claim, sgd)
+        values, run_ids, failures = {}, [], []
+        for seed in self.seeds:
+            run, sgd_run = self.runs.get((exp.id, seed)), self.runs.get((base.id, seed))
+            if run is None or sgd_run is None:
+                continue
+            if run.get("status") != "FINISHED" or sgd_run.get("status") != "FINISHED":
+                failures.append(f"{exp.id} or {base.id} seed {seed} did not finish")
+                continue
+            per_epoch = [e["macs_epoch"] for e in run.get("epochs", []) if "macs_epoch" in e]
+            if not per_epoch:
+                failures.append(f"{exp.id} seed {seed} records no per-epoch MACs (macs_epoch)")
+                continue
+            ratio = sum(per_epoch) / len(per_epoch) / sgd_run["metrics"]["macs_forward"]
+            values[seed] = 100.0 * (1.0 - ratio) if claim.metric == "flops_reduction_pct" else primary * ratio
+            run_ids += [run["mlflow"]["run_id"] or "", sgd_run["mlflow"]["run_id"] or ""]
+        reason = "; ".join(failures) or (f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no "
+                                         f"{exp.id} and {base.id} result yet" if len(values) < len(self.seeds) else "")
+        return Values(values, reason, run_ids, bool(failures))
 
     def _from_runs(self, claim) -> Values:
         keys = [claim.experiment_key()] + ([claim.baseline_key()] if claim.baseline_key() else [])

@@ -172,8 +172,9 @@ def config(exp: Experiment, profile: str) -> dict:
     for key in ("epochs_per_layer", "epochs_per_stage", "classifier_epochs"):
         if key in cfg["method_options"]:
             cfg["method_options"][key] = stage_epochs(cfg["method_options"][key])
-    if "warmup_epochs" in cfg["method_options"]:
-        cfg["method_options"]["warmup_epochs"] = scale_epochs(cfg["method_options"]["warmup_epochs"], prof)
+    if "warmup_epochs" in cfg["method_options"]:  # the same share of the run, and at most half of it
+        warmup = max(1, round(cfg["method_options"]["warmup_epochs"] * ratio))
+        cfg["method_options"]["warmup_epochs"] = min(warmup, max(1, epochs // 2))
     if prof.get("max_batch_size"):
         cfg["batch_size"] = min(cfg["batch_size"], prof["max_batch_size"])
     cfg["model"]["width_mult"] = prof.get("width_mult", 1.0)

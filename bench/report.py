@@ -103,6 +103,55 @@ def companion_markdown(paper: str, results: Path | str, profile: str) -> list[st
     return lines + [""]
 
 
+def epoch_figures(paper: str, results: Path | str, profile: str, seeds: list[int], out_dir: Path) -> list[Path]:
+    """Per-epoch curves of the methods the grid's `epoch_figures` compares (Learn & Drop's Figures 5-6: training
+    time and forward MACs per epoch of SGD, Freezing and Dropping), one figure per dataset, one row per model, from
+    the first seed with all its runs. A method that does not log a metric per epoch uses its run's constant
+    (SGD's forward MACs)."""
+    spec = ex.grid(paper).get("epoch_figures")
+    if not spec:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = load_results(profile, seeds, results)
+    by_config = defaultdict(dict)
+    for (eid, seed), r in sorted(runs.items(), key=lambda kv: kv[0][1]):
+        exp = ex.experiments().get(eid)
+        if exp and exp.paper == paper and exp.method in spec["methods"] and r.get("status") == "FINISHED":
+            by_config[(exp.dataset, exp.model)].setdefault(exp.method, r)
+    written = []
+    for dataset in sorted({d for d, _ in by_config}):
+        models = sorted(m for d, m in by_config if d == dataset)
+        fig, axes = plt.subplots(len(models), len(spec["metrics"]), figsize=(4.5 * len(spec["metrics"]), 2.2 * len(models)),
+                                 squeeze=False)
+        for row, model in zip(axes, models):
+            for ax, metric in zip(row, spec["metrics"]):
+                for method in spec["methods"]:
+                    r = by_config[(dataset, model)].get(method)
+                    if r is None:
+                        continue
+                    fallback = r["metrics"].get(spec.get("constant", {}).get(metric, ""), float("nan"))
+                    ys = [e.get(metric, fallback) for e in r["epochs"]]
+                    ax.plot(range(1, len(ys) + 1), ys, marker=".", label=spec["labels"].get(method, method))
+                ax.set_title(f"{model}: {spec['titles'].get(metric, metric)}", fontsize=9)
+                ax.tick_params(labelsize=7)
+        axes[0][0].legend(fontsize=7)
+        for ax in axes[-1]:
+            ax.set_xlabel("epoch", fontsize=8)
+        fig.suptitle(f"{paper} {dataset} ({profile}, seed {next(iter(by_config[(dataset, models[0])].values()))['seed']})",
+                     fontsize=10)
+        fig.tight_layout()
+        path = out_dir / "figures" / f"{paper}_{dataset}_per_epoch.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=80, metadata={"Software": None})
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def run_facts(profile: str, results: Path | str, seeds: list[int]) -> dict:
     runs = list(load_results(profile, seeds, results).values())
     count = lambda key: Counter(r["environment"][key] for r in runs)  # noqa: E731
@@ -227,6 +276,11 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
             trows = [r for r in rows if r["table"] == table]
             name = "Numbers stated in the text" if table == "text" else f"Table {table}"
             lines += [f"## {name}: {tmeta['caption']}", ""] + table_markdown(trows)
+        figures = epoch_figures(paper, results, profile, seeds, out_dir)
+        if figures:
+            lines += ["## Per epoch", "", ex.grid(paper)["epoch_figures"]["caption"], ""]
+            lines += [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
+            written += figures
         lines += companion_markdown(paper, results, profile)
         lines += measurement_markdown(paper, rows, results, profile)
         path = out_dir / f"{paper}.md"

@@ -78,8 +78,7 @@ def test_aggregate_cells_from_result_files(tmp_path):
     missing = cells["ma.I.vgg8.layer-wise"]
     assert missing["status"] == "MISSING" and "3 of 3 seeds have no result file" in missing["reason"]
     assert missing["mean"] == ""
-    unbuilt = cells["cruciata.1.vgg-11.mnist.dropping.a"]
-    assert unbuilt["status"] == "MISSING" and "method 'learn_drop' is not implemented yet" in unbuilt["reason"]
+
     assert cells["cruciata.3.vgg-11.sgd.flops"]["status"] == "MISSING"
     assert len(cells) == len(load_claims())  # no cell is dropped
 
@@ -187,3 +186,33 @@ def test_diverged_runs_are_a_result_with_their_own_status(tmp_path):
     assert lenet["sources"].split() == [f"run-karimi-cifar10-lenet-si_forward-{s}" for s in range(3)]
     alexnet = next(r for r in cells.values() if r["experiment"] == "karimi-cifar10-alexnet-si_forward")
     assert alexnet["status"] == "FAILED" and "boom" in alexnet["reason"]
+
+
+def test_learn_drop_flops_come_from_its_runs_against_sgd(tmp_path):
+    """Table 3's Dropping FLOPs and their reduction: mean per-epoch forward MACs of the run over the SGD run's."""
+    res = tmp_path / "results"
+    for seed, head in ((0, [100.0, 100.0, 60.0, 60.0]), (1, [100.0, 50.0, 50.0, 50.0])):
+        for method, epochs in (("learn_drop", head), ("freezing", [100.0] * 4), ("backprop", None)):
+            eid = f"cruciata-imagenette-vgg11-{method}"
+            fake_run(res, "paper", eid, seed, train_time_s=100.0)
+            path = run_path("paper", eid, seed, res)
+            result = __import__("json").loads(path.read_text())
+            result["metrics"]["macs_forward"] = 100.0
+            result["epochs"] = [{"epoch": i + 1, "epoch_time_s": 25.0, **({"macs_epoch": m} if epochs else {})}
+                                for i, m in enumerate(epochs or [0] * 4)]
+            write_json_atomic(path, result)
+    measure = res / "paper" / "models" / "cruciata-vgg11.json"
+    write_json_atomic(measure, {"model": "vgg11", "why": "test", "primary": {"convention": "imagenet224", "backend": "pytorch"},
+                                "conventions": [{"name": "imagenet224", "macs": {"pytorch": 30_000e6}, "params_total": 1,
+                                                 "input_shape": [3, 224, 224], "num_classes": 1000}]})
+    cells = cells_by_id(res, "paper", "0,1")
+    # seed 0: mean 80 -> 20 % less; seed 1: mean 62.5 -> 37.5 % less
+    cut = cells["cruciata.3.vgg-11.dropping.d-flops-pct"]
+    assert cut["status"] == "MEASURED" and float(cut["mean"]) == pytest.approx(28.75)
+    flops = cells["cruciata.3.vgg-11.dropping.flops"]
+    assert float(flops["mean"]) == pytest.approx(30_000 * (0.8 + 0.625) / 2)
+    assert "run-cruciata-imagenette-vgg11-learn_drop-0" in flops["sources"]
+    rep = tmp_path / "reports"
+    write_reports("paper", results=res, reports=rep)
+    figure = rep / "paper" / "figures" / "cruciata_imagenette_per_epoch.png"
+    assert figure.stat().st_size > 1000 and "cruciata_imagenette_per_epoch.png" in (rep / "paper" / "cruciata.md").read_text()

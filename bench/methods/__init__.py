@@ -17,8 +17,9 @@ class Diverged(Exception):
 
 IMPLEMENTED = {"backprop": "bench.methods.backprop", "layer_to_layer": "bench.methods.layer_to_layer",
                "predsim": "bench.methods.predsim", "si_forward": "bench.methods.si", "fb_si": "bench.methods.fb_si",
-               "greedy_layerwise": "bench.methods.greedy", "belilovsky_greedy": "bench.methods.belilovsky"}
-PLANNED = {"learn_drop": "issue 6", "freezing": "issue 6"}
+               "greedy_layerwise": "bench.methods.greedy", "belilovsky_greedy": "bench.methods.belilovsky",
+               "learn_drop": "bench.methods.learn_drop", "freezing": "bench.methods.learn_drop"}
+PLANNED: dict[str, str] = {}
 
 
 def missing_reason(method: str) -> str:

@@ -44,8 +44,8 @@ schedule steps once per epoch. requires_grad flags are restored at the end.
 
 Feature store (`FeatureStore`): the maps of the whole training set at the current cut, one array per state
 component, on the training device when they fit in `feature_store_max_mb`, else in a numpy memmap under a fresh
-temporary directory (`feature_store_dir`, default the system temp dir), deleted when the store is replaced and at
-the end of the run (also on errors). Not pickle (the paper's choice): a memmap needs no (de)serialisation.
+temporary directory (`feature_store_dir`, default the system temp dir; also when a device allocation within the
+budget runs out of memory), deleted when the store is replaced and at the end of the run (also on errors). Not pickle (the paper's choice): a memmap needs no (de)serialisation.
 Codes (`feature_store`): 0 none, 1 device memory, 2 disk memmap; the final metric is the largest code of the run.
 
 Per-epoch record (ctx.log_epoch): epoch, phase (0 warm-up, 1 trained on images with the full forward, 2 Learn &
@@ -347,10 +347,13 @@ class FeatureStore:
         self.np_dtype = {"float32": np.float32, "float16": np.float16}[dtype]
         self.bytes = n * sum(int(np.prod(s)) for s in shapes) * np.dtype(self.np_dtype).itemsize
         self.dir = None
-        if self.bytes <= max_mb * 2**20:
-            self.kind = STORE_DEVICE
-            self.parts = [torch.empty((n, *s), dtype=self.dtype, device=device) for s in shapes]
-        else:
+        self.kind = STORE_DEVICE if self.bytes <= max_mb * 2**20 else STORE_DISK
+        if self.kind == STORE_DEVICE:
+            try:
+                self.parts = [torch.empty((n, *s), dtype=self.dtype, device=device) for s in shapes]
+            except torch.OutOfMemoryError:  # within the budget but not free now: fall back to the disk
+                self.parts, self.kind = [], STORE_DISK
+        if self.kind == STORE_DISK:
             self.kind = STORE_DISK
             self.dir = tempfile.mkdtemp(prefix="learn_drop_maps_", dir=directory)
             self.parts = [np.lib.format.open_memmap(f"{self.dir}/part{c}.npy", mode="w+", dtype=self.np_dtype,
@@ -504,6 +507,7 @@ def run(model: nn.Module, data, cfg: dict, ctx: Context, mode: str) -> dict:
     train_time = io_total = eval_total = macs_total = 0.0
     test_loss = test_acc = float("nan")
     final_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    open_stores: list[FeatureStore] = []
     try:
         for epoch in ctx.bar(range(1, cfg["epochs"] + 1), desc=cfg.get("experiment", mode), unit="epoch"):
             warm = epoch <= o["warmup_epochs"]
@@ -563,6 +567,7 @@ def run(model: nn.Module, data, cfg: dict, ctx: Context, mode: str) -> dict:
                             t0 = time.perf_counter()
                             new_store = FeatureStore(n, shapes[b], o["feature_store_dtype"], device,
                                                      o["feature_store_max_mb"], o["feature_store_dir"])
+                            open_stores.append(new_store)
                             host_io += time.perf_counter() - t0
                         if new_store.kind == STORE_DISK:
                             sync(device)
@@ -637,8 +642,8 @@ def run(model: nn.Module, data, cfg: dict, ctx: Context, mode: str) -> dict:
                 raise Diverged(epoch, f"{mode}: train loss {train_loss}")
         final_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     finally:
-        if store is not None:
-            store.close()
+        for s in open_stores:
+            s.close()
         for p, flag in original.items():
             p.requires_grad_(flag)
     return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": test_loss,
