@@ -19,7 +19,7 @@ from bench.registry import papers
 from bench.runner import write_json_atomic
 
 SMOKE_WARNING = ("> **Smoke profile: these numbers say nothing about the papers.** They come from synthetic "
-                 "stand-in data, networks at 1/16 width and two short epochs; they only show that every step of "
+                 "stand-in data, networks at 1/16 width and a few short epochs; they only show that every step of "
                  "the pipeline runs.")
 CHECK_WARNING = ("> **Check profile: a real-data sanity check, not a reproduction.** Real data cut to fixed "
                  "subsets, networks at 1/4 width, two epochs: the numbers show that each method learns, not what "
