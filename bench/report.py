@@ -115,6 +115,7 @@ def epoch_figures(paper: str, results: Path | str, profile: str, seeds: list[int
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     runs = load_results(profile, seeds, results)
     by_config = defaultdict(dict)
@@ -137,6 +138,7 @@ def epoch_figures(paper: str, results: Path | str, profile: str, seeds: list[int
                     ys = [e.get(metric, fallback) for e in r["epochs"]]
                     ax.plot(range(1, len(ys) + 1), ys, marker=".", label=spec["labels"].get(method, method))
                 ax.set_title(f"{model}: {spec['titles'].get(metric, metric)}", fontsize=9)
+                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
                 ax.tick_params(labelsize=7)
         axes[0][0].legend(fontsize=7)
         for ax in axes[-1]:
