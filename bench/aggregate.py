@@ -75,7 +75,9 @@ def companion_rows(profile: str, seeds: list[int], results: Path | str = "result
                      "seeds_expected": len(seeds), "status": status, "test_accuracy": acc["mean"],
                      "test_accuracy_sd": acc["sd"], "training_time_s": mean([training_seconds(r) for r in done]),
                      "peak_memory_mb": mean([r["metrics"]["peak_memory_mb"] for r in done]),
-                     "epochs": done[0].get("config", {}).get("epochs", "") if done else "", "why": why,
+                     "epochs": (len(done[0].get("epochs", [])) or done[0].get("config", {}).get("epochs", ""))
+                     if done else "",
+                     "why": why,
                      "mlflow_runs": " ".join(r["mlflow"]["run_id"] or "" for r in done)})
     return rows
 
@@ -165,7 +167,8 @@ class CellValues:
         times that ratio, so that it reads beside the SGD column."""
         spec = ex.grid(claim.paper).get("flops_from_runs")
         if not spec:
-            return Values(reason=f"the {claim.paper} grid names no runs (flops_from_runs) for the FLOPs of {claim.method}")
+            return Values(reason=f"the {claim.paper} grid names no runs (flops_from_runs) for the FLOPs of "
+                                 f"{claim.method}")
         exp = ex.Experiment(claim.paper, spec["dataset"], claim.model, claim.method)
         base = ex.Experiment(claim.paper, spec["dataset"], claim.model, "backprop")
         for e in (exp, base):

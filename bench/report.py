@@ -93,12 +93,13 @@ def companion_markdown(paper: str, results: Path | str, profile: str) -> list[st
         mark = reasons.setdefault(r["why"], len(reasons) + 1)
         num = lambda k: fmt_value(float(r[k])) if r[k] else "–"  # noqa: E731
         acc = num("test_accuracy") + (f" ± {num('test_accuracy_sd')}" if r["test_accuracy_sd"] else "")
-        body.append([f"`{r['experiment']}` [{mark}]", f"`{r['beside']}`", r["status"] + (f" (n={r['n']})" if r["n"] != r["seeds_expected"] else ""),
+        status = r["status"] + (f" (n={r['n']})" if r["n"] != r["seeds_expected"] else "")
+        body.append([f"`{r['experiment']}` [{mark}]", f"`{r['beside']}`", status,
                      acc, num("training_time_s"), num("peak_memory_mb"), r["epochs"]])
     lines = ["## Companion runs (no cell of the paper)", "",
              "Runs that the cells above should be read beside; they are not claims of the paper.", "",
              tabulate(body, headers=["Run", "Beside", "Status", "Test accuracy (%)", "Training time (s)",
-                                     "Peak memory (MB)", "Epochs"], tablefmt="github", disable_numparse=True), ""]
+                                     "Peak memory (MB)", "Epochs trained"], tablefmt="github", disable_numparse=True), ""]
     lines += [f"[{mark}] {why}  " for why, mark in reasons.items()]
     return lines + [""]
 
