@@ -21,4 +21,5 @@ include: "workflows/rules/worker.smk"
 rule all:
     input:
         REPORT_MANIFEST,
+        f"{config['reports']}/audit.md",
     default_target: True

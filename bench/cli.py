@@ -239,6 +239,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="result file (default results/<profile>/models/<id>.json)")
     s.set_defaults(fn=cmd_measure)
 
+    s = sub.add_parser("audit", help="check the papers' printed numbers against each other -> reports/audit.md")
+    s.add_argument("--out", default="reports/audit.md")
+    s.set_defaults(fn=cmd_audit)
+
     s = sub.add_parser("worker", help="serve `bench run|measure` from one warm process (the workflow starts it)")
     s.add_argument("--socket", required=True, help="Unix socket path; jobs find it through $BENCH_WORKER")
     s.add_argument("--idle-timeout", type=float, default=3600.0, help="exit after this many seconds without jobs")
@@ -256,6 +260,17 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--reports", default="reports")
         s.set_defaults(fn=fn)
     return p
+
+
+def cmd_audit(args):
+    from bench import audit
+
+    found = audit.findings()
+    for paper, items in found.items():
+        for item in items:
+            print(f"{paper}: {item}")
+    path = audit.write_audit(args.out)
+    print(f"{sum(len(v) for v in found.values())} findings -> {path}", file=sys.stderr)
 
 
 def cmd_worker(args):

@@ -1,5 +1,6 @@
 # Shared by all rules: the config, validated; the profile; and the targets, derived from the registry.
 import fnmatch
+from pathlib import Path
 import shlex
 import sys
 

@@ -24,3 +24,15 @@ rule report:
         CONDA_ENV
     shell:
         f"{BENCH} report --profile {PROFILE} --results {config['results']} --reports {config['reports']}"
+
+
+# The papers' printed numbers checked against each other, from the registry alone (no run needed).
+rule audit:
+    input:
+        list(Path(workflow.basedir, "bench", "claims").glob("*.csv")),
+    output:
+        f"{config['reports']}/audit.md",
+    conda:
+        CONDA_ENV
+    shell:
+        f"{BENCH} audit --out {{output}} > /dev/null"

@@ -1,0 +1,115 @@
+"""`bench audit`: each kind of inconsistency planted in a small registry is found, a consistent one yields nothing,
+and the real registry's known oddities are reported with their rows."""
+from bench import audit
+from bench.registry import Claim
+
+CLASSES = {"mnist": 10, "cifar100": 100}
+
+
+def cell(id, row="r1", column="c", metric="train_time", printed="100.0", method="backprop", table="1",
+         dataset="mnist", model="vgg11", baseline="", derived="", unit="s", variant=""):
+    value = float(printed.rstrip("%").replace(",", "")) if ":" not in printed else \
+        int(printed.split(":")[0]) + int(printed.split(":")[1]) / 60
+    return Claim(id, "p", table, row, column, dataset, model, method, variant, "", metric, printed, value, unit,
+                 baseline, derived, "")
+
+
+def consistent():
+    return [
+        cell("t.sgd", printed="100.00"), cell("t.drop", printed="40.00", method="learn_drop", column="d"),
+        cell("t.dt", printed="60.00", method="learn_drop", metric="time_saving_pct", unit="%", baseline="backprop",
+             column="dt"),
+        cell("f.sgd", printed="2,000.00", metric="flops", unit="MMac", row="r2"),
+        cell("f.drop", printed="1,500.00", metric="flops", unit="MMac", method="learn_drop", row="r2", column="d"),
+        cell("f.cut", printed="25.00", metric="flops_reduction_pct", unit="%", method="learn_drop", row="r2",
+             column="cut", baseline="backprop"),
+        cell("a.1", printed="90.0", metric="test_accuracy", unit="%", column="acc", row="r1"),
+        cell("a.2", printed="80.0", metric="test_accuracy", unit="%", column="acc", row="r2", model="vgg16"),
+        cell("avg", printed="85.0", metric="test_accuracy", unit="%", column="acc", row="avg", derived="a.*",
+             dataset="", model=""),
+        cell("m.s", printed="1:30", metric="train_time", unit="min", column="time", row="r3"),
+    ]
+
+
+def test_a_consistent_registry_has_no_finding():
+    assert audit.findings(consistent(), CLASSES) == {"p": []}
+
+
+def replace(claims, id, **kw):
+    out = []
+    for c in claims:
+        if c.id == id:
+            c = cell(id, **{**dict(row=c.row, column=c.column, metric=c.metric, printed=c.printed, method=c.method,
+                                   table=c.table, dataset=c.dataset, model=c.model, baseline=c.baseline_method,
+                                   derived=c.derived_from, unit=c.unit), **kw})
+        out.append(c)
+    return out
+
+
+def only_finding(claims):
+    found = audit.findings(claims, CLASSES)["p"]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_time_saving_that_its_times_do_not_give():
+    f = only_finding(replace(consistent(), "t.dt", printed="58.00"))
+    assert f.startswith("DERIVED t.dt") and "t.sgd" in f and "t.drop" in f and "give 60" in f
+    # within the rounding of the printed numbers it is no finding: 100.00 and 40.00 allow 59.99 .. 60.01
+    assert audit.findings(replace(consistent(), "t.dt", printed="60.01"), CLASSES)["p"] == []
+
+
+def test_a_flops_reduction_that_its_flops_do_not_give():
+    f = only_finding(replace(consistent(), "f.cut", printed="30.00"))
+    assert f.startswith("DERIVED f.cut") and "f.sgd" in f and "f.drop" in f
+
+
+def test_an_average_the_cells_do_not_give():
+    f = only_finding(replace(consistent(), "avg", printed="87.0"))
+    assert f.startswith("AVERAGE avg") and "is 85" in f
+
+
+def test_the_same_configuration_printed_twice():
+    claims = consistent() + [cell("b.again", printed="91.5", metric="test_accuracy", unit="%", column="acc",
+                                  row="r9", table="2")]
+    f = only_finding(claims)
+    assert f.startswith("TWICE") and "a.1 = 90.0" in f and "b.again = 91.5" in f
+
+
+def test_a_seconds_field_of_sixty_or_more():
+    f = only_finding(replace(consistent(), "m.s", printed="1:75"))
+    assert f.startswith("SECONDS m.s") and "75" in f
+
+
+def test_accuracy_at_chance_level():
+    f = only_finding(replace(replace(consistent(), "a.2", printed="10.2"), "avg", printed="50.1"))
+    assert f.startswith("CHANCE a.2") and "10 classes" in f
+    # the same print on a 100-class dataset is far above chance (but then the average no longer holds)
+    claims = replace(replace(consistent(), "a.2", printed="10.2", dataset="cifar100"), "avg", printed="50.1")
+    assert audit.findings(claims, CLASSES)["p"] == []
+
+
+def test_identical_columns():
+    claims = consistent()
+    claims += [cell(f"x{i}", row=f"r{i}", column="Freezing A", metric="test_accuracy", unit="%", printed=f"9{i}.5",
+                    model=f"m{i}") for i in range(3)]
+    claims += [cell(f"y{i}", row=f"r{i}", column="Dropping A", metric="test_accuracy", unit="%", printed=f"9{i}.5",
+                    model=f"m{i}", method="learn_drop") for i in range(3)]
+    found = audit.findings(claims, CLASSES)["p"]
+    assert any(f.startswith("IDENTICAL p table 1: columns 'Dropping A' and 'Freezing A'") for f in found), found
+    claims[-1] = cell("y2", row="r2", column="Dropping A", metric="test_accuracy", unit="%", printed="92.4",
+                      model="m2", method="learn_drop")
+    assert not any(f.startswith("IDENTICAL") for f in audit.findings(claims, CLASSES)["p"])
+
+
+def test_the_real_registry(tmp_path):
+    found = audit.findings()
+    flat = [f for items in found.values() for f in items]
+    assert any(f.startswith("DERIVED cruciata.1.vgg-16.mnist.freezing.dt") for f in flat)  # 4.24 printed, 4.84
+    assert any(f.startswith("AVERAGE cruciata.text.vgg-average.freezing.dt") and "3.95" in f for f in flat)
+    assert any(f.startswith("SECONDS karimi.5.cifar-10.forward-backward.alexnet") for f in flat)  # 62:96
+    assert any(f.startswith("TWICE ma cifar100 resnet18 backprop") for f in flat)
+    assert any(f.startswith("IDENTICAL cruciata table 1") for f in flat)
+    path = audit.write_audit(tmp_path / "audit.md")
+    text = path.read_text()
+    assert f"{len(flat)} findings." in text and text == audit.write_audit(tmp_path / "again.md").read_text()
