@@ -147,8 +147,8 @@ def findings(claims: list[Claim] | None = None, num_classes: dict[str, int] | No
     return out
 
 
-def write_audit(path: Path | str = "reports/audit.md") -> Path:
-    found = findings()
+def write_audit(path: Path | str = "reports/audit.md", found: dict[str, list[str]] | None = None) -> Path:
+    found = findings() if found is None else found
     meta = papers()
     total = sum(len(v) for v in found.values())
     lines = ["# Audit of the papers' printed numbers", "",

@@ -269,7 +269,7 @@ def cmd_audit(args):
     for paper, items in found.items():
         for item in items:
             print(f"{paper}: {item}")
-    path = audit.write_audit(args.out)
+    path = audit.write_audit(args.out, found)
     print(f"{sum(len(v) for v in found.values())} findings -> {path}", file=sys.stderr)
 
 

@@ -119,9 +119,10 @@ def epoch_figures(paper: str, results: Path | str, profile: str, seeds: list[int
     import matplotlib.ticker
 
     runs = load_results(profile, seeds, results)
+    experiments = ex.experiments()
     by_config = defaultdict(dict)
     for (eid, seed), r in sorted(runs.items(), key=lambda kv: kv[0][1]):
-        exp = ex.experiments().get(eid)
+        exp = experiments.get(eid)
         if exp and exp.paper == paper and exp.method in spec["methods"] and r.get("status") == "FINISHED":
             by_config[(exp.dataset, exp.model)].setdefault(exp.method, r)
     written = []

@@ -18,7 +18,7 @@ from bench import data
 from bench.data import torchvision_sets as tvs
 from bench.data.catalog import DATASETS
 from bench.data.download import DataError, Resource, extract, fetch, verify
-from conftest import SHARED_DATA, shared_raw
+from conftest import SHARED_DATA, shared_missing, shared_raw
 
 REAL = {"data": {"source": "real"}, "input_size": 32}
 
@@ -154,7 +154,7 @@ def real_cifar10_subset():
 
     src = SHARED_DATA / "cifar10" / "convnetjs"
     if not src.exists():
-        pytest.skip(f"{src} not present (the shared real-data folder)")
+        shared_missing(f"{src} not present (the shared real-data folder)")
     labels = [int(v) for v in re.findall(r"\d+", (src / "cifar10_labels.js").read_text())]
     train = np.concatenate([np.asarray(Image.open(src / f"cifar10_batch_{k}.png")).reshape(1000, 32, 32, 3)
                             for k in range(4)])
@@ -188,7 +188,7 @@ def test_real_cifar10_subset_in_the_pickle_format(tmp_path):
 def test_real_cifar100_pickles_from_the_shared_data(tmp_path):
     src = SHARED_DATA / "cifar100" / "hf_dummy" / "cifar-100-python"
     if not src.exists():
-        pytest.skip(f"{src} not present (the shared real-data folder)")
+        shared_missing(f"{src} not present (the shared real-data folder)")
     shutil.copytree(src, tmp_path / "cifar-100-python")
     loaded = data.load("cifar100", REAL, root=tmp_path)
     assert loaded.x_train.shape == (5, 3, 32, 32) and loaded.y_test.tolist() == [49, 33, 72, 51, 71]
@@ -245,7 +245,7 @@ def test_rar_archives_need_a_tool(tmp_path, monkeypatch):
 def test_decoded_image_sets_load_at_the_experiment_size(tmp_path):
     src = SHARED_DATA / "imagenette" / "imagenette2-160"
     if not src.exists():
-        pytest.skip(f"{src} not present (the shared real-data folder)")
+        shared_missing(f"{src} not present (the shared real-data folder)")
     (tmp_path / "imagenette2-160").mkdir()
     for split in ("train", "val"):
         (tmp_path / "imagenette2-160" / split).mkdir()

@@ -19,7 +19,7 @@ from bench.data import image_folder, wbc
 from bench.data.catalog import DATASETS
 from bench.data.download import DataError, Resource, extract, verify
 from bench.data.image_folder import cache_path, layout_problem, load_split
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, shared_missing
 
 CLASSES = ["alpha", "beta", "gamma"]
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]  # one solid colour per class
@@ -245,7 +245,7 @@ def test_wbc_resources_and_unpacked_archive_hint(tmp_path):
 def shared(path: str) -> Path:
     folder = SHARED_DATA / path
     if not folder.is_dir():
-        pytest.skip(f"real data {folder} not found (the shared data folder is absent; set BENCH_SHARED to it)")
+        shared_missing(f"real data {folder} not found (the shared data folder is absent)")
     return folder
 
 

@@ -12,7 +12,7 @@ from bench.data import load as data_load
 from bench.data import text
 from bench.data.catalog import DATASETS
 from bench.data.download import DataError, Resource, extract, verify
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, shared_missing
 
 AG, DBP = DATASETS["ag_news"], DATASETS["dbpedia"]
 
@@ -177,7 +177,7 @@ def test_empty_or_unreadable_csv(tmp_path):
 def test_real_ag_news_test_split():
     path = SHARED_DATA / "ag_news" / "ag_news_csv" / "test.csv"
     if not path.is_file():
-        pytest.skip(f"the real AG News test.csv is not at {path} (set BENCH_SHARED to the shared folder)")
+        shared_missing(f"the real AG News test.csv is not at {path}")
     assert hashlib.md5(path.read_bytes()).hexdigest() == "d52ea96a97a2d943681189a97654912d" == \
         text.AG_NEWS_MD5["test.csv"]
     texts, labels = text.read_csv(path, 4)
@@ -195,7 +195,7 @@ def test_real_ag_news_test_split():
 def test_real_dbpedia_samples():
     folder = SHARED_DATA / "dbpedia" / "hf_dummy" / "dbpedia_csv"
     if not folder.is_dir():
-        pytest.skip(f"the DBpedia sample rows are not at {folder} (set BENCH_SHARED to the shared folder)")
+        shared_missing(f"the DBpedia sample rows are not at {folder}")
     for split in ("train.csv", "test.csv"):
         texts, labels = text.read_csv(folder / split, 14)
         assert len(texts) == 5 and labels.tolist() == [0] * 5  # the first rows of the official files: Company

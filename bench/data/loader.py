@@ -46,15 +46,31 @@ class Batches:
     def __len__(self):
         return -(-len(self.y) // self.batch_size)
 
-    def __iter__(self):
+    def epoch_order(self) -> torch.Tensor | None:
+        """This epoch's sample order on the CPU (one torch.randperm of the run's generator, drawn first in every
+        epoch), or None when not shuffling. Code that gathers per-sample tensors of its own (cached or stored
+        features) calls it so as to visit the samples in the order these batches would."""
+        return torch.randperm(len(self.y), generator=self.gen) if self.shuffle else None
+
+    def indexed(self):
+        """(sample indices on the CPU, inputs, labels) batch by batch for one epoch."""
         n = len(self.y)
-        order = torch.randperm(n, generator=self.gen).to(self.x.device) if self.shuffle else None
+        order = self.epoch_order()
+        order_dev = order.to(self.x.device) if order is not None else None
         for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
+            end = min(n, start + self.batch_size)
+            if order is not None:
+                cpu_idx, idx = order[start:end], order_dev[start:end]
+            else:
+                cpu_idx, idx = torch.arange(start, end), slice(start, end)
             xb, yb = self.x[idx], self.y[idx]
             if self.text:
-                yield xb.long(), yb
+                yield cpu_idx, xb.long(), yb
                 continue
             if self.augment.get("crop_padding") or self.augment.get("hflip"):
                 xb = random_crop_flip(xb, self.augment.get("crop_padding", 0), self.augment.get("hflip", False), self.gen)
-            yield xb.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std), yb
+            yield cpu_idx, xb.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std), yb
+
+    def __iter__(self):
+        for _, xb, yb in self.indexed():
+            yield xb, yb

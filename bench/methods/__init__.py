@@ -22,6 +22,15 @@ IMPLEMENTED = {"backprop": "bench.methods.backprop", "layer_to_layer": "bench.me
 PLANNED: dict[str, str] = {}
 
 
+def merge_options(cfg: dict, defaults: dict, method: str, error: type[Exception] = ValueError) -> dict:
+    """The config's method_options over a method's `defaults`; a key the method does not know is an error."""
+    given = dict(cfg.get("method_options") or {})
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise error(f"unknown {method} method_options {sorted(unknown)} (known: {sorted(defaults)})")
+    return {**defaults, **given}
+
+
 def missing_reason(method: str) -> str:
     if method in IMPLEMENTED:
         return ""

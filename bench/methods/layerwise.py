@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from bench.data.loader import Batches
-from bench.methods import Diverged
+from bench.methods import Diverged, merge_options
 from bench.training import Context, EpochTimer, make_optimizer, unique_parameters
 
 CACHE_OFF, CACHE_ON, CACHE_NOT_EXACT, CACHE_TOO_LARGE = 0, 1, 2, 3
@@ -59,12 +59,7 @@ COMMON_DEFAULTS = {"cache_prefix": True, "prefix_cache_max_mb": 8192}
 
 def options(cfg: dict, method: str, defaults: dict) -> dict:
     """method_options merged over `defaults` (plus the shared cache options); unknown keys are an error."""
-    given = dict(cfg.get("method_options") or {})
-    known = {**COMMON_DEFAULTS, **defaults}
-    unknown = set(given) - set(known)
-    if unknown:
-        raise ValueError(f"unknown {method} method_options {sorted(unknown)} (known: {sorted(known)})")
-    out = {**known, **given}
+    out = merge_options(cfg, {**COMMON_DEFAULTS, **defaults}, method)
     out["cache_prefix"] = bool(out["cache_prefix"])
     out["prefix_cache_max_mb"] = float(out["prefix_cache_max_mb"])
     return out
@@ -240,8 +235,8 @@ class StageFeatures:
             self.train_build_s = build.seconds
             run.timer.seconds += build.seconds
         n = len(batches.y)
-        # the same draw as Batches.__iter__ (no augmentation: the shuffle is the generator's only use)
-        order = torch.randperm(n, generator=batches.gen).to(batches.x.device)
+        # the same draw as Batches (no augmentation: the shuffle is the generator's only use)
+        order = batches.epoch_order().to(batches.x.device)
         for start in range(0, n, batches.batch_size):
             idx = order[start:start + batches.batch_size]
             yield self.train_cache[idx], batches.y[idx]

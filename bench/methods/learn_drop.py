@@ -96,8 +96,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.data.loader import Batches, random_crop_flip
-from bench.methods import Diverged
+from bench.data.loader import Batches
+from bench.methods import Diverged, merge_options
 from bench.methods.layerwise import SpanTimer
 from bench.training import Context, EpochTimer, evaluate, make_optimizer, make_scheduler, sync, train_test_batches
 
@@ -384,30 +384,10 @@ class FeatureStore:
             self.dir = None
 
 
-def indexed_image_batches(batches: Batches):
-    """(sample indices, inputs, labels) in the order and with the augmentation `Batches.__iter__` gives: one
-    torch.randperm from the run's generator per epoch, then each batch's crop/flip draws from the same generator
-    (a copy of that loop, so a run that switches between the two consumes the generator identically)."""
-    n = len(batches.y)
-    order = torch.randperm(n, generator=batches.gen)
-    order_dev = order.to(batches.x.device)
-    aug = batches.augment
-    for start in range(0, n, batches.batch_size):
-        idx = order_dev[start:start + batches.batch_size]
-        xb, yb = batches.x[idx], batches.y[idx]
-        if aug.get("crop_padding") or aug.get("hflip"):
-            xb = random_crop_flip(xb, aug.get("crop_padding", 0), aug.get("hflip", False), batches.gen)
-        yield order[start:start + batches.batch_size], xb.float().mul_(1.0 / 255).sub_(batches.mean).div_(batches.std), yb
-
-
 # ---------------------------------------------------------------- options
 
 def options(cfg: dict, mode: str) -> dict:
-    given = dict(cfg.get("method_options") or {})
-    unknown = set(given) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown {mode} method_options {sorted(unknown)} (known: {sorted(DEFAULTS)})")
-    o = {**DEFAULTS, **given}
+    o = merge_options(cfg, DEFAULTS, mode)
     o["warmup_epochs"] = int(o["warmup_epochs"])
     o["std_ddof"] = int(o["std_ddof"])
     o["feature_store_max_mb"] = float(o["feature_store_max_mb"])
@@ -557,7 +537,7 @@ def run(model: nn.Module, data, cfg: dict, ctx: Context, mode: str) -> dict:
                     a, b = pending
                     part = Chain(steps[a:b])
                     new_store = None
-                    source = indexed_image_batches(train_batches) if store is None else _stored_batches(
+                    source = train_batches.indexed() if store is None else _stored_batches(
                         store, train_batches)
                     for idx, inputs, y in ctx.bar(_timed(source, store, dev_io), desc=f"epoch {epoch}", unit="batch"):
                         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
@@ -667,7 +647,7 @@ class _stored_batches:
     def __iter__(self):
         b = self.batches
         n = len(b.y)
-        order = torch.randperm(n, generator=b.gen)
+        order = b.epoch_order()
         order_dev = order.to(b.y.device)
         for start in range(0, n, b.batch_size):
             idx = order[start:start + b.batch_size]

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.methods import Diverged
+from bench.methods import Diverged, merge_options
 from bench.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler, train_test_batches,
                             unique_parameters)
 
@@ -239,11 +239,7 @@ class StepResult:
 def options(cfg: dict) -> dict:
     from bench import BenchError
 
-    given = dict(cfg.get("method_options") or {})
-    unknown = set(given) - set(DEFAULTS)
-    if unknown:
-        raise BenchError(f"unknown predsim method_options {sorted(unknown)} (known: {sorted(DEFAULTS)})")
-    opts = {**DEFAULTS, **given}
+    opts = merge_options(cfg, DEFAULTS, "predsim", BenchError)
     if opts["schedule"] not in SCHEDULES:
         raise BenchError(
             f"predsim schedule '{opts['schedule']}' is not implemented: only 'simultaneous' is (all local-loss "
