@@ -14,13 +14,18 @@ from pathlib import Path
 
 from bench import deterministic as det
 from bench import experiments as ex
+from bench import headlines as hl
 from bench import stats
+from bench import verdicts as vd
 from bench.registry import Claim, load_claims, members
 from bench.runner import run_path, write_json_atomic
 
 COLUMNS = ["id", "paper", "table", "row", "column", "metric", "unit", "printed", "claimed", "n", "seeds_expected",
-           "mean", "sd", "ci_low", "ci_high", "diff", "status", "verdict", "reason", "experiment",
-           "baseline_experiment", "sources"]
+           "mean", "sd", "ci_low", "ci_high", "ci_method", "diff", "tolerance", "p_ttest", "p_equivalence", "p_cell",
+           "p_holm", "status", "verdict", "seeds_needed", "reason", "devices", "experiment", "baseline_experiment",
+           "sources"]
+HEADLINE_COLUMNS = ["id", "paper", "where", "relation", "cells", "as_printed", "printed_numbers", "n", "diff",
+                    "p_holds", "p_reversed", "p_holm", "test", "verdict", "reason"]
 
 
 def metric_value(claim: Claim, result: dict, baseline: dict | None = None) -> float:
@@ -104,6 +109,7 @@ class Values:
     sources: list = field(default_factory=list)
     failed: bool = False
     diverged: bool = False  # every failed run stopped because its loss became NaN/inf (a result, not a crash)
+    devices: set = field(default_factory=set)  # the hardware the runs ran on
 
     @property
     def exact(self) -> bool:
@@ -146,7 +152,8 @@ class CellValues:
         values = {k: sum(p.per_seed[k] for p in parts) / len(parts) for k in keys if all(k in p.per_seed for p in parts)}
         reasons = sorted({p.reason for p in parts if p.reason})
         reason = "" if values else f"averages {len(parts)} cells, some without values: " + "; ".join(reasons)
-        return Values(values, reason, sorted({r for p in parts for r in p.sources}), any(p.failed for p in parts))
+        return Values(values, reason, sorted({r for p in parts for r in p.sources}), any(p.failed for p in parts),
+                      devices={d for p in parts for d in p.devices})
 
     def _from_model(self, claim) -> Values:
         if claim.method not in ("", "backprop"):
@@ -207,7 +214,7 @@ class CellValues:
             why = ex.support(exp, self.profile)
             if why:
                 return Values(reason=why)
-        values, run_ids, failures, statuses = {}, [], [], set()
+        values, run_ids, failures, statuses, devices = {}, [], [], set(), set()
         for seed in self.seeds:
             found = [self.runs.get((e.id, seed)) for e in exps]
             if any(r is None for r in found):
@@ -220,70 +227,90 @@ class CellValues:
                 continue
             values[seed] = metric_value(claim, found[0], found[1] if len(found) > 1 else None)
             run_ids += [r["mlflow"]["run_id"] or "" for r in found]
+            devices.update(r["environment"]["device"] for r in found)
         if failures:
             reason = "; ".join(failures)
         elif len(values) < len(self.seeds):
             reason = f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no result file yet"
         else:
             reason = ""
-        return Values(values, reason, run_ids, bool(failures), statuses == {"DIVERGED"})
+        return Values(values, reason, run_ids, bool(failures), statuses == {"DIVERGED"}, devices)
 
 
-def exact_verdict(claim: Claim, value: float) -> str:
-    """A cell computed from the model alone is reproduced when it rounds to the printed value."""
-    printed = claim.printed.replace(",", "").split()[0].rstrip("%")
-    decimals = len(printed.split(".")[1]) if "." in printed else 0
-    return "REPRODUCED" if round(value, decimals) == round(claim.value, decimals) else "NOT REPRODUCED"
-
-
-def cell_rows(profile: str, seeds: list[int], results: Path | str = "results") -> list[dict]:
+def cell_rows(profile: str, seeds: list[int], results: Path | str = "results") -> tuple[list[dict], list[dict]]:
+    """One row per claim cell (statistics and verdict) and one per headline claim (its tests)."""
     claims = load_claims()
     values = CellValues(claims, profile, seeds, load_results(profile, seeds, results),
                         load_measurements(profile, results))
-    rows = []
+    boot = vd.tolerances()["bootstrap"]
+    rows, cells = [], []
     for c in claims:
         v = values.of(c)
-        s = stats.summarize([v.per_seed[k] for k in v.per_seed])
+        s = stats.summarize([v.per_seed[k] for k in v.per_seed], boot["min_n"], boot["resamples"], boot["seed"])
         if v.exact or s["n"] == len(seeds):
             status = "MEASURED"
         else:
             status = ("DIVERGED" if v.diverged else "FAILED") if v.failed else ("PARTIAL" if v.per_seed else "MISSING")
         key, base = c.experiment_key(), c.baseline_key()
+        cells.append(vd.Cell(c, [v.per_seed[k] for k in v.per_seed], v.exact, status, v.reason, v.devices))
         rows.append({"id": c.id, "paper": c.paper, "table": c.table, "row": c.row, "column": c.column,
                      "metric": c.metric, "unit": c.unit, "printed": c.printed, "claimed": c.value,
                      "n": s["n"], "seeds_expected": 0 if v.exact else len(seeds), "mean": s["mean"], "sd": s["sd"],
-                     "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+                     "ci_low": s["ci_low"], "ci_high": s["ci_high"], "ci_method": s["ci_method"],
                      "diff": s["mean"] - c.value if v.per_seed else math.nan, "status": status,
-                     "verdict": exact_verdict(c, s["mean"]) if v.exact else "",
-                     "reason": v.reason if status != "MEASURED" else "",
+                     "devices": " | ".join(sorted(v.devices)),
                      "experiment": ex.Experiment(*key).id if key else "",
                      "baseline_experiment": ex.Experiment(*base).id if base else "",
                      "sources": " ".join(v.sources)})
-    return rows
+    for paper in dict.fromkeys(c.paper for c in claims):
+        mine = [i for i, c in enumerate(claims) if c.paper == paper]
+        for i, j in zip(mine, vd.judge([cells[i] for i in mine], profile)):
+            rows[i].update(verdict=j.verdict, reason=j.reason, tolerance=j.tolerance, p_ttest=j.p_ttest,
+                           p_equivalence=j.p_equivalence, p_cell=j.p_cell, p_holm=j.p_holm,
+                           seeds_needed=j.seeds_needed)
+    return rows, headline_rows(claims, values, profile)
+
+
+def headline_rows(claims, values: "CellValues", profile: str) -> list[dict]:
+    rules = vd.profile_rules(profile)
+    by_id = {c.id: c for c in claims}
+    printed = {c.id: c.value for c in claims}
+    out = []
+    found = hl.load_headlines()
+    for paper in dict.fromkeys(c.paper for c in claims):
+        mine = [h for h in found if h.paper == paper]
+        per_cell = {i: values.of(by_id[i]).per_seed for h in mine for i in h.cell_ids()}
+        for h, o in zip(mine, hl.judge(mine, per_cell, vd.tolerances()["alpha"], rules["headlines"], rules["why"])):
+            ok, numbers = hl.as_printed(h, printed)
+            out.append({"id": h.id, "paper": h.paper, "where": h.where, "relation": h.relation,
+                        "cells": " ".join(h.cell_ids()), "as_printed": "yes" if ok else "no",
+                        "printed_numbers": numbers, "n": o.n, "diff": o.diff, "p_holds": o.p_holds,
+                        "p_reversed": o.p_reversed, "p_holm": o.p_holm, "test": o.test, "verdict": o.verdict,
+                        "reason": o.reason})
+    return out
 
 
 def _fmt(v):
     return "" if isinstance(v, float) and math.isnan(v) else (f"{v:.10g}" if isinstance(v, float) else v)
 
 
+def write_csv(path: Path, columns: list[str], rows: list[dict]):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, columns, lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: _fmt(v) for k, v in r.items()} for r in rows)
+    tmp.replace(path)
+
+
 def aggregate(profile: str, results: Path | str = "results", seeds=None) -> Path:
     ex.profile_settings(profile)
     seed_list = ex.seeds(profile, seeds)
-    rows = cell_rows(profile, seed_list, results)
+    rows, headline = cell_rows(profile, seed_list, results)
     out = Path(results) / profile / "cells.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows({k: _fmt(v) for k, v in r.items()} for r in rows)
-    tmp.replace(out)
-    companions = Path(results) / profile / "companions.csv"
-    tmp = companions.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, COMPANION_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows({k: _fmt(v) for k, v in r.items()} for r in companion_rows(profile, seed_list, results))
-    tmp.replace(companions)
+    write_csv(out, COLUMNS, rows)
+    write_csv(Path(results) / profile / "headlines.csv", HEADLINE_COLUMNS, headline)
+    write_csv(Path(results) / profile / "companions.csv", COMPANION_COLUMNS, companion_rows(profile, seed_list, results))
     write_json_atomic(Path(results) / profile / "aggregate.json", {"profile": profile, "seeds": seed_list})
     return out

@@ -6,7 +6,9 @@ Each check yields findings, one line each, naming the registry rows involved:
 * averages stated in the text against the mean of the cells they average;
 * the same configuration (paper, dataset, model, method, variant, metric) printed twice with different values;
 * impossible or suspicious prints: a minutes:seconds value with 60 or more seconds, an accuracy at or below chance
-  level for the dataset's class count, an error at or above it, two columns of a table identical in every row.
+  level for the dataset's class count, an error at or above it, two columns of a table identical in every row;
+* every headline claim (bench/claims/headlines.yaml) on the printed numbers: "holds as printed?" (a claim that
+  does not is a finding).
 """
 import re
 from collections import defaultdict
@@ -132,9 +134,28 @@ def check_identical_columns(claims: list[Claim], min_rows: int = 3) -> list[str]
     return out
 
 
-def findings(claims: list[Claim] | None = None, num_classes: dict[str, int] | None = None) -> dict[str, list[str]]:
+def headline_checks(claims: list[Claim], heads=None) -> dict[str, list[tuple[bool, str]]]:
+    """paper -> (holds as printed?, "<claim id> (<where>, <relation>): ...") for every headline claim."""
+    from bench.headlines import as_printed, load_headlines
+
+    heads = load_headlines() if heads is None else heads
+    printed = {c.id: c.value for c in claims}
+    out = defaultdict(list)
+    for h in heads:
+        if not all(i in printed for i in h.cell_ids()):
+            continue
+        ok, numbers = as_printed(h, printed)
+        cells = ", ".join(h.cell_ids())
+        out[h.paper].append((ok, f"{h.id} ({h.where}, {h.relation}) {'holds' if ok else 'does NOT hold'} "
+                                 f"as printed ({numbers}); cells {cells}"))
+    return out
+
+
+def findings(claims: list[Claim] | None = None, num_classes: dict[str, int] | None = None,
+             heads=None) -> dict[str, list[str]]:
     """paper -> its findings, in a fixed order (check, then registry order)."""
     claims = load_claims() if claims is None else claims
+    headline = headline_checks(claims, heads)
     if num_classes is None:
         from bench.data.catalog import DATASETS
 
@@ -143,24 +164,32 @@ def findings(claims: list[Claim] | None = None, num_classes: dict[str, int] | No
     for paper in sorted({c.paper for c in claims}):
         mine = [c for c in claims if c.paper == paper]
         out[paper] = (check_relative(mine) + check_averages(mine) + check_duplicates(mine)
-                      + check_suspicious(mine, num_classes) + check_identical_columns(mine))
+                      + check_suspicious(mine, num_classes) + check_identical_columns(mine)
+                      + [f"HEADLINE {line}" for ok, line in headline.get(paper, []) if not ok])
     return out
 
 
 def write_audit(path: Path | str = "reports/audit.md", found: dict[str, list[str]] | None = None) -> Path:
     found = findings() if found is None else found
+    headline = headline_checks(load_claims())
     meta = papers()
     total = sum(len(v) for v in found.values())
     lines = ["# Audit of the papers' printed numbers", "",
              "Computed by `bench audit` from the claims registry alone (no training): every derived cell recomputed "
              "from the cells it derives from, allowing for the rounding of each printed number; the averages the "
              "text states; configurations printed twice; impossible or suspicious prints (a seconds field of 60 or "
-             "more, accuracies at chance level, identical columns). Each finding names the registry rows "
-             "(`bench/claims/<paper>.csv`, column `id`). Not yet checked here: the papers' headline claims.", "",
+             "more, accuracies at chance level, identical columns); and every headline claim of the paper "
+             "(`bench/claims/headlines.yaml`) applied to the printed numbers: a claim that does not hold as printed "
+             "is a finding. Each finding names the registry rows (`bench/claims/<paper>.csv`, column `id`).", "",
              f"{total} findings.", ""]
     for paper, items in found.items():
         lines += [f"## {paper}: {meta[paper]['citation'] if paper in meta else ''}", ""]
         lines += [f"- {item}" for item in items] or ["- no finding"]
+        checks = headline.get(paper, [])
+        if checks:
+            held = sum(ok for ok, _ in checks)
+            lines += ["", f"Headline claims, holds as printed? {held} of {len(checks)}:", ""]
+            lines += [f"- {'yes' if ok else 'NO'}: {line}" for ok, line in checks]
         lines.append("")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,18 @@
-"""`bench report`: results/<profile>/cells.csv -> reports/<profile>/index.md, one <paper>.md per paper, figures.
+"""`bench report`: results/<profile>/{cells,headlines,companions}.csv -> reports/<profile>/index.md, one <paper>.md
+per paper, figures (bench/figures.py).
 
-Each paper's report shows its tables as the paper prints them (same rows, same columns), every cell as
-"claimed → reproduced". The header names the profile, the hardware and the code version the runs used;
-for the smoke profile the first line says that its numbers say nothing about the papers.
+The index has one line per paper (cells with values, verdict counts, headline claims held, audit findings). A paper's
+report starts with its summary (scope, what reproduced, what did not, what could not be judged and why), then its
+tables as the paper prints them (same rows, same columns), every cell "printed → reproduced mean ± sd (n)" with its
+verdict, then the headline claims, per-epoch figures, companion runs, model measurements and the choices made where
+the paper is silent. The header names the profile, the hardware and the code version the runs used; for the smoke
+and check profiles the first line says that their numbers say nothing about the papers. Output is byte-stable:
+fixed ordering and number formats, PNGs without timestamps.
 """
 import csv
 import json
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 from tabulate import tabulate
@@ -15,6 +20,7 @@ from tabulate import tabulate
 from bench import BenchError
 from bench import experiments as ex
 from bench.aggregate import load_results
+from bench.figures import claimed_vs_reproduced, epoch_figures
 from bench.registry import papers
 from bench.runner import write_json_atomic
 
@@ -34,9 +40,9 @@ def read_cells(profile: str, results: Path | str) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        for key in ("claimed", "mean", "sd", "ci_low", "ci_high", "diff"):
+        for key in ("claimed", "mean", "sd", "ci_low", "ci_high", "diff", "tolerance", "p_holm"):
             r[key] = float(r[key]) if r[key] != "" else math.nan
-        r["n"] = int(r["n"])
+        r["n"], r["seeds_expected"] = int(r["n"]), int(r["seeds_expected"])
     return rows
 
 
@@ -48,7 +54,7 @@ def measurement_markdown(paper: str, cells: list[dict], results: Path | str, pro
              if p == paper and det.result_path(profile, mid, results).exists()]
     if not found:
         return []
-    printed = {r["id"].split(".")[2].replace("-", ""): r for r in cells if r["metric"] == "flops" and r["verdict"]}
+    printed = {r["id"].split(".")[2].replace("-", ""): r for r in cells if r["metric"] == "flops" and r["seeds_expected"] == 0}
     spec = found[0]
     backends = list(spec["conventions"][0]["macs"])
     primary_backend = spec["primary"]["backend"]
@@ -104,58 +110,6 @@ def companion_markdown(paper: str, results: Path | str, profile: str) -> list[st
     return lines + [""]
 
 
-def epoch_figures(paper: str, results: Path | str, profile: str, seeds: list[int], out_dir: Path) -> list[Path]:
-    """Per-epoch curves of the methods the grid's `epoch_figures` compares (Learn & Drop's Figures 5-6: training
-    time and forward MACs per epoch of SGD, Freezing and Dropping), one figure per dataset, one row per model, from
-    the first seed with all its runs. A method that does not log a metric per epoch uses its run's constant
-    (SGD's forward MACs)."""
-    spec = ex.grid(paper).get("epoch_figures")
-    if not spec:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    runs = load_results(profile, seeds, results)
-    experiments = ex.experiments()
-    by_config = defaultdict(dict)
-    for (eid, seed), r in sorted(runs.items(), key=lambda kv: kv[0][1]):
-        exp = experiments.get(eid)
-        if exp and exp.paper == paper and exp.method in spec["methods"] and r.get("status") == "FINISHED":
-            by_config[(exp.dataset, exp.model)].setdefault(exp.method, r)
-    written = []
-    for dataset in sorted({d for d, _ in by_config}):
-        models = sorted(m for d, m in by_config if d == dataset)
-        fig, axes = plt.subplots(len(models), len(spec["metrics"]), figsize=(4.5 * len(spec["metrics"]), 2.2 * len(models)),
-                                 squeeze=False)
-        for row, model in zip(axes, models):
-            for ax, metric in zip(row, spec["metrics"]):
-                for method in spec["methods"]:
-                    r = by_config[(dataset, model)].get(method)
-                    if r is None:
-                        continue
-                    fallback = r["metrics"].get(spec.get("constant", {}).get(metric, ""), float("nan"))
-                    ys = [e.get(metric, fallback) for e in r["epochs"]]
-                    ax.plot(range(1, len(ys) + 1), ys, marker=".", label=spec["labels"].get(method, method))
-                ax.set_title(f"{model}: {spec['titles'].get(metric, metric)}", fontsize=9)
-                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-                ax.tick_params(labelsize=7)
-        axes[0][0].legend(fontsize=7)
-        for ax in axes[-1]:
-            ax.set_xlabel("epoch", fontsize=8)
-        fig.suptitle(f"{paper} {dataset} ({profile}, seed {next(iter(by_config[(dataset, models[0])].values()))['seed']})",
-                     fontsize=10)
-        fig.tight_layout()
-        path = out_dir / "figures" / f"{paper}_{dataset}_per_epoch.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=80, metadata={"Software": None})
-        plt.close(fig)
-        written.append(path)
-    return written
-
-
 def run_facts(profile: str, results: Path | str, seeds: list[int]) -> dict:
     runs = list(load_results(profile, seeds, results).values())
     count = lambda key: Counter(r["environment"][key] for r in runs)  # noqa: E731
@@ -192,19 +146,38 @@ def fmt_like(value: float, printed: str) -> str:
     return f"{value:,.{decimals}f}" if "," in printed else f"{value:.{decimals}f}"
 
 
+SHORT = {"REPRODUCED": "**REP**", "BETTER": "**BETTER**", "NOT REPRODUCED": "**NOT REP**", "INCONCLUSIVE": "INCONCL.",
+         "NOT COMPARABLE": "N/C"}
+VERDICT_ORDER = ["REPRODUCED", "BETTER", "NOT REPRODUCED", "INCONCLUSIVE", "NOT COMPARABLE", "MISSING", "FAILED",
+                 "DIVERGED"]
+HOW_TO_READ = [
+    "**How to read a verdict.** A cell reads *printed* → *reproduced mean ± sd (n seeds)* and its verdict, judged "
+    "against a tolerance fixed in advance per metric and profile (`bench/tolerances.yaml`: accuracy ±1 point, "
+    "time saving ±5 points, counts exact, ...). With two or more seeds, one-sided t-tests ask whether the mean lies "
+    "inside the band (TOST), above it or below it, Holm-corrected over the cells of a paper at α = 0.05:",
+    "**REP** (REPRODUCED: equivalent within the tolerance), **BETTER** (significantly beyond it on the better side), "
+    "**NOT REP** (significantly beyond it on the worse side), INCONCL. (neither; with the seeds that would likely "
+    "settle it), N/C (NOT COMPARABLE: a profile that is not the papers' settings, or an absolute time or memory "
+    "measured on other hardware than the paper's), MISSING / FAILED / DIVERGED (no value; the note says why). "
+    "Counts computed from the model alone are REP when they round to the printed value. The papers print single "
+    "values without seeds, so every printed value is a point.", ""]
+
+
 def fmt_cell(r: dict, notes: dict) -> str:
-    if r["verdict"]:  # computed from the model alone: one exact value
-        return f"{r['printed']} → {fmt_like(r['mean'], r['printed'])} ({r['verdict']})"
-    if r["status"] in ("MEASURED", "PARTIAL"):
-        rep = fmt_value(r["mean"])
-        if r["n"] >= 2:
-            rep += f" ± {fmt_value(r['sd'])}"
+    """printed → reproduced, with the verdict (and a numbered note where the verdict needs a reason)."""
+    if r["seeds_expected"] == 0 and r["n"]:  # computed from the model alone: one exact value
+        return f"{r['printed']} → {fmt_like(r['mean'], r['printed'])} {SHORT[r['verdict']]}"
+    rep = ""
+    if r["n"]:
+        rep = fmt_value(r["mean"]) + (f" ± {fmt_value(r['sd'])}" if r["n"] >= 2 else "")
         if r["status"] == "PARTIAL" or r["n"] != 1:
             rep += f" (n={r['n']})"
-    else:
-        mark = notes.setdefault(r["reason"] or r["status"], len(notes) + 1)
-        rep = f"{r['status']} [{mark}]"
-    return f"{r['printed']} → {rep}"
+    tag = SHORT.get(r["verdict"], r["verdict"])
+    if r["verdict"] == "INCONCLUSIVE":
+        tag += f" (seeds: {r['seeds_needed']})" if r["seeds_needed"] else ""
+    elif r["verdict"] not in ("REPRODUCED", "BETTER", "NOT REPRODUCED"):
+        tag += f" [{notes.setdefault(r['reason'] or r['verdict'], len(notes) + 1)}]"
+    return f"{r['printed']} → {rep + ' ' if rep else ''}{tag}"
 
 
 def table_markdown(rows: list[dict]) -> list[str]:
@@ -215,71 +188,154 @@ def table_markdown(rows: list[dict]) -> list[str]:
     notes: dict[str, int] = {}
     body = [[label] + [fmt_cell(cells[(label, col)], notes) if (label, col) in cells else "" for col in col_labels]
             for label in row_labels]
-    out = [tabulate(body, headers=["Row"] + col_labels, tablefmt="github"), ""]
+    out = [tabulate(body, headers=["Row"] + col_labels, tablefmt="github", disable_numparse=True), ""]
     for reason, mark in notes.items():
         out.append(f"[{mark}] {reason}  ")
     return out + [""]
 
 
-def scatter(rows: list[dict], path: Path, title: str) -> bool:
-    """Claimed vs reproduced for the percentage cells that have a value; False when there is nothing to plot."""
-    pts = [r for r in rows if r["metric"] in ACCURACY_LIKE and not math.isnan(r["mean"])]
-    if not pts:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for metric in sorted({r["metric"] for r in pts}):
-        sel = [r for r in pts if r["metric"] == metric]
-        ax.errorbar([r["claimed"] for r in sel], [r["mean"] for r in sel],
-                    yerr=[0 if math.isnan(r["sd"]) else r["sd"] for r in sel], fmt="o", ms=4, label=metric)
-    ax.plot([0, 100], [0, 100], "k--", lw=0.8, label="reproduced = claimed")
-    ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="claimed (%)", ylabel="reproduced, mean over seeds (%)", title=title)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return True
+def verdict_counts(rows: list[dict]) -> dict[str, int]:
+    c = Counter(r["verdict"] for r in rows)
+    return {v: c.get(v, 0) for v in VERDICT_ORDER}
 
 
-def status_counts(rows: list[dict]) -> dict:
-    c = Counter(r["status"] for r in rows)
-    out = {s: c.get(s, 0) for s in ("MEASURED", "PARTIAL", "MISSING", "DIVERGED", "FAILED")}
-    verdicts = Counter(r["verdict"] for r in rows if r["verdict"])
-    out["exact"] = f"{verdicts.get('REPRODUCED', 0)} / {sum(verdicts.values())}"
-    return out
+def _label(r: dict) -> str:
+    table = "text" if r["table"] == "text" else f"Table {r['table']}"
+    return f"{table} {r['row']}, {r['column']}"
+
+
+def _listing(rows: list[dict], limit: int = 12) -> str:
+    value = lambda r: fmt_like(r["mean"], r["printed"]) if r["seeds_expected"] == 0 else fmt_value(r["mean"])  # noqa: E731
+    items = [f"{_label(r)}: {r['printed']} → {value(r)}" for r in rows[:limit]]
+    return "; ".join(items) + (f"; and {len(rows) - limit} more (see the tables)" if len(rows) > limit else "")
+
+
+def summary_markdown(paper: str, meta: dict, rows: list[dict], heads: list[dict], audit_count: int) -> list[str]:
+    """The paper's verdicts in a few lines: scope, what reproduced, what did not, what could not be compared."""
+    model = [r for r in rows if r["seeds_expected"] == 0]
+    counts = verdict_counts(rows)
+    lines = ["## Summary", "",
+             f"- **Scope:** {len(rows)} cells in {len(meta['tables'])} tables (the text's numbers count as one): "
+             f"{len(model)} computed from the model alone, {len(rows) - len(model)} from training runs; "
+             f"{sum(1 for r in rows if r['n'])} have a reproduced value.",
+             f"- **The paper's numbers:** {meta.get('seeds', 'not stated')}, so each printed value is treated as a "
+             f"point. Hardware: {meta.get('hardware', 'not stated')}.",
+             "- **Verdicts:** " + ", ".join(f"{v} {n}" for v, n in counts.items() if n) + "."]
+    for verdict, title in (("REPRODUCED", "Reproduced"), ("BETTER", "Better than printed"),
+                           ("NOT REPRODUCED", "Not reproduced")):
+        sel = [r for r in rows if r["verdict"] == verdict]
+        if sel:
+            lines.append(f"- **{title} ({len(sel)}):** {_listing(sel)}.")
+    unjudged = Counter((r["verdict"], r["reason"]) for r in rows
+                       if r["verdict"] in ("INCONCLUSIVE", "NOT COMPARABLE", "MISSING", "FAILED", "DIVERGED"))
+    if unjudged:
+        lines.append("- **Not judged:** " + "; ".join(f"{n} {v} ({why or 'no reason given'})" for (v, why), n in
+                                                      sorted(unjudged.items(), key=lambda kv: (-kv[1], kv[0]))) + ".")
+    if heads:
+        c = Counter(h["verdict"] for h in heads)
+        lines.append(f"- **Headline claims ({len(heads)}):** on the runs "
+                     + ", ".join(f"{v} {c[v]}" for v in ("HOLDS", "REVERSED", "NOT SIGNIFICANT", "NOT COMPARABLE",
+                                                         "MISSING") if c[v])
+                     + (" (the tests on these runs: " + ", ".join(f"{v} {n}" for v, n in sorted(
+                         Counter(h["test"] for h in heads).items())) + ")" if c["NOT COMPARABLE"] else "")
+                     + f"; as printed, {sum(h['as_printed'] == 'yes' for h in heads)} of {len(heads)} hold.")
+    lines.append(f"- **Audit of the printed numbers:** {audit_count} findings ([audit](../audit.md)).")
+    return lines + [""]
+
+
+RELATION_TEXT = {"greater": "A > B", "less": "A < B", "at_least": "A ≥ B − {m}", "at_most": "A ≤ B + {m}",
+                 "within": "|A − B| ≤ {m}"}
+
+
+def headline_markdown(paper: str, heads: list[dict]) -> list[str]:
+    from bench.headlines import load_headlines
+
+    if not heads:
+        return []
+    defs = {h.id: h for h in load_headlines()}
+    body, details = [], []
+    for r in heads:
+        h = defs[r["id"]]
+        if h.relation == "ranking":
+            rel = f"ranking of {len(h.items)} groups, {'lowest' if h.lower_is_better else 'highest'} first"
+            sides = "; ".join(f"{i + 1}: {', '.join(g)}" for i, g in enumerate(h.items))
+        else:
+            rel = RELATION_TEXT[h.relation].format(m=f"{h.margin:g}")
+            rel = rel.replace("B", f"{h.value:g}") if not h.b else rel
+            rel += ", each pair" if h.pairwise else ""
+            sides = f"A: {', '.join(h.a)}" + (f"; B: {', '.join(h.b)}" if h.b else "")
+        diff = fmt_value(r["diff"]) if not math.isnan(r["diff"]) else "–"
+        p = f"{r['p_holm']:.3g}" if not math.isnan(r["p_holm"]) else "–"
+        verdict = r["verdict"] + (f" (test on these runs: {r['test']})" if r["verdict"] == "NOT COMPARABLE" else "")
+        body.append([h.id, h.where, f"“{h.wording}”", rel, f"{r['as_printed']} ({r['printed_numbers']})",
+                     f"{diff} (n={r['n']})", p, verdict])
+        details.append(f"- `{h.id}`: {sides}." + (f" {h.note}" if h.note else "")
+                       + (f" *{r['reason']}*" if r["reason"] else ""))
+    return (["## Headline claims", "",
+             "What the paper says its tables show, tested on the runs (per-seed differences A − B, one-sided t-tests "
+             "for the relation and its reverse, Holm over the paper's claims): HOLDS, REVERSED or NOT SIGNIFICANT. "
+             "*As printed* applies the relation to the paper's own numbers. Claims: `bench/claims/headlines.yaml`.", "",
+             tabulate(body, headers=["Claim", "Where", "The paper says", "Relation", "As printed", "Runs: A − B",
+                                     "p (Holm)", "Verdict"], tablefmt="github", disable_numparse=True), ""]
+            + details + [""])
+
+
+def choices_markdown(paper: str) -> list[str]:
+    """The grid's settings whose source is a choice (the paper is silent or contradicts itself)."""
+    items = []
+    for entry in ex.grid(paper).get("settings", []):
+        source = " ".join(entry.get("source", "").split())
+        if "choice" in source:
+            where = ", ".join(f"{k}={v}" for k, v in entry.get("match", {}).items()) or "every experiment"
+            items.append(f"- *{where}*: {source}")
+    if not items:
+        return []
+    return (["## Choices made where the paper is silent", "",
+             f"From `bench/grids/{paper}.yaml` (every setting there names its source; these are the choices). The "
+             "verdicts' tolerances are choices too: `bench/tolerances.yaml`, with the reasoning.", ""] + items + [""])
+
+
+def read_headlines(profile: str, results: Path | str) -> list[dict]:
+    path = Path(results) / profile / "headlines.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for key in ("diff", "p_holds", "p_reversed", "p_holm"):
+            r[key] = float(r[key]) if r[key] != "" else math.nan
+    return rows
 
 
 def write_reports(profile: str, results: Path | str = "results", reports: Path | str = "reports") -> list[Path]:
+    from bench.audit import findings
+
     ex.profile_settings(profile)
     cells = read_cells(profile, results)
+    heads = read_headlines(profile, results)
     seeds = json.loads((Path(results) / profile / "aggregate.json").read_text())["seeds"]
     facts = run_facts(profile, results, seeds)
+    audit = findings()
     out_dir = Path(reports) / profile
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_paper = defaultdict(list)
-    for r in cells:
-        by_paper[r["paper"]].append(r)
     written = []
     index = header(profile, facts, seeds, f"layerwise-bench: claimed vs reproduced ({profile} profile)")
     summary = []
     for paper, meta in papers().items():
-        rows = by_paper[paper]
+        rows = [r for r in cells if r["paper"] == paper]
+        mine = [h for h in heads if h["paper"] == paper]
         lines = header(profile, facts, seeds, meta["citation"])
-        lines += ["Each cell reads *printed in the paper* → *reproduced* (mean ± sd over seeds). "
-                  "MISSING and FAILED cells say why below their table.", ""]
+        lines += summary_markdown(paper, meta, rows, mine, len(audit.get(paper, [])))
         fig = out_dir / "figures" / f"{paper}_claimed_vs_reproduced.png"
-        if scatter(rows, fig, f"{paper} ({profile}): percentage cells"):
-            lines += [f"![claimed vs reproduced](figures/{fig.name})", ""]
+        if claimed_vs_reproduced(rows, fig, f"{paper} ({profile} profile): printed vs reproduced, by verdict"):
+            lines += [f"![claimed vs reproduced, with the tolerance bands](figures/{fig.name})", ""]
             written.append(fig)
+        lines += HOW_TO_READ
         for table, tmeta in meta["tables"].items():
             trows = [r for r in rows if r["table"] == table]
             name = "Numbers stated in the text" if table == "text" else f"Table {table}"
             lines += [f"## {name}: {tmeta['caption']}", ""] + table_markdown(trows)
+        lines += headline_markdown(paper, mine)
         figures = epoch_figures(paper, results, profile, seeds, out_dir)
         if figures:
             lines += ["## Per epoch", "", ex.grid(paper)["epoch_figures"]["caption"], ""]
@@ -287,17 +343,25 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
             written += figures
         lines += companion_markdown(paper, results, profile)
         lines += measurement_markdown(paper, rows, results, profile)
+        lines += choices_markdown(paper)
         path = out_dir / f"{paper}.md"
         path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
         written.append(path)
-        summary.append([f"[{paper}]({paper}.md)", meta["citation"], len(rows), *status_counts(rows).values()])
-    index += ["## Cells per paper", "",
-              tabulate(summary, headers=["Paper", "Citation", "Cells", "Measured", "Partial", "Missing", "Diverged", "Failed",
-                                         "Exact cells reproduced"], tablefmt="github"), "",
-              "Exact cells are the parameter and FLOPs counts, computed from the models without training: "
-              "REPRODUCED when the suite's count rounds to the printed value.", "",
-              "MISSING cells belong to methods, models, datasets or measurements the suite does not cover yet; "
-              "each paper's report gives the reason per cell.", ""]
+        c = verdict_counts(rows)
+        held = ("N/C" if mine and all(h["verdict"] == "NOT COMPARABLE" for h in mine)
+                else f"{sum(h['verdict'] == 'HOLDS' for h in mine)} / {len(mine)}")
+        summary.append([f"[{paper}]({paper}.md)", len(rows), sum(1 for r in rows if r["n"]), c["REPRODUCED"],
+                        c["BETTER"], c["NOT REPRODUCED"], c["INCONCLUSIVE"], c["NOT COMPARABLE"],
+                        c["MISSING"] + c["FAILED"] + c["DIVERGED"],
+                        f"{held} (as printed: {sum(h['as_printed'] == 'yes' for h in mine)} / {len(mine)})",
+                        len(audit.get(paper, []))])
+    index += ["## Verdicts per paper", "",
+              tabulate(summary, headers=["Paper", "Cells", "With values", "Reproduced", "Better", "Not reproduced",
+                                         "Inconclusive", "Not comparable", "Missing / failed / diverged",
+                                         "Headline claims held", "Audit findings"],
+                       tablefmt="github", disable_numparse=True), "",
+              "Papers: " + "; ".join(f"**{p}**: {m['citation']}" for p, m in papers().items()) + ".", "",
+              "The audit of the papers' own printed numbers (no training): [audit.md](../audit.md).", ""] + HOW_TO_READ
     path = out_dir / "index.md"
     path.write_text("\n".join(index).rstrip() + "\n", encoding="utf-8")
     written = [path] + written

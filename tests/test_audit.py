@@ -113,3 +113,15 @@ def test_the_real_registry(tmp_path):
     path = audit.write_audit(tmp_path / "audit.md")
     text = path.read_text()
     assert f"{len(flat)} findings." in text and text == audit.write_audit(tmp_path / "again.md").read_text()
+    assert any(f.startswith("HEADLINE cruciata.h7") for f in flat)  # "FLOPs reduction grows with depth": VGG-16 > VGG-19
+    assert "Headline claims, holds as printed?" in text and "- yes: cruciata.h1 " in text
+
+
+def test_a_headline_claim_the_printed_numbers_contradict():
+    from bench.headlines import Headline
+
+    says = lambda relation: Headline(id="p.h1", paper="p", where="Abstract", wording="w", relation=relation,  # noqa: E731
+                                     a=("a.1",), b=("a.2",))
+    assert audit.findings(consistent(), CLASSES, heads=[says("greater")]) == {"p": []}  # 90.0 > 80.0 as printed
+    found = audit.findings(consistent(), CLASSES, heads=[says("less")])["p"]
+    assert found == ["HEADLINE p.h1 (Abstract, less) does NOT hold as printed (90 vs 80); cells a.1, a.2"]

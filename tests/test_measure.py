@@ -4,7 +4,7 @@ import pytest
 from torch import nn
 
 from bench import deterministic as det
-from bench.aggregate import exact_verdict
+from bench import verdicts as vd
 from bench.measure import FLOPS_BACKENDS, count_parameters, forward_macs, part_parameters
 from bench.models.common import BlockNet
 from bench.registry import load_claims
@@ -57,6 +57,12 @@ def test_measurements_come_from_the_registry():
                                                       ("vgg11", "vgg16", "vgg19", "resnet18", "resnet50", "resnet101",
                                                        "resnet152")}
     assert det.spec("cruciata")["primary"] == {"convention": "imagenet224", "backend": "pytorch"}
+
+
+def exact_verdict(claim, value):
+    """The verdict of a cell computed from the model alone; the smoke profile, because exact counts are judged in
+    every profile (they are measured at full width whatever the profile)."""
+    return vd.judge([vd.Cell(claim, [value], exact=True)], "smoke")[0].verdict
 
 
 def test_cnn12_measurement_reproduces_three_counts_and_refutes_two():

@@ -121,7 +121,8 @@ def test_reports_render_the_papers_tables(tmp_path):
     assert "[1] 3 of 3 seeds have no result file yet" in ma
     assert (rep / "paper" / "figures" / "ma_claimed_vs_reproduced.png").stat().st_size > 1000
     index = (rep / "paper" / "index.md").read_text()
-    assert "| [ma](ma.md)" in index and "122 |" in index
+    row = next(line for line in index.splitlines() if line.startswith("| [ma](ma.md)"))
+    assert row.split("|")[2].strip() == "122"
 
 
 def test_smoke_reports_say_so_in_their_first_line(tmp_path):
@@ -216,3 +217,36 @@ def test_learn_drop_flops_come_from_its_runs_against_sgd(tmp_path):
     write_reports("paper", results=res, reports=rep)
     figure = rep / "paper" / "figures" / "cruciata_imagenette_per_epoch.png"
     assert figure.stat().st_size > 1000 and "cruciata_imagenette_per_epoch.png" in (rep / "paper" / "cruciata.md").read_text()
+
+
+def test_verdicts_and_headline_claims_reach_the_reports_byte_stable(tmp_path):
+    """A paper-profile run set: verdicts in cells.csv, headline claims in headlines.csv, a summary first in the
+    paper's report, and the same inputs give the same bytes (Markdown and PNG)."""
+    res, rep = tmp_path / "results", tmp_path / "reports"
+    for seed, (sgd, freeze) in enumerate([(98.6, 98.3), (98.7, 98.2), (98.65, 98.25)]):
+        fake_run(res, "paper", "cruciata-mnist-vgg11-backprop", seed, accuracy=sgd, train_time_s=1200.0)
+        fake_run(res, "paper", "cruciata-mnist-vgg11-freezing", seed, accuracy=freeze, train_time_s=600.0)
+    cells = cells_by_id(res, "paper", "0,1,2")
+    sgd = cells["cruciata.1.vgg-11.mnist.sgd.a"]  # printed 98.64; reproduced 98.65 +- 0.05
+    assert sgd["verdict"] == "REPRODUCED" and float(sgd["tolerance"]) == 1.0 and sgd["ci_method"] == "t"
+    assert float(sgd["p_holm"]) <= 0.05 and float(sgd["p_equivalence"]) <= float(sgd["p_holm"])
+    time = cells["cruciata.1.vgg-11.mnist.sgd.t"]
+    assert time["verdict"] == "NOT COMPARABLE" and "TestGPU 9000" in time["reason"]  # not the paper's RTX 3090
+    assert cells["ma.I.vgg8.global"]["verdict"] == "MISSING"
+    saving = cells["cruciata.1.vgg-11.mnist.freezing.dt"]  # 50 % on every seed, printed 6.00: far beyond +-5 points
+    assert (float(saving["mean"]), saving["verdict"]) == (50.0, "BETTER")
+    with open(res / "paper" / "headlines.csv", newline="", encoding="utf-8") as f:
+        heads = {r["id"]: r for r in csv.DictReader(f)}
+    assert heads["cruciata.h1"]["verdict"] == "MISSING" and heads["cruciata.h1"]["as_printed"] == "yes"
+    assert heads["cruciata.h7"]["as_printed"] == "no"
+    first = {p.name: p.read_bytes() for p in write_reports("paper", results=res, reports=rep) if p.is_file()}
+    again = {p.name: p.read_bytes() for p in write_reports("paper", results=res, reports=rep) if p.is_file()}
+    assert first == again and "cruciata_claimed_vs_reproduced.png" in first
+    text = (rep / "paper" / "cruciata.md").read_text()
+    assert text.index("## Summary") < text.index("## Table 1") < text.index("## Headline claims") \
+        < text.index("## Choices made where the paper is silent")
+    assert "98.64 → 98.65 ± 0.05 (n=3) **REP**" in text
+    assert "RTX 3090" in text and "single values, no spread" in text
+    index = (rep / "paper" / "index.md").read_text()
+    row = next(line for line in index.splitlines() if line.startswith("| [cruciata]"))
+    assert row.split("|")[4].strip() == "2"  # reproduced: SGD and Freezing accuracy on VGG-11/MNIST

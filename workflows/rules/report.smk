@@ -3,8 +3,12 @@ rule aggregate:
     input:
         RUNS,
         MODEL_FILES,
+        # the verdicts change with the tolerances and the headline claims: a changed file re-judges
+        f"{workflow.basedir}/bench/tolerances.yaml",
+        f"{workflow.basedir}/bench/claims/headlines.yaml",
     output:
         f"{RESULTS}/cells.csv",
+        f"{RESULTS}/headlines.csv",
         f"{RESULTS}/companions.csv",
     params:
         seeds=",".join(map(str, SEEDS)),
@@ -17,6 +21,7 @@ rule aggregate:
 rule report:
     input:
         f"{RESULTS}/cells.csv",
+        f"{RESULTS}/headlines.csv",
     output:
         REPORT_MANIFEST,
         REPORTS,
@@ -30,6 +35,7 @@ rule report:
 rule audit:
     input:
         list(Path(workflow.basedir, "bench", "claims").glob("*.csv")),
+        f"{workflow.basedir}/bench/claims/headlines.yaml",
     output:
         f"{config['reports']}/audit.md",
     conda:
