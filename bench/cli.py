@@ -82,18 +82,22 @@ def cmd_setup(args):
     from bench.registry import papers
 
     ids = track.setup(args.profile, list(papers()))
-    print(f"MLflow store {track.tracking_uri()}: experiments " + ", ".join(f"{p} ({i})" for p, i in ids.items()))
+    print(f"MLflow store {track.redact(track.tracking_uri())}: experiments " + ", ".join(f"{p} ({i})" for p, i in ids.items()))
     if args.touch:
         Path(args.touch).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.touch).write_text(track.tracking_uri() + "\n")
+        Path(args.touch).write_text(track.redact(track.tracking_uri()) + "\n")
 
 
 def cmd_run(args):
     from bench.runner import run
 
     result = run(args.experiment, args.seed, args.profile, out=args.out, device=args.device, threads=args.threads,
-                 data_root=args.data_root, download=args.download, progress=args.progress)
+                 data_root=args.data_root, download=args.download, progress=args.progress,
+                 checkpoint=args.checkpoint, record_failure=args.record_failure, gpus=args.gpus,
+                 slots_per_gpu=args.slots_per_gpu)
     m, name = result["metrics"], f"{result['experiment']} seed {result['seed']} [{result['profile']}]"
+    if result.get("resumed_from_epoch"):
+        print(f"{result['experiment']} seed {result['seed']}: resumed after epoch {result['resumed_from_epoch']}")
     if result["status"] != "FINISHED":  # DIVERGED is a result: recorded, exit status 0
         print(f"{name}: {result['status']}: {result.get('error', '')}; MLflow run {result['mlflow']['run_id']}")
         return
@@ -167,6 +171,22 @@ def cmd_aggregate(args):
     print(f"wrote {path}")
 
 
+def cmd_failed(args):
+    """The result files of runs that failed for good; with --delete, removed so that the workflow runs them again."""
+    import json
+
+    found = 0
+    for path in sorted((Path(args.results) / args.profile / "runs").glob("*/seed*.json")):
+        result = json.loads(path.read_text(encoding="utf-8"))
+        if result.get("status") == "FAILED":
+            found += 1
+            print(f"{path}: {result.get('error', '')}")
+            if args.delete:
+                path.unlink()
+    print(f"{found} failed runs" + (" deleted: re-run the workflow to retry them" if args.delete and found else ""),
+          file=sys.stderr)
+
+
 def cmd_report(args):
     from bench.report import write_reports
 
@@ -214,6 +234,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--download", action="store_true", help="download missing datasets (needs internet)")
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: only when stderr is a terminal)")
+    s.add_argument("--checkpoint", action=argparse.BooleanOptionalAction, default=True,
+                   help="checkpoint every epoch and resume a killed run from its last checkpoint (default: on)")
+    s.add_argument("--record-failure", action="store_true",
+                   help="on an error, write a FAILED result file with it (exit 0) instead of failing the job")
+    s.add_argument("--gpus", type=int, default=0, help="claim one of this many local GPUs (bench/gpus.py)")
+    s.add_argument("--slots-per-gpu", type=int, default=1, help="jobs that may share one GPU (with --gpus)")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("data", help="datasets: status | download | verify | benchmark")
@@ -250,14 +276,17 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_worker)
 
     for name, fn, helptext in (("aggregate", cmd_aggregate, "per-cell statistics -> results/<profile>/cells.csv"),
-                               ("report", cmd_report, "Markdown reports -> reports/<profile>/")):
+                               ("report", cmd_report, "Markdown reports -> reports/<profile>/"),
+                               ("failed", cmd_failed, "runs that failed for good (FAILED result files)")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--profile", default="paper")
         s.add_argument("--results", default="results")
         if name == "aggregate":
             s.add_argument("--seeds", help="the seeds to aggregate, e.g. 0,1,2 (default: the profile's)")
-        else:
+        elif name == "report":
             s.add_argument("--reports", default="reports")
+        else:
+            s.add_argument("--delete", action="store_true", help="delete them, so that the workflow retries them")
         s.set_defaults(fn=fn)
     return p
 

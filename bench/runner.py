@@ -63,21 +63,55 @@ def _device(name: str):
     return torch.device(name)
 
 
-def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None, device: str = "auto",
-        threads: int | None = None, data_root=None, download: bool = False, progress: bool | None = None,
-        results: Path | str = "results") -> dict:
+def checkpoint_path(out: Path) -> Path:
+    """Where a run keeps its per-epoch checkpoint: beside its result file (seed<k>.json -> seed<k>.ckpt.pt)."""
+    return out.with_name(out.stem + ".ckpt.pt")
+
+
+def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None, record_failure: bool = False,
+        **kw) -> dict:
+    """Train one experiment for one seed (`train`); with `record_failure`, an error anywhere becomes a FAILED
+    result file carrying the error (the workflow's last attempt at a job), instead of an exception."""
+    out = Path(out) if out else run_path(profile, experiment_id, seed, kw.get("results", "results"))
+    started = datetime.now(timezone.utc)
+    try:
+        return train(experiment_id, seed, profile, out=out, record_failure=record_failure, **kw)
+    except Exception as err:
+        if not record_failure:
+            raise
+        from bench.measure import code_version
+
+        result = {"experiment": experiment_id, "seed": seed, "profile": profile, "status": "FAILED",
+                  "error": f"{type(err).__name__}: {err}", "started": started.isoformat(timespec="seconds"),
+                  "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resumed_from_epoch": 0,
+                  "cells": [], "metrics": {}, "epochs": [],
+                  "environment": {"device": "unknown (failed before training)", "code_version": code_version(),
+                                  "torch": "unknown"},
+                  "mlflow": {"tracking_uri": "", "experiment": "", "run_id": None, "error": "no run: failed early"}}
+        write_json_atomic(out, result)
+        return result
+
+
+def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str = "auto",
+          threads: int | None = None, data_root=None, download: bool = False, progress: bool | None = None,
+          results: Path | str = "results", checkpoint: bool = True, record_failure: bool = False, gpus: int = 0,
+          slots_per_gpu: int = 1) -> dict:
     exp = ex.get(experiment_id)
     ex.profile_settings(profile)
     reason = ex.support(exp, profile)
     if reason:
         raise BenchError(f"{experiment_id} cannot run: {reason}")
     cfg = ex.config(exp, profile)
-    out = Path(out) if out else run_path(profile, experiment_id, seed, results)
+    if gpus:  # before CUDA initializes: this job sees only the GPU it claimed
+        from bench.gpus import use_one_gpu
+
+        use_one_gpu(gpus, slots_per_gpu)
 
     import torch
 
     from bench import data as datasets
     from bench import measure, methods, track
+    from bench.checkpoint import Checkpoint
     from bench.models import build_model
     from bench.training import Context
 
@@ -96,8 +130,13 @@ def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None,
             "cells": ",".join(c.id for c in cells), "experiment": exp.id, "seed": seed, "profile": profile,
             "code_version": env["code_version"], "dataset": exp.dataset, "model": exp.model, "method": exp.method,
             "variant": exp.variant, "device": env["device"]}
-    logger = track.RunLogger(profile, exp.paper, f"{exp.id}/seed{seed}", tags, cfg)
-    epochs = []
+    # a job killed mid-run left a checkpoint: resume from it, in the same MLflow run (bench/checkpoint.py)
+    ckpt = Checkpoint(checkpoint_path(out), ex.config_hash(cfg)) if checkpoint else None
+    logger = track.RunLogger(profile, exp.paper, f"{exp.id}/seed{seed}", tags, cfg,
+                             resume_run_id=ckpt.mlflow_run_id if ckpt else None)
+    if ckpt:
+        ckpt.mlflow_run_id = logger.run_id
+    epochs = ckpt.records if ckpt else []
 
     def log_epoch(record: dict):
         epochs.append(record)
@@ -108,21 +147,32 @@ def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None,
     params = measure.count_parameters(model)
     status, error = "FINISHED", None
     try:
-        final = methods.get(exp.method).train(model, data, cfg, Context(dev, seed, log_epoch, progress))
+        final = methods.get(exp.method).train(model, data, cfg, Context(dev, seed, log_epoch, progress, ckpt))
     except methods.Diverged as div:  # a result, not a crash: the run stops and says when
         status, error, final = "DIVERGED", str(div), {"diverged_epoch": div.epoch}
         logger.set_tag("diverged", str(div))
+    except Exception as err:  # out of memory, a bug: recorded when this is the job's last attempt
+        if not record_failure:
+            logger.finish("FAILED")
+            raise
+        status, error, final = "FAILED", f"{type(err).__name__}: {err}", {}
+        logger.set_tag("error", error)
     metrics = {**final, **measure.peak_memory_mb(dev), "params_total": params["total"],
                "params_trainable": params["trainable"], "macs_forward": macs, "flops_forward": 2 * macs,
                "wall_time_s": time.perf_counter() - wall_start}
+    resumed = ckpt.resumed_from if ckpt else 0
+    if resumed:
+        logger.set_tag("resumed_from_epoch", resumed)
     logger.log_metrics({f"final_{k}": v for k, v in metrics.items()})
     metrics["flops_counting"] = "ptflops pytorch backend (modules), one sample at the input shape; FLOPs = 2 x MACs"
     logger.finish("FINISHED" if status == "FINISHED" else "FAILED")
     result = {"experiment": exp.id, "seed": seed, "profile": profile, "status": status,
               **({"error": error} if error else {}),
-              "started": started.isoformat(timespec="seconds"),
+              "started": started.isoformat(timespec="seconds"), "resumed_from_epoch": resumed,
               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "cells": [c.id for c in cells], "metrics": metrics, "epochs": epochs,
               "environment": env, "mlflow": logger.info(), "config": cfg}
     write_json_atomic(out, result)
+    if ckpt:
+        ckpt.remove()
     return result

@@ -9,12 +9,22 @@ import os
 import random
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 MAX_PARAMS_PER_BATCH = 100
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def redact(uri: str) -> str:
+    """The URI without its credentials (postgresql://user:secret@host/db -> postgresql://***@host/db): what result
+    files, logs and reports may show. Credentials never leave the environment."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def experiment_name(profile: str, paper: str) -> str:
@@ -70,13 +80,23 @@ def flatten(d: dict, prefix: str = "") -> dict:
 class RunLogger:
     """One MLflow run. Every method swallows MLflow errors into `self.error` so training goes on."""
 
-    def __init__(self, profile: str, paper: str, run_name: str, tags: dict, params: dict):
+    def __init__(self, profile: str, paper: str, run_name: str, tags: dict, params: dict,
+                 resume_run_id: str | None = None):
+        """A new run, or, for a job resumed from its checkpoint, the run it started (`resume_run_id`), which then
+        goes on receiving the epochs' metrics (one MLflow run per result file, however often the job was killed)."""
         self.run_id, self.error, self.client = None, None, None
         self.experiment = experiment_name(profile, paper)
         try:
             from mlflow.entities import Param, RunTag
 
             self.client = _client()
+            if resume_run_id:
+                try:
+                    _retry(self.client.update_run, resume_run_id, status="RUNNING")
+                    self.run_id = resume_run_id
+                    return
+                except Exception:  # the store was reset meanwhile: a new run
+                    pass
             exp_id = ensure_experiment(self.client, self.experiment)
             run = _retry(self.client.create_run, exp_id, run_name=run_name,
                          tags={k: str(v) for k, v in tags.items()})
@@ -118,5 +138,5 @@ class RunLogger:
             self.error = self.error or f"{type(err).__name__}: {err}"
 
     def info(self) -> dict:
-        return {"tracking_uri": tracking_uri(), "experiment": self.experiment, "run_id": self.run_id,
+        return {"tracking_uri": redact(tracking_uri()), "experiment": self.experiment, "run_id": self.run_id,
                 "error": self.error}

@@ -1,13 +1,40 @@
 """What every training method shares: optimizers and LR schedules from the config, evaluation, the epoch
 record, and a progress bar that is quiet when stderr is not a terminal."""
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from bench.checkpoint import Checkpoint
+
+
+# Fault injection for the tests of resume and failure records: "kill:N" SIGKILLs the process, "raise:N" raises,
+# after N training batches in total.
+FAULT_ENV = "BENCH_FAULT"
+_batches_seen = 0
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+def _faulty(batches):
+    global _batches_seen
+    mode, _, after = os.environ[FAULT_ENV].partition(":")
+    for item in batches:
+        if _batches_seen >= int(after or 0):
+            if mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise InjectedFault(f"fault injected by ${FAULT_ENV} after {_batches_seen} batches")
+        _batches_seen += 1
+        yield item
 
 
 @dataclass
@@ -17,10 +44,21 @@ class Context:
     seed: int
     log_epoch: Callable[[dict], None] = lambda record: None
     progress: bool | None = None  # None: only when stderr is a terminal
+    checkpoint: "Checkpoint | None" = None  # per-epoch checkpoints (bench/checkpoint.py); None: no resume
+
+    def resume(self, objects: dict, values: dict) -> int:
+        """Restore a killed run's last checkpoint into `objects` and `values`; the epochs already done (0: none)."""
+        return self.checkpoint.restore(objects, values) if self.checkpoint else 0
+
+    def epoch_done(self, epoch: int, objects: dict, values: dict):
+        """Checkpoint after `epoch` epochs (call it after the epoch's record is logged)."""
+        if self.checkpoint:
+            self.checkpoint.save(epoch, objects, values)
 
     def bar(self, iterable, **kw):
         show = sys.stderr.isatty() if self.progress is None else self.progress
-        return tqdm(iterable, disable=not show, leave=False, dynamic_ncols=True, **kw)
+        bar = tqdm(iterable, disable=not show, leave=False, dynamic_ncols=True, **kw)
+        return _faulty(bar) if kw.get("unit") == "batch" and os.environ.get(FAULT_ENV) else bar
 
 
 def unique_parameters(modules) -> list:

@@ -13,8 +13,11 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     train_batches, test_batches = train_test_batches(data, cfg, device, ctx.seed)
     optimizer = make_optimizer(model.parameters(), cfg)
     scheduler = make_scheduler(optimizer, cfg)
-    train_time = 0.0
-    for epoch in ctx.bar(range(cfg["epochs"]), desc=cfg["experiment"], unit="epoch"):
+    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "batches": train_batches.gen}
+    done = {"train_time": 0.0, "test_loss": float("nan"), "test_acc": float("nan")}
+    start = ctx.resume(state, done)
+    train_time, test_loss, test_acc = done["train_time"], done["test_loss"], done["test_acc"]
+    for epoch in ctx.bar(range(start, cfg["epochs"]), desc=cfg["experiment"], unit="epoch"):
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -36,5 +39,6 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
         ctx.log_epoch({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / n,
                        "train_accuracy": 100.0 * correct.item() / n, "test_loss": test_loss,
                        "test_accuracy": test_acc, "epoch_time_s": timer.seconds, "eval_time_s": eval_timer.seconds})
+        ctx.epoch_done(epoch + 1, state, {"train_time": train_time, "test_loss": test_loss, "test_acc": test_acc})
     return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": test_loss,
             "train_time_s": train_time}

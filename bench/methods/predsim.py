@@ -401,10 +401,14 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     train_batches, test_batches = train_test_batches(data, cfg, device, ctx.seed)
     ps = PredSim(model, data.num_classes, cfg, opts)
     n_units = len(ps.units)
-    train_time = 0.0
     n = len(data.y_train)
-    final = {}
-    for epoch in ctx.bar(range(cfg["epochs"]), desc=cfg["experiment"], unit="epoch"):
+    state = {"model": model, "aux": ps.aux, "batches": train_batches.gen,
+             **{f"optimizer:{name}": opt for name, opt in ps.optimizers()},
+             **{f"scheduler:{i}": sched for i, sched in enumerate(ps.schedulers)}}
+    done = {"train_time": 0.0, "test_loss": float("nan"), "test_acc": float("nan"), "final": {}}
+    start = ctx.resume(state, done)
+    train_time, test_loss, test_acc, final = done["train_time"], done["test_loss"], done["test_acc"], done["final"]
+    for epoch in ctx.bar(range(start, cfg["epochs"]), desc=cfg["experiment"], unit="epoch"):
         ps.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -432,6 +436,8 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
         bad = [k for k, v in final.items() if not math.isfinite(v)]
         if bad:
             raise Diverged(epoch + 1, ", ".join(f"{k} {final[k]}" for k in bad))
+        ctx.epoch_done(epoch + 1, state, {"train_time": train_time, "test_loss": test_loss, "test_acc": test_acc,
+                                          "final": final})
     return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": test_loss,
             "train_time_s": train_time, **final, "local_units": float(n_units),
             "aux_params": float(sum(p.numel() for p in ps.aux.parameters()))}

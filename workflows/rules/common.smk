@@ -51,3 +51,7 @@ wildcard_constraints:
     measurement="[A-Za-z0-9_.-]+",
     dataset="[a-z0-9_]+",
     seed="[0-9]+",
+
+
+# On a cluster the cheap bookkeeping rules run where Snakemake runs, not as cluster jobs.
+localrules: mlflow_setup, fetch_dataset, aggregate, report, audit

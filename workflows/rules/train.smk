@@ -18,10 +18,20 @@ rule train:
         config_hash=lambda w: ex.config_hash(ex.config(ex.get(w.experiment), PROFILE)),
         data_root=f"--data-root {shlex.quote(config['data_root'])}" if config["data_root"] else "",
         download="--download" if config["download"] else "",
+        gpus=f"--gpus {config['gpus']} --slots-per-gpu {config['slots_per_gpu']}" if config["gpus"] else "",
     threads: config["threads"]
+    # a failed attempt is retried (config retries) with more memory and time; the last one, if it fails too,
+    # writes a FAILED result file with the error (--record-failure), so that the report shows it and says why
+    retries: config["retries"]
+    resources:
+        mem_mb=lambda w, attempt: config["mem_mb"] * attempt,
+        runtime=lambda w, attempt: config["runtime"] * attempt,
+        attempt=lambda w, attempt: attempt,
+        gpu=1 if config["gpus"] else 0,
     conda:
         CONDA_ENV
     shell:
         f"{BENCH} run --experiment {{wildcards.experiment}} --seed {{wildcards.seed}} --profile {PROFILE} "
         f"--out {{output}} --threads {{threads}} --device {config['device']} {{params.data_root}} "
-        "{params.download} > {log} 2>&1"
+        "{params.download} {params.gpus} "
+        f"$( [ {{resources.attempt}} -gt {config['retries']} ] && echo --record-failure ) > {{log}} 2>&1"

@@ -1,0 +1,88 @@
+"""Per-epoch checkpoints, so that a killed job resumes instead of restarting.
+
+A method's epoch loop asks the run's `Checkpoint` to `restore` its objects (model, optimizers, schedulers, the
+batches' generator, anything with state_dict/load_state_dict or get_state/set_state) and plain values
+(accumulated training time, ...) before its first epoch, and to `save` them after every epoch. The file also
+holds the global RNG states (torch CPU and CUDA, Python's `random`), the epoch records logged so far and the
+MLflow run id, so that the resumed job continues the same MLflow run and writes the same result file an
+uninterrupted run would have. Files are written atomically (temporary name, then rename) and read with
+`torch.load(weights_only=True)`: tensors, numbers, strings, lists, tuples and dicts only, no pickled objects.
+Where: beside the result file, `results/<profile>/runs/<experiment>/seed<k>.ckpt.pt`; removed once the result file
+is written. A checkpoint written under another config (its fingerprint, the config hash) is ignored.
+
+Methods that checkpoint: backprop, predsim (their state is one epoch loop). The layer-wise, layer-to-layer and
+Learn & Drop methods restart a killed job from its first epoch (their result is the same; the time is lost).
+"""
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def _state(obj):
+    return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+
+
+def _load(obj, state):
+    if isinstance(obj, torch.Generator):
+        obj.set_state(state)
+    else:
+        obj.load_state_dict(state)
+
+
+class Checkpoint:
+    def __init__(self, path: Path | str, fingerprint: str = ""):
+        """`fingerprint` identifies the run's config: a checkpoint written under another config is ignored."""
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self.saved = self._read()
+        self.records: list[dict] = list(self.saved["records"]) if self.saved else []
+        self.mlflow_run_id: str | None = self.saved.get("mlflow_run_id") if self.saved else None
+        self.resumed_from = 0  # epochs already done when this process started
+
+    def _read(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # a file from another torch version or a damaged disk: start over, never crash
+            return None
+        return saved if saved.get("fingerprint") == self.fingerprint else None
+
+    def restore(self, objects: dict, values: dict) -> int:
+        """Load the saved states into `objects` and `values` (updated in place); the number of epochs done."""
+        if not self.saved:
+            return 0
+        for name, obj in objects.items():
+            _load(obj, self.saved["objects"][name])
+        values.update(self.saved["values"])
+        rng = self.saved["rng"]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+        self.resumed_from = self.saved["epoch"]
+        return self.saved["epoch"]
+
+    def save(self, epoch: int, objects: dict, values: dict):
+        """After `epoch` epochs: every object's state, the plain values, RNG states and the records so far."""
+        rng = {"torch": torch.get_rng_state(), "python": list(random.getstate())}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        state = {"fingerprint": self.fingerprint, "epoch": epoch, "records": self.records,
+                 "mlflow_run_id": self.mlflow_run_id, "objects": {k: _state(o) for k, o in objects.items()},
+                 "values": dict(values), "rng": rng}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def remove(self):
+        self.path.unlink(missing_ok=True)

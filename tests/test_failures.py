@@ -1,0 +1,65 @@
+"""Jobs that fail: retried with more memory and time, then recorded as FAILED with the error, which the report
+shows; `bench failed` lists (and deletes) them. And the GPU slots that spread jobs over a machine's GPUs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import BenchError
+from bench import gpus
+from bench.training import FAULT_ENV
+from test_resume import BENCH
+from test_workflow import SNAKEMAKE
+
+
+@pytest.mark.slow
+def test_a_job_that_fails_every_attempt_is_recorded_and_reported(tmp_path):
+    experiment = "ma-cifar10-vgg8-backprop"
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "1", "--config", "profile=smoke",
+                           f"only={experiment}", "retries=1"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, FAULT_ENV: "raise:1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]  # the DAG goes on to the report
+    log = proc.stdout + proc.stderr
+    assert "Trying to restart job" in log  # the first attempt failed and was retried
+    result = json.loads((tmp_path / "results/smoke/runs" / experiment / "seed0.json").read_text())
+    assert result["status"] == "FAILED" and "InjectedFault: fault injected" in result["error"]
+    report = (tmp_path / "reports/smoke/ma.md").read_text()
+    assert "FAILED [" in report and "InjectedFault: fault injected" in report
+
+    listed = subprocess.run([*BENCH, "failed", "--profile", "smoke", "--results", str(tmp_path / "results"),
+                             "--delete"], capture_output=True, text=True)
+    assert experiment in listed.stdout and "1 failed runs deleted" in listed.stderr
+    assert not (tmp_path / "results/smoke/runs" / experiment / "seed0.json").exists()
+
+
+def test_gpu_slots_fill_free_gpus_first_and_are_exclusive(tmp_path):
+    try:
+        assert gpus.claim(2, 2, lock_dir=tmp_path) == (0, 0)
+        assert gpus.claim(2, 2, lock_dir=tmp_path) == (1, 0)  # the free GPU before sharing GPU 0
+        assert gpus.claim(2, 2, lock_dir=tmp_path) == (0, 1)
+        assert gpus.claim(2, 2, lock_dir=tmp_path) == (1, 1)
+        with pytest.raises(BenchError, match="no free GPU slot among 2 GPUs x 2 slots"):
+            gpus.claim(2, 2, wait_s=0.2, lock_dir=tmp_path)
+    finally:
+        gpus.release_all()
+    assert gpus.claim(2, 2, lock_dir=tmp_path) == (0, 0)  # released
+    gpus.release_all()
+
+
+def test_a_killed_job_frees_its_gpu_slot(tmp_path):
+    code = ("import os, sys; sys.path.insert(0, %r); from bench import gpus; "
+            "print(gpus.use_one_gpu(1, 1), os.environ['CUDA_VISIBLE_DEVICES'], flush=True); "
+            "import time; time.sleep(60)") % str(os.getcwd())
+    env = {**os.environ, "BENCH_GPU_LOCKS": str(tmp_path)}
+    job = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert job.stdout.readline().split() == ["0", "0"]
+        with pytest.raises(BenchError):
+            gpus.claim(1, 1, wait_s=0.2, lock_dir=tmp_path)  # held by the job
+    finally:
+        job.kill()
+        job.wait()
+    assert gpus.claim(1, 1, wait_s=2, lock_dir=tmp_path) == (0, 0)  # SIGKILL released it
+    gpus.release_all()

@@ -1,0 +1,96 @@
+"""Resume: a job SIGKILLed in the middle of an epoch resumes from its last per-epoch checkpoint when the workflow
+is re-run, in the same MLflow run, and ends with exactly the metrics of an uninterrupted run (CPU, one thread)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench.checkpoint import Checkpoint
+from bench.training import FAULT_ENV
+from test_workflow import SNAKEMAKE, snakemake
+
+BENCH = [sys.executable, "-m", "bench"]
+COMPARED = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
+
+
+def bench_run(experiment, out, env_extra=None, *flags):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([*BENCH, "run", "-e", experiment, "--profile", "smoke", "--seed", "0", "--threads", "1",
+                           "--out", str(out), *flags], capture_output=True, text=True, env=env, timeout=300)
+
+
+def trajectory(result: dict) -> list[tuple]:
+    return [tuple(e[k] for k in COMPARED if k in e) for e in result["epochs"]]
+
+
+def uninterrupted(tmp_path, experiment) -> dict:
+    out = tmp_path / "reference" / "seed0.json"
+    proc = bench_run(experiment, out, {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'reference.db'}"},
+                     "--no-checkpoint")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_a_killed_workflow_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    experiment = "ma-cifar10-vgg8-backprop"  # smoke: 2 epochs of 2 batches; killed in the second batch of epoch 2
+    config = ["--cores", "1", "--config", "profile=smoke", f"only={experiment}"]
+    out = tmp_path / "results/smoke/runs" / experiment / "seed0.json"
+    ckpt = out.with_name("seed0.ckpt.pt")
+
+    killed = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), *config], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, FAULT_ENV: "kill:3"})
+    assert killed.returncode != 0 and not out.exists()
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["epoch"] == 1 and len(saved["records"]) == 1  # one epoch done, killed inside the next
+
+    again = snakemake(tmp_path, *config)
+    assert again.returncode == 0, again.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["status"] == "FINISHED" and result["resumed_from_epoch"] == 1 and not ckpt.exists()
+
+    reference = uninterrupted(tmp_path, experiment)
+    assert trajectory(result) == trajectory(reference)  # bit for bit: same losses, accuracies, learning rates
+    assert result["metrics"]["test_accuracy"] == reference["metrics"]["test_accuracy"]
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp_id = client.get_experiment_by_name("layerwise-bench/smoke/ma").experiment_id
+    runs = client.search_runs([exp_id])
+    assert len(runs) == 1 and runs[0].info.run_id == result["mlflow"]["run_id"]  # one run, continued
+    assert runs[0].info.status == "FINISHED" and runs[0].data.tags["resumed_from_epoch"] == "1"
+    steps = sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss"))
+    assert steps == [1, 2]
+
+
+@pytest.mark.slow
+def test_predsim_resumes_its_local_optimizers_and_decoders(tmp_path):
+    experiment = "ma-cifar10-vgg8-predsim"
+    out = tmp_path / "run" / "seed0.json"
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    killed = bench_run(experiment, out, {**env, FAULT_ENV: "kill:3"})
+    assert killed.returncode == -9 and not out.exists()  # SIGKILL
+    resumed = bench_run(experiment, out, env)
+    assert resumed.returncode == 0 and "resumed after epoch 1" in resumed.stdout
+    result = json.loads(out.read_text())
+    assert result["resumed_from_epoch"] == 1
+    assert trajectory(result) == trajectory(uninterrupted(tmp_path, experiment))
+
+
+def test_a_checkpoint_of_another_config_or_a_damaged_one_is_ignored(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    ckpt = Checkpoint(tmp_path / "c.pt", fingerprint="config-a")
+    ckpt.records.append({"epoch": 1, "train_loss": 0.5})
+    ckpt.save(1, {"model": model}, {"train_time": 1.5})
+    other = torch.nn.Linear(3, 2)
+    values = {"train_time": 0.0}
+    again = Checkpoint(tmp_path / "c.pt", fingerprint="config-a")
+    assert again.restore({"model": other}, values) == 1 and values["train_time"] == 1.5
+    assert torch.equal(other.weight, model.weight) and again.records == [{"epoch": 1, "train_loss": 0.5}]
+    assert Checkpoint(tmp_path / "c.pt", fingerprint="config-b").restore({"model": other}, values) == 0
+    (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
+    assert Checkpoint(tmp_path / "c.pt", fingerprint="config-a").restore({"model": other}, values) == 0
