@@ -51,10 +51,18 @@ class Checkpoint:
             return None
         return saved if saved.get("fingerprint") == self.fingerprint else None
 
+    def peek(self) -> dict | None:
+        """The saved plain values and the epochs done ({"epoch": k, **values}), loading nothing: for a method whose
+        objects depend on where it stopped (the stage it was in), to build them before `restore`."""
+        return {"epoch": self.saved["epoch"], **self.saved["values"]} if self.saved else None
+
     def restore(self, objects: dict, values: dict) -> int:
         """Load the saved states into `objects` and `values` (updated in place); the number of epochs done."""
         if not self.saved:
             return 0
+        missing = sorted(set(objects) - set(self.saved["objects"]))
+        if missing:
+            raise KeyError(f"checkpoint {self.path} has no state for {', '.join(missing)}")
         for name, obj in objects.items():
             _load(obj, self.saved["objects"][name])
         values.update(self.saved["values"])

@@ -171,6 +171,23 @@ def cmd_aggregate(args):
     print(f"wrote {path}")
 
 
+def cmd_ui(args):
+    """The MLflow UI over the suite's store, on this machine only unless --host says otherwise."""
+    import os
+
+    from bench import track
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving the MLflow UI on {args.host}: anyone who reaches this address sees every run",
+              file=sys.stderr)
+    store = args.store or track.tracking_uri()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port), "--backend-store-uri", store,
+           "--workers", "1"]
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {track.redact(store)}); Ctrl-C stops it",
+          file=sys.stderr)
+    os.execvp(cmd[0], cmd)
+
+
 def cmd_failed(args):
     """The result files of runs that failed for good; with --delete, removed so that the workflow runs them again."""
     import json
@@ -274,6 +291,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--idle-timeout", type=float, default=3600.0, help="exit after this many seconds without jobs")
     s.add_argument("--parent-pid", type=int, help="exit when this process (Snakemake) exits")
     s.set_defaults(fn=cmd_worker)
+
+    s = sub.add_parser("ui", help="browse the runs: the MLflow UI, bound to 127.0.0.1 unless --host says otherwise")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    s.add_argument("--port", type=int, default=5000)
+    s.add_argument("--store", help="tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    s.set_defaults(fn=cmd_ui)
 
     for name, fn, helptext in (("aggregate", cmd_aggregate, "per-cell statistics -> results/<profile>/cells.csv"),
                                ("report", cmd_report, "Markdown reports -> reports/<profile>/"),

@@ -46,6 +46,11 @@ class Context:
     progress: bool | None = None  # None: only when stderr is a terminal
     checkpoint: "Checkpoint | None" = None  # per-epoch checkpoints (bench/checkpoint.py); None: no resume
 
+    def saved(self) -> dict | None:
+        """A killed run's saved values and epochs done ({"epoch": k, ...}), or None: read before building objects
+        that depend on where the run stopped."""
+        return self.checkpoint.peek() if self.checkpoint else None
+
     def resume(self, objects: dict, values: dict) -> int:
         """Restore a killed run's last checkpoint into `objects` and `values`; the epochs already done (0: none)."""
         return self.checkpoint.restore(objects, values) if self.checkpoint else 0

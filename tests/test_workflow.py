@@ -76,3 +76,15 @@ def test_smoke_run_end_to_end(tmp_path):
     shutil.rmtree(tmp_path / ".snakemake")
     fresh = snakemake(tmp_path, "-n", *config)
     assert fresh.returncode == 0 and job_counts(fresh.stdout + fresh.stderr)["train"] == 4
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("threads=0", "0 is less than the minimum of 1"),
+    ("gpus=-1", "-1 is less than the minimum of 0"),
+    ("device=gpu7", "does not match"),
+    ("colour=red", "'colour' was unexpected"),
+])
+def test_bad_workflow_config_is_refused_naming_the_field(tmp_path, setting, message):
+    proc = snakemake(tmp_path, "-n", "--config", setting)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and message in log and "config" in log.lower()
