@@ -41,8 +41,10 @@ class Experiment:
 
 @cache
 def profiles() -> dict:
+    from bench.schema import check
+
     with open(PROFILES_FILE, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        return check(yaml.safe_load(f), "profiles", PROFILES_FILE)
 
 
 def profile_settings(name: str) -> dict:
@@ -56,12 +58,10 @@ def grid(paper: str) -> dict:
     path = GRIDS_DIR / f"{paper}.yaml"
     if not path.exists():
         raise BenchError(f"no experiment grid for paper '{paper}' ({path})")
+    from bench.schema import check
+
     with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    for i, entry in enumerate(data.get("settings", [])):
-        if not entry.get("source") or "set" not in entry:
-            raise BenchError(f"{path.name}: settings entry {i + 1} needs 'set' and 'source'")
-    return data
+        return check(yaml.safe_load(f), "grid", path)
 
 
 def experiments(claims=None) -> dict[str, Experiment]:

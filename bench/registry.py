@@ -147,8 +147,11 @@ def _parse_row(path: Path, line: int, raw: dict, paper: str, tables: dict) -> Cl
 @cache
 def papers() -> dict:
     """paper id -> {source, citation, tables: {table: {caption, shape}}} from papers.yaml."""
-    with open(Path(__file__).parent / "claims" / "papers.yaml", encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    from bench.schema import check
+
+    path = Path(__file__).parent / "claims" / "papers.yaml"
+    with open(path, encoding="utf-8") as f:
+        return check(yaml.safe_load(f), "papers", path)
 
 
 def load_claims(claims_dir: Path | None = None) -> list[Claim]:

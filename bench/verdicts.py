@@ -35,8 +35,10 @@ VERDICTS = ("REPRODUCED", "BETTER", "NOT REPRODUCED", "INCONCLUSIVE", "NOT COMPA
 
 @cache
 def tolerances() -> dict:
+    from bench.schema import check
+
     with open(TOLERANCES, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        return check(yaml.safe_load(f), "tolerances", TOLERANCES)
 
 
 def profile_rules(profile: str) -> dict:

@@ -185,6 +185,30 @@ def test_real_cifar10_subset_in_the_pickle_format(tmp_path):
         data.load("cifar10", REAL, root=tmp_path)
 
 
+class _Planted:
+    """A pickle that runs a command when loaded (what a hostile file in the data folder could hold)."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_planted_pickle_cannot_run_code(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(cifar_batch(images, [0, 1]))
+    marker = tmp_path / "pwned"
+    (folder / "data_batch_2").write_bytes(pickle.dumps({b"data": _Planted(marker), b"labels": [0]}))
+    with pytest.raises(DataError, match=r"data_batch_2 .*refusing to unpickle posix.system"):
+        data.load("cifar10", REAL, root=tmp_path)
+    assert not marker.exists()  # the command never ran
+
+
 def test_real_cifar100_pickles_from_the_shared_data(tmp_path):
     src = SHARED_DATA / "cifar100" / "hf_dummy" / "cifar-100-python"
     if not src.exists():

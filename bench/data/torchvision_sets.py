@@ -2,8 +2,10 @@
 
 The canonical files, mirrors and md5s are torchvision's own (read from its dataset classes, not copied here):
 root/MNIST/raw, root/FashionMNIST/raw, root/cifar-10-batches-py, root/cifar-100-python, root/imagenette2-160.
-Downloads go through bench.data.download (temporary name, checksum, rename). Loading does not re-hash the
-files (`bench data verify` does); it checks their structure and names the file when one is unreadable.
+Downloads go through bench.data.download (temporary name, checksum, rename), so a downloaded pickle is verified
+before it is ever opened. Loading does not re-hash the files (`bench data verify` does); it checks their
+structure, names the file when one is unreadable, and unpickles CIFAR batches with an unpickler that allows only
+the numpy names a batch needs (a planted pickle cannot run code).
 """
 import pickle
 from pathlib import Path
@@ -64,6 +66,18 @@ def _read_idx(info: DatasetInfo, root: Path, train: bool):
     return split.data.unsqueeze(1).contiguous(), split.targets.to(torch.int64)
 
 
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches and nothing else: a pickle may name any callable, so only the names a batch of numpy
+    arrays, lists and dicts needs are allowed; anything else (os.system, ...) is refused before it runs."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: not part of a CIFAR batch")
+        return super().find_class(module, name)
+
+
 def _read_pickles(info: DatasetInfo, root: Path, train: bool):
     cls = PICKLED[info.name]
     images, labels = [], []
@@ -71,7 +85,7 @@ def _read_pickles(info: DatasetInfo, root: Path, train: bool):
         path = root / cls.base_folder / name
         try:
             with open(path, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
+                entry = BatchUnpickler(f, encoding="latin1").load()
             entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}  # py2 str or bytes keys
             data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             target = np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"], dtype=np.int64)

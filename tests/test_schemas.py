@@ -1,0 +1,66 @@
+"""The YAML data files are checked against JSON schemas (bench/schemas/): the shipped ones pass, and a broken copy
+is refused with a message naming the file, the place in it and what is wrong."""
+import copy
+
+import pytest
+import yaml
+
+from bench import BenchError
+from bench import experiments as ex
+from bench import verdicts as vd
+from bench.registry import CLAIMS_DIR, papers
+from bench.schema import check
+
+
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def refused(data, name, path, message):
+    with pytest.raises(BenchError) as err:
+        check(data, name, path)
+    assert str(err.value).startswith(f"{path.name}: at ") and message in str(err.value), str(err.value)
+    return str(err.value)
+
+
+def test_the_shipped_files_pass():
+    assert ex.profiles() and vd.tolerances() and papers()
+    for paper in papers():
+        assert ex.grid(paper)["paper"] == paper
+
+
+def test_a_broken_profile_is_named():
+    data = copy.deepcopy(load(ex.PROFILES_FILE))
+    data["smoke"]["seeds"] = 0
+    msg = refused(data, "profiles", ex.PROFILES_FILE, "0 is less than the minimum of 1")
+    assert "at smoke/seeds" in msg
+    data = copy.deepcopy(load(ex.PROFILES_FILE))
+    data["paper"]["epochz"] = 3
+    refused(data, "profiles", ex.PROFILES_FILE, "'epochz' was unexpected")
+
+
+def test_a_broken_tolerance_is_named():
+    data = copy.deepcopy(load(vd.TOLERANCES))
+    del data["metrics"]["test_accuracy"]["points"]
+    assert "at metrics/test_accuracy" in refused(data, "tolerances", vd.TOLERANCES, "is not valid under any")
+    data = copy.deepcopy(load(vd.TOLERANCES))
+    data["alpha"] = 5
+    refused(data, "tolerances", vd.TOLERANCES, "5 is greater than or equal to the maximum of 1")
+
+
+def test_a_broken_grid_is_named():
+    path = ex.GRIDS_DIR / "cruciata.yaml"
+    data = copy.deepcopy(load(path))
+    del data["settings"][1]["source"]
+    assert "at settings/1" in refused(data, "grid", path, "'source' is a required property")
+    data = copy.deepcopy(load(path))
+    data["settings"][0]["match"] = {"datset": "mnist"}
+    refused(data, "grid", path, "'datset' was unexpected")
+
+
+def test_a_broken_papers_file_is_named():
+    path = CLAIMS_DIR / "papers.yaml"
+    data = copy.deepcopy(load(path))
+    data["ma"]["tables"]["I"]["shape"] = [14]
+    assert "at ma/tables/I/shape" in refused(data, "papers", path, "is too short")
