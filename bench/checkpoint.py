@@ -10,8 +10,11 @@ uninterrupted run would have. Files are written atomically (temporary name, then
 Where: beside the result file, `results/<profile>/runs/<experiment>/seed<k>.ckpt.pt`; removed once the result file
 is written. A checkpoint written under another config (its fingerprint, the config hash) is ignored.
 
-Methods that checkpoint: backprop, predsim (their state is one epoch loop). The layer-wise, layer-to-layer and
-Learn & Drop methods restart a killed job from its first epoch (their result is the same; the time is lost).
+Every method checkpoints: backprop and predsim (one epoch loop); the layer-wise methods (si_forward, fb_si,
+greedy_layerwise, belilovsky_greedy: `Run.save`/`resume` in bench/methods/layerwise.py; finished stages are
+skipped, the current one resumes at its next epoch); layer-to-layer (the stage and its fresh Adam); Learn & Drop
+and Freezing (dropped layers, scores, and stored maps reopened from disk or recomputed exactly by replaying the
+extraction epochs). Times are the one thing a resumed run does not reproduce: the killed partial epoch is lost.
 """
 import os
 import random

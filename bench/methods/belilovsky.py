@@ -61,12 +61,17 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     if len(heads) != len(model.blocks) or not same_architecture(heads[-1], model.head):
         raise ValueError(f"belilovsky_greedy: the model's head is not the last aux head of {base}")
     run = lw.Run(model, data, cfg, ctx, opts)
+    run.objects["aux_heads"] = nn.ModuleList(heads)  # checkpointed: the finished ones, the current, the next ones
     flags = lw.hold_all(model)
     test_y = run.test_batches.y
-    kept: list[torch.Tensor] = []  # test logits of each finished aux head
-    head_accuracy: dict = {}
+    kept = run.keep("kept", [])  # test logits of each finished aux head
+    head_accuracy = run.keep("head_accuracy", {})
     try:
         for j, (block, head) in enumerate(zip(model.blocks, heads)):
+            if run.skip(j):  # trained before a kill: block and head come with the checkpoint
+                if j < len(heads) - 1:
+                    lw.freeze(head)
+                continue
             feats = lw.StageFeatures(run, j)
 
             def predict(f, block=block, head=head):

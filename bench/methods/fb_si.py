@@ -9,7 +9,8 @@ epochs each, exactly as in si_forward, and frozen; then every later block and th
 cross-entropy under the E2E recipe of the config: cfg epochs, optimizer, lr, momentum, weight decay and the step
 schedule lr_milestones/lr_gamma (applied per epoch of that stage, as MultiStepLR). The frozen prefix's features are
 cached when exact (bench.methods.layerwise). The test set is evaluated after every end-to-end epoch (the model's
-own forward); the reported accuracy is the last epoch's.
+own forward); the reported accuracy is the last epoch's. A killed run resumes in either phase (the end-to-end phase
+is a stage of bench.methods.layerwise.train_stage too, its in-place LR schedule included).
 
 method_options (defaults): si_layers (1, methods.md 3.4), epochs_per_layer (10, paper Table 1), loss_reduction
 ("sum"), normalize_features (false, a deviation: see bench.methods.si), si_eval_samples (1000), cache_prefix (true),
@@ -37,14 +38,18 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
         raise ValueError(f"fb_si: si_layers {n_si} but the model has {len(model.blocks)} blocks")
     run = lw.Run(model, data, cfg, ctx, opts)
     flags = lw.hold_all(model)
-    si_values: dict = {}
+    si_values = run.keep("si_values", {})
+    times = run.keep("times", {"si_train_time_s": 0.0})
     si_in = si.input_si(run, opts["si_eval_samples"]) if n_si else None
     try:
         for layer in range(n_si):
+            if run.skip(layer):  # trained before a kill: the checkpointed model has it
+                continue
             stage = si.si_stage(run, layer, layer, opts, si_values)
             lw.train_stage(run, stage)
             stage.features.close()
-        si_time = run.train_time
+        if not run.skip(n_si - 1):  # the SI stages ended in this process (else: the time saved when they did)
+            times["si_train_time_s"] = run.train_time
         stage = lw.classifier_stage(run, n_si, lw.positive_int(cfg, "epochs", "fb_si"), first=n_si)
         stage.milestones, stage.gamma = tuple(cfg.get("lr_milestones", [])), cfg.get("lr_gamma", 0.1)
         last = lw.train_stage(run, stage)
@@ -52,5 +57,5 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     finally:
         lw.restore_requires_grad(flags)
     return {**lw.test_metrics(last), **run.final_metrics(), "train_loss": last["train_loss"],
-            "train_accuracy": last["train_accuracy"], "si_train_time_s": si_time,
-            "e2e_train_time_s": run.train_time - si_time, **si.si_metrics(si_values, si_in)}
+            "train_accuracy": last["train_accuracy"], "si_train_time_s": times["si_train_time_s"],
+            "e2e_train_time_s": run.train_time - times["si_train_time_s"], **si.si_metrics(si_values, si_in)}

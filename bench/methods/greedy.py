@@ -76,11 +76,13 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     n_layers = lw.feature_blocks(opts, model, "greedy_layerwise")
     run = lw.Run(model, data, cfg, ctx, opts)
     flags = lw.hold_all(model)
-    si_values: dict = {}
-    head_accuracy: dict = {}
+    si_values = run.keep("si_values", {})
+    head_accuracy = run.keep("head_accuracy", {})
     si_in = si.input_si(run, opts["si_eval_samples"])
     try:
         for layer in range(n_layers):
+            if run.skip(layer):  # trained before a kill: the checkpointed model has it (its head is discarded)
+                continue
             stage = block_stage(run, layer, opts, si_values, head_accuracy)
             lw.train_stage(run, stage)
             stage.features.close()

@@ -68,8 +68,15 @@ training and the per-epoch test evaluation Keras' fit does with validation_data;
 standard_test_accuracy/standard_test_loss/standard_train_time_s/standard_wall_time_s (stage 0, the standard run;
 its wall time is the notebook's standard `fit` time, also with validation), ensemble_test_accuracy, num_layers,
 num_stages, total_epochs, stage{i}_test_accuracy and stage{i}_trainable_params.
+
+Resume (bench/checkpoint.py): after every epoch the model, the stage and the epochs done in it, that stage's
+optimizer and scheduler, the batches' generator, the times and the metrics so far are saved; a killed job skips the
+stages it completed and goes on inside the stage it was in (window and trainable parameters rebuilt from the stage
+index), ending with the records and metrics of an uninterrupted run. The wall times leave the checkpoint writes out;
+a resumed job's are the killed job's (to its last checkpoint) plus its own.
 """
 import math
+import time
 from typing import NamedTuple
 
 import torch
@@ -77,7 +84,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bench.methods import Diverged
-from bench.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler,
+from bench.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler, sync,
                             train_test_batches)
 
 WINDOWS = ("both_ends", "front")
@@ -218,65 +225,90 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     train_batches, test_batches = train_test_batches(data, cfg, device, ctx.seed)
     n = len(data.y_train)
     original = {p: p.requires_grad for p in model.parameters()}
-    final, train_time, epoch = {}, 0.0, 0
+    # what the loop carries, saved in every per-epoch checkpoint (bench/checkpoint.py): the stage and the epochs done
+    # in it, the training time and staged wall time so far, the last test metrics and the per-stage final metrics
+    done = {"stage": 0, "stage_epoch": 0, "train_time": 0.0, "wall": 0.0, "test_loss": math.nan,
+            "test_acc": math.nan, "final": {}}
+    # a killed run resumes in the stage it was in: the stages before it are skipped (the checkpoint's model holds
+    # their weights), and that stage's window, optimizer and scheduler are rebuilt before their states are restored
+    saved = ctx.saved()
+    epoch = 0
     # the first optimizer of a process imports torch._dynamo (about 1 s on CPU): a one-time cost that backprop's
     # timers never see, so pay it here, before the staged wall clock starts
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+    # staged wall time (freezing, optimizer re-creation, training, the per-epoch test evaluation) is summed in
+    # done["wall"] epoch by epoch, from `mark` to the end of the epoch; the checkpoint writes and reads are left out
+    mark = time.perf_counter()
     try:
-        with EpochTimer(device) as staged_wall:
-            for stage, (first, last) in enumerate(windows):
-                with EpochTimer(device) as stage_wall:
-                    params, frozen_bns = set_window(layers, first, last)
-                    trainable = sum(p.numel() for p in params)
-                    # Keras re-compiles: a fresh optimizer (fresh Adam moments) over the window only
-                    optimizer = make_optimizer(params, cfg) if params else None
-                    scheduler = make_scheduler(optimizer, cfg) if optimizer is not None else None
-                    stage_train_time = 0.0
-                    desc = f"{cfg['experiment']} stage {stage + 1}/{len(windows)}"
-                    for stage_epoch in ctx.bar(range(opts["epochs_per_stage"]), desc=desc, unit="epoch"):
-                        epoch += 1
-                        model.train()
-                        if opts["frozen_bn_eval"]:
-                            for bn in frozen_bns:
-                                bn.eval()
-                        loss_sum = torch.zeros((), device=device)
-                        correct = torch.zeros((), device=device, dtype=torch.long)
-                        lr = optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0
-                        with EpochTimer(device) as timer:
-                            for x, y in ctx.bar(train_batches, desc=f"epoch {epoch}", unit="batch"):
-                                logits = model(x)
-                                loss = nn.functional.cross_entropy(logits, y)
-                                if optimizer is not None:
-                                    optimizer.zero_grad(set_to_none=True)
-                                    loss.backward()
-                                    optimizer.step()
-                                loss_sum += loss.detach() * len(y)
-                                correct += (logits.detach().argmax(1) == y).sum()
-                            if scheduler is not None:
-                                scheduler.step()
-                        stage_train_time += timer.seconds
-                        with EpochTimer(device) as eval_timer:
-                            test_loss, test_acc = evaluate(model, test_batches, device)
-                        train_loss = loss_sum.item() / n
-                        ctx.log_epoch({"epoch": epoch, "stage": float(stage), "stage_epoch": float(stage_epoch + 1),
-                                       "window_first": float(first), "window_last": float(last),
-                                       "trainable_params": float(trainable), "lr": float(lr),
-                                       "train_loss": train_loss, "train_accuracy": 100.0 * correct.item() / n,
-                                       "test_loss": test_loss, "test_accuracy": test_acc,
-                                       "epoch_time_s": timer.seconds, "eval_time_s": eval_timer.seconds})
-                        if not math.isfinite(train_loss):
-                            raise Diverged(epoch, f"stage {stage}: train loss {train_loss}")
-                train_time += stage_train_time
-                final[f"stage{stage}_test_accuracy"] = test_acc
-                final[f"stage{stage}_trainable_params"] = float(trainable)
-                if stage == 0:  # stage 0 trains every layer: the standard run
-                    final.update({"standard_test_accuracy": test_acc, "standard_test_loss": test_loss,
-                                  "standard_train_time_s": stage_train_time,
-                                  "standard_wall_time_s": stage_wall.seconds})
+        for stage, (first, last) in enumerate(windows):
+            if saved and stage < saved["stage"]:
+                continue
+            params, frozen_bns = set_window(layers, first, last)  # trainable parameters follow from the stage
+            trainable = sum(p.numel() for p in params)
+            # Keras re-compiles: a fresh optimizer (fresh Adam moments) over the window only
+            optimizer = make_optimizer(params, cfg) if params else None
+            scheduler = make_scheduler(optimizer, cfg) if optimizer is not None else None
+            state = {"model": model, "batches": train_batches.gen}
+            if optimizer is not None:
+                state.update(optimizer=optimizer, scheduler=scheduler)
+            if saved and stage == saved["stage"]:
+                epoch = ctx.resume(state, done)
+                # resumed: the staged wall time is the killed process's (done["wall"], up to its last checkpoint)
+                # plus this process's from here on
+                mark = time.perf_counter()
+            else:
+                done["stage_epoch"] = 0
+            desc = f"{cfg['experiment']} stage {stage + 1}/{len(windows)}"
+            for stage_epoch in ctx.bar(range(done["stage_epoch"], opts["epochs_per_stage"]), desc=desc, unit="epoch"):
+                epoch += 1
+                model.train()
+                if opts["frozen_bn_eval"]:
+                    for bn in frozen_bns:
+                        bn.eval()
+                loss_sum = torch.zeros((), device=device)
+                correct = torch.zeros((), device=device, dtype=torch.long)
+                lr = optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0
+                with EpochTimer(device) as timer:
+                    for x, y in ctx.bar(train_batches, desc=f"epoch {epoch}", unit="batch"):
+                        logits = model(x)
+                        loss = nn.functional.cross_entropy(logits, y)
+                        if optimizer is not None:
+                            optimizer.zero_grad(set_to_none=True)
+                            loss.backward()
+                            optimizer.step()
+                        loss_sum += loss.detach() * len(y)
+                        correct += (logits.detach().argmax(1) == y).sum()
+                    if scheduler is not None:
+                        scheduler.step()
+                with EpochTimer(device) as eval_timer:
+                    test_loss, test_acc = evaluate(model, test_batches, device)
+                train_loss = loss_sum.item() / n
+                ctx.log_epoch({"epoch": epoch, "stage": float(stage), "stage_epoch": float(stage_epoch + 1),
+                               "window_first": float(first), "window_last": float(last),
+                               "trainable_params": float(trainable), "lr": float(lr),
+                               "train_loss": train_loss, "train_accuracy": 100.0 * correct.item() / n,
+                               "test_loss": test_loss, "test_accuracy": test_acc,
+                               "epoch_time_s": timer.seconds, "eval_time_s": eval_timer.seconds})
+                if not math.isfinite(train_loss):
+                    raise Diverged(epoch, f"stage {stage}: train loss {train_loss}")
+                sync(device)
+                done.update(stage=stage, stage_epoch=stage_epoch + 1, train_time=done["train_time"] + timer.seconds,
+                            wall=done["wall"] + time.perf_counter() - mark, test_loss=test_loss, test_acc=test_acc)
+                if stage_epoch + 1 == opts["epochs_per_stage"]:  # the stage's end
+                    final = done["final"]
+                    final[f"stage{stage}_test_accuracy"] = test_acc
+                    final[f"stage{stage}_trainable_params"] = float(trainable)
+                    if stage == 0:  # stage 0 trains every layer: the standard run
+                        final.update({"standard_test_accuracy": test_acc, "standard_test_loss": test_loss,
+                                      "standard_train_time_s": done["train_time"],
+                                      "standard_wall_time_s": done["wall"]})
+                ctx.epoch_done(epoch, state, done)
+                mark = time.perf_counter()
     finally:
         for p, flag in original.items():
             p.requires_grad_(flag)
-    return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": test_loss,
-            "train_time_s": train_time, "staged_wall_time_s": staged_wall.seconds,
+    test_acc = done["test_acc"]
+    return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": done["test_loss"],
+            "train_time_s": done["train_time"], "staged_wall_time_s": done["wall"],
             "ensemble_test_accuracy": test_acc, "num_layers": float(len(layers)), "num_stages": float(len(windows)),
-            "total_epochs": float(epoch), **final}
+            "total_epochs": float(epoch), **done["final"]}

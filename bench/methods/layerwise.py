@@ -36,6 +36,19 @@ the config's optimizer, momentum and weight decay), an optional step schedule (m
 changing the LR in place or, Belilovsky's way, creating a fresh optimizer at each decay), per-batch statistics
 accumulated on the device and read once per epoch, `Diverged` when the epoch's loss is not finite, and one record
 per epoch (`ctx.log_epoch`) with a global 1-based epoch counter over all stages.
+
+Resume (bench/checkpoint.py): `train_stage` checkpoints after every epoch the model, the stage's modules outside
+the model (temporary and aux heads), its optimizer, the training batches' generator, the method's registered
+objects (`Run.objects`), and as plain values the stage index and stage epochs done, the LR, the last record, the
+Run's counters and totals (`RUN_STATE`) and the method's own state registered with `Run.keep` (SI values, head
+accuracies, ...). A restarted run reads where it stopped first (`Run.saved`); the method skips the stages finished
+before (`Run.skip`: their parameters come with the checkpointed model, their frozen flags and eval modes are set
+again by the later stages, the caches are rebuilt from the model), builds the stage it was in as usual, and
+`train_stage` loads the checkpoint into it and goes on with its next epoch (none if the kill came after the
+stage's last epoch: then only what follows the stage runs). The global RNG states come back with the checkpoint,
+so stages built after it (a temporary head's initialisation) are identical. Times sum the checkpointed epochs' and
+the resumed ones' (the killed partial epoch is lost; a rebuilt cache is paid again in the first resumed epoch;
+`prefix_cache_saved_s` counts the passes over a cache of the process that built it).
 """
 import math
 import time
@@ -55,6 +68,8 @@ CACHE_OFF, CACHE_ON, CACHE_NOT_EXACT, CACHE_TOO_LARGE = 0, 1, 2, 3
 # the SI loss skips anchors whose distances are not finite, so exploded features can leave a finite loss
 DIVERGENCE_KEYS = ("train_loss", "train_loss_mean", "feature_norm")
 COMMON_DEFAULTS = {"cache_prefix": True, "prefix_cache_max_mb": 8192}
+# the Run's attributes saved with every checkpoint (the global epoch counter, totals and counters)
+RUN_STATE = ("epoch", "train_time", "prefix_time", "cache_saved", "cache_codes", "optimizers_created")
 
 
 def options(cfg: dict, method: str, defaults: dict) -> dict:
@@ -153,6 +168,50 @@ class Run:
         self.timer = SpanTimer(self.device)
         # the first optimizer of a process imports torch._dynamo (about 1 s on CPU); pay it before any timer
         torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+        self.saved = ctx.saved()  # a killed run's checkpoint values ({"stage": ..., ...}) until resumed, or None
+        self.kept: dict = {}  # the method's plain state (Run.keep), saved with every checkpoint
+        self.objects: dict = {}  # the method's objects outside the model that outlive a stage, saved likewise
+
+    def keep(self, name: str, container: dict | list) -> dict | list:
+        """Register a dict or list of the method's own plain state (SI values, test logits, ...): saved with every
+        checkpoint, refilled in place from a killed run's (tensors moved to the run's device)."""
+        if self.saved:
+            saved = self.saved["kept"][name]
+            container.clear()
+            if isinstance(container, dict):
+                container.update({k: self._on_device(v) for k, v in saved.items()})
+            else:
+                container.extend(self._on_device(v) for v in saved)
+        self.kept[name] = container
+        return container
+
+    def _on_device(self, value):
+        return value.to(self.device) if isinstance(value, torch.Tensor) else value
+
+    def skip(self, index: int) -> bool:
+        """Whether stage `index` was finished before the run was killed (it is not trained again on resume)."""
+        return self.saved is not None and index < self.saved["stage"]
+
+    def _objects(self, stage: "Stage", optimizer) -> dict:
+        in_model = {id(m) for m in self.model.modules()}
+        return {"model": self.model, "batches": self.train_batches.gen, **self.objects,
+                **{f"stage_module{i}": m for i, m in enumerate(stage.modules) if id(m) not in in_model},
+                **({"optimizer": optimizer} if optimizer is not None else {})}
+
+    def save(self, stage: "Stage", optimizer, values: dict):
+        """Checkpoint after an epoch of `stage`: its objects, `values`, the Run's and the method's state."""
+        self.ctx.epoch_done(self.epoch, self._objects(stage, optimizer),
+                            {**values, "run": {k: getattr(self, k) for k in RUN_STATE}, "kept": self.kept})
+
+    def resume(self, stage: "Stage", optimizer) -> dict:
+        """Load the killed run's last checkpoint (taken in `stage`) into the stage's objects and the Run's state;
+        the values `save` was given."""
+        values: dict = {}
+        self.ctx.resume(self._objects(stage, optimizer), values)
+        for k in RUN_STATE:
+            setattr(self, k, values["run"][k])
+        self.saved = None
+        return values
 
     def plain(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Batches:
         """In-order, un-augmented batches of (x, y) (device tensors are not copied)."""
@@ -344,8 +403,12 @@ def train_stage(run: Run, stage: Stage) -> dict:
         optimizer = new_optimizer(params, cfg, lr)
         run.optimizers_created += 1
     record: dict = {}
+    start = 0
+    if run.saved and run.saved["stage"] == stage.index:  # the killed run was in this stage: go on from there
+        saved = run.resume(stage, optimizer)
+        start, lr, record = saved["stage_epoch"], saved["lr"], saved["record"]
     desc = f"{cfg.get('experiment', 'run')} stage {stage.index}"
-    for stage_epoch in ctx.bar(range(stage.epochs), desc=desc, unit="epoch"):
+    for stage_epoch in ctx.bar(range(start, stage.epochs), desc=desc, unit="epoch"):
         if stage_epoch > 0 and stage_epoch in stage.milestones:
             lr *= stage.gamma
             if optimizer is not None:
@@ -389,6 +452,7 @@ def train_stage(run: Run, stage: Stage) -> dict:
         if bad:
             raise Diverged(run.epoch, f"stage {stage.index} (layer {stage.layer}): "
                            + ", ".join(f"{k} {record[k]}" for k in bad))
+        run.save(stage, optimizer, {"stage": stage.index, "stage_epoch": stage_epoch + 1, "lr": lr, "record": record})
     for p in params:  # the stage is over: its parameters are frozen (and hold no gradient) from now on
         p.grad = None
         p.requires_grad_(False)

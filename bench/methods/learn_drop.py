@@ -48,6 +48,22 @@ temporary directory (`feature_store_dir`, default the system temp dir; also when
 budget runs out of memory), deleted when the store is replaced and at the end of the run (also on errors). Not pickle (the paper's choice): a memmap needs no (de)serialisation.
 Codes (`feature_store`): 0 none, 1 device memory, 2 disk memmap; the final metric is the largest code of the run.
 
+Resume (bench/checkpoint.py): after every epoch the run checkpoints the model (BN statistics included), the optimizer
+(the dropped layers' momentum buffers too), the LR schedule, the training batches' generator, the global RNG states
+and `_Progress`: the cut, a pending extraction, the decision pause, the P' of the dropped layers (the median rule's
+history; the gradient sums S and A start afresh every epoch), drop epochs and schedule, the largest store code, the
+accumulated times and MACs, the last test loss/accuracy, and the stored maps' location and recipe. A resumed run
+turns requires_grad off for the dropped/frozen layers and gets its stored maps back: the killed run's disk store,
+reopened read-only, when its directory (named in the checkpoint, flushed before) is still there; else -- a device
+store, or a disk store that is gone -- they are recomputed by replaying every extraction epoch: the dropped layers
+have not changed since their drop (no gradient, eval mode: the same weights and BN statistics) and the replay runs
+them, in eval mode and without grad, on the same batches (the generator state saved at the extraction epoch's start:
+the same shuffle and augmentation), so that on the CPU the maps are bit for bit the ones stored (on CUDA, up to
+non-deterministic conv kernels); the replay's time is in no epoch's time. The maps are not put in the checkpoint:
+it would rewrite up to `feature_store_max_mb` after every epoch, against one forward pass of the dropped layers per
+drop when a run resumes. A checkpointed run's disk stores are named after its checkpoint (learn_drop_maps_<hash>_*),
+and a resumed run removes the ones a killed run left behind (the partial store of a killed extraction epoch).
+
 Per-epoch record (ctx.log_epoch): epoch, phase (0 warm-up, 1 trained on images with the full forward, 2 Learn &
 Drop extraction epoch, 3 trained on stored maps), lr, train_loss, train_accuracy, test_loss, test_accuracy,
 epoch_time_s (training incl. the tail's extraction, the store's I/O and the end-of-epoch scoring/decision;
@@ -85,12 +101,15 @@ method_options (defaults in DEFAULTS):
                          ones after the current cut) at the end of that epoch; when given, no natural decision.
 """
 import contextlib
+import copy
+import hashlib
 import io
 import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -105,6 +124,7 @@ MODES = ("learn_drop", "freezing")
 RULES = ("eq4", "max_prefix")
 STORE_NONE, STORE_DEVICE, STORE_DISK = 0, 1, 2
 STD_EPS = 1e-9
+STORE_PREFIX = "learn_drop_maps_"  # a disk store's temporary directory: <dir>/<prefix><random>
 PHASE_WARMUP, PHASE_IMAGES, PHASE_EXTRACT, PHASE_STORED = 0, 1, 2, 3
 DEFAULTS = {"warmup_epochs": 1, "transition_rule": "eq4", "std_ddof": 0, "scored_tensors": "conv_weight",
             "candidates_inclusive": True, "resnet_cut": "conv", "shortcut_position": "last", "decision_pause": True,
@@ -314,8 +334,6 @@ def state_shapes(model: nn.Module, layers: list[Layer], device) -> list[list[tup
 def chain_macs(chain: nn.Module, shapes: list[tuple]) -> int:
     """Forward MACs of one sample through `chain` on inputs of the given per-sample shapes, counted by ptflops'
     'pytorch' backend (modules only, as bench.measure.forward_macs); the chain is copied to the CPU in eval mode."""
-    import copy
-
     from ptflops import get_model_complexity_info
 
     clone = copy.deepcopy(chain).cpu().eval()
@@ -341,12 +359,15 @@ class FeatureStore:
     """The state after a cut for every training sample (row i = sample i), one array per state component: a
     device tensor when it fits in `max_mb`, else a numpy memmap in a new temporary directory (removed by close)."""
 
-    def __init__(self, n: int, shapes: list[tuple], dtype: str, device, max_mb: float, directory=None):
+    def __init__(self, n: int, shapes: list[tuple], dtype: str, device, max_mb: float, directory=None,
+                 prefix: str = STORE_PREFIX):
         self.device, self.n = device, n
         self.dtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
         self.np_dtype = {"float32": np.float32, "float16": np.float16}[dtype]
         self.bytes = n * sum(int(np.prod(s)) for s in shapes) * np.dtype(self.np_dtype).itemsize
         self.dir = None
+        if max_mb < 0:  # `reopen`: the arrays are an existing directory's
+            return
         self.kind = STORE_DEVICE if self.bytes <= max_mb * 2**20 else STORE_DISK
         if self.kind == STORE_DEVICE:
             try:
@@ -355,9 +376,28 @@ class FeatureStore:
                 self.parts, self.kind = [], STORE_DISK
         if self.kind == STORE_DISK:
             self.kind = STORE_DISK
-            self.dir = tempfile.mkdtemp(prefix="learn_drop_maps_", dir=directory)
+            self.dir = tempfile.mkdtemp(prefix=prefix, dir=directory)
             self.parts = [np.lib.format.open_memmap(f"{self.dir}/part{c}.npy", mode="w+", dtype=self.np_dtype,
                                                     shape=(n, *s)) for c, s in enumerate(shapes)]
+
+    @classmethod
+    def reopen(cls, directory: str, n: int, shapes: list[tuple], dtype: str, device) -> "FeatureStore | None":
+        """The complete disk store that a killed run left in `directory` (read-only), or None when it is gone or
+        its arrays have other shapes or dtype."""
+        store = cls(n, shapes, dtype, device, max_mb=-1)
+        try:
+            store.parts = [np.load(f"{directory}/part{c}.npy", mmap_mode="r") for c in range(len(shapes))]
+        except (OSError, ValueError):
+            return None
+        if any(part.shape != (n, *s) or part.dtype != store.np_dtype for part, s in zip(store.parts, shapes)):
+            return None
+        store.kind, store.dir = STORE_DISK, directory
+        return store
+
+    def flush(self) -> None:
+        """Write a disk store's pages to its files (before a checkpoint names them)."""
+        for part in self.parts if self.kind == STORE_DISK else []:
+            part.flush()
 
     def write(self, idx: torch.Tensor, tensors) -> None:
         if self.kind == STORE_DEVICE:
@@ -444,6 +484,30 @@ def train_freezing(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     return run(model, data, cfg, ctx, "freezing")
 
 
+@dataclass
+class _Progress:
+    """What an epoch hands to the next besides the model, optimizer, scheduler and the batches' generator: the
+    plain values a checkpoint saves (`asdict`) and a resumed run starts from."""
+    cut: int = 0                   # layers[:cut] are dropped (learn_drop) or frozen (freezing)
+    store_cut: int = 0             # learn_drop: the stored maps enter layers[store_cut:]
+    pending: tuple | None = None   # learn_drop: (from_cut, to_cut) to extract in the next epoch
+    pause: bool = False            # a drop/freeze happened at the end of the previous epoch
+    dropped_scores: list = field(default_factory=list)  # P' of every dropped layer at its drop (the median rule)
+    drop_epoch: dict = field(default_factory=dict)      # layer index -> the epoch at whose end it was selected
+    schedule: list = field(default_factory=list)        # "epoch:first-last" per decision
+    # learn_drop: every extraction epoch's {"from", "to", "gen": the batches' generator state at its start}, from
+    # which a resumed run recomputes the stored maps, and where they live (a disk store's directory; None: device)
+    extractions: list = field(default_factory=list)
+    store_dir: str | None = None
+    store_code_max: int = STORE_NONE
+    train_time: float = 0.0
+    io_total: float = 0.0
+    eval_total: float = 0.0
+    macs_total: float = 0.0
+    test_loss: float = float("nan")
+    test_acc: float = float("nan")
+
+
 def run(model: nn.Module, data, cfg: dict, ctx: Context, mode: str) -> dict:
     if mode not in MODES:
         raise ValueError(f"learn_drop module runs {', '.join(MODES)}, not '{mode}'")
@@ -476,46 +540,91 @@ def run(model: nn.Module, data, cfg: dict, ctx: Context, mode: str) -> dict:
     scheduler = make_scheduler(optimizer, cfg)
     original = {p: p.requires_grad for p in model.parameters()}
 
-    cut = 0                  # layers[:cut] are dropped (learn_drop) or frozen (freezing)
-    store, store_cut = None, 0   # the stored maps entering layers[store_cut:]
-    pending = None           # learn_drop: (from_cut, to_cut) to extract in the next epoch
-    pause = False            # a drop/freeze happened at the end of the previous epoch
-    dropped_scores: list[float] = []
-    drop_epoch: dict[int, int] = {}
-    schedule: list[str] = []
-    store_code_max = STORE_NONE
-    train_time = io_total = eval_total = macs_total = 0.0
-    test_loss = test_acc = float("nan")
+    # a killed run's checkpoint (bench/checkpoint.py): the objects' states, the global RNG states and `st`
+    objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "batches": train_batches.gen}
+    values = asdict(_Progress())
+    start = ctx.resume(objects, values)
+    st = _Progress(**values)
+    # disk stores of a checkpointed run are named after its checkpoint, so that a resumed run finds the ones a
+    # killed run left behind: it reuses the one its checkpoint names and removes the others
+    prefix = STORE_PREFIX
+    if ctx.checkpoint is not None:
+        prefix += hashlib.sha1(str(Path(ctx.checkpoint.path).resolve()).encode()).hexdigest()[:12] + "_"
+
+    def new_store(cut: int) -> FeatureStore:
+        s = FeatureStore(n, shapes[cut], o["feature_store_dtype"], device, o["feature_store_max_mb"],
+                         o["feature_store_dir"], prefix)
+        open_stores.append(s)
+        return s
+
+    def resumed_store() -> FeatureStore | None:
+        """The stored maps entering layers[st.store_cut:] when resuming: the killed run's disk store if it is still
+        there, else recomputed by replaying the extraction epochs (module docstring, "Resume")."""
+        kept = st.store_dir and FeatureStore.reopen(st.store_dir, n, shapes[st.store_cut], o["feature_store_dtype"],
+                                                    device)
+        if ctx.checkpoint is not None:
+            parent = Path(o["feature_store_dir"] or tempfile.gettempdir())
+            for stale in parent.glob(prefix + "*"):
+                if not kept or stale.resolve() != Path(kept.dir).resolve():
+                    shutil.rmtree(stale, ignore_errors=True)
+        if kept:
+            open_stores.append(kept)
+            return kept
+        maps = None
+        model.train()
+        for layer in layers[:st.cut]:
+            layer.step.eval()
+        for e in st.extractions:
+            replay = copy.copy(train_batches)
+            replay.gen = torch.Generator()
+            replay.gen.set_state(e["gen"])
+            source = replay.indexed() if maps is None else _stored_batches(maps, replay)
+            part, out = Chain(steps[e["from"]:e["to"]]), new_store(e["to"])
+            with torch.no_grad():
+                for idx, inputs, _ in source:
+                    out.write(idx, part(*(inputs if isinstance(inputs, tuple) else (inputs,))))
+            if maps is not None:
+                maps.close()
+            maps = out
+        return maps
+
     final_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     open_stores: list[FeatureStore] = []
     try:
-        for epoch in ctx.bar(range(1, cfg["epochs"] + 1), desc=cfg.get("experiment", mode), unit="epoch"):
+        for layer in layers[:st.cut]:
+            for p in layer.params:
+                p.requires_grad_(False)
+        store = resumed_store() if dropping else None   # the stored maps entering layers[st.store_cut:]
+        for epoch in ctx.bar(range(start + 1, cfg["epochs"] + 1), desc=cfg.get("experiment", mode), unit="epoch"):
             warm = epoch <= o["warmup_epochs"]
-            extracting = dropping and pending is not None
+            extracting = dropping and st.pending is not None
             # L > L0: at least two conv layers left in the head (the last conv is never a candidate)
-            score_now = not warm and not (pause and o["decision_pause"]) and num_layers - cut >= 2
-            if dropping and cut > 0:
+            score_now = not warm and not (st.pause and o["decision_pause"]) and num_layers - st.cut >= 2
+            if dropping and st.cut > 0:
                 phase = PHASE_EXTRACT if extracting else PHASE_STORED
-                macs_epoch = head_macs(cut) + (part_macs(*pending) if extracting else 0)
-                model_params = sum(p.numel() for layer in layers[cut:] for p in layer.params) + \
+                macs_epoch = head_macs(st.cut) + (part_macs(*st.pending) if extracting else 0)
+                model_params = sum(p.numel() for layer in layers[st.cut:] for p in layer.params) + \
                     sum(p.numel() for p in model.head.parameters())
             else:
                 phase = PHASE_WARMUP if warm else PHASE_IMAGES
                 macs_epoch = full_macs
                 model_params = sum(p.numel() for p in model.parameters())
-            head = Chain(steps[cut:], model.head) if dropping and cut > 0 else None
+            head = Chain(steps[st.cut:], model.head) if dropping and st.cut > 0 else None
             model.train()
             if dropping or o["frozen_eval"]:
-                for layer in layers[:cut]:
+                for layer in layers[:st.cut]:
                     layer.step.eval()
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            acc = _Scores(layers[cut:], o["scored_tensors"]) if score_now else None
+            acc = _Scores(layers[st.cut:], o["scored_tensors"]) if score_now else None
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             lr = optimizer.param_groups[0]["lr"]
             dev_io, host_io = SpanTimer(device), 0.0
             new_layers: list[int] = []
             record_scores: dict = {}
+            if extracting:  # what a resumed run needs to recompute this epoch's maps
+                st.extractions.append({"from": st.pending[0], "to": st.pending[1],
+                                       "gen": train_batches.gen.get_state()})
 
             def step(forward, inputs, y):
                 nonlocal loss_sum, correct
@@ -534,35 +643,33 @@ def run(model: nn.Module, data, cfg: dict, ctx: Context, mode: str) -> dict:
                     for x, y in ctx.bar(train_batches, desc=f"epoch {epoch}", unit="batch"):
                         step(model, (x,), y)
                 elif extracting:
-                    a, b = pending
+                    a, b = st.pending
                     part = Chain(steps[a:b])
-                    new_store = None
+                    maps = None
                     source = train_batches.indexed() if store is None else _stored_batches(
                         store, train_batches)
                     for idx, inputs, y in ctx.bar(_timed(source, store, dev_io), desc=f"epoch {epoch}", unit="batch"):
                         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
                         with torch.no_grad():
                             feats = part(*inputs)
-                        if new_store is None:
+                        if maps is None:
                             t0 = time.perf_counter()
-                            new_store = FeatureStore(n, shapes[b], o["feature_store_dtype"], device,
-                                                     o["feature_store_max_mb"], o["feature_store_dir"])
-                            open_stores.append(new_store)
+                            maps = new_store(b)
                             host_io += time.perf_counter() - t0
-                        if new_store.kind == STORE_DISK:
+                        if maps.kind == STORE_DISK:
                             sync(device)
                             t0 = time.perf_counter()
-                            new_store.write(idx, feats)
+                            maps.write(idx, feats)
                             host_io += time.perf_counter() - t0
                         else:
                             with dev_io.span():
-                                new_store.write(idx, feats)
+                                maps.write(idx, feats)
                         step(head, feats, y)
                     if store is not None:
                         host_io += getattr(source, "host_io", 0.0)
                         store.close()
-                    store, store_cut, pending = new_store, b, None
-                    store_code_max = max(store_code_max, store.kind)
+                    store, st.store_cut, st.store_dir, st.pending = maps, b, maps.dir, None
+                    st.store_code_max = max(st.store_code_max, store.kind)
                 else:
                     source = _stored_batches(store, train_batches)
                     for idx, inputs, y in ctx.bar(_timed(source, store, dev_io), desc=f"epoch {epoch}", unit="batch"):
@@ -572,69 +679,73 @@ def run(model: nn.Module, data, cfg: dict, ctx: Context, mode: str) -> dict:
                 if acc is not None:
                     p, aapd = acc.scores()
                     p_std = standardize(p, o["std_ddof"])
-                    for j, layer in enumerate(layers[cut:]):
+                    for j, layer in enumerate(layers[st.cut:]):
                         record_scores[f"score_l{layer.index}"] = p[j]
                         record_scores[f"std_score_l{layer.index}"] = float(p_std[j])
                         record_scores[f"aapd_l{layer.index}"] = aapd[j]
                     if not o["forced_drops"]:
-                        chosen = select_drop(p_std, dropped_scores, o["transition_rule"], o["candidates_inclusive"])
-                        new_cut = cut + len(chosen)
+                        chosen = select_drop(p_std, st.dropped_scores, o["transition_rule"],
+                                             o["candidates_inclusive"])
+                        new_cut = st.cut + len(chosen)
                         if o["resnet_cut"] == "unit":
                             new_cut = max(k for k in boundaries if k <= new_cut)
-                        new_layers = list(range(cut, new_cut))
-                        dropped_scores += [float(p_std[i - cut]) for i in new_layers]
+                        new_layers = list(range(st.cut, new_cut))
+                        st.dropped_scores += [float(p_std[i - st.cut]) for i in new_layers]
                 if o["forced_drops"].get(epoch):
                     new_layers = o["forced_drops"][epoch]
-                    if new_layers != list(range(cut, new_layers[-1] + 1)) or new_layers[-1] >= num_layers - 1:
+                    if new_layers != list(range(st.cut, new_layers[-1] + 1)) or new_layers[-1] >= num_layers - 1:
                         raise ValueError(f"forced_drops at epoch {epoch}: {new_layers} are not the next layers after "
-                                         f"the {cut} dropped ones (the last conv layer cannot be dropped)")
-                    dropped_scores += [float(record_scores.get(f"std_score_l{i}", float("nan"))) for i in new_layers]
+                                         f"the {st.cut} dropped ones (the last conv layer cannot be dropped)")
+                    st.dropped_scores += [float(record_scores.get(f"std_score_l{i}", float("nan"))) for i in new_layers]
             epoch_time = timer.seconds
             io_time = dev_io.total() + host_io
-            feature_code = store.kind if (dropping and store is not None and cut > 0) else STORE_NONE
-            dropped_now = cut
+            feature_code = store.kind if (dropping and store is not None and st.cut > 0) else STORE_NONE
+            dropped_now = st.cut
             if new_layers:
-                old_cut, cut = cut, new_layers[-1] + 1
-                for layer in layers[old_cut:cut]:
+                old_cut, st.cut = st.cut, new_layers[-1] + 1
+                for layer in layers[old_cut:st.cut]:
                     for p in layer.params:
                         p.requires_grad_(False)
                         p.grad = None
-                    drop_epoch[layer.index] = epoch
-                schedule.append(f"{epoch}:{old_cut}-{cut - 1}")
+                    st.drop_epoch[layer.index] = epoch
+                st.schedule.append(f"{epoch}:{old_cut}-{st.cut - 1}")
                 if dropping:
-                    pending = (store_cut, cut)
-            pause = bool(new_layers)
-            train_time += epoch_time
-            io_total += io_time
-            macs_total += float(macs_epoch) * n
+                    st.pending = (st.store_cut, st.cut)
+            st.pause = bool(new_layers)
+            st.train_time += epoch_time
+            st.io_total += io_time
+            st.macs_total += float(macs_epoch) * n
             with EpochTimer(device) as eval_timer:
-                test_loss, test_acc = evaluate(model, test_batches, device)
-            eval_total += eval_timer.seconds
+                st.test_loss, st.test_acc = evaluate(model, test_batches, device)
+            st.eval_total += eval_timer.seconds
             train_loss = loss_sum.item() / n
             ctx.log_epoch({"epoch": epoch, "phase": float(phase), "lr": float(lr), "train_loss": train_loss,
-                           "train_accuracy": 100.0 * correct.item() / n, "test_loss": test_loss,
-                           "test_accuracy": test_acc, "epoch_time_s": epoch_time, "io_time_s": io_time,
+                           "train_accuracy": 100.0 * correct.item() / n, "test_loss": st.test_loss,
+                           "test_accuracy": st.test_acc, "epoch_time_s": epoch_time, "io_time_s": io_time,
                            "eval_time_s": eval_timer.seconds, "trainable_params": float(trainable),
                            "model_params": float(model_params), "macs_epoch": float(macs_epoch),
                            "dropped_layers": float(dropped_now), "newly_dropped": float(len(new_layers)),
                            "feature_store": float(feature_code), **record_scores})
             if not math.isfinite(train_loss):
                 raise Diverged(epoch, f"{mode}: train loss {train_loss}")
+            if extracting and ctx.checkpoint is not None:
+                store.flush()  # the checkpoint names the new maps' files (outside the timed epoch)
+            ctx.epoch_done(epoch, objects, asdict(st))
         final_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     finally:
         for s in open_stores:
             s.close()
         for p, flag in original.items():
             p.requires_grad_(flag)
-    return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": test_loss,
-            "train_time_s": train_time, "io_time_s_total": io_total, "eval_time_s_total": eval_total,
-            "macs_total": macs_total, "macs_forward_full": float(full_macs),
-            "macs_forward_final_head": float(head_macs(cut)), "dropped_layers_final": float(cut),
-            "decisions": float(len(schedule)), "feature_store": float(store_code_max),
+    return {"test_accuracy": st.test_acc, "test_error": 100.0 - st.test_acc, "test_loss": st.test_loss,
+            "train_time_s": st.train_time, "io_time_s_total": st.io_total, "eval_time_s_total": st.eval_total,
+            "macs_total": st.macs_total, "macs_forward_full": float(full_macs),
+            "macs_forward_final_head": float(head_macs(st.cut)), "dropped_layers_final": float(st.cut),
+            "decisions": float(len(st.schedule)), "feature_store": float(st.store_code_max),
             "params_trainable_final": float(final_trainable), "scored_layers": float(num_layers),
             "warmup_epochs": float(o["warmup_epochs"]),
-            **{f"drop_epoch_l{i}": float(e) for i, e in sorted(drop_epoch.items())},
-            "drop_schedule": ";".join(schedule), "layer_names": ",".join(layer.name for layer in layers)}
+            **{f"drop_epoch_l{i}": float(e) for i, e in sorted(st.drop_epoch.items())},
+            "drop_schedule": ";".join(st.schedule), "layer_names": ",".join(layer.name for layer in layers)}
 
 
 class _stored_batches:

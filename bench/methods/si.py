@@ -197,10 +197,12 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     n_layers = lw.feature_blocks(opts, model, "si_forward")
     run = lw.Run(model, data, cfg, ctx, opts)
     flags = lw.hold_all(model)
-    si_values: dict = {}
+    si_values = run.keep("si_values", {})
     si_in = input_si(run, opts["si_eval_samples"])
     try:
         for layer in range(n_layers):
+            if run.skip(layer):  # trained before a kill: the checkpointed model has it
+                continue
             stage = si_stage(run, layer, layer, opts, si_values)
             lw.train_stage(run, stage)
             stage.features.close()
