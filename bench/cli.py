@@ -188,6 +188,62 @@ def cmd_ui(args):
     os.execvp(cmd[0], cmd)
 
 
+def cmd_plan(args):
+    """Estimated device-hours of a profile per paper and in all; --compare: predicted vs measured per finished job."""
+    import json
+
+    import torch
+    from tabulate import tabulate
+
+    from bench import plan
+    from bench.measure import device_name
+
+    torch.set_num_threads(args.threads)  # as the workflow's jobs (config threads)
+    if args.compare:
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
+        rate = args.rate or plan.probe(args.profile, dev)
+        rows = plan.compare(args.profile, rate, args.results)
+        if not rows:
+            raise BenchError(f"no finished runs under {args.results}/{args.profile} to compare with")
+        print(tabulate([[r["experiment"], r["seed"], f"{r['predicted_s']:.2f}", f"{r['measured_s']:.2f}",
+                         f"{r['ratio']:.2f}"] for r in rows],
+                       headers=["Job", "Seed", "Predicted s", "Measured s", "Predicted / measured"], tablefmt="github"))
+        ratios = sorted(r["ratio"] for r in rows if r["ratio"] == r["ratio"])
+        print(f"\n{len(rows)} jobs on {device_name(dev)} ({rate:.3g} forward-MAC units/s): predicted / measured "
+              f"median {ratios[len(ratios) // 2]:.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}")
+        return
+    found = plan.plan(args.profile, args.seeds, args.device, args.rate)
+    hours = lambda h: f"{h:,.1f}" if h >= 10 else f"{h:.3g}"  # noqa: E731
+    print(tabulate([[p, hours(h)] for p, h in found["hours_per_paper"].items()] + [["all", hours(found["hours_total"])]],
+                   headers=["Paper", f"Device-hours ({found['seeds']} seeds)"], tablefmt="github", disable_numparse=True))
+    print(f"\nprofile {args.profile}: {len(found['jobs'])} experiments x {found['seeds']} seeds; calibrated on "
+          f"{found['device']} at {found['rate_units_per_s']:.3g} forward-MAC units/s (bench/plan.py)")
+    if args.write:
+        Path(args.write).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.write).write_text(json.dumps(found, indent=1))
+        print(f"wrote {args.write}", file=sys.stderr)
+
+
+def cmd_perf(args):
+    """Images/s of the suite's step and of a plain reference loop, per model (a benchmark, not a test)."""
+    import torch
+    from tabulate import tabulate
+
+    from bench import perf
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
+    width = args.width if args.width is not None else (1.0 if dev.type == "cuda" else 0.25)
+    for name in args.models or list(perf.CASES):
+        if name not in perf.CASES:
+            raise BenchError(f"unknown model '{name}': one of {', '.join(perf.CASES)}")
+        found = perf.measure(name, dev, width, args.batches, args.rounds, compile_=args.compile)
+        print(f"\n{name} ({found['experiment']}, width x{width:g}, batch {found['batch_size']}) on {found['device']}")
+        print(tabulate([[k, f"{v:,.0f}", f"{found['vs_reference'][k]:.2f}"] for k, v in found["images_per_s"].items()],
+                       headers=["Training step", "Images/s", "x reference"], tablefmt="github", disable_numparse=True))
+
+
 def cmd_failed(args):
     """The result files of runs that failed for good; with --delete, removed so that the workflow runs them again."""
     import json
@@ -291,6 +347,27 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--idle-timeout", type=float, default=3600.0, help="exit after this many seconds without jobs")
     s.add_argument("--parent-pid", type=int, help="exit when this process (Snakemake) exits")
     s.set_defaults(fn=cmd_worker)
+
+    s = sub.add_parser("plan", help="estimated device-hours of a profile (calibrated on this device); --compare")
+    s.add_argument("--profile", default="paper")
+    s.add_argument("--seeds", type=int, help="seeds per experiment (default: the profile's)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--rate", type=float, help="forward-MAC units per second instead of the probe's")
+    s.add_argument("--compare", action="store_true", help="predicted vs measured time of the finished runs")
+    s.add_argument("--results", default="results")
+    s.add_argument("--write", help="also write the plan (every job's estimate) as JSON here")
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads, as the jobs use (default 1)")
+    s.set_defaults(fn=cmd_plan)
+
+    s = sub.add_parser("perf", help="images/s of the suite's training step vs a plain reference loop, per model")
+    s.add_argument("models", nargs="*", help="of: CIFAR VGG-11, CIFAR ResNet-18, LeNet (Fashion-MNIST), PredSim VGG-8b")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--width", type=float, help="width multiplier (default: 1 on a GPU, 0.25 on the CPU)")
+    s.add_argument("--batches", type=int, default=10, help="training steps per measurement")
+    s.add_argument("--rounds", type=int, default=3, help="measured rounds after a warm-up round")
+    s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.add_argument("--compile", action="store_true", help="also measure with torch.compile")
+    s.set_defaults(fn=cmd_perf)
 
     s = sub.add_parser("ui", help="browse the runs: the MLflow UI, bound to 127.0.0.1 unless --host says otherwise")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")

@@ -113,7 +113,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     from bench import measure, methods, track
     from bench.checkpoint import Checkpoint
     from bench.models import build_model
-    from bench.training import Context
+    from bench.training import Context, autocast, fast_settings
 
     if threads:
         torch.set_num_threads(threads)
@@ -124,12 +124,16 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     data = datasets.load(exp.dataset, cfg, root=data_root, download=download)
     model = build_model(cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1],
                         cfg["model"]).to(dev)
+    fast = fast_settings(cfg, dev)
+    if fast["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
     cells = cells_of(experiment_id)
-    env = measure.environment(dev)
+    env = {**measure.environment(dev), **fast}
     tags = {"paper": exp.paper, "tables": ",".join(sorted({c.table for c in cells})),
             "cells": ",".join(c.id for c in cells), "experiment": exp.id, "seed": seed, "profile": profile,
             "code_version": env["code_version"], "dataset": exp.dataset, "model": exp.model, "method": exp.method,
-            "variant": exp.variant, "device": env["device"]}
+            "variant": exp.variant, "device": env["device"], "precision": fast["precision"],
+            "channels_last": fast["channels_last"]}
     # a job killed mid-run left a checkpoint: resume from it, in the same MLflow run (bench/checkpoint.py)
     ckpt = Checkpoint(checkpoint_path(out), ex.config_hash(cfg)) if checkpoint else None
     logger = track.RunLogger(profile, exp.paper, f"{exp.id}/seed{seed}", tags, cfg,
@@ -147,7 +151,8 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     params = measure.count_parameters(model)
     status, error = "FINISHED", None
     try:
-        final = methods.get(exp.method).train(model, data, cfg, Context(dev, seed, log_epoch, progress, ckpt))
+        with autocast(dev, fast["precision"]):
+            final = methods.get(exp.method).train(model, data, cfg, Context(dev, seed, log_epoch, progress, ckpt))
     except methods.Diverged as div:  # a result, not a crash: the run stops and says when
         status, error, final = "DIVERGED", str(div), {"diverged_epoch": div.epoch}
         logger.set_tag("diverged", str(div))

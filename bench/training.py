@@ -66,6 +66,29 @@ class Context:
         return _faulty(bar) if kw.get("unit") == "batch" and os.environ.get(FAULT_ENV) else bar
 
 
+def fast_settings(cfg: dict, device: torch.device) -> dict:
+    """The fast-step switches a run uses, resolved for its device (recorded in its result and MLflow run):
+    precision 'bf16' (autocast around the whole training: forward, loss and the backward that follows, on GPUs
+    with bf16; no loss scaling is needed, bf16 has fp32's range) or 'fp32'; channels_last on CUDA. Config keys
+    `precision` (auto | fp32 | bf16) and `channels_last` (auto | true | false)."""
+    cuda = device.type == "cuda"
+    precision = cfg.get("precision", "auto")
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    channels_last = cfg.get("channels_last", "auto")
+    channels_last = cuda if channels_last == "auto" else bool(channels_last)
+    return {"precision": precision, "channels_last": channels_last}
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a precision ('fp32': none)."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+
+
 def unique_parameters(modules) -> list:
     """The parameters of `modules`, each once, in order (modules may share parameters)."""
     seen, out = set(), []

@@ -88,3 +88,13 @@ def test_bad_workflow_config_is_refused_naming_the_field(tmp_path, setting, mess
     proc = snakemake(tmp_path, "-n", "--config", setting)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0 and message in log and "config" in log.lower()
+
+
+def test_a_plan_sets_each_jobs_runtime(tmp_path):
+    experiment = "ma-cifar10-vgg8-backprop"
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"jobs": [{"experiment": "%s", "seconds": 600}]}' % experiment)
+    proc = snakemake(tmp_path, "-n", "--config", "profile=smoke", f"only={experiment}", f"plan={plan}")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-2000:]
+    assert "runtime=15," in log  # 1.5 x 10 minutes

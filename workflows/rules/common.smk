@@ -1,5 +1,7 @@
 # Shared by all rules: the config, validated; the profile; and the targets, derived from the registry.
 import fnmatch
+import json
+import math
 from pathlib import Path
 import shlex
 import sys

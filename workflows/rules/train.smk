@@ -7,6 +7,16 @@ def train_inputs(wildcards):
     return inputs
 
 
+def planned_minutes(wildcards, attempt):
+    """The job's runtime for the scheduler: 1.5 x `bench plan`'s estimate (config plan), else config runtime."""
+    if not config.get("plan"):
+        return config["runtime"] * attempt
+    if "PLAN" not in globals():
+        globals()["PLAN"] = {j["experiment"]: j["seconds"] for j in json.loads(Path(config["plan"]).read_text())["jobs"]}
+    seconds = PLAN.get(wildcards.experiment)
+    return (max(10, math.ceil(1.5 * seconds / 60)) if seconds else config["runtime"]) * attempt
+
+
 rule train:
     input:
         train_inputs,
@@ -25,7 +35,7 @@ rule train:
     retries: config["retries"]
     resources:
         mem_mb=lambda w, attempt: config["mem_mb"] * attempt,
-        runtime=lambda w, attempt: config["runtime"] * attempt,
+        runtime=planned_minutes,
         attempt=lambda w, attempt: attempt,
         gpu=1 if config["gpus"] else 0,
     conda:

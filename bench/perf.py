@@ -1,0 +1,108 @@
+"""`bench perf`: training throughput of the suite's step against a plain reference loop, per model.
+
+The suite's step: the whole dataset as uint8 on the device, batches cut, augmented and normalized there
+(bench.data.loader.Batches), no host sync per batch; then, one at a time, channels_last, bf16 autocast (GPUs with
+bf16) and torch.compile (--compile). The reference: a torchvision DataLoader with per-sample v2 transforms, fp32,
+NCHW, the same model, optimizer and loss. Both train copies of the same model on the same stand-in data (the real
+shapes and augmentation), alternating in one process, rounds after a warm-up round; images/s is the median.
+A benchmark, not a timed test: it prints what it measured and where.
+"""
+import copy
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from bench import experiments as ex
+from bench.data import load
+from bench.data.loader import Batches
+from bench.data.reference import reference_loader
+from bench.measure import device_name
+from bench.models import build_model
+from bench.training import autocast, make_optimizer, sync
+
+CASES = {"CIFAR VGG-11": "cruciata-cifar10-vgg11-backprop",
+         "CIFAR ResNet-18": "cruciata-cifar10-resnet18-backprop",
+         "LeNet (Fashion-MNIST)": "karimi-fashion_mnist-lenet-backprop-sgd",
+         "PredSim VGG-8b": "ma-cifar10-vgg8b-predsim"}
+
+
+def _stepper(exp, model, cfg, num_classes):
+    """(module whose copies train, step(x, y)) for the experiment's method: plain cross-entropy, or PredSim's step."""
+    if exp.method == "predsim":
+        from bench.methods.predsim import PredSim
+
+        ps = PredSim(model, num_classes, cfg)
+        return ps, lambda x, y: ps.train_step(x, y)
+    optimizer = make_optimizer(model.parameters(), cfg)
+
+    def step(x, y):
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model, step
+
+
+def _rate(make_model, batches, device, limit, precision="fp32", channels_last=False, compiled=False) -> float:
+    model, step = make_model(channels_last, compiled)
+    model.train()
+    images = steps = 0
+    sync(device)
+    start = time.perf_counter()
+    with autocast(device, precision):
+        while steps < limit:
+            for x, y in batches:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                step(x, y)
+                images, steps = images + len(y), steps + 1
+                if steps == limit:
+                    break
+    sync(device)
+    return images / (time.perf_counter() - start)
+
+
+def measure(name: str, device: torch.device, width_mult: float, batches: int = 10, rounds: int = 3,
+            samples: int = 2048, compile_: bool = False) -> dict:
+    exp = ex.get(CASES[name])
+    cfg = ex.config(exp, "paper")
+    cfg["model"]["width_mult"] = width_mult
+    cfg["data"] = {"source": "synthetic", "train_samples": samples, "test_samples": 1}
+    data = load(exp.dataset, cfg)
+    base = build_model(cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1],
+                       cfg["model"])
+
+    def make_model(channels_last: bool, compiled: bool):
+        model = copy.deepcopy(base).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        owner, step = _stepper(exp, model, cfg, data.num_classes)
+        if compiled:
+            model.forward = torch.compile(model.forward)
+        return owner, step
+
+    norm, aug, bs = cfg["normalize"], cfg["augment"], min(cfg["batch_size"], 128)
+    fast = Batches(data.x_train, data.y_train, bs, device=device, mean=norm["mean"], std=norm["std"], augment=aug,
+                   shuffle=True, seed=0)
+    reference = reference_loader(data.x_train, data.y_train, bs, mean=norm["mean"], std=norm["std"], augment=aug,
+                                 shuffle=True, seed=0)
+    variants = {"reference (DataLoader, fp32)": (reference, {}), "suite step, fp32": (fast, {})}
+    if device.type == "cuda":
+        variants["suite + channels_last"] = (fast, {"channels_last": True})
+        if torch.cuda.is_bf16_supported():
+            variants["suite + channels_last + bf16"] = (fast, {"channels_last": True, "precision": "bf16"})
+    if compile_:
+        variants["suite + torch.compile"] = (fast, {"compiled": True})
+    rates = {k: [] for k in variants}
+    for r in range(rounds + 1):  # round 0 warms every variant up
+        for k, (batches_, kw) in variants.items():
+            rate = _rate(make_model, batches_, device, batches, **kw)
+            if r:
+                rates[k].append(rate)
+    medians = {k: statistics.median(v) for k, v in rates.items()}
+    ref = medians["reference (DataLoader, fp32)"]
+    return {"model": name, "experiment": exp.id, "device": device_name(device), "width_mult": width_mult,
+            "batch_size": bs, "images_per_s": medians, "vs_reference": {k: v / ref for k, v in medians.items()}}

@@ -1,0 +1,182 @@
+"""`bench plan`: what a profile costs before it runs, in device-hours, and afterwards predicted vs measured.
+
+A job's work is counted in *forward-MAC units*: the MACs of one forward pass of one sample (ptflops, the model at
+the profile's width and input size) times how many such passes its training does:
+
+  training   samples x epochs x the method's passes per sample (below), summed over its stages
+  evaluation test samples x evaluations (after every epoch or stage epoch) x 1
+
+Passes per training sample, in forward units (a backward pass costs about two forwards):
+  backprop, learn_drop, freezing    3      (Learn & Drop's drops only lower this: an upper bound)
+  predsim                           3.3    (+10 %: the local similarity convs and decoders)
+  layer-wise stage for block i of n (si_forward, greedy_layerwise, belilovsky_greedy, fb_si's SI layers):
+                                    (i + 3) / n   (forward through blocks 0..i, backward through block i; blocks
+                                                   taken as equal in cost), then the classifier stage: 1
+  layer_to_layer stage              3      (forward through everything, backward through the window; the window
+                                            is most of the network in the early stages)
+The device's rate comes from a probe: a few training steps of a CIFAR VGG-11 at the profile's width on this
+device, in forward-MAC units per second. Seconds = units / rate. These are estimates; `--compare` shows how far
+they are from the measured times of finished runs, per job.
+"""
+import json
+import math
+import os
+import statistics
+import time
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from bench import experiments as ex
+from bench.data.catalog import DATASETS
+from bench.measure import device_name, forward_macs
+from bench.models import build_model
+
+PROBE_EXPERIMENT = "cruciata-cifar10-vgg11-backprop"
+STAGED = {"si_forward", "greedy_layerwise", "belilovsky_greedy"}
+DEFAULT_STAGE_EPOCHS = {"si_forward": 10, "greedy_layerwise": 10, "belilovsky_greedy": 50, "fb_si": 10}
+
+
+def _model(cfg: dict, dataset: str):
+    info = DATASETS[dataset]
+    size = cfg.get("input_size") or info.size
+    return build_model(cfg["architecture"], info.channels, info.num_classes, size, cfg["model"])
+
+
+def _models_version() -> str:
+    """A digest of the model code: the MACs cache is only valid for the models that filled it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((Path(__file__).parent / "models").glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+MACS_CACHE = Path.home() / ".cache" / "layerwise-bench" / f"plan_macs-{_models_version()}.json"
+
+
+@cache
+def _disk_cache() -> dict:
+    try:
+        return json.loads(MACS_CACHE.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _macs(model_json: str, dataset: str) -> tuple[int, int]:
+    """(forward MACs per sample, number of blocks) of a model config (architecture, options, input size), cached in
+    memory and in ~/.cache/layerwise-bench/plan_macs-<model code digest>.json (counting all the paper profile's models takes minutes)."""
+    key = f"{dataset}:{model_json}"
+    found = _disk_cache()
+    if key not in found:
+        model = _model(json.loads(model_json), dataset)
+        found[key] = [forward_macs(model, "pytorch"), len(getattr(model, "blocks", [])) or 1]
+        MACS_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = MACS_CACHE.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(found, sort_keys=True))
+        os.replace(tmp, MACS_CACHE)
+    return tuple(found[key])
+
+
+def schedule(method: str, cfg: dict, n_blocks: int) -> list[tuple[int, float]]:
+    """[(epochs, forward passes per training sample)] of a run's stages."""
+    opts = cfg.get("method_options", {}) or {}
+    epochs = cfg["epochs"]
+    if method in ("backprop", "learn_drop", "freezing"):
+        return [(epochs, 3.0)]
+    if method == "predsim":
+        return [(epochs, 3.3)]
+    if method == "layer_to_layer":
+        per = int(opts.get("epochs_per_stage", epochs))
+        return [(per, 3.0)] * int(opts.get("stages") or 1)
+    per_layer = int(opts.get("epochs_per_layer", DEFAULT_STAGE_EPOCHS.get(method, epochs)))
+    if method == "fb_si":
+        k = int(opts.get("si_layers", 1))
+        return [(per_layer, (i + 3) / n_blocks) for i in range(k)] + [(epochs, 3.0)]
+    if method in STAGED:
+        n = int(opts.get("feature_blocks") or n_blocks)
+        stages = [(per_layer, (i + 3) / n_blocks) for i in range(n)]
+        if method != "belilovsky_greedy":
+            stages.append((int(opts.get("classifier_epochs") or per_layer), 1.0))
+        return stages
+    raise ValueError(f"bench plan has no cost model for method '{method}'")
+
+
+def job_cost(exp, profile: str) -> dict:
+    """The work of one (experiment, seed) job in forward-MAC units, with what it is made of."""
+    cfg = ex.config(exp, profile)
+    model_json = json.dumps({k: cfg[k] for k in ("architecture", "model")} | {"input_size": cfg.get("input_size")},
+                            sort_keys=True)
+    macs, n_blocks = _macs(model_json, exp.dataset)
+    info = DATASETS[exp.dataset]
+    train_n = min(cfg["data"].get("train_samples") or info.train_size, info.train_size)
+    test_n = min(cfg["data"].get("test_samples") or info.test_size, info.test_size)
+    stages = schedule(exp.method, cfg, n_blocks)
+    epochs = sum(e for e, _ in stages)
+    units = macs * (train_n * sum(e * f for e, f in stages) + test_n * epochs)
+    return {"experiment": exp.id, "paper": exp.paper, "method": exp.method, "macs": macs, "epochs": epochs,
+            "train_samples": train_n, "units": units}
+
+
+def probe(profile: str, device: torch.device, steps: int = 8, rounds: int = 3) -> float:
+    """Forward-MAC units per second of training on this device (median of rounds), from a CIFAR VGG-11."""
+    from bench.data.loader import Batches
+    from bench.training import make_optimizer, sync
+
+    exp = ex.get(PROBE_EXPERIMENT)
+    cfg = ex.config(exp, profile)
+    model = _model(cfg, exp.dataset).to(device)
+    macs = forward_macs(model, "pytorch")
+    bs = min(cfg["batch_size"], 128)
+    x = torch.randint(0, 256, (bs * steps, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 10, (bs * steps,))
+    batches = Batches(x, y, bs, device=device, mean=cfg["normalize"]["mean"], std=cfg["normalize"]["std"])
+    optimizer = make_optimizer(model.parameters(), cfg)
+    rates = []
+    for r in range(rounds + 1):  # round 0 warms up
+        sync(device)
+        start = time.perf_counter()
+        for xb, yb in batches:
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        sync(device)
+        if r:
+            rates.append(3.0 * macs * len(y) / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: float | None = None) -> dict:
+    """Every job of the profile with its estimated seconds; totals per paper and for the suite."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    n_seeds = seeds or len(ex.seeds(profile))
+    rate = rate or probe(profile, dev)
+    jobs = []
+    for eid in ex.targets(profile):
+        cost = job_cost(ex.get(eid), profile)
+        cost["seconds"] = cost["units"] / rate
+        jobs.append(cost)
+    per_paper = {}
+    for j in jobs:
+        per_paper[j["paper"]] = per_paper.get(j["paper"], 0.0) + j["seconds"] * n_seeds / 3600
+    return {"profile": profile, "device": device_name(dev), "rate_units_per_s": rate, "seeds": n_seeds,
+            "jobs": jobs, "hours_per_paper": per_paper, "hours_total": sum(per_paper.values())}
+
+
+def compare(profile: str, rate: float, results="results") -> list[dict]:
+    """Predicted vs measured training + evaluation seconds of every finished run of the profile."""
+    from bench.aggregate import load_results
+
+    rows = []
+    for (eid, seed), r in sorted(load_results(profile, ex.seeds(profile), results).items()):
+        if r.get("status") != "FINISHED":
+            continue
+        measured = sum(e.get("epoch_time_s", 0.0) + e.get("eval_time_s", 0.0) for e in r.get("epochs", [])) \
+            or r["metrics"].get("train_time_s", math.nan)
+        predicted = job_cost(ex.get(eid), profile)["units"] / rate
+        rows.append({"experiment": eid, "seed": seed, "predicted_s": predicted, "measured_s": measured,
+                     "ratio": predicted / measured if measured else math.nan})
+    return rows

@@ -1,0 +1,89 @@
+"""The suite's training step against a plain reference loop (torchvision DataLoader, fp32, no tricks): the same
+loss trajectory for a fixed seed on the CPU, and the same accuracy on a short run on the real MNIST; the fast-step
+switches resolve per device and are recorded."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from bench import experiments as ex
+from bench.data.reference import reference_loader
+from bench.methods import backprop
+from bench.models import build_model
+from bench.training import Context, evaluate, fast_settings, make_optimizer
+from conftest import shared_raw
+
+EXPERIMENT = "karimi-fashion_mnist-lenet-backprop-sgd"
+
+
+def reference_training(model, data, cfg, seed):
+    """The textbook loop: DataLoader with per-sample transforms, one optimizer, the LR schedule per epoch."""
+    norm = cfg["normalize"]
+    loader = reference_loader(data.x_train, data.y_train, cfg["batch_size"], mean=norm["mean"], std=norm["std"],
+                              augment=cfg["augment"], shuffle=True, seed=seed)
+    optimizer = make_optimizer(model.parameters(), cfg)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.get("lr_milestones", []), cfg.get("lr_gamma", 0.1))
+    losses = []
+    for _ in range(cfg["epochs"]):
+        model.train()
+        total = 0.0
+        for x, y in loader:
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(y)
+        scheduler.step()
+        losses.append(total / len(data.y_train))
+    return losses
+
+
+def both(data, epochs=2, seed=0):
+    cfg = ex.config(ex.get(EXPERIMENT), "smoke")
+    cfg.update(epochs=epochs, augment={"crop_padding": 0, "hflip": False}, batch_size=64)
+    cfg["model"]["width_mult"] = 0.5
+    torch.manual_seed(seed)
+    model = build_model(cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1],
+                        cfg["model"])
+    ref_model = copy.deepcopy(model)
+    records = []
+    final = backprop.train(model, data, cfg, Context(torch.device("cpu"), seed, records.append, progress=False))
+    ref_losses = reference_training(ref_model, data, cfg, seed)
+    return cfg, model, ref_model, final, [r["train_loss"] for r in records], ref_losses
+
+
+def test_same_loss_trajectory_as_the_reference_loop():
+    from bench.data import load
+
+    cfg = ex.config(ex.get(EXPERIMENT), "smoke")
+    data = load("fashion_mnist", {**cfg, "data": {"source": "synthetic", "train_samples": 512, "test_samples": 128}})
+    _, model, ref_model, _, losses, ref_losses = both(data, epochs=3)
+    assert losses == pytest.approx(ref_losses, rel=1e-5, abs=1e-6)
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_same_accuracy_on_a_short_real_mnist_run(tmp_path):
+    from bench.data import load
+
+    shared_raw("mnist", tmp_path / "MNIST" / "raw")
+    cfg = ex.config(ex.get(EXPERIMENT), "check")
+    data = load("mnist", {**cfg, "data": {"source": "real", "train_samples": 3000, "test_samples": 1000}},
+                root=tmp_path).subset(3000, 1000)
+    cfg, model, ref_model, final, losses, ref_losses = both(data, epochs=2)
+    norm = cfg["normalize"]
+    from bench.data.loader import Batches
+
+    test = Batches(data.x_test, data.y_test, 500, device=torch.device("cpu"), mean=norm["mean"], std=norm["std"])
+    ref_acc = evaluate(ref_model, test, torch.device("cpu"))[1]
+    assert final["test_accuracy"] > 50.0  # it learned (10 classes)
+    assert abs(final["test_accuracy"] - ref_acc) <= 1.0 and losses == pytest.approx(ref_losses, rel=1e-4)
+
+
+def test_fast_settings_per_device_and_config():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert fast_settings({}, cpu) == {"precision": "fp32", "channels_last": False}
+    assert fast_settings({"precision": "bf16", "channels_last": True}, cpu) == {"precision": "bf16", "channels_last": True}
+    if not torch.cuda.is_available():  # "auto" on a GPU needs one to ask about bf16
+        assert fast_settings({"channels_last": "auto", "precision": "fp32"}, cuda)["channels_last"] is True

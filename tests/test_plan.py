@@ -1,0 +1,58 @@
+"""`bench plan`: the cost model per method, a job's units by hand, the totals, and predicted vs measured."""
+import pytest
+
+from bench import experiments as ex
+from bench import plan
+from bench.data.catalog import DATASETS
+
+
+def test_schedules_per_method():
+    cfg = {"epochs": 60, "method_options": {}}
+    assert plan.schedule("backprop", cfg, 8) == [(60, 3.0)]
+    assert plan.schedule("predsim", cfg, 8) == [(60, 3.3)]
+    assert plan.schedule("learn_drop", cfg, 8) == [(60, 3.0)]
+    # layer-wise: block i of 4 costs (i + 3) / 4 forward passes, then the classifier stage
+    si = plan.schedule("si_forward", {"epochs": 200, "method_options": {"epochs_per_layer": 10}}, 4)
+    assert si == [(10, 0.75), (10, 1.0), (10, 1.25), (10, 1.5), (10, 1.0)]
+    bel = plan.schedule("belilovsky_greedy", {"epochs": 1, "method_options": {}}, 3)
+    assert bel == [(50, 1.0), (50, 4 / 3), (50, 5 / 3)]  # layerCNN's 50 epochs per block, no separate classifier
+    fb = plan.schedule("fb_si", {"epochs": 200, "method_options": {"si_layers": 1, "epochs_per_layer": 10}}, 5)
+    assert fb == [(10, 0.6), (200, 3.0)]
+    l2l = plan.schedule("layer_to_layer", {"epochs": 300, "method_options": {"epochs_per_stage": 10, "stages": 6}}, 12)
+    assert l2l == [(10, 3.0)] * 6
+    with pytest.raises(ValueError, match="no cost model"):
+        plan.schedule("dropout", cfg, 1)
+
+
+def test_a_jobs_units_by_hand():
+    exp = ex.get("cruciata-cifar10-vgg11-backprop")
+    cost = plan.job_cost(exp, "paper")
+    cfg = ex.config(exp, "paper")
+    info = DATASETS["cifar10"]
+    # 60 epochs of 50,000 samples at 3 forward passes, plus 10,000 test samples evaluated after every epoch
+    expected = cost["macs"] * (info.train_size * cfg["epochs"] * 3.0 + info.test_size * cfg["epochs"])
+    assert cost["epochs"] == cfg["epochs"] == 60 and cost["units"] == expected
+    assert 1e8 < cost["macs"] < 1e9  # a CIFAR VGG-11 forward pass: about 153 MMACs
+
+
+def test_plan_totals_and_compare(tmp_path, capsys):
+    found = plan.plan("smoke", rate=1e9)  # a given rate: no probe
+    assert found["seeds"] == 1 and len(found["jobs"]) == len(ex.targets("smoke"))
+    assert found["hours_total"] == pytest.approx(sum(j["units"] for j in found["jobs"]) / 1e9 / 3600)
+    assert set(found["hours_per_paper"]) == {"ma", "karimi", "bhyravabhottla", "cruciata"}
+
+    from bench.runner import run_path, write_json_atomic
+
+    eid = "ma-cifar10-vgg8-backprop"
+    write_json_atomic(run_path("smoke", eid, 0, tmp_path), {
+        "experiment": eid, "seed": 0, "status": "FINISHED", "metrics": {"train_time_s": 1.0},
+        "epochs": [{"epoch_time_s": 0.4, "eval_time_s": 0.1}, {"epoch_time_s": 0.4, "eval_time_s": 0.1}]})
+    rows = plan.compare("smoke", 1e9, tmp_path)
+    assert [(r["experiment"], r["measured_s"]) for r in rows] == [(eid, pytest.approx(1.0))]
+    assert rows[0]["predicted_s"] == pytest.approx(plan.job_cost(ex.get(eid), "smoke")["units"] / 1e9)
+
+    from bench.cli import main
+
+    assert main(["plan", "--profile", "smoke", "--rate", "1e9"]) in (None, 0)
+    out = capsys.readouterr().out
+    assert "| all" in out and "calibrated on" in out and "1e+09" in out
