@@ -94,7 +94,7 @@ def cmd_run(args):
     result = run(args.experiment, args.seed, args.profile, out=args.out, device=args.device, threads=args.threads,
                  data_root=args.data_root, download=args.download, progress=args.progress,
                  checkpoint=args.checkpoint, record_failure=args.record_failure, gpus=args.gpus,
-                 slots_per_gpu=args.slots_per_gpu)
+                 slots_per_gpu=args.slots_per_gpu, gpu_slots=args.gpu_slots)
     m, name = result["metrics"], f"{result['experiment']} seed {result['seed']} [{result['profile']}]"
     if result.get("resumed_from_epoch"):
         print(f"{result['experiment']} seed {result['seed']}: resumed after epoch {result['resumed_from_epoch']}")
@@ -313,6 +313,7 @@ def parser() -> argparse.ArgumentParser:
                    help="on an error, write a FAILED result file with it (exit 0) instead of failing the job")
     s.add_argument("--gpus", type=int, default=0, help="claim one of this many local GPUs (bench/gpus.py)")
     s.add_argument("--slots-per-gpu", type=int, default=1, help="jobs that may share one GPU (with --gpus)")
+    s.add_argument("--gpu-slots", type=int, default=1, help="slots of one GPU this job takes (job packing)")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("data", help="datasets: status | download | verify | benchmark")

@@ -95,7 +95,7 @@ def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None,
 def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str = "auto",
           threads: int | None = None, data_root=None, download: bool = False, progress: bool | None = None,
           results: Path | str = "results", checkpoint: bool = True, record_failure: bool = False, gpus: int = 0,
-          slots_per_gpu: int = 1) -> dict:
+          slots_per_gpu: int = 1, gpu_slots: int = 1) -> dict:
     exp = ex.get(experiment_id)
     ex.profile_settings(profile)
     reason = ex.support(exp, profile)
@@ -105,7 +105,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     if gpus:  # before CUDA initializes: this job sees only the GPU it claimed
         from bench.gpus import use_one_gpu
 
-        use_one_gpu(gpus, slots_per_gpu)
+        use_one_gpu(gpus, slots_per_gpu, gpu_slots)
 
     import torch
 

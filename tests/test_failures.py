@@ -40,12 +40,41 @@ def test_gpu_slots_fill_free_gpus_first_and_are_exclusive(tmp_path):
         assert gpus.claim(2, 2, lock_dir=tmp_path) == (1, 0)  # the free GPU before sharing GPU 0
         assert gpus.claim(2, 2, lock_dir=tmp_path) == (0, 1)
         assert gpus.claim(2, 2, lock_dir=tmp_path) == (1, 1)
-        with pytest.raises(BenchError, match="no free GPU slot among 2 GPUs x 2 slots"):
+        with pytest.raises(BenchError, match=r"no 1 free GPU slot\(s\) on one GPU among 2 GPUs x 2 slots"):
             gpus.claim(2, 2, wait_s=0.2, lock_dir=tmp_path)
     finally:
         gpus.release_all()
     assert gpus.claim(2, 2, lock_dir=tmp_path) == (0, 0)  # released
     gpus.release_all()
+
+
+def test_a_large_job_takes_a_whole_gpu_and_small_ones_share(tmp_path):
+    try:
+        assert gpus.claim(2, 2, lock_dir=tmp_path, need=2) == (0, 0)  # large: both slots of GPU 0
+        assert gpus.claim(2, 2, lock_dir=tmp_path) == (1, 0)  # small jobs go to GPU 1 and share it
+        assert gpus.claim(2, 2, lock_dir=tmp_path) == (1, 1)
+        with pytest.raises(BenchError, match="no 2 free GPU slot"):
+            gpus.claim(2, 2, wait_s=0.2, lock_dir=tmp_path, need=2)  # no GPU is wholly free
+        with pytest.raises(BenchError, match="between 1 and slots per GPU"):
+            gpus.claim(2, 2, lock_dir=tmp_path, need=3)
+    finally:
+        gpus.release_all()
+
+
+def test_the_workflow_packs_jobs_by_the_plan(tmp_path):
+    from test_workflow import snakemake
+
+    small, large = "karimi-fashion_mnist-lenet-backprop-sgd", "cruciata-cifar10-vgg11-backprop"
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"jobs": [{"experiment": small, "seconds": 60, "macs": 2e6},
+                                         {"experiment": large, "seconds": 600, "macs": 1.5e8}]}))
+    proc = snakemake(tmp_path, "-n", "-p", "--config", "profile=smoke", f"only={small},{large}", f"plan={plan}",
+                     "gpus=2", "slots_per_gpu=4")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-2000:]
+    commands = {e: next(line for line in log.splitlines() if "bench run" in line and e in line) for e in (small, large)}
+    assert "--gpus 2 --slots-per-gpu 4 --gpu-slots 1" in commands[small]
+    assert "--gpus 2 --slots-per-gpu 4 --gpu-slots 4" in commands[large]
 
 
 def test_a_killed_job_frees_its_gpu_slot(tmp_path):

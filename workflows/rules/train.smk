@@ -7,14 +7,30 @@ def train_inputs(wildcards):
     return inputs
 
 
+def planned(experiment: str) -> dict:
+    """The job's estimate in `bench plan --write`'s JSON (config plan), or {}."""
+    if not config.get("plan"):
+        return {}
+    if "PLAN" not in globals():
+        globals()["PLAN"] = {j["experiment"]: j for j in json.loads(Path(config["plan"]).read_text())["jobs"]}
+    return PLAN.get(experiment, {})
+
+
 def planned_minutes(wildcards, attempt):
     """The job's runtime for the scheduler: 1.5 x `bench plan`'s estimate (config plan), else config runtime."""
-    if not config.get("plan"):
-        return config["runtime"] * attempt
-    if "PLAN" not in globals():
-        globals()["PLAN"] = {j["experiment"]: j["seconds"] for j in json.loads(Path(config["plan"]).read_text())["jobs"]}
-    seconds = PLAN.get(wildcards.experiment)
+    seconds = planned(wildcards.experiment).get("seconds")
     return (max(10, math.ceil(1.5 * seconds / 60)) if seconds else config["runtime"]) * attempt
+
+
+def gpu_slots(wildcards) -> int:
+    """Job packing (bench/gpus.py): a job whose model is small per the plan takes one slot of a GPU, others a
+    whole GPU (every slot); without a plan, one slot each."""
+    if not config["gpus"]:
+        return 0
+    macs = planned(wildcards.experiment).get("macs")
+    if macs is None or macs < config["small_job_mmacs"] * 1e6:
+        return 1
+    return config["slots_per_gpu"]
 
 
 rule train:
@@ -28,7 +44,8 @@ rule train:
         config_hash=lambda w: ex.config_hash(ex.config(ex.get(w.experiment), PROFILE)),
         data_root=f"--data-root {shlex.quote(config['data_root'])}" if config["data_root"] else "",
         download="--download" if config["download"] else "",
-        gpus=f"--gpus {config['gpus']} --slots-per-gpu {config['slots_per_gpu']}" if config["gpus"] else "",
+        gpus=lambda w: (f"--gpus {config['gpus']} --slots-per-gpu {config['slots_per_gpu']} --gpu-slots {gpu_slots(w)}"
+                        if config["gpus"] else ""),
     threads: config["threads"]
     # a failed attempt is retried (config retries) with more memory and time; the last one, if it fails too,
     # writes a FAILED result file with the error (--record-failure), so that the report shows it and says why
@@ -37,7 +54,7 @@ rule train:
         mem_mb=lambda w, attempt: config["mem_mb"] * attempt,
         runtime=planned_minutes,
         attempt=lambda w, attempt: attempt,
-        gpu=1 if config["gpus"] else 0,
+        gpu=gpu_slots,
     conda:
         CONDA_ENV
     shell:
