@@ -133,7 +133,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
             "cells": ",".join(c.id for c in cells), "experiment": exp.id, "seed": seed, "profile": profile,
             "code_version": env["code_version"], "dataset": exp.dataset, "model": exp.model, "method": exp.method,
             "variant": exp.variant, "device": env["device"], "precision": fast["precision"],
-            "channels_last": fast["channels_last"]}
+            "channels_last": fast["channels_last"], "compile": fast["compile"]}
     # a job killed mid-run left a checkpoint: resume from it, in the same MLflow run (bench/checkpoint.py)
     ckpt = Checkpoint(checkpoint_path(out), ex.config_hash(cfg)) if checkpoint else None
     logger = track.RunLogger(profile, exp.paper, f"{exp.id}/seed{seed}", tags, cfg,
@@ -151,6 +151,8 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     params = measure.count_parameters(model)
     status, error = "FINISHED", None
     try:
+        if fast["compile"]:  # after the MAC count (ptflops copies the model); the state dict is unchanged
+            model.forward = torch.compile(model.forward)
         with autocast(dev, fast["precision"]):
             final = methods.get(exp.method).train(model, data, cfg, Context(dev, seed, log_epoch, progress, ckpt))
     except methods.Diverged as div:  # a result, not a crash: the run stops and says when

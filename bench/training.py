@@ -69,15 +69,17 @@ class Context:
 def fast_settings(cfg: dict, device: torch.device) -> dict:
     """The fast-step switches a run uses, resolved for its device (recorded in its result and MLflow run):
     precision 'bf16' (autocast around the whole training: forward, loss and the backward that follows, on GPUs
-    with bf16; no loss scaling is needed, bf16 has fp32's range) or 'fp32'; channels_last on CUDA. Config keys
-    `precision` (auto | fp32 | bf16) and `channels_last` (auto | true | false)."""
+    with bf16; no loss scaling is needed, bf16 has fp32's range) or 'fp32'; channels_last on CUDA; torch.compile of
+    the model's forward (off unless asked: it pays off only for long runs of methods that call the whole model,
+    backprop above all). Config keys `precision` (auto | fp32 | bf16), `channels_last` (auto | true | false),
+    `compile` (false | true)."""
     cuda = device.type == "cuda"
     precision = cfg.get("precision", "auto")
     if precision == "auto":
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     channels_last = cfg.get("channels_last", "auto")
     channels_last = cuda if channels_last == "auto" else bool(channels_last)
-    return {"precision": precision, "channels_last": channels_last}
+    return {"precision": precision, "channels_last": channels_last, "compile": bool(cfg.get("compile", False))}
 
 
 def autocast(device: torch.device, precision: str):

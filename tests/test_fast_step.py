@@ -83,7 +83,28 @@ def test_same_accuracy_on_a_short_real_mnist_run(tmp_path):
 
 def test_fast_settings_per_device_and_config():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert fast_settings({}, cpu) == {"precision": "fp32", "channels_last": False}
-    assert fast_settings({"precision": "bf16", "channels_last": True}, cpu) == {"precision": "bf16", "channels_last": True}
+    assert fast_settings({}, cpu) == {"precision": "fp32", "channels_last": False, "compile": False}
+    assert fast_settings({"precision": "bf16", "channels_last": True, "compile": True}, cpu) == \
+        {"precision": "bf16", "channels_last": True, "compile": True}
     if not torch.cuda.is_available():  # "auto" on a GPU needs one to ask about bf16
         assert fast_settings({"channels_last": "auto", "precision": "fp32"}, cuda)["channels_last"] is True
+
+
+@pytest.mark.slow
+def test_a_compiled_run_follows_the_same_trajectory(tmp_path, monkeypatch):
+    """torch.compile (inductor, on the CPU here) changes how the forward runs, not what it computes."""
+    from bench.runner import run
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    plain = run(EXPERIMENT, 0, "smoke", out=tmp_path / "plain.json", threads=1, checkpoint=False)
+    orig = ex.config
+
+    def with_compile(exp, profile):
+        return {**orig(exp, profile), "compile": True}
+
+    monkeypatch.setattr("bench.runner.ex.config", with_compile)
+    compiled = run(EXPERIMENT, 0, "smoke", out=tmp_path / "compiled.json", threads=1, checkpoint=False)
+    assert compiled["environment"]["compile"] is True and plain["environment"]["compile"] is False
+    assert [e["train_loss"] for e in compiled["epochs"]] == pytest.approx([e["train_loss"] for e in plain["epochs"]],
+                                                                          rel=1e-4)
+    assert compiled["metrics"]["test_accuracy"] == pytest.approx(plain["metrics"]["test_accuracy"], abs=1.0)
