@@ -197,10 +197,11 @@ def cmd_plan(args):
 
     from bench import plan
     from bench.measure import device_name
+    from bench.training import resolve_device
 
     torch.set_num_threads(args.threads)  # as the workflow's jobs (config threads)
     if args.compare:
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
+        dev = resolve_device(args.device)
         rate = args.rate or plan.probe(args.profile, dev)
         rows = plan.compare(args.profile, rate, args.results)
         if not rows:
@@ -230,10 +231,11 @@ def cmd_perf(args):
     from tabulate import tabulate
 
     from bench import perf
+    from bench.training import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
+    dev = resolve_device(args.device)
     width = args.width if args.width is not None else (1.0 if dev.type == "cuda" else 0.25)
     for name in args.models or list(perf.CASES):
         if name not in perf.CASES:

@@ -13,7 +13,7 @@ and Holm's correction runs over the tested claims of one paper. A profile that d
 (bench/tolerances.yaml) gives NOT COMPARABLE and shows the test on its runs beside it.
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -197,7 +197,6 @@ class Outcome:
     p_holds: float = math.nan
     p_reversed: float = math.nan
     p_holm: float = math.nan
-    pairs: list = field(default_factory=list)
 
 
 def test(h: Headline, per_cell: dict[str, dict]) -> Outcome:

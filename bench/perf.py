@@ -9,10 +9,8 @@ A benchmark, not a timed test: it prints what it measured and where.
 """
 import copy
 import statistics
-import time
 
 import torch
-from torch import nn
 
 from bench import experiments as ex
 from bench.data import load
@@ -20,7 +18,7 @@ from bench.data.loader import Batches
 from bench.data.reference import reference_loader
 from bench.measure import device_name
 from bench.models import build_model
-from bench.training import autocast, make_optimizer, sync
+from bench.training import ce_step, make_optimizer, timed_steps
 
 CASES = {"CIFAR VGG-11": "cruciata-cifar10-vgg11-backprop",
          "CIFAR ResNet-18": "cruciata-cifar10-resnet18-backprop",
@@ -34,35 +32,15 @@ def _stepper(exp, model, cfg, num_classes):
         from bench.methods.predsim import PredSim
 
         ps = PredSim(model, num_classes, cfg)
-        return ps, lambda x, y: ps.train_step(x, y)
-    optimizer = make_optimizer(model.parameters(), cfg)
-
-    def step(x, y):
-        loss = nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return model, step
+        return ps, ps.train_step
+    return model, ce_step(model, make_optimizer(model.parameters(), cfg))
 
 
 def _rate(make_model, batches, device, limit, precision="fp32", channels_last=False, compiled=False) -> float:
     model, step = make_model(channels_last, compiled)
     model.train()
-    images = steps = 0
-    sync(device)
-    start = time.perf_counter()
-    with autocast(device, precision):
-        while steps < limit:
-            for x, y in batches:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                step(x, y)
-                images, steps = images + len(y), steps + 1
-                if steps == limit:
-                    break
-    sync(device)
-    return images / (time.perf_counter() - start)
+    images, seconds = timed_steps(step, batches, device, limit, channels_last, precision)
+    return images / seconds
 
 
 def measure(name: str, device: torch.device, width_mult: float, batches: int = 10, rounds: int = 3,

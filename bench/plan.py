@@ -22,7 +22,6 @@ import json
 import math
 import os
 import statistics
-import time
 from functools import cache
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from bench import experiments as ex
 from bench.data.catalog import DATASETS
 from bench.measure import device_name, forward_macs
 from bench.models import build_model
+from bench.training import resolve_device
 
 PROBE_EXPERIMENT = "cruciata-cifar10-vgg11-backprop"
 STAGED = {"si_forward", "greedy_layerwise", "belilovsky_greedy"}
@@ -123,7 +123,7 @@ def job_cost(exp, profile: str) -> dict:
 def probe(profile: str, device: torch.device, steps: int = 8, rounds: int = 3) -> float:
     """Forward-MAC units per second of training on this device (median of rounds), from a CIFAR VGG-11."""
     from bench.data.loader import Batches
-    from bench.training import make_optimizer, sync
+    from bench.training import ce_step, make_optimizer, timed_steps
 
     exp = ex.get(PROBE_EXPERIMENT)
     cfg = ex.config(exp, profile)
@@ -133,25 +133,18 @@ def probe(profile: str, device: torch.device, steps: int = 8, rounds: int = 3) -
     x = torch.randint(0, 256, (bs * steps, 3, 32, 32), dtype=torch.uint8)
     y = torch.randint(0, 10, (bs * steps,))
     batches = Batches(x, y, bs, device=device, mean=cfg["normalize"]["mean"], std=cfg["normalize"]["std"])
-    optimizer = make_optimizer(model.parameters(), cfg)
+    step = ce_step(model.train(), make_optimizer(model.parameters(), cfg))
     rates = []
     for r in range(rounds + 1):  # round 0 warms up
-        sync(device)
-        start = time.perf_counter()
-        for xb, yb in batches:
-            loss = torch.nn.functional.cross_entropy(model(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        sync(device)
+        images, seconds = timed_steps(step, batches, device, steps)
         if r:
-            rates.append(3.0 * macs * len(y) / (time.perf_counter() - start))
+            rates.append(3.0 * macs * images / seconds)
     return statistics.median(rates)
 
 
 def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: float | None = None) -> dict:
     """Every job of the profile with its estimated seconds; totals per paper and for the suite."""
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     n_seeds = seeds or len(ex.seeds(profile))
     rate = rate or probe(profile, dev)
     jobs = []

@@ -184,6 +184,12 @@ def _load_claims(claims_dir: Path) -> tuple[Claim, ...]:
     return tuple(claims)
 
 
+def printed_decimals(printed: str) -> int:
+    """Decimals of a printed number ('1,987.80' -> 2, '98.6 %' -> 1, '896' -> 0)."""
+    number = printed.replace(",", "").split()[0].rstrip("%")
+    return len(number.split(".")[1]) if "." in number else 0
+
+
 def members(claim: Claim, claims: list[Claim]) -> list[Claim]:
     """The cells a derived claim (e.g. an average stated in the text) is computed from."""
     return [c for c in claims if c.id != claim.id and fnmatch.fnmatchcase(c.id, claim.derived_from)]

@@ -21,7 +21,7 @@ from bench import BenchError
 from bench import experiments as ex
 from bench.aggregate import load_results
 from bench.figures import claimed_vs_reproduced, epoch_figures
-from bench.registry import papers
+from bench.registry import papers, printed_decimals
 from bench.runner import write_json_atomic
 
 SMOKE_WARNING = ("> **Smoke profile: these numbers say nothing about the papers.** They come from synthetic "
@@ -141,8 +141,7 @@ def fmt_value(v: float) -> str:
 
 def fmt_like(value: float, printed: str) -> str:
     """`value` with the printed cell's decimals and thousands separators."""
-    number = printed.replace(",", "").split()[0].rstrip("%")
-    decimals = len(number.split(".")[1]) if "." in number else 0
+    decimals = printed_decimals(printed)
     return f"{value:,.{decimals}f}" if "," in printed else f"{value:.{decimals}f}"
 
 

@@ -53,16 +53,6 @@ def _seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BenchError(f"device '{name}' requested but CUDA is not available")
-    return torch.device(name)
-
-
 def checkpoint_path(out: Path) -> Path:
     """Where a run keeps its per-epoch checkpoint: beside its result file (seed<k>.json -> seed<k>.ckpt.pt)."""
     return out.with_name(out.stem + ".ckpt.pt")
@@ -113,11 +103,11 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     from bench import measure, methods, track
     from bench.checkpoint import Checkpoint
     from bench.models import build_model
-    from bench.training import Context, autocast, fast_settings
+    from bench.training import Context, autocast, fast_settings, resolve_device
 
     if threads:
         torch.set_num_threads(threads)
-    dev = _device(device)
+    dev = resolve_device(device)
     _seed_everything(seed)
     started = datetime.now(timezone.utc)
     wall_start = time.perf_counter()

@@ -10,6 +10,13 @@ from scipy import stats as st
 CONFIDENCE = 0.95
 
 
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; nan for fewer than two values)."""
+    n = len(values)
+    mean = sum(values) / n
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan)
+
+
 def summarize(values: list[float], bca_min_n: int | None = None, resamples: int = 9999, seed: int = 0) -> dict:
     """n, mean, sd (ddof 1) and a two-sided 95 % interval of the mean: the t-interval, or the bootstrap BCa
     interval when `bca_min_n` is given and n >= bca_min_n (seeded, so the same values give the same interval)."""
@@ -17,11 +24,10 @@ def summarize(values: list[float], bca_min_n: int | None = None, resamples: int 
     out = {"n": n, "mean": math.nan, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_method": ""}
     if n == 0:
         return out
-    mean = sum(values) / n
+    mean, sd = mean_sd(values)
     out["mean"] = mean
     if n < 2:
         return out
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     out["sd"] = sd
     if bca_min_n is not None and n >= bca_min_n and sd > 0:
         res = st.bootstrap((np.asarray(values, dtype=float),), np.mean, confidence_level=CONFIDENCE,
@@ -44,8 +50,7 @@ def _t(mean: float, sd: float, n: int, mu: float) -> float:
 def p_greater(values: list[float], mu: float) -> float:
     """One-sided one-sample t-test, H1: the population mean is greater than mu."""
     n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    mean, sd = mean_sd(values)
     t = _t(mean, sd, n, mu)
     return 0.5 if t == 0 and sd == 0 else float(st.t.sf(t, n - 1))
 

@@ -66,6 +66,48 @@ class Context:
         return _faulty(bar) if kw.get("unit") == "batch" and os.environ.get(FAULT_ENV) else bar
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' (CUDA when available, else the CPU), 'cpu', 'cuda' or 'cuda:N'; CUDA asked for but absent is an error."""
+    from bench import BenchError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError(f"device '{name}' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def timed_steps(step: Callable, batches, device: torch.device, limit: int, channels_last: bool = False,
+                precision: str = "fp32") -> tuple[int, float]:
+    """Run `step(x, y)` on `limit` batches (iterating `batches` again when an epoch ends) under the precision's
+    autocast; returns (images, seconds). The benchmarks' and the cost probe's one loop."""
+    images = steps = 0
+    sync(device)
+    start = time.perf_counter()
+    with autocast(device, precision):
+        while steps < limit:
+            for x, y in batches:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                step(x, y)
+                images, steps = images + len(y), steps + 1
+                if steps == limit:
+                    break
+    sync(device)
+    return images, time.perf_counter() - start
+
+
+def ce_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
+    """One plain cross-entropy training step on a batch."""
+    def step(x, y):
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
 def fast_settings(cfg: dict, device: torch.device) -> dict:
     """The fast-step switches a run uses, resolved for its device (recorded in its result and MLflow run):
     precision 'bf16' (autocast around the whole training: forward, loss and the backward that follows, on GPUs

@@ -26,7 +26,7 @@ import yaml
 
 from bench import BenchError
 from bench import stats
-from bench.registry import HIGHER_IS_BETTER, Claim, papers
+from bench.registry import HIGHER_IS_BETTER, Claim, papers, printed_decimals
 
 TOLERANCES = Path(__file__).parent / "tolerances.yaml"
 VERDICTS = ("REPRODUCED", "BETTER", "NOT REPRODUCED", "INCONCLUSIVE", "NOT COMPARABLE", "MISSING", "FAILED",
@@ -59,8 +59,7 @@ def band(claim: Claim) -> float:
 
 
 def rounds_to_printed(claim: Claim, value: float) -> bool:
-    printed = claim.printed.replace(",", "").split()[0].rstrip("%")
-    decimals = len(printed.split(".")[1]) if "." in printed else 0
+    decimals = printed_decimals(claim.printed)
     return round(value, decimals) == round(claim.value, decimals)
 
 
@@ -115,8 +114,7 @@ def _outcome(side: str, higher_is_better) -> str:
 
 
 def _seeds_needed(values: list[float], claimed: float, d: float, alpha: float, power: float) -> str:
-    s = stats.summarize(values)
-    mean, sd = s["mean"], s["sd"]
+    mean, sd = stats.mean_sd(values)
     if mean > claimed + d:
         effects = [mean - claimed - d]
     elif mean < claimed - d:
@@ -146,8 +144,8 @@ def judge(cells: list[Cell], profile: str) -> list[Judgement]:
             j.tolerance = 0.0
         elif not rules["comparable"]:
             j.verdict, j.reason = "NOT COMPARABLE", rules["why"]
-        elif hardware_note(c, cell.devices):
-            j.verdict, j.reason = "NOT COMPARABLE", hardware_note(c, cell.devices)
+        elif other_hardware := hardware_note(c, cell.devices):
+            j.verdict, j.reason = "NOT COMPARABLE", other_hardware
         elif n == 1:
             j.verdict = "INCONCLUSIVE"
             j.reason = "one seed: no spread to test with"

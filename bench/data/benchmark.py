@@ -6,36 +6,13 @@ experiment's config (its dataset, augmentation, normalization, batch size, optim
 """
 import copy
 import statistics
-import time
-
-import torch
-from torch import nn
 
 from bench import experiments as ex
 from bench.data import load
 from bench.data.loader import Batches
 from bench.data.reference import reference_loader
 from bench.models import build_model
-from bench.training import make_optimizer, sync
-
-
-def _steps(model, optimizer, batches, device, limit):
-    """Train on `limit` batches (iterating the loader again when an epoch ends); returns (images, seconds)."""
-    images, steps, model = 0, 0, model.train()
-    sync(device)
-    start = time.perf_counter()
-    while steps < limit:
-        for x, y in batches:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            images, steps = images + len(y), steps + 1
-            if steps == limit:
-                break
-    sync(device)
-    return images, time.perf_counter() - start
+from bench.training import ce_step, make_optimizer, resolve_device, timed_steps
 
 
 def run(experiment_id: str, profile: str = "paper", rounds: int = 3, batches: int = 20, workers: int = 0,
@@ -44,7 +21,7 @@ def run(experiment_id: str, profile: str = "paper", rounds: int = 3, batches: in
     profile's data (no files needed)."""
     exp = ex.get(experiment_id)
     cfg = ex.config(exp, profile)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     if width_mult is not None:
         cfg["model"]["width_mult"] = width_mult
     if samples:
@@ -64,7 +41,8 @@ def run(experiment_id: str, profile: str = "paper", rounds: int = 3, batches: in
     for r in range(rounds + 1):  # round 0 warms up both
         for name, make in pipelines.items():
             trial = copy.deepcopy(model)
-            images, seconds = _steps(trial, make_optimizer(trial.parameters(), cfg), make(r), dev, batches)
+            trial.train()
+            images, seconds = timed_steps(ce_step(trial, make_optimizer(trial.parameters(), cfg)), make(r), dev, batches)
             if r:
                 rates[name].append(images / seconds)
     from bench.measure import device_name

@@ -1,5 +1,6 @@
 # Shared by all rules: the config, validated; the profile; and the targets, derived from the registry.
 import fnmatch
+from functools import cache
 import json
 import math
 from pathlib import Path

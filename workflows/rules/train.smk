@@ -7,13 +7,16 @@ def train_inputs(wildcards):
     return inputs
 
 
-def planned(experiment: str) -> dict:
-    """The job's estimate in `bench plan --write`'s JSON (config plan), or {}."""
+@cache
+def plan_jobs() -> dict:
+    """experiment -> its estimate in `bench plan --write`'s JSON (config plan); empty without a plan."""
     if not config.get("plan"):
         return {}
-    if "PLAN" not in globals():
-        globals()["PLAN"] = {j["experiment"]: j for j in json.loads(Path(config["plan"]).read_text())["jobs"]}
-    return PLAN.get(experiment, {})
+    return {j["experiment"]: j for j in json.loads(Path(config["plan"]).read_text())["jobs"]}
+
+
+def planned(experiment: str) -> dict:
+    return plan_jobs().get(experiment, {})
 
 
 def planned_minutes(wildcards, attempt):
