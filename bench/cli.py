@@ -191,15 +191,31 @@ def cmd_ui(args):
 def cmd_plan(args):
     """Estimated device-hours of a profile per paper and in all; --compare: predicted vs measured per finished job."""
     import json
+    import statistics
 
     import torch
     from tabulate import tabulate
 
+    from bench import experiments as ex
     from bench import plan
     from bench.measure import device_name
     from bench.training import resolve_device
 
     torch.set_num_threads(args.threads)  # as the workflow's jobs (config threads)
+    if args.compare and args.calibrate == "printed":
+        cal = plan.printed_calibration()
+        rows = [{**r, "predicted_s": r["units"] / cal["rate"]} for r in plan.printed_times()]
+        print(tabulate([[r["claim"], r["method"], f"{r['predicted_s'] / 60:.1f}", f"{r['printed_s'] / 60:.1f}",
+                         f"{r['predicted_s'] / r['printed_s']:.2f}"] for r in rows],
+                       headers=["Printed cell", "Method", "Predicted min", "Printed min", "Predicted / printed"],
+                       tablefmt="github"))
+        for method in sorted({r["method"] for r in rows}):
+            ratios = [r["predicted_s"] / r["printed_s"] for r in rows if r["method"] == method]
+            print(f"{method}: predicted / printed median {statistics.median(ratios):.2f}, "
+                  f"range {min(ratios):.2f}-{max(ratios):.2f} ({len(ratios)} cells)")
+        print(f"\nrate {cal['rate']:.3g} forward-MAC units/s, the median of the {len(cal['cells'])} backprop cells' "
+              f"(range {cal['rate_min']:.3g}-{cal['rate_max']:.3g}); {'; '.join(cal['hardware'])}")
+        return
     if args.compare:
         dev = resolve_device(args.device)
         rate = args.rate or plan.probe(args.profile, dev)
@@ -213,12 +229,34 @@ def cmd_plan(args):
         print(f"\n{len(rows)} jobs on {device_name(dev)} ({rate:.3g} forward-MAC units/s): predicted / measured "
               f"median {ratios[len(ratios) // 2]:.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}")
         return
-    found = plan.plan(args.profile, args.seeds, args.device, args.rate)
     hours = lambda h: f"{h:,.1f}" if h >= 10 else f"{h:.3g}"  # noqa: E731
+    if args.profile == "all":
+        if args.write:
+            raise BenchError("--write needs one profile (the workflow's plan= is per profile)")
+        plans = [plan.plan(p, args.seeds, args.device, args.rate, args.calibrate) for p in ex.profiles()]
+        kind = {"cpu": "CPU-hours"}.get(plans[0]["device_type"], "GPU-hours")
+        papers = list(plans[0]["hours_per_paper"])
+        print(tabulate([[p, *(hours(f["hours_per_paper"][p]) for f in plans)] for p in papers]
+                       + [["all", *(hours(f["hours_total"]) for f in plans)]],
+                       headers=["Paper", *(f"{f['profile']} ({f['seeds']} seeds)" for f in plans)],
+                       tablefmt="github", disable_numparse=True))
+        print(f"\n{kind}, calibrated on {plans[0]['device']}; each profile with its own seeds unless --seeds")
+        return
+    found = plan.plan(args.profile, args.seeds, args.device, args.rate, args.calibrate)
+    kind = {"cpu": "CPU-hours"}.get(found["device_type"], "GPU-hours")
     print(tabulate([[p, hours(h)] for p, h in found["hours_per_paper"].items()] + [["all", hours(found["hours_total"])]],
-                   headers=["Paper", f"Device-hours ({found['seeds']} seeds)"], tablefmt="github", disable_numparse=True))
-    print(f"\nprofile {args.profile}: {len(found['jobs'])} experiments x {found['seeds']} seeds; calibrated on "
-          f"{found['device']} at {found['rate_units_per_s']:.3g} forward-MAC units/s (bench/plan.py)")
+                   headers=["Paper", f"{kind} ({found['seeds']} seeds)"], tablefmt="github", disable_numparse=True))
+    cal = found["calibration"]
+    if cal["source"] == "printed":
+        at = lambda r: hours(found["hours_total"] * found["rate_units_per_s"] / r)  # noqa: E731
+        print(f"\nprofile {args.profile}: {len(found['jobs'])} experiments x {found['seeds']} seeds; calibrated on "
+              f"the papers' printed backprop training times ({len(cal['cells'])} cells; {found['device']}): "
+              f"{cal['rate']:.3g} forward-MAC units/s, their median. At the rates of the middle half of the cells "
+              f"{at(cal['rate_q3'])}-{at(cal['rate_q1'])} {kind}, at the extremes {at(cal['rate_max'])}-"
+              f"{at(cal['rate_min'])} (`bench plan --calibrate printed --compare` lists the cells)")
+    else:
+        print(f"\nprofile {args.profile}: {len(found['jobs'])} experiments x {found['seeds']} seeds; calibrated on "
+              f"{found['device']} at {found['rate_units_per_s']:.3g} forward-MAC units/s (bench/plan.py)")
     if args.write:
         Path(args.write).parent.mkdir(parents=True, exist_ok=True)
         Path(args.write).write_text(json.dumps(found, indent=1))
@@ -352,11 +390,15 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_worker)
 
     s = sub.add_parser("plan", help="estimated device-hours of a profile (calibrated on this device); --compare")
-    s.add_argument("--profile", default="paper")
+    s.add_argument("--profile", default="paper", help="a profile, or 'all' (one column each)")
     s.add_argument("--seeds", type=int, help="seeds per experiment (default: the profile's)")
     s.add_argument("--device", default="auto")
     s.add_argument("--rate", type=float, help="forward-MAC units per second instead of the probe's")
-    s.add_argument("--compare", action="store_true", help="predicted vs measured time of the finished runs")
+    s.add_argument("--calibrate", choices=["probe", "printed"], default="probe",
+                   help="probe: measure this device (default); printed: the papers' printed training times on the "
+                        "GPU they state (no device needed)")
+    s.add_argument("--compare", action="store_true", help="predicted vs measured time of the finished runs (with "
+                   "--calibrate printed: predicted vs printed time of the papers' timed cells)")
     s.add_argument("--results", default="results")
     s.add_argument("--write", help="also write the plan (every job's estimate) as JSON here")
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads, as the jobs use (default 1)")

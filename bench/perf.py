@@ -2,7 +2,7 @@
 
 The suite's step: the whole dataset as uint8 on the device, batches cut, augmented and normalized there
 (bench.data.loader.Batches), no host sync per batch; then, one at a time, channels_last, bf16 autocast (GPUs with
-bf16) and torch.compile (--compile). The reference: a torchvision DataLoader with per-sample v2 transforms, fp32,
+bf16) and torch.compile (--compile; on a GPU also with CUDA graphs). The reference: a torchvision DataLoader with per-sample v2 transforms, fp32,
 NCHW, the same model, optimizer and loss. Both train copies of the same model on the same stand-in data (the real
 shapes and augmentation), alternating in one process, rounds after a warm-up round; images/s is the median.
 A benchmark, not a timed test: it prints what it measured and where.
@@ -18,7 +18,7 @@ from bench.data.loader import Batches
 from bench.data.reference import reference_loader
 from bench.measure import device_name
 from bench.models import build_model
-from bench.training import ce_step, make_optimizer, timed_steps
+from bench.training import ce_step, compile_forward, make_optimizer, timed_steps
 
 CASES = {"CIFAR VGG-11": "cruciata-cifar10-vgg11-backprop",
          "CIFAR ResNet-18": "cruciata-cifar10-resnet18-backprop",
@@ -36,8 +36,8 @@ def _stepper(exp, model, cfg, num_classes):
     return model, ce_step(model, make_optimizer(model.parameters(), cfg))
 
 
-def _rate(make_model, batches, device, limit, precision="fp32", channels_last=False, compiled=False) -> float:
-    model, step = make_model(channels_last, compiled)
+def _rate(make_model, batches, device, limit, precision="fp32", channels_last=False, compiled=None) -> float:
+    model, step = make_model(channels_last, compiled or {})
     model.train()
     images, seconds = timed_steps(step, batches, device, limit, channels_last, precision)
     return images / seconds
@@ -53,13 +53,12 @@ def measure(name: str, device: torch.device, width_mult: float, batches: int = 1
     base = build_model(cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1],
                        cfg["model"])
 
-    def make_model(channels_last: bool, compiled: bool):
+    def make_model(channels_last: bool, compiled: dict):
         model = copy.deepcopy(base).to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         owner, step = _stepper(exp, model, cfg, data.num_classes)
-        if compiled:
-            model.forward = torch.compile(model.forward)
+        compile_forward(model, compiled)
         return owner, step
 
     norm, aug, bs = cfg["normalize"], cfg["augment"], min(cfg["batch_size"], 128)
@@ -73,7 +72,9 @@ def measure(name: str, device: torch.device, width_mult: float, batches: int = 1
         if torch.cuda.is_bf16_supported():
             variants["suite + channels_last + bf16"] = (fast, {"channels_last": True, "precision": "bf16"})
     if compile_:
-        variants["suite + torch.compile"] = (fast, {"compiled": True})
+        variants["suite + torch.compile"] = (fast, {"compiled": {"compile": True}})
+        if device.type == "cuda":
+            variants["suite + torch.compile + CUDA graphs"] = (fast, {"compiled": {"cuda_graphs": True}})
     rates = {k: [] for k in variants}
     for r in range(rounds + 1):  # round 0 warms every variant up
         for k, (batches_, kw) in variants.items():

@@ -17,6 +17,14 @@ Passes per training sample, in forward units (a backward pass costs about two fo
 The device's rate comes from a probe: a few training steps of a CIFAR VGG-11 at the profile's width on this
 device, in forward-MAC units per second. Seconds = units / rate. These are estimates; `--compare` shows how far
 they are from the measured times of finished runs, per job.
+
+Calibrating on the papers' printed times instead (`--calibrate printed`): a paper that states the GPU its times
+were measured on (papers.yaml `hardware_match`; of the four only Cruciata et al., an RTX 3090) prints what each of
+its backprop jobs took; each such registry cell gives a rate, the job's units (this profile's config of the cell's
+experiment) over the printed seconds, and the plan uses their median. The rates spread widely (small models run
+far below the GPU's peak: per-sample costs that do not scale with MACs, such as the authors' input pipeline), so
+the plan also gives the totals at the slowest and the fastest of them. This is the GPU-hours figure available
+without a GPU: an estimate for that paper's GPU, traceable to the cells it was fitted on.
 """
 import json
 import math
@@ -29,6 +37,7 @@ import torch
 
 from bench import experiments as ex
 from bench.data.catalog import DATASETS
+from bench import registry
 from bench.measure import device_name, forward_macs
 from bench.models import build_model
 from bench.training import resolve_device
@@ -142,11 +151,53 @@ def probe(profile: str, device: torch.device, steps: int = 8, rounds: int = 3) -
     return statistics.median(rates)
 
 
-def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: float | None = None) -> dict:
-    """Every job of the profile with its estimated seconds; totals per paper and for the suite."""
-    dev = resolve_device(device)
+SECONDS = {"s": 1.0, "min": 60.0}
+
+
+def printed_times(method: str | None = None) -> list[dict]:
+    """The training times the papers print for jobs on the hardware they state (papers.yaml `hardware_match`),
+    each with the job's units (in the `paper` profile: the runs the times were printed for) and the rate they
+    imply (units per printed second)."""
+    meta = registry.papers()
+    rows = []
+    for c in registry.load_claims():
+        if c.metric != "train_time" or not meta[c.paper].get("hardware_match") or method not in (None, c.method):
+            continue
+        exp = ex.Experiment(*c.experiment_key())
+        seconds = c.value * SECONDS[c.unit]
+        units = job_cost(exp, "paper")["units"]
+        rows.append({"claim": c.id, "experiment": exp.id, "method": c.method, "printed_s": seconds, "units": units,
+                     "rate": units / seconds, "hardware": meta[c.paper]["hardware"]})
+    return rows
+
+
+def printed_calibration() -> dict:
+    """The median rate of the backprop jobs' printed times on stated hardware, with the quartiles and extremes."""
+    from bench import BenchError
+
+    rows = printed_times("backprop")
+    if not rows:
+        raise BenchError("no paper prints backprop training times on stated hardware (papers.yaml hardware_match)")
+    rates = [r["rate"] for r in rows]
+    q1, median, q3 = statistics.quantiles(rates, n=4, method="inclusive") if len(rates) > 1 else rates * 3
+    return {"source": "printed", "rate": median, "rate_q1": q1, "rate_q3": q3, "rate_min": min(rates),
+            "rate_max": max(rates),
+            "cells": [r["claim"] for r in rows], "hardware": sorted({r["hardware"] for r in rows})}
+
+
+def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: float | None = None,
+         calibrate: str = "probe") -> dict:
+    """Every job of the profile with its estimated seconds; totals per paper and for the suite. `calibrate`:
+    'probe' (this device's measured rate, unless `rate` is given) or 'printed' (the papers' printed times)."""
     n_seeds = seeds or len(ex.seeds(profile))
-    rate = rate or probe(profile, dev)
+    if calibrate == "printed":
+        calibration = printed_calibration()
+        rate, device_label, device_type = calibration["rate"], "; ".join(calibration["hardware"]), "printed"
+    else:
+        dev = resolve_device(device)
+        calibration = {"source": "given" if rate else "probe"}
+        rate = rate or probe(profile, dev)
+        device_label, device_type = device_name(dev), dev.type
     jobs = []
     for eid in ex.targets(profile):
         cost = job_cost(ex.get(eid), profile)
@@ -155,7 +206,8 @@ def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: flo
     per_paper = {}
     for j in jobs:
         per_paper[j["paper"]] = per_paper.get(j["paper"], 0.0) + j["seconds"] * n_seeds / 3600
-    return {"profile": profile, "device": device_name(dev), "rate_units_per_s": rate, "seeds": n_seeds,
+    return {"profile": profile, "device": device_label, "device_type": device_type, "rate_units_per_s": rate, "seeds": n_seeds,
+            "calibration": calibration,
             "jobs": jobs, "hours_per_paper": per_paper, "hours_total": sum(per_paper.values())}
 
 

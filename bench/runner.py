@@ -103,7 +103,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     from bench import measure, methods, track
     from bench.checkpoint import Checkpoint
     from bench.models import build_model
-    from bench.training import Context, autocast, fast_settings, resolve_device
+    from bench.training import Context, autocast, compile_forward, fast_settings, resolve_device
 
     if threads:
         torch.set_num_threads(threads)
@@ -123,7 +123,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
             "cells": ",".join(c.id for c in cells), "experiment": exp.id, "seed": seed, "profile": profile,
             "code_version": env["code_version"], "dataset": exp.dataset, "model": exp.model, "method": exp.method,
             "variant": exp.variant, "device": env["device"], "precision": fast["precision"],
-            "channels_last": fast["channels_last"], "compile": fast["compile"]}
+            "channels_last": fast["channels_last"], "compile": fast["compile"], "cuda_graphs": fast["cuda_graphs"]}
     # a job killed mid-run left a checkpoint: resume from it, in the same MLflow run (bench/checkpoint.py)
     ckpt = Checkpoint(checkpoint_path(out), ex.config_hash(cfg)) if checkpoint else None
     logger = track.RunLogger(profile, exp.paper, f"{exp.id}/seed{seed}", tags, cfg,
@@ -141,8 +141,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     params = measure.count_parameters(model)
     status, error = "FINISHED", None
     try:
-        if fast["compile"]:  # after the MAC count (ptflops copies the model); the state dict is unchanged
-            model.forward = torch.compile(model.forward)
+        compile_forward(model, fast)  # after the MAC count (ptflops copies the model); the state dict is unchanged
         with autocast(dev, fast["precision"]):
             final = methods.get(exp.method).train(model, data, cfg, Context(dev, seed, log_epoch, progress, ckpt))
     except methods.Diverged as div:  # a result, not a crash: the run stops and says when

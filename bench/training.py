@@ -113,15 +113,35 @@ def fast_settings(cfg: dict, device: torch.device) -> dict:
     precision 'bf16' (autocast around the whole training: forward, loss and the backward that follows, on GPUs
     with bf16; no loss scaling is needed, bf16 has fp32's range) or 'fp32'; channels_last on CUDA; torch.compile of
     the model's forward (off unless asked: it pays off only for long runs of methods that call the whole model,
-    backprop above all). Config keys `precision` (auto | fp32 | bf16), `channels_last` (auto | true | false),
-    `compile` (false | true)."""
+    backprop above all); CUDA graphs (off unless asked; CUDA only). Config keys `precision` (auto | fp32 | bf16),
+    `channels_last` (auto | true | false), `compile` (false | true), `cuda_graphs` (false | true)."""
+    from bench import BenchError
+
     cuda = device.type == "cuda"
     precision = cfg.get("precision", "auto")
     if precision == "auto":
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     channels_last = cfg.get("channels_last", "auto")
     channels_last = cuda if channels_last == "auto" else bool(channels_last)
-    return {"precision": precision, "channels_last": channels_last, "compile": bool(cfg.get("compile", False))}
+    cuda_graphs = bool(cfg.get("cuda_graphs", False))
+    if cuda_graphs and not cuda:
+        raise BenchError(f"cuda_graphs: true needs a CUDA device, this run is on '{device}' (set cuda_graphs: false)")
+    return {"precision": precision, "channels_last": channels_last, "compile": bool(cfg.get("compile", False)),
+            "cuda_graphs": cuda_graphs}
+
+
+def compile_forward(model: nn.Module, fast: dict) -> nn.Module:
+    """torch.compile the model's forward as `fast` asks (in place; the parameters and state dict are unchanged).
+    cuda_graphs: mode 'reduce-overhead', inductor's kernels launched as CUDA graphs (cudagraph trees): a graph is
+    recorded per input shape and replayed, so the static shapes of a run (its training batch; the last, smaller
+    batch of an epoch and the evaluation batches get graphs of their own) cost one launch per step instead of one
+    per kernel. The outputs live in the graph's memory until the next replay: the methods read a batch's logits
+    before the next forward, and PyTorch raises, not corrupts, if anything reads them later."""
+    if fast.get("cuda_graphs"):
+        model.forward = torch.compile(model.forward, mode="reduce-overhead")
+    elif fast.get("compile"):
+        model.forward = torch.compile(model.forward)
+    return model
 
 
 def autocast(device: torch.device, precision: str):

@@ -82,12 +82,39 @@ def test_same_accuracy_on_a_short_real_mnist_run(tmp_path):
 
 
 def test_fast_settings_per_device_and_config():
+    from bench import BenchError
+
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert fast_settings({}, cpu) == {"precision": "fp32", "channels_last": False, "compile": False}
+    off = {"precision": "fp32", "channels_last": False, "compile": False, "cuda_graphs": False}
+    assert fast_settings({}, cpu) == off
     assert fast_settings({"precision": "bf16", "channels_last": True, "compile": True}, cpu) == \
-        {"precision": "bf16", "channels_last": True, "compile": True}
+        {**off, "precision": "bf16", "channels_last": True, "compile": True}
+    with pytest.raises(BenchError, match="cuda_graphs: true needs a CUDA device"):
+        fast_settings({"cuda_graphs": True}, cpu)
     if not torch.cuda.is_available():  # "auto" on a GPU needs one to ask about bf16
-        assert fast_settings({"channels_last": "auto", "precision": "fp32"}, cuda)["channels_last"] is True
+        found = fast_settings({"channels_last": "auto", "precision": "fp32", "cuda_graphs": True}, cuda)
+        assert found["channels_last"] is True and found["cuda_graphs"] is True
+
+
+def test_cuda_graphs_compile_the_forward_in_reduce_overhead_mode(tmp_path, monkeypatch):
+    """CUDA graphs are inductor's cudagraph trees (torch.compile mode 'reduce-overhead'): the runner asks for that
+    mode and records the switch. There is no GPU here, so the graphs themselves are not captured: torch.compile is
+    replaced by a recorder and the CPU check of fast_settings by one that lets the switch through."""
+    from bench.runner import run
+
+    asked = []
+
+    def recording_compile(fn, **kw):
+        asked.append(kw)
+        return fn
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    monkeypatch.setattr("bench.training.fast_settings", lambda cfg, dev: {  # the runner imports it at call time
+        "precision": "fp32", "channels_last": False, "compile": False, "cuda_graphs": True})
+    result = run(EXPERIMENT, 0, "smoke", out=tmp_path / "graphs.json", threads=1, checkpoint=False)
+    assert asked == [{"mode": "reduce-overhead"}]
+    assert result["environment"]["cuda_graphs"] is True and result["status"] == "FINISHED"
 
 
 @pytest.mark.slow
@@ -105,6 +132,7 @@ def test_a_compiled_run_follows_the_same_trajectory(tmp_path, monkeypatch):
     monkeypatch.setattr("bench.runner.ex.config", with_compile)
     compiled = run(EXPERIMENT, 0, "smoke", out=tmp_path / "compiled.json", threads=1, checkpoint=False)
     assert compiled["environment"]["compile"] is True and plain["environment"]["compile"] is False
+    assert compiled["environment"]["cuda_graphs"] is False
     assert [e["train_loss"] for e in compiled["epochs"]] == pytest.approx([e["train_loss"] for e in plain["epochs"]],
                                                                           rel=1e-4)
     assert compiled["metrics"]["test_accuracy"] == pytest.approx(plain["metrics"]["test_accuracy"], abs=1.0)

@@ -56,3 +56,48 @@ def test_plan_totals_and_compare(tmp_path, capsys):
     assert main(["plan", "--profile", "smoke", "--rate", "1e9"]) in (None, 0)
     out = capsys.readouterr().out
     assert "| all" in out and "calibrated on" in out and "1e+09" in out
+
+
+def test_calibration_on_printed_times(capsys, monkeypatch):
+    """Without a GPU, the GPU-hours come from the papers' printed times on the GPU they state: each backprop time
+    cell gives units / printed seconds; the plan uses the median. Only papers with `hardware_match` count."""
+    import statistics
+
+    from bench import registry
+
+    rows = plan.printed_times("backprop")
+    stated = {p for p, m in registry.papers().items() if m.get("hardware_match")}
+    timed = [c for c in registry.load_claims() if c.metric == "train_time" and c.method == "backprop"]
+    assert {c.paper for c in timed} - stated  # some paper prints times on hardware it does not state: left out
+    assert [r["claim"] for r in rows] == [c.id for c in timed if c.paper in stated] and len(rows) >= 3
+    # one cell by hand: its printed minutes and the paper profile's units of its experiment
+    claim = next(c for c in timed if c.id == rows[0]["claim"])
+    units = plan.job_cost(ex.Experiment(*claim.experiment_key()), "paper")["units"]
+    assert rows[0]["rate"] == pytest.approx(units / (claim.value * 60 if claim.unit == "min" else claim.value))
+
+    cal = plan.printed_calibration()
+    assert cal["rate"] == pytest.approx(statistics.median(r["rate"] for r in rows))
+    assert cal["rate_min"] <= cal["rate_q1"] <= cal["rate"] <= cal["rate_q3"] <= cal["rate_max"]
+    found = plan.plan("smoke", calibrate="printed")
+    assert found["calibration"]["source"] == "printed" and found["device_type"] == "printed"
+    assert found["hours_total"] == pytest.approx(sum(j["units"] for j in found["jobs"]) / cal["rate"] / 3600)
+
+    from bench.cli import main
+
+    assert main(["plan", "--profile", "smoke", "--calibrate", "printed"]) in (None, 0)
+    out = capsys.readouterr().out
+    assert "GPU-hours" in out and f"{len(rows)} cells" in out and "middle half" in out
+    assert main(["plan", "--calibrate", "printed", "--compare"]) in (None, 0)
+    out = capsys.readouterr().out
+    assert rows[0]["claim"] in out and "backprop: predicted / printed median 1.00" in out
+    assert main(["plan", "--profile", "all", "--calibrate", "printed"]) in (None, 0)
+    out = capsys.readouterr().out  # one column per profile, the same totals as one profile at a time
+    assert all(f"{p} (" in out for p in ex.profiles()) and "| all" in out and "GPU-hours" in out
+    assert f"{found['hours_total']:.3g}" in out
+
+    from bench import BenchError
+
+    unstated = {p: {k: v for k, v in m.items() if k != "hardware_match"} for p, m in registry.papers().items()}
+    monkeypatch.setattr(plan.registry, "papers", lambda: unstated)
+    with pytest.raises(BenchError, match="stated hardware"):
+        plan.printed_calibration()
