@@ -218,22 +218,24 @@ def cmd_plan(args):
         return
     if args.compare:
         dev = resolve_device(args.device)
-        rate = args.rate or plan.probe(args.profile, dev)
-        rows = plan.compare(args.profile, rate, args.results)
+        rate, overhead = plan.calibrate_device(args.profile, dev, args.rate, args.overhead)
+        rows = plan.compare(args.profile, rate, args.results, overhead)
         if not rows:
             raise BenchError(f"no finished runs under {args.results}/{args.profile} to compare with")
         print(tabulate([[r["experiment"], r["seed"], f"{r['predicted_s']:.2f}", f"{r['measured_s']:.2f}",
                          f"{r['ratio']:.2f}"] for r in rows],
                        headers=["Job", "Seed", "Predicted s", "Measured s", "Predicted / measured"], tablefmt="github"))
         ratios = sorted(r["ratio"] for r in rows if r["ratio"] == r["ratio"])
-        print(f"\n{len(rows)} jobs on {device_name(dev)} ({rate:.3g} forward-MAC units/s): predicted / measured "
+        print(f"\n{len(rows)} jobs on {device_name(dev)} ({rate:.3g} forward-MAC units/s, {overhead * 1e3:.2f} ms "
+              "per batch): predicted / measured "
               f"median {ratios[len(ratios) // 2]:.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}")
         return
     hours = lambda h: f"{h:,.1f}" if h >= 10 else f"{h:.3g}"  # noqa: E731
     if args.profile == "all":
         if args.write:
             raise BenchError("--write needs one profile (the workflow's plan= is per profile)")
-        plans = [plan.plan(p, args.seeds, args.device, args.rate, args.calibrate) for p in ex.profiles()]
+        plans = [plan.plan(p, args.seeds, args.device, args.rate, args.calibrate, args.overhead)
+                 for p in ex.profiles()]
         kind = {"cpu": "CPU-hours"}.get(plans[0]["device_type"], "GPU-hours")
         papers = list(plans[0]["hours_per_paper"])
         print(tabulate([[p, *(hours(f["hours_per_paper"][p]) for f in plans)] for p in papers]
@@ -242,7 +244,7 @@ def cmd_plan(args):
                        tablefmt="github", disable_numparse=True))
         print(f"\n{kind}, calibrated on {plans[0]['device']}; each profile with its own seeds unless --seeds")
         return
-    found = plan.plan(args.profile, args.seeds, args.device, args.rate, args.calibrate)
+    found = plan.plan(args.profile, args.seeds, args.device, args.rate, args.calibrate, args.overhead)
     kind = {"cpu": "CPU-hours"}.get(found["device_type"], "GPU-hours")
     print(tabulate([[p, hours(h)] for p, h in found["hours_per_paper"].items()] + [["all", hours(found["hours_total"])]],
                    headers=["Paper", f"{kind} ({found['seeds']} seeds)"], tablefmt="github", disable_numparse=True))
@@ -256,7 +258,8 @@ def cmd_plan(args):
               f"{at(cal['rate_min'])} (`bench plan --calibrate printed --compare` lists the cells)")
     else:
         print(f"\nprofile {args.profile}: {len(found['jobs'])} experiments x {found['seeds']} seeds; calibrated on "
-              f"{found['device']} at {found['rate_units_per_s']:.3g} forward-MAC units/s (bench/plan.py)")
+              f"{found['device']} at {found['rate_units_per_s']:.3g} forward-MAC units/s and "
+              f"{found['overhead_s_per_batch'] * 1e3:.2f} ms per batch (bench/plan.py)")
     if args.write:
         Path(args.write).parent.mkdir(parents=True, exist_ok=True)
         Path(args.write).write_text(json.dumps(found, indent=1))
@@ -394,6 +397,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, help="seeds per experiment (default: the profile's)")
     s.add_argument("--device", default="auto")
     s.add_argument("--rate", type=float, help="forward-MAC units per second instead of the probe's")
+    s.add_argument("--overhead", type=float, help="seconds per batch beyond the MACs instead of the probe's "
+                   "(default: probed, or 0 with --rate)")
     s.add_argument("--calibrate", choices=["probe", "printed"], default="probe",
                    help="probe: measure this device (default); printed: the papers' printed training times on the "
                         "GPU they state (no device needed)")

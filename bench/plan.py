@@ -11,20 +11,27 @@ Passes per training sample, in forward units (a backward pass costs about two fo
   predsim                           3.3    (+10 %: the local similarity convs and decoders)
   layer-wise stage for block i of n (si_forward, greedy_layerwise, belilovsky_greedy, fb_si's SI layers):
                                     (i + 3) / n   (forward through blocks 0..i, backward through block i; blocks
-                                                   taken as equal in cost), then the classifier stage: 1
+                                                   taken as equal in cost), then the classifier stage: 1;
+                                    3 / n + i / (n x the stage's epochs) when the frozen prefix's features are
+                                                   cached (no augmentation: computed once per stage)
   layer_to_layer stage              3      (forward through everything, backward through the window; the window
                                             is most of the network in the early stages)
 The device's rate comes from a probe: a few training steps of a CIFAR VGG-11 at the profile's width on this
-device, in forward-MAC units per second. Seconds = units / rate. These are estimates; `--compare` shows how far
-they are from the measured times of finished runs, per job.
+device, in forward-MAC units per second. A second probe measures what a step costs beyond its MACs: a few steps of
+a LeNet (a model of a few MMACs, where launching the kernels, the optimizer's per-tensor work and the batch's
+gather and augmentation dominate), minus their MACs' share at the probed rate, is the overhead per batch. Seconds
+= units / rate + batches x overhead (training batches of every stage epoch, plus evaluation batches). Without the
+overhead term LeNet-size jobs were predicted at a tenth of their measured time. These are estimates; `--compare`
+shows how far they are from the measured times of finished runs, per job.
 
 Calibrating on the papers' printed times instead (`--calibrate printed`): a paper that states the GPU its times
 were measured on (papers.yaml `hardware_match`; of the four only Cruciata et al., an RTX 3090) prints what each of
 its backprop jobs took; each such registry cell gives a rate, the job's units (this profile's config of the cell's
 experiment) over the printed seconds, and the plan uses their median. The rates spread widely (small models run
 far below the GPU's peak: per-sample costs that do not scale with MACs, such as the authors' input pipeline), so
-the plan also gives the totals at the slowest and the fastest of them. This is the GPU-hours figure available
-without a GPU: an estimate for that paper's GPU, traceable to the cells it was fitted on.
+the plan also gives the totals at the quartiles and the extremes of them. No separate overhead term is fitted: the
+printed times include the authors' overheads, and the median rate carries them. This is the GPU-hours figure
+available without a GPU: an estimate for that paper's GPU, traceable to the cells it was fitted on.
 """
 import json
 import math
@@ -43,6 +50,7 @@ from bench.models import build_model
 from bench.training import resolve_device
 
 PROBE_EXPERIMENT = "cruciata-cifar10-vgg11-backprop"
+OVERHEAD_EXPERIMENT = "karimi-fashion_mnist-lenet-backprop-sgd"
 STAGED = {"si_forward", "greedy_layerwise", "belilovsky_greedy"}
 DEFAULT_STAGE_EPOCHS = {"si_forward": 10, "greedy_layerwise": 10, "belilovsky_greedy": 50, "fb_si": 10}
 
@@ -101,12 +109,21 @@ def schedule(method: str, cfg: dict, n_blocks: int) -> list[tuple[int, float]]:
         per = int(opts.get("epochs_per_stage", epochs))
         return [(per, 3.0)] * int(opts.get("stages") or 1)
     per_layer = int(opts.get("epochs_per_layer", DEFAULT_STAGE_EPOCHS.get(method, epochs)))
+    augment = cfg.get("augment") or {}
+    cached = opts.get("cache_prefix", True) and not (augment.get("crop_padding") or augment.get("hflip"))
+
+    def stage(i: int) -> tuple[int, float]:
+        # block i of n: forward and backward through it (3/n) every epoch; the frozen prefix (i/n) every epoch, or
+        # once per stage when its features are cached (bench/methods/layerwise.py: no augmentation)
+        prefix = i / n_blocks / per_layer if cached else i / n_blocks
+        return per_layer, 3 / n_blocks + prefix
+
     if method == "fb_si":
         k = int(opts.get("si_layers", 1))
-        return [(per_layer, (i + 3) / n_blocks) for i in range(k)] + [(epochs, 3.0)]
+        return [stage(i) for i in range(k)] + [(epochs, 3.0)]
     if method in STAGED:
         n = int(opts.get("feature_blocks") or n_blocks)
-        stages = [(per_layer, (i + 3) / n_blocks) for i in range(n)]
+        stages = [stage(i) for i in range(n)]
         if method != "belilovsky_greedy":
             stages.append((int(opts.get("classifier_epochs") or per_layer), 1.0))
         return stages
@@ -125,30 +142,47 @@ def job_cost(exp, profile: str) -> dict:
     stages = schedule(exp.method, cfg, n_blocks)
     epochs = sum(e for e, _ in stages)
     units = macs * (train_n * sum(e * f for e, f in stages) + test_n * epochs)
+    batches = epochs * (math.ceil(train_n / cfg["batch_size"]) + math.ceil(test_n / cfg.get("eval_batch_size", 512)))
     return {"experiment": exp.id, "paper": exp.paper, "method": exp.method, "macs": macs, "epochs": epochs,
-            "train_samples": train_n, "units": units}
+            "train_samples": train_n, "units": units, "batches": batches}
+
+
+def predicted_seconds(cost: dict, rate: float, overhead: float = 0.0) -> float:
+    """A job's estimated seconds: its units at `rate` plus `overhead` seconds per batch."""
+    return cost["units"] / rate + cost["batches"] * overhead
+
+
+def _probe_rates(exp_id: str, profile: str, device: torch.device, steps: int, rounds: int) -> tuple[int, list]:
+    """(forward MACs per sample, [(images, seconds)] per round after a warm-up round) of a few training steps of
+    the experiment's model (its config in `profile`) on stand-in data of its shape."""
+    from bench.data.loader import Batches
+    from bench.training import ce_step, make_optimizer, timed_steps
+
+    exp = ex.get(exp_id)
+    cfg = ex.config(exp, profile)
+    info = DATASETS[exp.dataset]
+    size = cfg.get("input_size") or info.size
+    model = _model(cfg, exp.dataset).to(device)
+    macs = forward_macs(model, "pytorch")
+    bs = min(cfg["batch_size"], 128)
+    x = torch.randint(0, 256, (bs * steps, info.channels, size, size), dtype=torch.uint8)
+    y = torch.randint(0, info.num_classes, (bs * steps,))
+    batches = Batches(x, y, bs, device=device, mean=cfg["normalize"]["mean"], std=cfg["normalize"]["std"])
+    step = ce_step(model.train(), make_optimizer(model.parameters(), cfg))
+    timed = [timed_steps(step, batches, device, steps) for _ in range(rounds + 1)]
+    return macs, timed[1:]  # round 0 warms up
 
 
 def probe(profile: str, device: torch.device, steps: int = 8, rounds: int = 3) -> float:
     """Forward-MAC units per second of training on this device (median of rounds), from a CIFAR VGG-11."""
-    from bench.data.loader import Batches
-    from bench.training import ce_step, make_optimizer, timed_steps
+    macs, timed = _probe_rates(PROBE_EXPERIMENT, profile, device, steps, rounds)
+    return statistics.median(3.0 * macs * images / seconds for images, seconds in timed)
 
-    exp = ex.get(PROBE_EXPERIMENT)
-    cfg = ex.config(exp, profile)
-    model = _model(cfg, exp.dataset).to(device)
-    macs = forward_macs(model, "pytorch")
-    bs = min(cfg["batch_size"], 128)
-    x = torch.randint(0, 256, (bs * steps, 3, 32, 32), dtype=torch.uint8)
-    y = torch.randint(0, 10, (bs * steps,))
-    batches = Batches(x, y, bs, device=device, mean=cfg["normalize"]["mean"], std=cfg["normalize"]["std"])
-    step = ce_step(model.train(), make_optimizer(model.parameters(), cfg))
-    rates = []
-    for r in range(rounds + 1):  # round 0 warms up
-        images, seconds = timed_steps(step, batches, device, steps)
-        if r:
-            rates.append(3.0 * macs * images / seconds)
-    return statistics.median(rates)
+
+def overhead_probe(profile: str, device: torch.device, rate: float, steps: int = 30, rounds: int = 3) -> float:
+    """Seconds per batch beyond the MACs' share at `rate` (median of rounds, at least 0), from a LeNet."""
+    macs, timed = _probe_rates(OVERHEAD_EXPERIMENT, profile, device, steps, rounds)
+    return max(0.0, statistics.median((seconds - 3.0 * macs * images / rate) / steps for images, seconds in timed))
 
 
 SECONDS = {"s": 1.0, "min": 60.0}
@@ -185,33 +219,47 @@ def printed_calibration() -> dict:
             "cells": [r["claim"] for r in rows], "hardware": sorted({r["hardware"] for r in rows})}
 
 
+def calibrate_device(profile: str, device: torch.device, rate: float | None = None,
+                     overhead: float | None = None) -> tuple[float, float]:
+    """(rate, overhead per batch) for this device: what is given, the rest probed (a given rate alone: no
+    overhead)."""
+    if rate is None:
+        rate = probe(profile, device)
+        if overhead is None:
+            overhead = overhead_probe(profile, device, rate)
+    return rate, overhead or 0.0
+
+
 def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: float | None = None,
-         calibrate: str = "probe") -> dict:
+         calibrate: str = "probe", overhead: float | None = None) -> dict:
     """Every job of the profile with its estimated seconds; totals per paper and for the suite. `calibrate`:
-    'probe' (this device's measured rate, unless `rate` is given) or 'printed' (the papers' printed times)."""
+    'probe' (this device's measured rate and per-batch overhead, unless `rate` / `overhead` are given; a given rate
+    without an overhead means none) or 'printed' (the papers' printed times, no overhead term)."""
     n_seeds = seeds or len(ex.seeds(profile))
     if calibrate == "printed":
         calibration = printed_calibration()
         rate, device_label, device_type = calibration["rate"], "; ".join(calibration["hardware"]), "printed"
+        overhead = 0.0
     else:
         dev = resolve_device(device)
         calibration = {"source": "given" if rate else "probe"}
-        rate = rate or probe(profile, dev)
+        rate, overhead = calibrate_device(profile, dev, rate, overhead)
         device_label, device_type = device_name(dev), dev.type
     jobs = []
     for eid in ex.targets(profile):
         cost = job_cost(ex.get(eid), profile)
-        cost["seconds"] = cost["units"] / rate
+        cost["seconds"] = predicted_seconds(cost, rate, overhead)
         jobs.append(cost)
     per_paper = {}
     for j in jobs:
         per_paper[j["paper"]] = per_paper.get(j["paper"], 0.0) + j["seconds"] * n_seeds / 3600
-    return {"profile": profile, "device": device_label, "device_type": device_type, "rate_units_per_s": rate, "seeds": n_seeds,
+    return {"profile": profile, "device": device_label, "device_type": device_type, "rate_units_per_s": rate,
+            "overhead_s_per_batch": overhead, "seeds": n_seeds,
             "calibration": calibration,
             "jobs": jobs, "hours_per_paper": per_paper, "hours_total": sum(per_paper.values())}
 
 
-def compare(profile: str, rate: float, results="results") -> list[dict]:
+def compare(profile: str, rate: float, results="results", overhead: float = 0.0) -> list[dict]:
     """Predicted vs measured training + evaluation seconds of every finished run of the profile."""
     from bench.aggregate import load_results
 
@@ -221,7 +269,7 @@ def compare(profile: str, rate: float, results="results") -> list[dict]:
             continue
         measured = sum(e.get("epoch_time_s", 0.0) + e.get("eval_time_s", 0.0) for e in r.get("epochs", [])) \
             or r["metrics"].get("train_time_s", math.nan)
-        predicted = job_cost(ex.get(eid), profile)["units"] / rate
+        predicted = predicted_seconds(job_cost(ex.get(eid), profile), rate, overhead)
         rows.append({"experiment": eid, "seed": seed, "predicted_s": predicted, "measured_s": measured,
                      "ratio": predicted / measured if measured else math.nan})
     return rows

@@ -11,11 +11,18 @@ def test_schedules_per_method():
     assert plan.schedule("backprop", cfg, 8) == [(60, 3.0)]
     assert plan.schedule("predsim", cfg, 8) == [(60, 3.3)]
     assert plan.schedule("learn_drop", cfg, 8) == [(60, 3.0)]
-    # layer-wise: block i of 4 costs (i + 3) / 4 forward passes, then the classifier stage
-    si = plan.schedule("si_forward", {"epochs": 200, "method_options": {"epochs_per_layer": 10}}, 4)
+    # layer-wise with augmentation (prefix recomputed every batch): block i of 4 costs (i + 3) / 4 forward passes,
+    # then the classifier stage
+    aug = {"crop_padding": 4, "hflip": True}
+    si = plan.schedule("si_forward", {"epochs": 200, "augment": aug, "method_options": {"epochs_per_layer": 10}}, 4)
     assert si == [(10, 0.75), (10, 1.0), (10, 1.25), (10, 1.5), (10, 1.0)]
-    bel = plan.schedule("belilovsky_greedy", {"epochs": 1, "method_options": {}}, 3)
-    assert bel == [(50, 1.0), (50, 4 / 3), (50, 5 / 3)]  # layerCNN's 50 epochs per block, no separate classifier
+    # without augmentation the prefix's features are cached: the prefix (i / 4) once per stage of 10 epochs
+    cached = plan.schedule("si_forward", {"epochs": 200, "method_options": {"epochs_per_layer": 10}}, 4)
+    assert cached == [(10, pytest.approx(0.75 + i / 40)) for i in range(4)] + [(10, 1.0)]
+    uncached = {"epochs": 200, "method_options": {"epochs_per_layer": 10, "cache_prefix": False}}
+    assert plan.schedule("si_forward", uncached, 4) == si
+    bel = plan.schedule("belilovsky_greedy", {"epochs": 1, "augment": aug, "method_options": {}}, 3)
+    assert bel == [(50, 1.0), (50, pytest.approx(4 / 3)), (50, pytest.approx(5 / 3))]  # layerCNN's 50 epochs per block, no separate classifier
     fb = plan.schedule("fb_si", {"epochs": 200, "method_options": {"si_layers": 1, "epochs_per_layer": 10}}, 5)
     assert fb == [(10, 0.6), (200, 3.0)]
     l2l = plan.schedule("layer_to_layer", {"epochs": 300, "method_options": {"epochs_per_stage": 10, "stages": 6}}, 12)
@@ -32,13 +39,20 @@ def test_a_jobs_units_by_hand():
     # 60 epochs of 50,000 samples at 3 forward passes, plus 10,000 test samples evaluated after every epoch
     expected = cost["macs"] * (info.train_size * cfg["epochs"] * 3.0 + info.test_size * cfg["epochs"])
     assert cost["epochs"] == cfg["epochs"] == 60 and cost["units"] == expected
+    # batches for the overhead term: every epoch's training batches (the last one short) and evaluation batches
+    assert cost["batches"] == 60 * (-(-info.train_size // cfg["batch_size"]) + -(-info.test_size // 512))
+    assert plan.predicted_seconds(cost, 1e12, 0.002) == pytest.approx(expected / 1e12 + cost["batches"] * 0.002)
     assert 1e8 < cost["macs"] < 1e9  # a CIFAR VGG-11 forward pass: about 153 MMACs
 
 
 def test_plan_totals_and_compare(tmp_path, capsys):
-    found = plan.plan("smoke", rate=1e9)  # a given rate: no probe
+    found = plan.plan("smoke", rate=1e9)  # a given rate: no probe, no overhead
     assert found["seeds"] == 1 and len(found["jobs"]) == len(ex.targets("smoke"))
+    assert found["overhead_s_per_batch"] == 0.0
     assert found["hours_total"] == pytest.approx(sum(j["units"] for j in found["jobs"]) / 1e9 / 3600)
+    with_overhead = plan.plan("smoke", rate=1e9, overhead=0.01)
+    assert with_overhead["hours_total"] == pytest.approx(
+        sum(j["units"] / 1e9 + j["batches"] * 0.01 for j in found["jobs"]) / 3600)
     assert set(found["hours_per_paper"]) == {"ma", "karimi", "bhyravabhottla", "cruciata"}
 
     from bench.runner import run_path, write_json_atomic
@@ -47,9 +61,10 @@ def test_plan_totals_and_compare(tmp_path, capsys):
     write_json_atomic(run_path("smoke", eid, 0, tmp_path), {
         "experiment": eid, "seed": 0, "status": "FINISHED", "metrics": {"train_time_s": 1.0},
         "epochs": [{"epoch_time_s": 0.4, "eval_time_s": 0.1}, {"epoch_time_s": 0.4, "eval_time_s": 0.1}]})
-    rows = plan.compare("smoke", 1e9, tmp_path)
+    rows = plan.compare("smoke", 1e9, tmp_path, overhead=0.01)
     assert [(r["experiment"], r["measured_s"]) for r in rows] == [(eid, pytest.approx(1.0))]
-    assert rows[0]["predicted_s"] == pytest.approx(plan.job_cost(ex.get(eid), "smoke")["units"] / 1e9)
+    cost = plan.job_cost(ex.get(eid), "smoke")
+    assert rows[0]["predicted_s"] == pytest.approx(cost["units"] / 1e9 + cost["batches"] * 0.01)
 
     from bench.cli import main
 
@@ -101,3 +116,17 @@ def test_calibration_on_printed_times(capsys, monkeypatch):
     monkeypatch.setattr(plan.registry, "papers", lambda: unstated)
     with pytest.raises(BenchError, match="stated hardware"):
         plan.printed_calibration()
+
+
+def test_the_overhead_probe_separates_per_batch_costs_from_macs():
+    """A LeNet step costs more than its MACs at the VGG probe's rate; the difference is the per-batch overhead.
+    At a rate so low that the MACs alone exceed the measured time, the overhead is clamped to 0."""
+    import torch
+
+    cpu = torch.device("cpu")
+    rate = plan.probe("smoke", cpu, steps=2, rounds=1)
+    overhead = plan.overhead_probe("smoke", cpu, rate, steps=5, rounds=1)
+    assert 0.0 < overhead < 1.0  # this machine: a few ms per batch
+    assert plan.overhead_probe("smoke", cpu, 1.0, steps=2, rounds=1) == 0.0
+    assert plan.calibrate_device("smoke", cpu, rate=5.0) == (5.0, 0.0)
+    assert plan.calibrate_device("smoke", cpu, rate=5.0, overhead=0.5) == (5.0, 0.5)
