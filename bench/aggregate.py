@@ -17,7 +17,7 @@ from bench import experiments as ex
 from bench import headlines as hl
 from bench import stats
 from bench import verdicts as vd
-from bench.registry import Claim, load_claims, members
+from bench.registry import SECONDS_PER_TIME_UNIT, Claim, load_claims, members
 from bench.runner import run_path, write_json_atomic
 
 COLUMNS = ["id", "paper", "table", "row", "column", "metric", "unit", "printed", "claimed", "n", "seeds_expected",
@@ -36,7 +36,7 @@ def metric_value(claim: Claim, result: dict, baseline: dict | None = None) -> fl
     if claim.metric == "test_error":
         return 100.0 - m["test_accuracy"]
     if claim.metric == "train_time":
-        return training_seconds(result) / (60.0 if claim.unit == "min" else 1.0)
+        return training_seconds(result) / SECONDS_PER_TIME_UNIT[claim.unit]
     if claim.metric == "memory":
         return m["peak_memory_mb"] / (1024.0 if claim.unit == "GB" else 1.0)
     if claim.metric == "time_saving_pct":

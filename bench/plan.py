@@ -43,8 +43,9 @@ from pathlib import Path
 import torch
 
 from bench import experiments as ex
-from bench.data.catalog import DATASETS
 from bench import registry
+from bench.data.catalog import DATASETS
+from bench.data.loader import augments
 from bench.measure import device_name, forward_macs
 from bench.models import build_model
 from bench.training import resolve_device
@@ -109,8 +110,7 @@ def schedule(method: str, cfg: dict, n_blocks: int) -> list[tuple[int, float]]:
         per = int(opts.get("epochs_per_stage", epochs))
         return [(per, 3.0)] * int(opts.get("stages") or 1)
     per_layer = int(opts.get("epochs_per_layer", DEFAULT_STAGE_EPOCHS.get(method, epochs)))
-    augment = cfg.get("augment") or {}
-    cached = opts.get("cache_prefix", True) and not (augment.get("crop_padding") or augment.get("hflip"))
+    cached = opts.get("cache_prefix", True) and not augments(cfg.get("augment"))
 
     def stage(i: int) -> tuple[int, float]:
         # block i of n: forward and backward through it (3/n) every epoch; the frozen prefix (i/n) every epoch, or
@@ -185,9 +185,6 @@ def overhead_probe(profile: str, device: torch.device, rate: float, steps: int =
     return max(0.0, statistics.median((seconds - 3.0 * macs * images / rate) / steps for images, seconds in timed))
 
 
-SECONDS = {"s": 1.0, "min": 60.0}
-
-
 def printed_times(method: str | None = None) -> list[dict]:
     """The training times the papers print for jobs on the hardware they state (papers.yaml `hardware_match`),
     each with the job's units (in the `paper` profile: the runs the times were printed for) and the rate they
@@ -198,7 +195,7 @@ def printed_times(method: str | None = None) -> list[dict]:
         if c.metric != "train_time" or not meta[c.paper].get("hardware_match") or method not in (None, c.method):
             continue
         exp = ex.Experiment(*c.experiment_key())
-        seconds = c.value * SECONDS[c.unit]
+        seconds = c.value * registry.SECONDS_PER_TIME_UNIT[c.unit]
         units = job_cost(exp, "paper")["units"]
         rows.append({"claim": c.id, "experiment": exp.id, "method": c.method, "printed_s": seconds, "units": units,
                      "rate": units / seconds, "hardware": meta[c.paper]["hardware"]})

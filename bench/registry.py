@@ -35,6 +35,8 @@ METRIC_UNITS = {
     "flops_reduction_pct": {"%"},
     "params": {"count"},
 }
+# seconds in one of train_time's units
+SECONDS_PER_TIME_UNIT = {"s": 1.0, "min": 60.0}
 # metrics a training run measures (the others are computed from the model alone)
 RUN_METRICS = {"test_accuracy", "test_error", "train_time", "memory", "time_saving_pct"}
 # metrics comparing a run with its baseline run (baseline_method names the baseline's method)

@@ -10,6 +10,12 @@ import torch
 import torch.nn.functional as F
 
 
+def augments(augment: dict | None) -> bool:
+    """Whether an `augment` config changes the images (random crops or flips): then a sample's input differs from
+    epoch to epoch, and features computed from it cannot be cached."""
+    return bool(augment and (augment.get("crop_padding") or augment.get("hflip")))
+
+
 def random_crop_flip(x: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
     b, _, h, w = x.shape
     if padding:
@@ -67,7 +73,7 @@ class Batches:
             if self.text:
                 yield cpu_idx, xb.long(), yb
                 continue
-            if self.augment.get("crop_padding") or self.augment.get("hflip"):
+            if augments(self.augment):
                 xb = random_crop_flip(xb, self.augment.get("crop_padding", 0), self.augment.get("hflip", False), self.gen)
             yield cpu_idx, xb.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std), yb
 

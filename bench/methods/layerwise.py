@@ -59,7 +59,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from bench.data.loader import Batches
+from bench.data.loader import Batches, augments
 from bench.methods import Diverged, merge_options
 from bench.training import Context, EpochTimer, make_optimizer, unique_parameters
 
@@ -153,7 +153,7 @@ class Run:
         norm = cfg.get("normalize") or {}
         self.mean, self.std = norm.get("mean"), norm.get("std")
         augment = dict(cfg.get("augment") or {})
-        self.augmented = not self.text and bool(augment.get("crop_padding") or augment.get("hflip"))
+        self.augmented = not self.text and augments(augment)
         self.train_batches = Batches(data.x_train, data.y_train, cfg["batch_size"], device=self.device,
                                      mean=self.mean, std=self.std, augment=augment, shuffle=True, seed=ctx.seed)
         self.eval_batch_size = cfg.get("eval_batch_size", 512)
