@@ -30,7 +30,6 @@ SMOKE_WARNING = ("> **Smoke profile: these numbers say nothing about the papers.
 CHECK_WARNING = ("> **Check profile: a real-data sanity check, not a reproduction.** Real data cut to fixed "
                  "subsets, networks at 1/4 width, two epochs: the numbers show that each method learns, not what "
                  "the papers' settings give.")
-ACCURACY_LIKE = {"test_accuracy", "test_error", "time_saving_pct"}
 
 
 def read_cells(profile: str, results: Path | str) -> list[dict]:

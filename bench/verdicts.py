@@ -29,8 +29,6 @@ from bench import stats
 from bench.registry import HIGHER_IS_BETTER, Claim, papers, printed_decimals
 
 TOLERANCES = Path(__file__).parent / "tolerances.yaml"
-VERDICTS = ("REPRODUCED", "BETTER", "NOT REPRODUCED", "INCONCLUSIVE", "NOT COMPARABLE", "MISSING", "FAILED",
-            "DIVERGED")
 
 
 @cache

@@ -480,10 +480,6 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     return run(model, data, cfg, ctx, cfg.get("method", "learn_drop"))
 
 
-def train_freezing(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
-    return run(model, data, cfg, ctx, "freezing")
-
-
 @dataclass
 class _Progress:
     """What an epoch hands to the next besides the model, optimizer, scheduler and the batches' generator: the
