@@ -21,11 +21,11 @@ from bench.registry import SECONDS_PER_TIME_UNIT, Claim, load_claims, members
 from bench.runner import run_path, write_json_atomic
 
 COLUMNS = ["id", "paper", "table", "row", "column", "metric", "unit", "printed", "claimed", "n", "seeds_expected",
-           "mean", "sd", "ci_low", "ci_high", "ci_method", "diff", "tolerance", "p_ttest", "p_equivalence", "p_cell",
-           "p_holm", "status", "verdict", "seeds_needed", "reason", "devices", "experiment", "baseline_experiment",
-           "sources"]
-HEADLINE_COLUMNS = ["id", "paper", "where", "relation", "cells", "as_printed", "printed_numbers", "n", "diff",
-                    "p_holds", "p_reversed", "p_holm", "test", "verdict", "reason"]
+           "mean", "sd", "ci_low", "ci_high", "ci_method", "diff", "band_low", "band_high", "p_ttest", "p_equivalence",
+           "p_cell", "p_adjusted", "correction", "status", "verdict", "seeds_needed", "flag", "reason", "devices",
+           "experiment", "baseline_experiment", "sources"]
+HEADLINE_COLUMNS = ["id", "paper", "where", "relation", "cells", "as_printed", "printed_numbers", "n", "pairs", "diff",
+                    "p_holds", "p_reversed", "p_two_sided", "p_adjusted", "correction", "test", "verdict", "reason"]
 
 
 def metric_value(claim: Claim, result: dict, baseline: dict | None = None) -> float:
@@ -242,11 +242,10 @@ def cell_rows(profile: str, seeds: list[int], results: Path | str = "results") -
     claims = load_claims()
     values = CellValues(claims, profile, seeds, load_results(profile, seeds, results),
                         load_measurements(profile, results))
-    boot = vd.tolerances()["bootstrap"]
     rows, cells = [], []
     for c in claims:
         v = values.of(c)
-        s = stats.summarize([v.per_seed[k] for k in v.per_seed], boot["min_n"], boot["resamples"], boot["seed"])
+        s = stats.summarize([v.per_seed[k] for k in v.per_seed])
         if v.exact or s["n"] == len(seeds):
             status = "MEASURED"
         else:
@@ -265,14 +264,17 @@ def cell_rows(profile: str, seeds: list[int], results: Path | str = "results") -
     for paper in dict.fromkeys(c.paper for c in claims):
         mine = [i for i, c in enumerate(claims) if c.paper == paper]
         for i, j in zip(mine, vd.judge([cells[i] for i in mine], profile)):
-            rows[i].update(verdict=j.verdict, reason=j.reason, tolerance=j.tolerance, p_ttest=j.p_ttest,
-                           p_equivalence=j.p_equivalence, p_cell=j.p_cell, p_holm=j.p_holm,
-                           seeds_needed=j.seeds_needed)
+            rows[i].update(verdict=j.verdict, reason=j.reason, band_low=j.band_low, band_high=j.band_high,
+                           p_ttest=j.p_ttest, p_equivalence=j.p_equivalence, p_cell=j.p_cell,
+                           p_adjusted=j.p_adjusted, correction=vd.correction() if not math.isnan(j.p_cell) else "",
+                           seeds_needed=j.seeds_needed, flag=j.flag)
+            if j.verdict == "DIVERGED" and rows[i]["status"] == "MEASURED":  # a NaN or infinite seed value
+                rows[i]["status"] = "DIVERGED"
     return rows, headline_rows(claims, values, profile)
 
 
 def headline_rows(claims, values: "CellValues", profile: str) -> list[dict]:
-    rules = vd.profile_rules(profile)
+    rules, cfg = vd.profile_rules(profile), vd.tolerances()
     by_id = {c.id: c for c in claims}
     printed = {c.id: c.value for c in claims}
     out = []
@@ -280,13 +282,15 @@ def headline_rows(claims, values: "CellValues", profile: str) -> list[dict]:
     for paper in dict.fromkeys(c.paper for c in claims):
         mine = [h for h in found if h.paper == paper]
         per_cell = {i: values.of(by_id[i]).per_seed for h in mine for i in h.cell_ids()}
-        for h, o in zip(mine, hl.judge(mine, per_cell, vd.tolerances()["alpha"], rules["headlines"], rules["why"])):
+        for h, o in zip(mine, hl.judge(mine, per_cell, cfg["alpha"], rules["headlines"], rules["why"],
+                                       cfg["correction"], cfg["identical_sd"])):
             ok, numbers = hl.as_printed(h, printed)
             out.append({"id": h.id, "paper": h.paper, "where": h.where, "relation": h.relation,
                         "cells": " ".join(h.cell_ids()), "as_printed": "yes" if ok else "no",
-                        "printed_numbers": numbers, "n": o.n, "diff": o.diff, "p_holds": o.p_holds,
-                        "p_reversed": o.p_reversed, "p_holm": o.p_holm, "test": o.test, "verdict": o.verdict,
-                        "reason": o.reason})
+                        "printed_numbers": numbers, "n": o.n, "pairs": o.pairs, "diff": o.diff,
+                        "p_holds": o.p_holds, "p_reversed": o.p_reversed, "p_two_sided": o.p_two_sided,
+                        "p_adjusted": o.p_adjusted, "correction": cfg["correction"] if not math.isnan(o.p_adjusted)
+                        else "", "test": o.test, "verdict": o.verdict, "reason": o.reason})
     return out
 
 
@@ -312,5 +316,7 @@ def aggregate(profile: str, results: Path | str = "results", seeds=None) -> Path
     write_csv(out, COLUMNS, rows)
     write_csv(Path(results) / profile / "headlines.csv", HEADLINE_COLUMNS, headline)
     write_csv(Path(results) / profile / "companions.csv", COMPANION_COLUMNS, companion_rows(profile, seed_list, results))
-    write_json_atomic(Path(results) / profile / "aggregate.json", {"profile": profile, "seeds": seed_list})
+    write_json_atomic(Path(results) / profile / "aggregate.json",
+                      {"profile": profile, "seeds": seed_list, "correction": vd.correction(),
+                       "alpha": vd.tolerances()["alpha"]})
     return out

@@ -10,21 +10,11 @@ Each check yields findings, one line each, naming the registry rows involved:
 * every headline claim (bench/claims/headlines.yaml) on the printed numbers: "holds as printed?" (a claim that
   does not is a finding).
 """
-import re
 from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
 
-from bench.registry import Claim, load_claims, members, papers
-
-
-def half_ulp(printed: str) -> float:
-    """Half a unit in the last printed digit: the rounding error a printed number may carry."""
-    number = re.sub(r"[^0-9.]", "", printed.split()[0]) if printed.strip() else ""
-    if ":" in printed:
-        return 0.5 / 60.0  # minutes:seconds, read in minutes
-    decimals = len(number.split(".")[1]) if "." in number else 0
-    return 0.5 * 10.0 ** -decimals
+from bench.registry import Claim, half_ulp, load_claims, members, papers
 
 
 def _interval(claim: Claim) -> tuple[float, float]:

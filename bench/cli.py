@@ -419,6 +419,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--compile", action="store_true", help="also measure with torch.compile")
     s.set_defaults(fn=cmd_perf)
 
+    s = sub.add_parser("power", help="simulated verdict rates per seed count and spread: choose the seeds before "
+                       "renting GPUs (no training)")
+    s.add_argument("--seeds", default="2,3,4,5,8", help="seed counts, e.g. 3,5,10")
+    s.add_argument("--sd", default="0.1,0.25,0.5", help="seed-to-seed standard deviations, in points")
+    s.add_argument("--paper", default="ma", help="whose cells make the simulated paper (default ma: 122 accuracies)")
+    s.add_argument("--replicates", type=int, default=200, help="simulated reproductions per row")
+    s.add_argument("--correction", choices=["bh", "by", "holm"], help="default: bench/tolerances.yaml's")
+    s.set_defaults(fn=cmd_power)
+
     s = sub.add_parser("ui", help="browse the runs: the MLflow UI, bound to 127.0.0.1 unless --host says otherwise")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     s.add_argument("--port", type=int, default=5000)
@@ -450,6 +459,31 @@ def cmd_audit(args):
             print(f"{paper}: {item}")
     path = audit.write_audit(args.out, found)
     print(f"{sum(len(v) for v in found.values())} findings -> {path}", file=sys.stderr)
+
+
+def _numbers(text: str, kind, what: str, minimum) -> list:
+    try:
+        values = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise BenchError(f"{what}: '{text}' is not a comma-separated list of numbers") from None
+    if not values or any(v < minimum for v in values):
+        raise BenchError(f"{what}: every value must be at least {minimum} (got '{text}')")
+    return values
+
+
+def cmd_power(args):
+    from bench import power
+
+    seeds = _numbers(args.seeds, int, "--seeds", 2)
+    sds = _numbers(args.sd, float, "--sd", 1e-6)
+    if args.replicates < 1:
+        raise BenchError("--replicates must be at least 1")
+    try:
+        power.paper_cells(args.paper)
+    except ValueError as err:
+        raise BenchError(str(err)) from None
+    print(power.describe(power.table(seeds, sds, replicates=args.replicates, paper=args.paper,
+                                     correction=args.correction)))
 
 
 def cmd_worker(args):

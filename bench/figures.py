@@ -1,7 +1,7 @@
 """The reports' figures (matplotlib, PNG, byte-stable: no timestamps or version in the metadata).
 
 * claimed vs reproduced, one panel per metric of a paper: each cell at (printed value, reproduced mean) with its
-  95 % interval, coloured by verdict, over the tolerance band that bench/tolerances.yaml fixes for the metric;
+  95 % interval, coloured by verdict, over its band (bench/tolerances.yaml);
 * per-epoch curves of the runs a grid's `epoch_figures` names (Learn & Drop's Figures 5-6).
 """
 import math
@@ -49,18 +49,15 @@ def claimed_vs_reproduced(rows: list[dict], path: Path, title: str) -> bool:
         ax.set_visible(False)
     for ax, metric in zip(axes.flat, panels):
         pts = [r for r in rows if r["metric"] == metric and not math.isnan(r["mean"])]
-        spec = vd.tolerances()["metrics"][metric]
         log = metric in ("train_time", "memory", "flops")
         lo = min(min(r["claimed"], r["mean"]) for r in pts)
         hi = max(max(r["claimed"], r["mean"]) for r in pts)
         lo, hi = (lo / 2, hi * 2) if log else (lo - 0.05 * (hi - lo) - 1, hi + 0.05 * (hi - lo) + 1)
         xs = [lo * (hi / lo) ** (i / 100) if log else lo + (hi - lo) * i / 100 for i in range(101)]
-        if "points" in spec:
-            ax.fill_between(xs, [x - spec["points"] for x in xs], [x + spec["points"] for x in xs], color="0.88",
-                            label=f"tolerance ±{spec['points']:g}")
-        elif "relative" in spec:
-            ax.fill_between(xs, [x * (1 - spec["relative"]) for x in xs], [x * (1 + spec["relative"]) for x in xs],
-                            color="0.88", label=f"tolerance ±{100 * spec['relative']:g} %")
+        banded = [r for r in pts if r["band_high"] > r["band_low"]]
+        if banded:  # each cell's own band (bench/tolerances.yaml: it depends on the printed value and its digits)
+            ax.vlines([r["claimed"] for r in banded], [r["band_low"] for r in banded],
+                      [r["band_high"] for r in banded], color="0.8", lw=5, label=f"band: {vd.describe_band(metric)}")
         ax.plot(xs, xs, "k--", lw=0.7)
         for verdict in sorted({r["verdict"] for r in pts}):
             sel = [r for r in pts if r["verdict"] == verdict]

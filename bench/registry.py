@@ -12,6 +12,7 @@ import csv
 import fnmatch
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -190,6 +191,15 @@ def printed_decimals(printed: str) -> int:
     """Decimals of a printed number ('1,987.80' -> 2, '98.6 %' -> 1, '896' -> 0)."""
     number = printed.replace(",", "").split()[0].rstrip("%")
     return len(number.split(".")[1]) if "." in number else 0
+
+
+def half_ulp(printed: str) -> float:
+    """Half a unit in the last printed digit: the rounding error a printed number may carry."""
+    number = re.sub(r"[^0-9.]", "", printed.split()[0]) if printed.strip() else ""
+    if ":" in printed:
+        return 0.5 / 60.0  # minutes:seconds, read in minutes
+    decimals = len(number.split(".")[1]) if "." in number else 0
+    return 0.5 * 10.0 ** -decimals
 
 
 def members(claim: Claim, claims: list[Claim]) -> list[Claim]:

@@ -39,7 +39,7 @@ def read_cells(profile: str, results: Path | str) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        for key in ("claimed", "mean", "sd", "ci_low", "ci_high", "diff", "tolerance", "p_holm"):
+        for key in ("claimed", "mean", "sd", "ci_low", "ci_high", "diff", "band_low", "band_high", "p_adjusted"):
             r[key] = float(r[key]) if r[key] != "" else math.nan
         r["n"], r["seeds_expected"] = int(r["n"]), int(r["seeds_expected"])
     return rows
@@ -148,17 +148,25 @@ SHORT = {"REPRODUCED": "**REP**", "BETTER": "**BETTER**", "NOT REPRODUCED": "**N
          "NOT COMPARABLE": "N/C"}
 VERDICT_ORDER = ["REPRODUCED", "BETTER", "NOT REPRODUCED", "INCONCLUSIVE", "NOT COMPARABLE", "MISSING", "FAILED",
                  "DIVERGED"]
-HOW_TO_READ = [
-    "**How to read a verdict.** A cell reads *printed* → *reproduced mean ± sd (n seeds)* and its verdict, judged "
-    "against a tolerance fixed in advance per metric and profile (`bench/tolerances.yaml`: accuracy ±1 point, "
-    "time saving ±5 points, counts exact, ...). With two or more seeds, one-sided t-tests ask whether the mean lies "
-    "inside the band (TOST), above it or below it, Holm-corrected over the cells of a paper at α = 0.05:",
-    "**REP** (REPRODUCED: equivalent within the tolerance), **BETTER** (significantly beyond it on the better side), "
-    "**NOT REP** (significantly beyond it on the worse side), INCONCL. (neither; with the seeds that would likely "
-    "settle it), N/C (NOT COMPARABLE: a profile that is not the papers' settings, or an absolute time or memory "
-    "measured on other hardware than the paper's), MISSING / FAILED / DIVERGED (no value; the note says why). "
-    "Counts computed from the model alone are REP when they round to the printed value. The papers print single "
-    "values without seeds, so every printed value is a point.", ""]
+def how_to_read() -> list[str]:
+    """The legend: the bands, the tests, the decision rule and its guarantee (from bench/tolerances.yaml)."""
+    from bench import verdicts as vd
+
+    bands = "; ".join(f"{m.replace('_', ' ')} {vd.describe_band(m)}" for m in vd.tolerances()["metrics"])
+    return [
+        "**How to read a verdict.** A cell reads *printed* → *reproduced mean ± sd (n seeds)* and its verdict, judged "
+        "against a band around the printed value fixed in advance per metric (`bench/tolerances.yaml`, with the "
+        f"reasoning: {bands}; every band widened by half a unit of the printed last digit). With two or more seeds, "
+        "one-sided t-tests ask whether the mean lies inside the band (TOST), above it or below it; the decision "
+        f"rule is {vd.guarantee()}:",
+        "**REP** (REPRODUCED: inside the band), **BETTER** (significantly beyond it on the better side), "
+        "**NOT REP** (significantly beyond it on the worse side), INCONCL. (none significant; with the seeds that "
+        "would likely settle it, exact TOST power 0.8 at the observed mean and spread; also one seed, and seeds with "
+        "identical values, which are flagged), N/C (NOT COMPARABLE: a profile that is not the papers' settings, or "
+        "an absolute time or memory measured on other hardware than the paper's), MISSING / FAILED / DIVERGED (no "
+        "value, or a NaN/infinite one; the note says why). Counts computed from the model alone are REP when they "
+        "round to the printed value. The papers print single values without seeds, so every printed value is a "
+        "point.", ""]
 
 
 def fmt_cell(r: dict, notes: dict) -> str:
@@ -208,6 +216,13 @@ def _listing(rows: list[dict], limit: int = 12) -> str:
     return "; ".join(items) + (f"; and {len(rows) - limit} more (see the tables)" if len(rows) > limit else "")
 
 
+def _rule() -> str:
+    from bench import verdicts as vd
+
+    return {"bh": "Benjamini-Hochberg, false discovery rate", "by": "Benjamini-Yekutieli, false discovery rate",
+            "holm": "Holm, family-wise error rate"}[vd.correction()] + f" {vd.tolerances()['alpha']:g}"
+
+
 def summary_markdown(paper: str, meta: dict, rows: list[dict], heads: list[dict], audit_count: int) -> list[str]:
     """The paper's verdicts in a few lines: scope, what reproduced, what did not, what could not be compared."""
     model = [r for r in rows if r["seeds_expected"] == 0]
@@ -218,7 +233,13 @@ def summary_markdown(paper: str, meta: dict, rows: list[dict], heads: list[dict]
              f"{sum(1 for r in rows if r['n'])} have a reproduced value.",
              f"- **The paper's numbers:** {meta.get('seeds', 'not stated')}, so each printed value is treated as a "
              f"point. Hardware: {meta.get('hardware', 'not stated')}.",
-             "- **Verdicts:** " + ", ".join(f"{v} {n}" for v, n in counts.items() if n) + "."]
+             "- **Verdicts:** " + ", ".join(f"{v} {n}" for v, n in counts.items() if n)
+             + f" (decision rule: {_rule()})."]
+    identical = [r for r in rows if r.get("flag") == "identical seeds"]
+    if identical:
+        lines.append(f"- **Identical seeds ({len(identical)} cells), not judged:** "
+                     + "; ".join(_label(r) for r in identical[:12]) + ("; ..." if len(identical) > 12 else "")
+                     + ". Every seed gave the same value: the seed most likely never reached these runs.")
     for verdict, title in (("REPRODUCED", "Reproduced"), ("BETTER", "Better than printed"),
                            ("NOT REPRODUCED", "Not reproduced")):
         sel = [r for r in rows if r["verdict"] == verdict]
@@ -233,7 +254,7 @@ def summary_markdown(paper: str, meta: dict, rows: list[dict], heads: list[dict]
         c = Counter(h["verdict"] for h in heads)
         lines.append(f"- **Headline claims ({len(heads)}):** on the runs "
                      + ", ".join(f"{v} {c[v]}" for v in ("HOLDS", "REVERSED", "NOT SIGNIFICANT", "NOT COMPARABLE",
-                                                         "MISSING") if c[v])
+                                                         "MISSING", "DIVERGED") if c[v])
                      + (" (the tests on these runs: " + ", ".join(f"{v} {n}" for v, n in sorted(
                          Counter(h["test"] for h in heads).items())) + ")" if c["NOT COMPARABLE"] else "")
                      + f"; as printed, {sum(h['as_printed'] == 'yes' for h in heads)} of {len(heads)} hold.")
@@ -263,18 +284,25 @@ def headline_markdown(paper: str, heads: list[dict]) -> list[str]:
             rel += ", each pair" if h.pairwise else ""
             sides = f"A: {', '.join(h.a)}" + (f"; B: {', '.join(h.b)}" if h.b else "")
         diff = fmt_value(r["diff"]) if not math.isnan(r["diff"]) else "–"
-        p = f"{r['p_holm']:.3g}" if not math.isnan(r["p_holm"]) else "–"
+        p = f"{r['p_adjusted']:.3g}" if not math.isnan(r["p_adjusted"]) else "–"
         verdict = r["verdict"] + (f" (test on these runs: {r['test']})" if r["verdict"] == "NOT COMPARABLE" else "")
+        verdict += f" ({r['pairs']} pairs)" if r.get("pairs") else ""
         body.append([h.id, h.where, f"“{h.wording}”", rel, f"{r['as_printed']} ({r['printed_numbers']})",
                      f"{diff} (n={r['n']})", p, verdict])
         details.append(f"- `{h.id}`: {sides}." + (f" {h.note}" if h.note else "")
                        + (f" *{r['reason']}*" if r["reason"] else ""))
+    from bench import verdicts as vd
+
     return (["## Headline claims", "",
              "What the paper says its tables show, tested on the runs (per-seed differences A − B, one-sided t-tests "
-             "for the relation and its reverse, Holm over the paper's claims): HOLDS, REVERSED or NOT SIGNIFICANT. "
-             "*As printed* applies the relation to the paper's own numbers. Claims: `bench/claims/headlines.yaml`.", "",
+             "for the relation and its reverse; the claim's two-sided p = 2 × the smaller, corrected over the "
+             f"paper's claims by {vd.GUARANTEES[vd.correction()].split(' over ')[0]}): HOLDS, REVERSED or NOT "
+             "SIGNIFICANT; a pairwise claim with only some pairs run is tested on those and says how many "
+             "(\"k of n pairs\"). *As printed* applies the relation to the paper's own numbers. Claims: "
+             "`bench/claims/headlines.yaml`.", "",
              tabulate(body, headers=["Claim", "Where", "The paper says", "Relation", "As printed", "Runs: A − B",
-                                     "p (Holm)", "Verdict"], tablefmt="github", disable_numparse=True), ""]
+                                     f"p ({vd.correction().upper()})", "Verdict"], tablefmt="github",
+                      disable_numparse=True), ""]
             + details + [""])
 
 
@@ -300,7 +328,7 @@ def read_headlines(profile: str, results: Path | str) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        for key in ("diff", "p_holds", "p_reversed", "p_holm"):
+        for key in ("diff", "p_holds", "p_reversed", "p_two_sided", "p_adjusted"):
             r[key] = float(r[key]) if r[key] != "" else math.nan
     return rows
 
@@ -328,7 +356,7 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
         if claimed_vs_reproduced(rows, fig, f"{paper} ({profile} profile): printed vs reproduced, by verdict"):
             lines += [f"![claimed vs reproduced, with the tolerance bands](figures/{fig.name})", ""]
             written.append(fig)
-        lines += HOW_TO_READ
+        lines += how_to_read()
         for table, tmeta in meta["tables"].items():
             trows = [r for r in rows if r["table"] == table]
             name = "Numbers stated in the text" if table == "text" else f"Table {table}"
@@ -359,7 +387,7 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
                                          "Headline claims held", "Audit findings"],
                        tablefmt="github", disable_numparse=True), "",
               "Papers: " + "; ".join(f"**{p}**: {m['citation']}" for p, m in papers().items()) + ".", "",
-              "The audit of the papers' own printed numbers (no training): [audit.md](../audit.md).", ""] + HOW_TO_READ
+              "The audit of the papers' own printed numbers (no training): [audit.md](../audit.md).", ""] + how_to_read()
     path = out_dir / "index.md"
     path.write_text("\n".join(index).rstrip() + "\n", encoding="utf-8")
     written = [path] + written

@@ -1,17 +1,23 @@
-"""Per-cell verdicts: a cell's per-seed values judged against its printed value, within the tolerance that
+"""Per-cell verdicts: a cell's per-seed values judged against its printed value, within the band that
 bench/tolerances.yaml fixes for its metric and profile.
 
-For a cell with n >= 2 seeds, three one-sided t-tests against the tolerance band [claimed - d, claimed + d]:
-inside it (TOST, the equivalence test), above it and below it. Their rejection regions are disjoint, so a cell's
-verdict rests on the smallest of the three p-values; Holm's correction runs over the tested cells of one paper.
-  REPRODUCED      equivalent: the mean is inside the band (TOST significant after Holm)
+For a cell with n >= 2 seeds, three one-sided t-tests against the band (low, high) around the printed value: inside
+it (TOST, the equivalence test), above it and below it. The three conclusions partition the line (a mean on an edge
+counts as outside), so at any true mean exactly one is right; each test has level alpha where its conclusion is
+wrong, and the cell's p-value is the smallest of the three (the conclusion it points to). The p-values of a
+paper's tested cells are corrected together (bench/tolerances.yaml `correction`: Benjamini-Hochberg's false
+discovery rate by default, Benjamini-Yekutieli's or Holm's family-wise rate as options):
+  REPRODUCED      equivalent: the mean is inside the band
   BETTER          significantly beyond the band on the better side (higher accuracy, larger saving, ...)
   NOT REPRODUCED  significantly beyond the band on the worse side (or either side, for counts without a
                   better direction)
   INCONCLUSIVE    none significant; with the seeds that would likely settle it at the observed mean and spread
+                  (exact TOST power at the level the paper's correction reached); also one seed, and seeds whose
+                  values are identical (flagged: the seed likely never reached the run)
   NOT COMPARABLE  a profile that is not the papers' settings (smoke, check, scaled), or an absolute time or
                   memory measured on other hardware than the paper's
-  MISSING, FAILED, DIVERGED  with the reason (a cell with any failed seed is not judged on its survivors)
+  MISSING, FAILED, DIVERGED  with the reason (a cell with any failed seed is not judged on its survivors; a cell
+                  with a NaN or infinite seed value is DIVERGED)
 A cell computed from the model alone (parameters, FLOPs) has one exact value: REPRODUCED when it rounds to the
 printed value, else NOT REPRODUCED. The papers print single values without seeds or spreads, so each printed
 value is treated as a point.
@@ -26,7 +32,7 @@ import yaml
 
 from bench import BenchError
 from bench import stats
-from bench.registry import HIGHER_IS_BETTER, Claim, papers, printed_decimals
+from bench.registry import HIGHER_IS_BETTER, Claim, half_ulp, papers, printed_decimals
 
 TOLERANCES = Path(__file__).parent / "tolerances.yaml"
 
@@ -46,14 +52,62 @@ def profile_rules(profile: str) -> dict:
     return rules[profile]
 
 
-def band(claim: Claim) -> float:
-    """The tolerance d around the printed value, in the cell's unit (0 for exact cells)."""
-    spec = tolerances()["metrics"][claim.metric]
+def correction() -> str:
+    return tolerances()["correction"]
+
+
+def band(claim: Claim) -> tuple[float, float]:
+    """The open band (low, high) around the printed value, in the cell's unit (low == high == value for exact
+    cells): the half-width from the metric's rule, plus half a unit of the printed last digit, never crossing zero
+    for a metric that keeps its sign (bench/tolerances.yaml says why)."""
+    spec, v = tolerances()["metrics"][claim.metric], claim.value
+    if spec.get("exact"):
+        return v, v
+    half = []
     if "points" in spec:
-        return float(spec["points"])
+        half.append(float(spec["points"]))
     if "relative" in spec:
-        return float(spec["relative"]) * abs(claim.value)
-    return 0.0
+        scale = 100.0 - v if spec.get("scale") == "error" else abs(v)
+        half.append(float(spec["relative"]) * abs(scale))
+    d = min(half) + half_ulp(claim.printed)
+    low, high = v - d, v + d
+    if spec.get("keeps_sign") and v > 0:
+        low = max(low, 0.0)
+    elif spec.get("keeps_sign") and v < 0:
+        high = min(high, 0.0)
+    return low, high
+
+
+GUARANTEES = {
+    "bh": "Benjamini-Hochberg over the tested cells of a paper at q = {a:g}: among a paper's decided cells (REP, "
+          "BETTER, NOT REP) the expected share of wrong verdicts is at most {pct:g} % (the false discovery rate); "
+          "a single verdict can still be wrong",
+    "by": "Benjamini-Yekutieli over the tested cells of a paper at q = {a:g}: among a paper's decided cells (REP, "
+          "BETTER, NOT REP) the expected share of wrong verdicts is at most {pct:g} % under any dependence between "
+          "cells (the false discovery rate); a single verdict can still be wrong",
+    "holm": "Holm over the tested cells of a paper at α = {a:g}: the chance of even one wrong verdict among a "
+            "paper's cells is at most {pct:g} % (the family-wise error rate)",
+}
+
+
+def guarantee() -> str:
+    """The decision rule in force and what it guarantees, in words (for the reports' legend)."""
+    a = tolerances()["alpha"]
+    return GUARANTEES[correction()].format(a=a, pct=100 * a)
+
+
+def describe_band(metric: str) -> str:
+    """The band rule of one metric in words, from bench/tolerances.yaml."""
+    spec = tolerances()["metrics"][metric]
+    if spec.get("exact"):
+        return "exact"
+    parts = []
+    if "points" in spec:
+        parts.append(f"±{spec['points']:g} point{'s' if spec['points'] != 1 else ''}")
+    if "relative" in spec:
+        of = "the printed error (100 − value)" if spec.get("scale") == "error" else "the printed value"
+        parts.append(f"{'at most ' if parts else '±'}{100 * spec['relative']:g} % of {of}")
+    return ", ".join(parts) + (", never crossing zero" if spec.get("keeps_sign") else "")
 
 
 def rounds_to_printed(claim: Claim, value: float) -> bool:
@@ -89,18 +143,20 @@ class Cell:
 class Judgement:
     verdict: str
     reason: str = ""
-    tolerance: float = math.nan
+    band_low: float = math.nan
+    band_high: float = math.nan
     p_ttest: float = math.nan       # two-sided one-sample t-test against the printed value
-    p_equivalence: float = math.nan  # TOST against the tolerance band
+    p_equivalence: float = math.nan  # TOST against the band
     p_cell: float = math.nan        # the smallest of the three one-sided band tests
-    p_holm: float = math.nan        # p_cell after Holm within the paper
+    p_adjusted: float = math.nan    # p_cell after the paper's correction (bench/tolerances.yaml `correction`)
     seeds_needed: str = ""
+    flag: str = ""                  # "identical seeds" where the seeds gave one value
 
 
-def _band_tests(values: list[float], claimed: float, d: float) -> dict:
-    return {"inside": stats.tost(values, claimed - d, claimed + d),
-            "above": stats.p_greater(values, claimed + d),
-            "below": stats.p_less(values, claimed - d)}
+def _band_tests(values: list[float], low: float, high: float) -> dict:
+    return {"inside": stats.tost(values, low, high),
+            "above": stats.p_greater(values, high),
+            "below": stats.p_less(values, low)}
 
 
 def _outcome(side: str, higher_is_better) -> str:
@@ -111,35 +167,53 @@ def _outcome(side: str, higher_is_better) -> str:
     return "BETTER" if (side == "above") == higher_is_better else "NOT REPRODUCED"
 
 
-def _seeds_needed(values: list[float], claimed: float, d: float, alpha: float, power: float) -> str:
+def seeds_needed(values: list[float], low: float, high: float, level: float, power: float) -> str:
+    """The seeds at which the test that the observed mean points to would reach `power` at `level`, taking the
+    observed mean and spread as the truth: the exact TOST power inside the band, the one-sided t-test's outside."""
     mean, sd = stats.mean_sd(values)
-    if mean > claimed + d:
-        effects = [mean - claimed - d]
-    elif mean < claimed - d:
-        effects = [claimed - d - mean]
+    if mean > high:
+        at = lambda n: stats.power_one_sided(mean - high, sd, n, level)  # noqa: E731
+    elif mean < low:
+        at = lambda n: stats.power_one_sided(low - mean, sd, n, level)  # noqa: E731
+    elif low < mean < high:
+        at = lambda n: stats.power_tost(mean - low, high - mean, sd, n, level)  # noqa: E731
     else:
-        effects = [mean - (claimed - d), claimed + d - mean]
-    n = stats.seeds_needed(effects, sd, alpha, power)
-    if n is None:
-        return "no number of seeds: the observed mean sits on the tolerance boundary" if min(effects) <= 0 \
-            else "more than 10,000"
-    return str(n)
+        return "no number of seeds: the observed mean sits on the band's edge"
+    n = stats.seeds_needed(at, power)
+    return "more than 10,000" if n is None else str(n)
 
 
-def judge(cells: list[Cell], profile: str) -> list[Judgement]:
-    """The verdict of each cell of ONE paper (Holm's correction is over the cells passed together)."""
+def identical(values: list[float]) -> bool:
+    """Seeds whose spread is floating-point noise (bench/tolerances.yaml `identical_sd`)."""
+    mean, sd = stats.mean_sd(values)
+    return sd <= tolerances()["identical_sd"] * max(abs(mean), 1.0)
+
+
+def non_finite(values: list[float]) -> str:
+    bad = [v for v in values if not math.isfinite(v)]
+    return f"{len(bad)} of {len(values)} seed values are not finite ({bad[0]!r}): no verdict from them" if bad else ""
+
+
+def judge(cells: list[Cell], profile: str, with_seeds_needed: bool = True,
+          method: str | None = None) -> list[Judgement]:
+    """The verdict of each cell of ONE paper (the correction, bench/tolerances.yaml's unless `method` names one,
+    runs over the cells passed together). `with_seeds_needed=False` skips the seeds-needed search (the power
+    simulation judges thousands of papers)."""
     cfg, rules = tolerances(), profile_rules(profile)
-    alpha = cfg["alpha"]
+    alpha, method = cfg["alpha"], method or cfg["correction"]
     out, tested = [], []
     for cell in cells:
         c, n = cell.claim, len(cell.values)
-        j = Judgement("", tolerance=band(c))
+        low, high = band(c)
+        j = Judgement("", band_low=low, band_high=high)
         if cell.status in ("MISSING", "FAILED", "DIVERGED") or n == 0:
             j.verdict, j.reason = (cell.status if cell.status != "MEASURED" else "MISSING"), cell.reason
+        elif why := non_finite(cell.values):
+            j.verdict, j.reason = "DIVERGED", why
         elif cell.exact:
             j.verdict = "REPRODUCED" if rounds_to_printed(c, cell.values[0]) else "NOT REPRODUCED"
             j.reason = "computed from the model: reproduced when it rounds to the printed value"
-            j.tolerance = 0.0
+            j.band_low = j.band_high = c.value
         elif not rules["comparable"]:
             j.verdict, j.reason = "NOT COMPARABLE", rules["why"]
         elif other_hardware := hardware_note(c, cell.devices):
@@ -148,8 +222,12 @@ def judge(cells: list[Cell], profile: str) -> list[Judgement]:
             j.verdict = "INCONCLUSIVE"
             j.reason = "one seed: no spread to test with"
             j.seeds_needed = "at least 3"
+        elif identical(cell.values):
+            j.verdict, j.flag = "INCONCLUSIVE", "identical seeds"
+            j.reason = (f"the {n} seeds gave identical values: the seed likely never reached the run; a spread of "
+                        "zero cannot be tested")
         else:
-            tests = _band_tests(cell.values, c.value, j.tolerance)
+            tests = _band_tests(cell.values, low, high)
             side = min(tests, key=lambda k: (tests[k], k))
             j.p_ttest = stats.p_two_sided(cell.values, c.value)
             j.p_equivalence, j.p_cell = tests["inside"], tests[side]
@@ -157,14 +235,14 @@ def judge(cells: list[Cell], profile: str) -> list[Judgement]:
             if cell.status == "PARTIAL":
                 j.reason = cell.reason
         out.append(j)
-    adjusted = stats.holm([j.p_cell for j, _, _ in tested])
+    adjusted = stats.adjust([j.p_cell for j, _, _ in tested], method)
+    level = stats.level_reached(adjusted, alpha, method)
     for (j, side, cell), p in zip(tested, adjusted):
-        j.p_holm = p
+        j.p_adjusted = p
         if p < alpha:
             j.verdict = _outcome(side, HIGHER_IS_BETTER[cell.claim.metric])
         else:
             j.verdict = "INCONCLUSIVE"
-            # Bonferroni's level, the strictest step of Holm's: seeds enough for any place in the order
-            j.seeds_needed = _seeds_needed(cell.values, cell.claim.value, j.tolerance, alpha / len(tested),
-                                           cfg["power"])
+            if with_seeds_needed:
+                j.seeds_needed = seeds_needed(cell.values, j.band_low, j.band_high, level, cfg["power"])
     return out

@@ -1,13 +1,16 @@
 """Headline claims: every relation tested on constructed per-seed values (expected p-values computed here with
 scipy's t-test), the printed-number check, the validation of the data file and the shipped claims."""
+import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scipy import stats as st
 
 from bench import BenchError
 from bench import headlines as hl
+from bench import stats
 from bench.registry import load_claims, papers
 
 SHARED_PAPERS = Path(__file__).resolve().parents[1].parent / "shared" / "papers"
@@ -22,8 +25,8 @@ def seeds(*values):
     return {i: v for i, v in enumerate(values)}
 
 
-def run(h, per_cell, test_claims=True):
-    return hl.judge([h], per_cell, alpha=0.05, test_claims=test_claims, why_not="smoke")[0]
+def run(h, per_cell, test_claims=True, method="bh"):
+    return hl.judge([h], per_cell, alpha=0.05, test_claims=test_claims, why_not="smoke", method=method)[0]
 
 
 def one_sided(d, mu, alternative):
@@ -35,7 +38,8 @@ def test_greater_holds_is_reversed_or_not_significant():
     d = [x - y for x, y in zip(a.values(), b.values())]
     o = run(claim("greater"), {"a": a, "b": b})
     assert o.test == o.verdict == "HOLDS" and o.n == 4
-    assert o.p_holds == pytest.approx(one_sided(d, 0, "greater")) and o.p_holm == pytest.approx(o.p_holds)
+    assert o.p_holds == pytest.approx(one_sided(d, 0, "greater"))
+    assert o.p_two_sided == o.p_adjusted == pytest.approx(2 * o.p_holds)  # one claim: two-sided, nothing to adjust
     assert o.diff == pytest.approx(sum(d) / 4)
     assert run(claim("greater"), {"a": b, "b": a}).verdict == "REVERSED"
     assert run(claim("less"), {"a": b, "b": a}).verdict == "HOLDS"
@@ -44,9 +48,9 @@ def test_greater_holds_is_reversed_or_not_significant():
 
 
 def test_pairing_uses_the_seeds_both_sides_have():
-    a, b = seeds(10.0, 11.0, 12.0), {1: 9.0, 2: 10.0, 5: 0.0}
+    a, b = seeds(10.0, 11.0, 12.0), {1: 9.0, 2: 9.8, 5: 0.0}
     o = run(claim("greater"), {"a": a, "b": b})
-    assert o.n == 2 and o.diff == pytest.approx(2.0)
+    assert o.n == 2 and o.diff == pytest.approx(2.1)
 
 
 def test_margins_at_least_at_most_within():
@@ -108,23 +112,94 @@ def test_exact_sides_one_seed_missing_and_not_comparable():
     assert smoke.verdict == "NOT COMPARABLE" and smoke.test == "HOLDS" and "smoke" in smoke.reason
 
 
-def test_holm_over_the_claims_of_a_paper():
-    weak = {"c": seeds(10.0, 11.0, 12.0), "d": seeds(9.0, 10.4, 11.7)}
+def test_the_correction_over_the_claims_of_a_paper():
+    weak = {"c": seeds(10.0, 11.0, 12.0), "d": seeds(9.0, 10.4, 11.5)}
     h = claim("greater", a=("c",), b=("d",))
-    p_weak = one_sided([1.0, 0.6, 0.3], 0, "greater")
-    assert 0.025 < p_weak < 0.05
-    assert run(h, weak).verdict == "HOLDS"  # alone: significant at 0.05
-    both = hl.judge([h, h], weak, alpha=0.05, test_claims=True)  # two such claims: Holm doubles the smaller p
-    assert [o.p_holm for o in both] == pytest.approx([2 * p_weak, 2 * p_weak])
+    p_weak = one_sided([1.0, 0.6, 0.5], 0, "greater")
+    assert 0.0125 < p_weak < 0.025
+    assert run(h, weak).verdict == "HOLDS"  # alone: two-sided 2 p < 0.05
+    both = hl.judge([h, h], weak, alpha=0.05, test_claims=True, method="holm")  # Holm doubles the smaller p
+    assert [o.p_adjusted for o in both] == pytest.approx([4 * p_weak, 4 * p_weak])
     assert [o.verdict for o in both] == ["NOT SIGNIFICANT"] * 2
+    bh = hl.judge([h, h], weak, alpha=0.05, test_claims=True, method="bh")  # BH: 2p x 2 / 2 for both
+    assert [o.p_adjusted for o in bh] == pytest.approx([2 * p_weak, 2 * p_weak])
+    assert [o.verdict for o in bh] == ["HOLDS"] * 2
     strong = {"a": seeds(10.0, 11.0, 12.0, 11.0), "b": seeds(8.0, 9.0, 10.0, 9.2)}
-    mixed = hl.judge([claim("greater"), h], {**strong, **weak}, alpha=0.05, test_claims=True)
-    assert mixed[1].p_holm == pytest.approx(max(2 * mixed[0].p_holds, p_weak))  # Holm's second step: x 1
-    assert [o.verdict for o in mixed] == ["HOLDS", "HOLDS"]
+    mixed = hl.judge([claim("greater"), h], {**strong, **weak}, alpha=0.05, test_claims=True, method="holm")
+    assert mixed[1].p_adjusted == pytest.approx(max(4 * mixed[0].p_holds, 2 * p_weak))  # Holm's second step: x 1
+
+
+def test_a_true_difference_of_zero_rejects_at_most_alpha():
+    """The claim's p is two-sided (2 x the smaller one-sided p): at A = B, HOLDS and REVERSED together come out
+    at most 5 % of the time (4,000 simulated claims, each alone)."""
+    rng = np.random.default_rng(11)
+    decided = 0
+    for _ in range(4000):
+        a, b = rng.normal(50.0, 0.3, 3), rng.normal(50.0, 0.3, 3)
+        decided += run(claim("greater"), {"a": seeds(*a), "b": seeds(*b)}).verdict in ("HOLDS", "REVERSED")
+    assert 0.03 < decided / 4000 <= 0.06
+
+
+def test_non_finite_values_never_decide_a_claim():
+    nan_a = {"a": seeds(10.0, math.nan, 11.0), "b": seeds(12.0, 13.0, 12.5)}
+    o = run(claim("less"), nan_a)
+    assert o.verdict == "DIVERGED" and "nan" in o.reason and "a seed 1" in o.reason
+    assert run(claim("greater"), {"a": seeds(90.0, math.inf, 90.2), "b": seeds(80.0, 81.0, 80.5)}).verdict == "DIVERGED"
+    smoke = run(claim("less"), nan_a, test_claims=False)
+    assert smoke.verdict == "DIVERGED"
+
+
+def test_identical_per_seed_differences_are_not_tested():
+    same = {"a": seeds(10.0, 11.0, 12.0), "b": seeds(9.0, 10.0, 11.0)}  # A - B is exactly 1 for every seed
+    o = run(claim("greater"), same)
+    assert o.verdict == "NOT SIGNIFICANT" and "identical" in o.reason and o.n == 3 and o.diff == pytest.approx(1.0)
+
+
+def test_two_seeds_are_a_test():
+    o = run(claim("greater"), {"a": seeds(10.0, 11.0), "b": seeds(8.0, 9.1)})
+    assert o.n == 2 and o.verdict in ("HOLDS", "NOT SIGNIFICANT") and not math.isnan(o.p_holds)
+    assert o.p_holds == pytest.approx(one_sided([2.0, 1.9], 0, "greater"))
+
+
+def test_partial_pairwise_claims_are_tested_on_the_pairs_run():
+    held = {"a1": seeds(10.0, 11.0, 12.0, 11.0), "b1": seeds(8.0, 9.0, 10.0, 9.2)}
+    rev = {"a3": seeds(5.0, 6.0, 7.0, 6.1), "b3": seeds(8.0, 9.0, 10.0, 9.0)}
+    two = claim("greater", a=("a1", "a2"), b=("b1", "b2"), pairwise=True)
+    o = run(two, held)  # a2/b2 were not run (only=)
+    assert o.verdict == "HOLDS" and o.pairs == "1 of 2" and "partial" in o.reason and "a2" in o.reason
+    with_rev = claim("greater", a=("a3", "a2"), b=("b3", "b2"), pairwise=True)
+    assert run(with_rev, rev).verdict == "REVERSED"  # a missing pair does not hide a reversal
+    one_seed = {**rev, "a2": seeds(1.0), "b2": seeds(0.0)}
+    assert run(with_rev, one_seed).verdict == "REVERSED"  # nor a pair with one seed
+    assert run(two, {}).verdict == "MISSING"
+
+
+def test_a_reversal_is_corrected_over_the_claims_pairs():
+    cells = {"a1": seeds(9.0, 9.6, 10.1), "b1": seeds(10.0, 10.4, 10.6),
+             "a2": seeds(9.2, 9.5, 10.3), "b2": seeds(10.1, 10.2, 10.9)}
+    h = claim("greater", a=("a1", "a2"), b=("b1", "b2"), pairwise=True)
+    p_rev = [one_sided([-1.0, -0.8, -0.5], 0, "less"), one_sided([-0.9, -0.7, -0.6], 0, "less")]
+    assert run(h, cells).p_reversed == pytest.approx(min(stats.holm(p_rev)))
+    assert min(stats.holm(p_rev)) > min(p_rev)
+
+
+def test_within_the_reverse_is_twice_the_smaller_way_out():
+    d_cells = {"a": seeds(90.0, 91.0, 92.5), "b": seeds(88.0, 88.5, 89.0)}
+    d = [2.0, 2.5, 3.5]
+    o = run(claim("within", margin=1.0), d_cells)
+    expected = min(1.0, 2 * min(one_sided(d, 1.0, "greater"), one_sided(d, -1.0, "less")))
+    assert o.p_reversed == pytest.approx(expected)
+
+
+def test_a_side_uses_only_the_seeds_all_its_cells_have():
+    per_cell = {"x": {0: 1.0, 1: 2.0}, "y": {1: 3.0, 2: 4.0}}
+    assert hl.side_values(("x", "y"), per_cell) == {1: 2.5}
 
 
 def test_as_printed():
     printed = {"a": 10.0, "b": 9.0, "c": 40.0}
+    decimal = claim("within", margin=3.2)
+    assert hl.as_printed(decimal, {"a": 82.65, "b": 79.45})[0]  # 3.2000000000000028 in binary is still 3.2
     assert hl.as_printed(claim("greater"), printed) == (True, "10 vs 9")
     assert hl.as_printed(claim("within", margin=0.5), printed)[0] is False
     assert hl.as_printed(claim("greater", a=("a", "c"), b=(), value=30.0, pairwise=True), printed)[0] is False

@@ -42,11 +42,17 @@ def test_a_broken_profile_is_named():
 
 def test_a_broken_tolerance_is_named():
     data = copy.deepcopy(load(vd.TOLERANCES))
-    del data["metrics"]["test_accuracy"]["points"]
+    del data["metrics"]["test_accuracy"]["points"], data["metrics"]["test_accuracy"]["relative"]
     assert "at metrics/test_accuracy" in refused(data, "tolerances", vd.TOLERANCES, "is not valid under any")
     data = copy.deepcopy(load(vd.TOLERANCES))
     data["alpha"] = 5
     refused(data, "tolerances", vd.TOLERANCES, "5 is greater than or equal to the maximum of 1")
+    data = copy.deepcopy(load(vd.TOLERANCES))
+    data["correction"] = "fdr"
+    refused(data, "tolerances", vd.TOLERANCES, "'fdr' is not one of")
+    data = copy.deepcopy(load(vd.TOLERANCES))
+    data["metrics"]["params"]["points"] = 1  # an exact count has no band
+    assert "at metrics/params" in refused(data, "tolerances", vd.TOLERANCES, "should not be valid")
 
 
 def test_a_broken_grid_is_named():

@@ -225,16 +225,19 @@ def test_verdicts_and_headline_claims_reach_the_reports_byte_stable(tmp_path):
     res, rep = tmp_path / "results", tmp_path / "reports"
     for seed, (sgd, freeze) in enumerate([(98.6, 98.3), (98.7, 98.2), (98.65, 98.25)]):
         fake_run(res, "paper", "cruciata-mnist-vgg11-backprop", seed, accuracy=sgd, train_time_s=1200.0)
-        fake_run(res, "paper", "cruciata-mnist-vgg11-freezing", seed, accuracy=freeze, train_time_s=600.0)
+        fake_run(res, "paper", "cruciata-mnist-vgg11-freezing", seed, accuracy=freeze, train_time_s=600.0 + 10 * seed)
     cells = cells_by_id(res, "paper", "0,1,2")
     sgd = cells["cruciata.1.vgg-11.mnist.sgd.a"]  # printed 98.64; reproduced 98.65 +- 0.05
-    assert sgd["verdict"] == "REPRODUCED" and float(sgd["tolerance"]) == 1.0 and sgd["ci_method"] == "t"
-    assert float(sgd["p_holm"]) <= 0.05 and float(sgd["p_equivalence"]) <= float(sgd["p_holm"])
+    # band: at most half the printed 1.36 % error, plus half a unit of the printed last digit
+    assert sgd["verdict"] == "REPRODUCED" and sgd["ci_method"] == "t"
+    assert (float(sgd["band_low"]), float(sgd["band_high"])) == pytest.approx((98.64 - 0.685, 98.64 + 0.685))
+    assert float(sgd["p_adjusted"]) <= 0.05 and float(sgd["p_equivalence"]) <= float(sgd["p_adjusted"])
+    assert sgd["correction"] == "bh"
     time = cells["cruciata.1.vgg-11.mnist.sgd.t"]
     assert time["verdict"] == "NOT COMPARABLE" and "TestGPU 9000" in time["reason"]  # not the paper's RTX 3090
     assert cells["ma.I.vgg8.global"]["verdict"] == "MISSING"
-    saving = cells["cruciata.1.vgg-11.mnist.freezing.dt"]  # 50 % on every seed, printed 6.00: far beyond +-5 points
-    assert (float(saving["mean"]), saving["verdict"]) == (50.0, "BETTER")
+    saving = cells["cruciata.1.vgg-11.mnist.freezing.dt"]  # about 49 %, printed 6.00: far beyond its band
+    assert float(saving["mean"]) == pytest.approx(100 * (1 - 610 / 1200)) and saving["verdict"] == "BETTER"
     with open(res / "paper" / "headlines.csv", newline="", encoding="utf-8") as f:
         heads = {r["id"]: r for r in csv.DictReader(f)}
     assert heads["cruciata.h1"]["verdict"] == "MISSING" and heads["cruciata.h1"]["as_printed"] == "yes"
