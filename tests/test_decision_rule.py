@@ -78,12 +78,26 @@ def test_tost_power_is_not_the_product_of_the_one_sided_powers():
     assert product == pytest.approx(0.24, abs=0.01)
 
 
+def test_one_sided_power_by_formula():
+    for effect, sd, n, alpha in [(0.5, 1.0, 5, 0.05), (1.0, 0.3, 3, 0.0125), (0.2, 0.5, 20, 0.001)]:
+        expected = st.nct.sf(st.t.isf(alpha, n - 1), n - 1, effect * math.sqrt(n) / sd)
+        assert stats.power_one_sided(effect, sd, n, alpha) == pytest.approx(expected, rel=1e-12)
+    assert stats.power_one_sided(5.0, 0.1, 2, 0.05) > 0.99   # two seeds can be enough
+    assert stats.power_one_sided(5.0, 0.1, 1, 0.05) == 0.0   # one seed has no test
+    assert stats.power_tost(1.0, 1.0, 0.0, 5, 0.05) == 0.0   # no spread: no power computed from it
+    assert stats.power_tost(1.0, 1.0, 1.0, 1, 0.05) == 0.0
+
+
 def test_seeds_needed_search():
     assert stats.seeds_needed(lambda n: 1.0, 0.8) == 2      # two seeds can be enough
     assert stats.seeds_needed(lambda n: n >= 37, 0.8) == 37
     assert stats.seeds_needed(lambda n: n >= 5000, 0.8) == 5000
     assert stats.seeds_needed(lambda n: 0.0, 0.8) is None
     assert stats.seeds_needed(lambda n: n >= 10_000, 0.8) == 10_000
+    assert stats.seeds_needed(lambda n: 0.8 if n >= 5 else 0.0, 0.8) == 5  # reaching the power exactly is enough
+    asked = []
+    assert stats.seeds_needed(lambda n: asked.append(n) or n >= 37, 0.8) == 37
+    assert max(asked) <= 2 * 37 and len(asked) <= 14  # doubling, then bisection: never near the 10,000 limit
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10])

@@ -68,6 +68,13 @@ def test_margins_at_least_at_most_within():
     assert run(claim("within", margin=1.0), far).verdict == "REVERSED"
 
 
+def test_no_margin_means_zero():
+    below = {"a": seeds(89.5, 90.4, 91.6, 89.9), "b": seeds(90.0, 91.0, 92.0, 90.5)}  # A - B about -0.5
+    assert claim("at_least").margin == 0.0
+    assert run(claim("at_least"), below).verdict == "REVERSED"  # A >= B fails without a margin
+    assert run(claim("at_least", margin=1.0), below).verdict == "HOLDS"
+
+
 def test_a_constant_side():
     saving = {"a": seeds(60.0, 62.0, 61.0, 63.0)}
     assert run(claim("greater", b=(), value=50.0), saving).verdict == "HOLDS"

@@ -143,6 +143,20 @@ def test_outside_the_band_seeds_needed_is_the_one_sided_power():
     assert power(int(j.seeds_needed)) >= 0.8 > power(int(j.seeds_needed) - 1)
 
 
+def test_above_the_band_seeds_needed_is_the_one_sided_power():
+    values = [91.5, 93.5, 92.1]  # mean 92.37, above the band, wide spread
+    j = one(at(ACC, 90.0), values)
+    assert j.verdict == "INCONCLUSIVE"
+    sd, mean = np.std(values, ddof=1), np.mean(values)
+    power = lambda n: st.nct.sf(st.t.isf(0.05, n - 1), n - 1, (mean - 91.005) * math.sqrt(n) / sd)  # noqa: E731
+    assert power(int(j.seeds_needed)) >= 0.8 > power(int(j.seeds_needed) - 1)
+
+
+def test_an_adjusted_p_equal_to_alpha_is_not_significant(monkeypatch):
+    monkeypatch.setattr(vd.stats, "adjust", lambda ps, method: [0.05] * len(ps))
+    assert one(at(ACC, 90.0), [90.0, 90.1, 89.9, 90.05]).verdict == "INCONCLUSIVE"
+
+
 def test_a_mean_on_the_band_edge_cannot_be_settled():
     assert vd.seeds_needed([0.0, 1.0, 2.0], 1.0, 3.0, 0.05, 0.8).startswith("no number of seeds")
     assert vd.seeds_needed([2.0, 3.0, 4.0], 1.0, 3.0, 0.05, 0.8).startswith("no number of seeds")
@@ -228,10 +242,19 @@ def test_benjamini_hochberg_and_yekutieli_by_hand():
     assert stats.benjamini_hochberg([]) == []
 
 
+def test_one_sided_tests_at_zero_spread_are_the_exact_limits():
+    """A sample without spread (never judged: identical seeds are flagged first) still gets the limit values."""
+    assert stats.p_greater([1.0, 1.0, 1.0], 0.0) == 0.0   # t = +inf
+    assert stats.p_greater([1.0, 1.0, 1.0], 2.0) == 1.0   # t = -inf
+    assert stats.p_greater([1.0, 1.0, 1.0], 1.0) == 0.5   # 0/0: no evidence either way
+    assert stats.p_less([1.0, 1.0], 2.0) == 0.0
+
+
 def test_level_reached():
     assert stats.level_reached([0.5, 0.6, 0.7, 0.8], 0.05, "holm") == pytest.approx(0.0125)
     assert stats.level_reached([0.5, 0.6, 0.7, 0.8], 0.05, "bh") == pytest.approx(0.0125)  # no rejection: 1 / m
     assert stats.level_reached([0.01, 0.02, 0.7, 0.8], 0.05, "bh") == pytest.approx(0.025)  # two of four
+    assert stats.level_reached([0.01, 0.05, 0.7, 0.8], 0.05, "bh") == pytest.approx(0.0125)  # p = alpha: kept
     assert stats.level_reached([0.01, 0.02, 0.7, 0.8], 0.05, "by") == pytest.approx(0.025 / (1 + 1 / 2 + 1 / 3 + 1 / 4))
 
 
