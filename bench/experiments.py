@@ -178,6 +178,11 @@ def config(exp: Experiment, profile: str) -> dict:
     if prof.get("max_batch_size"):
         cfg["batch_size"] = min(cfg["batch_size"], prof["max_batch_size"])
     cfg["model"]["width_mult"] = prof.get("width_mult", 1.0)
+    if "precision" in prof and "precision" not in cfg:  # a grid that sets it for an experiment wins
+        cfg["precision"] = prof["precision"]
+        sources["precision"] = (f"profile {profile}: fp32 as the papers trained (bench/profiles.yaml); bf16 is an "
+                                "opt-in, flagged in the report" if prof["precision"] == "fp32"
+                                else f"profile {profile} (bench/profiles.yaml)")
     cfg["data"] = {"source": prof["data"], "train_samples": prof.get("train_samples"),
                    "test_samples": prof.get("test_samples")}
     cfg.update(experiment=exp.id, paper=exp.paper, dataset=exp.dataset, model_name=exp.model,

@@ -66,12 +66,18 @@ def reset_peak_memory(device: torch.device):
 
 
 def peak_memory_mb(device: torch.device) -> dict:
-    """CUDA: peak allocated by torch on the device. CPU: the process's peak resident set size."""
+    """CUDA: peak allocated by torch on the device. CPU: the process's peak resident set size. Both: the host
+    process's resident set size now (`host_rss_after_mb`: called after training, it is what a notebook reads with
+    psutil once its fit returns)."""
+    import psutil
+
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    now_mb = psutil.Process().memory_info().rss / 2**20
     if device.type == "cuda":
         return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20, "memory_kind": "cuda_peak_allocated",
-                "peak_host_rss_mb": rss_mb}
-    return {"peak_memory_mb": rss_mb, "memory_kind": "cpu_peak_rss", "peak_host_rss_mb": rss_mb}
+                "peak_host_rss_mb": rss_mb, "host_rss_after_mb": now_mb}
+    return {"peak_memory_mb": rss_mb, "memory_kind": "cpu_peak_rss", "peak_host_rss_mb": rss_mb,
+            "host_rss_after_mb": now_mb}
 
 
 def cpu_name() -> str:
@@ -106,10 +112,20 @@ def code_version() -> str:
         return "unknown"
 
 
+def tf32_settings() -> dict:
+    """Whether fp32 convolutions and matrix products may run as TF32 on GPUs that have it (the framework's
+    defaults unless changed: convolutions yes, matrix products no); recorded with every run."""
+    conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
+    matmul = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    return {"tf32_conv": conv == "tf32" if conv not in (None, "none") else bool(torch.backends.cudnn.allow_tf32),
+            "tf32_matmul": matmul == "tf32" if matmul not in (None, "none")
+            else bool(torch.backends.cuda.matmul.allow_tf32)}
+
+
 def environment(device: torch.device) -> dict:
     import bench
 
-    return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
+    return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__, **tf32_settings(),
             "cuda": torch.version.cuda or "", "python": platform.python_version(), "platform": platform.platform(),
             "host": socket.gethostname(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "bench_version": bench.__version__, "code_version": code_version()}

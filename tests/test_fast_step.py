@@ -39,9 +39,9 @@ def reference_training(model, data, cfg, seed):
     return losses
 
 
-def both(data, epochs=2, seed=0):
+def both(data, epochs=2, seed=0, **overrides):
     cfg = ex.config(ex.get(EXPERIMENT), "smoke")
-    cfg.update(epochs=epochs, augment={"crop_padding": 0, "hflip": False}, batch_size=64)
+    cfg.update(epochs=epochs, augment={"crop_padding": 0, "hflip": False}, batch_size=64, **overrides)
     cfg["model"]["width_mult"] = 0.5
     torch.manual_seed(seed)
     model = build_model(cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1],
@@ -71,7 +71,8 @@ def test_same_accuracy_on_a_short_real_mnist_run(tmp_path):
     cfg = ex.config(ex.get(EXPERIMENT), "check")
     data = load("mnist", {**cfg, "data": {"source": "real", "train_samples": 3000, "test_samples": 1000}},
                 root=tmp_path).subset(3000, 1000)
-    cfg, model, ref_model, final, losses, ref_losses = both(data, epochs=2)
+    # no LR decay: the smoke config's schedule, scaled to 2 epochs, would cut the LR after the first
+    cfg, model, ref_model, final, losses, ref_losses = both(data, epochs=2, lr_milestones=[])
     norm = cfg["normalize"]
     from bench.data.loader import Batches
 
@@ -136,3 +137,26 @@ def test_a_compiled_run_follows_the_same_trajectory(tmp_path, monkeypatch):
     assert [e["train_loss"] for e in compiled["epochs"]] == pytest.approx([e["train_loss"] for e in plain["epochs"]],
                                                                           rel=1e-4)
     assert compiled["metrics"]["test_accuracy"] == pytest.approx(plain["metrics"]["test_accuracy"], abs=1.0)
+
+
+def test_the_paper_profile_trains_in_fp32_on_a_bf16_gpu(monkeypatch):
+    """Device resolution mocked (no GPU here): a CUDA device whose GPU has bf16. `auto` would take bf16; the
+    `paper` and `scaled` profiles resolve fp32 as the papers trained, and say where that comes from."""
+    from bench import experiments as ex
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cuda = torch.device("cuda")
+    assert fast_settings({"precision": "auto"}, cuda)["precision"] == "bf16"
+    for profile in ("paper", "scaled"):
+        for eid in ex.experiments():  # every experiment of every paper
+            cfg = ex.config(ex.get(eid), profile)
+            assert cfg["precision"] == "fp32" and "papers trained" in cfg["sources"]["precision"], (eid, profile)
+            assert fast_settings(cfg, cuda)["precision"] == "fp32"
+    assert "precision" not in ex.config(ex.get("cruciata-mnist-vgg11-backprop"), "smoke")  # auto: fp32 on a CPU
+
+
+def test_runs_record_the_tf32_defaults():
+    from bench.measure import environment
+
+    env = environment(torch.device("cpu"))
+    assert isinstance(env["tf32_conv"], bool) and isinstance(env["tf32_matmul"], bool)

@@ -1,5 +1,7 @@
 """The experiment grids hold the settings the papers print (checked against the paper texts) and say where
 every other setting comes from."""
+import re
+
 import pytest
 
 from bench import experiments as ex
@@ -81,6 +83,9 @@ def test_cruciata_grid_follows_section_4_2():
             (epochs, lr, 256, warmup)
     sgd, _ = ex.paper_config(ex.Experiment("cruciata", "cifar10", "vgg11", "backprop"))
     assert sgd["lr_milestones"] == [20] and sgd["lr_gamma"] == 0.1
+    for profile in ("smoke", "paper"):  # the maps go to disk and the I/O counts, as the paper's (Sec. 4.1, Fig. 5)
+        cfg = ex.config(ex.Experiment("cruciata", "mnist", "vgg16", "learn_drop"), profile)
+        assert cfg["method_options"]["feature_store_max_mb"] == 0
 
 
 @pytest.mark.parametrize("paper", list(papers()))
@@ -94,3 +99,26 @@ def test_every_experiment_resolves_a_complete_config():
         cfg, sources = ex.paper_config(exp)
         for key in ("optimizer", "lr", "batch_size", "epochs"):
             assert key in cfg and key in sources, (exp.id, key)
+
+
+def _normalised(text: str) -> str:
+    text = text.replace("“", '"').replace("”", '"').replace("’", "'").replace("‘", "'")
+    return re.sub(r"\s+", " ", text).lower()
+
+
+@pytest.mark.parametrize("paper", list(papers()))
+def test_quoted_paper_sources_are_in_the_paper_text(paper):
+    """Every phrase a grid quotes ('...') in a source part that credits the paper is in the paper's text (pieces
+    around '...' each), so a `paper` source cannot put words in the authors' mouths."""
+    text = _normalised(paper_text(papers()[paper]["source"]))
+    quoted = 0
+    for entry in ex.grid(paper).get("settings", []):
+        for part in re.split(r";\s*", " ".join(entry.get("source", "").split())):
+            if not part.startswith("paper"):
+                continue
+            for quote in re.findall(r"'([^']{6,})'", part):
+                quoted += 1
+                for piece in (p.strip() for p in quote.split("...") if p.strip()):
+                    assert _normalised(piece) in text, f"{paper}: '{piece}' is not in the paper's text"
+    if paper == "cruciata":
+        assert quoted >= 2  # the feature store's two quotes at least

@@ -87,3 +87,38 @@ def test_options_shrink_and_change_the_networks():
         build_model({"base": "resnext"}, 3, 10, 8, {})
     # ResNets stay as they were: groups 1, width per group 64
     assert n_params(build_model({"base": "resnet50"}, 3, 1000, 224, {"stem": "imagenet"})) == 25_557_032
+
+
+@pytest.mark.parametrize("base", ["densenet", "resnext", "vgg16", "cnn12"])
+def test_keras_defaults_for_every_model_of_a_keras_paper(base):
+    """Keras' defaults by hand: Glorot-uniform kernels (bound sqrt(6 / (fan_in + fan_out)), variance
+    2 / (fan_in + fan_out)), zero biases, BatchNormalization momentum 0.99 (PyTorch: 0.01) and epsilon 1e-3."""
+    import math
+
+    from bench import experiments as ex
+
+    opts = {**ex.config(ex.Experiment("bhyravabhottla", "cifar100", base, "backprop"), "paper")["model"],
+            "width_mult": 0.25}
+    assert opts["keras_defaults"] is True
+    torch.manual_seed(0)
+    model = build_model({"base": base}, 3, 100, 32, opts)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert all(m.momentum == 0.01 and m.eps == 1e-3 for m in bns)
+    assert bns or base in ("vgg16", "cnn12")  # the Keras VGG16 and the 12-layer CNN have no BN
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    for m in layers:
+        receptive = m.weight[0, 0].numel() if m.weight.dim() > 2 else 1
+        fan_in, fan_out = m.weight.shape[1] * receptive, m.weight.shape[0] * receptive
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert m.weight.abs().max() <= bound + 1e-7
+        if m.bias is not None:
+            assert torch.count_nonzero(m.bias) == 0
+    big = max(layers, key=lambda m: m.weight.numel())
+    # the largest layer's sample variance is the uniform's, 2 / (fan_in + fan_out), within 5 %
+    receptive = big.weight[0, 0].numel() if big.weight.dim() > 2 else 1
+    expected = 2.0 / ((big.weight.shape[1] + big.weight.shape[0]) * receptive)
+    assert big.weight.var().item() == pytest.approx(expected, rel=0.05)
+    plain = build_model({"base": base}, 3, 100, 32, {**opts, "keras_defaults": False})
+    if base != "cnn12":  # without the switch: PyTorch's defaults (cnn12 keeps its own Keras init)
+        assert all(m.momentum == 0.1 and m.eps == 1e-5 for m in plain.modules()
+                   if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))

@@ -19,7 +19,7 @@ from test_resume import bench_run, trajectory, uninterrupted
 SMOKE = [
     # stages: SI block 0, SI block 1, classifier (feature_blocks 2), 1 epoch each: killed in the classifier stage,
     # resumed after the last epoch of block 1's stage
-    pytest.param("karimi-fashion_mnist-lenet-si_forward-bounded", 5, 2, id="si_forward"),
+    pytest.param("karimi-fashion_mnist-lenet-si_forward", 5, 2, id="si_forward"),
     # SI block 0 (1 epoch), then end to end for 2 epochs: killed in the second end-to-end epoch, resumed inside it
     pytest.param("karimi-cifar10-lenet-fb_si", 5, 2, id="fb_si"),
     # block 0 + temporary head, block 1 + temporary head, classifier, 1 epoch each; augmented (the generator crops)

@@ -52,6 +52,13 @@ def test_metric_values_in_the_claims_units():
     assert agg.metric_value(claim("train_time", "min"), result) == 20.0
     assert agg.metric_value(claim("train_time", "s"), result) == 1200.0
     assert agg.metric_value(claim("memory", "GB"), result) == 2.0
+    notebook = {"metrics": {"peak_memory_mb": 2048.0, "host_rss_after_mb": 5000.0},
+                "config": {"memory_metric": "host_rss_after_mb"}}  # Bhyravabhottla & Lee: psutil RSS after fit
+    assert agg.metric_value(claim("memory", "MB"), notebook) == 5000.0
+    from bench import experiments as ex
+
+    cfg = ex.config(ex.Experiment("bhyravabhottla", "cifar100", "cnn12", "layer_to_layer"), "paper")
+    assert cfg["memory_metric"] == "host_rss_after_mb" and "psutil" in cfg["sources"]["memory_metric"]
     assert agg.metric_value(claim("time_saving_pct", "%"), result, base) == pytest.approx(60.0)
 
 
@@ -133,6 +140,23 @@ def test_smoke_reports_say_so_in_their_first_line(tmp_path):
     for name in ("index.md", "ma.md", "cruciata.md"):
         first = (rep / "smoke" / name).read_text().splitlines()[0]
         assert first == SMOKE_WARNING and "say nothing about the papers" in first
+
+
+def test_a_bf16_run_is_flagged_as_a_deviation_in_the_report(tmp_path):
+    import json
+
+    res, rep = tmp_path / "results", tmp_path / "reports"
+    for seed in range(3):
+        fake_run(res, "paper", "cruciata-mnist-vgg11-backprop", seed, accuracy=98.6 + 0.05 * seed)
+    path = run_path("paper", "cruciata-mnist-vgg11-backprop", 1, res)
+    result = json.loads(path.read_text())
+    result["environment"]["precision"] = "bf16"
+    write_json_atomic(path, result)
+    agg.aggregate("paper", results=res)
+    write_reports("paper", results=res, reports=rep)
+    text = (rep / "paper" / "cruciata.md").read_text()
+    assert "bf16 (1 runs)" in text and "bf16 autocast is a deviation from the papers" in text
+    assert "not recorded (2 runs)" in text  # the other two result files do not say
 
 
 def test_report_without_aggregate_is_a_clear_error(tmp_path):

@@ -23,9 +23,11 @@ A "layer" is one block of the BlockNet (VGG: conv, BN, ReLU and the max-pool tha
 is the embedding with the temporal conv, methods.md 3.5 item 4). For SimCNN-k the head is the k-specific aux
 classifier (methods.md 2.4), so the same code trains Karimi's "Proposed method" rows of Table 4.
 
-Deviation (off by default): `normalize_features` L2-normalises each z_i before the loss (and the neighbour choice).
-J is unbounded below (methods.md 3.5 item 2: scaling features up drives it to -inf whenever d_n > d_p); with
-unit-norm features it is bounded by [-4m, 4m]. Not in the paper. A non-finite epoch loss or feature norm raises
+`normalize_features` (off by default here: the defaults are Eq. 7 as printed) L2-normalises each z_i before the
+loss (and the neighbour choice). J on raw features is unbounded below (methods.md 3.5 item 2: scaling features up
+drives it to -inf whenever d_n > d_p); with unit-norm features it is bounded by [-4m, 4m]. Karimi's grid runs the
+triplet-loss reading (mean over anchors, normalised features) as the primary one and Eq. 7 as printed as a
+companion (bench/grids/karimi.yaml says why). A non-finite epoch loss or feature norm raises
 Diverged (bench.methods.layerwise.DIVERGENCE_KEYS).
 
 method_options (defaults): epochs_per_layer (10, paper Table 1), classifier_epochs (None = epochs_per_layer,

@@ -4,7 +4,8 @@ A block is the unit that layer-wise training, freezing and dropping act on (one 
 dropout and the pool that follows it, or one residual unit); the head is everything after the last block.
 Architectures are named by a base (`vgg16`, `resnet50`, ...) and, for the papers' variants, a hierarchy: the
 number of convs (VGG) or residual units (ResNet) per resolution stage. Paper-specific details (activation,
-dropout, head) come from the experiment's config, not from the name.
+dropout, head) come from the experiment's config, not from the name; `keras_defaults: true` gives any model
+Keras' default initialisers and BatchNormalization settings (a paper that trained in Keras).
 """
 from bench.models.common import BlockNet
 
@@ -49,5 +50,10 @@ def build_model(architecture: dict, in_channels: int, num_classes: int, input_si
 
         raise BenchError(reason)
     module = importlib.import_module(FAMILIES[family(architecture["base"])])
-    return module.build(architecture["base"], architecture.get("hierarchy"), in_channels, num_classes,
-                        input_size, dict(options))
+    model = module.build(architecture["base"], architecture.get("hierarchy"), in_channels, num_classes,
+                         input_size, dict(options))
+    if options.get("keras_defaults"):  # a paper that trained Keras models (bench.models.common.apply_keras_defaults)
+        from bench.models.common import apply_keras_defaults
+
+        apply_keras_defaults(model)
+    return model

@@ -20,7 +20,7 @@ Choices:
 """
 from torch import nn
 
-from bench.models.common import BlockNet, activation, width
+from bench.models.common import BlockNet, activation, keras_init, width
 
 BASES = {"cnn12"}
 
@@ -28,13 +28,6 @@ BASES = {"cnn12"}
 LAYERS = [("conv1", "conv", 32), ("conv2", "conv", 32), ("pool1", "pool", 2), ("dropout1", "dropout", 0.25),
           ("conv3", "conv", 64), ("conv4", "conv", 64), ("pool2", "pool", 2), ("dropout2", "dropout", 0.25),
           ("flatten", "flatten", None), ("fc1", "dense", 512), ("dropout3", "dropout", 0.5)]
-
-
-def keras_init(module: nn.Module) -> None:
-    if isinstance(module, (nn.Conv2d, nn.Linear)):
-        nn.init.xavier_uniform_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockNet:
@@ -63,6 +56,6 @@ def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockN
         blocks.append(block)
     model = BlockNet(blocks, nn.Linear(features, num_classes), (in_channels, input_size, input_size), num_classes,
                      block_names=[name for name, _, _ in LAYERS])
-    if opts.get("keras_init", True):
+    if opts.get("keras_init", True) and not opts.get("keras_defaults"):  # keras_defaults: build_model applies them
         model.apply(keras_init)
     return model

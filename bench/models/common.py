@@ -37,6 +37,25 @@ class BlockNet(nn.Module):
         return self.head(x)
 
 
+def keras_init(module: nn.Module) -> None:
+    """Keras' default initialisers for one module: Glorot-uniform kernels, zero biases."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def apply_keras_defaults(model: nn.Module) -> nn.Module:
+    """A model as Keras builds it by default: Glorot-uniform kernels and zero biases (keras_init), and every
+    BatchNormalization with momentum 0.99 and epsilon 1e-3 (PyTorch's momentum is the weight of the new batch:
+    1 - 0.99 = 0.01; its defaults are 0.1 and 1e-5)."""
+    model.apply(keras_init)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum, m.eps = 0.01, 1e-3
+    return model
+
+
 def width(channels: int, mult: float) -> int:
     return max(1, round(channels * mult))
 
