@@ -201,10 +201,28 @@ def test_within_the_reverse_is_twice_the_smaller_way_out():
 def test_a_side_uses_only_the_seeds_all_its_cells_have():
     per_cell = {"x": {0: 1.0, 1: 2.0}, "y": {1: 3.0, 2: 4.0}}
     assert hl.side_values(("x", "y"), per_cell) == {1: 2.5}
+    exact = {"x": {None: 2.0}, "y": {None: 4.0}, "z": {None: 5.0}}
+    assert hl.side_values(("x", "y"), exact) == {None: 3.0}
+    assert hl.differences(("z",), ("x",), exact) == 3.0 and hl.differences(("x",), ("z",), exact) == -3.0
+    assert hl.differences(("x",), ("nothing",), exact) is None and hl.differences(("nothing",), ("x",), exact) is None
+
+
+def test_the_relations_at_their_boundaries():
+    assert hl.holds("at_most", 1.0, 1.0) and hl.holds("at_least", -1.0, 1.0) and hl.holds("within", -1.0, 1.0)
+    assert not hl.holds("greater", 0.0) and not hl.holds("less", 0.0)
+    assert not hl.reversed_("greater", -hl.EPS) and not hl.reversed_("less", hl.EPS)  # within rounding: no reversal
+    assert not hl.reversed_("at_most", 1.0, 1.0) and hl.reversed_("at_most", 1.1, 1.0)
 
 
 def test_as_printed():
     printed = {"a": 10.0, "b": 9.0, "c": 40.0}
+    assert hl.as_printed(claim("greater", a=("a", "c")), printed) == (True, "25 vs 9")  # a side is its cells' mean
+    assert hl.as_printed(claim("less", a=("a",), b=("b", "c")), printed) == (True, "10 vs 24.5")
+    three = claim("greater", a=("a", "a", "c"), b=("b", "b", "b"), pairwise=True)
+    assert hl.as_printed(three, printed) == (True, "10 vs 9; 10 vs 9; 40 vs 9")  # up to three pairs: each shown
+    four = claim("greater", a=("a", "a", "b", "c"), b=("b", "b", "c", "b"), pairwise=True)
+    assert hl.as_printed(four, printed) == (False, "1 of 4 pairs fail: 9 vs 40")
+    assert hl.as_printed(claim("greater", a=("a",) * 4, b=("b",) * 4, pairwise=True), printed) == (True, "all 4 pairs")
     decimal = claim("within", margin=3.2)
     assert hl.as_printed(decimal, {"a": 82.65, "b": 79.45})[0]  # 3.2000000000000028 in binary is still 3.2
     assert hl.as_printed(claim("greater"), printed) == (True, "10 vs 9")
@@ -218,6 +236,12 @@ def test_malformed_headlines_are_named():
     good = {"id": "cruciata.hx", "paper": "cruciata", "where": "Abstract", "wording": "w", "relation": "greater",
             "a": [acc], "b": ["cruciata.1.vgg-11.mnist.freezing.a"]}
     assert hl.parse([good], claims)[0].id == "cruciata.hx"
+    two = {k: v for k, v in good.items() if k not in ("a", "b")}
+    two.update(relation="ranking", items=[[acc], ["cruciata.1.vgg-11.mnist.freezing.a"]])
+    assert len(hl.parse([two], claims)[0].pairs()) == 1  # two groups are a ranking
+    assert hl.parse([good], claims)[0].margin == 0.0 and hl.parse([two], claims)[0].lower_is_better is False
+    with pytest.raises(BenchError, match="at least two groups"):
+        hl.parse([{**two, "items": [[acc]]}], claims)
     cases = [({"a": ["no.such.cell"]}, "not in the registry"), ({"b": [err]}, "different metrics"),
              ({"relation": "bigger"}, "relation 'bigger'"), ({"b": [acc, acc], "pairwise": True}, "pairwise"),
              ({"value": 5}, "exactly one of"), ({"colour": "red"}, "unknown keys"), ({"where": ""}, "'where'")]
