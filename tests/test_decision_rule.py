@@ -95,6 +95,7 @@ def test_seeds_needed_search():
     assert stats.seeds_needed(lambda n: 0.0, 0.8) is None
     assert stats.seeds_needed(lambda n: n >= 10_000, 0.8) == 10_000
     assert stats.seeds_needed(lambda n: 0.8 if n >= 5 else 0.0, 0.8) == 5  # reaching the power exactly is enough
+    assert stats.seeds_needed(lambda n: 0.8 if n >= 37 else 0.0, 0.8) == 37  # also inside the bisection
     asked = []
     assert stats.seeds_needed(lambda n: asked.append(n) or n >= 37, 0.8) == 37
     assert max(asked) <= 2 * 37 and len(asked) <= 14  # doubling, then bisection: never near the 10,000 limit

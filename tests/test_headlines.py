@@ -68,6 +68,12 @@ def test_margins_at_least_at_most_within():
     assert run(claim("within", margin=1.0), far).verdict == "REVERSED"
 
 
+def test_an_adjusted_p_equal_to_alpha_is_not_significant(monkeypatch):
+    monkeypatch.setattr(hl.stats, "adjust", lambda ps, method: [0.05] * len(ps))
+    assert run(claim("greater"), {"a": seeds(10.0, 11.0, 12.0), "b": seeds(8.0, 9.0, 10.5)}).verdict == \
+        "NOT SIGNIFICANT"
+
+
 def test_no_margin_means_zero():
     below = {"a": seeds(89.5, 90.4, 91.6, 89.9), "b": seeds(90.0, 91.0, 92.0, 90.5)}  # A - B about -0.5
     assert claim("at_least").margin == 0.0
@@ -110,6 +116,15 @@ def test_ranking_checks_adjacent_groups():
 def test_exact_sides_one_seed_missing_and_not_comparable():
     exact = {"a": {None: 5.0}, "b": {None: 3.0}}
     assert run(claim("greater"), exact).verdict == "HOLDS"
+    decided = run(claim("less"), exact)
+    assert (decided.p_holds, decided.p_reversed, decided.n) == (1.0, 0.0, 0)  # decided without a test
+    one_seed_and_missing = claim("greater", a=("a", "a2"), b=("b", "b2"), pairwise=True)
+    partial = run(one_seed_and_missing, {"a": seeds(5.0), "b": seeds(3.0)})
+    assert partial.verdict == "NOT SIGNIFICANT" and "1 seed" in partial.reason  # not MISSING: a pair has values
+    uneven = claim("greater", a=("a", "c"), b=("b", "d"), pairwise=True)
+    counts = run(uneven, {"a": seeds(10.0, 11.0, 12.0), "b": seeds(8.0, 9.0, 10.5),
+                          "c": seeds(10.0, 11.0, 12.0, 11.0, 10.5), "d": seeds(8.0, 9.0, 10.0, 9.2, 8.8)})
+    assert counts.n == 3  # the fewest seeds of a pair
     assert run(claim("less"), exact).verdict == "REVERSED"
     single = run(claim("greater"), {"a": seeds(5.0), "b": seeds(3.0)})
     assert single.verdict == "NOT SIGNIFICANT" and "1 seed" in single.reason
@@ -117,6 +132,8 @@ def test_exact_sides_one_seed_missing_and_not_comparable():
     assert missing.verdict == "MISSING" and "b" in missing.reason
     smoke = run(claim("greater"), {"a": seeds(10.0, 11.0, 12.0), "b": seeds(8.0, 9.0, 10.5)}, test_claims=False)
     assert smoke.verdict == "NOT COMPARABLE" and smoke.test == "HOLDS" and "smoke" in smoke.reason
+    tested = run(claim("greater"), {"a": seeds(10.0, 11.0, 12.0), "b": seeds(8.0, 9.0, 10.5)})
+    assert tested.reason == ""  # a profile that tests claims adds no why-not
 
 
 def test_the_correction_over_the_claims_of_a_paper():
@@ -150,7 +167,7 @@ def test_a_true_difference_of_zero_rejects_at_most_alpha():
 def test_non_finite_values_never_decide_a_claim():
     nan_a = {"a": seeds(10.0, math.nan, 11.0), "b": seeds(12.0, 13.0, 12.5)}
     o = run(claim("less"), nan_a)
-    assert o.verdict == "DIVERGED" and "nan" in o.reason and "a seed 1" in o.reason
+    assert o.verdict == "DIVERGED" and "nan" in o.reason and "a seed 1" in o.reason and o.n == 0
     assert run(claim("greater"), {"a": seeds(90.0, math.inf, 90.2), "b": seeds(80.0, 81.0, 80.5)}).verdict == "DIVERGED"
     smoke = run(claim("less"), nan_a, test_claims=False)
     assert smoke.verdict == "DIVERGED"
@@ -178,7 +195,8 @@ def test_partial_pairwise_claims_are_tested_on_the_pairs_run():
     assert run(with_rev, rev).verdict == "REVERSED"  # a missing pair does not hide a reversal
     one_seed = {**rev, "a2": seeds(1.0), "b2": seeds(0.0)}
     assert run(with_rev, one_seed).verdict == "REVERSED"  # nor a pair with one seed
-    assert run(two, {}).verdict == "MISSING"
+    nothing = run(two, {})
+    assert nothing.verdict == "MISSING" and nothing.n == 0 and nothing.pairs == ""
 
 
 def test_a_reversal_is_corrected_over_the_claims_pairs():
@@ -209,6 +227,7 @@ def test_a_side_uses_only_the_seeds_all_its_cells_have():
 
 def test_the_relations_at_their_boundaries():
     assert hl.holds("at_most", 1.0, 1.0) and hl.holds("at_least", -1.0, 1.0) and hl.holds("within", -1.0, 1.0)
+    assert hl.holds("at_most", 1.0 + hl.EPS, 1.0) and hl.holds("at_least", -1.0 - hl.EPS, 1.0)  # EPS included
     assert not hl.holds("greater", 0.0) and not hl.holds("less", 0.0)
     assert not hl.reversed_("greater", -hl.EPS) and not hl.reversed_("less", hl.EPS)  # within rounding: no reversal
     assert not hl.reversed_("at_most", 1.0, 1.0) and hl.reversed_("at_most", 1.1, 1.0)
@@ -223,6 +242,12 @@ def test_as_printed():
     four = claim("greater", a=("a", "a", "b", "c"), b=("b", "b", "c", "b"), pairwise=True)
     assert hl.as_printed(four, printed) == (False, "1 of 4 pairs fail: 9 vs 40")
     assert hl.as_printed(claim("greater", a=("a",) * 4, b=("b",) * 4, pairwise=True), printed) == (True, "all 4 pairs")
+    four_fail = claim("greater", a=("b",) * 4 + ("a",), b=("a",) * 4 + ("b",), pairwise=True)
+    assert hl.as_printed(four_fail, printed)[1] == "4 of 5 pairs fail: 9 vs 10; 9 vs 10; 9 vs 10; 9 vs 10"
+    five_fail = claim("greater", a=("b",) * 5, b=("a",) * 5, pairwise=True)
+    assert hl.as_printed(five_fail, printed)[1].endswith("9 vs 10; ...")
+    means = hl.Headline(id="p.h9", paper="p", where="w", wording="w", relation="greater", a=("a", "c"), b=("b",))
+    assert means.pairs() == [(("a", "c"), ("b",), "greater")]  # not pairwise unless it says so
     decimal = claim("within", margin=3.2)
     assert hl.as_printed(decimal, {"a": 82.65, "b": 79.45})[0]  # 3.2000000000000028 in binary is still 3.2
     assert hl.as_printed(claim("greater"), printed) == (True, "10 vs 9")
@@ -240,11 +265,15 @@ def test_malformed_headlines_are_named():
     two.update(relation="ranking", items=[[acc], ["cruciata.1.vgg-11.mnist.freezing.a"]])
     assert len(hl.parse([two], claims)[0].pairs()) == 1  # two groups are a ranking
     assert hl.parse([good], claims)[0].margin == 0.0 and hl.parse([two], claims)[0].lower_is_better is False
-    with pytest.raises(BenchError, match="at least two groups"):
+    with pytest.raises(BenchError, match=r"at least two groups in 'items' \(and no a/b\)"):
         hl.parse([{**two, "items": [[acc]]}], claims)
-    cases = [({"a": ["no.such.cell"]}, "not in the registry"), ({"b": [err]}, "different metrics"),
-             ({"relation": "bigger"}, "relation 'bigger'"), ({"b": [acc, acc], "pairwise": True}, "pairwise"),
-             ({"value": 5}, "exactly one of"), ({"colour": "red"}, "unknown keys"), ({"where": ""}, "'where'")]
+    with pytest.raises(BenchError, match="is not a mapping"):
+        hl.parse([5], claims)
+    cases = [({"a": ["no.such.cell"]}, "not in the registry"), ({"b": [err]}, "different metrics or units"),
+             ({"relation": "bigger"}, "relation 'bigger' is not one of"),
+             ({"b": [acc, acc], "pairwise": True}, "pairwise"), ({"value": 5}, "needs 'a' and exactly one of"),
+             ({"colour": "red"}, "unknown keys"), ({"where": ""}, "'where'"),
+             ({"b": ["ma.I.vgg8.global"]}, "belongs to paper ma, not cruciata")]
     for change, message in cases:
         with pytest.raises(BenchError, match=message):
             hl.parse([{**good, **change}], claims)

@@ -68,6 +68,17 @@ def test_bands_scale_with_small_values_and_carry_the_printed_precision():
     assert vd.band(dataclasses.replace(PARAMS, value=896.0, printed="896")) == (896.0, 896.0)
 
 
+def test_a_printed_zero_keeps_a_symmetric_band():
+    assert vd.band(at(SAVING, 0.0)) == pytest.approx((-HALF, HALF))  # no direction to keep
+
+
+def test_the_band_rules_in_words():
+    assert vd.describe_band("test_accuracy") == "±1 point, at most 50 % of the printed error (100 − value)"
+    assert vd.describe_band("time_saving_pct") == "±5 points, at most 50 % of the printed value, never crossing zero"
+    assert vd.describe_band("train_time") == "±10 % of the printed value"
+    assert vd.describe_band("params") == "exact"
+
+
 def test_a_band_never_crosses_zero_for_a_metric_that_keeps_its_sign(monkeypatch):
     wide = copy.deepcopy(vd.tolerances())
     del wide["metrics"]["time_saving_pct"]["relative"]  # 5 points alone would reach -3.8 around 1.16
