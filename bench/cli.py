@@ -5,6 +5,7 @@ Errors a user can act on (unknown ids, bad registry rows, missing data) print on
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -91,6 +92,10 @@ def cmd_setup(args):
 def cmd_run(args):
     from bench.runner import run
 
+    if not 0 <= args.seed < 2**32:
+        raise BenchError(f"--seed {args.seed}: a seed is between 0 and 2**32 - 1")
+    if args.threads is not None and args.threads < 1:
+        raise BenchError(f"--threads {args.threads}: at least 1")
     result = run(args.experiment, args.seed, args.profile, out=args.out, device=args.device, threads=args.threads,
                  data_root=args.data_root, download=args.download, progress=args.progress,
                  checkpoint=args.checkpoint, record_failure=args.record_failure, gpus=args.gpus,
@@ -508,4 +513,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`bench claims | head -1`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     return 0

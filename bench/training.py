@@ -74,7 +74,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError(f"device '{name}' requested but CUDA is not available")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise BenchError(f"--device '{name}' is not a device: use auto, cpu, cuda or cuda:N") from None
 
 
 def timed_steps(step: Callable, batches, device: torch.device, limit: int, channels_last: bool = False,

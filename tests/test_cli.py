@@ -61,9 +61,18 @@ def test_run_writes_result_and_mlflow_run(workdir):
     (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "tiny"], ["unknown profile 'tiny'"]),
     (["config", "nope"], ["unknown experiment 'nope'"]),
     (["aggregate", "--profile", "huge"], ["unknown profile 'huge'"]),
+    (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--seed", "-1"], ["--seed -1"]),
+    (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--device", "banana"], ["'banana'"]),
+    (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--threads", "-1"], ["--threads -1"]),
 ])
 def test_bad_input_is_one_line(workdir, args, fragments):
     assert_one_line_error(bench(*args, cwd=workdir), *fragments)
+
+
+def test_a_closed_pipe_ends_quietly(workdir):
+    proc = subprocess.run(f"{sys.executable} -m bench claims --format csv | head -1", shell=True, cwd=workdir,
+                          capture_output=True, text=True, timeout=300, executable="/bin/bash")
+    assert proc.stdout.startswith("paper,") and "Traceback" not in proc.stderr and proc.stderr == ""
 
 
 def test_missing_dataset_outside_smoke_is_one_line(workdir):
