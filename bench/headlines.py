@@ -205,11 +205,6 @@ class Outcome:
     pairs: str = ""                # "k of n" where only k of the claim's n pairs could be tested
 
 
-def _identical(d: list[float], identical_sd: float) -> bool:
-    mean, sd = stats.mean_sd(d)
-    return sd <= identical_sd * max(abs(mean), 1.0)
-
-
 def test(h: Headline, per_cell: dict[str, dict], identical_sd: float = 1e-7) -> Outcome:
     """The claim tested on the per-seed values of its cells (before the paper-wide correction)."""
     bad = [(i, s, v) for i in h.cell_ids() for s, v in per_cell.get(i, {}).items() if not math.isfinite(v)]
@@ -233,7 +228,7 @@ def test(h: Headline, per_cell: dict[str, dict], identical_sd: float = 1e-7) -> 
         if len(d) < 2:
             untested.append(f"{len(d)} seed with values on both sides of {', '.join(a)}: no test")
             continue
-        if _identical(d, identical_sd):
+        if stats.identical(d, identical_sd):
             untested.append(f"identical per-seed differences for {', '.join(a)}: the seed likely never reached "
                             "the runs")
             continue

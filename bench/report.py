@@ -19,6 +19,7 @@ from tabulate import tabulate
 
 from bench import BenchError
 from bench import experiments as ex
+from bench import verdicts as vd
 from bench.aggregate import load_results
 from bench.figures import claimed_vs_reproduced, epoch_figures
 from bench.registry import papers, printed_decimals
@@ -153,8 +154,6 @@ VERDICT_ORDER = ["REPRODUCED", "BETTER", "NOT REPRODUCED", "INCONCLUSIVE", "NOT 
                  "DIVERGED"]
 def how_to_read() -> list[str]:
     """The legend: the bands, the tests, the decision rule and its guarantee (from bench/tolerances.yaml)."""
-    from bench import verdicts as vd
-
     bands = "; ".join(f"{m.replace('_', ' ')} {vd.describe_band(m)}" for m in vd.tolerances()["metrics"])
     return [
         "**How to read a verdict.** A cell reads *printed* → *reproduced mean ± sd (n seeds)* and its verdict, judged "
@@ -219,13 +218,6 @@ def _listing(rows: list[dict], limit: int = 12) -> str:
     return "; ".join(items) + (f"; and {len(rows) - limit} more (see the tables)" if len(rows) > limit else "")
 
 
-def _rule() -> str:
-    from bench import verdicts as vd
-
-    return {"bh": "Benjamini-Hochberg, false discovery rate", "by": "Benjamini-Yekutieli, false discovery rate",
-            "holm": "Holm, family-wise error rate"}[vd.correction()] + f" {vd.tolerances()['alpha']:g}"
-
-
 def summary_markdown(paper: str, meta: dict, rows: list[dict], heads: list[dict], audit_count: int) -> list[str]:
     """The paper's verdicts in a few lines: scope, what reproduced, what did not, what could not be compared."""
     model = [r for r in rows if r["seeds_expected"] == 0]
@@ -237,7 +229,7 @@ def summary_markdown(paper: str, meta: dict, rows: list[dict], heads: list[dict]
              f"- **The paper's numbers:** {meta.get('seeds', 'not stated')}, so each printed value is treated as a "
              f"point. Hardware: {meta.get('hardware', 'not stated')}.",
              "- **Verdicts:** " + ", ".join(f"{v} {n}" for v, n in counts.items() if n)
-             + f" (decision rule: {_rule()})."]
+             + f" (decision rule: {vd.rule()})."]
     identical = [r for r in rows if r.get("flag") == "identical seeds"]
     if identical:
         lines.append(f"- **Identical seeds ({len(identical)} cells), not judged:** "
@@ -294,12 +286,10 @@ def headline_markdown(paper: str, heads: list[dict]) -> list[str]:
                      f"{diff} (n={r['n']})", p, verdict])
         details.append(f"- `{h.id}`: {sides}." + (f" {h.note}" if h.note else "")
                        + (f" *{r['reason']}*" if r["reason"] else ""))
-    from bench import verdicts as vd
-
     return (["## Headline claims", "",
              "What the paper says its tables show, tested on the runs (per-seed differences A − B, one-sided t-tests "
              "for the relation and its reverse; the claim's two-sided p = 2 × the smaller, corrected over the "
-             f"paper's claims by {vd.GUARANTEES[vd.correction()].split(' over ')[0]}): HOLDS, REVERSED or NOT "
+             f"paper's claims by {vd.rule_name()}): HOLDS, REVERSED or NOT "
              "SIGNIFICANT; a pairwise claim with only some pairs run is tested on those and says how many "
              "(\"k of n pairs\"). *As printed* applies the relation to the paper's own numbers. Claims: "
              "`bench/claims/headlines.yaml`.", "",

@@ -78,22 +78,34 @@ def band(claim: Claim) -> tuple[float, float]:
     return low, high
 
 
+RULES = {"bh": ("Benjamini-Hochberg", "false discovery rate"), "by": ("Benjamini-Yekutieli", "false discovery rate"),
+         "holm": ("Holm", "family-wise error rate")}
 GUARANTEES = {
-    "bh": "Benjamini-Hochberg over the tested cells of a paper at q = {a:g}: among a paper's decided cells (REP, "
-          "BETTER, NOT REP) the expected share of wrong verdicts is at most {pct:g} % (the false discovery rate); "
-          "a single verdict can still be wrong",
-    "by": "Benjamini-Yekutieli over the tested cells of a paper at q = {a:g}: among a paper's decided cells (REP, "
-          "BETTER, NOT REP) the expected share of wrong verdicts is at most {pct:g} % under any dependence between "
-          "cells (the false discovery rate); a single verdict can still be wrong",
-    "holm": "Holm over the tested cells of a paper at α = {a:g}: the chance of even one wrong verdict among a "
-            "paper's cells is at most {pct:g} % (the family-wise error rate)",
+    "bh": "among a paper's decided cells (REP, BETTER, NOT REP) the expected share of wrong verdicts is at most "
+          "{pct:g} % (the false discovery rate); a single verdict can still be wrong",
+    "by": "among a paper's decided cells (REP, BETTER, NOT REP) the expected share of wrong verdicts is at most "
+          "{pct:g} % under any dependence between cells (the false discovery rate); a single verdict can still be "
+          "wrong",
+    "holm": "the chance of even one wrong verdict among a paper's cells is at most {pct:g} % (the family-wise "
+            "error rate)",
 }
+
+
+def rule_name() -> str:
+    return RULES[correction()][0]
+
+
+def rule() -> str:
+    """The rule in force in a few words, e.g. 'Benjamini-Hochberg, false discovery rate 0.05'."""
+    name, kind = RULES[correction()]
+    return f"{name}, {kind} {tolerances()['alpha']:g}"
 
 
 def guarantee() -> str:
     """The decision rule in force and what it guarantees, in words (for the reports' legend)."""
     a = tolerances()["alpha"]
-    return GUARANTEES[correction()].format(a=a, pct=100 * a)
+    level = f"q = {a:g}" if correction() in ("bh", "by") else f"α = {a:g}"
+    return f"{rule_name()} over the tested cells of a paper at {level}: " + GUARANTEES[correction()].format(pct=100 * a)
 
 
 def describe_band(metric: str) -> str:
@@ -183,12 +195,6 @@ def seeds_needed(values: list[float], low: float, high: float, level: float, pow
     return "more than 10,000" if n is None else str(n)
 
 
-def identical(values: list[float]) -> bool:
-    """Seeds whose spread is floating-point noise (bench/tolerances.yaml `identical_sd`)."""
-    mean, sd = stats.mean_sd(values)
-    return sd <= tolerances()["identical_sd"] * max(abs(mean), 1.0)
-
-
 def non_finite(values: list[float]) -> str:
     bad = [v for v in values if not math.isfinite(v)]
     return f"{len(bad)} of {len(values)} seed values are not finite ({bad[0]!r}): no verdict from them" if bad else ""
@@ -222,7 +228,7 @@ def judge(cells: list[Cell], profile: str, with_seeds_needed: bool = True,
             j.verdict = "INCONCLUSIVE"
             j.reason = "one seed: no spread to test with"
             j.seeds_needed = "at least 3"
-        elif identical(cell.values):
+        elif stats.identical(cell.values, cfg["identical_sd"]):  # floating-point noise is no spread
             j.verdict, j.flag = "INCONCLUSIVE", "identical seeds"
             j.reason = (f"the {n} seeds gave identical values: the seed likely never reached the run; a spread of "
                         "zero cannot be tested")
