@@ -79,15 +79,26 @@ def cell_experiments(claims=None) -> dict[str, Experiment]:
     return {e.id: e for e in sorted(Experiment(*k) for k in keys)}
 
 
-@cache
 def companions(named: tuple[Experiment, ...] = ()) -> dict[str, tuple[Experiment, str, str]]:
     """Runs no cell names that a fair reading of a paper's cells needs (the dataset the authors' code really trains,
     an equal-epoch baseline): id -> (experiment, id of the experiment it stands beside, why). Declared per paper in
     the grid's `companions` list: each entry takes the experiments matching `of` (the cells' experiments and the
     earlier companions of that paper), replaces the fields in `set`, and says `why`. `named`: the cells'
     experiments (default: the registry's)."""
+    return {eid: entry[:3] for eid, entry in companion_entries(named).items()}
+
+
+def companion_profiles() -> dict[str, list[str]]:
+    """Companion id -> the profiles it runs in, for the companions a grid limits (`profiles:` in its entry; a fork
+    cheap enough to settle in the `scaled` profile need not cost the `paper` profile's GPU-hours)."""
+    return {eid: entry[3] for eid, entry in companion_entries().items() if entry[3] is not None}
+
+
+@cache
+def companion_entries(named: tuple[Experiment, ...] = ()) -> dict[str, tuple[Experiment, str, str, list | None]]:
+    """`companions` with each entry's `profiles` (None: every profile)."""
     named = named or tuple(cell_experiments().values())
-    out: dict[str, tuple[Experiment, str, str]] = {}
+    out: dict[str, tuple[Experiment, str, str, list | None]] = {}
     for paper in sorted({e.paper for e in named}):
         pool = [e for e in named if e.paper == paper]
         for i, entry in enumerate(grid(paper).get("companions", [])):
@@ -99,7 +110,7 @@ def companions(named: tuple[Experiment, ...] = ()) -> dict[str, tuple[Experiment
                 if _matches(entry.get("of", {}), exp):
                     new = Experiment(**{**exp.__dict__, **entry["set"]})
                     if new not in pool:
-                        out[new.id] = (new, exp.id, " ".join(entry["why"].split()))
+                        out[new.id] = (new, exp.id, " ".join(entry["why"].split()), entry.get("profiles"))
                         pool.append(new)
     return out
 
@@ -175,6 +186,9 @@ def config(exp: Experiment, profile: str) -> dict:
     if "warmup_epochs" in cfg["method_options"]:  # the same share of the run, and at most half of it
         warmup = max(1, round(cfg["method_options"]["warmup_epochs"] * ratio))
         cfg["method_options"]["warmup_epochs"] = min(warmup, max(1, epochs // 2))
+    if cfg["method_options"].get("classes_per_batch_until_epoch"):  # scaled as the LR milestones, at least 1 epoch
+        until = cfg["method_options"]["classes_per_batch_until_epoch"]
+        cfg["method_options"]["classes_per_batch_until_epoch"] = min(epochs, max(1, round(until * ratio)))
     if prof.get("max_batch_size"):
         cfg["batch_size"] = min(cfg["batch_size"], prof["max_batch_size"])
     cfg["model"]["width_mult"] = prof.get("width_mult", 1.0)
@@ -203,6 +217,9 @@ def support(exp: Experiment, profile: str) -> str:
     from bench.models import missing_reason as model_missing
     from bench.data import missing_reason as data_missing
 
+    limited = companion_profiles().get(exp.id)
+    if limited is not None and profile not in limited:
+        return f"a companion run only in the {', '.join(limited)} profile(s) (its grid's companions entry)"
     cfg_arch = paper_config(exp)[0]["architecture"]
     for reason in (method_missing(exp.method), model_missing(cfg_arch),
                    data_missing(exp.dataset, profile_settings(profile)["data"])):

@@ -36,9 +36,10 @@ def test_cells_without_a_run_have_no_experiment():
 
 def test_unique_experiments_and_their_ids():
     exps = ex.experiments()
-    # Ma 57 configurations x 2 methods, Karimi 110 (+ 47 companion runs), Bhyravabhottla 8 (+ 16), Cruciata 21 x 3
+    # Ma 57 configurations x 2 methods, Karimi 110 (+ 47 literal and 18 fork companion runs), Bhyravabhottla 8 (+ 16),
+    # Cruciata 21 x 3
     assert len(ex.cell_experiments()) == 114 + 110 + 8 + 63
-    assert len(exps) == 114 + 110 + 47 + 8 + 16 + 63
+    assert len(exps) == 114 + 110 + 47 + 18 + 8 + 16 + 63
     for eid, e in exps.items():
         assert eid == e.id and eid.split("-")[0] == e.paper
         assert all(ch.isalnum() or ch in "-_" for ch in eid)
@@ -52,8 +53,15 @@ def test_targets_are_the_supported_experiments_only(monkeypatch):
                    "learn_drop", "freezing"):
         assert any(t.endswith(f"-{method}") for t in targets), method
     assert "karimi-ag_news-vdcnn9-backprop-sgd" in targets and "karimi-raabin_wbc-lenet-backprop-adam" in targets
-    assert ex.targets("smoke") == targets  # every profile runs the same experiments
-    assert set(targets) == set(ex.experiments())  # every method, model and dataset is built
+    # every profile runs the same experiments, but for the companions a grid limits to some profiles
+    limited = ex.companion_profiles()
+    assert limited and all(set(p) < {"smoke", "check", "scaled", "paper"} for p in limited.values())
+    assert set(ex.targets("smoke")) - set(targets) == {e for e, p in limited.items() if "paper" not in p}
+    assert set(targets) == set(ex.experiments()) - {e for e, p in limited.items() if "paper" not in p}
+    assert "karimi-cifar100-vgg16-si_forward-growing" in ex.targets("scaled")
+    assert "karimi-cifar100-vgg16-si_forward-growing" not in targets
+    assert "only in the smoke, check, scaled profile" in ex.support(ex.get("karimi-cifar100-vgg16-si_forward-growing"),
+                                                                    "paper")
     # a method the suite could not run would leave the targets, with its reason
     from bench import methods
 
@@ -134,12 +142,12 @@ def test_companion_runs_stand_beside_the_cells_they_qualify():
 def test_a_bad_companion_entry_names_its_grid(monkeypatch):
     bad = {"paper": "bhyravabhottla", "settings": [], "companions": [{"of": {}, "set": {"model": "x"}, "why": "w"}]}
     monkeypatch.setattr(ex, "grid", lambda paper: bad)
-    ex.companions.cache_clear()
+    ex.companion_entries.cache_clear()
     try:
         with pytest.raises(BenchError, match="bhyravabhottla.yaml: companions entry 1"):
             ex.companions()
     finally:
-        ex.companions.cache_clear()
+        ex.companion_entries.cache_clear()
 
 
 def test_equal_epoch_baselines_match_the_staged_runs():

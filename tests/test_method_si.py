@@ -259,3 +259,89 @@ def test_unknown_or_bad_options_are_errors():
         si.train(lenet(), separable(), cfg_for(loss_reduction="avg"), ctx())
     with pytest.raises(ValueError, match="si_layers"):
         fb_si.train(lenet(), separable(), cfg_for(si_layers=9), ctx())
+
+
+# ---------------------------------------------------------------- the forks: where neighbours come from, what trains
+
+def brute_force_pairs(z: np.ndarray, labels: np.ndarray) -> tuple[list, list]:
+    flat = z.reshape(len(z), -1).astype(np.float64)
+    d = ((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1)
+    pos, neg = [], []
+    for i in range(len(z)):
+        same = [j for j in range(len(z)) if labels[j] == labels[i] and j != i]
+        other = [j for j in range(len(z)) if labels[j] != labels[i]]
+        pos.append(min(same, key=lambda j: (d[i, j], j)) if same else -1)
+        neg.append(min(other, key=lambda j: (d[i, j], j)) if other else -1)
+    return pos, neg
+
+
+@pytest.mark.parametrize("rows,cols,max_mb", [(4096, 16384, 8192.0), (7, 5, 8192.0), (3, 11, 0.0)])
+def test_data_pairs_are_eq8_over_the_whole_set(rows, cols, max_mb):
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(41, 2, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, 41)
+    labels[40] = 9  # a class of one: no positive partner
+    chunks = [(torch.from_numpy(z[i:i + 8]), torch.from_numpy(labels[i:i + 8])) for i in range(0, 41, 8)]
+    pos, neg = si.data_pairs(iter(chunks), torch.device("cpu"), max_mb, block_rows=rows, block_cols=cols)
+    expected_pos, expected_neg = brute_force_pairs(z, labels)
+    assert pos.tolist() == expected_pos and neg.tolist() == expected_neg
+    assert pos[40] == -1 and neg[40] >= 0
+
+
+def test_data_pairs_ties_go_to_the_first_index_across_blocks():
+    z = torch.tensor([[0.0], [1.0], [-1.0], [1.0], [-1.0]])
+    labels = torch.tensor([0, 0, 1, 0, 1])
+    pos, neg = si.data_pairs(iter([(z, labels)]), torch.device("cpu"), block_rows=2, block_cols=2)
+    assert pos[0] == 1 and neg[0] == 2  # 3 and 4 are as near, in later column blocks
+
+
+def test_data_neighbours_search_once_per_layer_and_train_on_those_pairs(monkeypatch):
+    calls = []
+    real = si.data_pairs
+
+    def counting(chunks, device, max_mb=8192.0, **kw):
+        pos, neg = real(chunks, device, max_mb, **kw)
+        calls.append(len(pos))
+        return pos, neg
+
+    monkeypatch.setattr(si, "data_pairs", counting)
+    torch.manual_seed(0)
+    data = separable(n_train=64, n_test=64)
+    model = lenet()
+    out = si.train(model, data, cfg_for(epochs_per_layer=3, classifier_epochs=5, **STABLE, neighbours="data",
+                                        si_eval_samples=64), ctx())
+    assert calls == [64] * len(model.blocks)  # Step 3 once per layer (not per epoch), over all 64 samples
+    assert out["pair_search_time_s"] > 0
+    assert out["test_accuracy"] > 60 and out["si_final"] > 0.6  # chance: 25
+
+
+def test_batch_neighbours_never_search_the_data(monkeypatch):
+    monkeypatch.setattr(si, "data_pairs", lambda *a, **k: pytest.fail("searched the data"))
+    torch.manual_seed(0)
+    out = si.train(lenet(), separable(), cfg_for(epochs_per_layer=1, **STABLE, neighbours="batch",
+                                                 si_eval_samples=0), ctx())
+    assert "pair_search_time_s" not in out
+
+
+def test_data_pairs_with_augmentation_use_augmented_partners():
+    torch.manual_seed(0)
+    out = si.train(lenet(), separable(), cfg_for(augment=True, epochs_per_layer=1, **STABLE, neighbours="data",
+                                                 si_eval_samples=0), ctx())
+    assert out["prefix_cache"] == lw.CACHE_NOT_EXACT and np.isfinite(out["test_loss"])
+
+
+def test_growing_scope_trains_every_block_up_to_the_new_one(monkeypatch):
+    torch.manual_seed(0)
+    model = lenet()
+    watch = Watch(model, monkeypatch)
+    si.train(model, separable(), cfg_for(epochs_per_layer=1, classifier_epochs=1, **STABLE, train_scope="growing",
+                                         si_eval_samples=16), ctx())
+    assert watch.stage_names() == [["blocks.0"], ["blocks.0", "blocks.1"], ["blocks.0", "blocks.1", "blocks.2"],
+                                   ["blocks.0", "blocks.1", "blocks.2", "blocks.3"], ["head.bias", "head.weight"]]
+
+
+def test_bad_fork_options_are_errors():
+    with pytest.raises(ValueError, match="neighbours 'everywhere'"):
+        si.train(lenet(), separable(), cfg_for(neighbours="everywhere"), ctx())
+    with pytest.raises(ValueError, match="train_scope 'all'"):
+        fb_si.train(lenet(), separable(), cfg_for(train_scope="all"), ctx())

@@ -39,13 +39,14 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     run = lw.Run(model, data, cfg, ctx, opts)
     flags = lw.hold_all(model)
     si_values = run.keep("si_values", {})
+    pairs = run.keep("pairs", {})
     times = run.keep("times", {"si_train_time_s": 0.0})
     si_in = si.input_si(run, opts["si_eval_samples"]) if n_si else None
     try:
         for layer in range(n_si):
             if run.skip(layer):  # trained before a kill: the checkpointed model has it
                 continue
-            stage = si.si_stage(run, layer, layer, opts, si_values)
+            stage = si.si_stage(run, layer, layer, opts, si_values, pairs)
             lw.train_stage(run, stage)
             stage.features.close()
         if not run.skip(n_si - 1):  # the SI stages ended in this process (else: the time saved when they did)
@@ -58,4 +59,4 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
         lw.restore_requires_grad(flags)
     return {**lw.test_metrics(last), **run.final_metrics(), "train_loss": last["train_loss"],
             "train_accuracy": last["train_accuracy"], "si_train_time_s": times["si_train_time_s"],
-            "e2e_train_time_s": run.train_time - times["si_train_time_s"], **si.si_metrics(si_values, si_in)}
+            "e2e_train_time_s": run.train_time - times["si_train_time_s"], **si.si_metrics(si_values, si_in, pairs)}

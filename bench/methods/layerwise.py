@@ -278,27 +278,61 @@ class StageFeatures:
 
     def train(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled training batches of prefix features (the run's shuffle either way)."""
+        for _, f, y in self.train_indexed():
+            yield f, y
+
+    def train_indexed(self) -> Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(sample indices on the CPU, prefix features, labels) of one epoch's shuffled training batches."""
         self.train_passes += 1
         run = self.run
         batches = run.train_batches
         if self.train_code != CACHE_ON:
-            for x, y in batches:
+            for idx, x, y in batches.indexed():
                 if self.blocks:
                     with run.timer.span():
                         x = self.prefix(x)
-                yield x, y
+                yield idx, x, y
             return
-        if self.train_cache is None:
-            with EpochTimer(run.device) as build:
-                self.train_cache = self._build(batches.x, batches.y, batches.batch_size)
-            self.train_build_s = build.seconds
-            run.timer.seconds += build.seconds
+        self._build_train_cache()
         n = len(batches.y)
         # the same draw as Batches (no augmentation: the shuffle is the generator's only use)
-        order = batches.epoch_order().to(batches.x.device)
+        order = batches.epoch_order()
+        order_dev = order.to(batches.x.device)
         for start in range(0, n, batches.batch_size):
-            idx = order[start:start + batches.batch_size]
-            yield self.train_cache[idx], batches.y[idx]
+            idx = order_dev[start:start + batches.batch_size]
+            yield order[start:start + batches.batch_size], self.train_cache[idx], batches.y[idx]
+
+    def _build_train_cache(self):
+        if self.train_cache is None:
+            batches = self.run.train_batches
+            with EpochTimer(self.run.device) as build:
+                self.train_cache = self._build(batches.x, batches.y, batches.batch_size)
+            self.train_build_s = build.seconds
+            self.run.timer.seconds += build.seconds
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """Prefix features of the training samples `idx`, as an epoch's batches give them (from the cache, or
+        converted, augmented and passed through the prefix now)."""
+        if self.train_code == CACHE_ON:
+            self._build_train_cache()
+            return self.train_cache[idx.to(self.train_cache.device)]
+        x, _ = self.run.train_batches.take(idx)
+        if self.blocks:
+            with self.run.timer.span():
+                x = self.prefix(x)
+        return x
+
+    def in_order(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole training set's prefix features in sample order, un-augmented, in evaluation-size chunks."""
+        run = self.run
+        if self.train_code == CACHE_ON:
+            self._build_train_cache()
+            bs = run.eval_batch_size
+            for start in range(0, len(run.train_batches.y), bs):
+                yield self.train_cache[start:start + bs], run.train_batches.y[start:start + bs]
+            return
+        for x, y in run.plain(run.data.x_train, run.data.y_train, run.eval_batch_size):
+            yield self.prefix(x), y
 
     def test(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         """The test set's prefix features, in order, in evaluation batches."""
@@ -364,7 +398,8 @@ def evaluate_model(run: Run, feats: StageFeatures) -> dict:
 class Stage:
     """One stage of a sequential run: train `modules` on `step`'s loss over the features after blocks < first.
 
-    step(features, labels) -> (loss to minimise, {name: device scalar to sum over the epoch});
+    step(features, labels) -> (loss to minimise, {name: device scalar to sum over the epoch}); with `indexed`,
+    step(features, labels, the batch's sample indices) (for losses over partners stored per sample);
     summarize(sums, samples, batches) -> the epoch record's training entries (must contain "train_loss");
     evaluate(last_epoch) -> further record entries (evaluation; its time is excluded from training time).
     milestones: stage epochs (0-based) at whose start the LR is multiplied by gamma; reset_on_decay creates a
@@ -382,6 +417,7 @@ class Stage:
     milestones: tuple = ()
     gamma: float = 0.1
     reset_on_decay: bool = False
+    indexed: bool = False  # step(features, labels, sample indices on the CPU) instead of step(features, labels)
 
 
 def _values(sums: dict) -> dict:
@@ -425,8 +461,8 @@ def train_stage(run: Run, stage: Stage) -> dict:
         samples = batches = 0
         run.timer.total()  # reset
         with EpochTimer(device) as timer:
-            for f, y in ctx.bar(stage.features.train(), desc=f"epoch {run.epoch}", unit="batch"):
-                loss, stats = stage.step(f, y)
+            for idx, f, y in ctx.bar(stage.features.train_indexed(), desc=f"epoch {run.epoch}", unit="batch"):
+                loss, stats = stage.step(f, y, idx) if stage.indexed else stage.step(f, y)
                 if optimizer is not None:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

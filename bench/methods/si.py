@@ -55,7 +55,10 @@ from bench.methods import layerwise as lw
 from bench.training import Context
 
 REDUCTIONS = ("sum", "mean")
-SI_DEFAULTS = {"epochs_per_layer": 10, "loss_reduction": "sum", "normalize_features": False, "si_eval_samples": 1000}
+NEIGHBOURS = ("data", "batch")
+TRAIN_SCOPES = ("block", "growing")
+SI_DEFAULTS = {"epochs_per_layer": 10, "loss_reduction": "sum", "normalize_features": False, "si_eval_samples": 1000,
+               "neighbours": "data", "train_scope": "block", "pair_search_max_mb": 8192}
 DEFAULTS = {**SI_DEFAULTS, "classifier_epochs": None, "feature_blocks": None}
 
 
@@ -118,6 +121,47 @@ def si_triplet_loss(features: torch.Tensor, labels: torch.Tensor, reduction: str
     return total if reduction == "sum" else total / used.sum().clamp(min=1)
 
 
+@torch.no_grad()
+def data_pairs(chunks, device: torch.device, max_mb: float = 8192.0,
+               block_rows: int = 4096, block_cols: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 8 over a whole set (Algorithm 1, Step 3): (pos, neg), for every point the index of its nearest other
+    point with the same label and of its nearest point with another label (squared Euclidean distance, ties to the
+    first index; -1 where there is none). `chunks` yields (features, labels) of the points in order; the flattened
+    features are kept on `device` when they fit in `max_mb`, else on the CPU and moved there block by block; the
+    distances are computed block_rows x block_cols at a time."""
+    zs, ys = [], []
+    kept = 0.0
+    for f, y in chunks:
+        z = f.flatten(1).float()
+        kept += z.numel() * 4 / 2**20
+        zs.append(z if kept <= max_mb else z.cpu())
+        ys.append(y.to(device))
+    z_all = torch.cat([z.cpu() for z in zs]) if kept > max_mb else torch.cat(zs)
+    labels = torch.cat(ys)
+    m = len(labels)
+    sq = (z_all * z_all).sum(dim=1)
+    pos = torch.full((m,), -1, dtype=torch.long, device=device)
+    neg = torch.full((m,), -1, dtype=torch.long, device=device)
+    best_pos = torch.full((m,), float("inf"), device=device)
+    best_neg = torch.full((m,), float("inf"), device=device)
+    for r0 in range(0, m, block_rows):
+        r1 = min(m, r0 + block_rows)
+        a, sq_a, y_a = z_all[r0:r1].to(device), sq[r0:r1].to(device), labels[r0:r1]
+        rows = torch.arange(r0, r1, device=device)
+        for c0 in range(0, m, block_cols):
+            c1 = min(m, c0 + block_cols)
+            c, sq_c, y_c = z_all[c0:c1].to(device), sq[c0:c1].to(device), labels[c0:c1]
+            d = (sq_a[:, None] + sq_c[None, :] - 2.0 * (a @ c.t())).clamp_min_(0.0)
+            same = y_a[:, None] == y_c[None, :]
+            cols = torch.arange(c0, c1, device=device)
+            for best, index, mask in ((best_pos, pos, ~same | (rows[:, None] == cols[None, :])), (best_neg, neg, same)):
+                value, arg = d.masked_fill(mask, float("inf")).min(dim=1)
+                better = value < best[r0:r1]  # strictly: an earlier block keeps a tie
+                best[r0:r1] = torch.where(better, value, best[r0:r1])
+                index[r0:r1] = torch.where(better, arg + c0, index[r0:r1])
+    return pos, neg
+
+
 # ---------------------------------------------------------------- stages
 
 def check_si_options(opts: dict, method: str) -> dict:
@@ -126,6 +170,10 @@ def check_si_options(opts: dict, method: str) -> dict:
     opts["epochs_per_layer"] = lw.positive_int(opts, "epochs_per_layer", method)
     opts["si_eval_samples"] = lw.positive_int(opts, "si_eval_samples", method, minimum=0)
     opts["normalize_features"] = bool(opts["normalize_features"])
+    for key, allowed in (("neighbours", NEIGHBOURS), ("train_scope", TRAIN_SCOPES)):
+        if opts[key] not in allowed:
+            raise ValueError(f"{method}: unknown {key} '{opts[key]}' ({', '.join(allowed)})")
+    opts["pair_search_max_mb"] = float(opts["pair_search_max_mb"])
     return opts
 
 
@@ -147,21 +195,54 @@ def input_si(run: lw.Run, samples: int) -> float | None:
     return separation_index(torch.cat([xb for xb, _ in run.plain(x, y, run.eval_batch_size)]), y)
 
 
-def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict) -> lw.Stage:
-    """Train block `layer` on J with blocks < layer frozen; si_values[layer] gets the layer's SI every epoch."""
+def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, pairs: dict) -> lw.Stage:
+    """Train block `layer` on J (train_scope "block": blocks < layer frozen; "growing": blocks 0..layer trained
+    together); si_values[layer] gets the layer's SI every epoch; `pairs` holds the stage's Eq. 8 partners
+    (neighbours "data": searched over the training set when the stage's first batch arrives, kept for the stage)."""
     model = run.model
-    feats = lw.StageFeatures(run, layer)
-    block = model.blocks[layer]
+    growing = opts["train_scope"] == "growing"
+    feats = lw.StageFeatures(run, 0 if growing else layer)
+    module = nn.Sequential(*model.blocks[:layer + 1]) if growing else model.blocks[layer]
     reduction, normalize, samples = opts["loss_reduction"], opts["normalize_features"], opts["si_eval_samples"]
 
-    def step(f, y):
-        z = block(f).flatten(1)
-        terms, used = si_triplet_terms(F.normalize(z, dim=1) if normalize else z, y)
+    def embed(f):
+        z = module(f).flatten(1)
+        return F.normalize(z, dim=1) if normalize else z, z
+
+    def reduce(terms, used, z):
         j_sum = terms.sum()
         anchors = used.sum()
         loss = j_sum if reduction == "sum" else j_sum / anchors.clamp(min=1)
         return loss, {"loss": loss.detach(), "j_sum": j_sum.detach(), "anchors": anchors,
                       "norm": torch.linalg.vector_norm(z.detach(), dim=1).sum()}
+
+    def step_batch(f, y):
+        z_used, z = embed(f)
+        terms, used = si_triplet_terms(z_used, y)
+        return reduce(terms, used, z)
+
+    def search():
+        """Step 3 of Algorithm 1 for this layer: partners by Eq. 8 on the layer's output (eval mode, no grad) for
+        the whole training set."""
+        with lw.EpochTimer(run.device) as timer:
+            module.eval()
+            with torch.no_grad():
+                chunks = ((embed(f)[0], y) for f, y in feats.in_order())
+                pos, neg = data_pairs(chunks, run.device, opts["pair_search_max_mb"])
+            module.train()
+        pairs.update(layer=layer, pos=pos, neg=neg, seconds=pairs.get("seconds", 0.0) + timer.seconds)
+
+    def step_data(f, y, idx):
+        if pairs.get("layer") != layer:
+            search()
+        idx = idx.to(pairs["pos"].device)
+        pos, neg = pairs["pos"][idx], pairs["neg"][idx]
+        used = (pos >= 0) & (neg >= 0)
+        b = len(f)
+        z_used, z = embed(torch.cat([f, feats.gather(pos.clamp(min=0)), feats.gather(neg.clamp(min=0))]))
+        za, zp, zn = z_used[:b], z_used[b:2 * b], z_used[2 * b:]
+        terms = ((za - zp) ** 2).sum(dim=1) - ((za - zn) ** 2).sum(dim=1)
+        return reduce(terms.masked_fill(~used, 0.0), used, z[:b])
 
     def summarize(s, n, batches):
         return {"train_loss": s["loss"] / batches, "train_loss_sum": s["j_sum"] / batches,
@@ -171,19 +252,23 @@ def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict) -
     def evaluate(last):
         record = {}
         if samples >= 2:
-            si_values[layer] = layer_si(run, feats, block, samples)
+            si_values[layer] = layer_si(run, feats, module, samples)
             record["si"] = si_values[layer]
             record.update({f"si_layer{i}": v for i, v in sorted(si_values.items())})
         if last:
             record.update(lw.evaluate_model(run, feats))
         return record
 
-    return lw.Stage(index=index, layer=layer, features=feats, modules=[block], step=step, summarize=summarize,
+    data = opts["neighbours"] == "data"
+    return lw.Stage(index=index, layer=layer, features=feats, modules=[module],
+                    step=step_data if data else step_batch, indexed=data, summarize=summarize,
                     epochs=opts["epochs_per_layer"], evaluate=evaluate)
 
 
-def si_metrics(si_values: dict, si_in: float | None) -> dict:
+def si_metrics(si_values: dict, si_in: float | None, pairs: dict | None = None) -> dict:
     out = {f"si_layer{i}": v for i, v in sorted(si_values.items())}
+    if pairs and "seconds" in pairs:
+        out["pair_search_time_s"] = pairs["seconds"]
     if si_values:
         out["si_final"] = si_values[max(si_values)]
     if si_in is not None:
@@ -200,15 +285,16 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     run = lw.Run(model, data, cfg, ctx, opts)
     flags = lw.hold_all(model)
     si_values = run.keep("si_values", {})
+    pairs = run.keep("pairs", {})
     si_in = input_si(run, opts["si_eval_samples"])
     try:
         for layer in range(n_layers):
             if run.skip(layer):  # trained before a kill: the checkpointed model has it
                 continue
-            stage = si_stage(run, layer, layer, opts, si_values)
+            stage = si_stage(run, layer, layer, opts, si_values, pairs)
             lw.train_stage(run, stage)
             stage.features.close()
         last = lw.train_classifier(run, n_layers, opts["classifier_epochs"])
     finally:
         lw.restore_requires_grad(flags)
-    return {**lw.final_metrics(run, last), **si_metrics(si_values, si_in)}
+    return {**lw.final_metrics(run, last), **si_metrics(si_values, si_in, pairs)}
