@@ -74,8 +74,9 @@ def companion_rows(profile: str, seeds: list[int], results: Path | str = "result
         done = [r for r in found if r.get("status") == "FINISHED"]
         acc = stats.summarize([r["metrics"]["test_accuracy"] for r in done])
         mean = lambda xs: sum(xs) / len(xs) if xs else math.nan  # noqa: E731
-        status = "MEASURED" if len(done) == len(seeds) else ("FAILED" if len(found) > len(done) else
-                                                             ("PARTIAL" if done else "MISSING"))
+        failed = {r.get("status") for r in found} - {"FINISHED"}
+        status = "MEASURED" if len(done) == len(seeds) else (
+            ("DIVERGED" if failed == {"DIVERGED"} else "FAILED") if failed else ("PARTIAL" if done else "MISSING"))
         rows.append({"experiment": eid, "beside": beside, "paper": exp.paper, "dataset": exp.dataset,
                      "model": exp.model, "method": exp.method, "variant": exp.variant, "n": acc["n"],
                      "seeds_expected": len(seeds), "status": status, "test_accuracy": acc["mean"],

@@ -389,6 +389,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("audit", help="check the papers' printed numbers against each other -> reports/audit.md")
     s.add_argument("--out", default="reports/audit.md")
+    s.add_argument("--results", default="results",
+                   help="result files of the real-data profiles, for the findings of the runs (default: results)")
     s.set_defaults(fn=cmd_audit)
 
     s = sub.add_parser("worker", help="serve `bench run|measure` from one warm process (the workflow starts it)")
@@ -459,11 +461,14 @@ def cmd_audit(args):
     from bench import audit
 
     found = audit.findings()
+    runs = audit.run_findings(args.results)
+    implied = audit.implied_epochs_findings()
     for paper, items in found.items():
-        for item in items:
+        for item in items + runs.get(paper, []) + implied.get(paper, []):
             print(f"{paper}: {item}")
-    path = audit.write_audit(args.out, found)
-    print(f"{sum(len(v) for v in found.values())} findings -> {path}", file=sys.stderr)
+    path = audit.write_audit(args.out, found, implied, runs=runs)
+    print(f"{sum(len(v) for v in found.values())} findings, {sum(len(v) for v in implied.values())} printed "
+          f"training times with their implied epochs -> {path}", file=sys.stderr)
 
 
 def _numbers(text: str, kind, what: str, minimum) -> list:

@@ -13,9 +13,13 @@ Passes per training sample, in forward units (a backward pass costs about two fo
                                     (i + 3) / n   (forward through blocks 0..i, backward through block i; blocks
                                                    taken as equal in cost), then the classifier stage: 1;
                                     3 / n + i / (n x the stage's epochs) when the frozen prefix's features are
-                                                   cached (no augmentation: computed once per stage)
+                                                   cached (no augmentation: computed once per stage);
+                                    SI with partners over the data (neighbours: data): x 3 (each anchor brings
+                                                   two partners), plus the search's forward pass once per stage;
+                                    the growing network (train_scope: growing): 3 (i + 1) / n
   layer_to_layer stage              3      (forward through everything, backward through the window; the window
-                                            is most of the network in the early stages)
+                                            is most of the network in the early stages); its stages: method_options
+                                            `stages`, else half the model's Keras layers (as the method counts them)
 The device's rate comes from a probe: a few training steps of a CIFAR VGG-11 at the profile's width on this
 device, in forward-MAC units per second. A second probe measures what a step costs beyond its MACs: a few steps of
 a LeNet (a model of a few MMACs, where launching the kernels, the optimizer's per-tensor work and the batch's
@@ -32,6 +36,13 @@ far below the GPU's peak: per-sample costs that do not scale with MACs, such as 
 the plan also gives the totals at the quartiles and the extremes of them. No separate overhead term is fitted: the
 printed times include the authors' overheads, and the median rate carries them. This is the GPU-hours figure
 available without a GPU: an estimate for that paper's GPU, traceable to the cells it was fitted on.
+
+Read backwards, the same calibration says how many epochs each printed training time implies (`implied_epochs()`,
+listed by `bench audit`): the configured schedule of the cell's experiment (the `paper` profile) scaled until its
+seconds at the median rate meet the printed ones, with the range at the quartile rates. For the papers that do not
+state their GPU this assumes one like the calibration's. Small models run far below the median rate (see above), so
+their implied epochs are upper bounds; layer_to_layer's stages are counted at a full training pass each (3), an
+upper bound on their cost, so its implied epochs are lower bounds.
 """
 import json
 import math
@@ -42,11 +53,13 @@ from pathlib import Path
 
 import torch
 
+from bench import BenchError
 from bench import experiments as ex
 from bench import registry
 from bench.data.catalog import DATASETS
 from bench.data.loader import augments
 from bench.measure import device_name, forward_macs
+from bench.methods.si import SI_DEFAULTS
 from bench.models import build_model
 from bench.training import resolve_device
 
@@ -98,8 +111,18 @@ def _macs(model_json: str, dataset: str) -> tuple[int, int]:
     return tuple(found[key])
 
 
-def schedule(method: str, cfg: dict, n_blocks: int) -> list[tuple[int, float]]:
-    """[(epochs, forward passes per training sample)] of a run's stages."""
+@cache
+def _keras_layer_count(model_json: str, dataset: str, granularity: str, input_layer: bool) -> int:
+    """How many layers layer_to_layer's window slides over (bench.methods.layer_to_layer.keras_layers): its default
+    number of stages is half of them."""
+    from bench.methods.layer_to_layer import keras_layers
+
+    return len(keras_layers(_model(json.loads(model_json), dataset), granularity, input_layer))
+
+
+def schedule(method: str, cfg: dict, n_blocks: int, n_layers: int | None = None) -> list[tuple[int, float]]:
+    """[(epochs, forward passes per training sample)] of a run's stages. `n_layers`: layer_to_layer's Keras layer
+    count, whose half is its number of stages when method_options set none."""
     opts = cfg.get("method_options", {}) or {}
     epochs = cfg["epochs"]
     if method in ("backprop", "learn_drop", "freezing"):
@@ -108,15 +131,30 @@ def schedule(method: str, cfg: dict, n_blocks: int) -> list[tuple[int, float]]:
         return [(epochs, 3.3)]
     if method == "layer_to_layer":
         per = int(opts.get("epochs_per_stage", epochs))
-        return [(per, 3.0)] * int(opts.get("stages") or 1)
+        stages = opts.get("stages") or (n_layers // 2 if n_layers else None)
+        if not stages:
+            raise ValueError("layer_to_layer sets no `stages` and the model's Keras layer count is not given")
+        return [(per, 3.0)] * int(stages)
     per_layer = int(opts.get("epochs_per_layer", DEFAULT_STAGE_EPOCHS.get(method, epochs)))
     cached = opts.get("cache_prefix", True) and not augments(cfg.get("augment"))
 
+    si_opts = {**SI_DEFAULTS, **opts} if method in ("si_forward", "fb_si") else {}
+    copies = 3 if si_opts.get("neighbours") == "data" else 1  # an anchor and its two partners of Eq. 8
+    growing = si_opts.get("train_scope") == "growing"
+
     def stage(i: int) -> tuple[int, float]:
         # block i of n: forward and backward through it (3/n) every epoch; the frozen prefix (i/n) every epoch, or
-        # once per stage when its features are cached (bench/methods/layerwise.py: no augmentation)
-        prefix = i / n_blocks / per_layer if cached else i / n_blocks
-        return per_layer, 3 / n_blocks + prefix
+        # once per stage when its features are cached (bench/methods/layerwise.py: no augmentation). SI with
+        # partners over the data: every anchor brings two partners (3 x the block, and the prefix when not cached),
+        # plus one forward pass of the training set through the prefix and the block for the search, per stage
+        # (its distance computations are not MACs of the model and are not counted). The growing network: forward
+        # and backward through blocks 0..i, no frozen prefix.
+        if growing:
+            per_epoch, search = copies * 3 * (i + 1) / n_blocks, (i + 1) / n_blocks
+        else:
+            prefix = i / n_blocks / per_layer if cached else copies * i / n_blocks
+            per_epoch, search = copies * 3 / n_blocks + prefix, (1 + (0 if cached else i)) / n_blocks
+        return per_layer, per_epoch + (search / per_layer if copies == 3 else 0.0)
 
     if method == "fb_si":
         k = int(opts.get("si_layers", 1))
@@ -139,12 +177,17 @@ def job_cost(exp, profile: str) -> dict:
     info = DATASETS[exp.dataset]
     train_n = min(cfg["data"].get("train_samples") or info.train_size, info.train_size)
     test_n = min(cfg["data"].get("test_samples") or info.test_size, info.test_size)
-    stages = schedule(exp.method, cfg, n_blocks)
+    n_layers = None
+    if exp.method == "layer_to_layer" and not (cfg.get("method_options") or {}).get("stages"):
+        opts = cfg.get("method_options") or {}
+        n_layers = _keras_layer_count(model_json, exp.dataset, opts.get("granularity", "keras"),
+                                      bool(opts.get("input_layer", False)))
+    stages = schedule(exp.method, cfg, n_blocks, n_layers)
     epochs = sum(e for e, _ in stages)
     units = macs * (train_n * sum(e * f for e, f in stages) + test_n * epochs)
     batches = epochs * (math.ceil(train_n / cfg["batch_size"]) + math.ceil(test_n / cfg.get("eval_batch_size", 512)))
     return {"experiment": exp.id, "paper": exp.paper, "method": exp.method, "macs": macs, "epochs": epochs,
-            "train_samples": train_n, "units": units, "batches": batches}
+            "stage_epochs": [e for e, _ in stages], "train_samples": train_n, "units": units, "batches": batches}
 
 
 def predicted_seconds(cost: dict, rate: float, overhead: float = 0.0) -> float:
@@ -197,23 +240,70 @@ def printed_times(method: str | None = None) -> list[dict]:
         exp = ex.Experiment(*c.experiment_key())
         seconds = c.value * registry.SECONDS_PER_TIME_UNIT[c.unit]
         units = job_cost(exp, "paper")["units"]
-        rows.append({"claim": c.id, "experiment": exp.id, "method": c.method, "printed_s": seconds, "units": units,
-                     "rate": units / seconds, "hardware": meta[c.paper]["hardware"]})
+        rows.append({"claim": c.id, "paper": c.paper, "experiment": exp.id, "method": c.method, "printed_s": seconds,
+                     "units": units, "rate": units / seconds, "hardware": meta[c.paper]["hardware"]})
     return rows
 
 
 def printed_calibration() -> dict:
     """The median rate of the backprop jobs' printed times on stated hardware, with the quartiles and extremes."""
-    from bench import BenchError
-
     rows = printed_times("backprop")
     if not rows:
         raise BenchError("no paper prints backprop training times on stated hardware (papers.yaml hardware_match)")
     rates = [r["rate"] for r in rows]
     q1, median, q3 = statistics.quantiles(rates, n=4, method="inclusive") if len(rates) > 1 else rates * 3
+    meta = registry.papers()
     return {"source": "printed", "rate": median, "rate_q1": q1, "rate_q3": q3, "rate_min": min(rates),
             "rate_max": max(rates),
-            "cells": [r["claim"] for r in rows], "hardware": sorted({r["hardware"] for r in rows})}
+            "cells": [r["claim"] for r in rows], "hardware": sorted({r["hardware"] for r in rows}),
+            "gpu": sorted({meta[r["paper"]]["hardware_match"] for r in rows})}
+
+
+def _implied(claims, calibration: dict, profile: str) -> list[dict]:
+    meta = registry.papers()
+    rates = {k: calibration[k] for k in ("rate", "rate_q1", "rate_q3", "rate_min", "rate_max")}
+    rows = []
+    for c in claims:
+        if c.metric != "train_time" or c.derived_from:
+            continue
+        exp = ex.Experiment(*c.experiment_key())
+        row = {"claim": c.id, "paper": c.paper, "printed": c.printed, "unit": c.unit, "experiment": exp.id,
+               "method": c.method, "printed_s": c.value * registry.SECONDS_PER_TIME_UNIT[c.unit], "profile": profile,
+               "hardware_stated": bool(meta.get(c.paper, {}).get("hardware_match"))}
+        try:
+            cost = job_cost(exp, profile)
+        except (ValueError, BenchError) as e:  # a method without a cost model, a model or grid the suite lacks
+            rows.append(row | {"skipped": str(e)})
+            continue
+        seconds = {k: predicted_seconds(cost, rate) for k, rate in rates.items()}
+        row.update(epochs=cost["epochs"], stage_epochs=cost["stage_epochs"], units=cost["units"],
+                   predicted_s=seconds["rate"])
+        # the configured schedule scaled until its predicted seconds meet the printed ones: a faster GPU (a higher
+        # rate) gets through more epochs in the printed time
+        row.update({k.replace("rate", "implied"): cost["epochs"] * row["printed_s"] / s for k, s in seconds.items()})
+        rows.append(row)
+    return rows
+
+
+@cache
+def _implied_default() -> tuple[dict, ...]:
+    return tuple(_implied(registry.load_claims(), printed_calibration(), "paper"))
+
+
+def implied_epochs(claims=None, calibration: dict | None = None, profile: str = "paper") -> list[dict]:
+    """The epochs each printed training time implies: for every train_time cell (derived cells aside), its
+    experiment's configured schedule in `profile` (the paper's settings), its seconds predicted at the printed
+    calibration's median rate (printed_calibration(): the backprop times of the paper that states its GPU), and
+    implied = configured epochs x printed seconds / predicted seconds, also at the quartile and extreme rates
+    (implied_q1 .. implied_q3, implied_min .. implied_max: a slower rate, fewer epochs). For a staged method
+    (layer_to_layer, si_forward, ...) the configured epochs are all its stages' epochs together (stage_epochs), and
+    the implied ones the whole schedule scaled alike. A cell whose experiment has no cost model comes back with
+    `skipped` (why) instead. For a paper that does not state its GPU the numbers assume one like the calibration's
+    (`hardware_stated` False). The default call (the registry, printed calibration, `paper` profile) is cached."""
+    if claims is None and calibration is None and profile == "paper":
+        return [dict(r) for r in _implied_default()]
+    return _implied(registry.load_claims() if claims is None else claims,
+                    printed_calibration() if calibration is None else calibration, profile)
 
 
 def calibrate_device(profile: str, device: torch.device, rate: float | None = None,

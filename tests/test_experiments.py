@@ -36,10 +36,10 @@ def test_cells_without_a_run_have_no_experiment():
 
 def test_unique_experiments_and_their_ids():
     exps = ex.experiments()
-    # Ma 57 configurations x 2 methods, Karimi 110 (+ 47 literal and 18 fork companion runs), Bhyravabhottla 8 (+ 16),
-    # Cruciata 21 x 3
+    # Ma 57 configurations x 2 methods (+ 16 'wide' and 7 'classes20' companion runs), Karimi 110 (+ 47 literal
+    # and 18 fork companion runs), Bhyravabhottla 8 (+ 16), Cruciata 21 x 3
     assert len(ex.cell_experiments()) == 114 + 110 + 8 + 63
-    assert len(exps) == 114 + 110 + 47 + 18 + 8 + 16 + 63
+    assert len(exps) == 114 + 16 + 7 + 110 + 47 + 18 + 8 + 16 + 63
     for eid, e in exps.items():
         assert eid == e.id and eid.split("-")[0] == e.paper
         assert all(ch.isalnum() or ch in "-_" for ch in eid)

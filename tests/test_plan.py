@@ -14,16 +14,29 @@ def test_schedules_per_method():
     # layer-wise with augmentation (prefix recomputed every batch): block i of 4 costs (i + 3) / 4 forward passes,
     # then the classifier stage
     aug = {"crop_padding": 4, "hflip": True}
-    si = plan.schedule("si_forward", {"epochs": 200, "augment": aug, "method_options": {"epochs_per_layer": 10}}, 4)
+    batch = {"epochs_per_layer": 10, "neighbours": "batch"}  # SI's partners within the batch: no extra passes
+    si = plan.schedule("si_forward", {"epochs": 200, "augment": aug, "method_options": batch}, 4)
     assert si == [(10, 0.75), (10, 1.0), (10, 1.25), (10, 1.5), (10, 1.0)]
+    assert plan.schedule("greedy_layerwise", {"epochs": 200, "augment": aug, "method_options": {"epochs_per_layer": 10}},
+                         4) == si
     # without augmentation the prefix's features are cached: the prefix (i / 4) once per stage of 10 epochs
-    cached = plan.schedule("si_forward", {"epochs": 200, "method_options": {"epochs_per_layer": 10}}, 4)
+    cached = plan.schedule("si_forward", {"epochs": 200, "method_options": batch}, 4)
     assert cached == [(10, pytest.approx(0.75 + i / 40)) for i in range(4)] + [(10, 1.0)]
-    uncached = {"epochs": 200, "method_options": {"epochs_per_layer": 10, "cache_prefix": False}}
+    uncached = {"epochs": 200, "method_options": {**batch, "cache_prefix": False}}
     assert plan.schedule("si_forward", uncached, 4) == si
+    # partners over the data (the method's default): anchors and their two partners through block i (3 x 3/4) and,
+    # uncached, the prefix (3 x i/4); the search: one forward of the set through prefix and block per stage of 10
+    data = plan.schedule("si_forward", {"epochs": 200, "augment": aug, "method_options": {"epochs_per_layer": 10}}, 4)
+    assert data == [(10, pytest.approx(2.25 + 0.75 * i + (1 + i) / 40)) for i in range(4)] + [(10, 1.0)]
+    data_cached = plan.schedule("si_forward", {"epochs": 200, "method_options": {"epochs_per_layer": 10}}, 4)
+    assert data_cached == [(10, pytest.approx(2.25 + i / 40 + 1 / 40)) for i in range(4)] + [(10, 1.0)]
+    # the growing network: forward and backward through blocks 0..i
+    grow = plan.schedule("si_forward", {"epochs": 200, "method_options": {**batch, "train_scope": "growing"}}, 4)
+    assert grow == [(10, pytest.approx(0.75 * (i + 1))) for i in range(4)] + [(10, 1.0)]
     bel = plan.schedule("belilovsky_greedy", {"epochs": 1, "augment": aug, "method_options": {}}, 3)
     assert bel == [(50, 1.0), (50, pytest.approx(4 / 3)), (50, pytest.approx(5 / 3))]  # layerCNN's 50 epochs per block, no separate classifier
-    fb = plan.schedule("fb_si", {"epochs": 200, "method_options": {"si_layers": 1, "epochs_per_layer": 10}}, 5)
+    fb = plan.schedule("fb_si", {"epochs": 200, "method_options": {"si_layers": 1, "epochs_per_layer": 10,
+                                                                    "neighbours": "batch"}}, 5)
     assert fb == [(10, 0.6), (200, 3.0)]
     l2l = plan.schedule("layer_to_layer", {"epochs": 300, "method_options": {"epochs_per_stage": 10, "stages": 6}}, 12)
     assert l2l == [(10, 3.0)] * 6

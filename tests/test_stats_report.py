@@ -183,7 +183,7 @@ def test_companion_runs_are_reported_beside_the_cells(tmp_path):
     assert "## Companion runs (no cell of the paper)" in text
     line = next(l for l in text.splitlines() if "cifar10-cnn12-backprop-equal_epochs" in l)
     assert "71.00 ± 1.41" in line and "MEASURED" in line
-    assert "Companion runs" not in (rep / "paper" / "ma.md").read_text()
+    assert "Companion runs" not in (rep / "paper" / "cruciata.md").read_text()
 
 
 def test_training_time_as_each_paper_times_it():
@@ -277,3 +277,17 @@ def test_verdicts_and_headline_claims_reach_the_reports_byte_stable(tmp_path):
     index = (rep / "paper" / "index.md").read_text()
     row = next(line for line in index.splitlines() if line.startswith("| [cruciata]"))
     assert row.split("|")[4].strip() == "2"  # reproduced: SGD and Freezing accuracy on VGG-11/MNIST
+
+
+def test_a_diverged_companion_says_so(tmp_path):
+    res = tmp_path / "results"
+    for seed in range(2):
+        fake_run(res, "paper", "karimi-cifar10-lenet-si_forward-literal", seed, status="DIVERGED",
+                 error="diverged at epoch 1: feature_norm inf")
+    fake_run(res, "paper", "karimi-cifar10-vgg16-si_forward-literal", 0, status="DIVERGED", error="diverged")
+    fake_run(res, "paper", "karimi-cifar10-vgg16-si_forward-literal", 1, status="FAILED", error="RuntimeError: boom")
+    agg.aggregate("paper", results=res, seeds="0,1")
+    rows = {r["experiment"]: r for r in csv.DictReader(open(res / "paper" / "companions.csv"))}
+    assert rows["karimi-cifar10-lenet-si_forward-literal"]["status"] == "DIVERGED"
+    assert rows["karimi-cifar10-vgg16-si_forward-literal"]["status"] == "FAILED"  # not only divergence
+    assert rows["karimi-cifar10-alexnet-si_forward-literal"]["status"] == "MISSING"

@@ -25,7 +25,11 @@ from the config, stepped once per epoch. Test: the plain `model(x)`, argmax.
 method_options (defaults): beta (0.99), dim_in_decoder (4096), similarity_std (true: per-channel spatial std of
 4-D maps with C > 3 and H > 1), schedule ("simultaneous"; the sequential reading of Ma's Algorithm 1 is not
 implemented), output_loss_scale ("none": plain CE for the output layer; "one_minus_beta": the code's (1-β)·CE,
-identical under Adam up to eps).
+identical under Adam up to eps), classes_per_batch (0: uniform shuffled batches; k: every training batch holds
+samples of k randomly chosen classes, `bench.data.loader.class_sampled_batches`, drawn from the run's seeded
+generator; the N&E code's --classes-per-batch, methods.md 1.6 item 7) and classes_per_batch_until_epoch (0: class
+sampling for the whole run; u: for epochs 1..u, uniform batches after, as the N&E code; `bench.experiments.config`
+scales it with the profile's epochs like the LR milestones).
 
 Per-epoch records: epoch, lr, train_loss (output-layer CE, unscaled), train_accuracy (output layer), local_sim_loss
 and local_pred_loss (unscaled sim and pred losses, sample-weighted over the epoch, averaged over the units),
@@ -40,12 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.data.loader import check_class_sampling
 from bench.methods import Diverged, merge_options
 from bench.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler, train_test_batches,
                             unique_parameters)
 
 DEFAULTS = {"beta": 0.99, "dim_in_decoder": 4096, "similarity_std": True, "schedule": "simultaneous",
-            "output_loss_scale": "none"}
+            "output_loss_scale": "none", "classes_per_batch": 0, "classes_per_batch_until_epoch": 0}
 SCHEDULES = ("simultaneous",)
 OUTPUT_LOSS_SCALES = ("none", "one_minus_beta")
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.PReLU)
@@ -254,6 +259,10 @@ def options(cfg: dict) -> dict:
         raise BenchError(f"predsim beta {opts['beta']} is not in [0, 1]")
     if int(opts["dim_in_decoder"]) < 1:
         raise BenchError(f"predsim dim_in_decoder {opts['dim_in_decoder']} must be positive")
+    try:
+        check_class_sampling(opts["classes_per_batch"], opts["classes_per_batch_until_epoch"])
+    except ValueError as err:
+        raise BenchError(f"predsim {err}") from None
     opts["beta"], opts["dim_in_decoder"] = float(opts["beta"]), int(opts["dim_in_decoder"])
     opts["similarity_std"] = bool(opts["similarity_std"])
     return opts
@@ -395,10 +404,22 @@ class PredSim:
 
 # ---------------------------------------------------------------- the method
 
+def class_sampling(opts: dict, epoch: int) -> int:
+    """Classes per training batch in 0-based `epoch` (0: uniform batches): classes_per_batch for epochs
+    0..until-1 (the N&E code's 1-based epochs 1..until), for every epoch when until is 0."""
+    until = opts["classes_per_batch_until_epoch"]
+    return opts["classes_per_batch"] if until == 0 or epoch < until else 0
+
+
 def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     opts = options(cfg)
     device = ctx.device
     train_batches, test_batches = train_test_batches(data, cfg, device, ctx.seed)
+    if opts["classes_per_batch"] >= data.num_classes:
+        from bench import BenchError
+
+        raise BenchError(f"predsim classes_per_batch {opts['classes_per_batch']} is not below the dataset's "
+                         f"{data.num_classes} classes: every batch could hold every class")
     ps = PredSim(model, data.num_classes, cfg, opts)
     n_units = len(ps.units)
     n = len(data.y_train)
@@ -410,6 +431,7 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     train_time, test_loss, test_acc, final = done["train_time"], done["test_loss"], done["test_acc"], done["final"]
     for epoch in ctx.bar(range(start, cfg["epochs"]), desc=cfg["experiment"], unit="epoch"):
         ps.train()
+        train_batches.classes_per_batch = class_sampling(opts, epoch)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         sim_sum = torch.zeros(n_units, device=device)

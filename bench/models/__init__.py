@@ -5,7 +5,8 @@ dropout and the pool that follows it, or one residual unit); the head is everyth
 Architectures are named by a base (`vgg16`, `resnet50`, ...) and, for the papers' variants, a hierarchy: the
 number of convs (VGG) or residual units (ResNet) per resolution stage. Paper-specific details (activation,
 dropout, head) come from the experiment's config, not from the name; `keras_defaults: true` gives any model
-Keras' default initialisers and BatchNormalization settings (a paper that trained in Keras).
+Keras' default initialisers and BatchNormalization settings (a paper that trained in Keras). `feat_mult` (VGG and
+ResNet only) widens the convs on top of the profile's `width_mult` (bench.models.common.conv_mult).
 """
 from bench.models.common import BlockNet
 
@@ -50,6 +51,11 @@ def build_model(architecture: dict, in_channels: int, num_classes: int, input_si
 
         raise BenchError(reason)
     module = importlib.import_module(FAMILIES[family(architecture["base"])])
+    if options.get("feat_mult", 1.0) != 1.0 and not getattr(module, "FEAT_MULT", False):
+        from bench import BenchError
+
+        raise BenchError(f"feat_mult {options['feat_mult']}: {architecture['base']} does not apply it (only the "
+                         "families whose module sets FEAT_MULT do: vgg, resnet)")
     model = module.build(architecture["base"], architecture.get("hierarchy"), in_channels, num_classes,
                          input_size, dict(options))
     if options.get("keras_defaults"):  # a paper that trained Keras models (bench.models.common.apply_keras_defaults)

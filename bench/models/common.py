@@ -60,6 +60,18 @@ def width(channels: int, mult: float) -> int:
     return max(1, round(channels * mult))
 
 
+def conv_mult(opts: dict) -> float:
+    """The multiplier of a model's conv widths: the profile's `width_mult` times the model's `feat_mult` (default 1),
+    the N&E code's --feat-mult, which widens the conv channels of its VGG and ResNet cfgs (int(channels x
+    feat_mult); the same widths for the integer multipliers its recipes use) and nothing else: the hidden FC
+    layers of `classifier` keep `width_mult` alone. Only the families that declare FEAT_MULT (VGG, ResNet)
+    read it; `bench.models.build_model` refuses it for the others."""
+    feat = opts.get("feat_mult", 1.0)
+    if isinstance(feat, bool) or not isinstance(feat, (int, float)) or not feat > 0:
+        raise ValueError(f"feat_mult must be a positive number, got {feat!r}")
+    return opts.get("width_mult", 1.0) * feat
+
+
 def activation(opts: dict) -> nn.Module:
     kind = opts.get("nonlinearity", "relu")
     if kind == "relu":

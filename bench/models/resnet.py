@@ -7,10 +7,14 @@ replaces the base's units per stage (Ma's ResNet18_r4 = [1,1,2,2]).
 Bottleneck units take torchvision's ResNeXt options: `groups` and `width_per_group` (opts; defaults 1 and 64 give
 the plain ResNet), the grouped 3x3 conv having int(planes * width_per_group / 64) * groups channels (at least
 one per group, so that a small width_mult still builds). "resnext50_32x4d" is ResNet-50 with 32 groups x 4.
+Stem and stage widths (64/128/256/512, x4 out of a Bottleneck) are scaled by width_mult x feat_mult
+(`common.conv_mult`: feat_mult is the N&E code's --feat-mult, which scales the same widths).
 """
 from torch import nn
 
-from bench.models.common import BlockNet, activation, classifier, dropout, width
+from bench.models.common import BlockNet, activation, classifier, conv_mult, dropout, width
+
+FEAT_MULT = True  # build() applies opts["feat_mult"] (bench.models.build_model refuses it for other families)
 
 
 class ConvBN(nn.Sequential):
@@ -76,7 +80,7 @@ def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockN
     units = list(hierarchy or units)
     if len(units) != 4:
         raise ValueError(f"{base}: a ResNet hierarchy has 4 stages, got {units}")
-    mult = opts.get("width_mult", 1.0)
+    mult = conv_mult(opts)
     first, reduction = stem(in_channels, width(64, mult), opts)
     blocks, cin = [first], width(64, mult)
     for stage, n in enumerate(units):

@@ -2,11 +2,14 @@
 
 Each block is one 3x3 conv -> BN -> activation -> dropout, plus the max-pool when it ends a stage. A hierarchy
 ([convs per stage]) extends a base by repeating each stage's output width (methods.md 1.5), so Ma et al.'s
-VGG16_e1 [3,3,4,4,4] is VGG16 with one more conv per stage.
+VGG16_e1 [3,3,4,4,4] is VGG16 with one more conv per stage. Conv widths are scaled by width_mult x feat_mult
+(`common.conv_mult`: feat_mult is the N&E code's --feat-mult), the hidden FC widths by width_mult alone.
 """
 from torch import nn
 
-from bench.models.common import BlockNet, activation, classifier, dropout, width
+from bench.models.common import BlockNet, activation, classifier, conv_mult, dropout, width
+
+FEAT_MULT = True  # build() applies opts["feat_mult"] (bench.models.build_model refuses it for other families)
 
 BASES = {
     "vgg8": [[64], [128], [256], [512], [512]],
@@ -40,7 +43,7 @@ class ConvBlock(nn.Sequential):
 
 
 def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockNet:
-    mult = opts.get("width_mult", 1.0)
+    mult = conv_mult(opts)
     blocks, cin, size = [], in_channels, input_size
     for stage in stage_widths(base, hierarchy):
         for i, cout in enumerate(stage):
