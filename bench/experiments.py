@@ -180,9 +180,11 @@ def config(exp: Experiment, profile: str) -> dict:
     stage_epochs = lambda n: min(scale_epochs(n, prof), prof.get("max_stage_epochs", n))  # noqa: E731
     if "equal_epochs" in cfg:  # a baseline as long as a staged run: stages x the profile's epochs per stage
         cfg["epochs"] = cfg["equal_epochs"]["stages"] * stage_epochs(cfg["equal_epochs"]["epochs_per_stage"])
-    for key in ("epochs_per_layer", "epochs_per_stage", "classifier_epochs"):
+    for key in ("epochs_per_layer", "epochs_per_stage"):
         if key in cfg["method_options"]:
             cfg["method_options"][key] = stage_epochs(cfg["method_options"][key])
+    if "classifier_epochs" in cfg["method_options"]:  # a head trained by CE: scaled as end-to-end epochs are
+        cfg["method_options"]["classifier_epochs"] = scale_epochs(cfg["method_options"]["classifier_epochs"], prof)
     if "warmup_epochs" in cfg["method_options"]:  # the same share of the run, and at most half of it
         warmup = max(1, round(cfg["method_options"]["warmup_epochs"] * ratio))
         cfg["method_options"]["warmup_epochs"] = min(warmup, max(1, epochs // 2))

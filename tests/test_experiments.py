@@ -37,9 +37,9 @@ def test_cells_without_a_run_have_no_experiment():
 def test_unique_experiments_and_their_ids():
     exps = ex.experiments()
     # Ma 57 configurations x 2 methods (+ 16 'wide' and 7 'classes20' companion runs), Karimi 110 (+ 47 literal
-    # and 18 fork companion runs), Bhyravabhottla 8 (+ 16), Cruciata 21 x 3
+    # and 30 fork companion runs), Bhyravabhottla 8 (+ 16), Cruciata 21 x 3
     assert len(ex.cell_experiments()) == 114 + 110 + 8 + 63
-    assert len(exps) == 114 + 16 + 7 + 110 + 47 + 18 + 8 + 16 + 63
+    assert len(exps) == 114 + 16 + 7 + 110 + 47 + 30 + 8 + 16 + 63
     for eid, e in exps.items():
         assert eid == e.id and eid.split("-")[0] == e.paper
         assert all(ch.isalnum() or ch in "-_" for ch in eid)
@@ -126,15 +126,18 @@ def test_companion_runs_stand_beside_the_cells_they_qualify():
     for eid, (exp, beside, why) in comps.items():
         if exp.variant == "equal_epochs":
             assert exp.method == "backprop" and ex.experiments()[beside].method == "layer_to_layer"
-    # every SI run (the triplet-loss reading: mean over anchors, unit-norm features) has its Eq. 7-literal twin
+    # every SI run (the triplet-loss reading: hinged at margin 0, mean over anchors, unit-norm features) has its
+    # Eq. 7-literal twin
     for eid, exp in named.items():
         if exp.method in ("si_forward", "fb_si"):
             twin = ex.Experiment(exp.paper, exp.dataset, exp.model, exp.method, "literal")
             assert comps[twin.id][1] == eid
             opts = ex.config(twin, "paper")["method_options"]
-            assert opts["loss_reduction"] == "sum" and opts["normalize_features"] is False
+            assert opts["loss_reduction"] == "sum" and opts["normalize_features"] is False and opts["hinge"] is False
             primary = ex.config(exp, "paper")["method_options"]
-            assert primary["loss_reduction"] == "mean" and primary["normalize_features"] is True
+            assert primary["loss_reduction"] == "mean" and primary["normalize_features"] is True and primary["hinge"]
+    unhinged = ex.config(ex.get("karimi-cifar10-lenet-fb_si-nohinge"), "scaled")["method_options"]
+    assert unhinged["hinge"] is False and unhinged["normalize_features"] is True
     # both readings of the dataset get their equal-epoch baseline
     assert {e.dataset for e, _, _ in comps.values() if e.variant == "equal_epochs"} == {"cifar10", "cifar100"}
 

@@ -93,6 +93,34 @@ def test_triplet_loss_value_and_gradient():
         si.si_triplet_loss(z, labels, "max")
 
 
+def test_hinge_keeps_only_the_anchors_si_counts_wrong():
+    # by hand (TRIPLETS): terms (1-4), (1-5), (10-4), (10-13); only anchor 2 (nearest point 0 has another label,
+    # so SI counts it wrong) has d_p > d_n
+    z = torch.tensor(POINTS, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor(LABELS)
+    loss = si.si_triplet_loss(z, labels, "sum", hinge=True)
+    assert loss.item() == pytest.approx(6.0)
+    assert si.si_triplet_loss(z.detach(), labels, "mean", hinge=True).item() == pytest.approx(6.0 / 4)
+    loss.backward()
+    _, grad = numpy_loss_and_grad(POINTS, [(2, 3, 0)])
+    np.testing.assert_allclose(z.grad.numpy(), grad)
+    terms = si.triplet_terms(z[:2], z[1:3], z[2:4], hinge=True)
+    assert terms.tolist() == [0.0, 0.0]  # (1 - 4) and (5 - 13) below zero: no push
+    assert si.triplet_terms(z[:2], z[1:3], z[2:4]).tolist() == [-3.0, -8.0]
+
+
+def test_hinge_is_applied_in_both_neighbour_modes():
+    z = torch.tensor(POINTS, dtype=torch.float64)
+    for neighbours in ("data", "batch"):
+        torch.manual_seed(0)
+        records = []
+        si.train(lenet(), separable(), cfg_for(epochs_per_layer=1, **STABLE, hinge=True, neighbours=neighbours,
+                                               si_eval_samples=0), ctx(records))
+        assert all(r["train_loss"] >= 0 for r in records if r["stage"] < 4), neighbours
+        assert si.check_si_options({**si.DEFAULTS, "hinge": 1}, "si_forward")["hinge"] is True
+    assert si.triplet_terms(z[:1], z[1:2], z[2:3], hinge=False).item() == -3.0
+
+
 def test_triplet_gradient_reaches_positive_and_negative_only_points():
     # point 2 is alone in its class: skipped as an anchor, but the negative of anchors 0 and 1
     pts = [[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]]

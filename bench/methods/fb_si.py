@@ -13,7 +13,7 @@ own forward); the reported accuracy is the last epoch's. A killed run resumes in
 is a stage of bench.methods.layerwise.train_stage too, its in-place LR schedule included).
 
 method_options (defaults): si_layers (1, methods.md 3.4), epochs_per_layer (10, paper Table 1), loss_reduction
-("sum"), normalize_features (false, a deviation: see bench.methods.si), si_eval_samples (1000), cache_prefix (true),
+("sum"), normalize_features (false, a deviation: see bench.methods.si), hinge (false), si_eval_samples (1000), cache_prefix (true),
 prefix_cache_max_mb (8192).
 
 Records: the SI stages' as si_forward's; the end-to-end stage's train_loss, train_accuracy, test_loss,

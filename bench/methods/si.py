@@ -9,7 +9,10 @@ Training loss of layer L (Eq. 7-8, methods.md 3.2): in a mini-batch with feature
 anchor i the nearest same-label point i_p (q != i) and the nearest other-label point i_n are chosen by Euclidean
 distance on detached features (the choice is not differentiated), and
     J^L = sum_i ( ||z_i - z_ip||^2 - ||z_i - z_in||^2 )      (no margin, no hinge)
-with gradients through all three vectors. Anchors without a same-label partner, or without any other-label point,
+with gradients through all three vectors; `hinge` clamps each anchor's term at 0 (max(., 0): the triplet loss at
+margin 0, which the paper's prose describes, "penalizes the model when the distance between the anchor and the
+positive sample is not smaller than" the negative's), so only the anchors that Eq. 1's SI counts wrong are pushed.
+Anchors without a same-label partner, or without any other-label point,
 in the batch are skipped (methods.md 3.5 item 3). `loss_reduction` "sum" is Eq. 7 as written (the default);
 "mean" divides by the number of anchors used (methods.md 3.5 item 1). Both forms are logged whatever is minimised.
 Karimi's public `triplet_local_si` helper picks wrong triplets (methods.md 3.5 item 6); this is Eq. 8 directly.
@@ -26,12 +29,12 @@ classifier (methods.md 2.4), so the same code trains Karimi's "Proposed method" 
 `normalize_features` (off by default here: the defaults are Eq. 7 as printed) L2-normalises each z_i before the
 loss (and the neighbour choice). J on raw features is unbounded below (methods.md 3.5 item 2: scaling features up
 drives it to -inf whenever d_n > d_p); with unit-norm features it is bounded by [-4m, 4m]. Karimi's grid runs the
-triplet-loss reading (mean over anchors, normalised features) as the primary one and Eq. 7 as printed as a
+triplet-loss reading (hinge at margin 0, mean over anchors, normalised features) as the primary one and Eq. 7 as printed as a
 companion (bench/grids/karimi.yaml says why). A non-finite epoch loss or feature norm raises
 Diverged (bench.methods.layerwise.DIVERGENCE_KEYS).
 
 method_options (defaults): epochs_per_layer (10, paper Table 1), classifier_epochs (None = epochs_per_layer,
-methods.md 3.5 item 5), loss_reduction ("sum"), normalize_features (false), si_eval_samples (1000; 0 = no SI
+methods.md 3.5 item 5), loss_reduction ("sum"), normalize_features (false), hinge (false), si_eval_samples (1000; 0 = no SI
 monitoring), feature_blocks (None = every block: how many leading blocks are trained by SI; the blocks after them
 are trained with the head in the classifier stage, e.g. 2 for LeNet, whose fc1/fc2 are blocks, to make its whole FC
 stack the classifier as methods.md 3.5 item 4 says), cache_prefix (true), prefix_cache_max_mb (8192).
@@ -57,7 +60,8 @@ from bench.training import Context
 REDUCTIONS = ("sum", "mean")
 NEIGHBOURS = ("data", "batch")
 TRAIN_SCOPES = ("block", "growing")
-SI_DEFAULTS = {"epochs_per_layer": 10, "loss_reduction": "sum", "normalize_features": False, "si_eval_samples": 1000,
+SI_DEFAULTS = {"epochs_per_layer": 10, "loss_reduction": "sum", "normalize_features": False, "hinge": False,
+               "si_eval_samples": 1000,
                "neighbours": "data", "train_scope": "block", "pair_search_max_mb": 8192}
 DEFAULTS = {**SI_DEFAULTS, "classifier_epochs": None, "feature_blocks": None}
 
@@ -108,15 +112,24 @@ def si_triplet_terms(features: torch.Tensor, labels: torch.Tensor) -> tuple[torc
         best_pos, pos = d_pos.min(dim=1)
         best_neg, neg = d_neg.min(dim=1)
         used = torch.isfinite(best_pos) & torch.isfinite(best_neg)
-    terms = ((z - z[pos]) ** 2).sum(dim=1) - ((z - z[neg]) ** 2).sum(dim=1)
-    return terms.masked_fill(~used, 0.0), used
+    return triplet_terms(z, z[pos], z[neg]).masked_fill(~used, 0.0), used
 
 
-def si_triplet_loss(features: torch.Tensor, labels: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+def triplet_terms(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                  hinge: bool = False) -> torch.Tensor:
+    """||a - p||^2 - ||a - n||^2 per row (Eq. 7's summand); with `hinge`, max(that, 0): the triplet loss's hinge at
+    margin 0, which penalises an anchor only while its nearest same-label point is not the nearer one."""
+    terms = ((anchor - positive) ** 2).sum(dim=1) - ((anchor - negative) ** 2).sum(dim=1)
+    return terms.clamp_min(0.0) if hinge else terms
+
+
+def si_triplet_loss(features: torch.Tensor, labels: torch.Tensor, reduction: str = "sum",
+                    hinge: bool = False) -> torch.Tensor:
     """J (Eq. 7-8): the sum over anchors ("sum", the paper) or its mean over the anchors used ("mean")."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown loss_reduction '{reduction}' ({', '.join(REDUCTIONS)})")
     terms, used = si_triplet_terms(features, labels)
+    terms = terms.clamp_min(0.0) if hinge else terms
     total = terms.sum()
     return total if reduction == "sum" else total / used.sum().clamp(min=1)
 
@@ -170,6 +183,7 @@ def check_si_options(opts: dict, method: str) -> dict:
     opts["epochs_per_layer"] = lw.positive_int(opts, "epochs_per_layer", method)
     opts["si_eval_samples"] = lw.positive_int(opts, "si_eval_samples", method, minimum=0)
     opts["normalize_features"] = bool(opts["normalize_features"])
+    opts["hinge"] = bool(opts["hinge"])
     for key, allowed in (("neighbours", NEIGHBOURS), ("train_scope", TRAIN_SCOPES)):
         if opts[key] not in allowed:
             raise ValueError(f"{method}: unknown {key} '{opts[key]}' ({', '.join(allowed)})")
@@ -204,6 +218,7 @@ def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, p
     feats = lw.StageFeatures(run, 0 if growing else layer)
     module = nn.Sequential(*model.blocks[:layer + 1]) if growing else model.blocks[layer]
     reduction, normalize, samples = opts["loss_reduction"], opts["normalize_features"], opts["si_eval_samples"]
+    hinge = opts["hinge"]
 
     def embed(f):
         z = module(f).flatten(1)
@@ -219,7 +234,7 @@ def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, p
     def step_batch(f, y):
         z_used, z = embed(f)
         terms, used = si_triplet_terms(z_used, y)
-        return reduce(terms, used, z)
+        return reduce(terms.clamp_min(0.0) if hinge else terms, used, z)
 
     def search():
         """Step 3 of Algorithm 1 for this layer: partners by Eq. 8 on the layer's output (eval mode, no grad) for
@@ -241,7 +256,7 @@ def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, p
         b = len(f)
         z_used, z = embed(torch.cat([f, feats.gather(pos.clamp(min=0)), feats.gather(neg.clamp(min=0))]))
         za, zp, zn = z_used[:b], z_used[b:2 * b], z_used[2 * b:]
-        terms = ((za - zp) ** 2).sum(dim=1) - ((za - zn) ** 2).sum(dim=1)
+        terms = triplet_terms(za, zp, zn, hinge)
         return reduce(terms.masked_fill(~used, 0.0), used, z[:b])
 
     def summarize(s, n, batches):
