@@ -22,4 +22,5 @@ rule all:
     input:
         REPORT_MANIFEST,
         f"{config['reports']}/audit.md",
+        f"{RESULTS}/summary.txt",
     default_target: True

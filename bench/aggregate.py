@@ -12,9 +12,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import BenchError
 from bench import deterministic as det
 from bench import experiments as ex
 from bench import headlines as hl
+from bench import results as result_files
 from bench import stats
 from bench import verdicts as vd
 from bench.registry import SECONDS_PER_TIME_UNIT, Claim, load_claims, members
@@ -63,9 +65,11 @@ COMPANION_COLUMNS = ["experiment", "beside", "paper", "dataset", "model", "metho
                      "why", "mlflow_runs"]
 
 
-def companion_rows(profile: str, seeds: list[int], results: Path | str = "results") -> list[dict]:
+def companion_rows(profile: str, seeds: list[int], results: Path | str = "results",
+                   invalid: dict | None = None) -> list[dict]:
     """One row per companion run (bench.experiments.companions): mean test accuracy, training time and memory."""
-    runs = load_results(profile, seeds, results)
+    invalid = {} if invalid is None else invalid
+    runs = load_results(profile, seeds, results, invalid)
     rows = []
     for eid, (exp, beside, why) in ex.companions().items():
         if ex.support(exp, profile):
@@ -75,7 +79,7 @@ def companion_rows(profile: str, seeds: list[int], results: Path | str = "result
         acc = stats.summarize([r["metrics"]["test_accuracy"] for r in done])
         mean = lambda xs: sum(xs) / len(xs) if xs else math.nan  # noqa: E731
         failed = {r.get("status") for r in found} - {"FINISHED"}
-        status = "MEASURED" if len(done) == len(seeds) else (
+        status = "INVALID" if any((eid, s) in invalid for s in seeds) else "MEASURED" if len(done) == len(seeds) else (
             ("DIVERGED" if failed == {"DIVERGED"} else "FAILED") if failed else ("PARTIAL" if done else "MISSING"))
         rows.append({"experiment": eid, "beside": beside, "paper": exp.paper, "dataset": exp.dataset,
                      "model": exp.model, "method": exp.method, "variant": exp.variant, "n": acc["n"],
@@ -89,15 +93,21 @@ def companion_rows(profile: str, seeds: list[int], results: Path | str = "result
     return rows
 
 
-def load_results(profile: str, seeds: list[int], results: Path | str = "results") -> dict:
-    """(experiment id, seed) -> result dict, for every result file present."""
+def load_results(profile: str, seeds: list[int], results: Path | str = "results", invalid: dict | None = None) -> dict:
+    """(experiment id, seed) -> result dict, for every valid result file present (bench.results); the invalid
+    ones go to `invalid` as (experiment id, seed) -> "path: reason" when it is given, and are never used."""
     found = {}
-    for eid in ex.experiments():
+    for eid, exp in ex.experiments().items():
+        expected = None
         for seed in seeds:
             path = run_path(profile, eid, seed, results)
             if path.exists():
-                with open(path, encoding="utf-8") as f:
-                    found[(eid, seed)] = json.load(f)
+                expected = expected or ex.config(exp, profile)
+                try:
+                    found[(eid, seed)] = result_files.load(path, profile, eid, seed, expected)
+                except result_files.Invalid as err:
+                    if invalid is not None:
+                        invalid[(eid, seed)] = f"{path}: {err}"
     return found
 
 
@@ -112,6 +122,7 @@ class Values:
     failed: bool = False
     diverged: bool = False  # every failed run stopped because its loss became NaN/inf (a result, not a crash)
     devices: set = field(default_factory=set)  # the hardware the runs ran on
+    invalid: bool = False  # a result file it needs failed bench.results' checks (nothing used from it)
 
     @property
     def exact(self) -> bool:
@@ -132,9 +143,14 @@ def load_measurements(profile: str, results: Path | str = "results") -> dict:
 class CellValues:
     """The values of every cell, computed once each (derived cells reuse their members')."""
 
-    def __init__(self, claims, profile, seeds, runs, models):
+    def __init__(self, claims, profile, seeds, runs, models, invalid: dict | None = None):
         self.claims, self.profile, self.seeds, self.runs, self.models = claims, profile, seeds, runs, models
+        self.invalid = invalid or {}  # (experiment id, seed) -> "path: reason" (bench.results)
         self.cache = {}
+
+    def _invalid_file(self, exps, seed) -> str:
+        """The first invalid result file among these experiments' for this seed ('' when none is)."""
+        return next((self.invalid[(e.id, seed)] for e in exps if (e.id, seed) in self.invalid), "")
 
     def of(self, claim: Claim) -> Values:
         if claim.id not in self.cache:
@@ -155,7 +171,7 @@ class CellValues:
         reasons = sorted({p.reason for p in parts if p.reason})
         reason = "" if values else f"averages {len(parts)} cells, some without values: " + "; ".join(reasons)
         return Values(values, reason, sorted({r for p in parts for r in p.sources}), any(p.failed for p in parts),
-                      devices={d for p in parts for d in p.devices})
+                      devices={d for p in parts for d in p.devices}, invalid=any(p.invalid for p in parts))
 
     def _from_model(self, claim) -> Values:
         if claim.method not in ("", "backprop"):
@@ -190,8 +206,13 @@ class CellValues:
             if sgd is None:
                 return Values(reason=f"no measurement file for {det.measurement_id(claim.paper, claim.model)} yet")
             primary = det.claim_value(claim, sgd)
-        values, run_ids, failures = {}, [], []
+        values, run_ids, failures, invalid = {}, [], [], False
         for seed in self.seeds:
+            bad_file = self._invalid_file((exp, base), seed)
+            if bad_file:
+                failures.append(f"invalid result file {bad_file}")
+                invalid = True
+                continue
             run, sgd_run = self.runs.get((exp.id, seed)), self.runs.get((base.id, seed))
             if run is None or sgd_run is None:
                 continue
@@ -207,7 +228,7 @@ class CellValues:
             run_ids += [run["mlflow"]["run_id"] or "", sgd_run["mlflow"]["run_id"] or ""]
         reason = "; ".join(failures) or (f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no "
                                          f"{exp.id} and {base.id} result yet" if len(values) < len(self.seeds) else "")
-        return Values(values, reason, run_ids, bool(failures))
+        return Values(values, reason, run_ids, bool(failures), invalid=invalid)
 
     def _from_runs(self, claim) -> Values:
         keys = [claim.experiment_key()] + ([claim.baseline_key()] if claim.baseline_key() else [])
@@ -218,6 +239,11 @@ class CellValues:
                 return Values(reason=why)
         values, run_ids, failures, statuses, devices = {}, [], [], set(), set()
         for seed in self.seeds:
+            bad_file = self._invalid_file(exps, seed)
+            if bad_file:
+                failures.append(f"invalid result file {bad_file}")
+                statuses.add("INVALID")
+                continue
             found = [self.runs.get((e.id, seed)) for e in exps]
             if any(r is None for r in found):
                 continue
@@ -236,19 +262,25 @@ class CellValues:
             reason = f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no result file yet"
         else:
             reason = ""
-        return Values(values, reason, run_ids, bool(failures), statuses == {"DIVERGED"}, devices)
+        return Values(values, reason, run_ids, bool(failures), statuses == {"DIVERGED"}, devices,
+                      invalid="INVALID" in statuses)
 
 
-def cell_rows(profile: str, seeds: list[int], results: Path | str = "results") -> tuple[list[dict], list[dict]]:
-    """One row per claim cell (statistics and verdict) and one per headline claim (its tests)."""
+def cell_rows(profile: str, seeds: list[int], results: Path | str = "results",
+              invalid: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """One row per claim cell (statistics and verdict) and one per headline claim (its tests); the invalid result
+    files found go to `invalid` ((experiment id, seed) -> "path: reason")."""
     claims = load_claims()
-    values = CellValues(claims, profile, seeds, load_results(profile, seeds, results),
-                        load_measurements(profile, results))
+    invalid = {} if invalid is None else invalid
+    runs = load_results(profile, seeds, results, invalid)
+    values = CellValues(claims, profile, seeds, runs, load_measurements(profile, results), invalid)
     rows, cells = [], []
     for c in claims:
         v = values.of(c)
         s = stats.summarize([v.per_seed[k] for k in v.per_seed])
-        if v.exact or s["n"] == len(seeds):
+        if v.invalid:
+            status = "INVALID"
+        elif v.exact or s["n"] == len(seeds):
             status = "MEASURED"
         else:
             status = ("DIVERGED" if v.diverged else "FAILED") if v.failed else ("PARTIAL" if v.per_seed else "MISSING")
@@ -310,15 +342,23 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]):
     tmp.replace(path)
 
 
-def aggregate(profile: str, results: Path | str = "results", seeds=None) -> Path:
+def aggregate(profile: str, results: Path | str = "results", seeds=None, skip_invalid: bool = False) -> Path:
+    """Write cells.csv, headlines.csv, companions.csv and aggregate.json; an invalid result file (bench.results)
+    is used nowhere and its cells say why; unless `skip_invalid`, BenchError after writing when there is one."""
     ex.profile_settings(profile)
     seed_list = ex.seeds(profile, seeds)
-    rows, headline = cell_rows(profile, seed_list, results)
+    invalid = {}
+    rows, headline = cell_rows(profile, seed_list, results, invalid)
     out = Path(results) / profile / "cells.csv"
     write_csv(out, COLUMNS, rows)
     write_csv(Path(results) / profile / "headlines.csv", HEADLINE_COLUMNS, headline)
-    write_csv(Path(results) / profile / "companions.csv", COMPANION_COLUMNS, companion_rows(profile, seed_list, results))
+    write_csv(Path(results) / profile / "companions.csv", COMPANION_COLUMNS,
+              companion_rows(profile, seed_list, results, invalid))
     write_json_atomic(Path(results) / profile / "aggregate.json",
                       {"profile": profile, "seeds": seed_list, "correction": vd.correction(),
                        "alpha": vd.tolerances()["alpha"]})
+    if invalid and not skip_invalid:
+        first = invalid[min(invalid)]
+        raise BenchError(f"{len(invalid)} invalid result file(s), used nowhere (their cells read INVALID in {out}); "
+                         f"first: {first}; fix or delete them, or aggregate with --skip-invalid")
     return out

@@ -15,10 +15,20 @@ CLAIM_COLUMNS = ["paper", "table", "row", "column", "dataset", "model", "method"
                  "printed", "value", "unit", "experiment", "baseline_experiment", "id", "derived_from", "note"]
 
 
+def check_paper(paper: str | None):
+    """--paper names one of the registry's papers (a filter that matches nothing is an error, not an empty list)."""
+    from bench.registry import load_claims
+
+    known = sorted({c.paper for c in load_claims()})
+    if paper is not None and paper not in known:
+        raise BenchError(f"--paper {paper}: unknown paper (one of {', '.join(known)})")
+
+
 def cmd_claims(args):
     from bench import experiments as ex
     from bench.registry import load_claims
 
+    check_paper(args.paper)
     claims = [c for c in load_claims() if not args.paper or c.paper == args.paper]
     rows = []
     for c in claims:
@@ -54,6 +64,7 @@ def cmd_experiments(args):
 def cmd_models(args):
     from bench import deterministic as det
 
+    check_paper(args.paper)
     rows = det.inventory(args.paper)
     if args.format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -99,8 +110,12 @@ def cmd_run(args):
     result = run(args.experiment, args.seed, args.profile, out=args.out, device=args.device, threads=args.threads,
                  data_root=args.data_root, download=args.download, progress=args.progress,
                  checkpoint=args.checkpoint, record_failure=args.record_failure, gpus=args.gpus,
-                 slots_per_gpu=args.slots_per_gpu, gpu_slots=args.gpu_slots)
+                 slots_per_gpu=args.slots_per_gpu, gpu_slots=args.gpu_slots, force=args.force)
     m, name = result["metrics"], f"{result['experiment']} seed {result['seed']} [{result['profile']}]"
+    if result.get("skipped"):
+        print(f"{name}: already {result['status']} in {args.out or 'its result file'} (MLflow run "
+              f"{result['mlflow']['run_id']}); --force trains it again and replaces both")
+        return
     if result.get("resumed_from_epoch"):
         print(f"{result['experiment']} seed {result['seed']}: resumed after epoch {result['resumed_from_epoch']}")
     if result["status"] != "FINISHED":  # DIVERGED is a result: recorded, exit status 0
@@ -172,7 +187,7 @@ def cmd_data_benchmark(args):
 def cmd_aggregate(args):
     from bench.aggregate import aggregate
 
-    path = aggregate(args.profile, results=args.results, seeds=args.seeds)
+    path = aggregate(args.profile, results=args.results, seeds=args.seeds, skip_invalid=args.skip_invalid)
     print(f"wrote {path}")
 
 
@@ -186,6 +201,19 @@ def cmd_ui(args):
         print(f"warning: serving the MLflow UI on {args.host}: anyone who reaches this address sees every run",
               file=sys.stderr)
     store = args.store or track.tracking_uri()
+    if not 1 <= args.port <= 65535:
+        raise BenchError(f"--port {args.port}: a TCP port is between 1 and 65535")
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as err:
+            raise BenchError(f"--port {args.port} on {args.host}: {err.strerror.lower()} (another bench ui or MLflow "
+                             f"server?); choose another --port") from None
+    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).exists() and not args.create:
+        raise BenchError(f"no MLflow store at {store[len('sqlite:///'):]}: run the workflow (or bench run) here first, "
+                         f"pass --store, or --create to start an empty one")
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port), "--backend-store-uri", store,
            "--workers", "1"]
     print(f"MLflow UI on http://{args.host}:{args.port} (store {track.redact(store)}); Ctrl-C stops it",
@@ -206,6 +234,8 @@ def cmd_plan(args):
     from bench.measure import device_name
     from bench.training import resolve_device
 
+    if args.seeds is not None and args.seeds < 1:
+        raise BenchError(f"--seeds {args.seeds}: seeds per experiment is at least 1 (omit it for the profile's)")
     torch.set_num_threads(args.threads)  # as the workflow's jobs (config threads)
     if args.compare and args.calibrate == "printed":
         cal = plan.printed_calibration()
@@ -293,18 +323,45 @@ def cmd_perf(args):
 
 
 def cmd_failed(args):
-    """The result files of runs that failed for good; with --delete, removed so that the workflow runs them again."""
+    """The result files of runs that failed for good; with --delete, removed so that the workflow runs them again.
+    With --summary (the workflow's last job): FAILED and DIVERGED counted with their first errors, and exit status 1
+    when a run failed for good, so that a workflow whose jobs all 'succeeded' by recording failures says so."""
     import json
 
-    found = 0
+    from bench import experiments as ex
+
+    ex.profile_settings(args.profile)  # an unknown profile is an error, not an empty list
+    found, diverged = [], []
     for path in sorted((Path(args.results) / args.profile / "runs").glob("*/seed*.json")):
-        result = json.loads(path.read_text(encoding="utf-8"))
-        if result.get("status") == "FAILED":
-            found += 1
-            print(f"{path}: {result.get('error', '')}")
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            print(f"{path}: not a readable result file (bench aggregate says why)")
+            continue
+        status = result.get("status") if isinstance(result, dict) else None
+        line = f"{path}: {str(result.get('error', '')).splitlines()[0] if result.get('error') else status}" \
+            if status in ("FAILED", "DIVERGED") else ""
+        if status == "FAILED":
+            found.append(line)
             if args.delete:
                 path.unlink()
-    print(f"{found} failed runs" + (" deleted: re-run the workflow to retry them" if args.delete and found else ""),
+        elif status == "DIVERGED" and args.summary:
+            diverged.append(line)
+    if args.summary:
+        for title, lines in (("FAILED", found), ("DIVERGED", diverged)):
+            print(f"{len(lines)} {title} run(s) in {args.results}/{args.profile}" + (":" if lines else ""))
+            for line in lines[:10]:
+                print(f"  {line}")
+            if len(lines) > 10:
+                print(f"  ... and {len(lines) - 10} more (bench failed --profile {args.profile})")
+        if found:
+            print(f"bench: {len(found)} run(s) failed for good (the reports show them as FAILED); fix the cause, "
+                  f"then `bench failed --profile {args.profile} --delete` and run the workflow again", file=sys.stderr)
+            raise SystemExit(1)
+        return
+    for line in found:
+        print(line)
+    print(f"{len(found)} failed runs" + (" deleted: re-run the workflow to retry them" if args.delete and found else ""),
           file=sys.stderr)
 
 
@@ -357,6 +414,8 @@ def parser() -> argparse.ArgumentParser:
                    help="progress bars (default: only when stderr is a terminal)")
     s.add_argument("--checkpoint", action=argparse.BooleanOptionalAction, default=True,
                    help="checkpoint every epoch and resume a killed run from its last checkpoint (default: on)")
+    s.add_argument("--force", action="store_true",
+                   help="train a seed whose result file is already FINISHED again (its MLflow run is replaced)")
     s.add_argument("--record-failure", action="store_true",
                    help="on an error, write a FAILED result file with it (exit 0) instead of failing the job")
     s.add_argument("--gpus", type=int, default=0, help="claim one of this many local GPUs (bench/gpus.py)")
@@ -438,6 +497,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ui", help="browse the runs: the MLflow UI, bound to 127.0.0.1 unless --host says otherwise")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     s.add_argument("--port", type=int, default=5000)
+    s.add_argument("--create", action="store_true", help="start an empty store where none exists")
     s.add_argument("--store", help="tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     s.set_defaults(fn=cmd_ui)
 
@@ -449,10 +509,14 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--results", default="results")
         if name == "aggregate":
             s.add_argument("--seeds", help="the seeds to aggregate, e.g. 0,1,2 (default: the profile's)")
+            s.add_argument("--skip-invalid", action="store_true",
+                           help="write the aggregate even when some result files are invalid (they are used nowhere)")
         elif name == "report":
             s.add_argument("--reports", default="reports")
         else:
             s.add_argument("--delete", action="store_true", help="delete them, so that the workflow retries them")
+            s.add_argument("--summary", action="store_true",
+                           help="count FAILED and DIVERGED runs with their first errors; exit 1 if any FAILED")
         s.set_defaults(fn=fn)
     return p
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
 
 from bench import BenchError
 from bench.data.catalog import DATASETS
@@ -41,10 +40,9 @@ class Experiment:
 
 @cache
 def profiles() -> dict:
-    from bench.schema import check
+    from bench.schema import load
 
-    with open(PROFILES_FILE, encoding="utf-8") as f:
-        return check(yaml.safe_load(f), "profiles", PROFILES_FILE)
+    return load(PROFILES_FILE, "profiles")
 
 
 def profile_settings(name: str) -> dict:
@@ -58,10 +56,9 @@ def grid(paper: str) -> dict:
     path = GRIDS_DIR / f"{paper}.yaml"
     if not path.exists():
         raise BenchError(f"no experiment grid for paper '{paper}' ({path})")
-    from bench.schema import check
+    from bench.schema import load
 
-    with open(path, encoding="utf-8") as f:
-        return check(yaml.safe_load(f), "grid", path)
+    return load(path, "grid")
 
 
 def experiments(claims=None) -> dict[str, Experiment]:

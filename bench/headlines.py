@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
 
 from bench import BenchError
 from bench import stats
@@ -115,8 +114,9 @@ def parse(entries: list, claims: list[Claim]) -> list[Headline]:
 
 @cache
 def load_headlines(path: Path = HEADLINES) -> tuple[Headline, ...]:
-    with open(path, encoding="utf-8") as f:
-        entries = yaml.safe_load(f) or []
+    from bench.schema import load
+
+    entries = load(path) or []
     return tuple(parse(entries, load_claims()))
 
 

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
 
-import yaml
 
 from bench import BenchError
 from bench.data.catalog import DATASETS
@@ -131,6 +130,10 @@ def _parse_row(path: Path, line: int, raw: dict, paper: str, tables: dict) -> Cl
         _fail(path, line, f"value '{row['value']}' is not a number")
     if not math.isfinite(value):
         _fail(path, line, f"value '{row['value']}' is not finite")
+    reads = printed_value(row["printed"])
+    if reads is None or not math.isclose(value, reads, rel_tol=1e-9, abs_tol=1e-12):
+        _fail(path, line, f"value {row['value']} is not what printed '{row['printed']}' reads"
+                          + (f" ({reads:g})" if reads is not None else " (no number)"))
     if row["method"] and row["method"] not in METHODS:
         _fail(path, line, f"method '{row['method']}' is not one of {', '.join(METHODS)}")
     if row["baseline_method"] and row["baseline_method"] not in METHODS:
@@ -150,11 +153,9 @@ def _parse_row(path: Path, line: int, raw: dict, paper: str, tables: dict) -> Cl
 @cache
 def papers() -> dict:
     """paper id -> {source, citation, tables: {table: {caption, shape}}} from papers.yaml."""
-    from bench.schema import check
+    from bench.schema import load
 
-    path = Path(__file__).parent / "claims" / "papers.yaml"
-    with open(path, encoding="utf-8") as f:
-        return check(yaml.safe_load(f), "papers", path)
+    return load(Path(__file__).parent / "claims" / "papers.yaml", "papers")
 
 
 def load_claims(claims_dir: Path | None = None) -> list[Claim]:
@@ -185,6 +186,19 @@ def _load_claims(claims_dir: Path) -> tuple[Claim, ...]:
             raise BenchError(f"malformed registry row: {c.paper}.csv line {c.line}: derived_from "
                              f"'{c.derived_from}' matches no claim")
     return tuple(claims)
+
+
+def printed_value(printed: str) -> float | None:
+    """The number a printed cell reads: '1,987.80' -> 1987.8, '66.30%' -> 66.3, '5.5 GB' -> 5.5, a time printed as
+    minutes:seconds '34:20' -> 34.333 (minutes); None when it holds no number."""
+    text = printed.strip().split()[0].replace(",", "").rstrip("%") if printed.strip() else ""
+    try:
+        if ":" in text:
+            minutes, seconds = text.split(":")
+            return int(minutes) + int(seconds) / 60.0
+        return float(text)
+    except ValueError:
+        return None
 
 
 def printed_decimals(printed: str) -> int:

@@ -3,16 +3,24 @@
 The result file `results/<profile>/runs/<experiment>/seed<k>.json` holds the config, final metrics, every
 epoch, timings, peak memory, the environment (torch, device, code version) and the MLflow run id.
 """
+import fcntl
 import json
 import os
 import random
+import signal
+import socket
+import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import BenchError
 from bench import experiments as ex
+from bench import results as result_files
+from bench import track
 from bench.registry import load_claims
 
 
@@ -58,11 +66,82 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.stem + ".ckpt.pt")
 
 
+@contextmanager
+def seed_lock(out: Path):
+    """Hold an exclusive, non-blocking flock on `.<result name>.lock` beside the result file for the run's life
+    (the kernel frees it when the process dies, SIGKILL included); a second run of the same file is refused with
+    who holds it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f".{out.name}.lock"
+    f = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise BenchError(f"{out}: already being trained by {holder}; wait for it to end or stop it") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()
+
+
+_LIVE = {}  # the MLflow run of the training in progress in this process, to end it KILLED on an interrupt
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def finished_result(out: Path, experiment_id: str, seed: int, profile: str) -> dict | None:
+    """The valid FINISHED or DIVERGED result already at `out` for this config, else None (a FAILED, invalid or
+    stale file is trained again)."""
+    if not out.exists():
+        return None
+    try:
+        done = result_files.load(out, profile, experiment_id, seed, ex.config(ex.get(experiment_id), profile))
+    except result_files.Invalid:
+        return None
+    return done if done["status"] in ("FINISHED", "DIVERGED") else None
+
+
 def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None, record_failure: bool = False,
-        **kw) -> dict:
-    """Train one experiment for one seed (`train`); with `record_failure`, an error anywhere becomes a FAILED
-    result file carrying the error (the workflow's last attempt at a job), instead of an exception."""
+        force: bool = False, **kw) -> dict:
+    """Train one experiment for one seed (`train`), one process per result file at a time (`seed_lock`). A seed
+    whose valid result is already there is not trained again (the result comes back with "skipped": True) unless
+    `force`, which replaces it and deletes its MLflow run (tagged superseded_by the new one). SIGTERM ends the run
+    as Ctrl-C does: its MLflow run is KILLED, the checkpoint stays for a resume. With `record_failure`, an error
+    anywhere becomes a FAILED result file carrying the error (the workflow's last attempt at a job)."""
     out = Path(out) if out else run_path(profile, experiment_id, seed, kw.get("results", "results"))
+    ex.get(experiment_id)  # an unknown id is one line before anything is locked or written
+    with seed_lock(out):
+        previous = finished_result(out, experiment_id, seed, profile)
+        if previous is not None and not force:
+            return {**previous, "skipped": True}
+        main_thread = threading.current_thread() is threading.main_thread()
+        old_handler = signal.signal(signal.SIGTERM, _sigterm) if main_thread else None
+        try:
+            result = _run(experiment_id, seed, profile, out, record_failure, **kw)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the MLflow run ends KILLED; the checkpoint stays for a resume
+            if _LIVE.get("logger") is not None:
+                _LIVE["logger"].finish("KILLED")
+            raise
+        finally:
+            _LIVE.clear()
+            if main_thread:
+                signal.signal(signal.SIGTERM, old_handler)
+        old_id = (previous or {}).get("mlflow", {}).get("run_id")
+        if old_id and old_id != result["mlflow"].get("run_id"):
+            track.retire(old_id, result["mlflow"].get("run_id"))
+        return result
+
+
+def _run(experiment_id: str, seed: int, profile: str, out: Path, record_failure: bool, **kw) -> dict:
     started = datetime.now(timezone.utc)
     try:
         return train(experiment_id, seed, profile, out=out, record_failure=record_failure, **kw)
@@ -71,7 +150,11 @@ def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None,
             raise
         from bench.measure import code_version
 
-        result = {"experiment": experiment_id, "seed": seed, "profile": profile, "status": "FAILED",
+        try:
+            cfg = ex.config(ex.get(experiment_id), profile)
+        except BenchError:
+            cfg = {}
+        result = {"experiment": experiment_id, "seed": seed, "profile": profile, "status": "FAILED", "config": cfg,
                   "error": f"{type(err).__name__}: {err}", "started": started.isoformat(timespec="seconds"),
                   "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resumed_from_epoch": 0,
                   "cells": [], "metrics": {}, "epochs": [],
@@ -80,6 +163,39 @@ def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None,
                   "mlflow": {"tracking_uri": "", "experiment": "", "run_id": None, "error": "no run: failed early"}}
         write_json_atomic(out, result)
         return result
+
+
+def expected_epochs(method: str, cfg: dict, model) -> int | None:
+    """The epochs a run will log (its stages' epochs, bench.plan.schedule), or None where the plan cannot tell."""
+    from bench.plan import schedule
+
+    try:
+        return sum(e for e, _ in schedule(method, cfg, len(getattr(model, "blocks", [])) or 1))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class EpochLines:
+    """One progress line per epoch for a log file: epoch k/n, stage, losses, accuracy, epoch time and ETA."""
+    KEYS = (("train_loss", "train loss {:.4g}"), ("train_accuracy", "train acc {:.2f} %"),
+            ("test_accuracy", "test acc {:.2f} %"), ("si", "SI {:.3f}"))
+
+    def __init__(self, name: str, total: int | None, done: int = 0):
+        self.name, self.total, self.done, self.start = name, total, done, time.perf_counter()
+
+    def line(self, record: dict) -> str:
+        epoch = int(record["epoch"])
+        parts = [f"{self.name}: epoch {epoch}" + (f"/{self.total}" if self.total else "")]
+        if "stage" in record:
+            parts.append(f"stage {int(record['stage'])}")
+        parts += [fmt.format(record[k]) for k, fmt in self.KEYS if isinstance(record.get(k), (int, float))]
+        if isinstance(record.get("epoch_time_s"), (int, float)):
+            parts.append(f"{record['epoch_time_s']:.1f} s")
+        ran = epoch - self.done
+        if self.total and ran > 0 and epoch < self.total:
+            left = (time.perf_counter() - self.start) / ran * (self.total - epoch)
+            parts.append(f"ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}")
+        return ", ".join(parts)
 
 
 def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str = "auto",
@@ -100,7 +216,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     import torch
 
     from bench import data as datasets
-    from bench import measure, methods, track
+    from bench import measure, methods
     from bench.checkpoint import Checkpoint
     from bench.models import build_model
     from bench.training import Context, autocast, compile_forward, fast_settings, resolve_device
@@ -128,13 +244,22 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     ckpt = Checkpoint(checkpoint_path(out), ex.config_hash(cfg)) if checkpoint else None
     logger = track.RunLogger(profile, exp.paper, f"{exp.id}/seed{seed}", tags, cfg,
                              resume_run_id=ckpt.mlflow_run_id if ckpt else None)
+    _LIVE["logger"] = logger
     if ckpt:
         ckpt.mlflow_run_id = logger.run_id
+        if ckpt.saved:  # said in the job's log at once, not only in the result file at the end
+            print(f"{exp.id} seed {seed}: resumed from epoch {ckpt.saved['epoch']} (checkpoint {ckpt.path}, MLflow "
+                  f"run {logger.run_id})", file=sys.stderr, flush=True)
     epochs = ckpt.records if ckpt else []
+    # without progress bars (a job log, not a terminal) every epoch is one line on stderr, with an ETA
+    lines = EpochLines(f"{exp.id} seed {seed}", expected_epochs(exp.method, cfg, model), len(epochs)) \
+        if not (sys.stderr.isatty() if progress is None else progress) else None
 
     def log_epoch(record: dict):
         epochs.append(record)
         logger.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+        if lines:
+            print(lines.line(record), file=sys.stderr, flush=True)
 
     macs = measure.forward_macs(model, "pytorch")
     measure.reset_peak_memory(dev)
@@ -161,6 +286,12 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
         logger.set_tag("resumed_from_epoch", resumed)
     logger.log_metrics({f"final_{k}": v for k, v in metrics.items()})
     metrics["flops_counting"] = "ptflops pytorch backend (modules), one sample at the input shape; FLOPs = 2 x MACs"
+    if status == "FINISHED":  # a finished run's numbers are finite and in range, or the run did not finish well
+        try:
+            result_files.check_metrics(metrics)
+        except result_files.Invalid as err:
+            status, error = "FAILED", f"the run ended with invalid metrics: {err}"
+            logger.set_tag("error", error)
     logger.finish("FINISHED" if status == "FINISHED" else "FAILED")
     result = {"experiment": exp.id, "seed": seed, "profile": profile, "status": status,
               **({"error": error} if error else {}),
@@ -168,6 +299,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "cells": [c.id for c in cells], "metrics": metrics, "epochs": epochs,
               "environment": env, "mlflow": logger.info(), "config": cfg}
+    result_files.validate(result, profile, exp.id, seed)  # what aggregate will check: a bug here, never a result
     write_json_atomic(out, result)
     if ckpt:
         ckpt.remove()

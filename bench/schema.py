@@ -16,6 +16,22 @@ def _schema(name: str) -> dict:
         return yaml.safe_load(f)
 
 
+def load(path: Path | str, name: str | None = None):
+    """A YAML data file read and, with `name`, checked against its schema; a syntax error or a byte that is not
+    UTF-8 is one BenchError naming the file and the line."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        raise BenchError(f"{path.name}: YAML syntax error at {where}: {getattr(err, 'problem', None) or err}") from None
+    except UnicodeDecodeError as err:
+        raise BenchError(f"{path.name}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return check(data, name, path) if name else data
+
+
 def check(data, name: str, path: Path | str):
     """Raise BenchError("<file>: at <where>: <what>") when `data` (read from `path`) breaks schema `name`."""
     import jsonschema
@@ -25,5 +41,20 @@ def check(data, name: str, path: Path | str):
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "top level"
-        raise BenchError(f"{Path(path).name}: at {where}: {err.message}")
+        raise BenchError(f"{Path(path).name}: at {where}: {err.message}{_suggestion(err)}")
     return data
+
+
+def _suggestion(err) -> str:
+    """For an unknown key, the closest key the schema allows there ('; did you mean ...?'), else ''."""
+    import difflib
+
+    if err.validator != "additionalProperties" or not isinstance(err.instance, dict):
+        return ""
+    known = list(err.schema.get("properties", {}))
+    hints = []
+    for key in sorted(set(err.instance) - set(known)):
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"'{close[0]}' for '{key}'")
+    return f"; did you mean {', '.join(hints)}?" if hints else f"; allowed: {', '.join(sorted(known))}"

@@ -140,3 +140,16 @@ class RunLogger:
     def info(self) -> dict:
         return {"tracking_uri": redact(tracking_uri()), "experiment": self.experiment, "run_id": self.run_id,
                 "error": self.error}
+
+
+def retire(run_id: str, replaced_by: str | None) -> str | None:
+    """A run that a forced rerun replaced: tagged superseded_by its replacement, then deleted (MLflow keeps deleted
+    runs until `mlflow gc`), so each result file has one live run. Returns the error instead of raising: the
+    result file is the truth, the store a side channel."""
+    try:
+        client = _client()
+        _retry(client.set_tag, run_id, "superseded_by", replaced_by or "")
+        _retry(client.delete_run, run_id)
+    except Exception as err:
+        return f"{type(err).__name__}: {err}"
+    return None

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-import yaml
 
 from bench import BenchError
 from bench import stats
@@ -39,10 +38,9 @@ TOLERANCES = Path(__file__).parent / "tolerances.yaml"
 
 @cache
 def tolerances() -> dict:
-    from bench.schema import check
+    from bench.schema import load
 
-    with open(TOLERANCES, encoding="utf-8") as f:
-        return check(yaml.safe_load(f), "tolerances", TOLERANCES)
+    return load(TOLERANCES, "tolerances")
 
 
 def profile_rules(profile: str) -> dict:
@@ -212,8 +210,9 @@ def judge(cells: list[Cell], profile: str, with_seeds_needed: bool = True,
         c, n = cell.claim, len(cell.values)
         low, high = band(c)
         j = Judgement("", band_low=low, band_high=high)
-        if cell.status in ("MISSING", "FAILED", "DIVERGED") or n == 0:
-            j.verdict, j.reason = (cell.status if cell.status != "MEASURED" else "MISSING"), cell.reason
+        if cell.status in ("MISSING", "FAILED", "DIVERGED", "INVALID") or n == 0:
+            j.verdict = {"MEASURED": "MISSING", "INVALID": "FAILED"}.get(cell.status, cell.status)
+            j.reason = cell.reason
         elif why := non_finite(cell.values):
             j.verdict, j.reason = "DIVERGED", why
         elif cell.exact:

@@ -68,3 +68,15 @@ class Watch:
 
     def stage_names(self):
         return [sorted({".".join(n.split(".")[:2]) for n in o["names"]}) for o in self.optimizers]
+
+
+def result_file(profile: str, experiment: str, seed: int = 0, status: str = "FINISHED", metrics=None,
+                **extra) -> dict:
+    """A result file as `bench run` writes it (the keys bench.results checks, the experiment's resolved config)."""
+    from bench import experiments as ex
+
+    return {"experiment": experiment, "seed": seed, "profile": profile, "status": status,
+            "metrics": {"test_accuracy": 50.0} if metrics is None else metrics,
+            "environment": {"device": "TestGPU 9000", "code_version": "abc123", "torch": "2.x"},
+            "mlflow": {"run_id": f"run-{experiment}-{seed}"}, "config": ex.config(ex.get(experiment), profile),
+            "epochs": [], **extra}

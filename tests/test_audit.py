@@ -4,6 +4,7 @@ import pytest
 
 from bench import audit
 from bench.registry import Claim
+from helpers import result_file
 
 CLASSES = {"mnist": 10, "cifar100": 100}
 
@@ -139,8 +140,8 @@ def test_eq7_as_printed_is_unbounded_and_the_runs_say_whether_it_diverged(tmp_pa
     assert len(lines) == 1 and "unbounded below" in lines[0]  # no real-data runs: the formula only
 
     def run(profile, experiment, status, epoch=None):
-        result = {"experiment": experiment, "seed": 0, "profile": profile, "status": status,
-                  "metrics": {"diverged_epoch": epoch} if epoch else {"test_accuracy": 80.0}}
+        result = result_file(profile, experiment, 0, status,
+                             metrics={"diverged_epoch": epoch} if epoch else {"test_accuracy": 80.0})
         write_json_atomic(run_path(profile, experiment, 0, res), result)
 
     run("check", "karimi-fashion_mnist-lenet-si_forward-literal", "DIVERGED", 1)

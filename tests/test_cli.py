@@ -64,9 +64,36 @@ def test_run_writes_result_and_mlflow_run(workdir):
     (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--seed", "-1"], ["--seed -1"]),
     (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--device", "banana"], ["'banana'"]),
     (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--threads", "-1"], ["--threads -1"]),
+    # filters that match nothing, counts that cannot be, a server that cannot start: errors, not empty output
+    (["claims", "--paper", "nope"], ["--paper nope: unknown paper"]),
+    (["models", "--paper", "nope"], ["--paper nope: unknown paper"]),
+    (["failed", "--profile", "nope"], ["unknown profile 'nope'"]),
+    (["plan", "--seeds", "-3"], ["--seeds -3"]),
+    (["plan", "--seeds", "0"], ["--seeds 0"]),
+    (["ui", "--port", "99999"], ["--port 99999"]),
+    (["ui", "--store", "sqlite:////nonexistent/mlflow.db"], ["no MLflow store at /nonexistent/mlflow.db", "--create"]),
 ])
 def test_bad_input_is_one_line(workdir, args, fragments):
     assert_one_line_error(bench(*args, cwd=workdir), *fragments)
+
+
+def test_a_taken_port_is_one_line(workdir):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (workdir / "mlflow.db").touch()
+        assert_one_line_error(bench("ui", "--port", str(port), cwd=workdir), f"--port {port}", "in use")
+
+
+def test_an_unreadable_result_file_is_one_line_naming_it(workdir):
+    path = workdir / "results/smoke/runs/ma-cifar10-vgg8-backprop/seed0.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"experiment": "ma-cifar10-vg')
+    assert_one_line_error(bench("aggregate", "--profile", "smoke", cwd=workdir), str(path.relative_to(workdir)),
+                          "not valid JSON", "--skip-invalid")
 
 
 def test_a_closed_pipe_ends_quietly(workdir):

@@ -20,8 +20,12 @@ def test_a_job_that_fails_every_attempt_is_recorded_and_reported(tmp_path):
     proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "1", "--config", "profile=smoke",
                            f"only={experiment}", "retries=1"], capture_output=True, text=True, timeout=600,
                           env={**os.environ, FAULT_ENV: "raise:1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]  # the DAG goes on to the report
     log = proc.stdout + proc.stderr
+    # the DAG goes on to the report and the audit, then its last job says what failed, and the workflow exits 1
+    assert proc.returncode == 1, log[-3000:]
+    assert "Error in rule summary" in log and "1 FAILED run(s) in results/smoke:" in log
+    assert f"results/smoke/runs/{experiment}/seed0.json: InjectedFault: fault injected" in log
+    assert "1 run(s) failed for good" in log and (tmp_path / "reports/audit.md").exists()
     assert "Trying to restart job" in log  # the first attempt failed and was retried
     result = json.loads((tmp_path / "results/smoke/runs" / experiment / "seed0.json").read_text())
     assert result["status"] == "FAILED" and "InjectedFault: fault injected" in result["error"]

@@ -4,6 +4,7 @@ import pytest
 from bench import experiments as ex
 from bench import plan
 from bench.data.catalog import DATASETS
+from helpers import result_file
 
 
 def test_schedules_per_method():
@@ -71,9 +72,9 @@ def test_plan_totals_and_compare(tmp_path, capsys):
     from bench.runner import run_path, write_json_atomic
 
     eid = "ma-cifar10-vgg8-backprop"
-    write_json_atomic(run_path("smoke", eid, 0, tmp_path), {
-        "experiment": eid, "seed": 0, "status": "FINISHED", "metrics": {"train_time_s": 1.0},
-        "epochs": [{"epoch_time_s": 0.4, "eval_time_s": 0.1}, {"epoch_time_s": 0.4, "eval_time_s": 0.1}]})
+    write_json_atomic(run_path("smoke", eid, 0, tmp_path), result_file(
+        "smoke", eid, metrics={"test_accuracy": 50.0, "train_time_s": 1.0},
+        epochs=[{"epoch_time_s": 0.4, "eval_time_s": 0.1}, {"epoch_time_s": 0.4, "eval_time_s": 0.1}]))
     rows = plan.compare("smoke", 1e9, tmp_path, overhead=0.01)
     assert [(r["experiment"], r["measured_s"]) for r in rows] == [(eid, pytest.approx(1.0))]
     cost = plan.job_cost(ex.get(eid), "smoke")

@@ -218,6 +218,8 @@ def _corrupt(tmp_path, paper, line_no, field, value):
     (2, "dataset", "svhn", "dataset 'svhn' is not one of"),
     (3, "id", "ma.I.vgg8.layer-wise", "id 'ma.I.vgg8.layer-wise' repeats line 2"),
     (2, "printed", "", "field 'printed' is empty"),
+    (2, "value", "1.0", "value 1.0 is not what printed"),
+    (2, "printed", "n/a", "is not what printed 'n/a' reads (no number)"),
 ])
 def test_malformed_rows_are_refused_with_file_and_line(tmp_path, line, field, value, message):
     claims_dir = _corrupt(tmp_path, "ma", line, field, value)

@@ -65,8 +65,45 @@ def test_a_broken_grid_is_named():
     refused(data, "grid", path, "'datset' was unexpected")
 
 
+@pytest.mark.parametrize("where,key,value,message", [
+    ("set", "optimiser", "adam", "'optimiser' was unexpected); did you mean 'optimizer' for 'optimiser'?"),
+    ("set", "optimizer", "adamw2", "'adamw2' is not one of ['sgd', 'adam']"),
+    ("set", "epochs", -5, "-5 is less than the minimum of 1"),
+    ("set", "batch_size", "big", "'big' is not of type 'integer'"),
+    ("method_options", "epochs_per_layr", 3, "did you mean 'epochs_per_layer' for 'epochs_per_layr'?"),
+    ("model", "dropuot", 0.5, "did you mean 'dropout' for 'dropuot'?"),
+])
+def test_a_typo_or_bad_value_in_a_grid_setting_is_named(where, key, value, message):
+    path = ex.GRIDS_DIR / "karimi.yaml"
+    data = copy.deepcopy(load(path))
+    target = data["settings"][0]["set"]
+    if where != "set":
+        target = target.setdefault(where, {})
+    target[key] = value
+    refused(data, "grid", path, message)
+
+
+def test_a_bad_hierarchy_entry_is_named():
+    path = ex.GRIDS_DIR / "ma.yaml"
+    data = copy.deepcopy(load(path))
+    data["architectures"]["vgg16_e1"]["hierarchy"] = [3, 3, "x"]
+    assert "at architectures/vgg16_e1/hierarchy/2" in refused(data, "grid", path, "'x' is not of type 'integer'")
+
+
 def test_a_broken_papers_file_is_named():
     path = CLAIMS_DIR / "papers.yaml"
     data = copy.deepcopy(load(path))
     data["ma"]["tables"]["I"]["shape"] = [14]
     assert "at ma/tables/I/shape" in refused(data, "papers", path, "is too short")
+
+
+def test_a_yaml_syntax_error_or_a_non_utf8_byte_is_one_message(tmp_path):
+    from bench.schema import load as load_checked
+
+    broken = tmp_path / "profiles.yaml"
+    broken.write_text("smoke:\n  seeds: [1, 2\n  data: synthetic\n", encoding="utf-8")
+    with pytest.raises(BenchError, match=r"^profiles.yaml: YAML syntax error at line 3, column \d+: "):
+        load_checked(broken, "profiles")
+    broken.write_bytes(b"smoke: \xff\n")
+    with pytest.raises(BenchError, match=r"^profiles.yaml: not UTF-8 text"):
+        load_checked(broken, "profiles")

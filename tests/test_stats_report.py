@@ -10,6 +10,7 @@ from bench.registry import Claim, load_claims
 from bench.report import SMOKE_WARNING, write_reports
 from bench.runner import run_path, write_json_atomic
 from bench.stats import summarize
+from helpers import result_file
 
 T975_DF2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (statistical tables)
 
@@ -26,11 +27,9 @@ def test_summarize_by_hand():
 
 def fake_run(results, profile, experiment, seed, accuracy=50.0, train_time_s=600.0, memory_mb=1000.0,
              status="FINISHED", error=None):
-    result = {"experiment": experiment, "seed": seed, "profile": profile, "status": status,
-              "finished": f"2026-01-0{seed + 1}T00:00:00+00:00",
-              "metrics": {"test_accuracy": accuracy, "train_time_s": train_time_s, "peak_memory_mb": memory_mb},
-              "environment": {"device": "TestGPU 9000", "code_version": "abc123", "torch": "2.x"},
-              "mlflow": {"run_id": f"run-{experiment}-{seed}"}}
+    result = result_file(profile, experiment, seed, status, finished=f"2026-01-0{seed + 1}T00:00:00+00:00",
+                         metrics={"test_accuracy": accuracy, "train_time_s": train_time_s,
+                                  "peak_memory_mb": memory_mb})
     if error:
         result["error"] = error
     write_json_atomic(run_path(profile, experiment, seed, results), result)

@@ -47,3 +47,18 @@ rule audit:
         CONDA_ENV
     shell:
         f"{BENCH} audit --out {{output}} --results {config['results']} > /dev/null"
+
+
+# The last job: FAILED and DIVERGED runs counted with their first errors. A run that failed for good is recorded
+# (the reports show it) and then makes the workflow exit non-zero here, after everything else was done.
+rule summary:
+    input:
+        RUNS,
+        REPORT_MANIFEST,
+        f"{config['reports']}/audit.md",
+    output:
+        f"{RESULTS}/summary.txt",
+    conda:
+        CONDA_ENV
+    shell:
+        f"{BENCH} failed --profile {PROFILE} --results {config['results']} --summary | tee {{output}}"

@@ -1,0 +1,107 @@
+"""Result files are checked before they count.
+
+A result file (results/<profile>/runs/<experiment>/seed<k>.json, written by `bench run`) is the source of truth
+of every reproduced number, so aggregate, report, figures, plan and audit read it only through `load`, which
+returns the file's contents or the reason it cannot be used:
+
+- it is a JSON object with the keys and types a run writes (experiment, seed, profile, status, metrics,
+  environment, mlflow, config, epochs);
+- the experiment, profile and seed inside are the ones its path names (a file copied from another profile or
+  experiment, or renamed to another seed, is foreign);
+- its config is the experiment's resolved config for that profile today, provenance text aside (a file trained
+  under another grid or profile setting is stale: rerun it);
+- a FINISHED run's metrics are finite numbers within their physical range (accuracies and errors 0-100 %, times,
+  memory, counts not negative).
+
+An invalid file contributes nothing: its cells read INVALID with the reason, and `bench aggregate` stops with a
+non-zero exit after writing them unless told to skip invalid files.
+"""
+import json
+import math
+from pathlib import Path
+
+STATUSES = ("FINISHED", "DIVERGED", "FAILED")
+REQUIRED = {"experiment": str, "seed": int, "profile": str, "status": str, "metrics": dict, "environment": dict,
+            "mlflow": dict, "config": dict, "epochs": list}
+PERCENT = ("accuracy", "error")  # metric names holding a percentage
+NOT_NEGATIVE = ("_s", "_mb", "_time", "params", "macs", "flops", "epochs", "samples")
+
+
+class Invalid(Exception):
+    """A result file that cannot be used; str() is the reason."""
+
+
+def _type_name(t) -> str:
+    return {str: "a string", int: "an integer", dict: "an object", list: "a list"}[t]
+
+
+def _differences(a, b, prefix="") -> list[str]:
+    """Dotted keys at which two configs differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                out.append(f"{prefix}{k}")
+            else:
+                out += _differences(a[k], b[k], f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".") or "config"]
+
+
+def check_metrics(metrics: dict):
+    """A FINISHED run's metrics: test_accuracy a number; every number finite; percentages 0-100; times, memory and
+    counts not negative; a text only where no number is expected (a description, not a percentage or time)."""
+    for key, value in metrics.items():
+        numeric = key == "test_accuracy" or any(w in key for w in PERCENT) or key.endswith(NOT_NEGATIVE)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if (value is None and key != "test_accuracy") or (isinstance(value, str) and not numeric):
+                continue
+            raise Invalid(f"metrics.{key} is {type(value).__name__}, not a number")
+        if not math.isfinite(value):
+            raise Invalid(f"metrics.{key} is {value} (a FINISHED run's metrics are finite)")
+        if any(word in key for word in PERCENT) and not 0.0 <= value <= 100.0:
+            raise Invalid(f"metrics.{key} is {value:g}, outside 0-100 %")
+        if key.endswith(NOT_NEGATIVE) and value < 0:
+            raise Invalid(f"metrics.{key} is {value:g}, below zero")
+
+
+def validate(result, profile: str, experiment_id: str, seed: int, expected_config: dict | None = None) -> dict:
+    """The result if it may be used for (profile, experiment, seed), else Invalid with the reason."""
+    if not isinstance(result, dict):
+        raise Invalid(f"holds a JSON {type(result).__name__}, not an object")
+    for key, kind in REQUIRED.items():
+        if key not in result:
+            raise Invalid(f"has no '{key}'")
+        if not isinstance(result[key], kind) or (kind is int and isinstance(result[key], bool)):
+            raise Invalid(f"'{key}' is not {_type_name(kind)}")
+    for key, want in (("experiment", experiment_id), ("profile", profile), ("seed", seed)):
+        if result[key] != want:
+            raise Invalid(f"holds {key} {result[key]!r}, not the {want!r} its path names (a copied or renamed file)")
+    if result["status"] not in STATUSES:
+        raise Invalid(f"status {result['status']!r} is none of {', '.join(STATUSES)}")
+    if expected_config is not None:
+        drop = lambda c: {k: v for k, v in c.items() if k != "sources"}  # noqa: E731  provenance text only
+        diff = _differences(drop(result["config"]), drop(expected_config))
+        if diff:
+            raise Invalid(f"stale: trained under another config for this experiment and profile ({', '.join(diff[:3])}"
+                          f"{', ...' if len(diff) > 3 else ''} differ); rerun it")
+    if result["status"] == "FINISHED":
+        if "test_accuracy" not in result["metrics"]:
+            raise Invalid("a FINISHED run without metrics.test_accuracy")
+        check_metrics(result["metrics"])
+    return result
+
+
+def load(path: Path, profile: str, experiment_id: str, seed: int, expected_config: dict | None = None) -> dict:
+    """Read and validate one result file; Invalid says why it cannot be used."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise Invalid(f"is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise Invalid(f"is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}: "
+                      f"{'empty or truncated' if not text.strip() or err.pos >= len(text.rstrip()) else 'corrupt'})"
+                      ) from None
+    return validate(result, profile, experiment_id, seed, expected_config)
