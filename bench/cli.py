@@ -368,7 +368,7 @@ def cmd_failed(args):
 def cmd_report(args):
     from bench.report import write_reports
 
-    for path in write_reports(args.profile, results=args.results, reports=args.reports):
+    for path in write_reports(args.profile, results=args.results, reports=args.reports, only=args.only):
         print(f"wrote {path}")
 
 
@@ -513,6 +513,7 @@ def parser() -> argparse.ArgumentParser:
                            help="write the aggregate even when some result files are invalid (they are used nowhere)")
         elif name == "report":
             s.add_argument("--reports", default="reports")
+            s.add_argument("--only", default="", help="the workflow's only= restriction, said in every header")
         else:
             s.add_argument("--delete", action="store_true", help="delete them, so that the workflow retries them")
             s.add_argument("--summary", action="store_true",

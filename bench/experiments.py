@@ -166,6 +166,7 @@ def config(exp: Experiment, profile: str) -> dict:
     prof = dict(profile_settings(profile))
     prof.update(prof.get("per_paper", {}).get(exp.paper, {}))
     cfg, sources = paper_config(exp)
+    as_paper = copy.deepcopy(cfg)
     paper_epochs = cfg.get("epochs")
     if paper_epochs is None:
         raise BenchError(f"grid of {exp.paper} sets no epochs for {exp.id}")
@@ -200,13 +201,47 @@ def config(exp: Experiment, profile: str) -> dict:
                    "test_samples": prof.get("test_samples")}
     cfg.update(experiment=exp.id, paper=exp.paper, dataset=exp.dataset, model_name=exp.model,
                method=exp.method, variant=exp.variant, profile=profile)
-    cfg["sources"] = sources
+    cfg["sources"] = _profile_sources(sources, as_paper, cfg, profile)
     return cfg
 
 
+SCALED_KEYS = ("epochs", "lr_milestones", "batch_size", "method_options.epochs_per_layer",
+               "method_options.epochs_per_stage", "method_options.classifier_epochs", "method_options.warmup_epochs",
+               "method_options.classes_per_batch_until_epoch")
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _profile_sources(sources: dict, as_paper: dict, cfg: dict, profile: str) -> dict:
+    """Each value credited to the layer that set it: a value the profile scaled names the profile and what it was
+    (with the grid's source of the original); the width and the data are the profile's."""
+    out = dict(sources)
+    where = f"profile {profile} (bench/profiles.yaml)"
+    for key in SCALED_KEYS:
+        old, new = _get(as_paper, key), _get(cfg, key)
+        if new is not None and old != new:
+            was = sources.get(key)
+            out[key] = f"{where}: {old} -> {new}" + (f"; the setting it scales: {was}" if was else "")
+    out["model.width_mult"] = f"{where}: every width x {cfg['model']['width_mult']:g}"
+    data = cfg["data"]
+    out["data.source"] = f"{where}: {data['source']} data"
+    for split in ("train_samples", "test_samples"):
+        out[f"data.{split}"] = (f"{where}: {data[split]:,} stand-in samples" if data["source"] == "synthetic"
+                                else f"{where}: a fixed random subset of {data[split]:,}" if data[split]
+                                else f"{where}: the whole split")
+    return out
+
+
 def config_hash(cfg: dict) -> str:
-    """A short digest of a config; Snakemake reruns a job when it changes."""
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+    """A short digest of what a config trains (its provenance text aside); Snakemake reruns a job when it changes."""
+    trains = {k: v for k, v in cfg.items() if k != "sources"}
+    return hashlib.sha256(json.dumps(trains, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @cache

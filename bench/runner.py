@@ -228,6 +228,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     started = datetime.now(timezone.utc)
     wall_start = time.perf_counter()
     data = datasets.load(exp.dataset, cfg, root=data_root, download=download)
+    data_summary = {"dataset": exp.dataset, "source": cfg["data"]["source"], **data.summary()}
     model = build_model(cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1],
                         cfg["model"]).to(dev)
     fast = fast_settings(cfg, dev)
@@ -239,7 +240,9 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
             "cells": ",".join(c.id for c in cells), "experiment": exp.id, "seed": seed, "profile": profile,
             "code_version": env["code_version"], "dataset": exp.dataset, "model": exp.model, "method": exp.method,
             "variant": exp.variant, "device": env["device"], "precision": fast["precision"],
-            "channels_last": fast["channels_last"], "compile": fast["compile"], "cuda_graphs": fast["cuda_graphs"]}
+            "channels_last": fast["channels_last"], "compile": fast["compile"], "cuda_graphs": fast["cuda_graphs"],
+            "data_train_samples": data_summary["train_samples"], "data_test_samples": data_summary["test_samples"],
+            "data_sha256": data_summary["sha256"]}
     # a job killed mid-run left a checkpoint: resume from it, in the same MLflow run (bench/checkpoint.py)
     ckpt = Checkpoint(checkpoint_path(out), ex.config_hash(cfg)) if checkpoint else None
     logger = track.RunLogger(profile, exp.paper, f"{exp.id}/seed{seed}", tags, cfg,
@@ -297,7 +300,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
               **({"error": error} if error else {}),
               "started": started.isoformat(timespec="seconds"), "resumed_from_epoch": resumed,
               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "cells": [c.id for c in cells], "metrics": metrics, "epochs": epochs,
+              "cells": [c.id for c in cells], "data": data_summary, "metrics": metrics, "epochs": epochs,
               "environment": env, "mlflow": logger.info(), "config": cfg}
     result_files.validate(result, profile, exp.id, seed)  # what aggregate will check: a bug here, never a result
     write_json_atomic(out, result)

@@ -277,3 +277,23 @@ def test_decoded_image_sets_load_at_the_experiment_size(tmp_path):
             (tmp_path / "imagenette2-160" / split / cls.name).symlink_to(cls)
     loaded = data.load("imagenette", {"data": {"source": "real"}, "input_size": 64}, root=tmp_path)
     assert loaded.x_train.shape == (300, 3, 64, 64) and loaded.x_test.shape == (100, 3, 64, 64)  # resampled, not cropped
+
+
+def test_a_partial_copy_stops_a_run_that_judges_the_papers(tmp_path):
+    """A canonical-format MNIST with 60 training images is refused under a profile without a sample cap (paper,
+    scaled), naming the folder and the counts; a capped profile (check) takes its subset and records it."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, n in (("train-images-idx3-ubyte", 60), ("train-labels-idx1-ubyte", 60), ("t10k-images-idx3-ubyte", 20),
+                    ("t10k-labels-idx1-ubyte", 20)):
+        shape = (n, 28, 28) if "images" in name else (n,)
+        (raw / name).write_bytes(idx_bytes(np.zeros(shape, dtype=np.uint8)))
+    uncapped = {"data": {"source": "real", "train_samples": None, "test_samples": None}, "input_size": 32}
+    with pytest.raises(DataError, match=rf"dataset mnist under {tmp_path}: 60 training and 20 test samples, but "
+                                        r"mnist has 60,000 and 10,000 .*partial or substituted copy"):
+        data.load("mnist", uncapped, root=tmp_path)
+    capped = data.load("mnist", {"data": {"source": "real", "train_samples": 50, "test_samples": 10},
+                                 "input_size": 32}, root=tmp_path)
+    summary = capped.summary()
+    assert summary["train_samples"] == 50 and summary["test_samples"] == 10 and len(summary["sha256"]) == 64
+    assert capped.summary() == summary

@@ -166,3 +166,17 @@ def test_equal_epoch_baselines_match_the_staged_runs():
             model = build_model(staged["architecture"], 3, 10, 32, staged["model"])
             stages = len(keras_layers(model)) // 2
             assert ex.config(exp, profile)["epochs"] == stages * staged["method_options"]["epochs_per_stage"], eid
+
+
+def test_provenance_names_the_profile_for_what_it_scaled():
+    smoke = ex.config(ex.get("ma-cifar10-vgg8-predsim"), "smoke")
+    paper = ex.config(ex.get("ma-cifar10-vgg8-predsim"), "paper")
+    src = smoke["sources"]
+    assert src["epochs"].startswith(f"profile smoke (bench/profiles.yaml): {paper['epochs']} -> {smoke['epochs']}; ")
+    assert paper["sources"]["epochs"] in src["epochs"]  # the grid's source of the value it scales, kept
+    assert src["batch_size"].startswith("profile smoke") and src["model.width_mult"].endswith("x 0.0625")
+    assert src["data.train_samples"] == "profile smoke (bench/profiles.yaml): 128 stand-in samples"
+    assert paper["sources"]["epochs"].startswith("paper") and paper["sources"]["data.train_samples"].endswith("whole split")
+    assert src["lr"] == paper["sources"]["lr"]  # not scaled: the grid's source
+    # provenance text is not what trains: it changes neither the config hash nor a result's validity
+    assert ex.config_hash(smoke) == ex.config_hash({**smoke, "sources": {}})

@@ -131,6 +131,26 @@ def test_reports_render_the_papers_tables(tmp_path):
     assert row.split("|")[2].strip() == "122"
 
 
+def test_a_restricted_run_says_so_counts_each_papers_runs_and_drops_unlinked_figures(tmp_path):
+    res, rep = tmp_path / "results", tmp_path / "reports"
+    stale = rep / "paper" / "figures" / "ma_old_figure.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"png")
+    for seed in range(3):
+        fake_run(res, "paper", "ma-cifar10-vgg8-backprop", seed, accuracy=90.0 + seed)
+    agg.aggregate("paper", results=res, seeds="0,1,2")
+    write_reports("paper", results=res, reports=rep, only="ma-cifar10-vgg8-*")
+    for name in ("index.md", "ma.md", "karimi.md"):
+        text = (rep / "paper" / name).read_text()
+        assert "- **Restricted run:** `only=ma-cifar10-vgg8-*`: 2 of the profile's" in text, name
+    assert "runs found: 3" in (rep / "paper" / "ma.md").read_text()
+    assert "runs found: 0" in (rep / "paper" / "karimi.md").read_text()  # another paper's runs are not its own
+    assert "runs found: 3" in (rep / "paper" / "index.md").read_text()
+    assert not stale.exists() and (rep / "paper" / "figures" / "ma_claimed_vs_reproduced.png").exists()
+    write_reports("paper", results=res, reports=rep)
+    assert "Restricted run" not in (rep / "paper" / "ma.md").read_text()
+
+
 def test_smoke_reports_say_so_in_their_first_line(tmp_path):
     res, rep = tmp_path / "results", tmp_path / "reports"
     fake_run(res, "smoke", "ma-cifar10-vgg8-backprop", 0, accuracy=12.0)

@@ -87,7 +87,15 @@ def load(name: str, cfg: dict, root=None, download: bool = False):
                             f"a machine with internet (bench run --download, workflow --config download=true), or "
                             f"point BENCH_DATA at a folder that holds it")
         data = module.load(info, root)
-        data = data.subset(cfg["data"].get("train_samples"), cfg["data"].get("test_samples"))
+        wanted = (cfg["data"].get("train_samples"), cfg["data"].get("test_samples"))
+        found = (len(data.y_train), len(data.y_test))
+        uncapped = "train_samples" in cfg["data"] and wanted == (None, None)  # a profile's config with no cap
+        if uncapped and found != (info.train_size, info.test_size):
+            # a profile that judges the papers trains on the whole dataset: a partial or substituted copy stops here
+            raise DataError(f"dataset {name} under {root}: {found[0]:,} training and {found[1]:,} test samples, but "
+                            f"{name} has {info.train_size:,} and {info.test_size:,} (bench/data/catalog.py): a partial "
+                            f"or substituted copy; download it again (bench data download {name})")
+        data = data.subset(*wanted)
     problems = data.problems(info)
     if problems:
         raise DataError(f"dataset {name} under {data_root(root)} does not look like {name}: {'; '.join(problems)}")

@@ -44,6 +44,17 @@ class TensorData:
         x_test, y_test = pick(self.x_test, self.y_test, test)
         return TensorData(x_train, y_train, x_test, y_test, self.num_classes, self.kind)
 
+    def summary(self) -> dict:
+        """What a run trained and tested on: the sample counts and a SHA-256 of both splits' bytes (images or
+        characters, and labels, as trained: after the profile's subset and the resize), recorded in the result
+        file and as MLflow tags."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+            digest.update(t.contiguous().numpy().tobytes())
+        return {"train_samples": len(self.y_train), "test_samples": len(self.y_test), "sha256": digest.hexdigest()}
+
     def problems(self, info: DatasetInfo) -> list[str]:
         """What does not match the catalog's description of the dataset (empty when everything does)."""
         out = []

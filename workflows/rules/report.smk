@@ -29,6 +29,7 @@ rule report:
         CONDA_ENV
     shell:
         f"{BENCH} report --profile {PROFILE} --results {config['results']} --reports {config['reports']}"
+        + (f" --only {shlex.quote(config['only'])}" if config["only"] else "")
 
 
 # The papers' printed numbers checked against each other (registry alone), with what the real-data runs showed.
