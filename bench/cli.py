@@ -159,6 +159,10 @@ def cmd_data(args):
             failed |= bool(problem)
             continue
         st = data.status(name, args.data_root, check_sums=args.action == "verify")
+        if args.require and st["problem"]:  # the workflow's check before any training job starts
+            raise BenchError(f"dataset {name} not found under {st['root']}: {st['problem']}; put it there (bench data "
+                             f"download {name} on a machine with internet), or point data_root / --data-root at the "
+                             f"folder that holds it, or run with --config download=true")
         state = "ready" if not st["problem"] else f"not ready: {st['problem']}"
         print(f"{name}: {state} (root {st['root']})")
         for f in st["files"]:
@@ -427,6 +431,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["status", "download", "verify", "benchmark"])
     s.add_argument("names", nargs="*", help="datasets (default: all)")
     s.add_argument("--all", action="store_true")
+    s.add_argument("--require", action="store_true", help="status: a dataset that is not ready is an error (exit 2)")
     s.add_argument("--data-root", help="dataset folder (default $BENCH_DATA or ./data)")
     s.add_argument("--experiment", default="karimi-cifar10-lenet-backprop-sgd", help="benchmark: whose model/data")
     s.add_argument("--profile", default="paper", help="benchmark: the profile whose model and settings are used")

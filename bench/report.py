@@ -386,8 +386,10 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
         path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
         written.append(path)
         c = verdict_counts(rows)
+        missing = sum(h["verdict"] in ("MISSING", "DIVERGED") for h in mine)  # untested, not 'not held'
         held = ("N/C" if mine and all(h["verdict"] == "NOT COMPARABLE" for h in mine)
-                else f"{sum(h['verdict'] == 'HOLDS' for h in mine)} / {len(mine)}")
+                else f"{sum(h['verdict'] == 'HOLDS' for h in mine)} / {len(mine)}"
+                + (f", {missing} without runs" if missing else ""))
         summary.append([f"[{paper}]({paper}.md)", len(rows), sum(1 for r in rows if r["n"]), c["REPRODUCED"],
                         c["BETTER"], c["NOT REPRODUCED"], c["INCONCLUSIVE"], c["NOT COMPARABLE"],
                         c["MISSING"] + c["FAILED"] + c["DIVERGED"],

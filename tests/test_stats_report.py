@@ -145,7 +145,10 @@ def test_a_restricted_run_says_so_counts_each_papers_runs_and_drops_unlinked_fig
         assert "- **Restricted run:** `only=ma-cifar10-vgg8-*`: 2 of the profile's" in text, name
     assert "runs found: 3" in (rep / "paper" / "ma.md").read_text()
     assert "runs found: 0" in (rep / "paper" / "karimi.md").read_text()  # another paper's runs are not its own
-    assert "runs found: 3" in (rep / "paper" / "index.md").read_text()
+    index = (rep / "paper" / "index.md").read_text()
+    assert "runs found: 3" in index
+    karimi_row = next(line for line in index.splitlines() if line.startswith("| [karimi](karimi.md)"))
+    assert "0 / 9, 9 without runs" in karimi_row  # untested claims are not 'not held'
     assert not stale.exists() and (rep / "paper" / "figures" / "ma_claimed_vs_reproduced.png").exists()
     write_reports("paper", results=res, reports=rep)
     assert "Restricted run" not in (rep / "paper" / "ma.md").read_text()

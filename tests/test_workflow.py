@@ -98,3 +98,13 @@ def test_a_plan_sets_each_jobs_runtime(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-2000:]
     assert "runtime=15," in log  # 1.5 x 10 minutes
+
+
+def test_a_missing_dataset_stops_a_real_data_workflow_before_any_training(tmp_path):
+    proc = snakemake(tmp_path, "--cores", "1", "--config", "profile=check", f"data_root={tmp_path / 'no-data'}",
+                     "only=cruciata-cifar10-vgg11-backprop,cruciata-mnist-vgg11-backprop")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Error in rule check_dataset" in log
+    line = next(l for l in log.splitlines() if l.startswith("bench: error: dataset"))
+    assert f"not found under {tmp_path / 'no-data'}" in line and "bench data download" in line
+    assert "rule train:" not in log and not (tmp_path / "results/check/runs").exists()  # no job trained

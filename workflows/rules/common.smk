@@ -57,4 +57,4 @@ wildcard_constraints:
 
 
 # On a cluster the cheap bookkeeping rules run where Snakemake runs, not as cluster jobs.
-localrules: mlflow_setup, fetch_dataset, aggregate, report, audit, summary
+localrules: mlflow_setup, fetch_dataset, check_dataset, aggregate, report, audit, summary

@@ -20,3 +20,16 @@ rule fetch_dataset:
         CONDA_ENV
     shell:
         f"{BENCH} data download {{wildcards.dataset}} {{params.data_root}} > {{output}}"
+
+
+# Without download, every real dataset the targets read is checked once before any training job starts: a missing
+# one stops the DAG here with one line naming it and the fix, instead of failing every job that reads it.
+rule check_dataset:
+    output:
+        f"{RESULTS}/data/{{dataset}}.checked",
+    params:
+        data_root=f"--data-root {shlex.quote(config['data_root'])}" if config["data_root"] else "",
+    conda:
+        CONDA_ENV
+    shell:
+        f"{BENCH} data status {{wildcards.dataset}} --require {{params.data_root}} > {{output}}"

@@ -1,9 +1,15 @@
 # One job per (experiment, seed): `bench run` trains it and writes the result file; one MLflow run each.
 # The job reruns when the experiment's resolved config changes (params), not when unrelated files change.
+TARGET_DATASETS = sorted({ex.get(t).dataset for t in TARGETS})
+
+
 def train_inputs(wildcards):
     inputs = [f"{RESULTS}/mlflow.ready"]
-    if config["download"] and ex.profile_settings(PROFILE)["data"] == "real":
-        inputs.append(f"{RESULTS}/data/{ex.get(wildcards.experiment).dataset}.ready")
+    if ex.profile_settings(PROFILE)["data"] == "real":
+        if config["download"]:
+            inputs.append(f"{RESULTS}/data/{ex.get(wildcards.experiment).dataset}.ready")
+        else:  # every dataset of the targets checked before any training job starts
+            inputs += [f"{RESULTS}/data/{d}.checked" for d in TARGET_DATASETS]
     return inputs
 
 
