@@ -65,7 +65,14 @@ def cmd_models(args):
     from bench import deterministic as det
 
     check_paper(args.paper)
-    rows = det.inventory(args.paper)
+
+    def progress(i, n, name):  # building and counting every model takes minutes: say where it is, on stderr
+        print(f"\rmodel {i + 1}/{n}: {name}".ljust(72)[:72], end="" if i + 1 < n else "\n", file=sys.stderr,
+              flush=True)
+
+    rows = det.inventory(args.paper, progress=progress if sys.stderr.isatty() else
+                         lambda i, n, name: print(f"model {i + 1}/{n}: {name}", file=sys.stderr, flush=True)
+                         if i % 10 == 0 or i + 1 == n else None)
     if args.format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["paper", "model", "dataset", "input", "classes", "params", "mmac", "cells", "note"])

@@ -112,9 +112,10 @@ def result_path(profile: str, mid: str, results: Path | str = "results") -> Path
     return Path(results) / profile / "models" / f"{mid}.json"
 
 
-def inventory(paper: str | None = None) -> list[dict]:
+def inventory(paper: str | None = None, progress=None) -> list[dict]:
     """Every model a cell names, as configured for each dataset it is used on (full width): its parameters, its
-    forward MACs at its input size (ptflops, module count) and the cells that use it."""
+    forward MACs at its input size (ptflops, module count) and the cells that use it. `progress(i, n, name)` is
+    called before each model is built and counted (minutes for all of them on a CPU)."""
     from collections import defaultdict
 
     from bench.data.catalog import DATASETS
@@ -128,7 +129,9 @@ def inventory(paper: str | None = None) -> list[dict]:
         dataset = c.dataset or spec(c.paper)["conventions"][0]["dataset"]
         uses[(c.paper, c.model, dataset)].append(c.id)
     rows = []
-    for (p, model, dataset), cells in sorted(uses.items()):
+    for i, ((p, model, dataset), cells) in enumerate(sorted(uses.items())):
+        if progress:
+            progress(i, len(uses), f"{p} {model} on {dataset}")
         cfg, _ = ex.paper_config(ex.Experiment(p, dataset, model, "backprop"))
         info = DATASETS[dataset]
         shape = (cfg["input_size"],) if info.kind == "text" else (info.channels, cfg["input_size"], cfg["input_size"])
