@@ -48,6 +48,12 @@ def _differences(a, b, prefix="") -> list[str]:
     return [] if a == b else [prefix.rstrip(".") or "config"]
 
 
+def non_finite(metrics: dict) -> str:
+    """The first metric that is a NaN or infinite number ('' when none is)."""
+    return next((k for k, v in metrics.items()
+                 if isinstance(v, float) and not isinstance(v, bool) and not math.isfinite(v)), "")
+
+
 def check_metrics(metrics: dict):
     """A FINISHED run's metrics: test_accuracy a number; every number finite; percentages 0-100; times, memory and
     counts not negative; a text only where no number is expected (a description, not a percentage or time)."""

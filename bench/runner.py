@@ -290,11 +290,17 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     logger.log_metrics({f"final_{k}": v for k, v in metrics.items()})
     metrics["flops_counting"] = "ptflops pytorch backend (modules), one sample at the input shape; FLOPs = 2 x MACs"
     if status == "FINISHED":  # a finished run's numbers are finite and in range, or the run did not finish well
-        try:
-            result_files.check_metrics(metrics)
-        except result_files.Invalid as err:
-            status, error = "FAILED", f"the run ended with invalid metrics: {err}"
-            logger.set_tag("error", error)
+        blown = result_files.non_finite(metrics)
+        if blown:  # the last evaluation overflowed: divergence found at the end (a result, like Diverged)
+            status, error = "DIVERGED", f"diverged by the end of training: final {blown} is not finite"
+            metrics["diverged_epoch"] = len(epochs)
+            logger.set_tag("diverged", error)
+        else:
+            try:
+                result_files.check_metrics(metrics)
+            except result_files.Invalid as err:
+                status, error = "FAILED", f"the run ended with invalid metrics: {err}"
+                logger.set_tag("error", error)
     logger.finish("FINISHED" if status == "FINISHED" else "FAILED")
     result = {"experiment": exp.id, "seed": seed, "profile": profile, "status": status,
               **({"error": error} if error else {}),

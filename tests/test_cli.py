@@ -121,6 +121,29 @@ def test_malformed_registry_row_is_one_line(workdir):
     assert proc.stdout == ""
 
 
+def test_a_run_that_ends_with_a_nan_metric_is_diverged_and_one_out_of_range_failed(workdir, monkeypatch):
+    import math
+    import types
+
+    from bench import methods, runner
+
+    final = {}
+
+    def train(model, data, cfg, ctx):
+        ctx.log_epoch({"epoch": 1, "train_loss": 1.0})
+        ctx.log_epoch({"epoch": 2, "train_loss": 0.5})
+        return dict(final)
+
+    monkeypatch.setattr(methods, "get", lambda name: types.SimpleNamespace(train=train))
+    final.update(test_accuracy=10.0, test_loss=math.nan, train_time_s=1.0)
+    result = runner.run("karimi-cifar10-lenet-si_forward", 0, "smoke")
+    assert result["status"] == "DIVERGED" and "final test_loss is not finite" in result["error"]
+    assert result["metrics"]["diverged_epoch"] == 2
+    final.update(test_accuracy=250.0, test_loss=1.0)
+    result = runner.run("karimi-cifar10-lenet-si_forward", 1, "smoke")
+    assert result["status"] == "FAILED" and "metrics.test_accuracy is 250, outside 0-100" in result["error"]
+
+
 def test_a_diverged_run_is_recorded_not_crashed(workdir, monkeypatch):
     """A method that raises Diverged leaves a DIVERGED result file and a FAILED MLflow run tagged with why."""
     import types
