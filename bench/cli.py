@@ -350,13 +350,14 @@ def cmd_failed(args):
             print(f"{path}: not a readable result file (bench aggregate says why)")
             continue
         status = result.get("status") if isinstance(result, dict) else None
-        line = f"{path}: {str(result.get('error', '')).splitlines()[0] if result.get('error') else status}" \
-            if status in ("FAILED", "DIVERGED") else ""
+        if status not in ("FAILED", "DIVERGED"):
+            continue
+        line = f"{path}: {(str(result.get('error') or '').splitlines() or [status])[0]}"
         if status == "FAILED":
             found.append(line)
             if args.delete:
                 path.unlink()
-        elif status == "DIVERGED" and args.summary:
+        else:
             diverged.append(line)
     if args.summary:
         for title, lines in (("FAILED", found), ("DIVERGED", diverged)):

@@ -110,10 +110,9 @@ def companion_markdown(paper: str, results: Path | str, profile: str) -> list[st
     return lines + [""]
 
 
-def run_facts(profile: str, results: Path | str, seeds: list[int], paper: str | None = None) -> dict:
-    """Counts over the valid result files of the profile (of one paper's experiments when `paper` is given)."""
-    runs = [r for (eid, _), r in load_results(profile, seeds, results).items()
-            if paper is None or eid.split("-")[0] == paper]
+def run_facts(found: dict, paper: str | None = None) -> dict:
+    """Counts over the valid result files `found` (load_results' dict), of one paper's experiments with `paper`."""
+    runs = [r for (eid, _), r in found.items() if paper is None or eid.split("-")[0] == paper]
     count = lambda key: Counter(r["environment"].get(key, "not recorded") for r in runs)  # noqa: E731
     return {"runs": len(runs), "devices": count("device"), "code": count("code_version"), "torch": count("torch"),
             "precision": count("precision"), "last": max((r["finished"] for r in runs), default="")}
@@ -352,7 +351,8 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
     cells = read_cells(profile, results)
     heads = read_headlines(profile, results)
     seeds = json.loads((Path(results) / profile / "aggregate.json").read_text())["seeds"]
-    facts = run_facts(profile, results, seeds)
+    found = load_results(profile, seeds, results)  # read and checked once, counted per paper below
+    facts = run_facts(found)
     audit = findings()
     out_dir = Path(reports) / profile
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -362,7 +362,7 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
     for paper, meta in papers().items():
         rows = [r for r in cells if r["paper"] == paper]
         mine = [h for h in heads if h["paper"] == paper]
-        lines = header(profile, run_facts(profile, results, seeds, paper), seeds, meta["citation"], only)
+        lines = header(profile, run_facts(found, paper), seeds, meta["citation"], only)
         lines += summary_markdown(paper, meta, rows, mine, len(audit.get(paper, [])))
         fig = out_dir / "figures" / f"{paper}_claimed_vs_reproduced.png"
         if claimed_vs_reproduced(rows, fig, f"{paper} ({profile} profile): printed vs reproduced, by verdict"):

@@ -35,6 +35,12 @@ def fake_run(results, profile, experiment, seed, accuracy=50.0, train_time_s=600
     write_json_atomic(run_path(profile, experiment, seed, results), result)
 
 
+def diverged_then_failed(results, experiment):
+    """Seed 0 DIVERGED, seed 1 FAILED: a mix that is not only divergence."""
+    fake_run(results, "paper", experiment, 0, status="DIVERGED", error="diverged at epoch 1: x")
+    fake_run(results, "paper", experiment, 1, status="FAILED", error="RuntimeError: boom")
+
+
 def cells_by_id(results, profile, seeds):
     path = agg.aggregate(profile, results=results, seeds=seeds)
     with open(path, newline="", encoding="utf-8") as f:
@@ -225,8 +231,7 @@ def test_diverged_runs_are_a_result_with_their_own_status(tmp_path):
     for seed in range(3):
         fake_run(res, "paper", "karimi-cifar10-lenet-si_forward", seed, status="DIVERGED",
                  error="diverged at epoch 3: train_loss is nan")
-    fake_run(res, "paper", "karimi-cifar10-alexnet-si_forward", 0, status="DIVERGED", error="diverged at epoch 1: x")
-    fake_run(res, "paper", "karimi-cifar10-alexnet-si_forward", 1, status="FAILED", error="RuntimeError: boom")
+    diverged_then_failed(res, "karimi-cifar10-alexnet-si_forward")
     cells = cells_by_id(res, "paper", "0,1,2")
     lenet = next(r for r in cells.values() if r["experiment"] == "karimi-cifar10-lenet-si_forward")
     assert lenet["status"] == "DIVERGED" and "diverged at epoch 3" in lenet["reason"]
@@ -306,8 +311,7 @@ def test_a_diverged_companion_says_so(tmp_path):
     for seed in range(2):
         fake_run(res, "paper", "karimi-cifar10-lenet-si_forward-literal", seed, status="DIVERGED",
                  error="diverged at epoch 1: feature_norm inf")
-    fake_run(res, "paper", "karimi-cifar10-vgg16-si_forward-literal", 0, status="DIVERGED", error="diverged")
-    fake_run(res, "paper", "karimi-cifar10-vgg16-si_forward-literal", 1, status="FAILED", error="RuntimeError: boom")
+    diverged_then_failed(res, "karimi-cifar10-vgg16-si_forward-literal")
     agg.aggregate("paper", results=res, seeds="0,1")
     rows = {r["experiment"]: r for r in csv.DictReader(open(res / "paper" / "companions.csv"))}
     assert rows["karimi-cifar10-lenet-si_forward-literal"]["status"] == "DIVERGED"

@@ -98,9 +98,11 @@ def separation_index(features: torch.Tensor, labels: torch.Tensor) -> float:
     return (labels[nearest_other(features)] == labels).double().mean().item()
 
 
-def si_triplet_terms(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(terms, used): terms_i = ||z_i - z_ip||^2 - ||z_i - z_in||^2 for the anchors `used` (0 elsewhere), with
-    i_p the nearest same-label point (q != i) and i_n the nearest other-label point, chosen on detached features."""
+def si_triplet_terms(features: torch.Tensor, labels: torch.Tensor,
+                     hinge: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(terms, used): terms_i = ||z_i - z_ip||^2 - ||z_i - z_in||^2 (hinged at 0 with `hinge`) for the anchors
+    `used` (0 elsewhere), with i_p the nearest same-label point (q != i) and i_n the nearest other-label point,
+    chosen on detached features."""
     z = features.flatten(1)
     m = len(z)
     with torch.no_grad():  # the choice of i_p and i_n is not differentiated
@@ -112,7 +114,7 @@ def si_triplet_terms(features: torch.Tensor, labels: torch.Tensor) -> tuple[torc
         best_pos, pos = d_pos.min(dim=1)
         best_neg, neg = d_neg.min(dim=1)
         used = torch.isfinite(best_pos) & torch.isfinite(best_neg)
-    return triplet_terms(z, z[pos], z[neg]).masked_fill(~used, 0.0), used
+    return triplet_terms(z, z[pos], z[neg], hinge).masked_fill(~used, 0.0), used
 
 
 def triplet_terms(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
@@ -128,8 +130,7 @@ def si_triplet_loss(features: torch.Tensor, labels: torch.Tensor, reduction: str
     """J (Eq. 7-8): the sum over anchors ("sum", the paper) or its mean over the anchors used ("mean")."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown loss_reduction '{reduction}' ({', '.join(REDUCTIONS)})")
-    terms, used = si_triplet_terms(features, labels)
-    terms = terms.clamp_min(0.0) if hinge else terms
+    terms, used = si_triplet_terms(features, labels, hinge)
     total = terms.sum()
     return total if reduction == "sum" else total / used.sum().clamp(min=1)
 
@@ -233,8 +234,8 @@ def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, p
 
     def step_batch(f, y):
         z_used, z = embed(f)
-        terms, used = si_triplet_terms(z_used, y)
-        return reduce(terms.clamp_min(0.0) if hinge else terms, used, z)
+        terms, used = si_triplet_terms(z_used, y, hinge)
+        return reduce(terms, used, z)
 
     def search():
         """Step 3 of Algorithm 1 for this layer: partners by Eq. 8 on the layer's output (eval mode, no grad) for
