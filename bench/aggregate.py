@@ -129,14 +129,19 @@ class Values:
         return None in self.per_seed
 
 
-def load_measurements(profile: str, results: Path | str = "results") -> dict:
-    """measurement id -> result dict, for every model measurement file present."""
-    found = {}
-    for mid in det.measurements():
+def load_measurements(profile: str, results: Path | str = "results", invalid: dict | None = None) -> dict:
+    """measurement id -> result dict, for every valid model measurement file present (bench.results); the invalid
+    ones go to `invalid` as (measurement id, None) -> "path: reason" when it is given, and are never used."""
+    found, claims = {}, load_claims()
+    for mid, (paper, model) in det.measurements(claims).items():
         path = det.result_path(profile, mid, results)
         if path.exists():
-            with open(path, encoding="utf-8") as f:
-                found[mid] = json.load(f)
+            parts = {c.part for c in claims if c.part and c.metric == "params" and det.measurement_id(c.paper, c.model) == mid}
+            try:
+                found[mid] = result_files.load_measurement(path, mid, paper, model, det.spec(paper), parts)
+            except result_files.Invalid as err:
+                if invalid is not None:
+                    invalid[(mid, None)] = f"{path}: {err}"
     return found
 
 
@@ -181,6 +186,8 @@ class CellValues:
             return Values(reason=why)
         mid = det.measurement_id(claim.paper, claim.model)
         result = self.models.get(mid)
+        if (mid, None) in self.invalid:
+            return Values(reason=f"invalid measurement file {self.invalid[(mid, None)]}", failed=True, invalid=True)
         if result is None:
             return Values(reason=f"no measurement file for {mid} yet (run the workflow)")
         return Values({None: det.claim_value(claim, result)}, "", [f"models/{mid}.json"])
@@ -202,7 +209,10 @@ class CellValues:
                 return Values(reason=why)
         primary = None
         if claim.metric == "flops":
-            sgd = self.models.get(det.measurement_id(claim.paper, claim.model))
+            mid = det.measurement_id(claim.paper, claim.model)
+            sgd = self.models.get(mid)
+            if (mid, None) in self.invalid:
+                return Values(reason=f"invalid measurement file {self.invalid[(mid, None)]}", failed=True, invalid=True)
             if sgd is None:
                 return Values(reason=f"no measurement file for {det.measurement_id(claim.paper, claim.model)} yet")
             primary = det.claim_value(claim, sgd)
@@ -273,7 +283,7 @@ def cell_rows(profile: str, seeds: list[int], results: Path | str = "results",
     claims = load_claims()
     invalid = {} if invalid is None else invalid
     runs = load_results(profile, seeds, results, invalid)
-    values = CellValues(claims, profile, seeds, runs, load_measurements(profile, results), invalid)
+    values = CellValues(claims, profile, seeds, runs, load_measurements(profile, results, invalid), invalid)
     rows, cells = [], []
     for c in claims:
         v = values.of(c)
@@ -358,7 +368,7 @@ def aggregate(profile: str, results: Path | str = "results", seeds=None, skip_in
                       {"profile": profile, "seeds": seed_list, "correction": vd.correction(),
                        "alpha": vd.tolerances()["alpha"]})
     if invalid and not skip_invalid:
-        first = invalid[min(invalid)]
+        first = invalid[min(invalid, key=str)]
         raise BenchError(f"{len(invalid)} invalid result file(s), used nowhere (their cells read INVALID in {out}); "
                          f"first: {first}; fix or delete them, or aggregate with --skip-invalid")
     return out

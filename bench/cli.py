@@ -136,7 +136,14 @@ def cmd_measure(args):
     from bench import deterministic as det
     from bench.runner import write_json_atomic
 
+    from bench import results as result_files
+
     result = det.measure(args.id)
+    paper, model = det.measurements()[args.id]
+    try:  # what aggregate will accept, checked before anything is written
+        result_files.validate_measurement(result, args.id, paper, model, det.spec(paper))
+    except result_files.Invalid as err:
+        raise BenchError(f"measurement {args.id} {err}") from None
     out = Path(args.out) if args.out else det.result_path(args.profile, args.id, args.results)
     write_json_atomic(out, result)
     conv = det.primary(result)
@@ -171,6 +178,13 @@ def cmd_data(args):
                              f"download {name} on a machine with internet), or point data_root / --data-root at the "
                              f"folder that holds it, or run with --config download=true")
         state = "ready" if not st["problem"] else f"not ready: {st['problem']}"
+        if not st["problem"] and not args.require:  # the samples it holds, against the catalog's split sizes
+            info, found = DATASETS[name], data.counts(name, args.data_root)
+            want = (info.train_size, info.test_size)
+            state += (f", {found[0]:,} training / {found[1]:,} test samples"
+                      + ("" if found == want else f", NOT the {want[0]:,} / {want[1]:,} of {name} (a partial or "
+                                                  f"substituted copy: download it again)"))
+            failed |= found != want
         print(f"{name}: {state} (root {st['root']})")
         for f in st["files"]:
             mark = {True: "verified", False: "CHECKSUM MISMATCH", None: "not verified"}[f["verified"]]
@@ -180,7 +194,8 @@ def cmd_data(args):
             failed |= f["verified"] is False
         failed |= args.action == "verify" and bool(st["problem"])
     if failed:
-        raise BenchError(f"bench data {args.action}: some datasets are not ready or do not verify (see above)")
+        raise BenchError(f"bench data {args.action}: some datasets are not ready, hold other sample counts than the "
+                         f"catalog's, or do not verify (see above)")
 
 
 def cmd_data_benchmark(args):

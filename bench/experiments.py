@@ -165,6 +165,9 @@ def config(exp: Experiment, profile: str) -> dict:
     """The full, resolved config of one experiment under one profile (what `bench run` trains and MLflow records)."""
     prof = dict(profile_settings(profile))
     prof.update(prof.get("per_paper", {}).get(exp.paper, {}))
+    for pattern, settings in prof.get("per_experiment", {}).items():  # experiment id patterns, in order
+        if fnmatch.fnmatchcase(exp.id, pattern):
+            prof.update(settings)
     cfg, sources = paper_config(exp)
     as_paper = copy.deepcopy(cfg)
     paper_epochs = cfg.get("epochs")
@@ -189,9 +192,17 @@ def config(exp: Experiment, profile: str) -> dict:
     if cfg["method_options"].get("classes_per_batch_until_epoch"):  # scaled as the LR milestones, at least 1 epoch
         until = cfg["method_options"]["classes_per_batch_until_epoch"]
         cfg["method_options"]["classes_per_batch_until_epoch"] = min(epochs, max(1, round(until * ratio)))
+    if prof.get("lr_scale", 1.0) != 1.0:  # smoke: a few dozen steps, each larger (bench/profiles.yaml says why)
+        sources["lr"] = (f"profile {profile} (bench/profiles.yaml): {cfg['lr']:g} x {prof['lr_scale']:g}; the setting "
+                         f"it scales: {sources.get('lr', 'none')}")
+        cfg["lr"] = float(f"{cfg['lr'] * prof['lr_scale']:.12g}")  # 3e-4 x 10 is 0.003, not 0.0029999999999999996
     if prof.get("max_batch_size"):
         cfg["batch_size"] = min(cfg["batch_size"], prof["max_batch_size"])
     cfg["model"]["width_mult"] = prof.get("width_mult", 1.0)
+    for key, value in prof.get("model", {}).items():  # model options the profile sets (smoke: no dropout)
+        sources[f"model.{key}"] = (f"profile {profile} (bench/profiles.yaml): {cfg['model'].get(key, 'the model default')}"
+                                   f" -> {value}; the setting it replaces: {sources.get(f'model.{key}', 'none')}")
+        cfg["model"][key] = value
     if "precision" in prof and "precision" not in cfg:  # a grid that sets it for an experiment wins
         cfg["precision"] = prof["precision"]
         sources["precision"] = (f"profile {profile}: fp32 as the papers trained (bench/profiles.yaml); bf16 is an "

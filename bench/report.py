@@ -49,9 +49,9 @@ def read_cells(profile: str, results: Path | str) -> list[dict]:
 def measurement_markdown(paper: str, cells: list[dict], results: Path | str, profile: str) -> list[str]:
     """The models measured without training, under every convention and counting backend, side by side."""
     from bench import deterministic as det
+    from bench.aggregate import load_measurements
 
-    found = [json.loads(det.result_path(profile, mid, results).read_text()) for mid, (p, _) in det.measurements().items()
-             if p == paper and det.result_path(profile, mid, results).exists()]
+    found = [m for mid, m in load_measurements(profile, results).items() if det.measurements()[mid][0] == paper]
     if not found:
         return []
     printed = {r["id"].split(".")[2].replace("-", ""): r for r in cells if r["metric"] == "flops" and r["seeds_expected"] == 0}

@@ -13,6 +13,10 @@ returns the file's contents or the reason it cannot be used:
 - a FINISHED run's metrics are finite numbers within their physical range (accuracies and errors 0-100 %, times,
   memory, counts not negative).
 
+A model measurement file (results/<profile>/models/<paper>-<model>.json, written by `bench measure`) is checked
+the same way by `load_measurement`: its id, paper and model are the ones its name gives, its conventions are the
+ones the paper's grid lists today (names, datasets, input shapes), and every count is a whole number >= 0.
+
 An invalid file contributes nothing: its cells read INVALID with the reason, and `bench aggregate` stops with a
 non-zero exit after writing them unless told to skip invalid files.
 """
@@ -100,14 +104,62 @@ def validate(result, profile: str, experiment_id: str, seed: int, expected_confi
 
 def load(path: Path, profile: str, experiment_id: str, seed: int, expected_config: dict | None = None) -> dict:
     """Read and validate one result file; Invalid says why it cannot be used."""
+    return validate(_read_json(path), profile, experiment_id, seed, expected_config)
+
+
+def validate_measurement(result, mid: str, paper: str, model: str, spec: dict, parts=()) -> dict:
+    """A model measurement if it may be used for `mid` under the grid's measurement `spec` (its conventions and
+    primary reading) today, counting the named `parts` the cells ask for, else Invalid."""
+    conventions = spec["conventions"]
+    if not isinstance(result, dict):
+        raise Invalid(f"holds a JSON {type(result).__name__}, not an object")
+    for key, kind in (("id", str), ("paper", str), ("model", str), ("primary", dict), ("conventions", list)):
+        if not isinstance(result.get(key), kind):
+            raise Invalid(f"has no '{key}'" if key not in result else f"'{key}' is not {_type_name(kind)}")
+    for key, want in (("id", mid), ("paper", paper), ("model", model)):
+        if result[key] != want:
+            raise Invalid(f"holds {key} {result[key]!r}, not the {want!r} its name gives (a copied or renamed file)")
+    rows = result["conventions"]
+    names = [c.get("name") if isinstance(c, dict) else None for c in rows]
+    want_names = [c["name"] for c in conventions]
+    if names != want_names:
+        raise Invalid(f"stale: measured under conventions {names}, the grid lists {want_names} today; rerun it")
+    for conv, row in zip(conventions, rows):
+        if row.get("dataset") != conv["dataset"]:
+            raise Invalid(f"stale: convention {conv['name']} measured on {row.get('dataset')!r}, the grid says "
+                          f"{conv['dataset']!r}; rerun it")
+        counts = [("params_total", row.get("params_total"))]
+        for group in ("params_parts", "macs", "flops"):
+            if not isinstance(row.get(group), dict) or not row[group]:
+                raise Invalid(f"conventions.{conv['name']}.{group} is missing or empty")
+            counts += [(f"{group}.{k}", v) for k, v in row[group].items()]
+        for key, value in counts:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise Invalid(f"conventions.{conv['name']}.{key} is {value!r}, not a whole number >= 0")
+    if result["primary"] != spec["primary"]:
+        raise Invalid(f"stale: primary reading {result['primary']}, the grid says {spec['primary']} today; rerun it")
+    primary = rows[want_names.index(spec["primary"]["convention"])]
+    if spec["primary"]["backend"] not in primary["macs"]:
+        raise Invalid(f"primary backend {spec['primary']['backend']!r} has no MAC count")
+    missing = sorted(set(parts) - set(primary["params_parts"]))
+    if missing:
+        raise Invalid(f"counts no parameters for {', '.join(missing)}, which cells ask for; rerun it")
+    return result
+
+
+def _read_json(path: Path):
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise Invalid(f"is not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
-        result = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise Invalid(f"is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}: "
                       f"{'empty or truncated' if not text.strip() or err.pos >= len(text.rstrip()) else 'corrupt'})"
                       ) from None
-    return validate(result, profile, experiment_id, seed, expected_config)
+
+
+def load_measurement(path: Path, mid: str, paper: str, model: str, spec: dict, parts=()) -> dict:
+    """Read and validate one model measurement file; Invalid says why it cannot be used."""
+    return validate_measurement(_read_json(path), mid, paper, model, spec, parts)

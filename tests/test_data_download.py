@@ -297,3 +297,11 @@ def test_a_partial_copy_stops_a_run_that_judges_the_papers(tmp_path):
     summary = capped.summary()
     assert summary["train_samples"] == 50 and summary["test_samples"] == 10 and len(summary["sha256"]) == 64
     assert capped.summary() == summary
+    # bench data status counts what it finds and fails on the partial copy, naming the catalog's sizes
+    import subprocess
+    import sys
+
+    status = subprocess.run([sys.executable, "-m", "bench", "data", "status", "mnist", "--data-root", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert status.returncode == 2 and "Traceback" not in status.stderr and "other sample counts" in status.stderr
+    assert "mnist: ready, 60 training / 20 test samples, NOT the 60,000 / 10,000 of mnist" in status.stdout

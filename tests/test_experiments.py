@@ -83,13 +83,24 @@ def test_profiles_scale_epochs_schedule_and_width():
     scaled = ex.config(exp, "scaled")  # Learn & Drop papers run at half their epochs in the scaled profile
     assert (scaled["epochs"], scaled["lr_milestones"]) == (30, [10])
     smoke = ex.config(exp, "smoke")
-    # smoke gives Learn & Drop's paper 4 epochs (profiles.yaml per_paper): a warm-up, then epochs that can drop
+    # smoke gives 4 epochs: for Learn & Drop a warm-up, then epochs that can drop
     assert smoke["epochs"] == 4 and smoke["lr_milestones"] == [1] and smoke["data"]["source"] == "synthetic"
     drop = ex.config(ex.get("cruciata-cifar10-vgg16-learn_drop"), "smoke")["method_options"]
     assert drop["warmup_epochs"] == 1 and ex.config(ex.get("cruciata-cifar10-vgg16-learn_drop"),
                                                     "paper")["method_options"]["warmup_epochs"] == 10
-    assert ex.config(ex.get("ma-cifar10-vgg8-backprop"), "smoke")["epochs"] == 2
+    ma_smoke = ex.config(ex.get("ma-cifar10-vgg8-backprop"), "smoke")
+    assert ma_smoke["epochs"] == 4 and ma_smoke["batch_size"] == 16 and ma_smoke["model"]["dropout"] == 0.0
+    # the smoke profile's larger steps, credited to it with the grid's setting it scales
+    assert ma_smoke["lr"] == 10 * ex.config(ex.get("ma-cifar10-vgg8-backprop"), "paper")["lr"]
+    assert ma_smoke["sources"]["lr"].startswith("profile smoke (bench/profiles.yaml): 0.0005 x 10; the setting it "
+                                                "scales: paper")
+    assert ma_smoke["sources"]["model.dropout"].startswith("profile smoke (bench/profiles.yaml): 0.2 -> 0.0")
+    # per-experiment budgets match id patterns, after the paper's
+    assert ex.config(ex.get("karimi-cifar10-lenet-si_forward"), "smoke")["model"]["width_mult"] == 0.5
+    assert ex.config(ex.get("karimi-cifar10-lenet-si_forward"), "smoke")["epochs"] == 8
+    assert ex.config(ex.get("bhyravabhottla-cifar10-densenet-layer_to_layer"), "smoke")["batch_size"] == 64
     assert smoke["batch_size"] <= 64 and smoke["model"]["width_mult"] < 1
+    assert ex.config(ex.get("ma-cifar10-vgg8-backprop"), "check")["lr"] == ma_smoke["lr"] / 10
     ma = ex.config(ex.get("ma-cifar100-resnet18_r5-backprop"), "scaled")
     assert ma["epochs"] == 40 and ma["lr_milestones"] == [20, 30, 36, 38]  # the paper's 200/300/356/376 of 400
     assert ex.config_hash(paper) != ex.config_hash(scaled)
@@ -177,6 +188,8 @@ def test_provenance_names_the_profile_for_what_it_scaled():
     assert src["batch_size"].startswith("profile smoke") and src["model.width_mult"].endswith("x 0.0625")
     assert src["data.train_samples"] == "profile smoke (bench/profiles.yaml): 128 stand-in samples"
     assert paper["sources"]["epochs"].startswith("paper") and paper["sources"]["data.train_samples"].endswith("whole split")
-    assert src["lr"] == paper["sources"]["lr"]  # not scaled: the grid's source
+    assert src["lr"].endswith(paper["sources"]["lr"])  # scaled by smoke, with the grid's source of what it scaled
+    check = ex.config(ex.get("ma-cifar10-vgg8-predsim"), "check")["sources"]
+    assert check["lr"] == paper["sources"]["lr"]  # not scaled: the grid's source
     # provenance text is not what trains: it changes neither the config hash nor a result's validity
     assert ex.config_hash(smoke) == ex.config_hash({**smoke, "sources": {}})

@@ -109,3 +109,71 @@ def test_a_finished_run_with_non_finite_metrics_is_not_finished():
     with pytest.raises(rf.Invalid, match="metrics.test_loss is inf"):
         rf.check_metrics({"test_accuracy": 50.0, "test_loss": math.inf})
     rf.check_metrics({"test_accuracy": 50.0, "si_input": None, "flops_counting": "ptflops"})
+
+
+MID = "bhyravabhottla-cnn12"  # measured under one convention; its cells are parameter counts
+
+
+def measurement(**changes):
+    """A well-formed measurement file for MID under the grid's spec today (counts made up: the test is about
+    which files are used, not about the counts)."""
+    from bench import deterministic as det
+
+    from bench.registry import load_claims
+
+    spec = det.spec("bhyravabhottla")
+    parts = {c.part: 10 for c in load_claims() if c.paper == "bhyravabhottla" and c.metric == "params" and c.part}
+    rows = [{"name": c["name"], "dataset": c["dataset"], "input_shape": [3, 32, 32], "num_classes": 100,
+             "params_total": 1000, "params_parts": parts,
+             "macs": {"pytorch": 5000}, "flops": {"pytorch": 10000}} for c in spec["conventions"]]
+    m = {"id": MID, "paper": "bhyravabhottla", "model": "cnn12", "primary": dict(spec["primary"]), "why": spec["why"],
+         "conventions": rows, "code_version": "test"}
+    m.update(changes)
+    return m
+
+
+def negative_params():
+    m = measurement()
+    m["conventions"][0]["params_total"] = -1
+    return m
+
+
+MEASUREMENT_KINDS = {
+    "another model's file": (lambda: measurement(id="cruciata-vgg11"), "holds id 'cruciata-vgg11'"),
+    "stale conventions": (lambda: measurement(conventions=[]), "stale: measured under conventions []"),
+    "stale primary": (lambda: measurement(primary={"convention": "cifar", "backend": "aten"}), "stale: primary"),
+    "negative count": (negative_params, "params_total is -1"),
+    "a part the cells ask for missing": (lambda: measurement(conventions=[{**measurement()["conventions"][0],
+                                                                          "params_parts": {"x": 1}}]),
+                                         "counts no parameters for conv1"),
+    "truncated JSON": (lambda: json.dumps(measurement())[:30], "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("kind", list(MEASUREMENT_KINDS))
+def test_a_bad_measurement_file_never_reaches_a_value(tmp_path, kind):
+    from bench import deterministic as det
+
+    make, reason = MEASUREMENT_KINDS[kind]
+    path = det.result_path("smoke", MID, tmp_path)
+    path.parent.mkdir(parents=True)
+    content = make()
+    path.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
+    with pytest.raises(BenchError, match="invalid result file") as err:
+        agg.aggregate("smoke", results=tmp_path, seeds="0")
+    assert reason in str(err.value)
+    with open(tmp_path / "smoke" / "cells.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["paper"] == "bhyravabhottla" and r["metric"] == "params"]
+    assert rows and all(r["status"] == "INVALID" and r["mean"] == "" and reason in r["reason"] for r in rows)
+
+
+def test_a_valid_measurement_file_counts(tmp_path):
+    from bench import deterministic as det
+
+    path = det.result_path("smoke", MID, tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(measurement()), encoding="utf-8")
+    agg.aggregate("smoke", results=tmp_path, seeds="0")
+    with open(tmp_path / "smoke" / "cells.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["paper"] == "bhyravabhottla" and r["metric"] == "params"]
+    assert rows and all(r["status"] == "MEASURED" for r in rows)

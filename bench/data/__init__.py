@@ -61,6 +61,14 @@ def status(name: str, root=None, check_sums: bool = False) -> dict:
     return out
 
 
+def counts(name: str, root=None) -> tuple[int, int]:
+    """The training and test samples a present dataset holds (read as a run reads them; image folders are decoded
+    once and cached)."""
+    info = DATASETS[name]
+    data = family(info).load(info, data_root(root))
+    return len(data.y_train), len(data.y_test)
+
+
 def load(name: str, cfg: dict, root=None, download: bool = False):
     """The train and test split of `name` for an experiment config (its `data` and `input_size`)."""
     from bench import BenchError

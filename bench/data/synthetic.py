@@ -1,8 +1,9 @@
 """Synthetic stand-ins for the smoke profile: each dataset's real shape, dtype and class count, and learnable.
 
 Every class has a smooth random prototype (low-resolution noise upsampled to the image size); a sample is its
-class prototype at a random contrast plus pixel noise, stored as uint8 like the real images. A CNN separates
-the classes within an epoch or two, so a smoke run exercises training that actually learns.
+class prototype at a random contrast plus pixel noise, stored as uint8 like the real images. Prototypes are
+mirror-symmetric, so the papers' horizontal flips do not change a sample's class. A CNN separates the classes
+within a few dozen steps, so a smoke run shows whether a method learns.
 """
 import zlib
 
@@ -32,6 +33,7 @@ def stand_in(info: DatasetInfo, train_samples: int, test_samples: int) -> Tensor
     gen = torch.Generator().manual_seed(zlib.crc32(info.name.encode()))
     coarse = torch.randn(info.num_classes, info.channels, 4, 4, generator=gen)
     protos = F.interpolate(coarse, size=(info.size, info.size), mode="bilinear", align_corners=False)
+    protos = protos + protos.flip(-1)  # mirror-symmetric: the papers' horizontal flips keep a sample's class
     protos = protos / protos.flatten(1).std(dim=1).view(-1, 1, 1, 1)
     x_train, y_train = _split(info, protos, train_samples, gen)
     x_test, y_test = _split(info, protos, test_samples, gen)
