@@ -213,7 +213,10 @@ def cmd_data_benchmark(args):
 def cmd_aggregate(args):
     from bench.aggregate import aggregate
 
-    path = aggregate(args.profile, results=args.results, seeds=args.seeds, skip_invalid=args.skip_invalid)
+    if args.seeds is not None and args.seeds < 1:
+        raise BenchError(f"--seeds {args.seeds}: seeds per experiment is at least 1 (omit it for the profile's)")
+    seeds = args.seed_list if args.seed_list else args.seeds  # numbers, or a count (0..n-1), or the profile's
+    path = aggregate(args.profile, results=args.results, seeds=seeds, skip_invalid=args.skip_invalid)
     print(f"wrote {path}")
 
 
@@ -536,7 +539,10 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--profile", default="paper")
         s.add_argument("--results", default="results")
         if name == "aggregate":
-            s.add_argument("--seeds", help="the seeds to aggregate, e.g. 0,1,2 (default: the profile's)")
+            seeds = s.add_mutually_exclusive_group()
+            seeds.add_argument("--seeds", type=int, help="how many seeds to aggregate: 0 .. n-1, as the workflow's "
+                                                         "seeds (default: the profile's count)")
+            seeds.add_argument("--seed-list", help="the seed numbers to aggregate instead, e.g. 0,2,5")
             s.add_argument("--skip-invalid", action="store_true",
                            help="write the aggregate even when some result files are invalid (they are used nowhere)")
         elif name == "report":

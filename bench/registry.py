@@ -9,6 +9,7 @@ need no training (FLOPs, parameter counts) and cells derived from other cells (t
 states in its text) map to none.
 """
 import csv
+import io
 import fnmatch
 import math
 import os
@@ -170,16 +171,21 @@ def _load_claims(claims_dir: Path) -> tuple[Claim, ...]:
         path = claims_dir / f"{paper}.csv"
         if not path.exists():
             raise BenchError(f"registry file missing: {path}")
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != FIELDS:
-                raise BenchError(f"malformed registry header in {path.name}: expected {','.join(FIELDS)}")
-            for raw in reader:
-                claim = _parse_row(path, reader.line_num, raw, paper, meta["tables"])
-                if claim.id in seen:
-                    _fail(path, claim.line, f"id '{claim.id}' repeats line {seen[claim.id]}")
-                seen[claim.id] = claim.line
-                claims.append(claim)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            line = path.read_bytes()[:err.start].count(b"\n") + 1
+            raise BenchError(f"malformed registry file: {path.name} line {line}: not UTF-8 text ({err.reason} at "
+                             f"byte {err.start})") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if reader.fieldnames != FIELDS:
+            raise BenchError(f"malformed registry header in {path.name}: expected {','.join(FIELDS)}")
+        for raw in reader:
+            claim = _parse_row(path, reader.line_num, raw, paper, meta["tables"])
+            if claim.id in seen:
+                _fail(path, claim.line, f"id '{claim.id}' repeats line {seen[claim.id]}")
+            seen[claim.id] = claim.line
+            claims.append(claim)
     by_id = {c.id for c in claims}
     for c in claims:
         if c.derived_from and not any(fnmatch.fnmatchcase(i, c.derived_from) for i in by_id):

@@ -118,6 +118,28 @@ def run_facts(found: dict, paper: str | None = None) -> dict:
             "precision": count("precision"), "last": max((r["finished"] for r in runs), default="")}
 
 
+def learning_markdown(found: dict) -> list[str]:
+    """Per method: are its runs above chance (bench.learning)? A method at chance is broken or untrainable here."""
+    from bench import learning
+
+    rows = learning.per_method(found)
+    if not rows:
+        return []
+    body = []
+    for r in rows:
+        low = r["lowest"]
+        body.append([f"`{r['method']}`", r["finished"], f"{r['above']} / {r['finished']}",
+                     f"{r['median_ratio']:.1f}x" if r["finished"] else "–",
+                     f"{low[3]:.1f} % = {low[0]:.1f}x (`{low[2]}`)" if low else "–", r["unfinished"]])
+    return ["## Does each method learn?", "",
+            "Each finished run's test accuracy against chance (1 / its dataset's classes): above chance when a "
+            f"one-sided binomial test on its own test samples gives p < {learning.ALPHA} (`bench/learning.py`). "
+            "A method whose runs sit at chance has stopped learning, whatever its cells say.", "",
+            tabulate(body, headers=["Method", "Finished runs", "Above chance", "Median accuracy / chance",
+                                    "Lowest (run)", "Failed or diverged"], tablefmt="github",
+                     disable_numparse=True), ""]
+
+
 def restriction(profile: str, only: str) -> list[str]:
     """The header line of a DAG restricted with only=: which experiments ran, of how many."""
     if not only:
@@ -200,7 +222,55 @@ def fmt_cell(r: dict, notes: dict) -> str:
         tag += f" (seeds: {r['seeds_needed']})" if r["seeds_needed"] else ""
     elif r["verdict"] not in ("REPRODUCED", "BETTER", "NOT REPRODUCED"):
         tag += f" [{notes.setdefault(r['reason'] or r['verdict'], len(notes) + 1)}]"
-    return f"{r['printed']} → {rep + ' ' if rep else ''}{tag}"
+    runs = f" [runs](#{run_anchor(r['experiment'])})" if has_runs(r) else ""
+    return f"{r['printed']} → {rep + ' ' if rep else ''}{tag}{runs}"
+
+
+def has_runs(r: dict) -> bool:
+    """A cell trained by runs whose result files count (measured, or failed/diverged for good)."""
+    return bool(r.get("experiment")) and r["seeds_expected"] > 0 and r["status"] in RUN_STATUSES
+
+
+RUN_STATUSES = ("MEASURED", "PARTIAL", "FAILED", "DIVERGED")
+
+
+def run_anchor(experiment: str) -> str:
+    return f"run-{experiment}"
+
+
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `bench ui` serves the store (its default address)
+
+
+def runs_markdown(rows: list[dict], found: dict, results: Path | str, page_dir: Path, profile: str) -> list[str]:
+    """The runs behind the cells: per experiment, each seed's result file (relative link) and MLflow run (its page
+    in `bench ui`); a cell's [runs] link points here."""
+    import os
+
+    experiments = list(dict.fromkeys(e for r in rows if has_runs(r) for e in (r["experiment"], r["baseline_experiment"])
+                                     if e))
+    if not experiments:
+        return []
+    body = []
+    for eid in experiments:
+        links = []
+        for (e, seed), res in sorted(found.items()):
+            if e != eid:
+                continue
+            path = Path(results) / profile / "runs" / eid / f"seed{seed}.json"
+            rel = os.path.relpath(path, page_dir).replace(os.sep, "/")
+            m = res.get("mlflow") or {}
+            run = (f"[MLflow]({MLFLOW_UI}/#/experiments/{m['experiment_id']}/runs/{m['run_id']})"
+                   if m.get("experiment_id") and m.get("run_id") else f"MLflow `{m.get('run_id') or 'none'}`")
+            links.append(f"seed {seed}: [{res['status'].lower()}]({rel}) · {run}")
+        cells = sum(eid in (r["experiment"], r["baseline_experiment"]) for r in rows)
+        body.append([f'<a id="{run_anchor(eid)}"></a>`{eid}`', cells, "<br>".join(links) or "no result file"])
+    return ["## Runs behind the cells", "",
+            "Each cell's [runs] link lands here: its experiment's result file per seed (the source of truth, under "
+            f"`{Path(results).as_posix()}/`, not committed) and its MLflow run (open the store with `bench ui`, "
+            f"then follow the link to {MLFLOW_UI}).", "",
+            "<details><summary>" + f"{len(experiments)} experiments" + "</summary>", "",
+            tabulate(body, headers=["Experiment", "Cells", "Result file · MLflow run, per seed"], tablefmt="github",
+                     disable_numparse=True), "", "</details>", ""]
 
 
 def table_markdown(rows: list[dict]) -> list[str]:
@@ -272,6 +342,34 @@ def summary_markdown(paper: str, meta: dict, rows: list[dict], heads: list[dict]
     return lines + [""]
 
 
+def cover(ids: list[str]) -> str:
+    """Cell ids as the tables, rows and columns they cover: "Table 1 rows VGG-11, VGG-16 x columns A, B (4 cells)",
+    or per column where they do not fill a rectangle; a short list stays a list of ids."""
+    if len(ids) <= 3:
+        return ", ".join(ids)
+    from bench.registry import load_claims
+
+    by_id = {c.id: c for c in load_claims()}
+    tables: dict[str, list] = {}
+    for i in ids:
+        c = by_id.get(i)
+        if c is None:
+            return ", ".join(ids)
+        tables.setdefault(c.table, []).append(c)
+    parts = []
+    for table, cs in tables.items():
+        name = "text" if table == "text" else f"Table {table}"
+        rows, cols = list(dict.fromkeys(c.row for c in cs)), list(dict.fromkeys(c.column for c in cs))
+        if len(cs) == len(rows) * len(cols):
+            what = lambda kind, labels: f"{kind}{'s' if len(labels) > 1 else ''} {', '.join(labels)}"  # noqa: E731
+            parts.append(f"{name} {what('row', rows)} x {what('column', cols)} ({len(cs)} cells)")
+        else:
+            for col in cols:
+                mine = [c.row for c in cs if c.column == col]
+                parts.append(f"{name} column {col}, rows {', '.join(mine)}")
+    return "; ".join(parts)
+
+
 RELATION_TEXT = {"greater": "A > B", "less": "A < B", "at_least": "A ≥ B − {m}", "at_most": "A ≤ B + {m}",
                  "within": "|A − B| ≤ {m}"}
 
@@ -287,12 +385,12 @@ def headline_markdown(paper: str, heads: list[dict]) -> list[str]:
         h = defs[r["id"]]
         if h.relation == "ranking":
             rel = f"ranking of {len(h.items)} groups, {'lowest' if h.lower_is_better else 'highest'} first"
-            sides = "; ".join(f"{i + 1}: {', '.join(g)}" for i, g in enumerate(h.items))
+            sides = "; ".join(f"{i + 1}: {cover(g)}" for i, g in enumerate(h.items))
         else:
             rel = RELATION_TEXT[h.relation].format(m=f"{h.margin:g}")
             rel = rel.replace("B", f"{h.value:g}") if not h.b else rel
             rel += ", each pair" if h.pairwise else ""
-            sides = f"A: {', '.join(h.a)}" + (f"; B: {', '.join(h.b)}" if h.b else "")
+            sides = f"A: {cover(h.a)}" + (f"; B: {cover(h.b)}" if h.b else "")
         diff = fmt_value(r["diff"]) if not math.isnan(r["diff"]) else "–"
         p = f"{r['p_adjusted']:.3g}" if not math.isnan(r["p_adjusted"]) else "–"
         verdict = r["verdict"] + (f" (test on these runs: {r['test']})" if r["verdict"] == "NOT COMPARABLE" else "")
@@ -379,6 +477,7 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
             lines += ["## Per epoch", "", ex.grid(paper)["epoch_figures"]["caption"], ""]
             lines += [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
             written += figures
+        lines += runs_markdown(rows, found, results, out_dir, profile)
         lines += companion_markdown(paper, results, profile)
         lines += measurement_markdown(paper, rows, results, profile)
         lines += choices_markdown(paper)
@@ -401,7 +500,8 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
                                          "Headline claims held", "Audit findings"],
                        tablefmt="github", disable_numparse=True), "",
               "Papers: " + "; ".join(f"**{p}**: {m['citation']}" for p, m in papers().items()) + ".", "",
-              "The audit of the papers' own printed numbers (no training): [audit.md](../audit.md).", ""] + how_to_read()
+              "The audit of the papers' own printed numbers (no training): [audit.md](../audit.md).", ""]
+    index += learning_markdown(found) + how_to_read()
     path = out_dir / "index.md"
     path.write_text("\n".join(index).rstrip() + "\n", encoding="utf-8")
     written = [path] + written

@@ -16,6 +16,14 @@ def _schema(name: str) -> dict:
         return yaml.safe_load(f)
 
 
+def shown(path: Path | str) -> str:
+    """A data file as a message names it: bench/grids/ma.yaml (relative to the package's folder), else as given."""
+    try:
+        return Path(path).resolve().relative_to(Path(__file__).resolve().parent.parent).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def load(path: Path | str, name: str | None = None):
     """A YAML data file read and, with `name`, checked against its schema; a syntax error or a byte that is not
     UTF-8 is one BenchError naming the file and the line."""
@@ -26,9 +34,9 @@ def load(path: Path | str, name: str | None = None):
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
-        raise BenchError(f"{path.name}: YAML syntax error at {where}: {getattr(err, 'problem', None) or err}") from None
+        raise BenchError(f"{shown(path)}: YAML syntax error at {where}: {getattr(err, 'problem', None) or err}") from None
     except UnicodeDecodeError as err:
-        raise BenchError(f"{path.name}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise BenchError(f"{shown(path)}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     return check(data, name, path) if name else data
 
 
@@ -41,7 +49,7 @@ def check(data, name: str, path: Path | str):
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "top level"
-        raise BenchError(f"{Path(path).name}: at {where}: {err.message}{_suggestion(err)}")
+        raise BenchError(f"{shown(path)}: at {where}: {err.message}{_suggestion(err)}")
     return data
 
 

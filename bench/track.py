@@ -84,7 +84,7 @@ class RunLogger:
                  resume_run_id: str | None = None):
         """A new run, or, for a job resumed from its checkpoint, the run it started (`resume_run_id`), which then
         goes on receiving the epochs' metrics (one MLflow run per result file, however often the job was killed)."""
-        self.run_id, self.error, self.client = None, None, None
+        self.run_id, self.error, self.client, self.experiment_id = None, None, None, None
         self.experiment = experiment_name(profile, paper)
         try:
             from mlflow.entities import Param, RunTag
@@ -94,10 +94,11 @@ class RunLogger:
                 try:
                     _retry(self.client.update_run, resume_run_id, status="RUNNING")
                     self.run_id = resume_run_id
+                    self.experiment_id = self.client.get_run(resume_run_id).info.experiment_id
                     return
                 except Exception:  # the store was reset meanwhile: a new run
                     pass
-            exp_id = ensure_experiment(self.client, self.experiment)
+            exp_id = self.experiment_id = ensure_experiment(self.client, self.experiment)
             run = _retry(self.client.create_run, exp_id, run_name=run_name,
                          tags={k: str(v) for k, v in tags.items()})
             self.run_id = run.info.run_id
@@ -138,8 +139,8 @@ class RunLogger:
             self.error = self.error or f"{type(err).__name__}: {err}"
 
     def info(self) -> dict:
-        return {"tracking_uri": redact(tracking_uri()), "experiment": self.experiment, "run_id": self.run_id,
-                "error": self.error}
+        return {"tracking_uri": redact(tracking_uri()), "experiment": self.experiment,
+                "experiment_id": self.experiment_id, "run_id": self.run_id, "error": self.error}
 
 
 def retire(run_id: str, replaced_by: str | None) -> str | None:

@@ -80,3 +80,20 @@ def result_file(profile: str, experiment: str, seed: int = 0, status: str = "FIN
             "environment": {"device": "TestGPU 9000", "code_version": "abc123", "torch": "2.x"},
             "mlflow": {"run_id": f"run-{experiment}-{seed}"}, "config": ex.config(ex.get(experiment), profile),
             "epochs": [], **extra}
+
+
+def measurement_file(paper: str, model: str, macs: int = 5000, params_total: int = 1000) -> dict:
+    """A model measurement file as `bench measure` writes it, under the paper grid's spec today, with every part a
+    cell asks for (the counts are the caller's: the tests are about which files are used and how)."""
+    from bench import deterministic as det
+    from bench.registry import load_claims
+
+    spec = det.spec(paper)
+    mid = det.measurement_id(paper, model)
+    parts = {c.part: 10 for c in load_claims() if det.measurement_id(c.paper, c.model) == mid and c.part}
+    rows = [{"name": c["name"], "dataset": c["dataset"], "input_shape": [3, 32, 32], "num_classes": 10,
+             "params_total": params_total, "params_parts": parts or {"head": params_total},
+             "macs": {b: macs for b in ("pytorch", "pytorch+functional", "aten")},
+             "flops": {b: 2 * macs for b in ("pytorch", "pytorch+functional", "aten")}} for c in spec["conventions"]]
+    return {"id": mid, "paper": paper, "model": model, "primary": dict(spec["primary"]), "why": spec["why"],
+            "conventions": rows, "code_version": "test"}

@@ -10,7 +10,7 @@ from bench import BenchError
 from bench import aggregate as agg
 from bench import results as rf
 from bench.runner import run_path
-from helpers import result_file
+from helpers import measurement_file, result_file
 
 EID = "ma-cifar100-vgg8-backprop"
 
@@ -115,21 +115,7 @@ MID = "bhyravabhottla-cnn12"  # measured under one convention; its cells are par
 
 
 def measurement(**changes):
-    """A well-formed measurement file for MID under the grid's spec today (counts made up: the test is about
-    which files are used, not about the counts)."""
-    from bench import deterministic as det
-
-    from bench.registry import load_claims
-
-    spec = det.spec("bhyravabhottla")
-    parts = {c.part: 10 for c in load_claims() if c.paper == "bhyravabhottla" and c.metric == "params" and c.part}
-    rows = [{"name": c["name"], "dataset": c["dataset"], "input_shape": [3, 32, 32], "num_classes": 100,
-             "params_total": 1000, "params_parts": parts,
-             "macs": {"pytorch": 5000}, "flops": {"pytorch": 10000}} for c in spec["conventions"]]
-    m = {"id": MID, "paper": "bhyravabhottla", "model": "cnn12", "primary": dict(spec["primary"]), "why": spec["why"],
-         "conventions": rows, "code_version": "test"}
-    m.update(changes)
-    return m
+    return {**measurement_file("bhyravabhottla", "cnn12"), **changes}
 
 
 def negative_params():

@@ -20,7 +20,9 @@ def load(path):
 def refused(data, name, path, message):
     with pytest.raises(BenchError) as err:
         check(data, name, path)
-    assert str(err.value).startswith(f"{path.name}: at ") and message in str(err.value), str(err.value)
+    from bench.schema import shown
+
+    assert str(err.value).startswith(f"{shown(path)}: at ") and message in str(err.value), str(err.value)
     return str(err.value)
 
 
@@ -102,8 +104,8 @@ def test_a_yaml_syntax_error_or_a_non_utf8_byte_is_one_message(tmp_path):
 
     broken = tmp_path / "profiles.yaml"
     broken.write_text("smoke:\n  seeds: [1, 2\n  data: synthetic\n", encoding="utf-8")
-    with pytest.raises(BenchError, match=r"^profiles.yaml: YAML syntax error at line 3, column \d+: "):
+    with pytest.raises(BenchError, match=r"profiles.yaml: YAML syntax error at line 3, column \d+: "):
         load_checked(broken, "profiles")
     broken.write_bytes(b"smoke: \xff\n")
-    with pytest.raises(BenchError, match=r"^profiles.yaml: not UTF-8 text"):
+    with pytest.raises(BenchError, match=r"profiles.yaml: not UTF-8 text"):
         load_checked(broken, "profiles")

@@ -10,7 +10,7 @@ from bench.registry import Claim, load_claims
 from bench.report import SMOKE_WARNING, write_reports
 from bench.runner import run_path, write_json_atomic
 from bench.stats import summarize
-from helpers import result_file
+from helpers import measurement_file, result_file
 
 T975_DF2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (statistical tables)
 
@@ -254,9 +254,7 @@ def test_learn_drop_flops_come_from_its_runs_against_sgd(tmp_path):
                                 for i, m in enumerate(epochs or [0] * 4)]
             write_json_atomic(path, result)
     measure = res / "paper" / "models" / "cruciata-vgg11.json"
-    write_json_atomic(measure, {"model": "vgg11", "why": "test", "primary": {"convention": "imagenet224", "backend": "pytorch"},
-                                "conventions": [{"name": "imagenet224", "macs": {"pytorch": 30_000e6}, "params_total": 1,
-                                                 "input_shape": [3, 224, 224], "num_classes": 1000}]})
+    write_json_atomic(measure, measurement_file("cruciata", "vgg11", macs=30_000_000_000, params_total=1))
     cells = cells_by_id(res, "paper", "0,1")
     # seed 0: mean 80 -> 20 % less; seed 1: mean 62.5 -> 37.5 % less
     cut = cells["cruciata.3.vgg-11.dropping.d-flops-pct"]

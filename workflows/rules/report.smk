@@ -15,7 +15,7 @@ rule aggregate:
     conda:
         CONDA_ENV
     shell:
-        f"{BENCH} aggregate --profile {PROFILE} --results {config['results']} --seeds {{params.seeds}}"
+        f"{BENCH} aggregate --profile {PROFILE} --results {config['results']} --seed-list {{params.seeds}}"
 
 
 rule report:

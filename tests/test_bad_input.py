@@ -1,0 +1,159 @@
+"""Bad input of every kind, as a new user would give it, through the real command line: each case exits 2 with
+one line on stderr that names the file or the option and the field, and nothing anywhere prints a traceback.
+
+The package is copied into the test's folder, so that a case can break a grid, a profile, a tolerance or a
+registry file without touching the checkout; the copy is what `python -m bench` runs (PYTHONPATH)."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import result_file
+
+REPO = Path(__file__).resolve().parent.parent
+EID = "ma-cifar100-vgg8-backprop"
+TRACEBACKS = []  # every case's stderr, for the final count
+
+
+@pytest.fixture(scope="module")
+def pkg(tmp_path_factory):
+    """A pristine copy of the package; each case that edits a file edits its own copy of that file."""
+    root = tmp_path_factory.mktemp("pkg")
+    shutil.copytree(REPO / "bench", root / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def edit(root: Path, rel: str, change):
+    path = root / "bench" / rel
+    text = path.read_bytes()
+    path.write_bytes(change(text))
+    return lambda: path.write_bytes(text)
+
+
+def replace(old: str, new: str):
+    def change(text: bytes) -> bytes:
+        assert old.encode() in text, old
+        return text.replace(old.encode(), new.encode(), 1)
+    return change
+
+
+def plant_result(work: Path, content):
+    path = work / "results" / "smoke" / "runs" / EID / "seed0.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
+
+
+def good_result():
+    return result_file("smoke", EID, metrics={"test_accuracy": 70.0, "train_time_s": 1.0})
+
+
+def taken_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+# name -> (argv, file edit (path in bench/, change) or None, result file to plant or None, what stderr must name)
+CASES = {
+    # result files under results/<profile>/runs/ (read by aggregate, report, audit, plan)
+    "truncated result JSON": (["aggregate", "--profile", "smoke", "--seeds", "1"], None,
+                              lambda: json.dumps(good_result())[:50], f"runs/{EID}/seed0.json: is not valid JSON"),
+    "empty result file": (["aggregate", "--profile", "smoke", "--seeds", "1"], None, lambda: "", "empty or truncated"),
+    "a list as result file": (["aggregate", "--profile", "smoke", "--seeds", "1"], None, lambda: [1, 2],
+                              "holds a JSON list, not an object"),
+    "string accuracy": (["aggregate", "--profile", "smoke", "--seeds", "1"], None,
+                        lambda: {**good_result(), "metrics": {"test_accuracy": "high"}},
+                        "metrics.test_accuracy is str, not a number"),
+    "no metrics": (["aggregate", "--profile", "smoke", "--seeds", "1"], None,
+                   lambda: {k: v for k, v in good_result().items() if k != "metrics"}, "has no 'metrics'"),
+    "seed 5 inside seed0.json": (["aggregate", "--profile", "smoke", "--seeds", "1"], None,
+                                 lambda: {**good_result(), "seed": 5}, "holds seed 5"),
+    "accuracy 1e6": (["aggregate", "--profile", "smoke", "--seeds", "1"], None,
+                     lambda: {**good_result(), "metrics": {"test_accuracy": 1e6}}, "outside 0-100"),
+    # bench run's options
+    "run --seed -1": (["run", "-e", EID, "--profile", "smoke", "--seed", "-1"], None, None, "--seed"),
+    "run --device banana": (["run", "-e", EID, "--profile", "smoke", "--device", "banana"], None, None, "banana"),
+    "run --threads -1": (["run", "-e", EID, "--profile", "smoke", "--threads", "-1"], None, None, "--threads"),
+    # the configs: YAML syntax, unknown keys, types and ranges
+    "YAML syntax error in a grid": (["config", EID], ("grids/ma.yaml", replace("settings:", "settings: [")), None,
+                                    "grids/ma.yaml"),
+    "YAML syntax error in profiles.yaml": (["config", EID], ("profiles.yaml", replace("smoke:", "smoke: [")), None,
+                                           "profiles.yaml"),
+    "YAML syntax error in tolerances.yaml": (["aggregate", "--profile", "smoke", "--seeds", "1"],
+                                             ("tolerances.yaml", lambda t: t + b"\n  bad: [\n"), None,
+                                             "tolerances.yaml"),
+    "batch_size: big": (["config", EID], ("grids/ma.yaml", replace("batch_size: 128", "batch_size: big")), None,
+                        "batch_size"),
+    "a grid key typo": (["config", EID], ("grids/ma.yaml", replace("optimizer: adam", "optimiser: adam")), None,
+                        "optimizer"),
+    "an unknown optimizer": (["config", EID], ("grids/ma.yaml", replace("optimizer: adam", "optimizer: adamw2")),
+                             None, "adamw2"),
+    "epochs: -5": (["config", EID], ("grids/ma.yaml", replace("epochs: 400", "epochs: -5")), None, "epochs"),
+    "a hierarchy entry that is not a number": (["config", "ma-cifar10-vgg8b_e1-backprop"],
+                                               ("grids/ma.yaml", replace("[3, 3, 2, 2]", "[3, 3, x, 2]")), None,
+                                               "hierarchy"),
+    "a registry value that is not its printed string": (["claims"], ("claims/ma.csv", replace(",89.72,", ",79.72,")),
+                                                        None, "ma.csv"),
+    "a non-UTF-8 byte in a registry CSV": (["claims"], ("claims/ma.csv", lambda t: t.replace(b"Layer-wise", b"Layer\xffwise", 1)),
+                                           None, "ma.csv"),
+    # filters, seed counts and the UI
+    "claims --paper nope": (["claims", "--paper", "nope"], None, None, "nope"),
+    "models --paper nope": (["models", "--paper", "nope"], None, None, "nope"),
+    "failed --profile nope": (["failed", "--profile", "nope"], None, None, "nope"),
+    "plan --seeds -3": (["plan", "--profile", "smoke", "--seeds", "-3"], None, None, "--seeds"),
+    "plan --seeds 0": (["plan", "--profile", "smoke", "--seeds", "0"], None, None, "--seeds"),
+    "ui --port 99999": (["ui", "--port", "99999", "--create"], None, None, "99999"),
+    "ui in a folder without a store": (["ui", "--port", "5999"], None, None, "--create"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_and_exit_2(pkg, tmp_path, name):
+    argv, file_edit, result, names = CASES[name]
+    restore = edit(pkg, *file_edit) if file_edit else None
+    try:
+        if result:
+            plant_result(tmp_path, result())
+        env = {**os.environ, "PYTHONPATH": str(pkg), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+        proc = subprocess.run([sys.executable, "-m", "bench", *argv], cwd=tmp_path, capture_output=True, text=True,
+                              env=env, timeout=300)
+    finally:
+        if restore:
+            restore()
+    TRACEBACKS.append(proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, (name, proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(lines) == 1, (name, proc.stderr[-2000:])
+    assert names in lines[0], (name, lines[0])
+
+
+def test_ui_port_taken_is_one_line_and_exit_2(pkg, tmp_path):
+    held = taken_port()
+    try:
+        env = {**os.environ, "PYTHONPATH": str(pkg)}
+        proc = subprocess.run([sys.executable, "-m", "bench", "ui", "--port", str(held.getsockname()[1]), "--create"],
+                              cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        held.close()
+    TRACEBACKS.append(proc.stderr)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "already in use" in proc.stderr, proc.stderr
+
+
+def test_a_closed_pipe_is_quiet(tmp_path):
+    proc = subprocess.run(f"{sys.executable} -m bench claims --format csv | head -1", shell=True, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    TRACEBACKS.append(proc.stderr)
+    assert proc.returncode == 0 and proc.stderr == "" and proc.stdout.startswith("paper,table,row")
+
+
+def test_no_case_printed_a_traceback():
+    """`grep -c Traceback` over the captured stderr of every case above (they ran first, in file order)."""
+    assert len(TRACEBACKS) == len(CASES) + 2
+    assert sum(err.count("Traceback") for err in TRACEBACKS) == 0
