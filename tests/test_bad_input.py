@@ -153,7 +153,23 @@ def test_a_closed_pipe_is_quiet(tmp_path):
     assert proc.returncode == 0 and proc.stderr == "" and proc.stdout.startswith("paper,table,row")
 
 
+def test_snakemake_dry_run_with_a_broken_profile_names_the_file(pkg, tmp_path):
+    """The workflow reads the same files: a YAML error reaches `snakemake -n` as one WorkflowError naming the file
+    and the line (snakemake's own exit status 1), not a traceback."""
+    shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
+    shutil.copytree(REPO / "workflows", tmp_path / "workflows")
+    restore = edit(pkg, "profiles.yaml", replace("smoke:", "smoke: ["))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", "profile=smoke"], cwd=tmp_path,
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(pkg)}, timeout=300)
+    finally:
+        restore()
+    TRACEBACKS.append(proc.stderr + proc.stdout)
+    out = proc.stderr + proc.stdout  # snakemake prints its WorkflowError to either, by version
+    assert proc.returncode == 1 and "bench/profiles.yaml: YAML syntax error at line" in out, out
+
+
 def test_no_case_printed_a_traceback():
     """`grep -c Traceback` over the captured stderr of every case above (they ran first, in file order)."""
-    assert len(TRACEBACKS) == len(CASES) + 2
+    assert len(TRACEBACKS) == len(CASES) + 3
     assert sum(err.count("Traceback") for err in TRACEBACKS) == 0

@@ -37,7 +37,8 @@ def test_run_writes_result_and_mlflow_run(workdir):
     env = result["environment"]
     assert env["torch"] and env["device"].startswith("CPU") and env["code_version"]
     assert "cruciata.2.resnet-18.mnist.sgd.a" in result["cells"]
-    assert result["config"]["sources"]["lr"].startswith("paper")
+    assert result["config"]["sources"]["lr"].startswith("profile smoke (bench/profiles.yaml): 0.001 x 10; the setting "
+                                                        "it scales: paper")
 
     from mlflow.tracking import MlflowClient
 
@@ -49,7 +50,7 @@ def test_run_writes_result_and_mlflow_run(workdir):
         ("cruciata", "cruciata-mnist-resnet18-backprop", "1", "smoke")
     assert "cruciata.2.resnet-18.mnist.sgd.t" in tags["cells"] and tags["tables"] == "2"
     assert tags["code_version"] == env["code_version"]
-    assert run.data.params["lr"] == "0.001" and run.data.params["model.nonlinearity"] == "relu"
+    assert run.data.params["lr"] == "0.01" and run.data.params["model.nonlinearity"] == "relu"  # the paper's 0.001, x 10 in smoke
     history = client.get_metric_history(run.info.run_id, "test_accuracy")
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert run.info.status == "FINISHED"

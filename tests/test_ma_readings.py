@@ -228,7 +228,7 @@ def test_ma_classes20_companion_and_its_scaled_epochs():
     assert {(e.dataset, e.method) for e, _ in comps.values()} == {("cifar100", "predsim")}
     eid = "ma-cifar100-vgg16-predsim-classes20"
     assert comps[eid][1] == "ma-cifar100-vgg16-predsim"
-    for profile, epochs, until in (("paper", 400, 200), ("scaled", 40, 20), ("check", 2, 1), ("smoke", 2, 1)):
+    for profile, epochs, until in (("paper", 400, 200), ("scaled", 40, 20), ("check", 2, 1), ("smoke", 4, 2)):
         cfg = ex.config(ex.get(eid), profile)
         assert cfg["epochs"] == epochs and cfg["method_options"]["classes_per_batch"] == 20
         assert cfg["method_options"]["classes_per_batch_until_epoch"] == until, profile

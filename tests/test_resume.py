@@ -13,6 +13,22 @@ from bench.training import FAULT_ENV
 from test_workflow import SNAKEMAKE, snakemake
 
 BENCH = [sys.executable, "-m", "bench"]
+def batches_per_epoch(experiment: str) -> int:
+    """Training batches in one smoke epoch of `experiment` (its stand-in samples over its batch size): the kill
+    points below are counted in these, so that they follow the smoke profile's budget."""
+    import math
+
+    from bench import experiments as ex
+
+    cfg = ex.config(ex.get(experiment), "smoke")
+    return math.ceil(cfg["data"]["train_samples"] / cfg["batch_size"])
+
+
+def kill_in_epoch(experiment: str, epoch: int, batch: int = 1) -> str:
+    """The fault that SIGKILLs a smoke run at `batch` of `epoch` (1-based): epochs 1 .. epoch-1 are checkpointed."""
+    return f"kill:{(epoch - 1) * batches_per_epoch(experiment) + batch}"
+
+
 COMPARED = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
 
 
@@ -36,13 +52,13 @@ def uninterrupted(tmp_path, experiment) -> dict:
 
 @pytest.mark.slow
 def test_a_killed_workflow_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    experiment = "ma-cifar10-vgg8-backprop"  # smoke: 2 epochs of 2 batches; killed in the second batch of epoch 2
+    experiment = "ma-cifar10-vgg8-backprop"  # smoke: killed in the first batch of epoch 2
     config = ["--cores", "1", "--config", "profile=smoke", f"only={experiment}"]
     out = tmp_path / "results/smoke/runs" / experiment / "seed0.json"
     ckpt = out.with_name("seed0.ckpt.pt")
 
     killed = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), *config], capture_output=True, text=True,
-                            timeout=600, env={**os.environ, FAULT_ENV: "kill:3"})
+                            timeout=600, env={**os.environ, FAULT_ENV: kill_in_epoch(experiment, 2)})
     assert killed.returncode != 0 and not out.exists()
     saved = torch.load(ckpt, weights_only=True)
     assert saved["epoch"] == 1 and len(saved["records"]) == 1  # one epoch done, killed inside the next
@@ -64,7 +80,7 @@ def test_a_killed_workflow_job_resumes_and_matches_an_uninterrupted_run(tmp_path
     assert len(runs) == 1 and runs[0].info.run_id == result["mlflow"]["run_id"]  # one run, continued
     assert runs[0].info.status == "FINISHED" and runs[0].data.tags["resumed_from_epoch"] == "1"
     steps = sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss"))
-    assert steps == [1, 2]
+    assert steps == list(range(1, result["config"]["epochs"] + 1))
 
 
 @pytest.mark.slow
@@ -72,7 +88,7 @@ def test_predsim_resumes_its_local_optimizers_and_decoders(tmp_path):
     experiment = "ma-cifar10-vgg8-predsim"
     out = tmp_path / "run" / "seed0.json"
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    killed = bench_run(experiment, out, {**env, FAULT_ENV: "kill:3"})
+    killed = bench_run(experiment, out, {**env, FAULT_ENV: kill_in_epoch(experiment, 2)})
     assert killed.returncode == -9 and not out.exists()  # SIGKILL
     resumed = bench_run(experiment, out, env)
     assert resumed.returncode == 0 and "resumed after epoch 1" in resumed.stdout

@@ -11,17 +11,17 @@ from bench.methods import layer_to_layer as l2l
 from bench.training import FAULT_ENV, Context, InjectedFault
 from helpers import separable
 from test_method_layer_to_layer import TINY, build, cfg_for
-from test_resume import COMPARED, bench_run, trajectory, uninterrupted
+from test_resume import COMPARED, bench_run, kill_in_epoch, trajectory, uninterrupted
 
 EXPERIMENT = "bhyravabhottla-cifar10-cnn12-layer_to_layer"
 
 
 @pytest.mark.slow
 def test_a_killed_layer_to_layer_run_resumes_in_its_stage(tmp_path):
-    # smoke: 6 stages of 1 epoch of 2 batches (128 samples, batch 64); killed in the 2nd batch of epoch 4 (stage 3)
+    # smoke: 6 stages of 1 epoch; killed in the 2nd batch of epoch 4 (stage 3)
     out = tmp_path / "run" / "seed0.json"
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    killed = bench_run(EXPERIMENT, out, {**env, FAULT_ENV: "kill:7"})
+    killed = bench_run(EXPERIMENT, out, {**env, FAULT_ENV: kill_in_epoch(EXPERIMENT, 4, batch=2)})
     assert killed.returncode == -9 and not out.exists()  # SIGKILL
     saved = torch.load(out.with_name("seed0.ckpt.pt"), weights_only=True)
     assert saved["epoch"] == 3 and saved["values"]["stage"] == 2 and len(saved["records"]) == 3

@@ -12,30 +12,30 @@ from bench.methods import belilovsky, fb_si, greedy, si
 from bench.training import FAULT_ENV, Context, InjectedFault
 from test_method_greedy import cfg_for, lenet, simcnn_cfg, simcnn_model
 from helpers import separable
-from test_resume import bench_run, trajectory, uninterrupted
+from test_resume import bench_run, kill_in_epoch, trajectory, uninterrupted
 
-# smoke: 128 training samples in batches of 64, so 2 batches an epoch; `kill` training batches are done when the job
-# is SIGKILLed, `resumed` epochs were checkpointed by then
+# smoke: the job is SIGKILLed in the first batch of epoch `resumed` + 1 (test_resume.kill_in_epoch: counted in the
+# smoke profile's batches an epoch), `resumed` epochs were checkpointed by then
 SMOKE = [
     # stages: SI block 0, SI block 1, classifier (feature_blocks 2), 1 epoch each: killed in the classifier stage,
     # resumed after the last epoch of block 1's stage
-    pytest.param("karimi-fashion_mnist-lenet-si_forward", 5, 2, id="si_forward"),
+    pytest.param("karimi-fashion_mnist-lenet-si_forward", 2, id="si_forward"),
     # SI block 0 (1 epoch), then end to end for 2 epochs: killed in the second end-to-end epoch, resumed inside it
-    pytest.param("karimi-cifar10-lenet-fb_si", 5, 2, id="fb_si"),
+    pytest.param("karimi-cifar10-lenet-fb_si", 2, id="fb_si"),
     # block 0 + temporary head, block 1 + temporary head, classifier, 1 epoch each; augmented (the generator crops)
-    pytest.param("karimi-cifar10-lenet-greedy_layerwise", 5, 2, id="greedy_layerwise"),
+    pytest.param("karimi-cifar10-lenet-greedy_layerwise", 2, id="greedy_layerwise"),
     # 5 blocks, each with its aux head for 1 epoch: killed in block 3's stage
-    pytest.param("karimi-cifar10-simcnn_k1-belilovsky_greedy", 7, 3, id="belilovsky_greedy"),
+    pytest.param("karimi-cifar10-simcnn_k1-belilovsky_greedy", 3, id="belilovsky_greedy"),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment,kill,resumed", SMOKE)
-def test_a_killed_layerwise_job_resumes_and_matches_an_uninterrupted_run(tmp_path, experiment, kill, resumed):
+@pytest.mark.parametrize("experiment,resumed", SMOKE)
+def test_a_killed_layerwise_job_resumes_and_matches_an_uninterrupted_run(tmp_path, experiment, resumed):
     out = tmp_path / "run" / "seed0.json"
     ckpt = out.with_name("seed0.ckpt.pt")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    killed = bench_run(experiment, out, {**env, FAULT_ENV: f"kill:{kill}"})
+    killed = bench_run(experiment, out, {**env, FAULT_ENV: kill_in_epoch(experiment, resumed + 1)})
     assert killed.returncode == -9 and not out.exists()  # SIGKILL
     assert ckpt.exists() and torch.load(ckpt, weights_only=True)["epoch"] == resumed
     again = bench_run(experiment, out, env)

@@ -15,7 +15,7 @@ from bench.checkpoint import Checkpoint
 from bench.methods import learn_drop as ld
 from bench.training import FAULT_ENV, Context
 from test_method_learn_drop import DATA, build, cfg_for
-from test_resume import bench_run, trajectory, uninterrupted
+from test_resume import bench_run, kill_in_epoch, trajectory, uninterrupted
 
 TESTS = Path(__file__).resolve().parent
 TIMES = ("epoch_time_s", "io_time_s", "eval_time_s", "train_time_s", "io_time_s_total", "eval_time_s_total")
@@ -37,14 +37,14 @@ def untimed(d: dict) -> dict:
 # ---------------------------------------------------------------- the smoke experiments, killed and run again
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,kill,resumed_from", [
-    # smoke: 4 epochs of 2 batches (128 samples, batch 64); warm-up 1 epoch, layers 0-6 dropped/frozen at the end
-    # of epoch 2; Learn & Drop extracts their maps in epoch 3 and trains on them in epoch 4
-    ("learn_drop", 5, 2),  # killed in the extraction epoch 3: the drop is pending, the maps not yet stored
-    ("learn_drop", 7, 3),  # killed in epoch 4: the stored maps must come back
-    ("freezing", 7, 3),    # killed in epoch 4: the frozen layers must stay frozen
+@pytest.mark.parametrize("method,resumed_from", [
+    # smoke: 4 epochs; warm-up 1 epoch, layers dropped/frozen at the end of epoch 2; Learn & Drop extracts their maps
+    # in epoch 3 and trains on them in epoch 4 (killed in the first batch of the epoch after `resumed_from`)
+    ("learn_drop", 2),  # killed in the extraction epoch 3: the drop is pending, the maps not yet stored
+    ("learn_drop", 3),  # killed in epoch 4: the stored maps must come back
+    ("freezing", 3),    # killed in epoch 4: the frozen layers must stay frozen
 ])
-def test_a_killed_smoke_run_resumes_after_the_drop_and_matches(tmp_path, method, kill, resumed_from):
+def test_a_killed_smoke_run_resumes_after_the_drop_and_matches(tmp_path, method, resumed_from):
     experiment = f"cruciata-mnist-vgg11-{method}"
     reference = uninterrupted(tmp_path, experiment)
     drops = [r["epoch"] for r in reference["epochs"] if r["newly_dropped"] > 0]
@@ -53,7 +53,7 @@ def test_a_killed_smoke_run_resumes_after_the_drop_and_matches(tmp_path, method,
 
     out = tmp_path / "run" / "seed0.json"
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    killed = bench_run(experiment, out, {**env, FAULT_ENV: f"kill:{kill}"})
+    killed = bench_run(experiment, out, {**env, FAULT_ENV: kill_in_epoch(experiment, resumed_from + 1)})
     assert killed.returncode == -9 and not out.exists()  # SIGKILL
     assert torch.load(out.with_name("seed0.ckpt.pt"), weights_only=True)["epoch"] == resumed_from
     resumed = bench_run(experiment, out, env)
