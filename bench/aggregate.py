@@ -7,8 +7,8 @@ file and a verdict: REPRODUCED when it rounds to the printed value. Reads only r
 Cells that cannot be measured yet keep their row, with status MISSING and the reason.
 """
 import csv
-import json
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,13 +132,15 @@ class Values:
 def load_measurements(profile: str, results: Path | str = "results", invalid: dict | None = None) -> dict:
     """measurement id -> result dict, for every valid model measurement file present (bench.results); the invalid
     ones go to `invalid` as (measurement id, None) -> "path: reason" when it is given, and are never used."""
-    found, claims = {}, load_claims()
+    found, claims, parts = {}, load_claims(), defaultdict(set)
+    for c in claims:  # the parts each measurement's cells ask for
+        if c.part and c.metric == "params":
+            parts[det.measurement_id(c.paper, c.model)].add(c.part)
     for mid, (paper, model) in det.measurements(claims).items():
         path = det.result_path(profile, mid, results)
         if path.exists():
-            parts = {c.part for c in claims if c.part and c.metric == "params" and det.measurement_id(c.paper, c.model) == mid}
             try:
-                found[mid] = result_files.load_measurement(path, mid, paper, model, det.spec(paper), parts)
+                found[mid] = result_files.load_measurement(path, mid, paper, model, det.spec(paper), parts[mid])
             except result_files.Invalid as err:
                 if invalid is not None:
                     invalid[(mid, None)] = f"{path}: {err}"
@@ -185,12 +187,19 @@ class CellValues:
         if why:
             return Values(reason=why)
         mid = det.measurement_id(claim.paper, claim.model)
-        result = self.models.get(mid)
-        if (mid, None) in self.invalid:
-            return Values(reason=f"invalid measurement file {self.invalid[(mid, None)]}", failed=True, invalid=True)
-        if result is None:
-            return Values(reason=f"no measurement file for {mid} yet (run the workflow)")
+        result, missing = self._measurement(mid)
+        if missing:
+            return missing
         return Values({None: det.claim_value(claim, result)}, "", [f"models/{mid}.json"])
+
+    def _measurement(self, mid: str) -> tuple[dict | None, Values | None]:
+        """A model's valid measurement, or the Values that say why there is none (invalid or not yet run)."""
+        if (mid, None) in self.invalid:
+            return None, Values(reason=f"invalid measurement file {self.invalid[(mid, None)]}", failed=True,
+                                invalid=True)
+        if mid not in self.models:
+            return None, Values(reason=f"no measurement file for {mid} yet (run the workflow)")
+        return self.models[mid], None
 
     def _flops_from_runs(self, claim) -> Values:
         """A FLOPs cell of a method that changes the network while it trains (Learn & Drop): the reduction of the
@@ -209,12 +218,9 @@ class CellValues:
                 return Values(reason=why)
         primary = None
         if claim.metric == "flops":
-            mid = det.measurement_id(claim.paper, claim.model)
-            sgd = self.models.get(mid)
-            if (mid, None) in self.invalid:
-                return Values(reason=f"invalid measurement file {self.invalid[(mid, None)]}", failed=True, invalid=True)
-            if sgd is None:
-                return Values(reason=f"no measurement file for {det.measurement_id(claim.paper, claim.model)} yet")
+            sgd, missing = self._measurement(det.measurement_id(claim.paper, claim.model))
+            if missing:
+                return missing
             primary = det.claim_value(claim, sgd)
         values, run_ids, failures, invalid = {}, [], [], False
         for seed in self.seeds:

@@ -134,9 +134,8 @@ def cmd_run(args):
 
 def cmd_measure(args):
     from bench import deterministic as det
-    from bench.runner import write_json_atomic
-
     from bench import results as result_files
+    from bench.runner import write_json_atomic
 
     result = det.measure(args.id)
     paper, model = det.measurements()[args.id]

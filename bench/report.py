@@ -12,7 +12,7 @@ fixed ordering and number formats, PNGs without timestamps.
 import csv
 import json
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from tabulate import tabulate
@@ -250,12 +250,13 @@ def runs_markdown(rows: list[dict], found: dict, results: Path | str, page_dir: 
                                      if e))
     if not experiments:
         return []
+    seeds_of = defaultdict(list)  # experiment -> [(seed, result)], read once
+    for (e, seed), res in sorted(found.items()):
+        seeds_of[e].append((seed, res))
     body = []
     for eid in experiments:
         links = []
-        for (e, seed), res in sorted(found.items()):
-            if e != eid:
-                continue
+        for seed, res in seeds_of[eid]:
             path = Path(results) / profile / "runs" / eid / f"seed{seed}.json"
             rel = os.path.relpath(path, page_dir).replace(os.sep, "/")
             m = res.get("mlflow") or {}
