@@ -1,4 +1,4 @@
-"""The `bench` command line: claims | experiments | models | config | data | setup | run | measure | aggregate | report.
+"""The `bench` command line: claims | experiments | models | config | data | setup | sync | run | measure | aggregate | report.
 
 Errors a user can act on (unknown ids, bad registry rows, missing data) print one line and exit with 2.
 """
@@ -97,11 +97,18 @@ def cmd_config(args):
 
 
 def cmd_setup(args):
+    from bench import experiments as ex
     from bench import track
     from bench.registry import papers
 
-    ids = track.setup(args.profile, list(papers()))
-    print(f"MLflow store {track.redact(track.tracking_uri())}: experiments " + ", ".join(f"{p} ({i})" for p, i in ids.items()))
+    ex.profile_settings(args.profile)
+    try:
+        ids = track.setup(args.profile, list(papers()))
+        print(f"MLflow store {track.redact(track.tracking_uri())}: experiments "
+              + ", ".join(f"{p} ({i})" for p, i in ids.items()))
+    except Exception as err:  # the jobs train without the store; bench sync logs them once it answers
+        print(f"warning: {track.describe(err)}; the jobs train without it and say so, `bench sync --profile "
+              f"{args.profile}` logs their runs once it answers", file=sys.stderr)
     if args.touch:
         Path(args.touch).parent.mkdir(parents=True, exist_ok=True)
         Path(args.touch).write_text(track.redact(track.tracking_uri()) + "\n")
@@ -394,6 +401,18 @@ def cmd_failed(args):
           file=sys.stderr)
 
 
+def cmd_sync(args):
+    from bench import track
+    from bench.sync import sync
+
+    c = sync(args.profile, results=args.results)
+    print(f"bench sync {args.profile} into {track.redact(track.tracking_uri())}: "
+          f"{c['files']} result files; runs created {c['created']}, completed {c['completed']}, already complete "
+          f"{c['complete']}, restored {c['restored']}; logged {c['points']} metric points, {c['params']} params, "
+          f"{c['tags']} tags, {c['inputs']} dataset inputs, {c['statuses']} end states; result files repointed "
+          f"{c['repointed']}" + (f"; {c['invalid']} invalid files not synced" if c["invalid"] else ""))
+
+
 def cmd_report(args):
     from bench.report import write_reports
 
@@ -429,6 +448,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", default="paper")
     s.add_argument("--touch", help="write this marker file when done (for Snakemake)")
     s.set_defaults(fn=cmd_setup)
+
+    s = sub.add_parser("sync", help="log every result file's MLflow run that the store lacks or holds in part "
+                                    "(after an outage, a moved store, results merged from other machines)")
+    s.add_argument("--profile", default="paper")
+    s.add_argument("--results", default="results")
+    s.set_defaults(fn=cmd_sync)
 
     s = sub.add_parser("run", help="train one experiment for one seed")
     s.add_argument("--experiment", "-e", required=True)

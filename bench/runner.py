@@ -24,6 +24,9 @@ from bench import track
 from bench.registry import load_claims
 
 
+EPOCH_KEYS = ("epoch", "timestamp_ms")  # an epoch record's keys that are not metrics (its MLflow step and time)
+
+
 def run_path(profile: str, experiment_id: str, seed: int, results: Path | str = "results") -> Path:
     return Path(results) / profile / "runs" / experiment_id / f"seed{seed}.json"
 
@@ -236,17 +239,12 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
         model = model.to(memory_format=torch.channels_last)
     cells = cells_of(experiment_id)
     env = {**measure.environment(dev), **fast}
-    tags = {"paper": exp.paper, "tables": ",".join(sorted({c.table for c in cells})),
-            "cells": ",".join(c.id for c in cells), "experiment": exp.id, "seed": seed, "profile": profile,
-            "code_version": env["code_version"], "dataset": exp.dataset, "model": exp.model, "method": exp.method,
-            "variant": exp.variant, "device": env["device"], "precision": fast["precision"],
-            "channels_last": fast["channels_last"], "compile": fast["compile"], "cuda_graphs": fast["cuda_graphs"],
-            "data_train_samples": data_summary["train_samples"], "data_test_samples": data_summary["test_samples"],
-            "data_sha256": data_summary["sha256"]}
+    tags = track.run_tags(exp, seed, profile, cells, env, data_summary)
     # a job killed mid-run left a checkpoint: resume from it, in the same MLflow run (bench/checkpoint.py)
     ckpt = Checkpoint(checkpoint_path(out), ex.config_hash(cfg)) if checkpoint else None
     logger = track.RunLogger(profile, exp.paper, f"{exp.id}/seed{seed}", tags, cfg,
-                             resume_run_id=ckpt.mlflow_run_id if ckpt else None)
+                             resume_run_id=ckpt.mlflow_run_id if ckpt else None,
+                             datasets=track.dataset_inputs(data_summary))
     _LIVE["logger"] = logger
     if ckpt:
         ckpt.mlflow_run_id = logger.run_id
@@ -258,9 +256,11 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     lines = EpochLines(f"{exp.id} seed {seed}", expected_epochs(exp.method, cfg, model), len(epochs)) \
         if not (sys.stderr.isatty() if progress is None else progress) else None
 
-    def log_epoch(record: dict):
+    def log_epoch(record: dict):  # the record keeps the time its metrics were logged with, for `bench sync`
+        record["timestamp_ms"] = track.now_ms()
         epochs.append(record)
-        logger.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+        logger.log_metrics({k: v for k, v in record.items() if k not in EPOCH_KEYS}, step=record["epoch"],
+                           timestamp_ms=record["timestamp_ms"])
         if lines:
             print(lines.line(record), file=sys.stderr, flush=True)
 
@@ -287,7 +287,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     resumed = ckpt.resumed_from if ckpt else 0
     if resumed:
         logger.set_tag("resumed_from_epoch", resumed)
-    logger.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+    logger.log_final(metrics)
     metrics["flops_counting"] = "ptflops pytorch backend (modules), one sample at the input shape; FLOPs = 2 x MACs"
     if status == "FINISHED":  # a finished run's numbers are finite and in range, or the run did not finish well
         blown = result_files.non_finite(metrics)

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from bench.checkpoint import Checkpoint
 
 
-# Fault injection for the tests of resume and failure records: "kill:N" SIGKILLs the process, "raise:N" raises,
-# after N training batches in total.
+# Fault injection for the tests of resume, failure records and tracking outages: "kill:N" SIGKILLs the process,
+# "raise:N" raises, after N training batches in total; "slow:MS" sleeps MS milliseconds after every batch.
 FAULT_ENV = "BENCH_FAULT"
 _batches_seen = 0
 
@@ -26,8 +26,15 @@ class InjectedFault(RuntimeError):
 
 
 def _faulty(batches):
+    """$BENCH_FAULT=kill:N (SIGKILL) or raise:N (an exception) after N batches; slow:MS sleeps MS milliseconds after
+    every batch (a long job without the CPU it would take, for the tests of what happens while jobs run)."""
     global _batches_seen
     mode, _, after = os.environ[FAULT_ENV].partition(":")
+    if mode == "slow":
+        for item in batches:
+            yield item
+            time.sleep(int(after or 0) / 1000)
+        return
     for item in batches:
         if _batches_seen >= int(after or 0):
             if mode == "kill":

@@ -4,7 +4,8 @@ written by us before), then munged, slurmctld and slurmd started in the backgrou
 
 Only what a plain container allows: no cgroups (proctrack/linuxproc, task/none), no accounting database (jobs
 are followed with squeue; MinJobAge keeps finished jobs visible for 300 s), one partition `debug` with this
-machine's CPUs and memory.
+machine's memory and at least SLOTS CPUs (more than a 2-core machine has: slurmd takes the configured count,
+SlurmdParameters=config_overrides), so that 16 one-CPU jobs run at once, as on a real cluster's nodes.
 """
 import os
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 MARK = "# written by layerwise-bench tests/slurm_cluster.py"
 CONF = Path("/etc/slurm/slurm.conf")
 STATE = Path("/var/tmp/bench-slurm")
+SLOTS = 16
 
 
 def _run(cmd, **kw):
@@ -37,7 +39,8 @@ def install():
     raise RuntimeError(f"apt-get install slurm-wlm munge failed: {proc.stderr[-2000:]}")
 
 
-def write_conf():
+def write_conf() -> bool:
+    """Write this host's configuration; True when it changed (running daemons must restart to read it)."""
     host = socket.gethostname()
     mem_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8)
     text = "\n".join([
@@ -48,12 +51,14 @@ def write_conf():
         "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core_Memory", "SchedulerType=sched/backfill", "ReturnToService=2", "MpiDefault=none",
         "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none", "MinJobAge=300",
-        f"NodeName={host} CPUs={os.cpu_count()} RealMemory={mem_mb} State=UNKNOWN",
+        "SlurmdParameters=config_overrides",
+        f"NodeName={host} CPUs={max(SLOTS, os.cpu_count())} RealMemory={mem_mb} State=UNKNOWN",
         f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP", ""])
-    if CONF.exists() and MARK not in CONF.read_text():
-        return  # a real cluster's configuration: use it as it is
+    if CONF.exists() and (MARK not in CONF.read_text() or CONF.read_text() == text):
+        return False  # a real cluster's configuration (use it as it is), or ours already
     CONF.parent.mkdir(parents=True, exist_ok=True)
     CONF.write_text(text)
+    return True
 
 
 def _running(name: str) -> bool:
@@ -64,7 +69,11 @@ def start(timeout: float = 60.0) -> float:
     """Bring the cluster up; the seconds it took (0 when it was already up)."""
     t0 = time.monotonic()
     install()
-    write_conf()
+    if write_conf():
+        for daemon in ("slurmd", "slurmctld"):
+            _run(["pkill", "-x", daemon])
+        while _running("slurmd") or _running("slurmctld"):
+            time.sleep(0.2)
     for d in ("state", "spool"):
         (STATE / d).mkdir(parents=True, exist_ok=True)
     if not _running("munged"):

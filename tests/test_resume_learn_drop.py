@@ -18,7 +18,8 @@ from test_method_learn_drop import DATA, build, cfg_for
 from test_resume import bench_run, kill_in_epoch, trajectory, uninterrupted
 
 TESTS = Path(__file__).resolve().parent
-TIMES = ("epoch_time_s", "io_time_s", "eval_time_s", "train_time_s", "io_time_s_total", "eval_time_s_total")
+TIMES = ("epoch_time_s", "io_time_s", "eval_time_s", "train_time_s", "io_time_s_total", "eval_time_s_total",
+         "timestamp_ms")  # the times an epoch took and when it was logged: a resumed run's own
 
 
 @pytest.fixture(autouse=True)

@@ -1,22 +1,56 @@
-"""A headless-Chromium screenshot of the MLflow UI's experiment page, for the README (what users will browse).
+"""Headless-Chromium screenshots of one run in the MLflow UI, for the README (what users will browse).
 
-    python workflows/scripts/screenshot_mlflow.py --store sqlite:///$PWD/mlflow.db \
-        --experiment layerwise-bench/smoke/cruciata --out reports/figures/mlflow_experiment.png
+    python workflows/scripts/screenshot_mlflow.py --store sqlite:///$PWD/mlflow.db
 
-Starts `bench ui` on a free 127.0.0.1 port over the store, waits for it, asks Chromium (Debian's `chromium`, or
-$CHROMIUM) for a PNG of the experiment's runs table, and stops the server.
+writes reports/mlflow_run.png (the run's Overview tab: its name, tags, params and last metric values) and
+reports/mlflow_run_charts.png (its "Model metrics" tab, searched down to the loss, accuracy and time charts, per
+epoch). The run is --run-name, else the FINISHED run of --experiment with the longest `train_loss` history.
+
+Starts `bench ui` on a free 127.0.0.1 port over the store, drives headless Chromium (Debian's `chromium`, or
+$CHROMIUM) over its DevTools protocol with aiohttp (an mlflow dependency), waits until each page has rendered (its
+charts drawn, its text still for 1.5 s), and stops both; about a minute. Before the UI's own scripts, every page gets
+the localStorage flags MLflow 3.17 reads (`<key>_v<version>`): its assistant panel closed and already auto-opened
+once (else it opens itself on a first visit from localhost), promos dismissed, the "Model training" view (not GenAI);
+and a style rule hides the assistant's floating button (`data-assistant-ui`) and the charts' plotly toolbars.
 """
 import argparse
+import asyncio
+import base64
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+import aiohttp
+
+PREPARE_PAGE = """
+try {
+  for (const [key, value] of Object.entries({
+      "mlflow.assistant.panelOpen_v1": false, "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": true,
+      "_mlflow_model_registry_promo_modal_dismissed_v1": true, "mlflow.overview.mysqlBannerDismissed_v0": true,
+      "mlflow.workflowType_v1": "machine_learning"}))
+    localStorage.setItem(key, JSON.stringify(value));
+} catch (e) {}
+document.addEventListener("DOMContentLoaded", () => {
+  const style = document.createElement("style");
+  style.textContent = "[data-assistant-ui], .modebar-container { display: none !important; }";
+  document.head.append(style);
+});
+"""
+# every chart of the charts tab drawn with its data (a plotly trace), not an empty frame
+CHARTS_READY = ("document.querySelector('.js-plotly-plot') && "
+                "[...document.querySelectorAll('.js-plotly-plot')].every(plot => plot.querySelector('.trace'))")
+
+# the viewport down to just below the last chart card
+CHARTS_CLIP = ("(b => b && {x: 0, y: 0, width: innerWidth, height: Math.min(innerHeight, b + 24), scale: 1})(Math.max("
+               "0, ...[...document.querySelectorAll('.react-resizable')].map(c => c.getBoundingClientRect().bottom)))")
 
 
 def free_port() -> int:
@@ -25,46 +59,155 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(url: str, server: subprocess.Popen, timeout: float = 120.0):
+def api(port: int, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def wait_for_server(port: int, server: subprocess.Popen, timeout: float = 120.0):
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=5):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
                 return
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the MLflow server did not come up at {url}")
+                raise SystemExit(f"the MLflow server did not come up on port {port}")
             time.sleep(1)
 
 
-def experiment_id(port: int, name: str) -> str:
-    url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name={urllib.parse.quote(name)}"
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return json.loads(r.read())["experiment"]["experiment_id"]
+def pick_run(port: int, experiment: str, run_name: str | None) -> tuple[str, dict]:
+    """(experiment id, run info) of the named run, else of the FINISHED run with the most train_loss points."""
+    eid = api(port, f"experiments/get-by-name?experiment_name={urllib.parse.quote(experiment)}")["experiment"]
+    eid = eid["experiment_id"]
+    query = f"attributes.run_name = '{run_name}'" if run_name else "attributes.status = 'FINISHED'"
+    runs = [r["info"] for r in api(port, "runs/search", {"experiment_ids": [eid], "filter": query,
+                                                        "max_results": 1000}).get("runs", [])]
+    if not runs:
+        raise SystemExit(f"no {'run ' + repr(run_name) if run_name else 'FINISHED run'} in {experiment!r}")
+
+    def epochs(info: dict) -> int:
+        q = urllib.parse.urlencode({"run_id": info["run_id"], "metric_key": "train_loss"})
+        return len(api(port, f"metrics/get-history?{q}").get("metrics", []))
+
+    return eid, max(runs, key=epochs)
+
+
+class Page:
+    """One Chromium tab over the DevTools protocol: just the calls this script needs."""
+
+    def __init__(self, ws):
+        self.ws, self.last_id = ws, 0
+
+    async def call(self, method: str, **params):
+        self.last_id += 1
+        await self.ws.send_json({"id": self.last_id, "method": method, "params": params})
+        async for message in self.ws:  # events are skipped: no domain that sends them is waited on
+            reply = json.loads(message.data)
+            if reply.get("id") == self.last_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+        raise RuntimeError("Chromium closed the DevTools connection")
+
+    async def evaluate(self, expression: str):
+        return (await self.call("Runtime.evaluate", expression=expression, returnByValue=True))["result"].get("value")
+
+    async def shoot(self, url: str, ready: str, out: Path, search: str = "", timeout: float = 180.0):
+        """Load url, wait until `ready` (a JS expression) holds and the page's text stops changing, save a PNG.
+
+        search: typed into the page's search box first (the charts tab's takes a regular expression); the PNG then
+        ends below the last chart."""
+        await self.call("Page.navigate", url=url)
+        if search:
+            await self.wait(url, ready, timeout)
+            await self.evaluate("document.querySelector('input[role=searchbox]').focus()")
+            await self.call("Input.insertText", text=search)
+        await self.wait(url, ready, timeout)
+        await asyncio.sleep(1)  # chart transitions
+        clip = search and await self.evaluate(CHARTS_CLIP)
+        png = await self.call("Page.captureScreenshot", format="png", **({"clip": clip} if clip else {}))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(base64.b64decode(png["data"]))
+        print(f"wrote {out}")
+
+    async def wait(self, url: str, ready: str, timeout: float):
+        deadline, last, stable = time.monotonic() + timeout, None, 0
+        while stable < 3:  # three polls (1.5 s) without a change in the page's text
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url} did not finish rendering in {timeout:.0f} s")
+            await asyncio.sleep(0.5)
+            text = await self.evaluate(f"({ready}) ? document.body.innerText : null")
+            stable = stable + 1 if text is not None and text == last else 0
+            last = text
+
+
+async def screenshots(chromium: str, shots: list[tuple], width: int, height: int):
+    port = free_port()
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:  # its helpers may outlive it a moment
+        browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                                    "--no-first-run", f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
+                                    f"--window-size={width},{height}", "about:blank"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            async with aiohttp.ClientSession() as http:
+                for _ in range(120):
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
+                            targets = [t for t in await r.json() if t["type"] == "page"]
+                        if targets:
+                            break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.5)
+                else:
+                    raise SystemExit("Chromium did not open its DevTools port")
+                async with http.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                    page = Page(ws)
+                    await page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                                    deviceScaleFactor=1, mobile=False)
+                    await page.call("Page.enable")
+                    await page.call("Page.addScriptToEvaluateOnNewDocument", source=PREPARE_PAGE)
+                    for shot in shots:
+                        await page.shoot(*shot)
+        finally:
+            browser.terminate()
+            browser.wait(timeout=30)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--store", required=True, help="tracking URI of a finished store")
-    p.add_argument("--experiment", default="layerwise-bench/smoke/cruciata")
-    p.add_argument("--out", type=Path, default=Path("reports/figures/mlflow_experiment.png"))
-    p.add_argument("--size", default="1600,900")
+    p.add_argument("--experiment", default="layerwise-bench/smoke/karimi")
+    p.add_argument("--run-name", help="the run to show (default: the FINISHED run with the most epochs)")
+    p.add_argument("--out", type=Path, default=Path("reports/mlflow_run.png"), help="the run's overview")
+    p.add_argument("--charts-out", type=Path, default=Path("reports/mlflow_run_charts.png"),
+                   help="the run's metric charts")
+    p.add_argument("--metrics", default=r"^((train|test)_(loss|accuracy)|(epoch|eval)_time_s)$",
+                   help="regular expression of the metrics charted (the charts tab's search box)")
+    p.add_argument("--width", type=int, default=1600)
+    p.add_argument("--height", type=int, default=1300)
     args = p.parse_args()
     chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        raise SystemExit("no chromium found: apt-get install chromium (or set $CHROMIUM)")
+    if not chromium or not shutil.which(chromium):
+        print("screenshot_mlflow: no chromium found: apt-get install chromium (or set $CHROMIUM)", file=sys.stderr)
+        sys.exit(2)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "bench", "ui", "--port", str(port), "--store", args.store],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(f"http://127.0.0.1:{port}/health", server)
-        eid = experiment_id(port, args.experiment)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--window-size={args.size}", "--virtual-time-budget=15000",
-                        f"--screenshot={args.out.resolve()}", f"http://127.0.0.1:{port}/#/experiments/{eid}/runs"],
-                       check=True, capture_output=True, timeout=180)
-        print(f"wrote {args.out}")
+        wait_for_server(port, server)
+        eid, run = pick_run(port, args.experiment, args.run_name)
+        print(f"run {run['run_name']} ({run['run_id']})")
+        base = f"http://127.0.0.1:{port}/#/experiments/{eid}/runs/{run['run_id']}"
+        overview_ready = (f"[{json.dumps(run['run_name'])}, 'Parameters']"
+                          f".every(t => document.body.innerText.includes(t))")
+        asyncio.run(screenshots(chromium, [(base, overview_ready, args.out),
+                                           (f"{base}/model-metrics", CHARTS_READY, args.charts_out, args.metrics)],
+                                args.width, args.height))
     finally:
         server.terminate()
         server.wait(timeout=30)
