@@ -413,6 +413,15 @@ def cmd_sync(args):
           f"{c['repointed']}" + (f"; {c['invalid']} invalid files not synced" if c["invalid"] else ""))
 
 
+def cmd_devicecheck(args):
+    from bench import devicecheck
+
+    summary = devicecheck.run(args.out, device=args.device, budget_s=args.budget, data_root=args.data_root)
+    steps = ", ".join(f"{k} {v['status']}" for k, v in summary["steps"].items())
+    print(f"device check on {summary['ran_on']}: {steps}; {summary['elapsed_s']:g} s of {args.budget:g}; "
+          f"{Path(args.out) / 'summary.md'}")
+
+
 def cmd_report(args):
     from bench.report import write_reports
 
@@ -454,6 +463,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", default="paper")
     s.add_argument("--results", default="results")
     s.set_defaults(fn=cmd_sync)
+
+    s = sub.add_parser("devicecheck", help="the short GPU-window check: perf switches, every method at fp32 and bf16, "
+                                           "the local profile, the plan probe, within a budget (toy size on a CPU)")
+    s.add_argument("--out", type=Path, required=True, help="folder for summary.json and summary.md")
+    s.add_argument("--budget", type=float, default=540.0, help="seconds it may take (default 540: 9 minutes)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--data-root", help="where real MNIST / Fashion-MNIST are (default $BENCH_DATA or ./data)")
+    s.set_defaults(fn=cmd_devicecheck)
 
     s = sub.add_parser("run", help="train one experiment for one seed")
     s.add_argument("--experiment", "-e", required=True)
