@@ -66,11 +66,11 @@ def expected_tags(result: dict, claims: dict) -> dict:
 
 
 class Sync:
-    def __init__(self, profile: str, results: Path | str = "results"):
+    def __init__(self, profile: str):
         from bench.registry import load_claims
 
-        self.profile, self.results = profile, Path(results)
-        self.client = track._client()
+        self.profile = profile
+        self.client = track.open_client()
         self.claims = {c.id: c for c in load_claims()}
         self.experiments = {}
         self.counts = {"files": 0, "invalid": 0, "created": 0, "restored": 0, "completed": 0, "complete": 0,
@@ -102,14 +102,14 @@ class Sync:
 
     def _live(self, run):
         if run.info.lifecycle_stage == "deleted":
-            track._retry(self.client.restore_run, run.info.run_id)
+            track.retry(self.client.restore_run, run.info.run_id)
             self.counts["restored"] += 1
             run = self.client.get_run(run.info.run_id)
         return run
 
     def create(self, result: dict, exp_id: str, origin: str):
         start = result["mlflow"].get("start_time_ms") or _ms(result["started"])
-        run = track._retry(self.client.create_run, exp_id, start_time=start,
+        run = track.retry(self.client.create_run, exp_id, start_time=start,
                            run_name=f"{result['experiment']}/seed{result['seed']}", tags={"synced_from": origin})
         self.counts["created"] += 1
         return self.client.get_run(run.info.run_id)
@@ -122,7 +122,7 @@ class Sync:
         added = 0
         tags = [RunTag(k, v) for k, v in expected_tags(result, self.claims).items() if k not in have.tags]
         if tags:
-            track._retry(self.client.log_batch, run_id, tags=tags)
+            track.retry(self.client.log_batch, run_id, tags=tags)
             self.counts["tags"] += len(tags)
             added += len(tags)
         params = [p for p in track.param_items(result["config"]) if p.key not in have.params]
@@ -131,7 +131,7 @@ class Sync:
             self.counts["params"] += len(params)
             added += len(params)
         if not run.inputs.dataset_inputs and result.get("data"):
-            track._retry(self.client.log_inputs, run_id, datasets=track.dataset_inputs(result["data"]))
+            track.retry(self.client.log_inputs, run_id, datasets=track.dataset_inputs(result["data"]))
             self.counts["inputs"] += 1
             added += 1
         points = epoch_points(result)
@@ -141,12 +141,12 @@ class Sync:
             missing += [m for (k, step), m in points.items() if k == key and step not in logged]
         missing += [m for key, m in final_points(result).items() if key not in have.metrics]
         for i in range(0, len(missing), MAX_METRICS_PER_BATCH):
-            track._retry(self.client.log_batch, run_id, metrics=missing[i:i + MAX_METRICS_PER_BATCH])
+            track.retry(self.client.log_batch, run_id, metrics=missing[i:i + MAX_METRICS_PER_BATCH])
         self.counts["points"] += len(missing)
         added += len(missing)
         status = "FINISHED" if result["status"] == "FINISHED" else "FAILED"
         if run.info.status != status or not run.info.end_time:
-            track._retry(self.client.set_terminated, run_id, status, end_time=_ms(result["finished"]))
+            track.retry(self.client.set_terminated, run_id, status, end_time=_ms(result["finished"]))
             self.counts["statuses"] += 1
             added += 1
         return added
@@ -202,7 +202,7 @@ def sync(profile: str, results: Path | str = "results", out=sys.stdout) -> dict:
     ex.profile_settings(profile)
     paths = [p for p in result_paths(profile, results) if p.stem[4:].isdigit()]
     try:
-        job = Sync(profile, results)
+        job = Sync(profile)
         for path in paths:
             line = job.one(path)
             if line:

@@ -56,7 +56,7 @@ def experiment_name(profile: str, paper: str) -> str:
     return f"layerwise-bench/{profile}/{paper}"
 
 
-def _client():
+def open_client():
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for key, value in HTTP_RETRIES.items():
         os.environ.setdefault(key, value)
@@ -73,7 +73,7 @@ def _client():
     return MlflowClient(uri)
 
 
-def _retry(fn, *args, attempts: int = 8, **kwargs):
+def retry(fn, *args, attempts: int = 8, **kwargs):
     """fn(...), again while SQLite reports a locked database or two jobs race to insert the same row (a dataset
     both log); MLflow wraps these in several exception types."""
     for attempt in range(attempts):
@@ -115,13 +115,13 @@ def describe(err: BaseException, uri: str | None = None) -> str:
 
 
 def ensure_experiment(client, name: str) -> str:
-    found = _retry(client.get_experiment_by_name, name)
+    found = retry(client.get_experiment_by_name, name)
     if found is not None:
         return found.experiment_id
     try:
-        return _retry(client.create_experiment, name)
+        return retry(client.create_experiment, name)
     except Exception:
-        found = _retry(client.get_experiment_by_name, name)  # created by someone else meanwhile
+        found = retry(client.get_experiment_by_name, name)  # created by someone else meanwhile
         if found is None:
             raise
         return found.experiment_id
@@ -129,7 +129,7 @@ def ensure_experiment(client, name: str) -> str:
 
 def setup(profile: str, papers: list[str]) -> dict:
     """Create the store and one MLflow experiment per paper for this profile; returns name -> id."""
-    client = _client()
+    client = open_client()
     return {p: ensure_experiment(client, experiment_name(profile, p)) for p in papers}
 
 
@@ -189,7 +189,7 @@ def param_items(params: dict) -> list:
 
 def log_params(client, run_id: str, params: list):
     for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
-        _retry(client.log_batch, run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
+        retry(client.log_batch, run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
 
 
 def now_ms() -> int:
@@ -239,10 +239,10 @@ class RunLogger:
     def _open(self, resume_run_id: str | None = None):
         from mlflow.entities import RunTag
 
-        self.client = self.client or _client()
+        self.client = self.client or open_client()
         if resume_run_id:
             try:
-                _retry(self.client.update_run, resume_run_id, status="RUNNING")
+                retry(self.client.update_run, resume_run_id, status="RUNNING")
                 self.experiment_id = self.client.get_run(resume_run_id).info.experiment_id
                 self.run_id = resume_run_id
                 return
@@ -250,13 +250,13 @@ class RunLogger:
                 pass
         new = self._new
         exp_id = ensure_experiment(self.client, self.experiment)
-        run = _retry(self.client.create_run, exp_id, start_time=new["start_time"], run_name=new["run_name"],
+        run = retry(self.client.create_run, exp_id, start_time=new["start_time"], run_name=new["run_name"],
                      tags=new["tags"])
         self.run_id, self.experiment_id = run.info.run_id, exp_id
         log_params(self.client, self.run_id, param_items(new["params"]))
-        _retry(self.client.log_batch, self.run_id, tags=[RunTag("mlflow.source.name", "bench run")])
+        retry(self.client.log_batch, self.run_id, tags=[RunTag("mlflow.source.name", "bench run")])
         if new["datasets"]:
-            _retry(self.client.log_inputs, self.run_id, datasets=new["datasets"])
+            retry(self.client.log_inputs, self.run_id, datasets=new["datasets"])
 
     def _ready(self, force: bool = False) -> bool:
         return self.run_id is not None or self._attempt(self._open, force=force)
@@ -264,7 +264,7 @@ class RunLogger:
     def log_metrics(self, metrics: dict, step: int | None = None, timestamp_ms: int | None = None):
         """Log metrics at `step` (0 by default) and `timestamp_ms` (now by default)."""
         items = metric_items(metrics, step or 0, timestamp_ms or now_ms())
-        if not (self._ready() and self._attempt(lambda: _retry(self.client.log_batch, self.run_id, metrics=items))):
+        if not (self._ready() and self._attempt(lambda: retry(self.client.log_batch, self.run_id, metrics=items))):
             self.unlogged += len(items)
 
     def log_final(self, metrics: dict):
@@ -274,13 +274,13 @@ class RunLogger:
 
     def set_tag(self, key: str, value: str):
         if self._ready():
-            self._attempt(lambda: _retry(self.client.set_tag, self.run_id, key, str(value)[:5000]))
+            self._attempt(lambda: retry(self.client.set_tag, self.run_id, key, str(value)[:5000]))
 
     def finish(self, status: str = "FINISHED"):
         """The run's end, tried even while logging is paused (the last chance; what fails here, `bench sync`
         repairs)."""
         if self._ready(force=True):
-            self._attempt(lambda: _retry(self.client.set_terminated, self.run_id, status), force=True)
+            self._attempt(lambda: retry(self.client.set_terminated, self.run_id, status), force=True)
 
     def info(self) -> dict:
         return {"tracking_uri": redact(tracking_uri()), "experiment": self.experiment,
@@ -294,9 +294,9 @@ def retire(run_id: str, replaced_by: str | None) -> str | None:
     runs until `mlflow gc`), so each result file has one live run. Returns the error instead of raising: the
     result file is the truth, the store a side channel."""
     try:
-        client = _client()
-        _retry(client.set_tag, run_id, "superseded_by", replaced_by or "")
-        _retry(client.delete_run, run_id)
+        client = open_client()
+        retry(client.set_tag, run_id, "superseded_by", replaced_by or "")
+        retry(client.delete_run, run_id)
     except Exception as err:
         return describe(err)
     return None
