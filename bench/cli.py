@@ -364,10 +364,11 @@ def cmd_failed(args):
     import json
 
     from bench import experiments as ex
+    from bench.results import result_paths
 
     ex.profile_settings(args.profile)  # an unknown profile is an error, not an empty list
     found, diverged = [], []
-    for path in sorted((Path(args.results) / args.profile / "runs").glob("*/seed*.json")):
+    for path in result_paths(args.profile, args.results):
         try:
             result = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):

@@ -43,15 +43,16 @@ METHOD_JOBS = {
     "belilovsky_greedy": "karimi-cifar10-simcnn_k1-belilovsky_greedy",
     "layer_to_layer": "bhyravabhottla-cifar10-cnn12-layer_to_layer",
 }
+JOBS = 2 * len(METHOD_JOBS)  # the methods step: every method at fp32 and at bf16
 SIZES = {  # per step: its settings and the seconds it is expected to need at most (what the budget must hold)
     "gpu": {"perf": {"models": ["CIFAR VGG-11", "CIFAR ResNet-18", "LeNet (Fashion-MNIST)"], "width_mult": 1.0,
                      "batches": 20, "rounds": 3, "samples": 4096, "compile": True, "expect_s": 150},
-            "methods": {"train_samples": 4096, "test_samples": 1024, "expect_s": 20},  # per job
+            "methods": {"train_samples": 4096, "test_samples": 1024, "job_s": 20, "expect_s": 20 * JOBS},
             "workflow": {"jobs": 4, "expect_s": 120},
             "probe": {"steps": 8, "rounds": 3, "overhead_steps": 30, "expect_s": 40}},
     "toy": {"perf": {"models": ["LeNet (Fashion-MNIST)"], "width_mult": 0.25, "batches": 2, "rounds": 1,
                      "samples": 128, "compile": False, "expect_s": 20},
-            "methods": {"train_samples": 128, "test_samples": 64, "expect_s": 6},
+            "methods": {"train_samples": 128, "test_samples": 64, "job_s": 6, "expect_s": 6 * JOBS},
             "workflow": {"jobs": 1, "expect_s": 60},
             "probe": {"steps": 2, "rounds": 1, "overhead_steps": 3, "expect_s": 20}},
 }
@@ -70,7 +71,7 @@ class Check:
         return self.budget - (time.monotonic() - self.start)
 
     def step(self, name: str, fn):
-        expect = SIZES[self.size][name]["expect_s"] * (len(METHOD_JOBS) * 2 if name == "methods" else 1)
+        expect = SIZES[self.size][name]["expect_s"]
         if self.left() < expect:
             record = {"status": "skipped: out of budget", "left_s": round(self.left(), 1), "expected_s": expect}
         else:
@@ -95,7 +96,7 @@ def environment(device: torch.device) -> dict:
 
     cuda = device.type == "cuda"
     return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
-            "cuda": torch.version.cuda or "", "bf16": bool(cuda and torch.cuda.is_bf16_supported()) or not cuda,
+            "cuda": torch.version.cuda or "", "bf16": torch.cuda.is_bf16_supported() if cuda else True,  # CPU autocast has bf16
             "python": platform.python_version(), "platform": platform.platform()}
 
 
@@ -150,7 +151,7 @@ def method_job(eid: str, precision: str, device, size: dict, data_root) -> dict:
 def methods_step(check: Check, size: dict) -> dict:
     rows = []
     for method, eid in METHOD_JOBS.items():
-        if check.left() < 2 * size["expect_s"]:
+        if check.left() < 2 * size["job_s"]:
             rows.append({"method": method, "status": "skipped: out of budget"})
             continue
         try:

@@ -102,6 +102,11 @@ def validate(result, profile: str, experiment_id: str, seed: int, expected_confi
     return result
 
 
+def result_paths(profile: str, results: Path | str = "results") -> list[Path]:
+    """Every result file of a profile (results/<profile>/runs/<experiment>/seed*.json), in path order."""
+    return sorted((Path(results) / profile / "runs").glob("*/seed*.json"))
+
+
 def load(path: Path, profile: str, experiment_id: str, seed: int, expected_config: dict | None = None) -> dict:
     """Read and validate one result file; Invalid says why it cannot be used."""
     return validate(_read_json(path), profile, experiment_id, seed, expected_config)

@@ -14,7 +14,6 @@ file records (results copied from another machine, a store deleted or moved, a j
 store), the file's `mlflow` block is updated to point at it, so that reports link to runs this store holds; the
 rest of the file is untouched. Copying `results/` from several machines and syncing once merges them.
 """
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -110,7 +109,7 @@ class Sync:
     def create(self, result: dict, exp_id: str, origin: str):
         start = result["mlflow"].get("start_time_ms") or _ms(result["started"])
         run = track.retry(self.client.create_run, exp_id, start_time=start,
-                           run_name=f"{result['experiment']}/seed{result['seed']}", tags={"synced_from": origin})
+                          run_name=f"{result['experiment']}/seed{result['seed']}", tags={"synced_from": origin})
         self.counts["created"] += 1
         return self.client.get_run(run.info.run_id)
 
@@ -192,15 +191,10 @@ class Sync:
         return None
 
 
-def result_paths(profile: str, results: Path | str = "results") -> list[Path]:
-    return sorted((Path(results) / profile / "runs").glob("*/seed*.json"),
-                  key=lambda p: (p.parent.name, int(p.stem[len("seed"):]) if p.stem[4:].isdigit() else -1))
-
-
 def sync(profile: str, results: Path | str = "results", out=sys.stdout) -> dict:
     """Make the store hold every result file's run, whole; returns the counts (what was created, filled, ...)."""
     ex.profile_settings(profile)
-    paths = [p for p in result_paths(profile, results) if p.stem[4:].isdigit()]
+    paths = [p for p in result_files.result_paths(profile, results) if p.stem[len("seed"):].isdigit()]
     try:
         job = Sync(profile)
         for path in paths:

@@ -203,12 +203,12 @@ class RunLogger:
     the next attempt (with the job's start time), so an outage costs points, never the run."""
 
     def __init__(self, profile: str, paper: str, run_name: str, tags: dict, params: dict,
-                 resume_run_id: str | None = None, datasets: list | None = None, warn: bool = True):
+                 resume_run_id: str | None = None, datasets: list | None = None):
         """A new run, or, for a job resumed from its checkpoint, the run it started (`resume_run_id`), which then
         goes on receiving the epochs' metrics (one MLflow run per result file, however often the job was killed)."""
         self.run_id, self.error, self.client, self.experiment_id = None, None, None, None
         self.experiment, self.profile = experiment_name(profile, paper), profile
-        self.unlogged, self._failures, self._paused_until, self._warn = 0, 0, 0.0, warn
+        self.unlogged, self._failures, self._paused_until = 0, 0, 0.0
         self._new = {"run_name": run_name, "tags": {k: str(v) for k, v in tags.items()}, "params": params,
                      "datasets": datasets or [], "start_time": now_ms()}
         self.final_time_ms = None  # when the final metrics were logged, for bench sync
@@ -229,10 +229,9 @@ class RunLogger:
     def _failed(self, err: Exception):
         if self.error is None:
             self.error = describe(err)
-            if self._warn:
-                print(f"warning: {self.error}; training goes on and the result file keeps every number "
-                      f"(`bench sync --profile {self.profile}` logs what the MLflow run misses)",
-                      file=sys.stderr, flush=True)
+            print(f"warning: {self.error}; training goes on and the result file keeps every number "
+                  f"(`bench sync --profile {self.profile}` logs what the MLflow run misses)", file=sys.stderr,
+                  flush=True)
         self._failures += 1
         self._paused_until = time.monotonic() + min(PAUSE_S[1], PAUSE_S[0] * 2 ** (self._failures - 1))
 
@@ -251,7 +250,7 @@ class RunLogger:
         new = self._new
         exp_id = ensure_experiment(self.client, self.experiment)
         run = retry(self.client.create_run, exp_id, start_time=new["start_time"], run_name=new["run_name"],
-                     tags=new["tags"])
+                    tags=new["tags"])
         self.run_id, self.experiment_id = run.info.run_id, exp_id
         log_params(self.client, self.run_id, param_items(new["params"]))
         retry(self.client.log_batch, self.run_id, tags=[RunTag("mlflow.source.name", "bench run")])

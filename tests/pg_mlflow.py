@@ -51,23 +51,24 @@ def _run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw)
 
 
-def _pg_bin() -> Path:
+def installed() -> Path | None:
+    """The bin directory of the newest PostgreSQL here, or None."""
     found = sorted(PG_ROOT.glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
     return found[-1] if found else None
 
 
 def install() -> Path:
     """The bin directory of the newest PostgreSQL here, installed with apt-get (as root) when there is none."""
-    if _pg_bin():
-        return _pg_bin()
+    if installed():
+        return installed()
     if os.geteuid() != 0:
         raise RuntimeError(f"PostgreSQL is not installed (no {PG_ROOT}/*/bin) and installing it needs root "
                            "(apt-get install postgresql)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for attempt in range(3):
         proc = _run(["apt-get", "install", "-y", "--no-install-recommends", "postgresql"], env=env, timeout=900)
-        if proc.returncode == 0 and _pg_bin():
-            return _pg_bin()
+        if proc.returncode == 0 and installed():
+            return installed()
         _run(["apt-get", "update"], env=env, timeout=600)
     raise RuntimeError(f"apt-get install postgresql failed: {proc.stderr[-2000:]}")
 
@@ -132,7 +133,7 @@ class Postgres:
         pidfile = self.dir / "data" / "postmaster.pid"
         if pidfile.exists():
             pid = int(pidfile.read_text().split()[0])
-            _run(self._as_owner([str(_pg_bin() / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate",
+            _run(self._as_owner([str(installed() / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate",
                                  "-w", "stop"]), timeout=60)
             deadline = time.monotonic() + 10
             while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
