@@ -291,8 +291,8 @@ def write_audit(path: Path | str = "reports/audit.md", found: dict[str, list[str
              "quartile rates (a faster GPU, more epochs) and the extremes. A staged method's epochs are all its "
              "stages' epochs together. For a paper that does not state its GPU the figures assume one like the "
              "calibration's. Small models run far below the median rate (per-sample costs that do not scale with "
-             "MACs), so their implied epochs overstate; layer-to-layer stages are counted at a full training pass, "
-             "so theirs understate.", "",
+             "MACs), so their implied epochs overstate; Learn & Drop and Freezing are counted without drops (a run "
+             "decides them), an upper bound on their cost, so theirs understate.", "",
              f"{total} findings. {sum(len(v) for v in implied.values())} printed training times with their implied "
              "epochs.", ""]
     for paper, items in found.items():

@@ -258,82 +258,17 @@ def cmd_ui(args):
 
 def cmd_plan(args):
     """Estimated device-hours of a profile per paper and in all; --compare: predicted vs measured per finished job."""
-    import json
-    import statistics
-
     import torch
-    from tabulate import tabulate
 
-    from bench import experiments as ex
-    from bench import plan
-    from bench.measure import device_name
-    from bench.training import resolve_device
+    from bench import plan_report
 
     if args.seeds is not None and args.seeds < 1:
         raise BenchError(f"--seeds {args.seeds}: seeds per experiment is at least 1 (omit it for the profile's)")
+    if args.write and args.profile == "all":
+        raise BenchError("--write needs one profile (the workflow's plan= is per profile)")
     torch.set_num_threads(args.threads)  # as the workflow's jobs (config threads)
-    if args.compare and args.calibrate == "printed":
-        cal = plan.printed_calibration()
-        rows = [{**r, "predicted_s": r["units"] / cal["rate"]} for r in plan.printed_times()]
-        print(tabulate([[r["claim"], r["method"], f"{r['predicted_s'] / 60:.1f}", f"{r['printed_s'] / 60:.1f}",
-                         f"{r['predicted_s'] / r['printed_s']:.2f}"] for r in rows],
-                       headers=["Printed cell", "Method", "Predicted min", "Printed min", "Predicted / printed"],
-                       tablefmt="github"))
-        for method in sorted({r["method"] for r in rows}):
-            ratios = [r["predicted_s"] / r["printed_s"] for r in rows if r["method"] == method]
-            print(f"{method}: predicted / printed median {statistics.median(ratios):.2f}, "
-                  f"range {min(ratios):.2f}-{max(ratios):.2f} ({len(ratios)} cells)")
-        print(f"\nrate {cal['rate']:.3g} forward-MAC units/s, the median of the {len(cal['cells'])} backprop cells' "
-              f"(range {cal['rate_min']:.3g}-{cal['rate_max']:.3g}); {'; '.join(cal['hardware'])}")
-        return
-    if args.compare:
-        dev = resolve_device(args.device)
-        rate, overhead = plan.calibrate_device(args.profile, dev, args.rate, args.overhead)
-        rows = plan.compare(args.profile, rate, args.results, overhead)
-        if not rows:
-            raise BenchError(f"no finished runs under {args.results}/{args.profile} to compare with")
-        print(tabulate([[r["experiment"], r["seed"], f"{r['predicted_s']:.2f}", f"{r['measured_s']:.2f}",
-                         f"{r['ratio']:.2f}"] for r in rows],
-                       headers=["Job", "Seed", "Predicted s", "Measured s", "Predicted / measured"], tablefmt="github"))
-        ratios = sorted(r["ratio"] for r in rows if r["ratio"] == r["ratio"])
-        print(f"\n{len(rows)} jobs on {device_name(dev)} ({rate:.3g} forward-MAC units/s, {overhead * 1e3:.2f} ms "
-              "per batch): predicted / measured "
-              f"median {ratios[len(ratios) // 2]:.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}")
-        return
-    hours = lambda h: f"{h:,.1f}" if h >= 10 else f"{h:.3g}"  # noqa: E731
-    if args.profile == "all":
-        if args.write:
-            raise BenchError("--write needs one profile (the workflow's plan= is per profile)")
-        plans = [plan.plan(p, args.seeds, args.device, args.rate, args.calibrate, args.overhead)
-                 for p in ex.profiles()]
-        kind = {"cpu": "CPU-hours"}.get(plans[0]["device_type"], "GPU-hours")
-        papers = list(plans[0]["hours_per_paper"])
-        print(tabulate([[p, *(hours(f["hours_per_paper"][p]) for f in plans)] for p in papers]
-                       + [["all", *(hours(f["hours_total"]) for f in plans)]],
-                       headers=["Paper", *(f"{f['profile']} ({f['seeds']} seeds)" for f in plans)],
-                       tablefmt="github", disable_numparse=True))
-        print(f"\n{kind}, calibrated on {plans[0]['device']}; each profile with its own seeds unless --seeds")
-        return
-    found = plan.plan(args.profile, args.seeds, args.device, args.rate, args.calibrate, args.overhead)
-    kind = {"cpu": "CPU-hours"}.get(found["device_type"], "GPU-hours")
-    print(tabulate([[p, hours(h)] for p, h in found["hours_per_paper"].items()] + [["all", hours(found["hours_total"])]],
-                   headers=["Paper", f"{kind} ({found['seeds']} seeds)"], tablefmt="github", disable_numparse=True))
-    cal = found["calibration"]
-    if cal["source"] == "printed":
-        at = lambda r: hours(found["hours_total"] * found["rate_units_per_s"] / r)  # noqa: E731
-        print(f"\nprofile {args.profile}: {len(found['jobs'])} experiments x {found['seeds']} seeds; calibrated on "
-              f"the papers' printed backprop training times ({len(cal['cells'])} cells; {found['device']}): "
-              f"{cal['rate']:.3g} forward-MAC units/s, their median. At the rates of the middle half of the cells "
-              f"{at(cal['rate_q3'])}-{at(cal['rate_q1'])} {kind}, at the extremes {at(cal['rate_max'])}-"
-              f"{at(cal['rate_min'])} (`bench plan --calibrate printed --compare` lists the cells)")
-    else:
-        print(f"\nprofile {args.profile}: {len(found['jobs'])} experiments x {found['seeds']} seeds; calibrated on "
-              f"{found['device']} at {found['rate_units_per_s']:.3g} forward-MAC units/s and "
-              f"{found['overhead_s_per_batch'] * 1e3:.2f} ms per batch (bench/plan.py)")
-    if args.write:
-        Path(args.write).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.write).write_text(json.dumps(found, indent=1))
-        print(f"wrote {args.write}", file=sys.stderr)
+    print(plan_report.run(args.profile, args.seeds, args.device, args.rate, args.calibrate, args.calibration,
+                          args.compare, args.results, args.write))
 
 
 def cmd_perf(args):
@@ -535,9 +470,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", default="paper", help="a profile, or 'all' (one column each)")
     s.add_argument("--seeds", type=int, help="seeds per experiment (default: the profile's)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--rate", type=float, help="forward-MAC units per second instead of the probe's")
-    s.add_argument("--overhead", type=float, help="seconds per batch beyond the MACs instead of the probe's "
-                   "(default: probed, or 0 with --rate)")
+    s.add_argument("--rate", type=float, help="forward-MAC units per second alone (no other term) instead of the probe")
+    s.add_argument("--calibration", help="a device's calibration (JSON, as `bench plan --write` or `bench "
+                   "devicecheck` write it) instead of probing this device")
     s.add_argument("--calibrate", choices=["probe", "printed"], default="probe",
                    help="probe: measure this device (default); printed: the papers' printed training times on the "
                         "GPU they state (no device needed)")

@@ -11,7 +11,8 @@ measured so far:
    method has such an experiment and the data is under --data-root, else the method's synthetic stand-in, said in
    the row): the per-epoch losses of the two precisions compared, the peak memory of each (CUDA: peak allocated);
 4. workflow: the `local` execution profile (one GPU, 2 slots per GPU; on a CPU gpus=0) on a handful of smoke jobs;
-5. plan probe: the training rate and per-batch overhead `bench plan` calibrates on, on this device.
+5. plan probe: the device costs `bench plan` calibrates on (rate, per element, per conv input-window element, per
+   layer call, per batch, per searched pair), written to plan_calibration.json for `bench plan --calibration`.
 
 Sizes: `gpu` on a CUDA device, `toy` elsewhere (the same steps, small: the CPU test of this command). A step
 starts only when its size's expected time is left in the budget; else it is recorded `skipped: out of budget`.
@@ -22,6 +23,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -52,12 +54,12 @@ SIZES = {
                      "batches": 20, "rounds": 3, "samples": 4096, "compile": True, "expect_s": 150},
             "methods": {"train_samples": 4096, "test_samples": 1024, "job_s": 10, "expect_s": 10 * JOBS},
             "workflow": {"jobs": 4, "expect_s": 120},
-            "probe": {"steps": 8, "rounds": 3, "overhead_steps": 30, "expect_s": 40}},
+            "probe": {"steps": 8, "rounds": 3, "expect_s": 40}},
     "toy": {"perf": {"models": ["LeNet (Fashion-MNIST)"], "width_mult": 0.25, "batches": 2, "rounds": 1,
                      "samples": 128, "compile": False, "expect_s": 20},
             "methods": {"train_samples": 128, "test_samples": 64, "job_s": 6, "expect_s": 6 * JOBS},
             "workflow": {"jobs": 1, "expect_s": 60},
-            "probe": {"steps": 2, "rounds": 1, "overhead_steps": 3, "expect_s": 20}},
+            "probe": {"steps": 2, "rounds": 1, "expect_s": 20}},
 }
 SMOKE_JOBS = ["karimi-fashion_mnist-lenet-backprop-sgd", "cruciata-mnist-vgg11-backprop",
               "karimi-fashion_mnist-lenet-si_forward", "cruciata-mnist-vgg11-learn_drop"]
@@ -190,10 +192,11 @@ def workflow_step(check: Check, size: dict) -> dict:
 def probe_step(check: Check, size: dict) -> dict:
     from bench import plan
 
-    rate = plan.probe("paper", check.device, steps=size["steps"], rounds=size["rounds"])
-    overhead = plan.overhead_probe("paper", check.device, rate, steps=size["overhead_steps"], rounds=size["rounds"])
-    return {"forward_mac_units_per_s": rate, "overhead_s_per_batch": overhead,
-            "use": f"bench plan --rate {rate:.4g} --overhead {overhead:.4g}"}
+    cal = plan.probe("paper", check.device, steps=size["steps"], rounds=size["rounds"])
+    path = check.out / "plan_calibration.json"
+    path.write_text(json.dumps(asdict(cal), indent=1))
+    return {"forward_mac_units_per_s": cal.rate, "calibration": asdict(cal),
+            "use": f"bench plan --calibration {path}"}
 
 
 def run(out: Path, device: str = "auto", budget_s: float = 540.0, data_root: str | None = None) -> dict:
@@ -240,6 +243,9 @@ def markdown(summary: dict) -> str:
             lines += [tabulate([[j["experiment"], j["status"], j["device"], j["wall_time_s"]] for j in step["jobs"]],
                                ["smoke job", "status", "device", "wall s"], tablefmt="github"), ""]
         elif name == "probe" and step["status"] == "ok":
-            lines += [f"{step['forward_mac_units_per_s']:.4g} forward-MAC units/s, {step['overhead_s_per_batch']:.4g}"
-                      f" s overhead per batch: `{step['use']}`", ""]
+            costs = step["calibration"]
+            lines += [f"{costs['rate']:.4g} forward-MAC units/s (a VGG-11 step), {costs['per_batch'] * 1e3:.3g} ms per "
+                      f"batch, {costs['per_read'] * 1e9:.3g} ns per element read from a cache, {costs['per_pair'] * 1e9:.3g}"
+                      f" ns per searched pair: `{step['use']}` (on this GPU itself, `bench plan` times every model's "
+                      "layers instead of using the rate)", ""]
     return "\n".join(lines)

@@ -1,32 +1,15 @@
 """`bench plan`: what a profile costs before it runs, in device-hours, and afterwards predicted vs measured.
 
-A job's work is counted in *forward-MAC units*: the MACs of one forward pass of one sample (ptflops, the model at
-the profile's width and input size) times how many such passes its training does:
-
-  training   samples x epochs x the method's passes per sample (below), summed over its stages
-  evaluation test samples x evaluations (after every epoch or stage epoch) x 1
-
-Passes per training sample, in forward units (a backward pass costs about two forwards):
-  backprop, learn_drop, freezing    3      (Learn & Drop's drops only lower this: an upper bound)
-  predsim                           3.3    (+10 %: the local similarity convs and decoders)
-  layer-wise stage for block i of n (si_forward, greedy_layerwise, belilovsky_greedy, fb_si's SI layers):
-                                    (i + 3) / n   (forward through blocks 0..i, backward through block i; blocks
-                                                   taken as equal in cost), then the classifier stage: 1;
-                                    3 / n + i / (n x the stage's epochs) when the frozen prefix's features are
-                                                   cached (no augmentation: computed once per stage);
-                                    SI with partners over the data (neighbours: data): x 3 (each anchor brings
-                                                   two partners), plus the search's forward pass once per stage;
-                                    the growing network (train_scope: growing): 3 (i + 1) / n
-  layer_to_layer stage              3      (forward through everything, backward through the window; the window
-                                            is most of the network in the early stages); its stages: method_options
-                                            `stages`, else half the model's Keras layers (as the method counts them)
-The device's rate comes from a probe: a few training steps of a CIFAR VGG-11 at the profile's width on this
-device, in forward-MAC units per second. A second probe measures what a step costs beyond its MACs: a few steps of
-a LeNet (a model of a few MMACs, where launching the kernels, the optimizer's per-tensor work and the batch's
-gather and augmentation dominate), minus their MACs' share at the probed rate, is the overhead per batch. Seconds
-= units / rate + batches x overhead (training batches of every stage epoch, plus evaluation batches). Without the
-overhead term LeNet-size jobs were predicted at a tenth of their measured time. These are estimates; `--compare`
-shows how far they are from the measured times of finished runs, per job.
+A job's work is what its method computes, epoch by epoch (bench/method_costs.py: the model's blocks, frozen and
+dropped layers, the layer-wise stages and their caches, the evaluations, the pair searches), counted as forward
+MACs (*forward-MAC units*), elements written, conv input-window elements, layer calls and batches. A device's
+Calibration prices each of them; the probes (`probe`) measure them on this device: five short training steps
+(a VGG-11 at the profile's width, BN and ReLU layers, a LeNet, 24 narrow linear layers, one tiny linear layer),
+timed in interleaved rounds and fitted by non-negative least squares, plus a pair-search probe for SI. Seconds =
+units / rate + elements x per_element + input-window elements x per_unfold + calls x per_call + batches x
+per_batch. These are estimates; `--compare` shows how far they are from the measured training and evaluation times
+of finished runs, per job and per method (each run predicted for the samples it had and, for Learn & Drop and
+Freezing, the drops it made: a plan before the runs assumes no drop, an upper bound for those two).
 
 Calibrating on the papers' printed times instead (`--calibrate printed`): a paper that states the GPU its times
 were measured on (papers.yaml `hardware_match`; of the four only Cruciata et al., an RTX 3090) prints what each of
@@ -41,32 +24,33 @@ Read backwards, the same calibration says how many epochs each printed training 
 listed by `bench audit`): the configured schedule of the cell's experiment (the `paper` profile) scaled until its
 seconds at the median rate meet the printed ones, with the range at the quartile rates. For the papers that do not
 state their GPU this assumes one like the calibration's. Small models run far below the median rate (see above), so
-their implied epochs are upper bounds; layer_to_layer's stages are counted at a full training pass each (3), an
-upper bound on their cost, so its implied epochs are lower bounds.
+their implied epochs are upper bounds.
 """
 import json
 import math
 import os
 import statistics
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
 from bench import BenchError
 from bench import experiments as ex
-from bench import registry
+from bench import method_costs, registry
 from bench.data.catalog import DATASETS
 from bench.data.loader import augments
 from bench.measure import device_name, forward_macs
-from bench.methods.si import SI_DEFAULTS
 from bench.models import build_model
 from bench.training import resolve_device
 
-PROBE_EXPERIMENT = "cruciata-cifar10-vgg11-backprop"
-OVERHEAD_EXPERIMENT = "karimi-fashion_mnist-lenet-backprop-sgd"
-STAGED = {"si_forward", "greedy_layerwise", "belilovsky_greedy"}
-DEFAULT_STAGE_EPOCHS = {"si_forward": 10, "greedy_layerwise": 10, "belilovsky_greedy": 50, "fb_si": 10}
+PROBE_EXPERIMENT = "cruciata-cifar10-vgg11-backprop"  # the rate probe's network (at the profile's config)
+# the code a model's parts are measured by: the parts cache is only valid for the code that filled it
+PARTS_CODE = ["models/*.py", "method_costs.py", "methods/learn_drop.py", "methods/layer_to_layer.py",
+              "methods/predsim.py"]
 
 
 def _model(cfg: dict, dataset: str):
@@ -75,157 +59,174 @@ def _model(cfg: dict, dataset: str):
     return build_model(cfg["architecture"], info.channels, info.num_classes, size, cfg["model"])
 
 
-def _models_version() -> str:
-    """A digest of the model code: the MACs cache is only valid for the models that filled it."""
+def _code_version() -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for path in sorted((Path(__file__).parent / "models").glob("*.py")):
-        digest.update(path.read_bytes())
+    root = Path(__file__).parent
+    for pattern in PARTS_CODE:
+        for path in sorted(root.glob(pattern)):
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
-MACS_CACHE = Path.home() / ".cache" / "layerwise-bench" / f"plan_macs-{_models_version()}.json"
+PARTS_CACHE = Path.home() / ".cache" / "layerwise-bench" / f"plan_parts-{_code_version()}.json"
+# the method options a model's parts depend on (the Learn & Drop chain, the Keras layers, PredSim's units)
+PARTS_OPTIONS = {"learn_drop": ("shortcut_position",), "freezing": ("shortcut_position",),
+                 "layer_to_layer": ("granularity", "input_layer"), "predsim": ("dim_in_decoder",)}
 
 
 @cache
 def _disk_cache() -> dict:
     try:
-        return json.loads(MACS_CACHE.read_text())
+        return json.loads(PARTS_CACHE.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def _macs(model_json: str, dataset: str) -> tuple[int, int]:
-    """(forward MACs per sample, number of blocks) of a model config (architecture, options, input size), cached in
-    memory and in ~/.cache/layerwise-bench/plan_macs-<model code digest>.json (counting all the paper profile's models takes minutes)."""
-    key = f"{dataset}:{model_json}"
+def _parts_key(exp, cfg: dict) -> str:
+    opts = cfg.get("method_options") or {}
+    kind = exp.method if exp.method in ("learn_drop", "freezing", "layer_to_layer", "predsim", "belilovsky_greedy",
+                                        "greedy_layerwise") else "blocks"
+    return json.dumps({"dataset": exp.dataset, "architecture": cfg["architecture"], "model": cfg["model"],
+                       "input_size": cfg.get("input_size"), "kind": kind,
+                       "options": {k: opts.get(k) for k in PARTS_OPTIONS.get(exp.method, ())}}, sort_keys=True)
+
+
+_TIMED: dict = {}
+
+
+def _parts(exp, cfg: dict, device: torch.device | None = None) -> dict:
+    """The model's parts for the method's cost (bench.method_costs.measure_parts). Untimed (MACs), cached in memory
+    and in ~/.cache/layerwise-bench/plan_parts-<code digest>.json (counting all the paper profile's models takes
+    minutes); timed on `device` at the config's batch size, cached in memory for this process."""
+    key = _parts_key(exp, cfg)
+    if device is not None:
+        timed_key = (key, str(device), cfg["batch_size"])
+        if timed_key not in _TIMED:
+            model = _model(cfg, exp.dataset)
+            _TIMED[timed_key] = method_costs.measure_parts(model, exp.method, cfg, _parts(exp, cfg)["total"], device,
+                                                           cfg["batch_size"])
+        return _TIMED[timed_key]
     found = _disk_cache()
     if key not in found:
-        model = _model(json.loads(model_json), dataset)
-        found[key] = [forward_macs(model, "pytorch"), len(getattr(model, "blocks", [])) or 1]
-        MACS_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = MACS_CACHE.with_suffix(f".{os.getpid()}.tmp")
+        model = _model(cfg, exp.dataset)
+        found[key] = method_costs.measure_parts(model, exp.method, cfg, forward_macs(model, "pytorch"))
+        PARTS_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = PARTS_CACHE.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(found, sort_keys=True))
-        os.replace(tmp, MACS_CACHE)
-    return tuple(found[key])
+        os.replace(tmp, PARTS_CACHE)
+    return found[key]
 
 
-@cache
-def _keras_layer_count(model_json: str, dataset: str, granularity: str, input_layer: bool) -> int:
-    """How many layers layer_to_layer's window slides over (bench.methods.layer_to_layer.keras_layers): its default
-    number of stages is half of them."""
-    from bench.methods.layer_to_layer import keras_layers
-
-    return len(keras_layers(_model(json.loads(model_json), dataset), granularity, input_layer))
-
-
-def schedule(method: str, cfg: dict, n_blocks: int, n_layers: int | None = None) -> list[tuple[int, float]]:
-    """[(epochs, forward passes per training sample)] of a run's stages. `n_layers`: layer_to_layer's Keras layer
-    count, whose half is its number of stages when method_options set none."""
-    opts = cfg.get("method_options", {}) or {}
-    epochs = cfg["epochs"]
-    if method in ("backprop", "learn_drop", "freezing"):
-        return [(epochs, 3.0)]
-    if method == "predsim":
-        return [(epochs, 3.3)]
-    if method == "layer_to_layer":
-        per = int(opts.get("epochs_per_stage", epochs))
-        stages = opts.get("stages") or (n_layers // 2 if n_layers else None)
-        if not stages:
-            raise ValueError("layer_to_layer sets no `stages` and the model's Keras layer count is not given")
-        return [(per, 3.0)] * int(stages)
-    per_layer = int(opts.get("epochs_per_layer", DEFAULT_STAGE_EPOCHS.get(method, epochs)))
-    cached = opts.get("cache_prefix", True) and not augments(cfg.get("augment"))
-
-    si_opts = {**SI_DEFAULTS, **opts} if method in ("si_forward", "fb_si") else {}
-    copies = 3 if si_opts.get("neighbours") == "data" else 1  # an anchor and its two partners of Eq. 8
-    growing = si_opts.get("train_scope") == "growing"
-
-    def stage(i: int) -> tuple[int, float]:
-        # block i of n: forward and backward through it (3/n) every epoch; the frozen prefix (i/n) every epoch, or
-        # once per stage when its features are cached (bench/methods/layerwise.py: no augmentation). SI with
-        # partners over the data: every anchor brings two partners (3 x the block, and the prefix when not cached),
-        # plus one forward pass of the training set through the prefix and the block for the search, per stage
-        # (its distance computations are not MACs of the model and are not counted). The growing network: forward
-        # and backward through blocks 0..i, no frozen prefix.
-        if growing:
-            per_epoch, search = copies * 3 * (i + 1) / n_blocks, (i + 1) / n_blocks
-        else:
-            prefix = i / n_blocks / per_layer if cached else copies * i / n_blocks
-            per_epoch, search = copies * 3 / n_blocks + prefix, (1 + (0 if cached else i)) / n_blocks
-        return per_layer, per_epoch + (search / per_layer if copies == 3 else 0.0)
-
-    if method == "fb_si":
-        k = int(opts.get("si_layers", 1))
-        return [stage(i) for i in range(k)] + [(epochs, 3.0)]
-    if method in STAGED:
-        n = int(opts.get("feature_blocks") or n_blocks)
-        stages = [stage(i) for i in range(n)]
-        if method != "belilovsky_greedy":
-            stages.append((int(opts.get("classifier_epochs") or per_layer), 1.0))
-        return stages
-    raise ValueError(f"bench plan has no cost model for method '{method}'")
-
-
-def job_cost(exp, profile: str) -> dict:
-    """The work of one (experiment, seed) job in forward-MAC units, with what it is made of."""
+def job_cost(exp, profile: str, samples: tuple[int, int] | None = None, drops: list | None = None,
+             device: torch.device | None = None) -> dict:
+    """The work of one (experiment, seed) job (bench/method_costs.py), in all: forward-MAC units, forward seconds
+    on `device` (its layers timed there; 0 without a device), elements read, pair-search pairs and dims, and
+    batches, with what they are made of. `samples`: (training, test) samples, default the profile's; `drops`:
+    Learn & Drop's or Freezing's (phase, cut) per epoch as a run did them (default: no drop)."""
     cfg = ex.config(exp, profile)
-    model_json = json.dumps({k: cfg[k] for k in ("architecture", "model")} | {"input_size": cfg.get("input_size")},
-                            sort_keys=True)
-    macs, n_blocks = _macs(model_json, exp.dataset)
+    parts = _parts(exp, cfg, device)
     info = DATASETS[exp.dataset]
-    train_n = min(cfg["data"].get("train_samples") or info.train_size, info.train_size)
-    test_n = min(cfg["data"].get("test_samples") or info.test_size, info.test_size)
-    n_layers = None
-    if exp.method == "layer_to_layer" and not (cfg.get("method_options") or {}).get("stages"):
-        opts = cfg.get("method_options") or {}
-        n_layers = _keras_layer_count(model_json, exp.dataset, opts.get("granularity", "keras"),
-                                      bool(opts.get("input_layer", False)))
-    stages = schedule(exp.method, cfg, n_blocks, n_layers)
-    epochs = sum(e for e, _ in stages)
-    units = macs * (train_n * sum(e * f for e, f in stages) + test_n * epochs)
-    batches = epochs * (math.ceil(train_n / cfg["batch_size"]) + math.ceil(test_n / cfg.get("eval_batch_size", 512)))
-    return {"experiment": exp.id, "paper": exp.paper, "method": exp.method, "macs": macs, "epochs": epochs,
-            "stage_epochs": [e for e, _ in stages], "train_samples": train_n, "units": units, "batches": batches}
+    if samples is None:
+        samples = (min(cfg["data"].get("train_samples") or info.train_size, info.train_size),
+                   min(cfg["data"].get("test_samples") or info.test_size, info.test_size))
+    train_n, test_n = samples
+    phases = method_costs.phases(exp.method, cfg, parts, train_n, augments(cfg.get("augment")), drops)
+    work = dict.fromkeys((*method_costs.KEYS, "batches"), 0.0)
+    for phase in phases:
+        for k, v in phase.work(train_n, test_n, cfg["batch_size"], cfg.get("eval_batch_size", 512)).items():
+            work[k] += v
+    # Learn & Drop's and Freezing's phases are its epochs, one stage
+    stages = [len(phases)] if exp.method in ("learn_drop", "freezing") else [p.epochs for p in phases]
+    return {"experiment": exp.id, "paper": exp.paper, "method": exp.method, "macs": parts["total"],
+            "epochs": sum(p.epochs for p in phases), "stage_epochs": stages, "train_samples": train_n,
+            "test_samples": test_n, "units": work.pop("macs"), **work}
 
 
-def predicted_seconds(cost: dict, rate: float, overhead: float = 0.0) -> float:
-    """A job's estimated seconds: its units at `rate` plus `overhead` seconds per batch."""
-    return cost["units"] / rate + cost["batches"] * overhead
+@dataclass
+class Calibration:
+    """What a device charges. Timed (a probed calibration, on the device it was probed on): a job's measured
+    forward seconds (its layers timed there: bench.method_costs.time_leaves) + elements read x per_read + searched
+    pairs x per_pair + pair dims x per_pair_dim + batches x per_batch (the loss, the optimizer step). Untimed (the
+    printed calibration, `--rate`, a calibration file from another machine): units and pair dims at `rate`, plus
+    the same read, pair and batch terms (0 unless given)."""
+    rate: float
+    per_read: float = 0.0
+    per_pair: float = 0.0
+    per_pair_dim: float = 0.0
+    per_batch: float = 0.0
+    timed: bool = False
+    source: str = "given"
+    device: str = ""
+
+    def seconds(self, cost: dict) -> float:
+        compute = cost["secs"] if self.timed else (cost["units"] + cost.get("pair_dims", 0.0)) / self.rate
+        return (compute + cost.get("reads", 0.0) * self.per_read + cost.get("batches", 0.0) * self.per_batch
+                + cost.get("pairs", 0.0) * self.per_pair + (cost.get("pair_dims", 0.0) * self.per_pair_dim
+                                                            if self.timed else 0.0))
 
 
-def _probe_rates(exp_id: str, profile: str, device: torch.device, steps: int, rounds: int) -> tuple[int, list]:
-    """(forward MACs per sample, [(images, seconds)] per round after a warm-up round) of a few training steps of
-    the experiment's model (its config in `profile`) on stand-in data of its shape."""
-    from bench.data.loader import Batches
-    from bench.training import ce_step, make_optimizer, timed_steps
+def predicted_seconds(cost: dict, rate: float) -> float:
+    """A job's seconds at `rate` alone (the printed calibration: the papers' times carry their overheads)."""
+    return Calibration(rate).seconds(cost)
 
-    exp = ex.get(exp_id)
+
+def _seconds_per_step(step, batches, device, steps: int, rounds: int) -> float:
+    from bench.training import timed_steps
+
+    timed_steps(step, batches, device, 1)  # warm-up
+    return statistics.median(timed_steps(step, batches, device, steps)[1] / steps for _ in range(rounds))
+
+
+def probe(profile: str, device: torch.device, steps: int = 8, rounds: int = 3) -> Calibration:
+    """This device's timed Calibration: the fixed cost per batch (a training step of one tiny linear layer: the
+    loss, the backward and the optimizer step around nothing), the cost of reading cached features (gathering a
+    batch of rows from a cache), the pair search's cost per pair and per pair dimension (SI's search over random
+    points of two sizes), and, for plans without layer timing, the rate of a CIFAR VGG-11 at the profile's width
+    (its training step's forward-MAC units per second). Each the median of `rounds` after a warm-up."""
+    from bench.methods.si import data_pairs
+    from bench.training import EpochTimer, ce_step, make_optimizer, sync
+
+    exp = ex.get(PROBE_EXPERIMENT)
     cfg = ex.config(exp, profile)
-    info = DATASETS[exp.dataset]
-    size = cfg.get("input_size") or info.size
-    model = _model(cfg, exp.dataset).to(device)
-    macs = forward_macs(model, "pytorch")
-    bs = min(cfg["batch_size"], 128)
-    x = torch.randint(0, 256, (bs * steps, info.channels, size, size), dtype=torch.uint8)
-    y = torch.randint(0, info.num_classes, (bs * steps,))
-    batches = Batches(x, y, bs, device=device, mean=cfg["normalize"]["mean"], std=cfg["normalize"]["std"])
-    step = ce_step(model.train(), make_optimizer(model.parameters(), cfg))
-    timed = [timed_steps(step, batches, device, steps) for _ in range(rounds + 1)]
-    return macs, timed[1:]  # round 0 warms up
+    model = _model(cfg, exp.dataset)
+    macs, bs = forward_macs(model, "pytorch"), min(cfg["batch_size"], 128)
+    model = model.to(device).train()
+    batch = [(torch.randn((bs, *model.input_shape), device=device), torch.randint(0, 10, (bs,), device=device))]
+    rate = 3 * macs * bs / _seconds_per_step(ce_step(model, make_optimizer(model.parameters(), cfg)), batch, device,
+                                             steps, rounds)
+    tiny = nn.Linear(8, 10).to(device)
+    batch = [(torch.randn((8, 8), device=device), torch.randint(0, 10, (8,), device=device))]
+    per_batch = _seconds_per_step(ce_step(tiny, torch.optim.SGD(tiny.parameters(), lr=0.01, momentum=0.9)), batch,
+                                  device, 20 * steps, rounds)
+    cache_rows = torch.randn((8192, 256), device=device)
+    index = torch.randint(0, 8192, (128,), device=device)
 
+    def gather():
+        for _ in range(steps):
+            cache_rows.index_select(0, index)
+        sync(device)
 
-def probe(profile: str, device: torch.device, steps: int = 8, rounds: int = 3) -> float:
-    """Forward-MAC units per second of training on this device (median of rounds), from a CIFAR VGG-11."""
-    macs, timed = _probe_rates(PROBE_EXPERIMENT, profile, device, steps, rounds)
-    return statistics.median(3.0 * macs * images / seconds for images, seconds in timed)
-
-
-def overhead_probe(profile: str, device: torch.device, rate: float, steps: int = 30, rounds: int = 3) -> float:
-    """Seconds per batch beyond the MACs' share at `rate` (median of rounds, at least 0), from a LeNet."""
-    macs, timed = _probe_rates(OVERHEAD_EXPERIMENT, profile, device, steps, rounds)
-    return max(0.0, statistics.median((seconds - 3.0 * macs * images / rate) / steps for images, seconds in timed))
+    times = []
+    for _ in range(rounds + 1):
+        with EpochTimer(device) as timer:
+            gather()
+        times.append(timer.seconds)
+    per_read = statistics.median(times[1:]) / (steps * 128 * 256)
+    searched = {}
+    for dims in (16, 256):
+        z, y = torch.randn(1024, dims, device=device), torch.randint(0, 10, (1024,), device=device)
+        times = []
+        for _ in range(rounds + 1):
+            with EpochTimer(device) as timer:
+                data_pairs([(z, y)], device)
+            times.append(timer.seconds)
+        searched[dims] = statistics.median(times[1:]) / 1024 ** 2
+    per_pair_dim = max(0.0, (searched[256] - searched[16]) / 240)
+    per_pair = max(0.0, searched[16] - 16 * per_pair_dim)
+    return Calibration(rate, per_read, per_pair, per_pair_dim, per_batch, timed=True, source="probe",
+                       device=device_name(device))
 
 
 def printed_times(method: str | None = None) -> list[dict]:
@@ -306,57 +307,62 @@ def implied_epochs(claims=None, calibration: dict | None = None, profile: str = 
                     printed_calibration() if calibration is None else calibration, profile)
 
 
-def calibrate_device(profile: str, device: torch.device, rate: float | None = None,
-                     overhead: float | None = None) -> tuple[float, float]:
-    """(rate, overhead per batch) for this device: what is given, the rest probed (a given rate alone: no
-    overhead)."""
-    if rate is None:
-        rate = probe(profile, device)
-        if overhead is None:
-            overhead = overhead_probe(profile, device, rate)
-    return rate, overhead or 0.0
+def calibrate_device(profile: str, device: torch.device, rate: float | None = None) -> Calibration:
+    """This device's Calibration: probed (timed), or a given rate alone (untimed, no other term)."""
+    return Calibration(rate) if rate else probe(profile, device)
 
 
 def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: float | None = None,
-         calibrate: str = "probe", overhead: float | None = None) -> dict:
+         calibrate: str = "probe", calibration: Calibration | None = None) -> dict:
     """Every job of the profile with its estimated seconds; totals per paper and for the suite. `calibrate`:
-    'probe' (this device's measured rate and per-batch overhead, unless `rate` / `overhead` are given; a given rate
-    without an overhead means none) or 'printed' (the papers' printed times, no overhead term)."""
+    'probe' (the given `calibration`, else `rate` alone when given, else this device's probed Calibration) or
+    'printed' (the papers' printed times: their median rate alone). Learn & Drop and Freezing are planned without
+    drops (a run decides its drops): an upper bound on their cost."""
     n_seeds = seeds or len(ex.seeds(profile))
+    dev = None
     if calibrate == "printed":
         calibration = printed_calibration()
-        rate, device_label, device_type = calibration["rate"], "; ".join(calibration["hardware"]), "printed"
-        overhead = 0.0
+        cal = Calibration(calibration["rate"], source="printed")
+        device_label, device_type = "; ".join(calibration["hardware"]), "printed"
     else:
         dev = resolve_device(device)
-        calibration = {"source": "given" if rate else "probe"}
-        rate, overhead = calibrate_device(profile, dev, rate, overhead)
-        device_label, device_type = device_name(dev), dev.type
+        cal = calibration or calibrate_device(profile, dev, rate)
+        calibration = {"source": cal.source}
+        device_label = cal.device or device_name(dev)
+        device_type = "cpu" if device_label.startswith("CPU") else "cuda"  # a calibration file may be another's
     jobs = []
     for eid in ex.targets(profile):
-        cost = job_cost(ex.get(eid), profile)
-        cost["seconds"] = predicted_seconds(cost, rate, overhead)
+        cost = job_cost(ex.get(eid), profile, device=dev if cal.timed else None)
+        cost["seconds"] = cal.seconds(cost)
         jobs.append(cost)
     per_paper = {}
     for j in jobs:
         per_paper[j["paper"]] = per_paper.get(j["paper"], 0.0) + j["seconds"] * n_seeds / 3600
-    return {"profile": profile, "device": device_label, "device_type": device_type, "rate_units_per_s": rate,
-            "overhead_s_per_batch": overhead, "seeds": n_seeds,
-            "calibration": calibration,
+    return {"profile": profile, "device": device_label, "device_type": device_type, "rate_units_per_s": cal.rate,
+            "device_costs": asdict(cal), "seeds": n_seeds, "calibration": calibration,
             "jobs": jobs, "hours_per_paper": per_paper, "hours_total": sum(per_paper.values())}
 
 
-def compare(profile: str, rate: float, results="results", overhead: float = 0.0) -> list[dict]:
-    """Predicted vs measured training + evaluation seconds of every finished run of the profile."""
+def compare(profile: str, cal: Calibration, results="results", device: str = "auto") -> list[dict]:
+    """Predicted vs measured training + evaluation seconds of every finished run of the profile: each run predicted
+    for the samples it trained on and, for Learn & Drop and Freezing, the drops it made; `rest_s`: what the job
+    spent outside its epochs (loading data, starting MLflow, checkpoints), which the model does not predict."""
     from bench.aggregate import load_results
 
     rows = []
     for (eid, seed), r in sorted(load_results(profile, ex.seeds(profile), results).items()):
         if r.get("status") != "FINISHED":
             continue
-        measured = sum(e.get("epoch_time_s", 0.0) + e.get("eval_time_s", 0.0) for e in r.get("epochs", [])) \
+        exp = ex.get(eid)
+        epochs = r.get("epochs", [])
+        measured = sum(e.get("epoch_time_s", 0.0) + e.get("eval_time_s", 0.0) for e in epochs) \
             or r["metrics"].get("train_time_s", math.nan)
-        predicted = predicted_seconds(job_cost(ex.get(eid), profile), rate, overhead)
-        rows.append({"experiment": eid, "seed": seed, "predicted_s": predicted, "measured_s": measured,
-                     "ratio": predicted / measured if measured else math.nan})
+        data = r.get("data") or {}
+        samples = (data["train_samples"], data["test_samples"]) if "train_samples" in data else None
+        drops = method_costs.drops_from_epochs(epochs) if exp.method in ("learn_drop", "freezing") else None
+        predicted = cal.seconds(job_cost(exp, profile, samples, drops, resolve_device(device) if cal.timed else None))
+        wall = r["metrics"].get("wall_time_s")
+        rows.append({"experiment": eid, "method": exp.method, "seed": seed, "predicted_s": predicted,
+                     "measured_s": measured, "ratio": predicted / measured if measured else math.nan,
+                     "rest_s": wall - measured if wall else math.nan})
     return rows

@@ -169,11 +169,12 @@ def _run(experiment_id: str, seed: int, profile: str, out: Path, record_failure:
 
 
 def expected_epochs(method: str, cfg: dict, model) -> int | None:
-    """The epochs a run will log (its stages' epochs, bench.plan.schedule), or None where the plan cannot tell."""
-    from bench.plan import schedule
+    """The epochs a run will log (its stages' epochs, bench.method_costs.stage_epochs), or None where that cannot
+    tell."""
+    from bench.method_costs import stage_epochs
 
     try:
-        return sum(e for e, _ in schedule(method, cfg, len(getattr(model, "blocks", [])) or 1))
+        return sum(stage_epochs(method, cfg, len(getattr(model, "blocks", [])) or 1))
     except (ValueError, KeyError, TypeError):
         return None
 

@@ -2,47 +2,130 @@
 import pytest
 
 from bench import experiments as ex
-from bench import plan
+from bench import method_costs, plan
 from bench.data.catalog import DATASETS
 from helpers import result_file
 
 
-def test_schedules_per_method():
+W, P = method_costs.Work, method_costs.Part
+
+
+def toy_parts(**extra) -> dict:
+    """Four blocks and a head with round numbers: [forward MACs, forward seconds, forward + backward seconds]."""
+    return {"total": 1111.0, "blocks": [[100, 1, 3], [200, 2, 5], [300, 3, 8], [400, 4, 9]], "head": [111, 1, 2],
+            "out": [64, 32, 16, 8], "classes": 10, **extra}
+
+
+def test_stage_epochs_per_method():
     cfg = {"epochs": 60, "method_options": {}}
-    assert plan.schedule("backprop", cfg, 8) == [(60, 3.0)]
-    assert plan.schedule("predsim", cfg, 8) == [(60, 3.3)]
-    assert plan.schedule("learn_drop", cfg, 8) == [(60, 3.0)]
-    # layer-wise with augmentation (prefix recomputed every batch): block i of 4 costs (i + 3) / 4 forward passes,
-    # then the classifier stage
-    aug = {"crop_padding": 4, "hflip": True}
-    batch = {"epochs_per_layer": 10, "neighbours": "batch"}  # SI's partners within the batch: no extra passes
-    si = plan.schedule("si_forward", {"epochs": 200, "augment": aug, "method_options": batch}, 4)
-    assert si == [(10, 0.75), (10, 1.0), (10, 1.25), (10, 1.5), (10, 1.0)]
-    assert plan.schedule("greedy_layerwise", {"epochs": 200, "augment": aug, "method_options": {"epochs_per_layer": 10}},
-                         4) == si
-    # without augmentation the prefix's features are cached: the prefix (i / 4) once per stage of 10 epochs
-    cached = plan.schedule("si_forward", {"epochs": 200, "method_options": batch}, 4)
-    assert cached == [(10, pytest.approx(0.75 + i / 40)) for i in range(4)] + [(10, 1.0)]
-    uncached = {"epochs": 200, "method_options": {**batch, "cache_prefix": False}}
-    assert plan.schedule("si_forward", uncached, 4) == si
-    # partners over the data (the method's default): anchors and their two partners through block i (3 x 3/4) and,
-    # uncached, the prefix (3 x i/4); the search: one forward of the set through prefix and block per stage of 10
-    data = plan.schedule("si_forward", {"epochs": 200, "augment": aug, "method_options": {"epochs_per_layer": 10}}, 4)
-    assert data == [(10, pytest.approx(2.25 + 0.75 * i + (1 + i) / 40)) for i in range(4)] + [(10, 1.0)]
-    data_cached = plan.schedule("si_forward", {"epochs": 200, "method_options": {"epochs_per_layer": 10}}, 4)
-    assert data_cached == [(10, pytest.approx(2.25 + i / 40 + 1 / 40)) for i in range(4)] + [(10, 1.0)]
-    # the growing network: forward and backward through blocks 0..i
-    grow = plan.schedule("si_forward", {"epochs": 200, "method_options": {**batch, "train_scope": "growing"}}, 4)
-    assert grow == [(10, pytest.approx(0.75 * (i + 1))) for i in range(4)] + [(10, 1.0)]
-    bel = plan.schedule("belilovsky_greedy", {"epochs": 1, "augment": aug, "method_options": {}}, 3)
-    assert bel == [(50, 1.0), (50, pytest.approx(4 / 3)), (50, pytest.approx(5 / 3))]  # layerCNN's 50 epochs per block, no separate classifier
-    fb = plan.schedule("fb_si", {"epochs": 200, "method_options": {"si_layers": 1, "epochs_per_layer": 10,
-                                                                    "neighbours": "batch"}}, 5)
-    assert fb == [(10, 0.6), (200, 3.0)]
-    l2l = plan.schedule("layer_to_layer", {"epochs": 300, "method_options": {"epochs_per_stage": 10, "stages": 6}}, 12)
-    assert l2l == [(10, 3.0)] * 6
+    for method in ("backprop", "predsim", "learn_drop", "freezing"):
+        assert method_costs.stage_epochs(method, cfg, 8) == [60]
+    opts = {"epochs": 200, "method_options": {"epochs_per_layer": 10}}
+    assert method_costs.stage_epochs("si_forward", opts, 4) == [10] * 5  # four blocks, then the classifier
+    assert method_costs.stage_epochs("belilovsky_greedy", {"epochs": 1, "method_options": {}}, 3) == [50] * 3
+    assert method_costs.stage_epochs("fb_si", opts, 5) == [10, 200]
+    l2l = {"epochs": 300, "method_options": {"epochs_per_stage": 10}}
+    assert method_costs.stage_epochs("layer_to_layer", l2l, 4, n_layers=12) == [10] * 6
     with pytest.raises(ValueError, match="no cost model"):
-        plan.schedule("dropout", cfg, 1)
+        method_costs.stage_epochs("dropout", cfg, 1)
+
+
+def test_phases_by_hand():
+    """What each method computes per epoch, on toy parts (M: 1111 MACs, 11 s forward, 27 s trained)."""
+    parts = toy_parts()
+    cfg = {"epochs": 5, "method_options": {}}
+    bp = method_costs.phases("backprop", cfg, parts, 1000, False)
+    # trained: 3 forwards' MACs and the measured forward + backward seconds; evaluated: the forward
+    assert [(p.epochs, p.train, p.evaluate) for p in bp] == [(5, W(3333, 27), W(1111, 11))]
+    ps = method_costs.phases("predsim", cfg, toy_parts(aux=[[50, 1, 2]] * 4), 1000, False)
+    assert ps[0].train == W(3 * 1311, 35)  # the model and every local unit's similarity conv + decoder
+
+    # Learn & Drop / Freezing: the cuts' frozen prefixes (layer k = block k here) and the stored state after each
+    cuts = {"cuts": [[0, 0, 0], [100, 1, 3], [300, 3, 8], [600, 6, 16], [1000, 10, 25]],
+            "cut_state": [784, 64, 32, 16, 8]}
+    drops = [(0, 0), (1, 0), (2, 2), (3, 2), (3, 2)]  # warm-up, scored, extraction of layers 0-1, two on stored maps
+    ld = method_costs.phases("learn_drop", cfg, toy_parts(**cuts), 1000, False, drops)
+    head = W(3 * 811, 19)  # what is left after the cut, trained: blocks 2, 3 and the head
+    assert [p.train for p in ld] == [W(3333, 27), W(3333, 27),
+                                     W(300, 3) + head + W(reads=32),  # the dropped layers once, their maps stored
+                                     W(reads=32) + head, W(reads=32) + head]
+    assert all(p.evaluate == W(1111, 11) for p in ld)  # the whole model is evaluated every epoch
+    fr = method_costs.phases("freezing", cfg, toy_parts(**cuts), 1000, False, drops)
+    assert fr[-1].train == W(300, 3) + head  # frozen: forward only, no backward
+    assert method_costs.phases("freezing", cfg, toy_parts(**cuts), 1000, False)[0].train == W(3333, 27)  # no drops
+
+    # layer-to-layer: 2 stages over 4 Keras layers: [0, 3] then [1, 2], layer 0 frozen (forward) and layer 3 frozen
+    # but crossed by the gradient (forward + input gradient: 2 forwards' MACs, half the backward)
+    layers = {"layers": [[100, 1, 3], [200, 2, 5], [300, 3, 8], [511, 5, 11]]}
+    l2l = method_costs.phases("layer_to_layer", {"epochs": 5, "method_options": {"epochs_per_stage": 3}},
+                              toy_parts(**layers), 1000, False)
+    assert [(p.epochs, p.train) for p in l2l] == [(3, W(3333, 27)), (3, W(100, 1) + W(1500, 13) + W(1022, 8))]
+
+
+def test_layerwise_phases_by_hand():
+    parts = toy_parts()
+    cfg = {"epochs": 5, "method_options": {"epochs_per_layer": 2, "neighbours": "batch", "si_eval_samples": 0}}
+    si = method_costs.phases("si_forward", cfg, parts, 1000, augmented=False)
+    assert [p.epochs for p in si] == [2, 2, 2, 2, 2]
+    # block 2, cached: its prefix (blocks 0-1) once for the training and test sets, every batch reads its features
+    assert si[2].train == W(900, 8, reads=32)
+    assert si[2].once_train == W(300, 3) and si[2].evaluate == W()
+    assert si[2].once_test == W(300, 3) + W(811, 8)  # the prefix, then the rest at the stage's last epoch
+    assert si[-1].train == W(333, 2, reads=8)  # the classifier on the cached features
+    # with augmentation the prefix runs every epoch (and the test features are still cached)
+    aug = method_costs.phases("si_forward", cfg, parts, 1000, augmented=True)
+    assert aug[2].train == W(900, 8) + W(300, 3) and aug[2].once_train == W()
+    # partners over the data: the anchor and its two partners through the block, and a pair search per stage
+    data = {"epochs": 5, "method_options": {"epochs_per_layer": 2, "si_eval_samples": 100}}
+    pairs = method_costs.phases("si_forward", data, parts, 1000, augmented=False)
+    assert pairs[2].train == 3 * W(900, 8, reads=32)
+    assert pairs[2].once_train == W(300, 3) + W(300, 3)  # the prefix's cache, the search's pass through block 2
+    assert pairs[2].once_fixed == W(pairs=1000 ** 2, pair_dims=1000 ** 2 * 16)  # N^2 pairs of D = 16
+    assert pairs[2].epoch_fixed == W(100 * 300, 100 * 3, pairs=100 ** 2, pair_dims=100 ** 2 * 16)  # SI of 100
+    greedy = method_costs.phases("greedy_layerwise", cfg, toy_parts(aux=[[160, 1, 1]] * 4), 1000, augmented=False)
+    assert greedy[2].train == W(3 * 460, 9, reads=32)  # block 2 and its temporary head
+    assert greedy[2].evaluate == W(460, 4, reads=32)
+    bel = method_costs.phases("belilovsky_greedy", cfg, toy_parts(aux=[[1000, 9, 20]] * 4), 1000, False)
+    assert len(bel) == 4 and bel[1].train == W(3 * 1200, 25, reads=64)
+    fb = method_costs.phases("fb_si", {**cfg, "method_options": {**cfg["method_options"], "si_layers": 1}}, parts,
+                             1000, augmented=False)
+    assert [p.epochs for p in fb] == [2, 5]
+    assert fb[1].train == W(3 * 1011, 24, reads=64)  # blocks 1-3 and the head end to end
+    # a phase's totals: per-sample terms x samples, fixed terms as they are, and its batches
+    work = pairs[2].work(1000, 200, 100, 512)
+    assert work["secs"] == 2 * (24 * 1000 + 300) + 6 * 1000 + (3 + 8) * 200
+    assert work["pairs"] == 2 * 100 ** 2 + 1000 ** 2 and work["batches"] == 2 * (10 + 1) + 10 + 1
+
+
+def test_measured_parts_of_real_models():
+    """The blocks and the head add up to ptflops' count; Learn & Drop's cuts grow to the whole trunk;
+    layer-to-layer's Keras layers partition the model; the methods' local heads cost something; timed on this CPU,
+    every part's training (forward + backward) takes longer than its forward."""
+    import torch
+
+    from bench.measure import forward_macs
+
+    for eid in ("cruciata-cifar10-vgg11-learn_drop", "bhyravabhottla-cifar10-cnn12-layer_to_layer",
+                "ma-cifar10-vgg8b-predsim", "karimi-cifar10-simcnn_k2-belilovsky_greedy"):
+        exp = ex.get(eid)
+        cfg = ex.config(exp, "smoke")
+        model = plan._model(cfg, exp.dataset)
+        total = forward_macs(model, "pytorch")
+        parts = method_costs.measure_parts(model, exp.method, cfg, total)
+        blocks = sum(b[0] for b in parts["blocks"]) + parts["head"][0]
+        assert blocks == pytest.approx(total) and len(parts["out"]) == len(model.blocks)
+        assert all(b[1] == b[2] == 0 for b in parts["blocks"])  # untimed
+        if exp.method == "learn_drop":
+            macs = [c[0] for c in parts["cuts"]]
+            assert macs == sorted(macs) and macs[-1] == pytest.approx(blocks - parts["head"][0])
+            assert len(parts["cut_state"]) == len(parts["cuts"]) and parts["cut_state"][0] == 3 * 32 * 32
+        if exp.method == "layer_to_layer":
+            assert sum(x[0] for x in parts["layers"]) == pytest.approx(total) and len(parts["layers"]) == 12
+        if "aux" in parts:
+            assert len(parts["aux"]) >= len(model.blocks) and all(a[0] > 0 for a in parts["aux"])
+        timed = method_costs.measure_parts(model, exp.method, cfg, total, torch.device("cpu"), batch=8)
+        assert all(0 < b[1] < b[2] for b in timed["blocks"]) and [b[0] for b in timed["blocks"]] == \
+            [b[0] for b in parts["blocks"]]
 
 
 def test_a_jobs_units_by_hand():
@@ -52,39 +135,73 @@ def test_a_jobs_units_by_hand():
     info = DATASETS["cifar10"]
     # 60 epochs of 50,000 samples at 3 forward passes, plus 10,000 test samples evaluated after every epoch
     expected = cost["macs"] * (info.train_size * cfg["epochs"] * 3.0 + info.test_size * cfg["epochs"])
-    assert cost["epochs"] == cfg["epochs"] == 60 and cost["units"] == expected
-    # batches for the overhead term: every epoch's training batches (the last one short) and evaluation batches
+    assert cost["epochs"] == cfg["epochs"] == 60 and cost["units"] == pytest.approx(expected)
+    # every epoch's training batches (the last one short) and evaluation batches
     assert cost["batches"] == 60 * (-(-info.train_size // cfg["batch_size"]) + -(-info.test_size // 512))
-    assert plan.predicted_seconds(cost, 1e12, 0.002) == pytest.approx(expected / 1e12 + cost["batches"] * 0.002)
+    cal = plan.Calibration(1e12, per_read=1e-9, per_batch=1e-3)
+    assert cost["secs"] == cost["reads"] == 0  # untimed, and backprop reads no cache
+    assert cal.seconds(cost) == pytest.approx(expected / 1e12 + cost["batches"] * 1e-3)
     assert 1e8 < cost["macs"] < 1e9  # a CIFAR VGG-11 forward pass: about 153 MMACs
+    # a job's own sample counts and drops: fewer samples, less work; Learn & Drop's drops, less again
+    ld = ex.get("cruciata-cifar10-vgg11-learn_drop")
+    full = plan.job_cost(ld, "paper")
+    assert full["units"] == pytest.approx(expected)  # planned without drops: as backprop
+    small = plan.job_cost(ld, "paper", samples=(5000, 1000))
+    dropped = plan.job_cost(ld, "paper", samples=(5000, 1000), drops=[(0, 0), (1, 0), (2, 4)] + [(3, 4)] * 57)
+    assert small["units"] < full["units"] / 9 and dropped["units"] < 0.7 * small["units"]
 
 
 def test_plan_totals_and_compare(tmp_path, capsys):
-    found = plan.plan("smoke", rate=1e9)  # a given rate: no probe, no overhead
+    found = plan.plan("smoke", rate=1e9)  # a given rate: no probe, no other term
     assert found["seeds"] == 1 and len(found["jobs"]) == len(ex.targets("smoke"))
-    assert found["overhead_s_per_batch"] == 0.0
-    assert found["hours_total"] == pytest.approx(sum(j["units"] for j in found["jobs"]) / 1e9 / 3600)
-    with_overhead = plan.plan("smoke", rate=1e9, overhead=0.01)
-    assert with_overhead["hours_total"] == pytest.approx(
-        sum(j["units"] / 1e9 + j["batches"] * 0.01 for j in found["jobs"]) / 3600)
+    assert found["device_costs"]["per_batch"] == 0.0 and not found["device_costs"]["timed"]
+    assert found["hours_total"] == pytest.approx(
+        sum(j["units"] + j["pair_dims"] for j in found["jobs"]) / 1e9 / 3600)
+    cal = plan.Calibration(1e9, per_read=1e-8, per_pair=1e-9, per_batch=0.01)
+    priced = plan.plan("smoke", calibration=cal)
+    assert priced["hours_total"] == pytest.approx(sum((j["units"] + j["pair_dims"]) / 1e9 + j["reads"] * 1e-8
+                                                      + j["pairs"] * 1e-9 + j["batches"] * 0.01
+                                                      for j in found["jobs"]) / 3600)
     assert set(found["hours_per_paper"]) == {"ma", "karimi", "bhyravabhottla", "cruciata"}
 
     from bench.runner import run_path, write_json_atomic
 
     eid = "ma-cifar10-vgg8-backprop"
     write_json_atomic(run_path("smoke", eid, 0, tmp_path), result_file(
-        "smoke", eid, metrics={"test_accuracy": 50.0, "train_time_s": 1.0},
+        "smoke", eid, metrics={"test_accuracy": 50.0, "train_time_s": 1.0, "wall_time_s": 4.0},
         epochs=[{"epoch_time_s": 0.4, "eval_time_s": 0.1}, {"epoch_time_s": 0.4, "eval_time_s": 0.1}]))
-    rows = plan.compare("smoke", 1e9, tmp_path, overhead=0.01)
-    assert [(r["experiment"], r["measured_s"]) for r in rows] == [(eid, pytest.approx(1.0))]
-    cost = plan.job_cost(ex.get(eid), "smoke")
-    assert rows[0]["predicted_s"] == pytest.approx(cost["units"] / 1e9 + cost["batches"] * 0.01)
+    rows = plan.compare("smoke", cal, tmp_path)
+    assert [(r["experiment"], r["method"], r["measured_s"], r["rest_s"]) for r in rows] == \
+        [(eid, "backprop", pytest.approx(1.0), pytest.approx(3.0))]
+    assert rows[0]["predicted_s"] == pytest.approx(cal.seconds(plan.job_cost(ex.get(eid), "smoke")))
 
     from bench.cli import main
 
     assert main(["plan", "--profile", "smoke", "--rate", "1e9"]) in (None, 0)
     out = capsys.readouterr().out
     assert "| all" in out and "calibrated on" in out and "1e+09" in out
+    written = tmp_path / "plan.json"
+    assert main(["plan", "--profile", "smoke", "--rate", "1e9", "--write", str(written)]) in (None, 0)
+    capsys.readouterr()
+    assert main(["plan", "--profile", "smoke", "--compare", "--results", str(tmp_path), "--calibration",
+                 str(written)]) in (None, 0)
+    out = capsys.readouterr().out
+    assert "| Method" in out and "| backprop" in out and "median 3.0 s more" in out
+
+
+def test_a_bad_calibration_file_is_one_line(tmp_path, capsys):
+    from bench.cli import main
+
+    bad = tmp_path / "cal.json"
+    for text, field in (('{"rate": -1}', "rate"), ('{"rate": 1e9, "per_call": "x"}', "per_call"),
+                        ('{"per_call": 1}', "rate"), ('{"rate": 1e9, "speed": 1}', "speed")):
+        bad.write_text(text)
+        assert main(["plan", "--profile", "smoke", "--calibration", str(bad)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and str(bad) in err and f"field {field}" in err and "Traceback" not in err
+    bad.write_text("{not json")
+    assert main(["plan", "--profile", "smoke", "--calibration", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
 
 
 def test_calibration_on_printed_times(capsys, monkeypatch):
@@ -109,7 +226,8 @@ def test_calibration_on_printed_times(capsys, monkeypatch):
     assert cal["rate_min"] <= cal["rate_q1"] <= cal["rate"] <= cal["rate_q3"] <= cal["rate_max"]
     found = plan.plan("smoke", calibrate="printed")
     assert found["calibration"]["source"] == "printed" and found["device_type"] == "printed"
-    assert found["hours_total"] == pytest.approx(sum(j["units"] for j in found["jobs"]) / cal["rate"] / 3600)
+    assert found["hours_total"] == pytest.approx(
+        sum(j["units"] + j["pair_dims"] for j in found["jobs"]) / cal["rate"] / 3600)  # a pair search's D MACs too
 
     from bench.cli import main
 
@@ -132,15 +250,15 @@ def test_calibration_on_printed_times(capsys, monkeypatch):
         plan.printed_calibration()
 
 
-def test_the_overhead_probe_separates_per_batch_costs_from_macs():
-    """A LeNet step costs more than its MACs at the VGG probe's rate; the difference is the per-batch overhead.
-    At a rate so low that the MACs alone exceed the measured time, the overhead is clamped to 0."""
+def test_the_probe_measures_this_device(tmp_path):
+    """The probe times this CPU; a plan with it times every model's layers here (timed: secs, not MACs)."""
     import torch
 
     cpu = torch.device("cpu")
-    rate = plan.probe("smoke", cpu, steps=2, rounds=1)
-    overhead = plan.overhead_probe("smoke", cpu, rate, steps=5, rounds=1)
-    assert 0.0 < overhead < 1.0  # this machine: a few ms per batch
-    assert plan.overhead_probe("smoke", cpu, 1.0, steps=2, rounds=1) == 0.0
-    assert plan.calibrate_device("smoke", cpu, rate=5.0) == (5.0, 0.0)
-    assert plan.calibrate_device("smoke", cpu, rate=5.0, overhead=0.5) == (5.0, 0.5)
+    cal = plan.probe("smoke", cpu, steps=2, rounds=1)
+    assert cal.timed and cal.rate > 1e6 and cal.source == "probe" and cal.device.startswith("CPU")
+    assert cal.per_batch > 0 and min(cal.per_read, cal.per_pair, cal.per_pair_dim) >= 0.0
+    assert plan.calibrate_device("smoke", cpu, rate=5.0) == plan.Calibration(5.0)
+    exp = ex.get("karimi-fashion_mnist-lenet-si_forward")
+    cost = plan.job_cost(exp, "smoke", device=cpu)
+    assert cost["secs"] > 0 and cost["pairs"] > 0 and cal.seconds(cost) > cost["secs"]
