@@ -2,8 +2,9 @@
 import pytest
 
 from bench import experiments as ex
-from bench import plan
-from bench.data.catalog import DATASETS
+from bench.claims.datasets import DATASETS
+from bench.cost import plan
+from bench.run.targets import targets
 from helpers import result_file
 
 
@@ -61,7 +62,7 @@ def test_a_jobs_units_by_hand():
 
 def test_plan_totals_and_compare(tmp_path, capsys):
     found = plan.plan("smoke", rate=1e9)  # a given rate: no probe, no overhead
-    assert found["seeds"] == 1 and len(found["jobs"]) == len(ex.targets("smoke"))
+    assert found["seeds"] == 1 and len(found["jobs"]) == len(targets("smoke"))
     assert found["overhead_s_per_batch"] == 0.0
     assert found["hours_total"] == pytest.approx(sum(j["units"] for j in found["jobs"]) / 1e9 / 3600)
     with_overhead = plan.plan("smoke", rate=1e9, overhead=0.01)
@@ -69,7 +70,7 @@ def test_plan_totals_and_compare(tmp_path, capsys):
         sum(j["units"] / 1e9 + j["batches"] * 0.01 for j in found["jobs"]) / 3600)
     assert set(found["hours_per_paper"]) == {"ma", "karimi", "bhyravabhottla", "cruciata"}
 
-    from bench.runner import run_path, write_json_atomic
+    from bench.run.results import run_path, write_json_atomic
 
     eid = "ma-cifar10-vgg8-backprop"
     write_json_atomic(run_path("smoke", eid, 0, tmp_path), result_file(
@@ -92,7 +93,7 @@ def test_calibration_on_printed_times(capsys, monkeypatch):
     cell gives units / printed seconds; the plan uses the median. Only papers with `hardware_match` count."""
     import statistics
 
-    from bench import registry
+    from bench.claims import registry
 
     rows = plan.printed_times("backprop")
     stated = {p for p, m in registry.papers().items() if m.get("hardware_match")}
