@@ -135,7 +135,7 @@ def write_audit(path: Path | str = "reports/audit.md", found: dict[str, list[str
              "suite's implementation of it, and what the runs of the real-data profiles (check, scaled, paper) "
              "whose result files are present showed.", "",
              "Implied epochs: every printed training time read backwards through `bench plan`'s cost model "
-             "(bench.plan.implied_epochs): the configured schedule of the cell's experiment in the `paper` profile, "
+             "(bench.cost.plan.implied_epochs): the configured schedule of the cell's experiment in the `paper` profile, "
              f"its seconds at the median rate of the printed calibration ({calibration['rate']:.3g} forward-MAC "
              f"units/s; quartiles {calibration['rate_q1']:.3g}-{calibration['rate_q3']:.3g}, extremes "
              f"{calibration['rate_min']:.3g}-{calibration['rate_max']:.3g}; fitted on {len(calibration['cells'])} "

@@ -199,7 +199,7 @@ def learning_markdown(found: dict) -> list[str]:
                      f"{low[3]:.1f} % = {low[0]:.1f}x (`{low[2]}`)" if low else "–", r["unfinished"]])
     return ["## Does each method learn?", "",
             "Each finished run's test accuracy against chance (1 / its dataset's classes): above chance when a "
-            f"one-sided binomial test on its own test samples gives p < {learning.ALPHA} (`bench/learning.py`). "
+            f"one-sided binomial test on its own test samples gives p < {learning.ALPHA} (`bench/verdicts/learning.py`). "
             "A method whose runs sit at chance has stopped learning, whatever its cells say.", "",
             tabulate(body, headers=["Method", "Finished runs", "Above chance", "Median accuracy / chance",
                                     "Lowest (run)", "Failed or diverged"], tablefmt="github",
