@@ -1,9 +1,9 @@
 """The `bench` command line: claims | experiments | models | config | data | setup | sync | run | measure | aggregate | report.
 
+Argument parsing only: each command calls the stage that does the work (bench/__init__.py lists the stages).
 Errors a user can act on (unknown ids, bad registry rows, missing data) print one line and exit with 2.
 """
 import argparse
-import csv
 import json
 import os
 import sys
@@ -11,82 +11,27 @@ from pathlib import Path
 
 from bench import BenchError
 
-CLAIM_COLUMNS = ["paper", "table", "row", "column", "dataset", "model", "method", "variant", "metric",
-                 "printed", "value", "unit", "experiment", "baseline_experiment", "id", "derived_from", "note"]
-
-
-def check_paper(paper: str | None):
-    """--paper names one of the registry's papers (a filter that matches nothing is an error, not an empty list)."""
-    from bench.registry import load_claims
-
-    known = sorted({c.paper for c in load_claims()})
-    if paper is not None and paper not in known:
-        raise BenchError(f"--paper {paper}: unknown paper (one of {', '.join(known)})")
-
 
 def cmd_claims(args):
     from bench import experiments as ex
-    from bench.registry import load_claims
+    from bench.claims.registry import check_paper
 
     check_paper(args.paper)
-    claims = [c for c in load_claims() if not args.paper or c.paper == args.paper]
-    rows = []
-    for c in claims:
-        key, base = c.experiment_key(), c.baseline_key()
-        rows.append({**c.row_dict(), "experiment": ex.Experiment(*key).id if key else "",
-                     "baseline_experiment": ex.Experiment(*base).id if base else ""})
-    if args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, CLAIM_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    elif args.format == "json":
-        json.dump(rows, sys.stdout, indent=1, ensure_ascii=False)
-        print()
-    else:
-        from tabulate import tabulate
-
-        cols = ["id", "printed", "unit", "metric", "experiment"]
-        print(tabulate([[r[k] for k in cols] for r in rows], headers=cols))
+    ex.print_claims(args.paper, args.format)
 
 
 def cmd_experiments(args):
-    from bench import experiments as ex
+    from bench.run.targets import print_experiments
 
-    ex.profile_settings(args.profile)
-    for eid, exp in ex.experiments().items():
-        reason = ex.support(exp, args.profile)
-        if not reason:
-            print(eid)
-        elif args.all:
-            print(f"{eid}\tMISSING: {reason}")
+    print_experiments(args.profile, with_missing=args.all)
 
 
 def cmd_models(args):
-    from bench import deterministic as det
+    from bench.claims.registry import check_paper
+    from bench.run.deterministic import print_inventory
 
     check_paper(args.paper)
-
-    def progress(i, n, name):  # building and counting every model takes minutes: say where it is, on stderr
-        print(f"\rmodel {i + 1}/{n}: {name}".ljust(72)[:72], end="" if i + 1 < n else "\n", file=sys.stderr,
-              flush=True)
-
-    rows = det.inventory(args.paper, progress=progress if sys.stderr.isatty() else
-                         lambda i, n, name: print(f"model {i + 1}/{n}: {name}", file=sys.stderr, flush=True)
-                         if i % 10 == 0 or i + 1 == n else None)
-    if args.format == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["paper", "model", "dataset", "input", "classes", "params", "mmac", "cells", "note"])
-        for r in rows:
-            writer.writerow([r["paper"], r["model"], r["dataset"], r["input"], r["classes"], r["params"],
-                             f"{r['mmac']:.2f}" if r["mmac"] != "" else "", " ".join(r["cells"]), r["note"]])
-        return
-    from tabulate import tabulate
-
-    table = [[r["paper"], r["model"], r["dataset"], r["input"], r["classes"],
-              f"{r['params']:,}" if r["params"] != "" else "-", f"{r['mmac']:,.2f}" if r["mmac"] != "" else "-",
-              len(r["cells"]), r["note"]] for r in rows]
-    print(tabulate(table, headers=["paper", "model", "dataset", "input", "classes", "parameters", "MMac", "cells",
-                                   "note"]))
+    print_inventory(args.paper, args.format)
 
 
 def cmd_config(args):
@@ -98,24 +43,15 @@ def cmd_config(args):
 
 def cmd_setup(args):
     from bench import experiments as ex
-    from bench import track
-    from bench.registry import papers
+    from bench.claims.registry import papers
+    from bench.run import track
 
     ex.profile_settings(args.profile)
-    try:
-        ids = track.setup(args.profile, list(papers()))
-        print(f"MLflow store {track.redact(track.tracking_uri())}: experiments "
-              + ", ".join(f"{p} ({i})" for p, i in ids.items()))
-    except Exception as err:  # the jobs train without the store; bench sync logs them once it answers
-        print(f"warning: {track.describe(err)}; the jobs train without it and say so, `bench sync --profile "
-              f"{args.profile}` logs their runs once it answers", file=sys.stderr)
-    if args.touch:
-        Path(args.touch).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.touch).write_text(track.redact(track.tracking_uri()) + "\n")
+    track.prepare(args.profile, list(papers()), touch=args.touch)
 
 
 def cmd_run(args):
-    from bench.runner import run
+    from bench.run.runner import outcome, run
 
     if not 0 <= args.seed < 2**32:
         raise BenchError(f"--seed {args.seed}: a seed is between 0 and 2**32 - 1")
@@ -125,99 +61,29 @@ def cmd_run(args):
                  data_root=args.data_root, download=args.download, progress=args.progress,
                  checkpoint=args.checkpoint, record_failure=args.record_failure, gpus=args.gpus,
                  slots_per_gpu=args.slots_per_gpu, gpu_slots=args.gpu_slots, force=args.force)
-    m, name = result["metrics"], f"{result['experiment']} seed {result['seed']} [{result['profile']}]"
-    if result.get("skipped"):
-        print(f"{name}: already {result['status']} in {args.out or 'its result file'} (MLflow run "
-              f"{result['mlflow']['run_id']}); --force trains it again and replaces both")
-        return
-    if result.get("resumed_from_epoch"):
-        print(f"{result['experiment']} seed {result['seed']}: resumed after epoch {result['resumed_from_epoch']}")
-    if result["status"] != "FINISHED":  # DIVERGED is a result: recorded, exit status 0
-        print(f"{name}: {result['status']}: {result.get('error', '')}; MLflow run {result['mlflow']['run_id']}")
-        return
-    print(f"{name}: test accuracy {m['test_accuracy']:.2f} %, train time {m['train_time_s']:.1f} s, "
-          f"MLflow run {result['mlflow']['run_id']}")
+    print(outcome(result, args.out))
 
 
 def cmd_measure(args):
-    from bench import deterministic as det
-    from bench import results as result_files
-    from bench.runner import write_json_atomic
+    from bench.run.deterministic import measure_to_file
 
-    result = det.measure(args.id)
-    paper, model = det.measurements()[args.id]
-    try:  # what aggregate will accept, checked before anything is written
-        result_files.validate_measurement(result, args.id, paper, model, det.spec(paper))
-    except result_files.Invalid as err:
-        raise BenchError(f"measurement {args.id} {err}") from None
-    out = Path(args.out) if args.out else det.result_path(args.profile, args.id, args.results)
-    write_json_atomic(out, result)
-    conv = det.primary(result)
-    print(f"{args.id}: {conv['params_total']:,} parameters, {conv['macs'][result['primary']['backend']] / 1e6:,.2f} MMac "
-          f"({conv['name']}, {result['primary']['backend']}); {len(result['conventions'])} conventions -> {out}")
+    print(measure_to_file(args.id, args.profile, args.results, args.out))
 
 
 def cmd_data(args):
-    from bench import data
-    from bench.data.catalog import DATASETS
+    from bench.data.ready import dataset_names, report
 
-    names = list(DATASETS) if args.all or not args.names else args.names
-    unknown = [n for n in names if n not in DATASETS]
-    if unknown:
-        raise BenchError(f"unknown dataset {', '.join(unknown)}: one of {', '.join(DATASETS)}")
-    if args.action == "benchmark":
-        return cmd_data_benchmark(args)
-    failed = False
-    for name in names:
-        if not DATASETS[name].loader:
-            print(f"{name}: no loader yet")
-            continue
-        if args.action == "download":
-            root = data.ensure(name, args.data_root)
-            problem = data.family(DATASETS[name]).layout_problem(DATASETS[name], root)
-            print(f"{name}: {'ready' if not problem else 'NOT READY: ' + problem} under {root}")
-            failed |= bool(problem)
-            continue
-        st = data.status(name, args.data_root, check_sums=args.action == "verify")
-        if args.require and st["problem"]:  # the workflow's check before any training job starts
-            raise BenchError(f"dataset {name} not found under {st['root']}: {st['problem']}; put it there (bench data "
-                             f"download {name} on a machine with internet), or point data_root / --data-root at the "
-                             f"folder that holds it, or run with --config download=true")
-        state = "ready" if not st["problem"] else f"not ready: {st['problem']}"
-        if not st["problem"] and not args.require:  # the samples it holds, against the catalog's split sizes
-            info, found = DATASETS[name], data.counts(name, args.data_root)
-            want = (info.train_size, info.test_size)
-            state += (f", {found[0]:,} training / {found[1]:,} test samples"
-                      + ("" if found == want else f", NOT the {want[0]:,} / {want[1]:,} of {name} (a partial or "
-                                                  f"substituted copy: download it again)"))
-            failed |= found != want
-        print(f"{name}: {state} (root {st['root']})")
-        for f in st["files"]:
-            mark = {True: "verified", False: "CHECKSUM MISMATCH", None: "not verified"}[f["verified"]]
-            detail = f" ({f['detail']})" if f["detail"] else ""
-            print(f"  {f['file']}: {'present' if f['present'] else 'absent'}"
-                  + (f", {mark}{detail}" if args.action == "verify" and f["present"] else ""))
-            failed |= f["verified"] is False
-        failed |= args.action == "verify" and bool(st["problem"])
-    if failed:
-        raise BenchError(f"bench data {args.action}: some datasets are not ready, hold other sample counts than the "
-                         f"catalog's, or do not verify (see above)")
+    names = dataset_names(args.names, args.all)
+    if args.action != "benchmark":
+        return report(args.action, names, args.data_root, require=args.require)
+    from bench.cost.data_benchmark import describe, run
 
-
-def cmd_data_benchmark(args):
-    from bench.data.benchmark import run
-
-    r = run(args.experiment, args.profile, args.rounds, args.batches, args.workers, args.device, args.width_mult,
-            args.data_root, args.samples)
-    print(f"{r['experiment']} on {r['device']} ({r['data']} data, width x{r['width_mult']}, batch {r['batch_size']}, "
-          f"augment {r['augment']}), median of {r['rounds']} rounds of {r['batches']} training steps:")
-    for name, rate in r["images_per_s"].items():
-        print(f"  {name}: {rate:,.0f} images/s")
-    print(f"  ratio fast / reference: {r['ratio_fast_over_reference']:.2f}")
+    print(describe(run(args.experiment, args.profile, args.rounds, args.batches, args.workers, args.device,
+                       args.width_mult, args.data_root, args.samples)))
 
 
 def cmd_aggregate(args):
-    from bench.aggregate import aggregate
+    from bench.verdicts.aggregate import aggregate
 
     if args.seeds is not None and args.seeds < 1:
         raise BenchError(f"--seeds {args.seeds}: seeds per experiment is at least 1 (omit it for the profile's)")
@@ -228,39 +94,16 @@ def cmd_aggregate(args):
 
 def cmd_ui(args):
     """The MLflow UI over the suite's store, on this machine only unless --host says otherwise."""
-    import os
+    from bench.run.ui import serve
 
-    from bench import track
-
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving the MLflow UI on {args.host}: anyone who reaches this address sees every run",
-              file=sys.stderr)
-    store = args.store or track.tracking_uri()
-    if not 1 <= args.port <= 65535:
-        raise BenchError(f"--port {args.port}: a TCP port is between 1 and 65535")
-    import socket
-
-    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
-        try:
-            probe.bind((args.host, args.port))
-        except OSError as err:
-            raise BenchError(f"--port {args.port} on {args.host}: {err.strerror.lower()} (another bench ui or MLflow "
-                             f"server?); choose another --port") from None
-    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).exists() and not args.create:
-        raise BenchError(f"no MLflow store at {store[len('sqlite:///'):]}: run the workflow (or bench run) here first, "
-                         f"pass --store, or --create to start an empty one")
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port), "--backend-store-uri", store,
-           "--workers", "1"]
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {track.redact(store)}); Ctrl-C stops it",
-          file=sys.stderr)
-    os.execvp(cmd[0], cmd)
+    serve(args.host, args.port, args.store, args.create)
 
 
 def cmd_plan(args):
     """Estimated device-hours of a profile per paper and in all; --compare: predicted vs measured per finished job."""
     import torch
 
-    from bench import plan_report
+    from bench.cost import plan_report
 
     if args.seeds is not None and args.seeds < 1:
         raise BenchError(f"--seeds {args.seeds}: seeds per experiment is at least 1 (omit it for the profile's)")
@@ -273,84 +116,25 @@ def cmd_plan(args):
 
 def cmd_perf(args):
     """Images/s of the suite's step and of a plain reference loop, per model (a benchmark, not a test)."""
-    import torch
-    from tabulate import tabulate
+    from bench.cost.perf import print_rates
 
-    from bench import perf
-    from bench.training import resolve_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dev = resolve_device(args.device)
-    width = args.width if args.width is not None else (1.0 if dev.type == "cuda" else 0.25)
-    for name in args.models or list(perf.CASES):
-        if name not in perf.CASES:
-            raise BenchError(f"unknown model '{name}': one of {', '.join(perf.CASES)}")
-        found = perf.measure(name, dev, width, args.batches, args.rounds, compile_=args.compile)
-        print(f"\n{name} ({found['experiment']}, width x{width:g}, batch {found['batch_size']}) on {found['device']}")
-        print(tabulate([[k, f"{v:,.0f}", f"{found['vs_reference'][k]:.2f}"] for k, v in found["images_per_s"].items()],
-                       headers=["Training step", "Images/s", "x reference"], tablefmt="github", disable_numparse=True))
+    print_rates(args.models, args.device, args.width, args.batches, args.rounds, args.compile, args.threads)
 
 
 def cmd_failed(args):
-    """The result files of runs that failed for good; with --delete, removed so that the workflow runs them again.
-    With --summary (the workflow's last job): FAILED and DIVERGED counted with their first errors, and exit status 1
-    when a run failed for good, so that a workflow whose jobs all 'succeeded' by recording failures says so."""
-    import json
+    from bench.run.failed import failed
 
-    from bench import experiments as ex
-    from bench.results import result_paths
-
-    ex.profile_settings(args.profile)  # an unknown profile is an error, not an empty list
-    found, diverged = [], []
-    for path in result_paths(args.profile, args.results):
-        try:
-            result = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            print(f"{path}: not a readable result file (bench aggregate says why)")
-            continue
-        status = result.get("status") if isinstance(result, dict) else None
-        if status not in ("FAILED", "DIVERGED"):
-            continue
-        line = f"{path}: {(str(result.get('error') or '').splitlines() or [status])[0]}"
-        if status == "FAILED":
-            found.append(line)
-            if args.delete:
-                path.unlink()
-        else:
-            diverged.append(line)
-    if args.summary:
-        for title, lines in (("FAILED", found), ("DIVERGED", diverged)):
-            print(f"{len(lines)} {title} run(s) in {args.results}/{args.profile}" + (":" if lines else ""))
-            for line in lines[:10]:
-                print(f"  {line}")
-            if len(lines) > 10:
-                print(f"  ... and {len(lines) - 10} more (bench failed --profile {args.profile})")
-        if found:
-            print(f"bench: {len(found)} run(s) failed for good (the reports show them as FAILED); fix the cause, "
-                  f"then `bench failed --profile {args.profile} --delete` and run the workflow again", file=sys.stderr)
-            raise SystemExit(1)
-        return
-    for line in found:
-        print(line)
-    print(f"{len(found)} failed runs" + (" deleted: re-run the workflow to retry them" if args.delete and found else ""),
-          file=sys.stderr)
+    failed(args.profile, args.results, delete=args.delete, summary=args.summary)
 
 
 def cmd_sync(args):
-    from bench import track
-    from bench.sync import sync
+    from bench.run.sync import describe, sync
 
-    c = sync(args.profile, results=args.results)
-    print(f"bench sync {args.profile} into {track.redact(track.tracking_uri())}: "
-          f"{c['files']} result files; runs created {c['created']}, completed {c['completed']}, already complete "
-          f"{c['complete']}, restored {c['restored']}; logged {c['points']} metric points, {c['params']} params, "
-          f"{c['tags']} tags, {c['inputs']} dataset inputs, {c['statuses']} end states; result files repointed "
-          f"{c['repointed']}" + (f"; {c['invalid']} invalid files not synced" if c["invalid"] else ""))
+    print(describe(args.profile, sync(args.profile, results=args.results)))
 
 
 def cmd_devicecheck(args):
-    from bench import devicecheck
+    from bench.cost import devicecheck
 
     summary = devicecheck.run(args.out, device=args.device, budget_s=args.budget, data_root=args.data_root)
     steps = ", ".join(f"{k} {v['status']}" for k, v in summary["steps"].items())
@@ -359,7 +143,7 @@ def cmd_devicecheck(args):
 
 
 def cmd_report(args):
-    from bench.report import write_reports
+    from bench.report.pages import write_reports
 
     for path in write_reports(args.profile, results=args.results, reports=args.reports, only=args.only):
         print(f"wrote {path}")
@@ -425,7 +209,7 @@ def parser() -> argparse.ArgumentParser:
                    help="train a seed whose result file is already FINISHED again (its MLflow run is replaced)")
     s.add_argument("--record-failure", action="store_true",
                    help="on an error, write a FAILED result file with it (exit 0) instead of failing the job")
-    s.add_argument("--gpus", type=int, default=0, help="claim one of this many local GPUs (bench/gpus.py)")
+    s.add_argument("--gpus", type=int, default=0, help="claim one of this many local GPUs (bench/run/gpus.py)")
     s.add_argument("--slots-per-gpu", type=int, default=1, help="jobs that may share one GPU (with --gpus)")
     s.add_argument("--gpu-slots", type=int, default=1, help="slots of one GPU this job takes (job packing)")
     s.set_defaults(fn=cmd_run)
@@ -534,17 +318,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_audit(args):
-    from bench import audit
+    from bench.report.audit import run_audit
 
-    found = audit.findings()
-    runs = audit.run_findings(args.results)
-    implied = audit.implied_epochs_findings()
-    for paper, items in found.items():
-        for item in items + runs.get(paper, []) + implied.get(paper, []):
-            print(f"{paper}: {item}")
-    path = audit.write_audit(args.out, found, implied, runs=runs)
-    print(f"{sum(len(v) for v in found.values())} findings, {sum(len(v) for v in implied.values())} printed "
-          f"training times with their implied epochs -> {path}", file=sys.stderr)
+    run_audit(args.out, args.results)
 
 
 def _numbers(text: str, kind, what: str, minimum) -> list:
@@ -558,7 +334,7 @@ def _numbers(text: str, kind, what: str, minimum) -> list:
 
 
 def cmd_power(args):
-    from bench import power
+    from bench.verdicts import power
 
     seeds = _numbers(args.seeds, int, "--seeds", 2)
     sds = _numbers(args.sd, float, "--sd", 1e-6)
@@ -573,13 +349,13 @@ def cmd_power(args):
 
 
 def cmd_worker(args):
-    from bench import worker
+    from bench.run import worker
 
-    worker.serve(args.socket, idle_timeout=args.idle_timeout, parent_pid=args.parent_pid)
+    worker.serve(args.socket, main, idle_timeout=args.idle_timeout, parent_pid=args.parent_pid)
 
 
 def main(argv=None) -> int:
-    from bench import worker
+    from bench.run import worker
 
     argv = sys.argv[1:] if argv is None else list(argv)
     forwarded = worker.forward(argv)  # a warm worker ($BENCH_WORKER) runs it, when there is one

@@ -9,17 +9,19 @@ The config of an experiment is the paper's grid (bench/grids/<paper>.yaml) resol
 the profile (bench/profiles.yaml). Each setting keeps its source (paper, code or a documented choice).
 """
 import copy
+import csv
 import fnmatch
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 
 from bench import BenchError
-from bench.data.catalog import DATASETS
-from bench.registry import load_claims
+from bench.claims.datasets import DATASETS
+from bench.claims.registry import load_claims
 
 GRIDS_DIR = Path(__file__).parent / "grids"
 PROFILES_FILE = Path(__file__).parent / "profiles.yaml"
@@ -255,29 +257,6 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(trains, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@cache
-def support(exp: Experiment, profile: str) -> str:
-    """'' when the suite can run this experiment under this profile, else the reason it cannot (yet)."""
-    from bench.methods import missing_reason as method_missing
-    from bench.models import missing_reason as model_missing
-    from bench.data import missing_reason as data_missing
-
-    limited = companion_profiles().get(exp.id)
-    if limited is not None and profile not in limited:
-        return f"a companion run only in the {', '.join(limited)} profile(s) (its grid's companions entry)"
-    cfg_arch = paper_config(exp)[0]["architecture"]
-    for reason in (method_missing(exp.method), model_missing(cfg_arch),
-                   data_missing(exp.dataset, profile_settings(profile)["data"])):
-        if reason:
-            return reason
-    return ""
-
-
-def targets(profile: str) -> list[str]:
-    """Ids of the experiments this profile runs: every experiment the suite supports."""
-    return [eid for eid, exp in experiments().items() if not support(exp, profile)]
-
-
 def seeds(profile: str, override=None) -> list[int]:
     """Seeds of a profile: its default count, or `override`: an int count, a list, or a "0,1,2" string list."""
     if override in (None, ""):
@@ -296,3 +275,37 @@ def seeds(profile: str, override=None) -> list[int]:
     if not override or any(not isinstance(s, int) or s < 0 for s in override):
         raise BenchError(f"seeds must be a non-empty list of non-negative integers, got {override!r}")
     return sorted(set(override))
+
+
+CLAIM_COLUMNS = ["paper", "table", "row", "column", "dataset", "model", "method", "variant", "metric",
+                 "printed", "value", "unit", "experiment", "baseline_experiment", "id", "derived_from", "note"]
+
+
+def claim_rows(paper: str | None = None) -> list[dict]:
+    """The registry's cells (of one paper), each with the ids of the experiment it is measured on and of its
+    baseline's ('' for none): what `bench claims` lists."""
+    rows = []
+    for c in load_claims():
+        if paper and c.paper != paper:
+            continue
+        key, base = c.experiment_key(), c.baseline_key()
+        rows.append({**c.row_dict(), "experiment": Experiment(*key).id if key else "",
+                     "baseline_experiment": Experiment(*base).id if base else ""})
+    return rows
+
+
+def print_claims(paper: str | None, fmt: str):
+    """`bench claims`: the cells as CSV, JSON or a table of their ids, printed values and experiments."""
+    rows = claim_rows(paper)
+    if fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, CLAIM_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    elif fmt == "json":
+        json.dump(rows, sys.stdout, indent=1, ensure_ascii=False)
+        print()
+    else:
+        from tabulate import tabulate
+
+        cols = ["id", "printed", "unit", "metric", "experiment"]
+        print(tabulate([[r[k] for k in cols] for r in rows], headers=cols))

@@ -4,7 +4,7 @@ import torch
 
 from bench.data.tensors import TensorData
 from bench.methods import layerwise as lw
-from bench.training import Context
+from bench.methods.training import Context
 
 
 def separable(n_train=48, n_test=32, classes=4, size=16, seed=0, signal=0.8, shuffle=False) -> TensorData:
@@ -72,7 +72,7 @@ class Watch:
 
 def result_file(profile: str, experiment: str, seed: int = 0, status: str = "FINISHED", metrics=None,
                 **extra) -> dict:
-    """A result file as `bench run` writes it (the keys bench.results checks, the experiment's resolved config)."""
+    """A result file as `bench run` writes it (the keys bench.run.results checks, the experiment's resolved config)."""
     from bench import experiments as ex
 
     return {"experiment": experiment, "seed": seed, "profile": profile, "status": status,
@@ -85,8 +85,8 @@ def result_file(profile: str, experiment: str, seed: int = 0, status: str = "FIN
 def measurement_file(paper: str, model: str, macs: int = 5000, params_total: int = 1000) -> dict:
     """A model measurement file as `bench measure` writes it, under the paper grid's spec today, with every part a
     cell asks for (the counts are the caller's: the tests are about which files are used and how)."""
-    from bench import deterministic as det
-    from bench.registry import load_claims
+    from bench.claims.registry import load_claims
+    from bench.run import deterministic as det
 
     spec = det.spec(paper)
     mid = det.measurement_id(paper, model)

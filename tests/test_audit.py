@@ -2,8 +2,9 @@
 and the real registry's known oddities are reported with their rows."""
 import pytest
 
-from bench import audit
-from bench.registry import Claim
+from bench.claims import audit
+from bench.claims.registry import Claim
+from bench.report import audit as audit_report
 from helpers import result_file
 
 CLASSES = {"mnist": 10, "cifar100": 100}
@@ -113,15 +114,15 @@ def test_the_real_registry(tmp_path):
     assert any(f.startswith("SECONDS karimi.5.cifar-10.forward-backward.alexnet") for f in flat)  # 62:96
     assert any(f.startswith("TWICE ma cifar100 resnet18 backprop") for f in flat)
     assert any(f.startswith("IDENTICAL cruciata table 1") for f in flat)
-    path = audit.write_audit(tmp_path / "audit.md", runs={})
+    path = audit_report.write_audit(tmp_path / "audit.md", runs={})
     text = path.read_text()
-    assert f"{len(flat)} findings." in text and text == audit.write_audit(tmp_path / "again.md", runs={}).read_text()
+    assert f"{len(flat)} findings." in text and text == audit_report.write_audit(tmp_path / "again.md", runs={}).read_text()
     assert any(f.startswith("HEADLINE cruciata.h7") for f in flat)  # "FLOPs reduction grows with depth": VGG-16 > VGG-19
     assert "Headline claims, holds as printed?" in text and "- yes: cruciata.h1 " in text
 
 
 def test_a_headline_claim_the_printed_numbers_contradict():
-    from bench.headlines import Headline
+    from bench.claims.headlines import Headline
 
     says = lambda relation: Headline(id="p.h1", paper="p", where="Abstract", wording="w", relation=relation,  # noqa: E731
                                      a=("a.1",), b=("a.2",))
@@ -131,12 +132,12 @@ def test_a_headline_claim_the_printed_numbers_contradict():
 
 
 def test_eq7_as_printed_is_unbounded_and_the_runs_say_whether_it_diverged(tmp_path):
-    from bench.runner import run_path, write_json_atomic
+    from bench.run.results import run_path, write_json_atomic
 
-    one, ten = audit.eq7_scaling()
+    one, ten = audit_report.eq7_scaling()
     assert one < 0 and ten == pytest.approx(100 * one)  # J(c z) = c^2 J(z): no lower bound
     res = tmp_path / "results"
-    lines = audit.run_findings(res)["karimi"]
+    lines = audit_report.run_findings(res)["karimi"]
     assert len(lines) == 1 and "unbounded below" in lines[0]  # no real-data runs: the formula only
 
     def run(profile, experiment, status, epoch=None):
@@ -151,10 +152,10 @@ def test_eq7_as_printed_is_unbounded_and_the_runs_say_whether_it_diverged(tmp_pa
     run("check", "karimi-fashion_mnist-vgg16-fb_si", "DIVERGED", 2)
     run("check", "karimi-fashion_mnist-lenet-greedy_layerwise", "DIVERGED", 2)  # not an SI run
     run("smoke", "karimi-fashion_mnist-lenet-si_forward-literal", "DIVERGED", 1)  # synthetic: no finding
-    lines = audit.run_findings(res)["karimi"]
+    lines = audit_report.run_findings(res)["karimi"]
     assert len(lines) == 2 and "(check profile, reports/check/karimi.md)" in lines[1]
     assert "2 of 3 runs of Eq. 7 as printed (`-literal`) DIVERGED (at epoch 1-3)" in lines[1]
     assert "1 of 2 runs of the primary reading" in lines[1]
     assert "not: karimi-fashion_mnist-vgg16-fb_si/seed0" in lines[1]
-    text = audit.write_audit(tmp_path / "audit.md", runs=audit.run_findings(res)).read_text()
+    text = audit_report.write_audit(tmp_path / "audit.md", runs=audit_report.run_findings(res)).read_text()
     assert "- RUNS karimi Eq. 7 on real data (check profile" in text

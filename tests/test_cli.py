@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bench.registry import CLAIMS_DIR
+from bench.claims.registry import CLAIMS_DIR
 
 
 def bench(*args, cwd, env=None):
@@ -126,7 +126,8 @@ def test_a_run_that_ends_with_a_nan_metric_is_diverged_and_one_out_of_range_fail
     import math
     import types
 
-    from bench import methods, runner
+    from bench import methods
+    from bench.run import runner
 
     final = {}
 
@@ -149,7 +150,8 @@ def test_a_diverged_run_is_recorded_not_crashed(workdir, monkeypatch):
     """A method that raises Diverged leaves a DIVERGED result file and a FAILED MLflow run tagged with why."""
     import types
 
-    from bench import methods, runner
+    from bench import methods
+    from bench.run import runner
 
     def train(model, data, cfg, ctx):
         ctx.log_epoch({"epoch": 1, "train_loss": 1.0})

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from bench import data
+from bench.claims.datasets import DATASETS
 from bench.data import torchvision_sets as tvs
-from bench.data.catalog import DATASETS
 from bench.data.download import DataError, Resource, extract, fetch, verify
 from conftest import SHARED_DATA, shared_missing, shared_raw
 

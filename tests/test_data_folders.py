@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from bench import data
+from bench.claims.datasets import DATASETS
 from bench.data import image_folder, wbc
-from bench.data.catalog import DATASETS
 from bench.data.download import DataError, Resource, extract, verify
 from bench.data.image_folder import cache_path, layout_problem, load_split
 from conftest import SHARED_DATA, shared_missing

@@ -8,9 +8,9 @@ import tarfile
 import pytest
 import torch
 
+from bench.claims.datasets import DATASETS
 from bench.data import load as data_load
 from bench.data import text
-from bench.data.catalog import DATASETS
 from bench.data.download import DataError, Resource, extract, verify
 from conftest import SHARED_DATA, shared_missing
 

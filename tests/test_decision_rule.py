@@ -9,9 +9,9 @@ import pytest
 from scipy import stats as st
 
 from bench import experiments as ex
-from bench import power
-from bench import stats
-from bench import verdicts as vd
+from bench.verdicts import cells as vd
+from bench.verdicts import power
+from bench.verdicts import stats
 
 PAPER_SEEDS = ex.profiles()["paper"]["seeds"]
 ALPHA = vd.tolerances()["alpha"]
@@ -103,7 +103,7 @@ def test_seeds_needed_search():
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10])
 def test_the_interval_covers_what_it_says(n):
-    """The 95 % interval of cells.csv (bench.stats.summarize) at the seed counts the profiles use."""
+    """The 95 % interval of cells.csv (bench.verdicts.stats.summarize) at the seed counts the profiles use."""
     rng = np.random.default_rng(n)
     hits = 0
     for _ in range(4000):

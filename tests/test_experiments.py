@@ -4,7 +4,8 @@ import pytest
 
 from bench import BenchError
 from bench import experiments as ex
-from bench.registry import load_claims
+from bench.claims.registry import load_claims
+from bench.run.targets import support, targets
 
 
 def exp_of(claim_id):
@@ -47,32 +48,32 @@ def test_unique_experiments_and_their_ids():
 
 
 def test_targets_are_the_supported_experiments_only(monkeypatch):
-    targets = ex.targets("paper")
-    assert "ma-cifar10-vgg8b_e1-backprop" in targets and "cruciata-imagenette-resnet152-backprop" in targets
+    paper = targets("paper")
+    assert "ma-cifar10-vgg8b_e1-backprop" in paper and "cruciata-imagenette-resnet152-backprop" in paper
     for method in ("predsim", "si_forward", "fb_si", "greedy_layerwise", "belilovsky_greedy", "layer_to_layer",
                    "learn_drop", "freezing"):
-        assert any(t.endswith(f"-{method}") for t in targets), method
-    assert "karimi-ag_news-vdcnn9-backprop-sgd" in targets and "karimi-raabin_wbc-lenet-backprop-adam" in targets
+        assert any(t.endswith(f"-{method}") for t in paper), method
+    assert "karimi-ag_news-vdcnn9-backprop-sgd" in paper and "karimi-raabin_wbc-lenet-backprop-adam" in paper
     # every profile runs the same experiments, but for the companions a grid limits to some profiles
     limited = ex.companion_profiles()
     assert limited and all(set(p) < {"smoke", "check", "scaled", "paper"} for p in limited.values())
-    assert set(ex.targets("smoke")) - set(targets) == {e for e, p in limited.items() if "paper" not in p}
-    assert set(targets) == set(ex.experiments()) - {e for e, p in limited.items() if "paper" not in p}
-    assert "karimi-cifar100-vgg16-si_forward-growing" in ex.targets("scaled")
-    assert "karimi-cifar100-vgg16-si_forward-growing" not in targets
-    assert "only in the smoke, check, scaled profile" in ex.support(ex.get("karimi-cifar100-vgg16-si_forward-growing"),
-                                                                    "paper")
+    assert set(targets("smoke")) - set(paper) == {e for e, p in limited.items() if "paper" not in p}
+    assert set(paper) == set(ex.experiments()) - {e for e, p in limited.items() if "paper" not in p}
+    assert "karimi-cifar100-vgg16-si_forward-growing" in targets("scaled")
+    assert "karimi-cifar100-vgg16-si_forward-growing" not in paper
+    assert "only in the smoke, check, scaled profile" in support(ex.get("karimi-cifar100-vgg16-si_forward-growing"),
+                                                                 "paper")
     # a method the suite could not run would leave the targets, with its reason
     from bench import methods
 
     monkeypatch.setitem(methods.PLANNED, "freezing", "issue 99")
     monkeypatch.delitem(methods.IMPLEMENTED, "freezing")
-    ex.support.cache_clear()
+    support.cache_clear()
     try:
-        assert "issue 99" in ex.support(ex.get("cruciata-cifar10-vgg16-freezing"), "paper")
-        assert "cruciata-cifar10-vgg16-freezing" not in ex.targets("paper")
+        assert "issue 99" in support(ex.get("cruciata-cifar10-vgg16-freezing"), "paper")
+        assert "cruciata-cifar10-vgg16-freezing" not in targets("paper")
     finally:
-        ex.support.cache_clear()
+        support.cache_clear()
 
 
 def test_profiles_scale_epochs_schedule_and_width():

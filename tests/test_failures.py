@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from bench import BenchError
-from bench import gpus
-from bench.training import FAULT_ENV
+from bench.methods.training import FAULT_ENV
+from bench.run import gpus
 from test_resume import BENCH
 from test_workflow import SNAKEMAKE
 

@@ -10,8 +10,8 @@ from torch import nn
 from bench import experiments as ex
 from bench.data.reference import reference_loader
 from bench.methods import backprop
+from bench.methods.training import Context, evaluate, fast_settings, make_optimizer
 from bench.models import build_model
-from bench.training import Context, evaluate, fast_settings, make_optimizer
 from conftest import shared_raw
 
 EXPERIMENT = "karimi-fashion_mnist-lenet-backprop-sgd"
@@ -101,7 +101,7 @@ def test_cuda_graphs_compile_the_forward_in_reduce_overhead_mode(tmp_path, monke
     """CUDA graphs are inductor's cudagraph trees (torch.compile mode 'reduce-overhead'): the runner asks for that
     mode and records the switch. There is no GPU here, so the graphs themselves are not captured: torch.compile is
     replaced by a recorder and the CPU check of fast_settings by one that lets the switch through."""
-    from bench.runner import run
+    from bench.run.runner import run
 
     asked = []
 
@@ -111,7 +111,7 @@ def test_cuda_graphs_compile_the_forward_in_reduce_overhead_mode(tmp_path, monke
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setattr(torch, "compile", recording_compile)
-    monkeypatch.setattr("bench.training.fast_settings", lambda cfg, dev: {  # the runner imports it at call time
+    monkeypatch.setattr("bench.methods.training.fast_settings", lambda cfg, dev: {  # the runner imports it at call time
         "precision": "fp32", "channels_last": False, "compile": False, "cuda_graphs": True})
     result = run(EXPERIMENT, 0, "smoke", out=tmp_path / "graphs.json", threads=1, checkpoint=False)
     assert asked == [{"mode": "reduce-overhead"}]
@@ -121,7 +121,7 @@ def test_cuda_graphs_compile_the_forward_in_reduce_overhead_mode(tmp_path, monke
 @pytest.mark.slow
 def test_a_compiled_run_follows_the_same_trajectory(tmp_path, monkeypatch):
     """torch.compile (inductor, on the CPU here) changes how the forward runs, not what it computes."""
-    from bench.runner import run
+    from bench.run.runner import run
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     plain = run(EXPERIMENT, 0, "smoke", out=tmp_path / "plain.json", threads=1, checkpoint=False)
@@ -130,7 +130,7 @@ def test_a_compiled_run_follows_the_same_trajectory(tmp_path, monkeypatch):
     def with_compile(exp, profile):
         return {**orig(exp, profile), "compile": True}
 
-    monkeypatch.setattr("bench.runner.ex.config", with_compile)
+    monkeypatch.setattr("bench.run.runner.ex.config", with_compile)
     compiled = run(EXPERIMENT, 0, "smoke", out=tmp_path / "compiled.json", threads=1, checkpoint=False)
     assert compiled["environment"]["compile"] is True and plain["environment"]["compile"] is False
     assert compiled["environment"]["cuda_graphs"] is False
@@ -156,7 +156,7 @@ def test_the_paper_profile_trains_in_fp32_on_a_bf16_gpu(monkeypatch):
 
 
 def test_runs_record_the_tf32_defaults():
-    from bench.measure import environment
+    from bench.run.measure import environment
 
     env = environment(torch.device("cpu"))
     assert isinstance(env["tf32_conv"], bool) and isinstance(env["tf32_matmul"], bool)

@@ -5,10 +5,10 @@ import re
 import pytest
 
 from bench import experiments as ex
-from bench.data.catalog import DATASETS
+from bench.claims.datasets import DATASETS
+from bench.claims.registry import load_claims, papers
 from bench.models.resnet import BASES as RESNETS
 from bench.models.vgg import BASES as VGGS
-from bench.registry import load_claims, papers
 from conftest import paper_text
 
 

@@ -9,9 +9,10 @@ import pytest
 from scipy import stats as st
 
 from bench import BenchError
-from bench import headlines as hl
-from bench import stats
-from bench.registry import load_claims, papers
+from bench.claims import headlines as hl
+from bench.claims.registry import load_claims, papers
+from bench.verdicts import headlines as ht
+from bench.verdicts import stats
 
 SHARED_PAPERS = Path(__file__).resolve().parents[1].parent / "shared" / "papers"
 
@@ -26,7 +27,7 @@ def seeds(*values):
 
 
 def run(h, per_cell, test_claims=True, method="bh"):
-    return hl.judge([h], per_cell, alpha=0.05, test_claims=test_claims, why_not="smoke", method=method)[0]
+    return ht.judge([h], per_cell, alpha=0.05, test_claims=test_claims, why_not="smoke", method=method)[0]
 
 
 def one_sided(d, mu, alternative):
@@ -69,7 +70,7 @@ def test_margins_at_least_at_most_within():
 
 
 def test_an_adjusted_p_equal_to_alpha_is_not_significant(monkeypatch):
-    monkeypatch.setattr(hl.stats, "adjust", lambda ps, method: [0.05] * len(ps))
+    monkeypatch.setattr(ht.stats, "adjust", lambda ps, method: [0.05] * len(ps))
     assert run(claim("greater"), {"a": seeds(10.0, 11.0, 12.0), "b": seeds(8.0, 9.0, 10.5)}).verdict == \
         "NOT SIGNIFICANT"
 
@@ -142,14 +143,14 @@ def test_the_correction_over_the_claims_of_a_paper():
     p_weak = one_sided([1.0, 0.6, 0.5], 0, "greater")
     assert 0.0125 < p_weak < 0.025
     assert run(h, weak).verdict == "HOLDS"  # alone: two-sided 2 p < 0.05
-    both = hl.judge([h, h], weak, alpha=0.05, test_claims=True, method="holm")  # Holm doubles the smaller p
+    both = ht.judge([h, h], weak, alpha=0.05, test_claims=True, method="holm")  # Holm doubles the smaller p
     assert [o.p_adjusted for o in both] == pytest.approx([4 * p_weak, 4 * p_weak])
     assert [o.verdict for o in both] == ["NOT SIGNIFICANT"] * 2
-    bh = hl.judge([h, h], weak, alpha=0.05, test_claims=True, method="bh")  # BH: 2p x 2 / 2 for both
+    bh = ht.judge([h, h], weak, alpha=0.05, test_claims=True, method="bh")  # BH: 2p x 2 / 2 for both
     assert [o.p_adjusted for o in bh] == pytest.approx([2 * p_weak, 2 * p_weak])
     assert [o.verdict for o in bh] == ["HOLDS"] * 2
     strong = {"a": seeds(10.0, 11.0, 12.0, 11.0), "b": seeds(8.0, 9.0, 10.0, 9.2)}
-    mixed = hl.judge([claim("greater"), h], {**strong, **weak}, alpha=0.05, test_claims=True, method="holm")
+    mixed = ht.judge([claim("greater"), h], {**strong, **weak}, alpha=0.05, test_claims=True, method="holm")
     assert mixed[1].p_adjusted == pytest.approx(max(4 * mixed[0].p_holds, 2 * p_weak))  # Holm's second step: x 1
 
 
@@ -218,11 +219,11 @@ def test_within_the_reverse_is_twice_the_smaller_way_out():
 
 def test_a_side_uses_only_the_seeds_all_its_cells_have():
     per_cell = {"x": {0: 1.0, 1: 2.0}, "y": {1: 3.0, 2: 4.0}}
-    assert hl.side_values(("x", "y"), per_cell) == {1: 2.5}
+    assert ht.side_values(("x", "y"), per_cell) == {1: 2.5}
     exact = {"x": {None: 2.0}, "y": {None: 4.0}, "z": {None: 5.0}}
-    assert hl.side_values(("x", "y"), exact) == {None: 3.0}
-    assert hl.differences(("z",), ("x",), exact) == 3.0 and hl.differences(("x",), ("z",), exact) == -3.0
-    assert hl.differences(("x",), ("nothing",), exact) is None and hl.differences(("nothing",), ("x",), exact) is None
+    assert ht.side_values(("x", "y"), exact) == {None: 3.0}
+    assert ht.differences(("z",), ("x",), exact) == 3.0 and ht.differences(("x",), ("z",), exact) == -3.0
+    assert ht.differences(("x",), ("nothing",), exact) is None and ht.differences(("nothing",), ("x",), exact) is None
 
 
 def test_the_relations_at_their_boundaries():

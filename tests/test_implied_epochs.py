@@ -1,13 +1,16 @@
-"""Implied epochs (bench.plan.implied_epochs, listed by `bench audit`): a printed training time read backwards through
+"""Implied epochs (bench.cost.plan.implied_epochs, listed by `bench audit`): a printed training time read backwards through
 the cost model; linear in the printed time and the rate, a line for every printed time the audit can calibrate, a
 skip line for a cell without a cost model, and Bhyravabhottla's epochs per model as that evidence decides them."""
 import json
 
 import pytest
 
-from bench import audit, cli, plan, registry
+from bench import cli
 from bench import experiments as ex
-from bench.registry import Claim
+from bench.claims import registry
+from bench.claims.registry import Claim
+from bench.cost import plan
+from bench.report import audit as audit_report
 
 CALIBRATION = {"source": "printed", "rate": 1e9, "rate_q1": 5e8, "rate_q3": 2e9, "rate_min": 2.5e8, "rate_max": 4e9,
                "cells": [], "hardware": ["a GPU"], "gpu": ["GPU X"]}
@@ -79,7 +82,7 @@ def test_a_staged_runs_configured_epochs_are_all_its_stages():
     cost = plan.job_cost(exp, "paper")
     per = cfg["method_options"]["epochs_per_stage"]
     assert stages == 6 and cost["stage_epochs"] == [per] * stages and cost["epochs"] == stages * per
-    line = audit.implied_epochs_findings(
+    line = audit_report.implied_epochs_findings(
         [{**plan.implied_epochs([time_cell(method="layer_to_layer")], CALIBRATION)[0], "claim": "x"}],
         CALIBRATION)["bhyravabhottla"][0]
     assert f"of the configured {stages * per} epochs ({stages} stages of {per}, all stages together)" in line
@@ -93,7 +96,7 @@ def test_a_cell_without_a_cost_model_is_a_skip_line_not_a_crash():
     assert [r["claim"] for r in rows] == ["p.none", "p.nogrid", "p.fine"]
     assert "no cost model" in rows[0]["skipped"] and "no experiment grid" in rows[1]["skipped"]
     assert "skipped" not in rows[2] and rows[2]["implied"] > 0
-    lines = audit.implied_epochs_findings(rows, CALIBRATION)
+    lines = audit_report.implied_epochs_findings(rows, CALIBRATION)
     assert lines["bhyravabhottla"][0] == ("IMPLIED p.none: printed 200 s: no implied epochs, bench plan has no cost "
                                           "model for method 'dropout'")
     assert lines["nopaper"][0].startswith("IMPLIED p.nogrid: printed 200 s: no implied epochs, no experiment grid")
@@ -105,7 +108,7 @@ def test_the_audit_lists_every_printed_training_time(tmp_path, monkeypatch, caps
     rows = plan.implied_epochs()
     calibrable = {r["claim"] for r in rows if "skipped" not in r}
     assert {r["claim"] for r in rows} == {c.id for c in times} and calibrable
-    lines = audit.implied_epochs_findings()
+    lines = audit_report.implied_epochs_findings()
     flat = [line for paper in lines.values() for line in paper]
     assert len(flat) == len(times)
     for c in times:
@@ -120,7 +123,7 @@ def test_the_audit_lists_every_printed_training_time(tmp_path, monkeypatch, caps
         else:
             assert "assuming a GPU like the calibration's RTX 3090 (the paper states none)" in line, line
     # the report has them, per paper, and `bench audit` prints them
-    text = audit.write_audit(tmp_path / "audit.md").read_text()
+    text = audit_report.write_audit(tmp_path / "audit.md").read_text()
     for paper, items in lines.items():
         section = text.split(f"## {paper}: ")[1].split("\n## ")[0]
         assert f"Implied epochs of the {len(items)} printed training times:" in section

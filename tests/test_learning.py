@@ -1,9 +1,10 @@
 """Every method learns on the smoke stand-ins: one smoke run per method, above chance by the binomial test that
-the reports use (bench.learning). A method that stops learning (a loss that no longer reaches the weights, layers
+the reports use (bench.verdicts.learning). A method that stops learning (a loss that no longer reaches the weights, layers
 that never unfreeze, a head trained on nothing) fails here, although its runs would still finish."""
 import pytest
 
-from bench import learning, runner
+from bench.run import runner
+from bench.verdicts import learning
 
 # one experiment per method: the cheapest model it runs with on a 10-class stand-in (chosen by cost, not by result)
 PER_METHOD = {

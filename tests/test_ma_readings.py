@@ -185,7 +185,7 @@ def test_predsim_samples_classes_until_the_epoch_then_uniform_and_reproducibly(m
 
 
 def predsim_context(log):
-    from bench.training import Context
+    from bench.methods.training import Context
 
     return Context(torch.device("cpu"), 0, log, progress=False)
 

@@ -3,11 +3,11 @@ their verdicts."""
 import pytest
 from torch import nn
 
-from bench import deterministic as det
-from bench import verdicts as vd
-from bench.measure import FLOPS_BACKENDS, count_parameters, forward_macs, part_parameters
+from bench.claims.registry import load_claims
 from bench.models.common import BlockNet
-from bench.registry import load_claims
+from bench.run import deterministic as det
+from bench.run.measure import FLOPS_BACKENDS, count_parameters, forward_macs, part_parameters
+from bench.verdicts import cells as vd
 
 
 def small_net():

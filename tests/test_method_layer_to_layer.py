@@ -8,9 +8,9 @@ from torch import nn
 
 from bench.methods import Diverged, backprop
 from bench.methods import layer_to_layer as l2l
+from bench.methods.training import Context
 from bench.models import build_model
 from bench.models.common import BlockNet
-from bench.training import Context
 from helpers import separable
 
 GRID_MODEL = {  # the bhyravabhottla grid's model options per network

@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench.measure import forward_macs
 from bench.methods import Diverged
 from bench.methods import learn_drop as ld
+from bench.methods.learn_drop import loop
+from bench.methods.learn_drop.layers import Chain, chain_macs, conv_layers, state_shapes
+from bench.methods.learn_drop.scores import GradientSums, layer_score, select_drop, standardize
+from bench.methods.learn_drop.store import FeatureStore
 from bench.models import build_model
+from bench.run.measure import forward_macs
 from helpers import cpu_context, separable
 
 TINY = 1 / 16
@@ -71,22 +75,22 @@ def test_layer_score_by_hand():
         g = np.asarray(grads)
         expected = hand_score(grads) if expected is None else expected
         # mixed by hand: |2.5| + |0| + |0| = 2.5 over 9.5 -> 1 - 2.5/9.5
-        assert ld.layer_score(torch.tensor(g.sum(0)), float(np.abs(g).sum())) == pytest.approx(expected, abs=1e-12)
-        assert ld.layer_score(g.sum(0), np.abs(g).sum()) == pytest.approx(expected, abs=1e-12)
+        assert layer_score(torch.tensor(g.sum(0)), float(np.abs(g).sum())) == pytest.approx(expected, abs=1e-12)
+        assert layer_score(g.sum(0), np.abs(g).sum()) == pytest.approx(expected, abs=1e-12)
     assert hand_score(mixed) == pytest.approx(1 - 2.5 / 9.5)
     # no gradient at all: P = 1 by the rule (methods.md 5.3 item 6)
-    assert ld.layer_score(torch.zeros(2, 3), 0.0) == 1.0
-    assert ld.layer_score(torch.zeros(2, 3), torch.zeros(())) == 1.0
+    assert layer_score(torch.zeros(2, 3), 0.0) == 1.0
+    assert layer_score(torch.zeros(2, 3), torch.zeros(())) == 1.0
 
 
 def test_accumulator_from_raw_grads():
     """The epoch accumulators fed from .grad give Eq. 2 per conv layer and Eq. 1's AAPD."""
     model = build("vgg11")
-    layers = ld.conv_layers(model)[:3]
+    layers = conv_layers(model)[:3]
     gen = torch.Generator().manual_seed(0)
     w0, w1, w2 = (layer.scored[0] for layer in layers)
     history = {0: [], 1: []}
-    acc = ld._Scores(layers, "conv_weight")
+    acc = GradientSums(layers, "conv_weight")
     signs = torch.randn(w0.shape, generator=gen).sign()
     for j in range(4):
         g0 = signs * torch.rand(w0.shape, generator=gen)          # never changes sign: P = 0
@@ -112,11 +116,11 @@ def test_standardize_by_hand():
     mean = sum(p) / 4
     pop = math.sqrt(sum((v - mean) ** 2 for v in p) / 4)
     sample = math.sqrt(sum((v - mean) ** 2 for v in p) / 3)
-    assert ld.standardize(p) == pytest.approx([(v - mean) / pop for v in p])
-    assert ld.standardize(p, ddof=1) == pytest.approx([(v - mean) / sample for v in p])
-    assert list(ld.standardize([0.7, 0.7, 0.7])) == [0.0, 0.0, 0.0]  # std 0: all zeros
-    assert list(ld.standardize([0.3])) == [0.0]
-    assert list(ld.standardize([0.3, 0.5], ddof=2)) == [0.0, 0.0]
+    assert standardize(p) == pytest.approx([(v - mean) / pop for v in p])
+    assert standardize(p, ddof=1) == pytest.approx([(v - mean) / sample for v in p])
+    assert list(standardize([0.7, 0.7, 0.7])) == [0.0, 0.0, 0.0]  # std 0: all zeros
+    assert list(standardize([0.3])) == [0.0]
+    assert list(standardize([0.3, 0.5], ddof=2)) == [0.0, 0.0]
 
 
 def hand_eq4(p):
@@ -131,34 +135,34 @@ def test_select_drop_eq4_against_max_prefix():
     assert hand_eq4(p) == 0                                   # first +/- transition
     prefix = [sum(p[:t + 1]) for t in range(len(p) - 1)]      # 0.5, 0.3, 1.8, 0.8
     assert max(range(4), key=lambda t: prefix[t]) == 2
-    assert ld.select_drop(p) == [0]
-    assert ld.select_drop(p, rule="max_prefix") == [0, 1, 2]
-    assert ld.select_drop(p, inclusive=False) == []            # Algorithm 1's slice [0:n*] with n* = 0
-    assert ld.select_drop([0.2, 0.4, 1.0, -0.3, -1.3], inclusive=False) == [0, 1]
+    assert select_drop(p) == [0]
+    assert select_drop(p, rule="max_prefix") == [0, 1, 2]
+    assert select_drop(p, inclusive=False) == []            # Algorithm 1's slice [0:n*] with n* = 0
+    assert select_drop([0.2, 0.4, 1.0, -0.3, -1.3], inclusive=False) == [0, 1]
     # candidates may start with a negative P' (methods.md 5.3 item 3): n* = 1, median(-0.3, 0.4) = 0.05
-    assert ld.select_drop([-0.3, 0.4, -0.1, 0.0]) == [0, 1]
+    assert select_drop([-0.3, 0.4, -0.1, 0.0]) == [0, 1]
     # no transition, or only positive then zero
-    assert ld.select_drop([-1.0, -0.5, 0.5, 1.0]) == []
-    assert ld.select_drop([0.0, 0.0, 0.0]) == []
+    assert select_drop([-1.0, -0.5, 0.5, 1.0]) == []
+    assert select_drop([0.0, 0.0, 0.0]) == []
     # the last layer is never a candidate, under either rule
-    assert ld.select_drop([0.5, -0.1, 3.0]) == [0]
-    assert ld.select_drop([0.5, -0.1, 3.0], rule="max_prefix") == [0]
-    assert ld.select_drop([-1.0, -1.0, 2.0], rule="max_prefix") == []
+    assert select_drop([0.5, -0.1, 3.0]) == [0]
+    assert select_drop([0.5, -0.1, 3.0], rule="max_prefix") == [0]
+    assert select_drop([-1.0, -1.0, 2.0], rule="max_prefix") == []
     with pytest.raises(ValueError):
-        ld.select_drop(p, rule="bogus")
+        select_drop(p, rule="bogus")
 
 
 def test_select_drop_median_rule():
     p = [0.8, 0.2, 0.6, -0.9, -0.7]            # n* = 2, candidates 0..2, M_c = median(0.8, 0.2, 0.6) = 0.6
     m_c = statistics.median(p[:3])
     assert m_c == 0.6
-    assert ld.select_drop(p, []) == [0, 1, 2]                          # first drop: M_d = -inf
+    assert select_drop(p, []) == [0, 1, 2]                          # first drop: M_d = -inf
     dropped_low = [0.1, 0.4, 0.2, 0.9]                                 # M_d = 0.3 <= 0.6: drop
     assert statistics.median(dropped_low) == pytest.approx(0.3)
-    assert ld.select_drop(p, dropped_low) == [0, 1, 2]
+    assert select_drop(p, dropped_low) == [0, 1, 2]
     dropped_high = [1.2, 0.9]                                          # M_d = 1.05 > 0.6: no drop
-    assert ld.select_drop(p, dropped_high) == []
-    assert ld.select_drop(p, [0.6]) == [0, 1, 2]                       # M_c == M_d: drop (>=)
+    assert select_drop(p, dropped_high) == []
+    assert select_drop(p, [0.6]) == [0, 1, 2]                       # M_c == M_d: drop (>=)
 
 
 # ---------------------------------------------------------------- layers, stored maps and MACs
@@ -166,14 +170,14 @@ def test_select_drop_median_rule():
 
 def test_conv_layers_and_steps():
     vgg = build("vgg11")
-    assert [layer.name for layer in ld.conv_layers(vgg)] == [f"block{i}" for i in range(8)]
+    assert [layer.name for layer in conv_layers(vgg)] == [f"block{i}" for i in range(8)]
     res = build("resnet18")
-    layers = ld.conv_layers(res)
+    layers = conv_layers(res)
     # stem + 8 units x 2 convs + 3 shortcut convs (stages 2-4) = 20 conv layers
     assert len(layers) == 20 and sum(p.numel() for p in res.parameters()) == sum(
         p.numel() for layer in layers for p in layer.params) + sum(p.numel() for p in res.head.parameters())
     assert [layer.name for layer in layers[5:8]] == ["block3.conv0", "block3.conv1", "block3.shortcut"]
-    first = ld.conv_layers(res, "first")
+    first = conv_layers(res, "first")
     assert [layer.name for layer in first[5:8]] == ["block3.shortcut", "block3.conv0", "block3.conv1"]
     assert [layer.ends_block for layer in layers[:8]] == [True, False, True, False, True, False, False, True]
 
@@ -183,23 +187,23 @@ def test_tail_plus_stored_maps_equals_full_forward(base, position, tmp_path):
     model = build(base)
     run(base, "learn_drop", model=model, epochs=1)  # trained BN statistics
     model.eval()
-    layers = ld.conv_layers(model, position)
+    layers = conv_layers(model, position)
     steps = [layer.step for layer in layers]
-    shapes = ld.state_shapes(model, layers, torch.device("cpu"))
+    shapes = state_shapes(model, layers, torch.device("cpu"))
     x = (DATA.x_test.float() / 255 - 0.5) / 0.25
     idx = torch.arange(len(x))
     with torch.no_grad():
         full = model(x)
-        assert torch.equal(ld.Chain(steps, model.head)(x), full)
+        assert torch.equal(Chain(steps, model.head)(x), full)
         for cut in range(1, len(layers)):
-            state = ld.Chain(steps[:cut])(x)
+            state = Chain(steps[:cut])(x)
             assert [tuple(t.shape[1:]) for t in state] == shapes[cut]
             for budget in (1e6, 0):  # device memory, disk memmap
-                store = ld.FeatureStore(len(x), shapes[cut], "float32", torch.device("cpu"), budget, tmp_path)
+                store = FeatureStore(len(x), shapes[cut], "float32", torch.device("cpu"), budget, tmp_path)
                 store.write(idx.flip(0), tuple(t.flip(0) for t in state))  # rows are sample indices
                 maps = store.read(idx)
                 store.close()
-                assert torch.equal(ld.Chain(steps[cut:], model.head)(*maps), full), (cut, budget)
+                assert torch.equal(Chain(steps[cut:], model.head)(*maps), full), (cut, budget)
     if base == "resnet18":
         assert len(shapes[2]) == 2 and len(shapes[1]) == 1  # inside a unit: main + skip
 
@@ -207,15 +211,15 @@ def test_tail_plus_stored_maps_equals_full_forward(base, position, tmp_path):
 @pytest.mark.parametrize("base", ["vgg11", "resnet18"])
 def test_head_and_tail_macs(base):
     model = build(base)
-    layers = ld.conv_layers(model)
+    layers = conv_layers(model)
     steps = [layer.step for layer in layers]
-    shapes = ld.state_shapes(model, layers, torch.device("cpu"))
+    shapes = state_shapes(model, layers, torch.device("cpu"))
     full = forward_macs(model)
-    assert ld.chain_macs(ld.Chain(steps, model.head), shapes[0]) == full
+    assert chain_macs(Chain(steps, model.head), shapes[0]) == full
     heads = []
     for cut in (1, 2, 3, len(layers) - 1):
-        head = ld.chain_macs(ld.Chain(steps[cut:], model.head), shapes[cut])
-        tail = ld.chain_macs(ld.Chain(steps[:cut]), shapes[0])
+        head = chain_macs(Chain(steps[cut:], model.head), shapes[cut])
+        tail = chain_macs(Chain(steps[:cut]), shapes[0])
         assert head + tail == full and 0 < head < full
         heads.append(head)
     assert heads == sorted(heads, reverse=True)
@@ -252,11 +256,11 @@ def test_dropped_layers_never_change_and_phases():
     scored = [sorted(int(k[len("score_l"):]) for k in r if k.startswith("score_l")) for r in records]
     assert scored == [[], list(range(8)), [], list(range(2, 8)), [], list(range(3, 8))]
     # MACs: the extraction epoch runs the new tail part too; the trainable count shrinks
-    layers = ld.conv_layers(model)
+    layers = conv_layers(model)
     steps = [layer.step for layer in layers]
-    shapes = ld.state_shapes(model, layers, torch.device("cpu"))
-    head = lambda c: ld.chain_macs(ld.Chain(steps[c:], model.head), shapes[c])  # noqa: E731
-    part = lambda a, b: ld.chain_macs(ld.Chain(steps[a:b]), shapes[a])  # noqa: E731
+    shapes = state_shapes(model, layers, torch.device("cpu"))
+    head = lambda c: chain_macs(Chain(steps[c:], model.head), shapes[c])  # noqa: E731
+    part = lambda a, b: chain_macs(Chain(steps[a:b]), shapes[a])  # noqa: E731
     full = forward_macs(model)
     assert [r["macs_epoch"] for r in records] == [full, full, head(2) + part(0, 2), head(2), head(3) + part(2, 3), head(3)]
     assert out["macs_total"] == sum(r["macs_epoch"] for r in records) * len(DATA.y_train)
@@ -326,7 +330,7 @@ def test_disk_store_is_used_and_removed(tmp_path):
 
 
 def test_disk_store_removed_when_the_run_fails(tmp_path, monkeypatch):
-    write = ld.FeatureStore.write
+    write = FeatureStore.write
     calls = []
 
     def failing_write(self, idx, tensors):
@@ -335,7 +339,7 @@ def test_disk_store_removed_when_the_run_fails(tmp_path, monkeypatch):
         if len(calls) == 2:
             raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ld.FeatureStore, "write", failing_write)
+    monkeypatch.setattr(FeatureStore, "write", failing_write)
     with pytest.raises(RuntimeError, match="disk full"):
         run("vgg11", "learn_drop", epochs=4, feature_store_max_mb=0, feature_store_dir=str(tmp_path),
             forced_drops={1: [0]})
@@ -348,7 +352,7 @@ def test_disk_store_removed_when_the_run_fails(tmp_path, monkeypatch):
 
 
 def test_resnet_cut_unit_rounds_down_to_unit_boundaries(monkeypatch):
-    monkeypatch.setattr(ld, "select_drop", lambda *a, **kw: [0, 1, 2, 3])  # stem, unit 1, half of unit 2
+    monkeypatch.setattr(loop, "select_drop", lambda *a, **kw: [0, 1, 2, 3])  # stem, unit 1, half of unit 2
     out, _ = run("resnet18", "learn_drop", epochs=3, resnet_cut="unit")
     assert out["dropped_layers_final"] == 3 and out["drop_schedule"] == "2:0-2"
     out, _ = run("resnet18", "learn_drop", epochs=3)  # conv cuts: inside unit 2, main + skip stored

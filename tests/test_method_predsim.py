@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from bench import BenchError
 from bench.methods import predsim
+from bench.methods.training import Context
 from bench.models import build_model
-from bench.training import Context
 from helpers import separable
 
 MA_COMMON = {"nonlinearity": "leakyrelu", "negative_slope": 0.01, "bn": True, "dropout_kind": "channel"}

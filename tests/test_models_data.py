@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from bench import BenchError
+from bench.claims.datasets import DATASETS
 from bench.data import load, missing_reason
-from bench.data.catalog import DATASETS
 from bench.data.loader import Batches, random_crop_flip
 from bench.data.synthetic import stand_in
 from bench.data.tensors import TensorData

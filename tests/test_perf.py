@@ -1,7 +1,7 @@
 """`bench perf` runs end to end on the CPU (a benchmark, not a timed test: only that it measures and reports)."""
 import torch
 
-from bench import perf
+from bench.cost import perf
 
 
 def test_perf_measures_the_suite_step_and_the_reference_loop(capsys):

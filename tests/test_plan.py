@@ -2,8 +2,10 @@
 import pytest
 
 from bench import experiments as ex
-from bench import method_costs, plan
-from bench.data.catalog import DATASETS
+from bench.claims.datasets import DATASETS
+from bench.cost import method_costs, plan
+from bench.methods.schedule import stage_epochs
+from bench.run.targets import targets
 from helpers import result_file
 
 
@@ -19,15 +21,15 @@ def toy_parts(**extra) -> dict:
 def test_stage_epochs_per_method():
     cfg = {"epochs": 60, "method_options": {}}
     for method in ("backprop", "predsim", "learn_drop", "freezing"):
-        assert method_costs.stage_epochs(method, cfg, 8) == [60]
+        assert stage_epochs(method, cfg, 8) == [60]
     opts = {"epochs": 200, "method_options": {"epochs_per_layer": 10}}
-    assert method_costs.stage_epochs("si_forward", opts, 4) == [10] * 5  # four blocks, then the classifier
-    assert method_costs.stage_epochs("belilovsky_greedy", {"epochs": 1, "method_options": {}}, 3) == [50] * 3
-    assert method_costs.stage_epochs("fb_si", opts, 5) == [10, 200]
+    assert stage_epochs("si_forward", opts, 4) == [10] * 5  # four blocks, then the classifier
+    assert stage_epochs("belilovsky_greedy", {"epochs": 1, "method_options": {}}, 3) == [50] * 3
+    assert stage_epochs("fb_si", opts, 5) == [10, 200]
     l2l = {"epochs": 300, "method_options": {"epochs_per_stage": 10}}
-    assert method_costs.stage_epochs("layer_to_layer", l2l, 4, n_layers=12) == [10] * 6
+    assert stage_epochs("layer_to_layer", l2l, 4, n_layers=12) == [10] * 6
     with pytest.raises(ValueError, match="no cost model"):
-        method_costs.stage_epochs("dropout", cfg, 1)
+        stage_epochs("dropout", cfg, 1)
 
 
 def test_phases_by_hand():
@@ -103,7 +105,7 @@ def test_measured_parts_of_real_models():
     every part's training (forward + backward) takes longer than its forward."""
     import torch
 
-    from bench.measure import forward_macs
+    from bench.run.measure import forward_macs
 
     for eid in ("cruciata-cifar10-vgg11-learn_drop", "bhyravabhottla-cifar10-cnn12-layer_to_layer",
                 "ma-cifar10-vgg8b-predsim", "karimi-cifar10-simcnn_k2-belilovsky_greedy"):
@@ -153,7 +155,7 @@ def test_a_jobs_units_by_hand():
 
 def test_plan_totals_and_compare(tmp_path, capsys):
     found = plan.plan("smoke", rate=1e9)  # a given rate: no probe, no other term
-    assert found["seeds"] == 1 and len(found["jobs"]) == len(ex.targets("smoke"))
+    assert found["seeds"] == 1 and len(found["jobs"]) == len(targets("smoke"))
     assert found["device_costs"]["per_batch"] == 0.0 and not found["device_costs"]["timed"]
     assert found["hours_total"] == pytest.approx(
         sum(j["units"] + j["pair_dims"] for j in found["jobs"]) / 1e9 / 3600)
@@ -164,7 +166,7 @@ def test_plan_totals_and_compare(tmp_path, capsys):
                                                       for j in found["jobs"]) / 3600)
     assert set(found["hours_per_paper"]) == {"ma", "karimi", "bhyravabhottla", "cruciata"}
 
-    from bench.runner import run_path, write_json_atomic
+    from bench.run.results import run_path, write_json_atomic
 
     eid = "ma-cifar10-vgg8-backprop"
     write_json_atomic(run_path("smoke", eid, 0, tmp_path), result_file(
@@ -209,7 +211,7 @@ def test_calibration_on_printed_times(capsys, monkeypatch):
     cell gives units / printed seconds; the plan uses the median. Only papers with `hardware_match` count."""
     import statistics
 
-    from bench import registry
+    from bench.claims import registry
 
     rows = plan.printed_times("backprop")
     stated = {p for p, m in registry.papers().items() if m.get("hardware_match")}

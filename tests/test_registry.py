@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from bench import BenchError
-from bench.registry import CLAIMS_DIR, FIELDS, load_claims, members, papers
+from bench.claims.registry import CLAIMS_DIR, FIELDS, load_claims, members, papers
 from conftest import paper_text
 
 NUMBER = re.compile(r"^[\d,]+(\.\d+)?(%| seconds| MB| GB)?$|^\d+:\d\d$")

@@ -1,4 +1,4 @@
-"""Result files are checked before they count (bench.results): a foreign, stale, mismatched, malformed or
+"""Result files are checked before they count (bench.run.results): a foreign, stale, mismatched, malformed or
 out-of-range file never reaches a reproduced value; its cells read INVALID with the reason, and aggregate stops."""
 import csv
 import json
@@ -7,9 +7,9 @@ import math
 import pytest
 
 from bench import BenchError
-from bench import aggregate as agg
-from bench import results as rf
-from bench.runner import run_path
+from bench.run import results as rf
+from bench.run.results import run_path
+from bench.verdicts import aggregate as agg
 from helpers import measurement_file, result_file
 
 EID = "ma-cifar100-vgg8-backprop"
@@ -101,7 +101,7 @@ def test_an_invalid_companion_reads_invalid(tmp_path):
 def test_reports_and_the_planner_never_read_an_invalid_file(tmp_path):
     plant(tmp_path, {**good(), "profile": "smoke"})
     invalid = {}
-    assert agg.load_results("paper", [0], tmp_path, invalid) == {}
+    assert rf.load_results("paper", [0], tmp_path, invalid) == {}
     assert list(invalid) == [(EID, 0)]
 
 
@@ -138,7 +138,7 @@ MEASUREMENT_KINDS = {
 
 @pytest.mark.parametrize("kind", list(MEASUREMENT_KINDS))
 def test_a_bad_measurement_file_never_reaches_a_value(tmp_path, kind):
-    from bench import deterministic as det
+    from bench.run import deterministic as det
 
     make, reason = MEASUREMENT_KINDS[kind]
     path = det.result_path("smoke", MID, tmp_path)
@@ -154,7 +154,7 @@ def test_a_bad_measurement_file_never_reaches_a_value(tmp_path, kind):
 
 
 def test_a_valid_measurement_file_counts(tmp_path):
-    from bench import deterministic as det
+    from bench.run import deterministic as det
 
     path = det.result_path("smoke", MID, tmp_path)
     path.parent.mkdir(parents=True)

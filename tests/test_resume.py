@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from bench.checkpoint import Checkpoint
-from bench.training import FAULT_ENV
+from bench.methods.checkpoint import Checkpoint
+from bench.methods.training import FAULT_ENV
 from test_workflow import SNAKEMAKE, snakemake
 
 BENCH = [sys.executable, "-m", "bench"]

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from bench import training
-from bench.checkpoint import Checkpoint
 from bench.methods import layer_to_layer as l2l
-from bench.training import FAULT_ENV, Context, InjectedFault
+from bench.methods import training
+from bench.methods.checkpoint import Checkpoint
+from bench.methods.training import FAULT_ENV, Context, InjectedFault
 from helpers import separable
 from test_method_layer_to_layer import TINY, build, cfg_for
 from test_resume import COMPARED, bench_run, kill_in_epoch, trajectory, uninterrupted

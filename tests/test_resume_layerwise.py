@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from bench import training
-from bench.checkpoint import Checkpoint
 from bench.methods import belilovsky, fb_si, greedy, si
-from bench.training import FAULT_ENV, Context, InjectedFault
+from bench.methods import training
+from bench.methods.checkpoint import Checkpoint
+from bench.methods.training import FAULT_ENV, Context, InjectedFault
 from test_method_greedy import cfg_for, lenet, simcnn_cfg, simcnn_model
 from helpers import separable
 from test_resume import bench_run, kill_in_epoch, trajectory, uninterrupted

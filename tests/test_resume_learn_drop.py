@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.checkpoint import Checkpoint
 from bench.methods import learn_drop as ld
-from bench.training import FAULT_ENV, Context
+from bench.methods.checkpoint import Checkpoint
+from bench.methods.learn_drop.store import FeatureStore
+from bench.methods.training import FAULT_ENV, Context
 from test_method_learn_drop import DATA, build, cfg_for
 from test_resume import bench_run, kill_in_epoch, trajectory, uninterrupted
 
@@ -123,9 +124,9 @@ def test_stored_maps_come_back_reopened_or_recomputed(tmp_path, monkeypatch, sto
             d.rmdir()
 
     reopened, writes = [], []
-    reopen, write = ld.FeatureStore.reopen, ld.FeatureStore.write
-    monkeypatch.setattr(ld.FeatureStore, "reopen", lambda *a: reopened.append(reopen(*a)) or reopened[-1])
-    monkeypatch.setattr(ld.FeatureStore, "write", lambda self, *a: writes.append(len(a[0])) or write(self, *a))
+    reopen, write = FeatureStore.reopen, FeatureStore.write
+    monkeypatch.setattr(FeatureStore, "reopen", lambda *a: reopened.append(reopen(*a)) or reopened[-1])
+    monkeypatch.setattr(FeatureStore, "write", lambda self, *a: writes.append(len(a[0])) or write(self, *a))
     out, records = checkpointed(str(ckpt), opts)
     assert [r["epoch"] for r in records] == list(range(1, 7))
     assert [untimed(r) for r in records] == [untimed(r) for r in ref_records]

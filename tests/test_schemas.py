@@ -7,9 +7,9 @@ import yaml
 
 from bench import BenchError
 from bench import experiments as ex
-from bench import verdicts as vd
-from bench.registry import CLAIMS_DIR, papers
+from bench.claims.registry import CLAIMS_DIR, papers
 from bench.schema import check
+from bench.verdicts import cells as vd
 
 
 def load(path):

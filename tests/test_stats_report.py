@@ -4,12 +4,12 @@ import math
 
 import pytest
 
-from bench import aggregate as agg
 from bench import experiments as ex
-from bench.registry import Claim, load_claims
-from bench.report import SMOKE_WARNING, write_reports
-from bench.runner import run_path, write_json_atomic
-from bench.stats import summarize
+from bench.claims.registry import Claim, load_claims
+from bench.report.pages import SMOKE_WARNING, write_reports
+from bench.run.results import run_path, write_json_atomic
+from bench.verdicts import aggregate as agg
+from bench.verdicts.stats import summarize
 from helpers import measurement_file, result_file
 
 T975_DF2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (statistical tables)
@@ -96,7 +96,7 @@ def test_aggregate_cells_from_result_files(tmp_path):
 
 
 def test_time_savings_and_text_averages_are_computed_per_seed(tmp_path, monkeypatch):
-    monkeypatch.setattr(agg.ex, "support", lambda exp, profile: "")  # pretend Learn & Drop is implemented
+    monkeypatch.setattr(agg, "support", lambda exp, profile: "")  # pretend Learn & Drop is implemented
     res = tmp_path / "results"
     rows = [("mnist", "vgg11"), ("cifar10", "vgg11"), ("imagenette", "vgg11"), ("mnist", "vgg16"),
             ("cifar10", "vgg16"), ("imagenette", "vgg16"), ("mnist", "vgg19"), ("cifar10", "vgg19"),

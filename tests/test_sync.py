@@ -12,8 +12,9 @@ import threading
 
 import pytest
 
-from bench import runner
-from bench.sync import sync
+from bench.run import runner
+from bench.run.results import run_path
+from bench.run.sync import sync
 
 EXPERIMENT = "karimi-cifar10-lenet-backprop-adam"  # the cheapest smoke run: 8 epochs of a LeNet on 128 images
 BENCH = [sys.executable, "-m", "bench"]
@@ -47,7 +48,7 @@ def points(client) -> int:
 
 def train(workdir, monkeypatch, seed: int, uri: str | None = None) -> dict:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri or f"sqlite:///{workdir / 'mlflow.db'}")
-    return runner.run(EXPERIMENT, seed, "smoke", out=runner.run_path("smoke", EXPERIMENT, seed, workdir / "results"),
+    return runner.run(EXPERIMENT, seed, "smoke", out=run_path("smoke", EXPERIMENT, seed, workdir / "results"),
                       threads=1, progress=False)
 
 
@@ -74,7 +75,7 @@ def test_a_deleted_store_is_rebuilt_as_the_live_jobs_logged_it(workdir, monkeypa
     assert counts["points"] == sum(len(h) for h in histories(live_store, old).values())
     assert [(i.dataset.name, i.dataset.digest) for i in new.inputs.dataset_inputs] == \
         [(i.dataset.name, i.dataset.digest) for i in old.inputs.dataset_inputs]
-    result = json.loads(runner.run_path("smoke", EXPERIMENT, 0, workdir / "results").read_text())
+    result = json.loads(run_path("smoke", EXPERIMENT, 0, workdir / "results").read_text())
     assert result["mlflow"]["run_id"] == new.info.run_id and result["mlflow"]["synced"]["from_run_id"] == old.info.run_id
     assert {k: v for k, v in result.items() if k != "mlflow"} == {k: v for k, v in live.items() if k != "mlflow"}
 
@@ -109,14 +110,14 @@ def test_results_copied_from_another_checkout_merge_without_duplicates(workdir, 
             train(checkout, monkeypatch, seed)
     monkeypatch.chdir(here)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{here / 'mlflow.db'}")
-    seed1 = runner.run_path("smoke", EXPERIMENT, 1, "results")
+    seed1 = run_path("smoke", EXPERIMENT, 1, "results")
     seed1.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(runner.run_path("smoke", EXPERIMENT, 1, there / "results"), seed1)  # copy `there`'s new results in
+    shutil.copy(run_path("smoke", EXPERIMENT, 1, there / "results"), seed1)  # copy `there`'s new results in
     counts = sync("smoke", here / "results")
     assert (counts["files"], counts["created"], counts["complete"]) == (2, 1, 1)
     assert sorted(runs_of(store(here / "mlflow.db"))) == [(EXPERIMENT, 0), (EXPERIMENT, 1)]
     # copied again (the repointed file overwritten by the original): still the same run, found by its origin
-    shutil.copy(runner.run_path("smoke", EXPERIMENT, 1, there / "results"), seed1)
+    shutil.copy(run_path("smoke", EXPERIMENT, 1, there / "results"), seed1)
     again = sync("smoke", here / "results")
     assert (again["created"], again["points"], again["repointed"]) == (0, 0, 1)
     assert len(runs_of(store(here / "mlflow.db"))) == 2
@@ -163,7 +164,7 @@ def test_a_store_that_cannot_be_used_costs_one_line_never_the_run(workdir, kind,
     why = {"unreachable": "unreachable (connection refused)", "not MLflow": "not an MLflow tracking server"}[kind]
     assert len(said) == 1 and why in said[0] and "***@127.0.0.1" in said[0], proc.stderr
     assert "s3cret" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
-    result_path = runner.run_path("smoke", EXPERIMENT, 0, workdir / "results")
+    result_path = run_path("smoke", EXPERIMENT, 0, workdir / "results")
     result = json.loads(result_path.read_text())
     assert result["status"] == "FINISHED" and result["mlflow"]["run_id"] is None and why in result["mlflow"]["error"]
     assert "s3cret" not in result_path.read_text()

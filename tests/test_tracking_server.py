@@ -78,8 +78,9 @@ def workflow(tmp_path, env, dry_run=False) -> subprocess.Popen:
 def test_sixteen_jobs_on_a_postgres_backed_server_survive_its_outage(tmp_path, postgres, server, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from bench import runner, track
-    from bench.sync import epoch_points, final_points, sync
+    from bench.run import track
+    from bench.run.results import run_path
+    from bench.run.sync import epoch_points, final_points, sync
 
     if ON_SLURM:
         import slurm_cluster
@@ -122,7 +123,7 @@ def test_sixteen_jobs_on_a_postgres_backed_server_survive_its_outage(tmp_path, p
     results = {}
     for experiment in EXPERIMENTS:
         for seed in range(SEEDS):
-            r = json.loads(runner.run_path("smoke", experiment, seed, tmp_path / "results").read_text())
+            r = json.loads(run_path("smoke", experiment, seed, tmp_path / "results").read_text())
             assert r["status"] == "FINISHED" and len(r["epochs"]) == r["config"]["epochs"], (experiment, seed)
             assert postgres.password not in json.dumps(r)
             results[(experiment, seed)] = r

@@ -1,6 +1,6 @@
 """Per-cell statistics, bands and verdicts on constructed samples; the expected answers are computed here from the
 textbook formulas (scipy's t and noncentral t distributions, a grid integration of TOST's power), not taken from
-bench.stats."""
+bench.verdicts.stats."""
 import copy
 import dataclasses
 import math
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from bench import stats
-from bench import verdicts as vd
-from bench.registry import load_claims
+from bench.claims.registry import load_claims
+from bench.verdicts import cells as vd
+from bench.verdicts import stats
 
 CLAIMS = {c.id: c for c in load_claims()}
 ACC = CLAIMS["cruciata.1.vgg-11.mnist.sgd.a"]      # test accuracy, printed 98.64, higher is better
@@ -290,7 +290,7 @@ def test_the_correction_runs_over_the_cells_of_a_paper():
 def test_the_tolerances_file_gives_every_metric_a_reasoned_band():
     tol = vd.tolerances()
     from bench import experiments as ex
-    from bench.registry import METRIC_UNITS
+    from bench.claims.registry import METRIC_UNITS
 
     assert set(tol["metrics"]) == set(METRIC_UNITS)
     for metric, spec in tol["metrics"].items():

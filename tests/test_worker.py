@@ -1,4 +1,4 @@
-"""The warm worker (bench/worker.py): a job run through it is the same job as one run in its own process; its exit
+"""The warm worker (bench/run/worker.py): a job run through it is the same job as one run in its own process; its exit
 code, stdout and stderr reach the client; a cancelled client takes its child down; no worker means in-process."""
 import json
 import os
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from bench import worker
+from bench.run import worker
 
 EXPERIMENT = "karimi-fashion_mnist-lenet-backprop-sgd"
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bench import experiments as ex
+from bench.run.targets import targets
 from conftest import REPO
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -28,7 +28,7 @@ def test_paper_profile_dry_run_lists_every_experiment_and_seed(tmp_path):
     proc = snakemake(tmp_path, "-n", "--config", "profile=paper")
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["train"] == len(ex.targets("paper")) * 3
+    assert counts["train"] == len(targets("paper")) * 3
     assert counts["mlflow_setup"] == counts["aggregate"] == counts["report"] == 1
 
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from bench import experiments as ex
-from bench.data.catalog import DATASETS
+from bench.claims.datasets import DATASETS
+from bench.claims.registry import load_claims
 from bench.data.text import VOCAB_SIZE
 from bench.models import build_model, missing_reason
-from bench.registry import load_claims
 
 
 def uses():

@@ -12,7 +12,7 @@ import importlib
 import os
 from pathlib import Path
 
-from bench.data.catalog import DATASETS, DatasetInfo
+from bench.claims.datasets import DATASETS, DatasetInfo
 
 
 def data_root(root=None) -> Path:
@@ -101,7 +101,7 @@ def load(name: str, cfg: dict, root=None, download: bool = False):
         if uncapped and found != (info.train_size, info.test_size):
             # a profile that judges the papers trains on the whole dataset: a partial or substituted copy stops here
             raise DataError(f"dataset {name} under {root}: {found[0]:,} training and {found[1]:,} test samples, but "
-                            f"{name} has {info.train_size:,} and {info.test_size:,} (bench/data/catalog.py): a partial "
+                            f"{name} has {info.train_size:,} and {info.test_size:,} (bench/claims/datasets.py): a partial "
                             f"or substituted copy; download it again (bench data download {name})")
         data = data.subset(*wanted)
     problems = data.problems(info)

@@ -10,7 +10,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from bench.data.catalog import DatasetInfo
+from bench.claims.datasets import DatasetInfo
 from bench.data.tensors import TensorData
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench.data.catalog import DatasetInfo
+from bench.claims.datasets import DatasetInfo
 
 
 @dataclass

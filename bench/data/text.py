@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.catalog import DatasetInfo
+from bench.claims.datasets import DatasetInfo
 from bench.data.download import DataError, Resource
 from bench.data.tensors import TensorData
 

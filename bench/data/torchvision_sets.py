@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torchvision.datasets as tvd
 
-from bench.data.catalog import DatasetInfo
+from bench.claims.datasets import DatasetInfo
 from bench.data.download import DataError, Resource
 from bench.data.tensors import TensorData
 

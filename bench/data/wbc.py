@@ -29,7 +29,7 @@ The image is resized whole (shorter side, then center crop: the crops are square
 """
 from pathlib import Path
 
-from bench.data.catalog import DatasetInfo
+from bench.claims.datasets import DatasetInfo
 from bench.data.download import Resource
 from bench.data.image_folder import image_files, layout_problem as folder_problem, load_split
 from bench.data.tensors import TensorData

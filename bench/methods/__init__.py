@@ -1,6 +1,6 @@
 """Training methods, one module per method; each exposes `train(model, data, cfg, ctx) -> final metrics`.
 
-The registry knows every method the papers compare (bench.registry.METHODS); IMPLEMENTED maps the ones the
+The registry knows every method the papers compare (bench.claims.registry.METHODS); IMPLEMENTED maps the ones the
 suite can run to their module. Cells of any other method are reported as MISSING with the reason below.
 """
 import importlib

@@ -4,7 +4,7 @@ evaluated after every epoch; the reported accuracy is the final epoch's (methods
 import torch
 from torch import nn
 
-from bench.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler,
+from bench.methods.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler,
                             train_test_batches)
 
 

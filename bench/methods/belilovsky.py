@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from bench.methods import layerwise as lw
+from bench.methods.training import Context, evaluate
 from bench.models import simcnn
-from bench.training import Context, evaluate
 
 DEFAULTS = {"epochs_per_layer": 50, "reset_optimizer_at_decay": True, "ensemble": True}
 

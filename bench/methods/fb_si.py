@@ -26,7 +26,7 @@ from torch import nn
 
 from bench.methods import layerwise as lw
 from bench.methods import si
-from bench.training import Context
+from bench.methods.training import Context
 
 DEFAULTS = {**si.SI_DEFAULTS, "si_layers": 1}
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from bench.methods import layerwise as lw
 from bench.methods import si
-from bench.training import Context
+from bench.methods.training import Context
 
 DEFAULTS = {"epochs_per_layer": 10, "classifier_epochs": None, "si_eval_samples": 1000, "feature_blocks": None}
 

@@ -69,7 +69,7 @@ standard_test_accuracy/standard_test_loss/standard_train_time_s/standard_wall_ti
 its wall time is the notebook's standard `fit` time, also with validation), ensemble_test_accuracy, num_layers,
 num_stages, total_epochs, stage{i}_test_accuracy and stage{i}_trainable_params.
 
-Resume (bench/checkpoint.py): after every epoch the model, the stage and the epochs done in it, that stage's
+Resume (bench/methods/checkpoint.py): after every epoch the model, the stage and the epochs done in it, that stage's
 optimizer and scheduler, the batches' generator, the times and the metrics so far are saved; a killed job skips the
 stages it completed and goes on inside the stage it was in (window and trainable parameters rebuilt from the stage
 index), ending with the records and metrics of an uninterrupted run. The wall times leave the checkpoint writes out;
@@ -84,7 +84,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bench.methods import Diverged
-from bench.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler, sync,
+from bench.methods.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler, sync,
                             train_test_batches)
 
 WINDOWS = ("both_ends", "front")
@@ -225,7 +225,7 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     train_batches, test_batches = train_test_batches(data, cfg, device, ctx.seed)
     n = len(data.y_train)
     original = {p: p.requires_grad for p in model.parameters()}
-    # what the loop carries, saved in every per-epoch checkpoint (bench/checkpoint.py): the stage and the epochs done
+    # what the loop carries, saved in every per-epoch checkpoint (bench/methods/checkpoint.py): the stage and the epochs done
     # in it, the training time and staged wall time so far, the last test metrics and the per-stage final metrics
     done = {"stage": 0, "stage_epoch": 0, "train_time": 0.0, "wall": 0.0, "test_loss": math.nan,
             "test_acc": math.nan, "final": {}}

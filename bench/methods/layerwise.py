@@ -37,7 +37,7 @@ changing the LR in place or, Belilovsky's way, creating a fresh optimizer at eac
 accumulated on the device and read once per epoch, `Diverged` when the epoch's loss is not finite, and one record
 per epoch (`ctx.log_epoch`) with a global 1-based epoch counter over all stages.
 
-Resume (bench/checkpoint.py): `train_stage` checkpoints after every epoch the model, the stage's modules outside
+Resume (bench/methods/checkpoint.py): `train_stage` checkpoints after every epoch the model, the stage's modules outside
 the model (temporary and aux heads), its optimizer, the training batches' generator, the method's registered
 objects (`Run.objects`), and as plain values the stage index and stage epochs done, the LR, the last record, the
 Run's counters and totals (`RUN_STATE`) and the method's own state registered with `Run.keep` (SI values, head
@@ -61,7 +61,7 @@ from torch import nn
 
 from bench.data.loader import Batches, augments
 from bench.methods import Diverged, merge_options
-from bench.training import Context, EpochTimer, make_optimizer, unique_parameters
+from bench.methods.training import Context, EpochTimer, make_optimizer, unique_parameters
 
 CACHE_OFF, CACHE_ON, CACHE_NOT_EXACT, CACHE_TOO_LARGE = 0, 1, 2, 3
 # a non-finite value of any of these in an epoch record stops the run (Diverged); feature_norm too, because

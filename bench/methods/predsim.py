@@ -46,7 +46,7 @@ from torch import nn
 
 from bench.data.loader import check_class_sampling
 from bench.methods import Diverged, merge_options
-from bench.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler, train_test_batches,
+from bench.methods.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler, train_test_batches,
                             unique_parameters)
 
 DEFAULTS = {"beta": 0.99, "dim_in_decoder": 4096, "similarity_std": True, "schedule": "simultaneous",

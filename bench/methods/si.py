@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.methods import layerwise as lw
-from bench.training import Context
+from bench.methods.training import Context
 
 REDUCTIONS = ("sum", "mean")
 NEIGHBOURS = ("data", "batch")

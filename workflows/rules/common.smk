@@ -11,9 +11,10 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)  # use this checkout's bench package, installed or not
 from bench import BenchError
-from bench import deterministic as det
 from bench import experiments as ex
-from bench.registry import load_claims, papers
+from bench.claims.registry import load_claims, papers
+from bench.run import deterministic as det
+from bench.run.targets import targets
 from snakemake.settings.types import DeploymentMethod
 
 validate(config, "../schemas/config.schema.yaml")
@@ -24,7 +25,7 @@ try:
     PROFILE = config["profile"]
     ex.profile_settings(PROFILE)
     SEEDS = ex.seeds(PROFILE, config["seeds"])
-    TARGETS = ex.targets(PROFILE)
+    TARGETS = targets(PROFILE)
     MEASUREMENTS = [m for m, (paper, model) in det.measurements().items() if not det.missing_reason(paper, model)]
     if config["only"]:
         patterns = [p.strip() for p in config["only"].split(",") if p.strip()]

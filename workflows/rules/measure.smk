@@ -1,5 +1,5 @@
 # Cells computed from the model alone (parameter counts, forward FLOPs): one job per model a cell names, at full
-# width in every profile, under every convention the paper's grid lists (bench/deterministic.py).
+# width in every profile, under every convention the paper's grid lists (bench/run/deterministic.py).
 rule measure_model:
     output:
         f"{RESULTS}/models/{{measurement}}.json",

@@ -32,7 +32,7 @@ def planned_minutes(wildcards, attempt):
 
 
 def gpu_slots(wildcards) -> int:
-    """Job packing (bench/gpus.py): a job whose model is small per the plan takes one slot of a GPU, others a
+    """Job packing (bench/run/gpus.py): a job whose model is small per the plan takes one slot of a GPU, others a
     whole GPU (every slot); without a plan, one slot each."""
     if not config["gpus"]:
         return 0

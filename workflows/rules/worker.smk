@@ -1,4 +1,4 @@
-# A warm worker for the jobs this machine runs (bench/worker.py): it imports torch, MLflow and the suite once
+# A warm worker for the jobs this machine runs (bench/run/worker.py): it imports torch, MLflow and the suite once
 # and forks a child per `bench run|measure`, which saves ~5 s of imports per job. Jobs find it through
 # $BENCH_WORKER and run in their own process when it is absent; cluster and conda runs never start one.
 import os
@@ -11,7 +11,7 @@ _worker = {}
 def start_worker():
     if not WARM_WORKER:
         return
-    from bench import worker
+    from bench.run import worker
 
     path = os.path.join(tempfile.gettempdir(), f"bench-worker-{os.getuid()}-{os.getpid()}.sock")
     os.makedirs(f"{RESULTS}/logs", exist_ok=True)

@@ -1,0 +1,393 @@
+"""What one run of each method computes, epoch by epoch: the cost model behind `bench plan` (bench/cost/plan.py).
+
+Work (`Work`) is counted per sample as
+  macs   forward multiply-accumulates of the conv and linear layers (ptflops' count of the whole model, spread over
+         its layers): what a plan without a device counts (the papers' printed times, a given rate);
+  secs   forward seconds on a device, measured layer by layer (`time_leaves`: every leaf module of the model, and
+         of what the method builds beside it, timed on its own input at the job's batch size): a thin conv, a pool
+         or a BN costs what it costs on that device, not what its MACs say;
+  reads  elements read back from a cache of features or a store of maps;
+and for a pair search (SI's partners over the data) as pairs and pair dims (the N^2 distances and their D terms).
+A backward pass through a trained layer costs two forwards (its input's gradient and its weights'), through a frozen
+layer that the gradient must still cross one (its input's only), and nothing through a frozen prefix: autograd stops
+where nothing before it needs a gradient. A Calibration (bench/cost/plan.py) prices secs or macs, reads, pairs and a
+fixed cost per batch (the loss, the optimizer step).
+
+The model's parts (`measure_parts`, once per model config): the work of every block and of the head, each block's
+output size, and what the method builds beside the model: PredSim's local similarity convs and decoders,
+Belilovsky's auxiliary heads, greedy's temporary linear heads, the Learn & Drop layer chain (its prefix up to every
+cut and the state a cut stores) and layer-to-layer's Keras layers.
+
+A run is a list of `Phase`s: epochs that each cost the same. Per method (M: the whole model, b_i: block i, h: the
+head, P_i = b_0 + .. + b_{i-1}: the frozen prefix of stage i):
+  backprop            train 3M, evaluate M
+  predsim             train 3M + 3A (A: the local units' similarity convs and decoders), evaluate M
+  freezing            with c layers frozen: train 3M - 2F_c (F_c: the frozen layers), evaluate M
+  learn_drop          before a drop 3M; the epoch after a drop runs the newly dropped layers once (F_c - F_c') and
+                      trains the head on their maps, which it stores (3(M - F_c)); later epochs read the maps and
+                      train only the head; the whole model is evaluated after every epoch
+  the drop schedule   is what a run did (its epoch records: `drops_from_epochs`); before a run it is unknown, and
+                      the plan assumes no drop (an upper bound: Learn & Drop and Freezing as costly as backprop)
+  layer-wise stage i  (si_forward, fb_si's SI layers, greedy_layerwise, belilovsky_greedy): the prefix's features
+                      of the training and test sets computed once per stage when cached (no augmentation; every
+                      batch then reads them), else every epoch; block i and its local head trained (greedy: a
+                      linear head; Belilovsky: the aux head; SI: no head, but with partners over the data the
+                      anchors' two partners go through the block too, and a pair search per stage: one forward of
+                      the set through block i, then N^2 distances of D terms, D the block's output size);
+                      evaluation: greedy's and Belilovsky's local predictor on the test set every epoch, SI's index
+                      on `si_eval_samples` samples every epoch, and the whole model from the prefix at the stage's
+                      last epoch (not Belilovsky's)
+  classifier stage    (si_forward, greedy_layerwise; fb_si's end-to-end stage from its first non-SI block): the
+                      prefix once, then the blocks after it and the head trained (3x) and evaluated every epoch
+  layer_to_layer      stage with window [f, l] of the Keras layers: the whole forward, the window's backward (2x)
+                      and the input gradients of the frozen layers after it (1x); the whole model evaluated
+Not counted: Learn & Drop's gradient scoring, and the job's start (loading data, starting MLflow, checkpoints).
+"""
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from bench.methods.schedule import stage_epochs
+
+CACHED_BY_DEFAULT = True  # bench.methods.layerwise COMMON_DEFAULTS["cache_prefix"]
+SI_EVAL_SAMPLES = 1000  # si_eval_samples' default (bench.methods.si.SI_DEFAULTS, greedy's DEFAULTS)
+
+
+@dataclass(frozen=True)
+class Work:
+    """Forward MACs, forward seconds (on a device; 0 untimed) and elements read per sample, or, for a pair search,
+    its pairs and their dimensions in all."""
+    macs: float = 0.0
+    secs: float = 0.0
+    reads: float = 0.0
+    pairs: float = 0.0
+    pair_dims: float = 0.0
+
+    def __add__(self, other: "Work") -> "Work":
+        return Work(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
+    def __mul__(self, k: float) -> "Work":
+        return Work(*(a * k for a in astuple(self)))
+
+    __rmul__ = __mul__
+
+
+KEYS = ("macs", "secs", "reads", "pairs", "pair_dims")
+
+
+def astuple(w: Work) -> tuple:
+    return tuple(getattr(w, k) for k in KEYS)
+
+
+def total(works) -> Work:
+    return sum(works, Work())
+
+
+@dataclass
+class Phase:
+    """`epochs` epochs that each cost the same: `train` per training sample (in training batches), `evaluate` per
+    test sample (in evaluation batches); once per phase `once_train` per training sample and `once_test` per test
+    sample (a cache of features); and `epoch_fixed` every epoch and `once_fixed` once, in all (a pair search, the SI
+    index of a subset)."""
+    epochs: int
+    train: Work
+    evaluate: Work
+    once_train: Work = field(default_factory=Work)
+    once_test: Work = field(default_factory=Work)
+    epoch_fixed: Work = field(default_factory=Work)
+    once_fixed: Work = field(default_factory=Work)
+
+    def work(self, train_n: int, test_n: int, batch: int, eval_batch: int) -> dict:
+        """The phase's work on `train_n` training and `test_n` test samples, in all (KEYS), and its batches."""
+        tb, eb = math.ceil(train_n / batch), math.ceil(test_n / eval_batch)
+        done = (self.epochs * (self.train * train_n + self.evaluate * test_n + self.epoch_fixed)
+                + self.once_train * train_n + self.once_test * test_n + self.once_fixed)
+        batches = (self.epochs * (tb + eb) + (tb if self.once_train != Work() else 0)
+                   + (eb if self.once_test != Work() else 0))
+        return {**dict(zip(KEYS, astuple(done))), "batches": batches}
+
+
+# ---------------------------------------------------------------- measuring the model's parts
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if not list(m.children())]
+
+
+def leaf_macs(module: nn.Module, x: torch.Tensor) -> dict:
+    """id(leaf) -> forward MACs per sample of every conv and linear leaf module that ran on `x` (a batch of one)."""
+    found: dict = {}
+
+    def hook(m, inputs, out):
+        if isinstance(m, nn.modules.conv._ConvNd) and isinstance(out, torch.Tensor):
+            macs = out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+        elif isinstance(m, nn.Linear) and isinstance(out, torch.Tensor):
+            macs = out.numel() * m.in_features
+        else:
+            macs = 0
+        found[id(m)] = found.get(id(m), 0) + macs
+
+    handles = [m.register_forward_hook(hook) for m in _leaves(module)]
+    try:
+        with torch.no_grad():
+            module.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def time_leaves(module: nn.Module, x: torch.Tensor, device: torch.device, reps: int = 3) -> dict:
+    """id(leaf) -> (forward, forward + backward) seconds per sample of every leaf module of `module` on this
+    device: one forward of the batch `x` (training mode, no grad) records every leaf's inputs, then each leaf is
+    timed on its own inputs, forward alone (no grad) and forward with the backward of a random output gradient (to
+    its weights and its floating-point input), `reps` times after a warm-up, the device synchronised around them,
+    divided by the batch size."""
+    from bench.methods.training import sync
+
+    calls: list = []
+    handles = [m.register_forward_hook(lambda m, i, o: calls.append((m, i))) for m in _leaves(module)]
+    try:
+        with torch.no_grad():
+            module.to(device).train()(x.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+
+    def timed(fn) -> float:
+        fn()
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        sync(device)
+        return (time.perf_counter() - start) / reps / len(x)
+
+    found: dict = {}
+    for m, inputs in calls:
+        inputs = tuple(t.detach().requires_grad_(t.is_floating_point()) if isinstance(t, torch.Tensor) else t
+                       for t in inputs)
+        with torch.no_grad():
+            out = m(*inputs)
+        grad = torch.randn_like(out) if isinstance(out, torch.Tensor) and out.is_floating_point() else None
+
+        def forward():
+            with torch.no_grad():
+                m(*inputs)
+
+        inplace = getattr(m, "inplace", False)  # an in-place op may not overwrite a leaf that needs a gradient
+
+        def train():
+            y = m(*(t.clone() if inplace and isinstance(t, torch.Tensor) else t for t in inputs))
+            if grad is not None and y.requires_grad:
+                y.backward(grad)
+
+        fwd, both = timed(forward), timed(train)
+        old = found.get(id(m), (0.0, 0.0))
+        found[id(m)] = (old[0] + fwd, old[1] + max(both, fwd))
+    for p in module.parameters():
+        p.grad = None
+    return found
+
+
+def _part(module: nn.Module, macs: dict, secs: dict, scale: float) -> list:
+    """[forward MACs, forward seconds, training seconds] of a module's leaves."""
+    ids = [id(m) for m in module.modules()]
+    return [scale * sum(macs.get(i, 0) for i in ids), sum(secs[i][0] for i in ids if i in secs),
+            sum(secs[i][1] for i in ids if i in secs)]
+
+
+def _side(module: nn.Module, shape: tuple, x_batch: int, device: torch.device | None) -> list:
+    """The part of a module the method builds beside the model (an aux head), on inputs of `shape`."""
+    macs = leaf_macs(module, torch.zeros((1, *shape)))
+    secs = time_leaves(module, torch.randn((x_batch, *shape)), device) if device is not None else {}
+    module.cpu()
+    return _part(module, macs, secs, 1.0)
+
+
+def measure_parts(model: nn.Module, method: str, cfg: dict, total_macs: int, device: torch.device | None = None,
+                  batch: int = 128) -> dict:
+    """The parts of `model` (a BlockNet) that the cost of `method` depends on, as plain lists (JSON): blocks, head
+    (each [forward MACs, forward seconds, training seconds] per sample), out (each block's output size), classes, and per method: aux (PredSim's,
+    Belilovsky's or greedy's local heads, one per unit or block), cuts (Learn & Drop / Freezing: the frozen prefix
+    at every cut) with cut_state (the elements a cut stores per sample), layers (layer_to_layer's Keras layers).
+    With a `device`, every leaf is timed there at `batch` (secs); without, secs are 0."""
+    dtype = getattr(model, "input_dtype", torch.float32)
+    x = torch.zeros((1, *model.input_shape), dtype=dtype)
+    shapes = []
+    handles = [b.register_forward_hook(lambda m, i, o: shapes.append(tuple((o[0] if isinstance(o, tuple)
+                                                                           else o).shape[1:])))
+               for b in model.blocks]
+    try:
+        macs = leaf_macs(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    secs = {}
+    if device is not None:
+        inputs = torch.randint(0, 2, (batch, *model.input_shape)) if dtype != torch.float32 \
+            else torch.randn((batch, *model.input_shape))
+        secs = time_leaves(model, inputs, device)
+        model.cpu()
+    counted = sum(macs.values())
+    scale = total_macs / counted if counted else 1.0  # ptflops also counts BN, activations, pools: spread them
+    work = lambda m: _part(m, macs, secs, scale)  # noqa: E731
+    parts = {"total": float(total_macs), "blocks": [work(b) for b in model.blocks], "head": work(model.head),
+             "out": [math.prod(s) for s in shapes], "classes": model.num_classes}
+    opts = cfg.get("method_options") or {}
+    if method in ("learn_drop", "freezing"):
+        from bench.methods.learn_drop.layers import conv_layers, state_shapes
+
+        layers = conv_layers(model, opts.get("shortcut_position", "last"))
+        parts["cuts"] = [[0.0, 0.0, 0.0]]
+        for layer in layers:
+            parts["cuts"].append([a + b for a, b in zip(parts["cuts"][-1], work(layer.step))])
+        # the elements of the state after each cut (main and skip inside a residual unit): what a stored map holds
+        parts["cut_state"] = [sum(math.prod(s) for s in state)
+                              for state in state_shapes(model, layers, torch.device("cpu"))]
+    elif method == "layer_to_layer":
+        from bench.methods.layer_to_layer import keras_layers
+
+        layers = keras_layers(model, opts.get("granularity", "keras"), bool(opts.get("input_layer", False)))
+        parts["layers"] = [work(layer.module) for layer in layers]
+    elif method == "predsim":
+        from bench.methods.predsim import PredSim
+
+        sim = PredSim(model, model.num_classes, cfg)
+        parts["aux"] = [_side(a, s, batch, device) for a, s in zip(sim.aux, sim._dry_shapes(torch.device("cpu")))]
+    elif method == "belilovsky_greedy":
+        from bench.models import simcnn
+
+        base = (cfg.get("architecture") or {}).get("base", "")
+        heads = simcnn.aux_heads(base, model.num_classes, model.input_shape[-1], cfg.get("model") or {})
+        parts["aux"] = [_side(h, s, batch, device) for h, s in zip(heads, shapes)]
+    elif method == "greedy_layerwise":  # the temporary heads: flatten -> linear on each block's output
+        parts["aux"] = [_side(nn.Sequential(nn.Flatten(), nn.Linear(math.prod(s), model.num_classes)), s, batch,
+                              device) for s in shapes]
+    return parts
+
+
+# ---------------------------------------------------------------- phases per method
+
+def drops_from_epochs(epochs: list[dict]) -> list[tuple[int, int]]:
+    """[(phase, cut)] per epoch of a Learn & Drop or Freezing run, from its records (phase 0 warm-up, 1 full model,
+    2 extraction, 3 stored maps; cut: the layers dropped or frozen during the epoch)."""
+    return [(int(e.get("phase", 1)), int(e.get("dropped_layers", 0))) for e in epochs]
+
+
+@dataclass(frozen=True)
+class Part:
+    """Some modules' forward MACs, forward seconds and forward + backward seconds per sample (seconds: 0 untimed)."""
+    macs: float = 0.0
+    fwd: float = 0.0
+    both: float = 0.0
+
+    def __add__(self, other: "Part") -> "Part":
+        return Part(self.macs + other.macs, self.fwd + other.fwd, self.both + other.both)
+
+    def __sub__(self, other: "Part") -> "Part":
+        return Part(self.macs - other.macs, self.fwd - other.fwd, self.both - other.both)
+
+
+def forward(p: Part) -> Work:
+    """Run forward only (frozen, no grad)."""
+    return Work(p.macs, p.fwd)
+
+
+def trained(p: Part) -> Work:
+    """Run forward and backward to the weights and the input: 3 forwards' MACs; the measured seconds."""
+    return Work(3 * p.macs, p.both)
+
+
+def crossed(p: Part) -> Work:
+    """Frozen, but the gradient crosses it to earlier trained layers: forward and the input's gradient only (2
+    forwards' MACs; half the backward's seconds)."""
+    return Work(2 * p.macs, (p.fwd + p.both) / 2)
+
+
+def parts_sum(ps) -> Part:
+    return sum(ps, Part())
+
+
+def phases(method: str, cfg: dict, parts: dict, train_n: int, augmented: bool,
+           drops: list[tuple[int, int]] | None = None) -> list[Phase]:
+    """The run's phases. `drops`: Learn & Drop's or Freezing's (phase, cut) per epoch, None: no drop."""
+    blocks, head = [Part(*b) for b in parts["blocks"]], Part(*parts["head"])
+    whole = parts_sum(blocks) + head
+    epochs = stage_epochs(method, cfg, len(blocks), len(parts.get("layers", [])) or None)
+    if method == "backprop":
+        return [Phase(epochs[0], trained(whole), forward(whole))]
+    if method == "predsim":
+        return [Phase(epochs[0], trained(whole + parts_sum(Part(*a) for a in parts["aux"])), forward(whole))]
+    if method in ("learn_drop", "freezing"):
+        cuts = [Part(*c) for c in parts["cuts"]]
+        out, before = [], 0
+        for phase, cut in drops or [(1, 0)] * epochs[0]:
+            frozen = cuts[min(cut, len(cuts) - 1)]
+            if method == "freezing":
+                train = forward(frozen) + trained(whole - frozen)
+            elif phase == 2:  # the newly dropped layers once (from the stored maps of the cut before, if any), the
+                # head trained on their maps, which are stored
+                read = Work(reads=parts["cut_state"][before]) if before else Work()
+                train = read + forward(frozen - cuts[before]) + trained(whole - frozen) \
+                    + Work(reads=parts["cut_state"][cut])
+            elif phase == 3:  # the head trained on the stored maps, read back
+                train = Work(reads=parts["cut_state"][cut]) + trained(whole - frozen)
+            else:
+                train = trained(whole)
+            out.append(Phase(1, train, forward(whole)))
+            before = cut
+        return out
+    if method == "layer_to_layer":
+        layers = [Part(*x) for x in parts["layers"]]
+        from bench.methods.layer_to_layer import stage_windows
+
+        opts = cfg.get("method_options") or {}
+        windows = stage_windows(len(layers), len(epochs), opts.get("window", "both_ends"))
+        return [Phase(e, forward(parts_sum(layers[:f])) + trained(parts_sum(layers[f:l + 1]))
+                      + crossed(parts_sum(layers[l + 1:])), forward(whole)) for e, (f, l) in zip(epochs, windows)]
+    return _layerwise(method, cfg, blocks, head, parts, epochs, train_n, augmented)
+
+
+def _layerwise(method, cfg, blocks, head, parts, epochs, train_n, augmented) -> list[Phase]:
+    opts = cfg.get("method_options") or {}
+    cached = opts.get("cache_prefix", CACHED_BY_DEFAULT)
+    exact = cached and not augmented
+    si_like = method in ("si_forward", "fb_si")
+    copies = 3 if si_like and opts.get("neighbours", "data") == "data" else 1
+    growing = si_like and opts.get("train_scope", "block") == "growing"
+    samples = int(opts.get("si_eval_samples", SI_EVAL_SAMPLES)) if method != "belilovsky_greedy" else 0
+    n_feature = len(epochs) - (0 if method == "belilovsky_greedy" else 1)
+    whole = parts_sum(blocks) + head
+    out = []
+    for i in range(n_feature):
+        prefix = Part() if growing else parts_sum(blocks[:i])
+        block = parts_sum(blocks[:i + 1]) if growing else blocks[i]
+        d = parts["out"][i]
+        local = Part(*parts["aux"][i]) if method in ("greedy_layerwise", "belilovsky_greedy") else Part()
+        # cached: every batch gathers its (and its partners') prefix features from the cache
+        fed = Work(reads=parts["out"][i - 1]) if i and not growing else Work()
+        train = copies * (trained(block + local) + (fed if exact else forward(prefix)))
+        # greedy's and Belilovsky's local predictor on the test set every epoch; SI: its index on a subset (below)
+        phase = Phase(epochs[i], train,
+                      Work() if si_like else forward(block + local) + (fed if cached else forward(prefix)),
+                      once_train=forward(prefix) if exact else Work(), once_test=forward(prefix) if cached else Work())
+        if si_like and copies == 3:  # the pair search: the set through the block, then N^2 distances
+            phase.once_train = phase.once_train + forward(block)
+            phase.once_fixed = Work(pairs=train_n ** 2, pair_dims=train_n ** 2 * d)
+        if samples >= 2:  # the SI index of the trained layer on a subset, every epoch
+            phase.epoch_fixed = samples * forward(block) + Work(pairs=samples ** 2, pair_dims=samples ** 2 * d)
+        if method != "belilovsky_greedy":  # the whole model from the prefix at the stage's last epoch
+            phase.once_test = phase.once_test + forward(whole - prefix)
+        out.append(phase)
+    if method != "belilovsky_greedy":  # the classifier (fb_si: end-to-end) stage on the frozen feature blocks
+        prefix = parts_sum(blocks[:n_feature])
+        rest = parts_sum(blocks[n_feature:]) + head
+        fed = Work(reads=parts["out"][n_feature - 1]) if n_feature else Work()
+        out.append(Phase(epochs[-1], trained(rest) + (fed if exact else forward(prefix)),
+                         forward(rest) + (fed if cached else forward(prefix)),
+                         once_train=forward(prefix) if exact else Work(),
+                         once_test=forward(prefix) if cached else Work()))
+    return out

@@ -1,0 +1,136 @@
+"""What `bench plan` prints: device-hours per paper, or predicted against measured (or printed) seconds per job and
+per method."""
+import json
+import statistics
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from tabulate import tabulate
+
+from bench import BenchError
+from bench import experiments as ex
+from bench.cost import plan
+
+
+def hours(h: float) -> str:
+    return f"{h:,.1f}" if h >= 10 else f"{h:.3g}"
+
+
+def load_calibration(path: str) -> plan.Calibration:
+    """A Calibration from a JSON file: `bench plan --write`'s (its `device_costs`) or `bench devicecheck`'s. Untimed:
+    its device's layers cannot be timed here, so its rate prices the MACs."""
+    try:
+        found = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise BenchError(f"{path}: cannot read a calibration ({type(err).__name__}: {err})") from None
+    found = found.get("device_costs", found) if isinstance(found, dict) else found
+    names = {f.name for f in fields(plan.Calibration)}
+    if not isinstance(found, dict) or "rate" not in found:
+        raise BenchError(f"{path}: field rate: missing (a calibration names at least its rate)")
+    for key, value in found.items():
+        if key not in names:
+            raise BenchError(f"{path}: field {key}: not a calibration field ({', '.join(sorted(names))})")
+        if key not in ("source", "device", "timed") and (not isinstance(value, (int, float)) or value < 0
+                                                           or (key == "rate" and value <= 0)):
+            raise BenchError(f"{path}: field {key}: {value!r} is not a non-negative number")
+    return plan.Calibration(**{**found, "timed": False})
+
+
+def describe(cal: plan.Calibration) -> str:
+    what = "every model's layers timed on it" if cal.timed else f"{cal.rate:.3g} forward-MAC units/s"
+    return (f"{what} ({cal.source}), {cal.per_batch * 1e3:.3g} ms per batch, {cal.per_read * 1e9:.3g} ns per "
+            f"element read from a cache, {cal.per_pair * 1e9:.3g} ns per searched pair and "
+            f"{cal.per_pair_dim * 1e9:.3g} ns per pair dimension")
+
+
+def comparison(rows: list[dict], cal: plan.Calibration, device: str) -> str:
+    """Per job, then per method: predicted / measured, with the median and range."""
+    jobs = tabulate([[r["experiment"], r["seed"], f"{r['predicted_s']:.2f}", f"{r['measured_s']:.2f}",
+                      f"{r['ratio']:.2f}"] for r in rows],
+                    headers=["Job", "Seed", "Predicted s", "Measured s", "Predicted / measured"], tablefmt="github")
+    per_method = []
+    for method in sorted({r["method"] for r in rows}):
+        ratios = [r["ratio"] for r in rows if r["method"] == method and r["ratio"] == r["ratio"]]
+        if ratios:
+            per_method.append([method, len(ratios), f"{statistics.median(ratios):.2f}",
+                               f"{min(ratios):.2f}-{max(ratios):.2f}"])
+    methods = tabulate(per_method, headers=["Method", "Jobs", "Median predicted / measured", "Range"],
+                       tablefmt="github")
+    ratios = sorted(r["ratio"] for r in rows if r["ratio"] == r["ratio"])
+    rest = [r["rest_s"] for r in rows if r["rest_s"] == r["rest_s"]]
+    lines = [jobs, "", methods, "",
+             f"{len(rows)} jobs on {device}: {describe(cal)}. Predicted / measured: median "
+             f"{statistics.median(ratios):.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}."]
+    if rest:
+        lines.append(f"Measured is each job's training and evaluation; outside them (loading data, MLflow, "
+                     f"checkpoints) the jobs spent a median {statistics.median(rest):.1f} s more each, not predicted.")
+    return "\n".join(lines)
+
+
+def printed_comparison() -> str:
+    """Predicted (at the printed calibration's median rate) against printed seconds of the papers' timed cells."""
+    cal = plan.printed_calibration()
+    rows = [{**r, "predicted_s": r["units"] / cal["rate"]} for r in plan.printed_times()]
+    lines = [tabulate([[r["claim"], r["method"], f"{r['predicted_s'] / 60:.1f}", f"{r['printed_s'] / 60:.1f}",
+                        f"{r['predicted_s'] / r['printed_s']:.2f}"] for r in rows],
+                      headers=["Printed cell", "Method", "Predicted min", "Printed min", "Predicted / printed"],
+                      tablefmt="github")]
+    for method in sorted({r["method"] for r in rows}):
+        ratios = [r["predicted_s"] / r["printed_s"] for r in rows if r["method"] == method]
+        lines.append(f"{method}: predicted / printed median {statistics.median(ratios):.2f}, "
+                     f"range {min(ratios):.2f}-{max(ratios):.2f} ({len(ratios)} cells)")
+    lines.append(f"\nrate {cal['rate']:.3g} forward-MAC units/s, the median of the {len(cal['cells'])} backprop "
+                 f"cells' (range {cal['rate_min']:.3g}-{cal['rate_max']:.3g}); {'; '.join(cal['hardware'])}")
+    return "\n".join(lines)
+
+
+def hours_text(found: dict, profile: str) -> str:
+    kind = {"cpu": "CPU-hours"}.get(found["device_type"], "GPU-hours")
+    table = tabulate([[p, hours(h)] for p, h in found["hours_per_paper"].items()] + [["all", hours(found["hours_total"])]],
+                     headers=["Paper", f"{kind} ({found['seeds']} seeds)"], tablefmt="github", disable_numparse=True)
+    cal = found["calibration"]
+    if cal["source"] == "printed":
+        at = lambda r: hours(found["hours_total"] * found["rate_units_per_s"] / r)  # noqa: E731
+        how = (f"calibrated on the papers' printed backprop training times ({len(cal['cells'])} cells; "
+               f"{found['device']}): {cal['rate']:.3g} forward-MAC units/s, their median. At the rates of the middle "
+               f"half of the cells {at(cal['rate_q3'])}-{at(cal['rate_q1'])} {kind}, at the extremes "
+               f"{at(cal['rate_max'])}-{at(cal['rate_min'])} (`bench plan --calibrate printed --compare` lists the "
+               "cells)")
+    else:
+        how = (f"calibrated on {found['device']}: {describe(plan.Calibration(**found['device_costs']))} "
+               "(bench/cost/method_costs.py, bench/cost/plan.py)")
+    return (f"{table}\n\nprofile {profile}: {len(found['jobs'])} experiments x {found['seeds']} seeds; {how}. "
+            "Learn & Drop and Freezing without drops: an upper bound for them.")
+
+
+def run(profile: str, seeds: int | None, device: str, rate: float | None, calibrate: str,
+        calibration: str | None, compare: bool, results: str, write: str | None) -> str:
+    from bench.methods.training import resolve_device
+    from bench.run.measure import device_name
+
+    if compare and calibrate == "printed":
+        return printed_comparison()
+    cal = load_calibration(calibration) if calibration else None
+    if compare:
+        dev = resolve_device(device)
+        cal = cal or plan.calibrate_device(profile, dev, rate)
+        rows = plan.compare(profile, cal, results, device)
+        if not rows:
+            raise BenchError(f"no finished runs under {results}/{profile} to compare with")
+        return comparison(rows, cal, cal.device or device_name(dev))
+    if profile == "all":
+        plans = [plan.plan(p, seeds, device, rate, calibrate, cal) for p in ex.profiles()]
+        kind = {"cpu": "CPU-hours"}.get(plans[0]["device_type"], "GPU-hours")
+        papers = list(plans[0]["hours_per_paper"])
+        table = tabulate([[p, *(hours(f["hours_per_paper"][p]) for f in plans)] for p in papers]
+                         + [["all", *(hours(f["hours_total"]) for f in plans)]],
+                         headers=["Paper", *(f"{f['profile']} ({f['seeds']} seeds)" for f in plans)],
+                         tablefmt="github", disable_numparse=True)
+        return f"{table}\n\n{kind}, calibrated on {plans[0]['device']}; each profile with its own seeds unless --seeds"
+    found = plan.plan(profile, seeds, device, rate, calibrate, cal)
+    if write:
+        Path(write).parent.mkdir(parents=True, exist_ok=True)
+        Path(write).write_text(json.dumps(found, indent=1))
+        print(f"wrote {write}", file=sys.stderr)
+    return hours_text(found, profile)

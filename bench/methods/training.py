@@ -1,0 +1,235 @@
+"""What every training method shares: optimizers and LR schedules from the config, evaluation, the epoch
+record, and a progress bar that is quiet when stderr is not a terminal."""
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from bench.methods.checkpoint import Checkpoint
+
+
+# Fault injection for the tests of resume, failure records and tracking outages: "kill:N" SIGKILLs the process,
+# "raise:N" raises, after N training batches in total; "slow:MS" sleeps MS milliseconds after every batch.
+FAULT_ENV = "BENCH_FAULT"
+_batches_seen = 0
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+def _faulty(batches):
+    """$BENCH_FAULT=kill:N (SIGKILL) or raise:N (an exception) after N batches; slow:MS sleeps MS milliseconds after
+    every batch (a long job without the CPU it would take, for the tests of what happens while jobs run)."""
+    global _batches_seen
+    mode, _, after = os.environ[FAULT_ENV].partition(":")
+    if mode == "slow":
+        for item in batches:
+            yield item
+            time.sleep(int(after or 0) / 1000)
+        return
+    for item in batches:
+        if _batches_seen >= int(after or 0):
+            if mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise InjectedFault(f"fault injected by ${FAULT_ENV} after {_batches_seen} batches")
+        _batches_seen += 1
+        yield item
+
+
+@dataclass
+class Context:
+    """What a method needs besides model, data and config."""
+    device: torch.device
+    seed: int
+    log_epoch: Callable[[dict], None] = lambda record: None
+    progress: bool | None = None  # None: only when stderr is a terminal
+    checkpoint: "Checkpoint | None" = None  # per-epoch checkpoints (bench/methods/checkpoint.py); None: no resume
+
+    def saved(self) -> dict | None:
+        """A killed run's saved values and epochs done ({"epoch": k, ...}), or None: read before building objects
+        that depend on where the run stopped."""
+        return self.checkpoint.peek() if self.checkpoint else None
+
+    def resume(self, objects: dict, values: dict) -> int:
+        """Restore a killed run's last checkpoint into `objects` and `values`; the epochs already done (0: none)."""
+        return self.checkpoint.restore(objects, values) if self.checkpoint else 0
+
+    def epoch_done(self, epoch: int, objects: dict, values: dict):
+        """Checkpoint after `epoch` epochs (call it after the epoch's record is logged)."""
+        if self.checkpoint:
+            self.checkpoint.save(epoch, objects, values)
+
+    def bar(self, iterable, **kw):
+        show = sys.stderr.isatty() if self.progress is None else self.progress
+        bar = tqdm(iterable, disable=not show, leave=False, dynamic_ncols=True, **kw)
+        return _faulty(bar) if kw.get("unit") == "batch" and os.environ.get(FAULT_ENV) else bar
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' (CUDA when available, else the CPU), 'cpu', 'cuda' or 'cuda:N'; CUDA asked for but absent is an error."""
+    from bench import BenchError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError(f"device '{name}' requested but CUDA is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise BenchError(f"--device '{name}' is not a device: use auto, cpu, cuda or cuda:N") from None
+
+
+def timed_steps(step: Callable, batches, device: torch.device, limit: int, channels_last: bool = False,
+                precision: str = "fp32") -> tuple[int, float]:
+    """Run `step(x, y)` on `limit` batches (iterating `batches` again when an epoch ends) under the precision's
+    autocast; returns (images, seconds). The benchmarks' and the cost probe's one loop."""
+    images = steps = 0
+    sync(device)
+    start = time.perf_counter()
+    with autocast(device, precision):
+        while steps < limit:
+            for x, y in batches:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                step(x, y)
+                images, steps = images + len(y), steps + 1
+                if steps == limit:
+                    break
+    sync(device)
+    return images, time.perf_counter() - start
+
+
+def ce_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
+    """One plain cross-entropy training step on a batch."""
+    def step(x, y):
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def fast_settings(cfg: dict, device: torch.device) -> dict:
+    """The fast-step switches a run uses, resolved for its device (recorded in its result and MLflow run):
+    precision 'bf16' (autocast around the whole training: forward, loss and the backward that follows, on GPUs
+    with bf16; no loss scaling is needed, bf16 has fp32's range) or 'fp32'; channels_last on CUDA; torch.compile of
+    the model's forward (off unless asked: it pays off only for long runs of methods that call the whole model,
+    backprop above all); CUDA graphs (off unless asked; CUDA only). Config keys `precision` (auto | fp32 | bf16),
+    `channels_last` (auto | true | false), `compile` (false | true), `cuda_graphs` (false | true)."""
+    from bench import BenchError
+
+    cuda = device.type == "cuda"
+    precision = cfg.get("precision", "auto")
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    channels_last = cfg.get("channels_last", "auto")
+    channels_last = cuda if channels_last == "auto" else bool(channels_last)
+    cuda_graphs = bool(cfg.get("cuda_graphs", False))
+    if cuda_graphs and not cuda:
+        raise BenchError(f"cuda_graphs: true needs a CUDA device, this run is on '{device}' (set cuda_graphs: false)")
+    return {"precision": precision, "channels_last": channels_last, "compile": bool(cfg.get("compile", False)),
+            "cuda_graphs": cuda_graphs}
+
+
+def compile_forward(model: nn.Module, fast: dict) -> nn.Module:
+    """torch.compile the model's forward as `fast` asks (in place; the parameters and state dict are unchanged).
+    cuda_graphs: mode 'reduce-overhead', inductor's kernels launched as CUDA graphs (cudagraph trees): a graph is
+    recorded per input shape and replayed, so the static shapes of a run (its training batch; the last, smaller
+    batch of an epoch and the evaluation batches get graphs of their own) cost one launch per step instead of one
+    per kernel. The outputs live in the graph's memory until the next replay: the methods read a batch's logits
+    before the next forward, and PyTorch raises, not corrupts, if anything reads them later."""
+    if fast.get("cuda_graphs"):
+        model.forward = torch.compile(model.forward, mode="reduce-overhead")
+    elif fast.get("compile"):
+        model.forward = torch.compile(model.forward)
+    return model
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a precision ('fp32': none)."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+
+
+def unique_parameters(modules) -> list:
+    """The parameters of `modules`, each once, in order (modules may share parameters)."""
+    seen, out = set(), []
+    for m in modules:
+        for p in m.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+def train_test_batches(data, cfg: dict, device, seed: int):
+    """The training batches (shuffled, augmented as the config says, seeded) and the test batches (in order)."""
+    from bench.data.loader import Batches
+
+    norm = cfg["normalize"]
+    train = Batches(data.x_train, data.y_train, cfg["batch_size"], device=device, mean=norm["mean"], std=norm["std"],
+                    augment=cfg["augment"], shuffle=True, seed=seed)
+    test = Batches(data.x_test, data.y_test, cfg.get("eval_batch_size", 512), device=device, mean=norm["mean"],
+                   std=norm["std"])
+    return train, test
+
+
+def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.0),
+                               weight_decay=cfg.get("weight_decay", 0.0), nesterov=cfg.get("nesterov", False))
+    if cfg["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0),
+                                eps=cfg.get("adam_eps", 1e-8))
+    raise ValueError(f"unknown optimizer '{cfg['optimizer']}'")
+
+
+def make_scheduler(optimizer, cfg: dict):
+    """Step once per epoch: the LR is multiplied by lr_gamma after each epoch listed in lr_milestones."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.get("lr_milestones", []), cfg.get("lr_gamma", 0.1))
+
+
+def sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, device) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in %) over all batches; one host sync at the end."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    for x, y in batches:
+        logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        n += len(y)
+    return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+class EpochTimer:
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        sync(self.device)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        sync(self.device)
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,176 @@
+"""`bench report`: results/<profile>/{cells,headlines,companions}.csv -> reports/<profile>/index.md, one <paper>.md
+per paper (its tables: tables.py; the sections beside them: sections.py), figures (figures.py).
+
+The index has one line per paper (cells with values, verdict counts, headline claims held, audit findings). A paper's
+report starts with its summary (scope, what reproduced, what did not, what could not be judged and why), then its
+tables as the paper prints them (same rows, same columns), every cell "printed → reproduced mean ± sd (n)" with its
+verdict, then the headline claims, per-epoch figures, companion runs, model measurements and the choices made where
+the paper is silent. The header names the profile, the hardware and the code version the runs used; for the smoke
+and check profiles the first line says that their numbers say nothing about the papers. Output is byte-stable:
+fixed ordering and number formats, PNGs without timestamps.
+"""
+import csv
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+from tabulate import tabulate
+
+from bench import BenchError
+from bench import experiments as ex
+from bench.claims.registry import papers
+from bench.report.figures import claimed_vs_reproduced, epoch_figures
+from bench.report.sections import (choices_markdown, companion_markdown, headline_markdown, learning_markdown,
+                                   measurement_markdown, runs_markdown)
+from bench.report.tables import how_to_read, summary_markdown, table_markdown, verdict_counts
+from bench.run.results import load_results, write_json_atomic
+
+SMOKE_WARNING = ("> **Smoke profile: these numbers say nothing about the papers.** They come from synthetic "
+                 "stand-in data, networks at 1/16 width and a few short epochs; they only show that every step of "
+                 "the pipeline runs.")
+CHECK_WARNING = ("> **Check profile: a real-data sanity check, not a reproduction.** Real data cut to fixed "
+                 "subsets, networks at 1/4 width, two epochs: the numbers show that each method learns, not what "
+                 "the papers' settings give.")
+
+
+def read_cells(profile: str, results: Path | str) -> list[dict]:
+    path = Path(results) / profile / "cells.csv"
+    if not path.exists():
+        raise BenchError(f"{path} not found: run `bench aggregate --profile {profile}` first")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for key in ("claimed", "mean", "sd", "ci_low", "ci_high", "diff", "band_low", "band_high", "p_adjusted"):
+            r[key] = float(r[key]) if r[key] != "" else math.nan
+        r["n"], r["seeds_expected"] = int(r["n"]), int(r["seeds_expected"])
+    return rows
+
+
+def read_headlines(profile: str, results: Path | str) -> list[dict]:
+    path = Path(results) / profile / "headlines.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for key in ("diff", "p_holds", "p_reversed", "p_two_sided", "p_adjusted"):
+            r[key] = float(r[key]) if r[key] != "" else math.nan
+    return rows
+
+
+def run_facts(found: dict, paper: str | None = None) -> dict:
+    """Counts over the valid result files `found` (load_results' dict), of one paper's experiments with `paper`."""
+    runs = [r for (eid, _), r in found.items() if paper is None or eid.split("-")[0] == paper]
+    count = lambda key: Counter(r["environment"].get(key, "not recorded") for r in runs)  # noqa: E731
+    return {"runs": len(runs), "devices": count("device"), "code": count("code_version"), "torch": count("torch"),
+            "precision": count("precision"), "last": max((r["finished"] for r in runs), default="")}
+
+
+def restriction(profile: str, only: str) -> list[str]:
+    """The header line of a DAG restricted with only=: which experiments ran, of how many."""
+    if not only:
+        return []
+    import fnmatch
+
+    patterns = [p.strip() for p in only.split(",") if p.strip()]
+    from bench.run.targets import targets as profile_targets
+
+    targets = profile_targets(profile)
+    ran = [t for t in targets if any(fnmatch.fnmatchcase(t, p) for p in patterns)]
+    return [f"- **Restricted run:** `only={only}`: {len(ran)} of the profile's {len(targets)} experiments; every "
+            "other cell reads MISSING here because it was not run, not because it failed"]
+
+
+def header(profile: str, facts: dict, seeds: list[int], title: str, only: str = "") -> list[str]:
+    prof = ex.profiles()[profile]
+    lines = [SMOKE_WARNING, ""] if profile == "smoke" else ([CHECK_WARNING, ""] if profile == "check" else [])
+    listing = lambda c: ", ".join(f"{k} ({v} runs)" for k, v in c.most_common()) or "none"  # noqa: E731
+    lines += [f"# {title}", "",
+              f"- **Profile:** `{profile}`: {' '.join(prof['description'].split())}",
+              f"- **Seeds:** {', '.join(map(str, seeds))}; runs found: {facts['runs']} (latest finished {facts['last'] or 'n/a'})",
+              f"- **Hardware:** {listing(facts['devices'])}",
+              f"- **Code version:** {listing(facts['code'])}; torch {listing(facts['torch'])}",
+              f"- **Precision:** {listing(facts['precision'])}" + (
+                  "; **bf16 autocast is a deviation from the papers**, which trained in fp32: its numbers may "
+                  "differ for that reason alone" if facts["precision"].get("bf16") else ""),
+              *restriction(profile, only),
+              "- Generated by `bench report` from `results/" + profile + "/cells.csv` (`bench aggregate`); "
+              "every reproduced value traces to its result file and MLflow run (listed in cells.csv).", ""]
+    return lines
+
+
+def write_reports(profile: str, results: Path | str = "results", reports: Path | str = "reports",
+                  only: str = "") -> list[Path]:
+    """reports/<profile>/index.md and one page per paper (with figures); `only`: the workflow's restriction, said
+    in every header. Figures of an earlier run that no page links any more are removed."""
+    from bench.claims.audit import findings
+
+    ex.profile_settings(profile)
+    cells = read_cells(profile, results)
+    heads = read_headlines(profile, results)
+    seeds = json.loads((Path(results) / profile / "aggregate.json").read_text())["seeds"]
+    found = load_results(profile, seeds, results)  # read and checked once, counted per paper below
+    facts = run_facts(found)
+    audit = findings()
+    out_dir = Path(reports) / profile
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    index = header(profile, facts, seeds, f"layerwise-bench: claimed vs reproduced ({profile} profile)", only)
+    summary = []
+    for paper, meta in papers().items():
+        rows = [r for r in cells if r["paper"] == paper]
+        mine = [h for h in heads if h["paper"] == paper]
+        lines = header(profile, run_facts(found, paper), seeds, meta["citation"], only)
+        lines += summary_markdown(paper, meta, rows, mine, len(audit.get(paper, [])))
+        fig = out_dir / "figures" / f"{paper}_claimed_vs_reproduced.png"
+        if claimed_vs_reproduced(rows, fig, f"{paper} ({profile} profile): printed vs reproduced, by verdict"):
+            lines += [f"![claimed vs reproduced, with the tolerance bands](figures/{fig.name})", ""]
+            written.append(fig)
+        lines += how_to_read()
+        for table, tmeta in meta["tables"].items():
+            trows = [r for r in rows if r["table"] == table]
+            name = "Numbers stated in the text" if table == "text" else f"Table {table}"
+            lines += [f"## {name}: {tmeta['caption']}", ""] + table_markdown(trows)
+        lines += headline_markdown(paper, mine)
+        figures = epoch_figures(paper, results, profile, seeds, out_dir)
+        if figures:
+            lines += ["## Per epoch", "", ex.grid(paper)["epoch_figures"]["caption"], ""]
+            lines += [f"![{f.stem}](figures/{f.name})" for f in figures] + [""]
+            written += figures
+        lines += runs_markdown(rows, found, results, out_dir, profile)
+        lines += companion_markdown(paper, results, profile)
+        lines += measurement_markdown(paper, rows, results, profile)
+        lines += choices_markdown(paper)
+        path = out_dir / f"{paper}.md"
+        path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+        written.append(path)
+        c = verdict_counts(rows)
+        missing = sum(h["verdict"] in ("MISSING", "DIVERGED") for h in mine)  # untested, not 'not held'
+        held = ("N/C" if mine and all(h["verdict"] == "NOT COMPARABLE" for h in mine)
+                else f"{sum(h['verdict'] == 'HOLDS' for h in mine)} / {len(mine)}"
+                + (f", {missing} without runs" if missing else ""))
+        summary.append([f"[{paper}]({paper}.md)", len(rows), sum(1 for r in rows if r["n"]), c["REPRODUCED"],
+                        c["BETTER"], c["NOT REPRODUCED"], c["INCONCLUSIVE"], c["NOT COMPARABLE"],
+                        c["MISSING"] + c["FAILED"] + c["DIVERGED"],
+                        f"{held} (as printed: {sum(h['as_printed'] == 'yes' for h in mine)} / {len(mine)})",
+                        len(audit.get(paper, []))])
+    index += ["## Verdicts per paper", "",
+              tabulate(summary, headers=["Paper", "Cells", "With values", "Reproduced", "Better", "Not reproduced",
+                                         "Inconclusive", "Not comparable", "Missing / failed / diverged",
+                                         "Headline claims held", "Audit findings"],
+                       tablefmt="github", disable_numparse=True), "",
+              "Papers: " + "; ".join(f"**{p}**: {m['citation']}" for p, m in papers().items()) + ".", "",
+              "The audit of the papers' own printed numbers (no training): [audit.md](../audit.md).", ""]
+    index += learning_markdown(found) + how_to_read()
+    path = out_dir / "index.md"
+    path.write_text("\n".join(index).rstrip() + "\n", encoding="utf-8")
+    written = [path] + written
+    for old in sorted((out_dir / "figures").glob("*.png")):  # an earlier run's figures no page links any more
+        if old not in written:
+            old.unlink()
+    # The workflow's final target: it lives with the results, so that a fresh clone (whose reports/ are committed
+    # but whose results/ are not) regenerates the reports, and a second run with nothing changed does nothing.
+    manifest = Path(results) / profile / "reports.json"
+    write_json_atomic(manifest, {"profile": profile, "reports": [p.as_posix() for p in written]})
+    return written + [manifest]

@@ -1,0 +1,42 @@
+"""Which experiments a profile runs: every experiment of the registry and the grids (bench.experiments) whose
+method, model and dataset the suite implements, and whose grid does not limit it to other profiles. The workflow's
+training jobs are these targets; the others stay in the reports as MISSING, with the reason `support` gives.
+"""
+from functools import cache
+
+from bench import experiments as ex
+
+
+@cache
+def support(exp: ex.Experiment, profile: str) -> str:
+    """'' when the suite can run this experiment under this profile, else the reason it cannot (yet)."""
+    from bench.data import missing_reason as data_missing
+    from bench.methods import missing_reason as method_missing
+    from bench.models import missing_reason as model_missing
+
+    limited = ex.companion_profiles().get(exp.id)
+    if limited is not None and profile not in limited:
+        return f"a companion run only in the {', '.join(limited)} profile(s) (its grid's companions entry)"
+    cfg_arch = ex.paper_config(exp)[0]["architecture"]
+    for reason in (method_missing(exp.method), model_missing(cfg_arch),
+                   data_missing(exp.dataset, ex.profile_settings(profile)["data"])):
+        if reason:
+            return reason
+    return ""
+
+
+def targets(profile: str) -> list[str]:
+    """Ids of the experiments this profile runs: every experiment the suite supports."""
+    return [eid for eid, exp in ex.experiments().items() if not support(exp, profile)]
+
+
+def print_experiments(profile: str, with_missing: bool = False):
+    """`bench experiments`: the ids of the experiments the profile runs, one a line; `with_missing`: the others too,
+    each with why it cannot run."""
+    ex.profile_settings(profile)
+    for eid, exp in ex.experiments().items():
+        reason = support(exp, profile)
+        if not reason:
+            print(eid)
+        elif with_missing:
+            print(f"{eid}\tMISSING: {reason}")

@@ -1,0 +1,364 @@
+"""`bench aggregate`: result files -> one row of statistics per claim cell (results/<profile>/cells.csv).
+
+A trained cell's value is computed per seed from the run(s) it depends on (a time saving from the run and its
+baseline run of the same seed; an average stated in the text from the cells it averages), then summarized
+over seeds. A cell computed from the model alone (parameters, FLOPs) has one exact value from its measurement
+file and a verdict: REPRODUCED when it rounds to the printed value. Reads only result files, never MLflow.
+Cells that cannot be measured yet keep their row, with status MISSING and the reason.
+"""
+import csv
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import BenchError
+from bench import experiments as ex
+from bench.claims.headlines import as_printed, load_headlines
+from bench.claims.registry import SECONDS_PER_TIME_UNIT, Claim, load_claims, members
+from bench.run import deterministic as det
+from bench.run import results as result_files
+from bench.run.results import load_results, write_json_atomic
+from bench.run.targets import support
+from bench.verdicts import cells as vd
+from bench.verdicts import headlines as hl
+from bench.verdicts import stats
+
+COLUMNS = ["id", "paper", "table", "row", "column", "metric", "unit", "printed", "claimed", "n", "seeds_expected",
+           "mean", "sd", "ci_low", "ci_high", "ci_method", "diff", "band_low", "band_high", "p_ttest", "p_equivalence",
+           "p_cell", "p_adjusted", "correction", "status", "verdict", "seeds_needed", "flag", "reason", "devices",
+           "experiment", "baseline_experiment", "sources"]
+HEADLINE_COLUMNS = ["id", "paper", "where", "relation", "cells", "as_printed", "printed_numbers", "n", "pairs", "diff",
+                    "p_holds", "p_reversed", "p_two_sided", "p_adjusted", "correction", "test", "verdict", "reason"]
+
+
+def metric_value(claim: Claim, result: dict, baseline: dict | None = None) -> float:
+    """The value of `claim` measured by one run (and its baseline run, for relative cells), in the claim's unit."""
+    m = result["metrics"]
+    if claim.metric == "test_accuracy":
+        return m["test_accuracy"]
+    if claim.metric == "test_error":
+        return 100.0 - m["test_accuracy"]
+    if claim.metric == "train_time":
+        return training_seconds(result) / SECONDS_PER_TIME_UNIT[claim.unit]
+    if claim.metric == "memory":  # the grid's `memory_metric` says which measurement the paper's memory is
+        key = result.get("config", {}).get("memory_metric", "peak_memory_mb")
+        return m[key] / (1024.0 if claim.unit == "GB" else 1.0)
+    if claim.metric == "time_saving_pct":
+        t_base = baseline["metrics"]["train_time_s"]
+        return 100.0 * (t_base - m["train_time_s"]) / t_base
+    raise ValueError(f"no run measures metric {claim.metric}")
+
+
+def training_seconds(result: dict) -> float:
+    """The run's training time as its paper times it: `train_time_s` (training epochs only), or, where the grid
+    says `timing: fit_with_validation` (Keras' fit with validation data, Bhyravabhottla & Lee), the epochs with
+    their per-epoch test evaluation, and for layer-to-layer the wall time around the whole staged loop."""
+    m = result["metrics"]
+    if result.get("config", {}).get("timing") != "fit_with_validation":
+        return m["train_time_s"]
+    if "staged_wall_time_s" in m:
+        return m["staged_wall_time_s"]
+    return sum(e.get("epoch_time_s", 0.0) + e.get("eval_time_s", 0.0) for e in result["epochs"])
+
+
+COMPANION_COLUMNS = ["experiment", "beside", "paper", "dataset", "model", "method", "variant", "n", "seeds_expected",
+                     "status", "test_accuracy", "test_accuracy_sd", "training_time_s", "peak_memory_mb", "epochs",
+                     "why", "mlflow_runs"]
+
+
+def companion_rows(profile: str, seeds: list[int], results: Path | str = "results",
+                   invalid: dict | None = None) -> list[dict]:
+    """One row per companion run (bench.experiments.companions): mean test accuracy, training time and memory."""
+    invalid = {} if invalid is None else invalid
+    runs = load_results(profile, seeds, results, invalid)
+    rows = []
+    for eid, (exp, beside, why) in ex.companions().items():
+        if support(exp, profile):
+            continue
+        found = [runs[(eid, s)] for s in seeds if (eid, s) in runs]
+        done = [r for r in found if r.get("status") == "FINISHED"]
+        acc = stats.summarize([r["metrics"]["test_accuracy"] for r in done])
+        mean = lambda xs: sum(xs) / len(xs) if xs else math.nan  # noqa: E731
+        failed = {r.get("status") for r in found} - {"FINISHED"}
+        status = "INVALID" if any((eid, s) in invalid for s in seeds) else "MEASURED" if len(done) == len(seeds) else (
+            ("DIVERGED" if failed == {"DIVERGED"} else "FAILED") if failed else ("PARTIAL" if done else "MISSING"))
+        rows.append({"experiment": eid, "beside": beside, "paper": exp.paper, "dataset": exp.dataset,
+                     "model": exp.model, "method": exp.method, "variant": exp.variant, "n": acc["n"],
+                     "seeds_expected": len(seeds), "status": status, "test_accuracy": acc["mean"],
+                     "test_accuracy_sd": acc["sd"], "training_time_s": mean([training_seconds(r) for r in done]),
+                     "peak_memory_mb": mean([r["metrics"]["peak_memory_mb"] for r in done]),
+                     "epochs": (len(done[0].get("epochs", [])) or done[0].get("config", {}).get("epochs", ""))
+                     if done else "",
+                     "why": why,
+                     "mlflow_runs": " ".join(r["mlflow"]["run_id"] or "" for r in done)})
+    return rows
+
+
+@dataclass
+class Values:
+    """What the suite has for one cell: per-seed values (key None for a cell computed from the model alone,
+    which has one exact value), why some or all are missing, the MLflow runs or measurement files used, and
+    whether a run failed."""
+    per_seed: dict = field(default_factory=dict)
+    reason: str = ""
+    sources: list = field(default_factory=list)
+    failed: bool = False
+    diverged: bool = False  # every failed run stopped because its loss became NaN/inf (a result, not a crash)
+    devices: set = field(default_factory=set)  # the hardware the runs ran on
+    invalid: bool = False  # a result file it needs failed bench.run.results' checks (nothing used from it)
+
+    @property
+    def exact(self) -> bool:
+        return None in self.per_seed
+
+
+def load_measurements(profile: str, results: Path | str = "results", invalid: dict | None = None) -> dict:
+    """measurement id -> result dict, for every valid model measurement file present (bench.run.results); the invalid
+    ones go to `invalid` as (measurement id, None) -> "path: reason" when it is given, and are never used."""
+    found, claims, parts = {}, load_claims(), defaultdict(set)
+    for c in claims:  # the parts each measurement's cells ask for
+        if c.part and c.metric == "params":
+            parts[det.measurement_id(c.paper, c.model)].add(c.part)
+    for mid, (paper, model) in det.measurements(claims).items():
+        path = det.result_path(profile, mid, results)
+        if path.exists():
+            try:
+                found[mid] = result_files.load_measurement(path, mid, paper, model, det.spec(paper), parts[mid])
+            except result_files.Invalid as err:
+                if invalid is not None:
+                    invalid[(mid, None)] = f"{path}: {err}"
+    return found
+
+
+class CellValues:
+    """The values of every cell, computed once each (derived cells reuse their members')."""
+
+    def __init__(self, claims, profile, seeds, runs, models, invalid: dict | None = None):
+        self.claims, self.profile, self.seeds, self.runs, self.models = claims, profile, seeds, runs, models
+        self.invalid = invalid or {}  # (experiment id, seed) -> "path: reason" (bench.run.results)
+        self.cache = {}
+
+    def _invalid_file(self, exps, seed) -> str:
+        """The first invalid result file among these experiments' for this seed ('' when none is)."""
+        return next((self.invalid[(e.id, seed)] for e in exps if (e.id, seed) in self.invalid), "")
+
+    def of(self, claim: Claim) -> Values:
+        if claim.id not in self.cache:
+            self.cache[claim.id] = self._compute(claim)
+        return self.cache[claim.id]
+
+    def _compute(self, claim) -> Values:
+        if claim.derived_from:
+            return self._derived(claim)
+        if claim.metric in det.MODEL_METRICS or claim.metric == "flops_reduction_pct":
+            return self._from_model(claim)
+        return self._from_runs(claim)
+
+    def _derived(self, claim) -> Values:
+        parts = [self.of(m) for m in members(claim, self.claims)]
+        keys = [None] if all(p.exact for p in parts) else self.seeds
+        values = {k: sum(p.per_seed[k] for p in parts) / len(parts) for k in keys if all(k in p.per_seed for p in parts)}
+        reasons = sorted({p.reason for p in parts if p.reason})
+        reason = "" if values else f"averages {len(parts)} cells, some without values: " + "; ".join(reasons)
+        return Values(values, reason, sorted({r for p in parts for r in p.sources}), any(p.failed for p in parts),
+                      devices={d for p in parts for d in p.devices}, invalid=any(p.invalid for p in parts))
+
+    def _from_model(self, claim) -> Values:
+        if claim.method not in ("", "backprop"):
+            return self._flops_from_runs(claim)
+        why = det.missing_reason(claim.paper, claim.model)
+        if why:
+            return Values(reason=why)
+        mid = det.measurement_id(claim.paper, claim.model)
+        result, missing = self._measurement(mid)
+        if missing:
+            return missing
+        return Values({None: det.claim_value(claim, result)}, "", [f"models/{mid}.json"])
+
+    def _measurement(self, mid: str) -> tuple[dict | None, Values | None]:
+        """A model's valid measurement, or the Values that say why there is none (invalid or not yet run)."""
+        if (mid, None) in self.invalid:
+            return None, Values(reason=f"invalid measurement file {self.invalid[(mid, None)]}", failed=True,
+                                invalid=True)
+        if mid not in self.models:
+            return None, Values(reason=f"no measurement file for {mid} yet (run the workflow)")
+        return self.models[mid], None
+
+    def _flops_from_runs(self, claim) -> Values:
+        """A FLOPs cell of a method that changes the network while it trains (Learn & Drop): the reduction of the
+        forward MACs per sample, averaged over the run's epochs, against its SGD run of the same seed on the
+        dataset the grid names (`flops_from_runs`); an absolute cell is the SGD count under the primary convention
+        times that ratio, so that it reads beside the SGD column."""
+        spec = ex.grid(claim.paper).get("flops_from_runs")
+        if not spec:
+            return Values(reason=f"the {claim.paper} grid names no runs (flops_from_runs) for the FLOPs of "
+                                 f"{claim.method}")
+        exp = ex.Experiment(claim.paper, spec["dataset"], claim.model, claim.method)
+        base = ex.Experiment(claim.paper, spec["dataset"], claim.model, "backprop")
+        for e in (exp, base):
+            why = support(e, self.profile)
+            if why:
+                return Values(reason=why)
+        primary = None
+        if claim.metric == "flops":
+            sgd, missing = self._measurement(det.measurement_id(claim.paper, claim.model))
+            if missing:
+                return missing
+            primary = det.claim_value(claim, sgd)
+        values, run_ids, failures, invalid = {}, [], [], False
+        for seed in self.seeds:
+            bad_file = self._invalid_file((exp, base), seed)
+            if bad_file:
+                failures.append(f"invalid result file {bad_file}")
+                invalid = True
+                continue
+            run, sgd_run = self.runs.get((exp.id, seed)), self.runs.get((base.id, seed))
+            if run is None or sgd_run is None:
+                continue
+            if run.get("status") != "FINISHED" or sgd_run.get("status") != "FINISHED":
+                failures.append(f"{exp.id} or {base.id} seed {seed} did not finish")
+                continue
+            per_epoch = [e["macs_epoch"] for e in run.get("epochs", []) if "macs_epoch" in e]
+            if not per_epoch:
+                failures.append(f"{exp.id} seed {seed} records no per-epoch MACs (macs_epoch)")
+                continue
+            ratio = sum(per_epoch) / len(per_epoch) / sgd_run["metrics"]["macs_forward"]
+            values[seed] = 100.0 * (1.0 - ratio) if claim.metric == "flops_reduction_pct" else primary * ratio
+            run_ids += [run["mlflow"]["run_id"] or "", sgd_run["mlflow"]["run_id"] or ""]
+        reason = "; ".join(failures) or (f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no "
+                                         f"{exp.id} and {base.id} result yet" if len(values) < len(self.seeds) else "")
+        return Values(values, reason, run_ids, bool(failures), invalid=invalid)
+
+    def _from_runs(self, claim) -> Values:
+        keys = [claim.experiment_key()] + ([claim.baseline_key()] if claim.baseline_key() else [])
+        exps = [ex.Experiment(*k) for k in keys]
+        for exp in exps:
+            why = support(exp, self.profile)
+            if why:
+                return Values(reason=why)
+        values, run_ids, failures, statuses, devices = {}, [], [], set(), set()
+        for seed in self.seeds:
+            bad_file = self._invalid_file(exps, seed)
+            if bad_file:
+                failures.append(f"invalid result file {bad_file}")
+                statuses.add("INVALID")
+                continue
+            found = [self.runs.get((e.id, seed)) for e in exps]
+            if any(r is None for r in found):
+                continue
+            bad = [r for r in found if r.get("status") != "FINISHED"]
+            if bad:
+                failures.append(f"{bad[0]['experiment']} seed {seed}: {bad[0].get('error', bad[0].get('status'))}")
+                statuses.add(bad[0].get("status"))
+                run_ids += [r["mlflow"]["run_id"] or "" for r in bad if r.get("mlflow")]
+                continue
+            values[seed] = metric_value(claim, found[0], found[1] if len(found) > 1 else None)
+            run_ids += [r["mlflow"]["run_id"] or "" for r in found]
+            devices.update(r["environment"]["device"] for r in found)
+        if failures:
+            reason = "; ".join(failures)
+        elif len(values) < len(self.seeds):
+            reason = f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no result file yet"
+        else:
+            reason = ""
+        return Values(values, reason, run_ids, bool(failures), statuses == {"DIVERGED"}, devices,
+                      invalid="INVALID" in statuses)
+
+
+def cell_rows(profile: str, seeds: list[int], results: Path | str = "results",
+              invalid: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """One row per claim cell (statistics and verdict) and one per headline claim (its tests); the invalid result
+    files found go to `invalid` ((experiment id, seed) -> "path: reason")."""
+    claims = load_claims()
+    invalid = {} if invalid is None else invalid
+    runs = load_results(profile, seeds, results, invalid)
+    values = CellValues(claims, profile, seeds, runs, load_measurements(profile, results, invalid), invalid)
+    rows, cells = [], []
+    for c in claims:
+        v = values.of(c)
+        s = stats.summarize([v.per_seed[k] for k in v.per_seed])
+        if v.invalid:
+            status = "INVALID"
+        elif v.exact or s["n"] == len(seeds):
+            status = "MEASURED"
+        else:
+            status = ("DIVERGED" if v.diverged else "FAILED") if v.failed else ("PARTIAL" if v.per_seed else "MISSING")
+        key, base = c.experiment_key(), c.baseline_key()
+        cells.append(vd.Cell(c, [v.per_seed[k] for k in v.per_seed], v.exact, status, v.reason, v.devices))
+        rows.append({"id": c.id, "paper": c.paper, "table": c.table, "row": c.row, "column": c.column,
+                     "metric": c.metric, "unit": c.unit, "printed": c.printed, "claimed": c.value,
+                     "n": s["n"], "seeds_expected": 0 if v.exact else len(seeds), "mean": s["mean"], "sd": s["sd"],
+                     "ci_low": s["ci_low"], "ci_high": s["ci_high"], "ci_method": s["ci_method"],
+                     "diff": s["mean"] - c.value if v.per_seed else math.nan, "status": status,
+                     "devices": " | ".join(sorted(v.devices)),
+                     "experiment": ex.Experiment(*key).id if key else "",
+                     "baseline_experiment": ex.Experiment(*base).id if base else "",
+                     "sources": " ".join(v.sources)})
+    for paper in dict.fromkeys(c.paper for c in claims):
+        mine = [i for i, c in enumerate(claims) if c.paper == paper]
+        for i, j in zip(mine, vd.judge([cells[i] for i in mine], profile)):
+            rows[i].update(verdict=j.verdict, reason=j.reason, band_low=j.band_low, band_high=j.band_high,
+                           p_ttest=j.p_ttest, p_equivalence=j.p_equivalence, p_cell=j.p_cell,
+                           p_adjusted=j.p_adjusted, correction=vd.correction() if not math.isnan(j.p_cell) else "",
+                           seeds_needed=j.seeds_needed, flag=j.flag)
+            if j.verdict == "DIVERGED" and rows[i]["status"] == "MEASURED":  # a NaN or infinite seed value
+                rows[i]["status"] = "DIVERGED"
+    return rows, headline_rows(claims, values, profile)
+
+
+def headline_rows(claims, values: "CellValues", profile: str) -> list[dict]:
+    rules, cfg = vd.profile_rules(profile), vd.tolerances()
+    by_id = {c.id: c for c in claims}
+    printed = {c.id: c.value for c in claims}
+    out = []
+    found = load_headlines()
+    for paper in dict.fromkeys(c.paper for c in claims):
+        mine = [h for h in found if h.paper == paper]
+        per_cell = {i: values.of(by_id[i]).per_seed for h in mine for i in h.cell_ids()}
+        for h, o in zip(mine, hl.judge(mine, per_cell, cfg["alpha"], rules["headlines"], rules["why"],
+                                       cfg["correction"], cfg["identical_sd"])):
+            ok, numbers = as_printed(h, printed)
+            out.append({"id": h.id, "paper": h.paper, "where": h.where, "relation": h.relation,
+                        "cells": " ".join(h.cell_ids()), "as_printed": "yes" if ok else "no",
+                        "printed_numbers": numbers, "n": o.n, "pairs": o.pairs, "diff": o.diff,
+                        "p_holds": o.p_holds, "p_reversed": o.p_reversed, "p_two_sided": o.p_two_sided,
+                        "p_adjusted": o.p_adjusted, "correction": cfg["correction"] if not math.isnan(o.p_adjusted)
+                        else "", "test": o.test, "verdict": o.verdict, "reason": o.reason})
+    return out
+
+
+def _fmt(v):
+    return "" if isinstance(v, float) and math.isnan(v) else (f"{v:.10g}" if isinstance(v, float) else v)
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, columns, lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: _fmt(v) for k, v in r.items()} for r in rows)
+    tmp.replace(path)
+
+
+def aggregate(profile: str, results: Path | str = "results", seeds=None, skip_invalid: bool = False) -> Path:
+    """Write cells.csv, headlines.csv, companions.csv and aggregate.json; an invalid result file (bench.run.results)
+    is used nowhere and its cells say why; unless `skip_invalid`, BenchError after writing when there is one."""
+    ex.profile_settings(profile)
+    seed_list = ex.seeds(profile, seeds)
+    invalid = {}
+    rows, headline = cell_rows(profile, seed_list, results, invalid)
+    out = Path(results) / profile / "cells.csv"
+    write_csv(out, COLUMNS, rows)
+    write_csv(Path(results) / profile / "headlines.csv", HEADLINE_COLUMNS, headline)
+    write_csv(Path(results) / profile / "companions.csv", COMPANION_COLUMNS,
+              companion_rows(profile, seed_list, results, invalid))
+    write_json_atomic(Path(results) / profile / "aggregate.json",
+                      {"profile": profile, "seeds": seed_list, "correction": vd.correction(),
+                       "alpha": vd.tolerances()["alpha"]})
+    if invalid and not skip_invalid:
+        first = invalid[min(invalid, key=str)]
+        raise BenchError(f"{len(invalid)} invalid result file(s), used nowhere (their cells read INVALID in {out}); "
+                         f"first: {first}; fix or delete them, or aggregate with --skip-invalid")
+    return out
