@@ -37,7 +37,7 @@ rule audit:
     input:
         list(Path(workflow.basedir, "bench", "claims").glob("*.csv")),
         f"{workflow.basedir}/bench/claims/headlines.yaml",
-        # the implied epochs read the printed times through the grids' configured schedules (bench.plan)
+        # the implied epochs read the printed times through the grids' configured schedules (bench.cost.plan)
         list(Path(workflow.basedir, "bench", "grids").glob("*.yaml")),
         f"{workflow.basedir}/bench/profiles.yaml",
         # the findings of the runs (Karimi's Eq. 7 as printed) read the real-data profiles' results, once aggregated
