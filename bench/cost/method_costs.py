@@ -82,10 +82,6 @@ def astuple(w: Work) -> tuple:
     return tuple(getattr(w, k) for k in KEYS)
 
 
-def total(works) -> Work:
-    return sum(works, Work())
-
-
 @dataclass
 class Phase:
     """`epochs` epochs that each cost the same: `train` per training sample (in training batches), `evaluate` per

@@ -174,11 +174,22 @@ def predicted_seconds(cost: dict, rate: float) -> float:
     return Calibration(rate).seconds(cost)
 
 
+def _median_seconds(fn, device: torch.device, rounds: int) -> float:
+    """The median seconds of `rounds` calls of `fn` after a warm-up one, the device synchronised around each."""
+    from bench.methods.training import EpochTimer
+
+    times = []
+    for _ in range(rounds + 1):
+        with EpochTimer(device) as timer:
+            fn()
+        times.append(timer.seconds)
+    return statistics.median(times[1:])
+
+
 def _seconds_per_step(step, batches, device, steps: int, rounds: int) -> float:
     from bench.methods.training import timed_steps
 
-    timed_steps(step, batches, device, 1)  # warm-up
-    return statistics.median(timed_steps(step, batches, device, steps)[1] / steps for _ in range(rounds))
+    return _median_seconds(lambda: timed_steps(step, batches, device, steps), device, rounds) / steps
 
 
 def probe(profile: str, device: torch.device, steps: int = 8, rounds: int = 3) -> Calibration:
@@ -188,7 +199,7 @@ def probe(profile: str, device: torch.device, steps: int = 8, rounds: int = 3) -
     points of two sizes), and, for plans without layer timing, the rate of a CIFAR VGG-11 at the profile's width
     (its training step's forward-MAC units per second). Each the median of `rounds` after a warm-up."""
     from bench.methods.si import data_pairs
-    from bench.methods.training import EpochTimer, ce_step, make_optimizer, sync
+    from bench.methods.training import ce_step, make_optimizer
 
     exp = ex.get(PROBE_EXPERIMENT)
     cfg = ex.config(exp, profile)
@@ -204,27 +215,12 @@ def probe(profile: str, device: torch.device, steps: int = 8, rounds: int = 3) -
                                   device, 20 * steps, rounds)
     cache_rows = torch.randn((8192, 256), device=device)
     index = torch.randint(0, 8192, (128,), device=device)
-
-    def gather():
-        for _ in range(steps):
-            cache_rows.index_select(0, index)
-        sync(device)
-
-    times = []
-    for _ in range(rounds + 1):
-        with EpochTimer(device) as timer:
-            gather()
-        times.append(timer.seconds)
-    per_read = statistics.median(times[1:]) / (steps * 128 * 256)
+    per_read = _median_seconds(lambda: [cache_rows.index_select(0, index) for _ in range(steps)], device,
+                               rounds) / (steps * 128 * 256)
     searched = {}
     for dims in (16, 256):
         z, y = torch.randn(1024, dims, device=device), torch.randint(0, 10, (1024,), device=device)
-        times = []
-        for _ in range(rounds + 1):
-            with EpochTimer(device) as timer:
-                data_pairs([(z, y)], device)
-            times.append(timer.seconds)
-        searched[dims] = statistics.median(times[1:]) / 1024 ** 2
+        searched[dims] = _median_seconds(lambda: data_pairs([(z, y)], device), device, rounds) / 1024 ** 2
     per_pair_dim = max(0.0, (searched[256] - searched[16]) / 240)
     per_pair = max(0.0, searched[16] - 16 * per_pair_dim)
     return Calibration(rate, per_read, per_pair, per_pair_dim, per_batch, timed=True, source="probe",
@@ -351,6 +347,7 @@ def compare(profile: str, cal: Calibration, results="results", device: str = "au
     spent outside its epochs (loading data, starting MLflow, checkpoints), which the model does not predict."""
     from bench.run.results import load_results
 
+    dev = resolve_device(device) if cal.timed else None
     rows = []
     for (eid, seed), r in sorted(load_results(profile, ex.seeds(profile), results).items()):
         if r.get("status") != "FINISHED":
@@ -362,7 +359,7 @@ def compare(profile: str, cal: Calibration, results="results", device: str = "au
         data = r.get("data") or {}
         samples = (data["train_samples"], data["test_samples"]) if "train_samples" in data else None
         drops = method_costs.drops_from_epochs(epochs) if exp.method in ("learn_drop", "freezing") else None
-        predicted = cal.seconds(job_cost(exp, profile, samples, drops, resolve_device(device) if cal.timed else None))
+        predicted = cal.seconds(job_cost(exp, profile, samples, drops, dev))
         wall = r["metrics"].get("wall_time_s")
         rows.append({"experiment": eid, "method": exp.method, "seed": seed, "predicted_s": predicted,
                      "measured_s": measured, "ratio": predicted / measured if measured else math.nan,
