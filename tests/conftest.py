@@ -1,8 +1,15 @@
-"""Shared fixtures: where the papers and the shared real data are, and a working directory for runs."""
+"""Shared fixtures: where the papers and the shared real data are, a working directory for runs, the caches the
+suite writes kept out of $HOME, and the smoke DAG's finished runs of this checkout reused where a test only needs
+a finished run."""
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# the one-node SLURM cluster and the PostgreSQL + mlflow server the cluster tests share (tests/cluster_fixtures.py)
+pytest_plugins = ["cluster_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("BENCH_SHARED", REPO.parent / "shared"))
@@ -53,3 +60,127 @@ def shared_raw(dataset: str, folder, pattern: str = "*-ubyte.gz", keep_gz: bool 
         if also_as_train:
             (folder / gz.name[:-3].replace("t10k", "train")).write_bytes(content)
     return src
+
+
+# ------------------------------------------------------------------------------------------------------ caches
+# Everything the suite or its libraries would cache under $HOME during the tests (bench plan's counted parts,
+# Matplotlib's font cache, Snakemake's and others' XDG caches) goes to one temporary folder per test session,
+# shared by pytest-xdist's workers (they inherit the controller's environment), removed at the end.
+CACHE_VARS = ("BENCH_CACHE", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR")
+
+
+def pytest_configure(config):
+    if os.environ.get("BENCH_TEST_CACHE_ROOT"):  # an xdist worker: the controller set everything up
+        return
+    root = Path(tempfile.mkdtemp(prefix="bench-tests-"))
+    config._bench_cache_root = root
+    os.environ["BENCH_TEST_CACHE_ROOT"] = str(root)
+    for var in CACHE_VARS:
+        os.environ[var] = str(root / var.lower())
+
+
+def pytest_unconfigure(config):
+    root = getattr(config, "_bench_cache_root", None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ smoke runs
+class SmokeRuns:
+    """Finished smoke runs for tests that only need "a finished run of experiment E": the one the smoke DAG of this
+    checkout wrote (results/smoke/runs/<E>/seed<k>.json, as `.ci/run` leaves it before the tests) when it is
+    valid for this checkout — `bench.run.results.load` accepts it (the experiment's resolved config today), it
+    FINISHED, and it was trained by this code version — else one trained here, once per test session, into a
+    temporary folder with its own MLflow store. `source(E)` says which it was."""
+
+    def __init__(self, folder: Path, checkout_results: Path = REPO / "results"):
+        self.folder, self.checkout_results, self.runs, self.sources = folder, checkout_results, {}, {}
+
+    def checkout_result(self, experiment: str, seed: int) -> tuple[dict | None, str]:
+        from bench import experiments as ex
+        from bench.run import results
+        from bench.run.measure import code_version
+
+        path = results.run_path("smoke", experiment, seed, self.checkout_results)
+        if not path.exists():
+            return None, f"{path} absent"
+        try:
+            result = results.load(path, "smoke", experiment, seed, ex.config(ex.get(experiment), "smoke"))
+        except results.Invalid as err:
+            return None, f"{path}: {err}"
+        if result["status"] != "FINISHED" or result.get("resumed_from_epoch") is not None:
+            return None, f"{path}: {result['status']}, resumed from epoch {result.get('resumed_from_epoch')}"
+        if result["environment"].get("code_version") != code_version():
+            return None, f"{path}: code version {result['environment'].get('code_version')}, not {code_version()}"
+        return result, str(path)
+
+    def get(self, experiment: str, seed: int = 0) -> dict:
+        key = (experiment, seed)
+        if key not in self.runs:
+            result, why = self.checkout_result(experiment, seed)
+            if result is None:
+                result, why = self.train(experiment, seed), f"trained here ({why})"
+            self.runs[key], self.sources[key] = result, why
+        return self.runs[key]
+
+    def source(self, experiment: str, seed: int = 0) -> str:
+        return self.sources[(experiment, seed)]
+
+    def train(self, experiment: str, seed: int) -> dict:
+        from bench.run import results, runner
+
+        out = results.run_path("smoke", experiment, seed, self.folder / "results")
+        old = os.environ.get("MLFLOW_TRACKING_URI")
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{self.folder / 'mlflow.db'}"
+        try:
+            result = runner.run(experiment, seed, "smoke", out=out)
+        finally:
+            if old is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = old
+        assert result["status"] == "FINISHED", f"{experiment} seed {seed}: {result.get('error')}"
+        return result
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory) -> SmokeRuns:
+    return SmokeRuns(tmp_path_factory.mktemp("smoke-runs"))
+
+
+# ------------------------------------------------------------------------------------------- one small DAG
+# The workflow, concurrency and browsing tests read one real smoke DAG: 4 experiments x 4 seeds, 16 jobs all at once
+# (--cores 16, one thread each) logging into one SQLite MLflow store. It runs once per test session: the first test
+# process (pytest-xdist worker) that needs it runs it under a file lock in the session's shared folder, the others
+# wait for it and read the same folder. Tests that change the folder copy it first.
+SMALL_DAG_EXPERIMENTS = ["ma-cifar10-vgg8-backprop", "ma-cifar10-resnet18_r4-backprop",
+                         "cruciata-mnist-vgg11-backprop", "bhyravabhottla-cifar10-cnn12-backprop"]
+SMALL_DAG_SEEDS = 4
+SMALL_DAG_CONFIG = ["--config", "profile=smoke", f"seeds={SMALL_DAG_SEEDS}", f"only={','.join(SMALL_DAG_EXPERIMENTS)}"]
+
+
+class SmallDag:
+    def __init__(self, folder: Path, returncode: int, log: str):
+        self.folder, self.returncode, self.log = folder, returncode, log
+
+
+@pytest.fixture(scope="session")
+def small_dag(tmp_path_factory) -> SmallDag:
+    import fcntl
+    import json
+    import subprocess
+    import sys
+
+    shared = Path(os.environ.get("BENCH_TEST_CACHE_ROOT") or tmp_path_factory.getbasetemp())
+    folder, record = shared / "small-dag", shared / "small-dag.json"
+    with open(shared / "small-dag.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held while the DAG runs; released when the file closes
+        if not record.exists():
+            folder.mkdir()
+            proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+                                   str(folder), "--cores", "16", *SMALL_DAG_CONFIG], capture_output=True, text=True,
+                                  timeout=1800)
+            record.write_text(json.dumps({"returncode": proc.returncode, "log": proc.stdout + proc.stderr}))
+    done = json.loads(record.read_text())
+    assert done["returncode"] == 0, done["log"][-3000:]
+    return SmallDag(folder, done["returncode"], done["log"])

@@ -1,22 +1,17 @@
-"""Concurrency: 16 smoke jobs at once, all logging into one SQLite MLflow store; nothing may be lost or doubled."""
+"""Concurrency: 16 smoke jobs at once, all logging into one SQLite MLflow store; nothing may be lost or doubled.
+The DAG is the session's small one (conftest.small_dag: 4 experiments x 4 seeds, --cores 16, one thread each)."""
 import json
 
 import pytest
 
-from test_workflow import job_counts, snakemake
-
-EXPERIMENTS = ["ma-cifar10-vgg8-backprop", "ma-cifar100-vgg8-backprop", "cruciata-mnist-vgg11-backprop",
-               "bhyravabhottla-cifar10-cnn12-backprop"]
-SEEDS = 4  # 4 experiments x 4 seeds = 16 jobs, all running at once (--cores 16, one thread each)
+from conftest import SMALL_DAG_EXPERIMENTS as EXPERIMENTS, SMALL_DAG_SEEDS as SEEDS
+from test_workflow import job_counts
 
 
 @pytest.mark.slow
-def test_sixteen_parallel_jobs_lose_no_run(tmp_path):
-    proc = snakemake(tmp_path, "--cores", "16", "--config", "profile=smoke", f"seeds={SEEDS}",
-                     f"only={','.join(EXPERIMENTS)}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    log = proc.stdout + proc.stderr
-    assert job_counts(log)["train"] == 16
+def test_sixteen_parallel_jobs_lose_no_run(small_dag):
+    tmp_path = small_dag.folder
+    assert job_counts(small_dag.log)["train"] == len(EXPERIMENTS) * SEEDS == 16
 
     from mlflow.tracking import MlflowClient
 

@@ -84,7 +84,7 @@ def test_the_workflow_packs_jobs_by_the_plan(tmp_path):
 def test_a_killed_job_frees_its_gpu_slot(tmp_path):
     code = ("import os, sys; sys.path.insert(0, %r); from bench.run import gpus; "
             "print(gpus.use_one_gpu(1, 1), os.environ['CUDA_VISIBLE_DEVICES'], flush=True); "
-            "import time; time.sleep(60)") % str(os.getcwd())
+            "import time; time.sleep(60)") % str(os.getcwd())  # a job holding its slot until the test kills it
     env = {**os.environ, "BENCH_GPU_LOCKS": str(tmp_path)}
     job = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
     try:

@@ -3,7 +3,6 @@ the reports use (bench.verdicts.learning). A method that stops learning (a loss 
 that never unfreeze, a head trained on nothing) fails here, although its runs would still finish."""
 import pytest
 
-from bench.run import runner
 from bench.verdicts import learning
 
 # one experiment per method: the cheapest model it runs with on a 10-class stand-in (chosen by cost, not by result)
@@ -27,8 +26,8 @@ def test_every_method_is_covered():
 
 
 @pytest.mark.parametrize("method", list(PER_METHOD))
-def test_each_method_learns_on_the_smoke_stand_ins(workdir, method):
-    result = runner.run(PER_METHOD[method], 0, "smoke")
+def test_each_method_learns_on_the_smoke_stand_ins(smoke_runs, method):
+    result = smoke_runs.get(PER_METHOD[method])  # the smoke DAG's run of this checkout, else trained here
     assert result["status"] == "FINISHED" and result["config"]["method"] == method
     ratio, p = learning.versus_chance(result)
     assert p < learning.ALPHA, (f"{PER_METHOD[method]}: {result['metrics']['test_accuracy']:.1f} % is {ratio:.2f}x "

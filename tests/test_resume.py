@@ -42,16 +42,14 @@ def trajectory(result: dict) -> list[tuple]:
     return [tuple(e[k] for k in COMPARED if k in e) for e in result["epochs"]]
 
 
-def uninterrupted(tmp_path, experiment) -> dict:
-    out = tmp_path / "reference" / "seed0.json"
-    proc = bench_run(experiment, out, {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'reference.db'}"},
-                     "--no-checkpoint")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(out.read_text())
+def uninterrupted(smoke_runs, experiment) -> dict:
+    """An uninterrupted smoke run of `experiment`, seed 0: the smoke DAG's of this checkout when it is valid, else
+    trained once per session (conftest.SmokeRuns)."""
+    return smoke_runs.get(experiment)
 
 
 @pytest.mark.slow
-def test_a_killed_workflow_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
+def test_a_killed_workflow_job_resumes_and_matches_an_uninterrupted_run(tmp_path, smoke_runs):
     experiment = "ma-cifar10-vgg8-backprop"  # smoke: killed in the first batch of epoch 2
     config = ["--cores", "1", "--config", "profile=smoke", f"only={experiment}"]
     out = tmp_path / "results/smoke/runs" / experiment / "seed0.json"
@@ -68,7 +66,7 @@ def test_a_killed_workflow_job_resumes_and_matches_an_uninterrupted_run(tmp_path
     result = json.loads(out.read_text())
     assert result["status"] == "FINISHED" and result["resumed_from_epoch"] == 1 and not ckpt.exists()
 
-    reference = uninterrupted(tmp_path, experiment)
+    reference = uninterrupted(smoke_runs, experiment)
     assert trajectory(result) == trajectory(reference)  # bit for bit: same losses, accuracies, learning rates
     assert result["metrics"]["test_accuracy"] == reference["metrics"]["test_accuracy"]
 
@@ -84,7 +82,7 @@ def test_a_killed_workflow_job_resumes_and_matches_an_uninterrupted_run(tmp_path
 
 
 @pytest.mark.slow
-def test_predsim_resumes_its_local_optimizers_and_decoders(tmp_path):
+def test_predsim_resumes_its_local_optimizers_and_decoders(tmp_path, smoke_runs):
     experiment = "ma-cifar10-vgg8-predsim"
     out = tmp_path / "run" / "seed0.json"
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
@@ -94,7 +92,7 @@ def test_predsim_resumes_its_local_optimizers_and_decoders(tmp_path):
     assert resumed.returncode == 0 and "resumed after epoch 1" in resumed.stdout
     result = json.loads(out.read_text())
     assert result["resumed_from_epoch"] == 1
-    assert trajectory(result) == trajectory(uninterrupted(tmp_path, experiment))
+    assert trajectory(result) == trajectory(uninterrupted(smoke_runs, experiment))
 
 
 def test_a_checkpoint_of_another_config_or_a_damaged_one_is_ignored(tmp_path):

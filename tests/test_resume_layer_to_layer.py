@@ -17,7 +17,7 @@ EXPERIMENT = "bhyravabhottla-cifar10-cnn12-layer_to_layer"
 
 
 @pytest.mark.slow
-def test_a_killed_layer_to_layer_run_resumes_in_its_stage(tmp_path):
+def test_a_killed_layer_to_layer_run_resumes_in_its_stage(tmp_path, smoke_runs):
     # smoke: 6 stages of 1 epoch; killed in the 2nd batch of epoch 4 (stage 3)
     out = tmp_path / "run" / "seed0.json"
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
@@ -32,7 +32,7 @@ def test_a_killed_layer_to_layer_run_resumes_in_its_stage(tmp_path):
     result = json.loads(out.read_text())
     assert result["status"] == "FINISHED" and result["resumed_from_epoch"] == 3
     assert [e["stage"] for e in result["epochs"]] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    reference = uninterrupted(tmp_path, EXPERIMENT)
+    reference = uninterrupted(smoke_runs, EXPERIMENT)
     assert trajectory(result) == trajectory(reference)  # bit for bit: same losses, accuracies, learning rates
     metrics, expected = result["metrics"], reference["metrics"]
     assert metrics["test_accuracy"] == expected["test_accuracy"]

@@ -31,7 +31,7 @@ SMOKE = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment,resumed", SMOKE)
-def test_a_killed_layerwise_job_resumes_and_matches_an_uninterrupted_run(tmp_path, experiment, resumed):
+def test_a_killed_layerwise_job_resumes_and_matches_an_uninterrupted_run(tmp_path, smoke_runs, experiment, resumed):
     out = tmp_path / "run" / "seed0.json"
     ckpt = out.with_name("seed0.ckpt.pt")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
@@ -43,7 +43,7 @@ def test_a_killed_layerwise_job_resumes_and_matches_an_uninterrupted_run(tmp_pat
     assert f"resumed after epoch {resumed}" in again.stdout
     result = json.loads(out.read_text())
     assert result["status"] == "FINISHED" and result["resumed_from_epoch"] == resumed and not ckpt.exists()
-    reference = uninterrupted(tmp_path, experiment)
+    reference = uninterrupted(smoke_runs, experiment)
     assert trajectory(result) == trajectory(reference)  # bit for bit
     assert result["metrics"]["test_accuracy"] == reference["metrics"]["test_accuracy"]
     assert len(result["epochs"]) == len(reference["epochs"])

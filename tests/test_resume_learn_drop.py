@@ -46,9 +46,9 @@ def untimed(d: dict) -> dict:
     ("learn_drop", 3),  # killed in epoch 4: the stored maps must come back
     ("freezing", 3),    # killed in epoch 4: the frozen layers must stay frozen
 ])
-def test_a_killed_smoke_run_resumes_after_the_drop_and_matches(tmp_path, method, resumed_from):
+def test_a_killed_smoke_run_resumes_after_the_drop_and_matches(tmp_path, smoke_runs, method, resumed_from):
     experiment = f"cruciata-mnist-vgg11-{method}"
-    reference = uninterrupted(tmp_path, experiment)
+    reference = uninterrupted(smoke_runs, experiment)
     drops = [r["epoch"] for r in reference["epochs"] if r["newly_dropped"] > 0]
     assert drops and drops[0] <= resumed_from  # the kill lands in an epoch after the first drop decision
     assert reference["metrics"]["dropped_layers_final"] > 0

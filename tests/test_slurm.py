@@ -2,6 +2,11 @@
 the repository's SLURM execution profile (snakemake-executor-plugin-slurm), their result files and MLflow runs.
 
 Opt-in on a workstation (it installs system packages and starts daemons): BENCH_SLURM_TEST=1. CI sets it.
+
+Its own workflow, not a part of tests/test_tracking_server.py's SLURM run (which shares the cluster, started once:
+tests/cluster_fixtures.py): this one proves the default store, the SQLite file in the working directory, from jobs
+that SLURM starts, with no error on any run, and the Learn & Drop and greedy layer-wise methods through SLURM; that
+one runs its 16 jobs on a tracking server that it takes down while they train.
 """
 import json
 import os
@@ -10,20 +15,20 @@ import time
 
 import pytest
 
+from cluster_fixtures import slurm  # noqa: F401, F811 (a fixture, used by name)
 from conftest import REPO
 from test_workflow import SNAKEMAKE
 
 EXPERIMENTS = ["ma-cifar10-vgg8-backprop", "cruciata-mnist-vgg11-learn_drop", "karimi-fashion_mnist-lenet-greedy_layerwise"]
 
-pytestmark = pytest.mark.skipif(os.environ.get("BENCH_SLURM_TEST") != "1",
-                                reason="opt-in: installs and starts SLURM on this machine; set BENCH_SLURM_TEST=1 "
-                                       "(CI does)")
+pytestmark = [pytest.mark.skipif(os.environ.get("BENCH_SLURM_TEST") != "1",
+                                 reason="opt-in: installs and starts SLURM on this machine; set BENCH_SLURM_TEST=1 "
+                                        "(CI does)"),
+              pytest.mark.slow]
 
 
-def test_smoke_experiments_run_through_the_slurm_profile(tmp_path):
-    import slurm_cluster
-
-    up = slurm_cluster.start()
+def test_smoke_experiments_run_through_the_slurm_profile(tmp_path, slurm):
+    up = slurm
     t0 = time.monotonic()
     proc = subprocess.run(
         [*SNAKEMAKE, "--directory", str(tmp_path), "--workflow-profile", str(REPO / "workflows/profiles/slurm"),

@@ -32,6 +32,7 @@ def warm(tmp_path_factory):
     assert not os.path.exists(path), "the worker removes its socket when it stops"
 
 
+@pytest.mark.slow
 def test_job_through_worker_equals_job_in_own_process(warm, workdir):
     own = bench("run", "-e", EXPERIMENT, "--profile", "smoke", "--out", "own.json", cwd=workdir,
                 env={worker.ENV: ""})
@@ -80,7 +81,7 @@ def test_a_cancelled_client_kills_its_child():
     pid = os.fork()
     if pid == 0:  # the "job": runs until killed (and holds no copy of the client's end)
         client.close()
-        time.sleep(60)
+        time.sleep(60)  # a job that runs until the worker kills it: the test waits for the kill, not for this
         os._exit(0)
     done = threading.Thread(target=worker._supervise, args=(server, pid, {server}, threading.Lock()))
     done.start()

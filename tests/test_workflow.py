@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bench.run.targets import targets
-from conftest import REPO
+from conftest import REPO, SMALL_DAG_CONFIG, SMALL_DAG_EXPERIMENTS, SMALL_DAG_SEEDS
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
@@ -38,44 +38,44 @@ def test_unknown_profile_stops_the_workflow(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_run_end_to_end(tmp_path):
-    only = "cruciata-mnist-vgg11-backprop,ma-cifar10-resnet18_r4-backprop"
-    config = ["--config", "profile=smoke", "seeds=2", f"only={only}"]
-    proc = snakemake(tmp_path, "--cores", "2", *config)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    log = proc.stdout + proc.stderr
-    assert job_counts(log)["train"] == 4
+def test_smoke_run_end_to_end(small_dag, tmp_path):
+    """The session's small smoke DAG (conftest.small_dag: 4 experiments x 4 seeds): result files, cells with their
+    seeds, reports, MLflow runs; a re-run that trains nothing; a fresh clone's (no results) that trains it all."""
+    folder = small_dag.folder
+    experiments = sorted(SMALL_DAG_EXPERIMENTS)
+    assert job_counts(small_dag.log)["train"] == len(experiments) * SMALL_DAG_SEEDS
 
-    runs = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "results/smoke/runs").rglob("*.json"))
-    assert runs == [f"results/smoke/runs/{e}/seed{s}.json" for e in sorted(only.split(",")) for s in (0, 1)]
-    with open(tmp_path / "results/smoke/cells.csv", newline="") as f:
+    runs = sorted(p.relative_to(folder).as_posix() for p in (folder / "results/smoke/runs").rglob("*.json"))
+    assert runs == [f"results/smoke/runs/{e}/seed{s}.json" for e in experiments for s in range(SMALL_DAG_SEEDS)]
+    with open(folder / "results/smoke/cells.csv", newline="") as f:
         cells = {r["id"]: r for r in csv.DictReader(f)}
     acc = cells["cruciata.1.vgg-11.mnist.sgd.a"]
-    assert acc["status"] == "MEASURED" and acc["n"] == "2" and acc["sd"] != "" and len(acc["sources"].split()) == 2
+    assert acc["status"] == "MEASURED" and acc["n"] == str(SMALL_DAG_SEEDS) and acc["sd"] != ""
+    assert len(acc["sources"].split()) == SMALL_DAG_SEEDS
     assert cells["ma.V.resnet18-r4.global"]["status"] == "MEASURED"
     assert cells["ma.V.resnet18-r4.layer-wise"]["status"] == "MISSING"
 
-    report = (tmp_path / "reports/smoke/cruciata.md").read_text()
+    report = (folder / "reports/smoke/cruciata.md").read_text()
     assert report.startswith("> **Smoke profile: these numbers say nothing about the papers.**")
     assert "| VGG-11 / MNIST" in report
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     exps = {e.name: e.experiment_id for e in client.search_experiments()}
     assert {f"layerwise-bench/smoke/{p}" for p in ("ma", "karimi", "bhyravabhottla", "cruciata")} <= set(exps)
     mlflow_runs = client.search_runs([exps["layerwise-bench/smoke/cruciata"], exps["layerwise-bench/smoke/ma"]])
     assert sorted((r.data.tags["experiment"], r.data.tags["seed"]) for r in mlflow_runs) == \
-        [(e, s) for e in sorted(only.split(",")) for s in ("0", "1")]
+        [(e, str(s)) for e in experiments if e.split("-")[0] in ("cruciata", "ma") for s in range(SMALL_DAG_SEEDS)]
 
-    again = snakemake(tmp_path, "-n", *config)  # nothing changed: nothing to train
+    again = snakemake(folder, "-n", *SMALL_DAG_CONFIG)  # nothing changed: nothing to train (a dry run changes nothing)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
-    # a fresh clone has the committed reports but no results: the whole DAG runs again
-    shutil.rmtree(tmp_path / "results")
-    shutil.rmtree(tmp_path / ".snakemake")
-    fresh = snakemake(tmp_path, "-n", *config)
-    assert fresh.returncode == 0 and job_counts(fresh.stdout + fresh.stderr)["train"] == 4
+    # a fresh clone has the committed reports but no results: the whole DAG runs again (on a copy of the folder)
+    clone = tmp_path / "clone"
+    shutil.copytree(folder, clone, ignore=shutil.ignore_patterns("results", ".snakemake"))
+    fresh = snakemake(clone, "-n", *SMALL_DAG_CONFIG)
+    assert fresh.returncode == 0 and job_counts(fresh.stdout + fresh.stderr)["train"] == len(runs)
 
 
 @pytest.mark.parametrize("setting,message", [

@@ -16,6 +16,7 @@ measured so far:
 
 Sizes: `gpu` on a CUDA device, `toy` elsewhere (the same steps, small: the CPU test of this command). A step
 starts only when its size's expected time is left in the budget; else it is recorded `skipped: out of budget`.
+The budget is kept on `Check`'s clock (time.monotonic unless another is given: the tests drive it by hand).
 """
 import copy
 import json
@@ -48,7 +49,8 @@ METHOD_JOBS = {
 JOBS = 2 * len(METHOD_JOBS)  # the methods step: every method at fp32 and at bf16
 # per step: its settings and the seconds it is expected to need at most (what the budget must hold). The `gpu` times
 # are upper guesses (no GPU has run this yet) chosen so that the default 540 s budget holds all four steps:
-# 150 + 180 + 120 + 40 = 490 s. The `toy` times are bounds above what this 2-core CPU took (4, 66, 33, 15 s)
+# 150 + 180 + 120 + 40 = 490 s. The `toy` times are bounds above what this 2-core CPU took (4, 66, 33, 15 s, with
+# 128 samples per job; the toy jobs now train on 64, their stand-in data too: `synthetic_samples`)
 SIZES = {
     "gpu": {"perf": {"models": ["CIFAR VGG-11", "CIFAR ResNet-18", "LeNet (Fashion-MNIST)"], "width_mult": 1.0,
                      "batches": 20, "rounds": 3, "samples": 4096, "compile": True, "expect_s": 150},
@@ -57,7 +59,8 @@ SIZES = {
             "probe": {"steps": 8, "rounds": 3, "expect_s": 40}},
     "toy": {"perf": {"models": ["LeNet (Fashion-MNIST)"], "width_mult": 0.25, "batches": 2, "rounds": 1,
                      "samples": 128, "compile": False, "expect_s": 20},
-            "methods": {"train_samples": 128, "test_samples": 64, "job_s": 6, "expect_s": 6 * JOBS},
+            "methods": {"train_samples": 64, "test_samples": 32, "synthetic_samples": (64, 32), "job_s": 6,
+                        "expect_s": 6 * JOBS},
             "workflow": {"jobs": 1, "expect_s": 60},
             "probe": {"steps": 2, "rounds": 1, "expect_s": 20}},
 }
@@ -66,31 +69,34 @@ SMOKE_JOBS = ["karimi-fashion_mnist-lenet-backprop-sgd", "cruciata-mnist-vgg11-b
 
 
 class Check:
-    def __init__(self, out: Path, device: torch.device, budget_s: float, data_root: str | None):
-        self.out, self.device, self.data_root = Path(out), device, data_root
+    """The check's budget and record: `clock` (seconds, monotonic) times the budget, the steps and elapsed_s."""
+    def __init__(self, out: Path, device: torch.device, budget_s: float, data_root: str | None,
+                 clock=time.monotonic):
+        self.out, self.device, self.data_root, self.clock = Path(out), device, data_root, clock
         self.size = "gpu" if device.type == "cuda" else "toy"
-        self.start, self.budget = time.monotonic(), budget_s
+        self.start, self.budget = clock(), budget_s
         self.summary = {"device": None, "size": self.size, "budget_s": budget_s, "steps": {}}
 
     def left(self) -> float:
-        return self.budget - (time.monotonic() - self.start)
+        return self.budget - (self.clock() - self.start)
 
     def step(self, name: str, fn):
         expect = SIZES[self.size][name]["expect_s"]
-        if self.left() < expect:
-            record = {"status": "skipped: out of budget", "left_s": round(self.left(), 1), "expected_s": expect}
+        left = self.left()
+        if left < expect:
+            record = {"status": "skipped: out of budget", "left_s": round(left, 1), "expected_s": expect}
         else:
-            t0 = time.monotonic()
+            t0 = self.clock()
             try:
                 record = {"status": "ok", **fn(SIZES[self.size][name])}
             except Exception as err:  # a step that breaks is a finding: recorded, the next step runs
                 record = {"status": f"failed: {type(err).__name__}: {str(err)[:500]}"}
-            record["seconds"] = round(time.monotonic() - t0, 1)
+            record["seconds"] = round(self.clock() - t0, 1)
         self.summary["steps"][name] = record
         self.write()
 
     def write(self):
-        self.summary["elapsed_s"] = round(time.monotonic() - self.start, 1)
+        self.summary["elapsed_s"] = round(self.clock() - self.start, 1)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "summary.json").write_text(json.dumps(self.summary, indent=1) + "\n")
         (self.out / "summary.md").write_text(markdown(self.summary))
@@ -135,6 +141,9 @@ def method_job(eid: str, precision: str, device, size: dict, data_root) -> dict:
         except BenchError:
             pass
     if source == "synthetic":
+        if size.get("synthetic_samples"):  # toy: a stand-in smaller than smoke's as well
+            train, test = size["synthetic_samples"]
+            cfg["data"] = {**cfg["data"], "train_samples": train, "test_samples": test}
         data = datasets.load(exp.dataset, cfg)
     torch.manual_seed(0)
     model = build_model(cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1],

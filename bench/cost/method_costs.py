@@ -195,11 +195,18 @@ def _part(module: nn.Module, macs: dict, secs: dict, scale: float) -> list:
             sum(secs[i][1] for i in ids if i in secs)]
 
 
+def _home(module: nn.Module) -> torch.device:
+    """The device a module's parameters are on (the meta device when only its shapes are counted)."""
+    return next(module.parameters(), torch.zeros(0)).device
+
+
 def _side(module: nn.Module, shape: tuple, x_batch: int, device: torch.device | None) -> list:
     """The part of a module the method builds beside the model (an aux head), on inputs of `shape`."""
-    macs = leaf_macs(module, torch.zeros((1, *shape)))
-    secs = time_leaves(module, torch.randn((x_batch, *shape)), device) if device is not None else {}
-    module.cpu()
+    macs = leaf_macs(module, torch.zeros((1, *shape), device=_home(module)))
+    secs = {}
+    if device is not None:
+        secs = time_leaves(module, torch.randn((x_batch, *shape)), device)
+        module.cpu()
     return _part(module, macs, secs, 1.0)
 
 
@@ -209,9 +216,13 @@ def measure_parts(model: nn.Module, method: str, cfg: dict, total_macs: int, dev
     (each [forward MACs, forward seconds, training seconds] per sample), out (each block's output size), classes, and per method: aux (PredSim's,
     Belilovsky's or greedy's local heads, one per unit or block), cuts (Learn & Drop / Freezing: the frozen prefix
     at every cut) with cut_state (the elements a cut stores per sample), layers (layer_to_layer's Keras layers).
-    With a `device`, every leaf is timed there at `batch` (secs); without, secs are 0."""
+    With a `device`, every leaf is timed there at `batch` (secs); without, secs are 0. Untimed, the model may be on
+    the meta device: every count here comes from shapes alone."""
     dtype = getattr(model, "input_dtype", torch.float32)
-    x = torch.zeros((1, *model.input_shape), dtype=dtype)
+    home = _home(model)
+    if device is not None and home.type == "meta":
+        raise ValueError("measure_parts: a model on the meta device cannot be timed")
+    x = torch.zeros((1, *model.input_shape), dtype=dtype, device=home)
     shapes = []
     handles = [b.register_forward_hook(lambda m, i, o: shapes.append(tuple((o[0] if isinstance(o, tuple)
                                                                            else o).shape[1:])))
@@ -242,7 +253,7 @@ def measure_parts(model: nn.Module, method: str, cfg: dict, total_macs: int, dev
             parts["cuts"].append([a + b for a, b in zip(parts["cuts"][-1], work(layer.step))])
         # the elements of the state after each cut (main and skip inside a residual unit): what a stored map holds
         parts["cut_state"] = [sum(math.prod(s) for s in state)
-                              for state in state_shapes(model, layers, torch.device("cpu"))]
+                              for state in state_shapes(model, layers, home)]
     elif method == "layer_to_layer":
         from bench.methods.layer_to_layer import keras_layers
 
@@ -252,7 +263,7 @@ def measure_parts(model: nn.Module, method: str, cfg: dict, total_macs: int, dev
         from bench.methods.predsim import PredSim
 
         sim = PredSim(model, model.num_classes, cfg)
-        parts["aux"] = [_side(a, s, batch, device) for a, s in zip(sim.aux, sim._dry_shapes(torch.device("cpu")))]
+        parts["aux"] = [_side(a, s, batch, device) for a, s in zip(sim.aux, sim._dry_shapes(home))]
     elif method == "belilovsky_greedy":
         from bench.models import simcnn
 

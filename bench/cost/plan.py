@@ -26,10 +26,12 @@ seconds at the median rate meet the printed ones, with the range at the quartile
 state their GPU this assumes one like the calibration's. Small models run far below the median rate (see above), so
 their implied epochs are upper bounds.
 """
+import atexit
 import json
 import math
 import os
 import statistics
+import time
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -46,7 +48,7 @@ from bench.cost import method_costs
 from bench.data.loader import augments
 from bench.methods.training import resolve_device
 from bench.models import build_model
-from bench.run.measure import device_name, forward_macs
+from bench.run.measure import device_name, forward_macs, meta_batch_norm_passthrough
 from bench.run.targets import targets
 
 PROBE_EXPERIMENT = "cruciata-cifar10-vgg11-backprop"  # the rate probe's network (at the profile's config)
@@ -72,18 +74,84 @@ def _code_version() -> str:
     return digest.hexdigest()[:12]
 
 
-PARTS_CACHE = Path.home() / ".cache" / "layerwise-bench" / f"plan_parts-{_code_version()}.json"
+def cache_dir() -> Path:
+    """Where `bench plan` keeps what it counted: $BENCH_CACHE, else $XDG_CACHE_HOME/layerwise-bench, else
+    ~/.cache/layerwise-bench (the test suite points $BENCH_CACHE into its own temporary folder)."""
+    if os.environ.get("BENCH_CACHE"):
+        return Path(os.environ["BENCH_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "layerwise-bench"
+
+
+def parts_cache() -> Path:
+    return cache_dir() / f"plan_parts-{_code_version()}.json"
 # the method options a model's parts depend on (the Learn & Drop chain, the Keras layers, PredSim's units)
 PARTS_OPTIONS = {"learn_drop": ("shortcut_position",), "freezing": ("shortcut_position",),
                  "layer_to_layer": ("granularity", "input_layer"), "predsim": ("dim_in_decoder",)}
 
 
-@cache
-def _disk_cache() -> dict:
+_DISK: dict = {}  # cache file -> {"parts": what is known, "seen": the file's (mtime, size) when last read or written}
+SAVE_EVERY_S = 2.0  # new parts are written at most this often while counting, and at the process's exit
+
+
+def _stamp(path: Path):
     try:
-        return json.loads(PARTS_CACHE.read_text())
+        st = path.stat()
+        return st.st_mtime_ns, st.st_size
+    except OSError:
+        return None
+
+
+def _read_parts(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _disk_cache(refresh: bool = False) -> dict:
+    """The parts counted so far: the cache file read once per process, and again (merged) when `refresh` and another
+    process has written it since (they count side by side: the workflow's jobs, the test processes)."""
+    path = parts_cache()
+    entry = _DISK.get(path)
+    if entry is None:
+        entry = _DISK[path] = {"parts": _read_parts(path), "seen": _stamp(path), "unsaved": 0, "saved_at": 0.0}
+        atexit.register(_save_parts, path)
+    elif refresh and _stamp(path) != entry["seen"]:
+        entry["parts"].update({k: v for k, v in _read_parts(path).items() if k not in entry["parts"]})
+        entry["seen"] = _stamp(path)
+    return entry["parts"]
+
+
+def _save_parts(path: Path, force: bool = True):
+    """Write the cache file atomically with what other processes added since it was read; without `force`, only
+    when SAVE_EVERY_S have passed since the last write."""
+    entry = _DISK.get(path)
+    if entry is None or not entry["unsaved"] or (not force and time.monotonic() - entry["saved_at"] < SAVE_EVERY_S):
+        return
+    found = entry["parts"]
+    if _stamp(path) != entry["seen"]:
+        found.update({k: v for k, v in _read_parts(path).items() if k not in found})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(found, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:  # a cache that cannot be written is counted again next time
+        return
+    entry.update(seen=_stamp(path), unsaved=0, saved_at=time.monotonic())
+
+
+def _counted_parts(exp, cfg: dict) -> dict:
+    """The model's parts, untimed: counted on the meta device (shapes only, no arithmetic: the MACs are the same as
+    on the CPU, in a fraction of the time for full-width models), on the CPU where a model cannot run on meta."""
+    try:
+        # everything built here is on meta: the model, and the local heads the method builds beside it
+        with torch.device("meta"), meta_batch_norm_passthrough():
+            model = _model(cfg, exp.dataset)
+            return method_costs.measure_parts(model, exp.method, cfg, forward_macs(model, "pytorch"))
+    except (NotImplementedError, RuntimeError):
+        model = _model(cfg, exp.dataset)
+        return method_costs.measure_parts(model, exp.method, cfg, forward_macs(model, "pytorch"))
 
 
 def _parts_key(exp, cfg: dict) -> str:
@@ -100,7 +168,7 @@ _TIMED: dict = {}
 
 def _parts(exp, cfg: dict, device: torch.device | None = None) -> dict:
     """The model's parts for the method's cost (bench.cost.method_costs.measure_parts). Untimed (MACs), cached in memory
-    and in ~/.cache/layerwise-bench/plan_parts-<code digest>.json (counting all the paper profile's models takes
+    and in <cache_dir()>/plan_parts-<code digest>.json (counting all the paper profile's models takes
     minutes); timed on `device` at the config's batch size, cached in memory for this process."""
     key = _parts_key(exp, cfg)
     if device is not None:
@@ -112,12 +180,11 @@ def _parts(exp, cfg: dict, device: torch.device | None = None) -> dict:
         return _TIMED[timed_key]
     found = _disk_cache()
     if key not in found:
-        model = _model(cfg, exp.dataset)
-        found[key] = method_costs.measure_parts(model, exp.method, cfg, forward_macs(model, "pytorch"))
-        PARTS_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = PARTS_CACHE.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(found, sort_keys=True))
-        os.replace(tmp, PARTS_CACHE)
+        found = _disk_cache(refresh=True)  # counted by another process meanwhile?
+    if key not in found:
+        found[key] = _counted_parts(exp, cfg)
+        _DISK[parts_cache()]["unsaved"] += 1
+        _save_parts(parts_cache(), force=False)
     return found[key]
 
 

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 # Fault injection for the tests of resume, failure records and tracking outages: "kill:N" SIGKILLs the process,
-# "raise:N" raises, after N training batches in total; "slow:MS" sleeps MS milliseconds after every batch.
+# "raise:N" raises, after N training batches in total; "slow:MS" sleeps MS milliseconds after every batch;
+# "hold:DIR" holds the run before each epoch k >= 2 until the file DIR/epoch<k> exists, saying it waits there (_held).
 FAULT_ENV = "BENCH_FAULT"
 _batches_seen = 0
 
@@ -41,6 +42,30 @@ def _faulty(batches):
                 os.kill(os.getpid(), signal.SIGKILL)
             raise InjectedFault(f"fault injected by ${FAULT_ENV} after {_batches_seen} batches")
         _batches_seen += 1
+        yield item
+
+
+_epochs_started = 0
+
+
+def _held(epochs, folder: str):
+    """$BENCH_FAULT=hold:DIR: before the k-th epoch this process trains (k >= 2; the epoch bars' items, every stage's
+    counted, so epoch k of a run from scratch), the run creates DIR/waiting-epoch<k>.<host>.<pid> (it is there, its
+    epoch k-1 trained, logged and checkpointed) and waits until the file DIR/epoch<k> exists. A test holds jobs
+    between epochs this way and releases them when it has done what must happen meanwhile: no timing decides
+    what it sees. Batches are not touched (the epochs' times include no wait)."""
+    global _epochs_started
+    import socket
+
+    for item in epochs:
+        _epochs_started += 1
+        k = _epochs_started
+        if k >= 2:
+            os.makedirs(folder, exist_ok=True)
+            open(os.path.join(folder, f"waiting-epoch{k}.{socket.gethostname()}.{os.getpid()}"), "w").close()
+            gate = os.path.join(folder, f"epoch{k}")
+            while not os.path.exists(gate):
+                time.sleep(0.05)  # polls the gate file; a signal (SIGTERM) still interrupts the run here
         yield item
 
 
@@ -70,7 +95,10 @@ class Context:
     def bar(self, iterable, **kw):
         show = sys.stderr.isatty() if self.progress is None else self.progress
         bar = tqdm(iterable, disable=not show, leave=False, dynamic_ncols=True, **kw)
-        return _faulty(bar) if kw.get("unit") == "batch" and os.environ.get(FAULT_ENV) else bar
+        fault = os.environ.get(FAULT_ENV, "")
+        if fault.startswith("hold:"):  # epochs held on files (_held); batches untouched
+            return _held(bar, fault[len("hold:"):]) if kw.get("unit") == "epoch" else bar
+        return _faulty(bar) if kw.get("unit") == "batch" and fault else bar
 
 
 def resolve_device(name: str = "auto") -> torch.device:

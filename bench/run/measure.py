@@ -1,5 +1,6 @@
 """What the tables report besides accuracy, measured (never estimated): parameters, time, peak memory,
 and the hardware and code they were measured on."""
+import contextlib
 import os
 import platform
 import resource
@@ -28,6 +29,26 @@ def part_parameters(model: nn.Module) -> dict:
     return {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
 
 
+@contextlib.contextmanager
+def meta_batch_norm_passthrough():
+    """While counting on the meta device: batch norm returns its input. Torch runs batch norm on meta tensors
+    through a Python decomposition, half of a count's time, and a count needs only its output shape, which is
+    its input's (ptflops and bench.cost.method_costs count a BN layer by its input's size). Tensors on any other
+    device are normalised as usual."""
+    from torch.nn import functional
+
+    original = functional.batch_norm
+
+    def batch_norm(input, *args, **kwargs):
+        return input if input.device.type == "meta" else original(input, *args, **kwargs)
+
+    functional.batch_norm = batch_norm
+    try:
+        yield
+    finally:
+        functional.batch_norm = original
+
+
 # ptflops counting conventions: (backend, count torch.nn.functional / tensor ops too)
 FLOPS_BACKENDS = {"pytorch": ("pytorch", False), "pytorch+functional": ("pytorch", True), "aten": ("aten", None)}
 
@@ -40,6 +61,9 @@ def forward_macs(model: nn.Module, backend: str = "pytorch") -> int:
     classic count); 'pytorch+functional' also counts functional and tensor ops (residual adds, but it counts an
     nn.ReLU twice, once as module and once as F.relu); 'aten' counts the aten convolutions and matrix products
     with their bias adds. The model is copied to the CPU in eval mode; the caller's model and mode are untouched.
+    A model on the meta device is counted there (shapes only, no arithmetic): the same count for 'pytorch' and
+    'aten', but not for 'pytorch+functional', whose tensor-op hooks count differently on meta tensors, so that
+    backend refuses it.
     """
     import copy
 
@@ -48,12 +72,16 @@ def forward_macs(model: nn.Module, backend: str = "pytorch") -> int:
     if backend not in FLOPS_BACKENDS:
         raise ValueError(f"FLOPs backend must be one of {', '.join(FLOPS_BACKENDS)}")
     engine, functional = FLOPS_BACKENDS[backend]
+    if functional and next(model.parameters(), torch.zeros(0)).device.type == "meta":
+        raise ValueError("forward_macs: the 'pytorch+functional' count needs a model on the CPU, not on meta")
     config = {} if functional is None else {"count_functional": functional}
-    clone = copy.deepcopy(model).cpu().eval()
+    on_meta = next(model.parameters(), torch.zeros(0)).device.type == "meta"  # shapes only: see the note below
+    clone = copy.deepcopy(model).eval() if on_meta else copy.deepcopy(model).cpu().eval()
     shape = tuple(model.input_shape)
     dtype = getattr(model, "input_dtype", torch.float32)
-    make_input = (lambda res: torch.zeros((1, *res), dtype=dtype)) if dtype != torch.float32 else None
-    with torch.no_grad():
+    home = "meta" if on_meta else "cpu"
+    make_input = (lambda res: torch.zeros((1, *res), dtype=dtype, device=home)) if dtype != torch.float32 else None
+    with torch.no_grad(), (meta_batch_norm_passthrough() if on_meta else contextlib.nullcontext()):
         macs, _ = get_model_complexity_info(clone, shape, as_strings=False, print_per_layer_stat=False,
                                             input_constructor=make_input, backend=engine, verbose=False,
                                             backend_specific_config=config)
