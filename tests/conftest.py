@@ -69,6 +69,13 @@ def shared_raw(dataset: str, folder, pattern: str = "*-ubyte.gz", keep_gz: bool 
 CACHE_VARS = ("BENCH_CACHE", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR")
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one test process per core, and one more. Several tests spend most of their time waiting (held
+    jobs, a SLURM queue, a server's retries, a DAG of 16 jobs that another process runs), so an extra process
+    keeps the cores busy meanwhile."""
+    return (os.cpu_count() or 1) + 1
+
+
 def pytest_configure(config):
     if os.environ.get("BENCH_TEST_CACHE_ROOT"):  # an xdist worker: the controller set everything up
         return
@@ -90,8 +97,9 @@ class SmokeRuns:
     """Finished smoke runs for tests that only need "a finished run of experiment E": the one the smoke DAG of this
     checkout wrote (results/smoke/runs/<E>/seed<k>.json, as `.ci/run` leaves it before the tests) when it is
     valid for this checkout — `bench.run.results.load` accepts it (the experiment's resolved config today), it
-    FINISHED, and it was trained by this code version — else one trained here, once per test session, into a
-    temporary folder with its own MLflow store. `source(E)` says which it was."""
+    FINISHED from scratch (not resumed), and it was trained by this code version — else one trained here as the DAG
+    trains it (`bench run`, its own process, one thread), once per test session, into a temporary folder with its
+    own MLflow store. `source(E)` says which it was. The resume tests compare with these bit for bit."""
 
     def __init__(self, folder: Path, checkout_results: Path = REPO / "results"):
         self.folder, self.checkout_results, self.runs, self.sources = folder, checkout_results, {}, {}
@@ -108,7 +116,7 @@ class SmokeRuns:
             result = results.load(path, "smoke", experiment, seed, ex.config(ex.get(experiment), "smoke"))
         except results.Invalid as err:
             return None, f"{path}: {err}"
-        if result["status"] != "FINISHED" or result.get("resumed_from_epoch") is not None:
+        if result["status"] != "FINISHED" or result.get("resumed_from_epoch"):  # 0: trained from scratch
             return None, f"{path}: {result['status']}, resumed from epoch {result.get('resumed_from_epoch')}"
         if result["environment"].get("code_version") != code_version():
             return None, f"{path}: code version {result['environment'].get('code_version')}, not {code_version()}"
@@ -127,18 +135,20 @@ class SmokeRuns:
         return self.sources[(experiment, seed)]
 
     def train(self, experiment: str, seed: int) -> dict:
-        from bench.run import results, runner
+        """As the smoke DAG trains it: `bench run` in a process of its own, one thread (the workflow's default)."""
+        import json
+        import subprocess
+        import sys
+
+        from bench.run import results
 
         out = results.run_path("smoke", experiment, seed, self.folder / "results")
-        old = os.environ.get("MLFLOW_TRACKING_URI")
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{self.folder / 'mlflow.db'}"
-        try:
-            result = runner.run(experiment, seed, "smoke", out=out)
-        finally:
-            if old is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = old
+        proc = subprocess.run([sys.executable, "-m", "bench", "run", "-e", experiment, "--profile", "smoke", "--seed",
+                               str(seed), "--threads", "1", "--out", str(out)], capture_output=True, text=True,
+                              cwd=self.folder, timeout=1800,
+                              env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{self.folder / 'mlflow.db'}"})
+        assert proc.returncode == 0, f"{experiment} seed {seed}: {proc.stderr[-2000:]}"
+        result = json.loads(out.read_text())
         assert result["status"] == "FINISHED", f"{experiment} seed {seed}: {result.get('error')}"
         return result
 

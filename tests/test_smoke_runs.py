@@ -15,7 +15,7 @@ EXPERIMENT = "cruciata-mnist-vgg11-backprop"
 
 
 def write(results, **changes):
-    result = result_file("smoke", EXPERIMENT, metrics={"test_accuracy": 42.0}, resumed_from_epoch=None)
+    result = result_file("smoke", EXPERIMENT, metrics={"test_accuracy": 42.0}, resumed_from_epoch=0)
     result["environment"]["code_version"] = code_version()
     for key, value in changes.items():
         if key == "code_version":
