@@ -63,7 +63,9 @@ def _model(cfg: dict, dataset: str):
     return build_model(cfg["architecture"], info.channels, info.num_classes, size, cfg["model"])
 
 
+@cache
 def _code_version() -> str:
+    """The digest of the code that counts a model's parts, read once per process (every cache look-up names it)."""
     import hashlib
 
     digest = hashlib.sha256()

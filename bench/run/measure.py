@@ -72,14 +72,14 @@ def forward_macs(model: nn.Module, backend: str = "pytorch") -> int:
     if backend not in FLOPS_BACKENDS:
         raise ValueError(f"FLOPs backend must be one of {', '.join(FLOPS_BACKENDS)}")
     engine, functional = FLOPS_BACKENDS[backend]
-    if functional and next(model.parameters(), torch.zeros(0)).device.type == "meta":
+    on_meta = next(model.parameters(), torch.zeros(0)).device.type == "meta"  # shapes only: see the note above
+    if functional and on_meta:
         raise ValueError("forward_macs: the 'pytorch+functional' count needs a model on the CPU, not on meta")
     config = {} if functional is None else {"count_functional": functional}
-    on_meta = next(model.parameters(), torch.zeros(0)).device.type == "meta"  # shapes only: see the note below
-    clone = copy.deepcopy(model).eval() if on_meta else copy.deepcopy(model).cpu().eval()
+    home = "meta" if on_meta else "cpu"
+    clone = copy.deepcopy(model).to(home).eval()
     shape = tuple(model.input_shape)
     dtype = getattr(model, "input_dtype", torch.float32)
-    home = "meta" if on_meta else "cpu"
     make_input = (lambda res: torch.zeros((1, *res), dtype=dtype, device=home)) if dtype != torch.float32 else None
     with torch.no_grad(), (meta_batch_norm_passthrough() if on_meta else contextlib.nullcontext()):
         macs, _ = get_model_complexity_info(clone, shape, as_strings=False, print_per_layer_stat=False,
