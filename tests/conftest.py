@@ -76,6 +76,14 @@ def pytest_xdist_auto_num_workers(config):
     return (os.cpu_count() or 1) + 1
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests on the shared PostgreSQL and SLURM cluster first (a stable sort: the same order in every xdist
+    process). pytest-xdist hands out tests in collection order, and these mostly wait (16 jobs held and released,
+    a server's retry windows, the SLURM queue's polls): started first, their waits overlap the other tests' work
+    instead of running alone at the end of the session."""
+    items.sort(key=lambda item: not {"postgres", "slurm"} & set(item.fixturenames))
+
+
 def pytest_configure(config):
     if os.environ.get("BENCH_TEST_CACHE_ROOT"):  # an xdist worker: the controller set everything up
         return
@@ -90,6 +98,29 @@ def pytest_unconfigure(config):
     root = getattr(config, "_bench_cache_root", None)
     if root is not None:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ a warm worker
+_WARM: dict = {}
+
+
+def warm_worker_env() -> dict:
+    """{BENCH_WORKER: socket} of this test process's warm worker (bench/run/worker.py, the one the workflow starts for
+    its jobs): a `python -m bench run` given it forks from a process that imported torch and MLflow once, instead of
+    spending ~5 s of CPU on imports. For tests about what a job does (checkpoints, resume, its result), not about a
+    fresh process's start-up; tests/test_worker.py proves a job through the worker equals one in its own process, and
+    a job killed by a signal kills its client with the same signal. Started on first use, stopped at exit."""
+    import atexit
+
+    from bench.run import worker
+
+    if "env" not in _WARM:
+        root = Path(os.environ.get("BENCH_TEST_CACHE_ROOT") or tempfile.mkdtemp(prefix="bench-worker-"))
+        path = root / f"worker-{os.getpid()}.sock"
+        proc = worker.start(str(path), parent_pid=os.getpid(), log=str(path.with_suffix(".log")))
+        atexit.register(lambda: (proc.terminate(), proc.wait(timeout=30)))
+        _WARM["env"] = {worker.ENV: str(path)}
+    return dict(_WARM["env"])
 
 
 # ------------------------------------------------------------------------------------------------ smoke runs

@@ -10,6 +10,7 @@ import torch
 
 from bench.methods.checkpoint import Checkpoint
 from bench.methods.training import FAULT_ENV
+from conftest import warm_worker_env
 from test_workflow import SNAKEMAKE, snakemake
 
 BENCH = [sys.executable, "-m", "bench"]
@@ -33,7 +34,9 @@ COMPARED = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr")
 
 
 def bench_run(experiment, out, env_extra=None, *flags):
-    env = {**os.environ, **(env_extra or {})}
+    """`bench run` of a smoke job in a process of its own, forked from this test process's warm worker (a SIGKILL of
+    the job kills that process too: returncode -9)."""
+    env = {**os.environ, **warm_worker_env(), **(env_extra or {})}
     return subprocess.run([*BENCH, "run", "-e", experiment, "--profile", "smoke", "--seed", "0", "--threads", "1",
                            "--out", str(out), *flags], capture_output=True, text=True, env=env, timeout=300)
 

@@ -104,4 +104,19 @@ def test_the_exit_code_of_a_finished_child_is_sent():
         os.kill(os.getpid(), signal.SIGKILL)
     server, client = socket.socketpair()
     worker._supervise(server, pid, {server}, threading.Lock())
-    assert struct.unpack("!i", client.recv(4))[0] == 128 + signal.SIGKILL
+    assert struct.unpack("!i", client.recv(4))[0] == -signal.SIGKILL  # a signal: sent as its negative
+
+
+def test_a_job_killed_by_a_signal_kills_its_client_with_it(warm, workdir):
+    """The client ends as the job's own process would have: killed by the same signal (a shell or Snakemake sees
+    128 + 9 either way; a test that SIGKILLs a job sees returncode -9 either way)."""
+    from bench.methods.training import FAULT_ENV
+
+    proc = bench("run", "-e", EXPERIMENT, "--profile", "smoke", "--out", "killed.json", cwd=workdir,
+                 env={worker.ENV: warm, FAULT_ENV: "kill:2"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (workdir / "killed.json").exists()
+    shell = subprocess.run(["bash", "-c", f"{sys.executable} -m bench run -e {EXPERIMENT} --profile smoke "
+                            "--out killed.json; exit $?"], cwd=workdir, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, worker.ENV: warm, FAULT_ENV: "kill:2"})
+    assert shell.returncode == 128 + signal.SIGKILL

@@ -37,3 +37,20 @@ def test_model_builds_and_trains(paper, model, dataset):
     out.square().mean().backward()
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
     assert len(net.blocks) == len(net.block_names) >= 2
+
+
+def test_the_torch_free_names_are_what_each_family_builds():
+    """bench.models.NAMES (read without importing torch, e.g. at every Snakemake start) equals every family's BASES."""
+    import importlib
+    import subprocess
+    import sys
+
+    from bench.models import FAMILIES, NAMES
+
+    assert NAMES.keys() == FAMILIES.keys()
+    for fam, module in FAMILIES.items():
+        assert NAMES[fam] == set(importlib.import_module(module).BASES), fam
+    code = ("import sys; from bench.run.targets import targets; assert targets('paper'); "
+            "print('torch' in sys.modules)")
+    listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and listed.stdout.strip() == "False", listed.stderr[-2000:]

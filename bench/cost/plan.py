@@ -48,7 +48,7 @@ from bench.cost import method_costs
 from bench.data.loader import augments
 from bench.methods.training import resolve_device
 from bench.models import build_model
-from bench.run.measure import device_name, forward_macs, meta_batch_norm_passthrough
+from bench.run.measure import device_name, forward_macs, meta_shape_passthrough
 from bench.run.targets import targets
 
 PROBE_EXPERIMENT = "cruciata-cifar10-vgg11-backprop"  # the rate probe's network (at the profile's config)
@@ -148,9 +148,9 @@ def _counted_parts(exp, cfg: dict) -> dict:
     on the CPU, in a fraction of the time for full-width models), on the CPU where a model cannot run on meta."""
     try:
         # everything built here is on meta: the model, and the local heads the method builds beside it
-        with torch.device("meta"), meta_batch_norm_passthrough():
+        with torch.device("meta"), meta_shape_passthrough():
             model = _model(cfg, exp.dataset)
-            return method_costs.measure_parts(model, exp.method, cfg, forward_macs(model, "pytorch"))
+            return method_costs.measure_parts(model, exp.method, cfg, forward_macs(model, "pytorch", copy_model=False))
     except (NotImplementedError, RuntimeError):
         model = _model(cfg, exp.dataset)
         return method_costs.measure_parts(model, exp.method, cfg, forward_macs(model, "pytorch"))

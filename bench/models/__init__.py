@@ -8,7 +8,12 @@ dropout, head) come from the experiment's config, not from the name; `keras_defa
 Keras' default initialisers and BatchNormalization settings (a paper that trained in Keras). `feat_mult` (VGG and
 ResNet only) widens the convs on top of the profile's `width_mult` (bench.models.common.conv_mult).
 """
-from bench.models.common import BlockNet
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch only where a model is built (bench.models.common)
+    from bench.models.common import BlockNet
 
 # family prefix of a base name -> module with BASES (the names it builds) and build(...)
 FAMILIES = {
@@ -30,13 +35,27 @@ def family(base: str) -> str:
     return max(matches, key=len) if matches else ""
 
 
+# The names each family's module builds (its BASES' keys), here without importing the modules: which experiments a
+# profile runs is decided from these at every start of Snakemake (the workflow's and each cluster job's) and of
+# `bench experiments`, none of which need torch otherwise. tests/test_zoo.py checks them against every BASES.
+NAMES = {
+    "vgg": {"vgg8", "vgg11", "vgg13", "vgg16", "vgg19", "vgg8b"},
+    "resnet": {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d"},
+    "resnext": {"resnext", "resnext50_32x4d"},
+    "densenet": {"densenet121", "densenet_bc100", "densenet"},
+    "alexnet": {"alexnet"},
+    "lenet": {"lenet"},
+    "cnn12": {"cnn12"},
+    "simcnn": {"simcnn_k1", "simcnn_k2", "simcnn_k3"},
+    "vdcnn": {"vdcnn9", "vdcnn17", "vdcnn29", "vdcnn49"},
+}
+
+
 def missing_reason(architecture: dict) -> str:
     """'' when the architecture can be built, else why not."""
-    import importlib
-
     base = architecture.get("base", "")
     fam = family(base)
-    if not fam or base not in importlib.import_module(FAMILIES[fam]).BASES:
+    if not fam or base not in NAMES[fam]:
         return f"model '{base}' is not in the model zoo (bench/models)"
     return ""
 

@@ -30,37 +30,45 @@ def part_parameters(model: nn.Module) -> dict:
 
 
 @contextlib.contextmanager
-def meta_batch_norm_passthrough():
-    """While counting on the meta device: batch norm returns its input. Torch runs batch norm on meta tensors
-    through a Python decomposition, half of a count's time, and a count needs only its output shape, which is
-    its input's (ptflops and bench.cost.method_costs count a BN layer by its input's size). Tensors on any other
-    device are normalised as usual."""
+def meta_shape_passthrough():
+    """While counting on the meta device: batch norm and leaky ReLU give their input's shape without computing.
+    Torch runs both on meta tensors through Python decompositions, most of a count's time, and a count needs only
+    their output's shape, which is their input's: ptflops and bench.cost.method_costs count a BN or activation
+    layer by its sizes, and the 'aten' backend counts neither. Tensors on any other device are computed as usual."""
     from torch.nn import functional
 
-    original = functional.batch_norm
+    saved = {name: getattr(functional, name) for name in ("batch_norm", "leaky_relu")}
 
     def batch_norm(input, *args, **kwargs):
-        return input if input.device.type == "meta" else original(input, *args, **kwargs)
+        return input if input.device.type == "meta" else saved["batch_norm"](input, *args, **kwargs)
 
-    functional.batch_norm = batch_norm
+    def leaky_relu(input, negative_slope=0.01, inplace=False):
+        if input.device.type == "meta":
+            return input if inplace else torch.empty_like(input)
+        return saved["leaky_relu"](input, negative_slope, inplace)
+
+    functional.batch_norm, functional.leaky_relu = batch_norm, leaky_relu
     try:
         yield
     finally:
-        functional.batch_norm = original
+        for name, original in saved.items():
+            setattr(functional, name, original)
 
 
 # ptflops counting conventions: (backend, count torch.nn.functional / tensor ops too)
 FLOPS_BACKENDS = {"pytorch": ("pytorch", False), "pytorch+functional": ("pytorch", True), "aten": ("aten", None)}
 
 
-def forward_macs(model: nn.Module, backend: str = "pytorch") -> int:
+def forward_macs(model: nn.Module, backend: str = "pytorch", copy_model: bool = True) -> int:
     """Multiply-accumulates of one forward pass of one sample at the model's input shape, counted by ptflops.
 
     ptflops counts MACs, not FLOPs (FLOPs = 2 x MACs, kept under their own name by the callers). Backends:
     'pytorch' hooks the nn.Modules only (convs and linears with their bias adds, BN, activations, pools: ptflops'
     classic count); 'pytorch+functional' also counts functional and tensor ops (residual adds, but it counts an
     nn.ReLU twice, once as module and once as F.relu); 'aten' counts the aten convolutions and matrix products
-    with their bias adds. The model is copied to the CPU in eval mode; the caller's model and mode are untouched.
+    with their bias adds. The model is copied to the CPU in eval mode; the caller's model and mode are untouched
+    (`copy_model=False`: counted on the model itself, left in eval mode with ptflops' counters on it, for a model
+    built only to be counted).
     A model on the meta device is counted there (shapes only, no arithmetic): the same count for 'pytorch' and
     'aten', but not for 'pytorch+functional', whose tensor-op hooks count differently on meta tensors, so that
     backend refuses it.
@@ -77,11 +85,11 @@ def forward_macs(model: nn.Module, backend: str = "pytorch") -> int:
         raise ValueError("forward_macs: the 'pytorch+functional' count needs a model on the CPU, not on meta")
     config = {} if functional is None else {"count_functional": functional}
     home = "meta" if on_meta else "cpu"
-    clone = copy.deepcopy(model).to(home).eval()
+    clone = (copy.deepcopy(model) if copy_model else model).to(home).eval()
     shape = tuple(model.input_shape)
     dtype = getattr(model, "input_dtype", torch.float32)
     make_input = (lambda res: torch.zeros((1, *res), dtype=dtype, device=home)) if dtype != torch.float32 else None
-    with torch.no_grad(), (meta_batch_norm_passthrough() if on_meta else contextlib.nullcontext()):
+    with torch.no_grad(), (meta_shape_passthrough() if on_meta else contextlib.nullcontext()):
         macs, _ = get_model_complexity_info(clone, shape, as_strings=False, print_per_layer_stat=False,
                                             input_constructor=make_input, backend=engine, verbose=False,
                                             backend_specific_config=config)

@@ -5,7 +5,8 @@ its ORM mappers, torch's lazily imported dynamo) while a smoke-profile training 
 second, so a DAG of hundreds of small jobs spends most of its time importing. The workflow starts a worker
 when it runs jobs on this machine (Snakefile `onstart`), and exports its socket path as $BENCH_WORKER; a
 `bench run|measure` that finds the socket hands its argv, working directory, environment and its own
-stdin/stdout/stderr file descriptors to the worker and waits for the exit code. The forked child is an
+stdin/stdout/stderr file descriptors to the worker and waits for the exit code (a child killed by a signal
+kills its client with the same signal, as if the job had run in it). The forked child is an
 ordinary `bench` process in every other respect: its own seeds, threads, MLflow run and result file.
 
 No worker, a dead one, or one that refuses: the command runs in its own process as before, so a job never
@@ -60,7 +61,13 @@ def forward(argv: list[str]) -> int | None:
         return 1
     finally:
         conn.close()
-    return struct.unpack("!i", reply)[0]
+    code = struct.unpack("!i", reply)[0]
+    if code < 0:  # the job died of signal -code: so does this process, as the job's own process would have
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # the two whose handler cannot be changed
+            signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code  # a signal that does not end a process (none the jobs die of)
+    return code
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -135,8 +142,7 @@ def _supervise(conn: socket.socket, pid: int, open_conns: set, lock: threading.L
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
-                code = os.waitstatus_to_exitcode(status)
-                code = 128 - code if code < 0 else code
+                code = os.waitstatus_to_exitcode(status)  # -N: killed by signal N (the client dies of it too)
                 try:
                     conn.sendall(struct.pack("!i", code))
                 except OSError:
