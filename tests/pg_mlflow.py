@@ -44,7 +44,7 @@ def _wait_port_free(port: int, timeout: float = 30.0):
     while _listening(port):
         if time.monotonic() > deadline:
             raise RuntimeError(f"port {port} is still in use after {timeout:.0f} s")
-        time.sleep(0.1)
+        time.sleep(0.1)  # polling the port until the stopped server has released it: no event to wait on
 
 
 def _run(cmd, **kw):

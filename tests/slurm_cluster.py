@@ -73,7 +73,7 @@ def start(timeout: float = 60.0) -> float:
         for daemon in ("slurmd", "slurmctld"):
             _run(["pkill", "-x", daemon])
         while _running("slurmd") or _running("slurmctld"):
-            time.sleep(0.2)
+            time.sleep(0.2)  # polling until the old daemons have exited: pkill offers no event to wait on
     for d in ("state", "spool"):
         (STATE / d).mkdir(parents=True, exist_ok=True)
     if not _running("munged"):
