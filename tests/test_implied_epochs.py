@@ -2,6 +2,7 @@
 the cost model; linear in the printed time and the rate, a line for every printed time the audit can calibrate, a
 skip line for a cell without a cost model, and Bhyravabhottla's epochs per model as that evidence decides them."""
 import json
+import re
 
 import pytest
 
@@ -11,6 +12,7 @@ from bench.claims import registry
 from bench.claims.registry import Claim
 from bench.cost import plan
 from bench.report import audit as audit_report
+from conftest import REPO
 
 CALIBRATION = {"source": "printed", "rate": 1e9, "rate_q1": 5e8, "rate_q3": 2e9, "rate_min": 2.5e8, "rate_max": 4e9,
                "cells": [], "hardware": ["a GPU"], "gpu": ["GPU X"]}
@@ -193,3 +195,25 @@ def test_a_second_call_is_served_from_the_cache(monkeypatch):
     row = next(i for i, r in enumerate(first) if "implied" in r)
     first[row]["implied"] = -1.0  # a caller's edit does not reach the cache
     assert plan.implied_epochs()[row]["implied"] != -1.0
+
+
+QUOTE = re.compile(r"([\d.,]*\d)(?: epochs)?(?: for [\w\- ]+?)? \(q1-q3 ([\d.,]*\d)-([\d.,]*\d); "
+                   r"extremes ([\d.,]*\d)-([\d.,]*\d)\)")
+
+
+def as_quoted(value: float) -> str:
+    """A number as the grids quote it: thousands separators, two significant digits below 10."""
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def test_the_grids_quote_the_implied_epochs_that_the_audit_computes():
+    """Every implied-epochs quote in a grid's sources ("N epochs ... (q1-q3 A-B; extremes C-D)") is a row of `bench
+    audit`'s implied epochs as computed today. A change to the cost model, the calibration or the registry that
+    moves them fails here until the grid quotes the new numbers, and its reasoning is read against them."""
+    computed = {tuple(as_quoted(r[k]) for k in ("implied", "implied_q1", "implied_q3", "implied_min", "implied_max"))
+                for r in plan.implied_epochs() if "implied" in r}
+    quotes = [m.groups() for grid in sorted((REPO / "bench/grids").glob("*.yaml"))
+              for m in QUOTE.finditer(grid.read_text())]
+    assert len(quotes) >= 8  # Bhyravabhottla's standard and layer-to-layer times of its four models
+    stale = [q for q in quotes if q not in computed]
+    assert not stale, f"quoted implied epochs that `bench audit` does not compute: {stale}"
