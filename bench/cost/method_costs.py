@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from bench.methods.schedule import stage_epochs
+from bench.run.measure import parameter_device
 
 CACHED_BY_DEFAULT = True  # bench.methods.layerwise COMMON_DEFAULTS["cache_prefix"]
 SI_EVAL_SAMPLES = 1000  # si_eval_samples' default (bench.methods.si.SI_DEFAULTS, greedy's DEFAULTS)
@@ -195,14 +196,9 @@ def _part(module: nn.Module, macs: dict, secs: dict, scale: float) -> list:
             sum(secs[i][1] for i in ids if i in secs)]
 
 
-def _home(module: nn.Module) -> torch.device:
-    """The device a module's parameters are on (the meta device when only its shapes are counted)."""
-    return next(module.parameters(), torch.zeros(0)).device
-
-
 def _side(module: nn.Module, shape: tuple, x_batch: int, device: torch.device | None) -> list:
     """The part of a module the method builds beside the model (an aux head), on inputs of `shape`."""
-    macs = leaf_macs(module, torch.zeros((1, *shape), device=_home(module)))
+    macs = leaf_macs(module, torch.zeros((1, *shape), device=parameter_device(module)))
     secs = {}
     if device is not None:
         secs = time_leaves(module, torch.randn((x_batch, *shape)), device)
@@ -219,7 +215,7 @@ def measure_parts(model: nn.Module, method: str, cfg: dict, total_macs: int, dev
     With a `device`, every leaf is timed there at `batch` (secs); without, secs are 0. Untimed, the model may be on
     the meta device: every count here comes from shapes alone."""
     dtype = getattr(model, "input_dtype", torch.float32)
-    home = _home(model)
+    home = parameter_device(model)
     if device is not None and home.type == "meta":
         raise ValueError("measure_parts: a model on the meta device cannot be timed")
     x = torch.zeros((1, *model.input_shape), dtype=dtype, device=home)

@@ -110,6 +110,13 @@ def _read_parts(path: Path) -> dict:
         return {}
 
 
+def _merge_from_disk(entry: dict, path: Path):
+    """Add what another process wrote to the cache file since this one last read or wrote it."""
+    if _stamp(path) != entry["seen"]:
+        entry["parts"].update({k: v for k, v in _read_parts(path).items() if k not in entry["parts"]})
+        entry["seen"] = _stamp(path)
+
+
 def _disk_cache(refresh: bool = False) -> dict:
     """The parts counted so far: the cache file read once per process, and again (merged) when `refresh` and another
     process has written it since (they count side by side: the workflow's jobs, the test processes)."""
@@ -118,9 +125,8 @@ def _disk_cache(refresh: bool = False) -> dict:
     if entry is None:
         entry = _DISK[path] = {"parts": _read_parts(path), "seen": _stamp(path), "unsaved": 0, "saved_at": 0.0}
         atexit.register(_save_parts, path)
-    elif refresh and _stamp(path) != entry["seen"]:
-        entry["parts"].update({k: v for k, v in _read_parts(path).items() if k not in entry["parts"]})
-        entry["seen"] = _stamp(path)
+    elif refresh:
+        _merge_from_disk(entry, path)
     return entry["parts"]
 
 
@@ -130,13 +136,11 @@ def _save_parts(path: Path, force: bool = True):
     entry = _DISK.get(path)
     if entry is None or not entry["unsaved"] or (not force and time.monotonic() - entry["saved_at"] < SAVE_EVERY_S):
         return
-    found = entry["parts"]
-    if _stamp(path) != entry["seen"]:
-        found.update({k: v for k, v in _read_parts(path).items() if k not in found})
+    _merge_from_disk(entry, path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(found, sort_keys=True))
+        tmp.write_text(json.dumps(entry["parts"], sort_keys=True))
         os.replace(tmp, path)
     except OSError:  # a cache that cannot be written is counted again next time
         return
@@ -185,8 +189,9 @@ def _parts(exp, cfg: dict, device: torch.device | None = None) -> dict:
         found = _disk_cache(refresh=True)  # counted by another process meanwhile?
     if key not in found:
         found[key] = _counted_parts(exp, cfg)
-        _DISK[parts_cache()]["unsaved"] += 1
-        _save_parts(parts_cache(), force=False)
+        path = parts_cache()
+        _DISK[path]["unsaved"] += 1
+        _save_parts(path, force=False)
     return found[key]
 
 

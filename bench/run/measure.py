@@ -29,6 +29,11 @@ def part_parameters(model: nn.Module) -> dict:
     return {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
 
 
+def parameter_device(module: nn.Module) -> torch.device:
+    """The device a module's parameters are on (the meta device when only its shapes are counted)."""
+    return next(module.parameters(), torch.zeros(0)).device
+
+
 @contextlib.contextmanager
 def meta_shape_passthrough():
     """While counting on the meta device: batch norm and leaky ReLU give their input's shape without computing.
@@ -80,7 +85,7 @@ def forward_macs(model: nn.Module, backend: str = "pytorch", copy_model: bool = 
     if backend not in FLOPS_BACKENDS:
         raise ValueError(f"FLOPs backend must be one of {', '.join(FLOPS_BACKENDS)}")
     engine, functional = FLOPS_BACKENDS[backend]
-    on_meta = next(model.parameters(), torch.zeros(0)).device.type == "meta"  # shapes only: see the note above
+    on_meta = parameter_device(model).type == "meta"  # shapes only: see the note above
     if functional and on_meta:
         raise ValueError("forward_macs: the 'pytorch+functional' count needs a model on the CPU, not on meta")
     config = {} if functional is None else {"count_functional": functional}
