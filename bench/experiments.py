@@ -93,11 +93,25 @@ def companion_profiles() -> dict[str, list[str]]:
     return {eid: entry[3] for eid, entry in companion_entries().items() if entry[3] is not None}
 
 
+def companion_charge_epochs() -> dict[str, int]:
+    """Companion id -> the epochs `bench plan` charges it, for the companions whose grid entry says they stop early
+    (`charge_epochs`: a reading that diverges)."""
+    return {eid: entry[4]["charge_epochs"] for eid, entry in companion_entries().items() if "charge_epochs" in entry[4]}
+
+
+def companion_readings() -> dict[str, tuple[str, str, str]]:
+    """Companion id -> (id of the experiment it stands beside, the reading it changes as 'field=value' (e.g.
+    'variant=growing', 'dataset=cifar10'), what states that reading: 'text', 'code' or 'choice' (its entry's
+    `basis`))."""
+    return {eid: (entry[1], " + ".join(f"{k}={v}" for k, v in sorted(entry[4]["set"].items())), entry[4]["basis"])
+            for eid, entry in companion_entries().items()}
+
+
 @cache
-def companion_entries(named: tuple[Experiment, ...] = ()) -> dict[str, tuple[Experiment, str, str, list | None]]:
-    """`companions` with each entry's `profiles` (None: every profile)."""
+def companion_entries(named: tuple[Experiment, ...] = ()) -> dict[str, tuple[Experiment, str, str, list | None, dict]]:
+    """`companions` with each entry's `profiles` (None: every profile) and the grid entry itself."""
     named = named or tuple(cell_experiments().values())
-    out: dict[str, tuple[Experiment, str, str, list | None]] = {}
+    out: dict[str, tuple[Experiment, str, str, list | None, dict]] = {}
     for paper in sorted({e.paper for e in named}):
         pool = [e for e in named if e.paper == paper]
         for i, entry in enumerate(grid(paper).get("companions", [])):
@@ -109,7 +123,7 @@ def companion_entries(named: tuple[Experiment, ...] = ()) -> dict[str, tuple[Exp
                 if _matches(entry.get("of", {}), exp):
                     new = Experiment(**{**exp.__dict__, **entry["set"]})
                     if new not in pool:
-                        out[new.id] = (new, exp.id, " ".join(entry["why"].split()), entry.get("profiles"))
+                        out[new.id] = (new, exp.id, " ".join(entry["why"].split()), entry.get("profiles"), entry)
                         pool.append(new)
     return out
 
@@ -210,12 +224,43 @@ def config(exp: Experiment, profile: str) -> dict:
         sources["precision"] = (f"profile {profile}: fp32 as the papers trained (bench/profiles.yaml); bf16 is an "
                                 "opt-in, flagged in the report" if prof["precision"] == "fp32"
                                 else f"profile {profile} (bench/profiles.yaml)")
-    cfg["data"] = {"source": prof["data"], "train_samples": prof.get("train_samples"),
-                   "test_samples": prof.get("test_samples")}
+    train_samples = prof.get("train_samples")
+    read_samples = cfg.pop("train_samples", None)  # a paper's reading of its training split (a grid setting)
+    if read_samples is not None and read_samples >= DATASETS[exp.dataset].train_size:
+        read_samples_text = f"the whole split: {sources['train_samples']}"  # recorded, changes nothing
+        read_samples = None
+    elif read_samples is not None and (train_samples is None or read_samples < train_samples):
+        train_samples = read_samples
+        read_samples_text = f"a fixed random subset of {read_samples:,}: {sources['train_samples']}"
+    else:
+        read_samples = read_samples_text = None
+    cfg["data"] = {"source": prof["data"], "train_samples": train_samples, "test_samples": prof.get("test_samples")}
     cfg.update(experiment=exp.id, paper=exp.paper, dataset=exp.dataset, model_name=exp.model,
                method=exp.method, variant=exp.variant, profile=profile)
     cfg["sources"] = _profile_sources(sources, as_paper, cfg, profile)
+    if read_samples_text and (read_samples is not None or train_samples is None):
+        cfg["sources"]["data.train_samples"] = read_samples_text
+    cfg["sources"].pop("train_samples", None)
     return cfg
+
+
+@cache
+def epochs_summary(profile: str, paper: str) -> str:
+    """The epochs a profile trains a paper's experiments for, read from their resolved configs (what a report's
+    footnotes and header say, never a fixed phrase): e.g. '8 epochs end to end; 2 per layer or stage'."""
+    from bench.run.targets import targets
+
+    ends, stages = set(), set()
+    for eid in targets(profile):
+        if eid.split("-")[0] == paper:
+            cfg = config(get(eid), profile)
+            ends.add(cfg["epochs"])
+            opts = cfg["method_options"]
+            stages.update(opts[k] for k in ("epochs_per_layer", "epochs_per_stage") if k in opts)
+    span = lambda xs: f"{min(xs):,}" if len(xs) == 1 else f"{min(xs):,}-{max(xs):,}"  # noqa: E731
+    if not ends:
+        return "no experiments"
+    return f"{span(ends)} epochs end to end" + (f"; {span(stages)} per layer or stage" if stages else "")
 
 
 SCALED_KEYS = ("epochs", "lr_milestones", "batch_size", "method_options.epochs_per_layer",

@@ -37,10 +37,11 @@ def test_cells_without_a_run_have_no_experiment():
 
 def test_unique_experiments_and_their_ids():
     exps = ex.experiments()
-    # Ma 57 configurations x 2 methods (+ 16 'wide' and 7 'classes20' companion runs), Karimi 110 (+ 47 literal
-    # and 30 fork companion runs), Bhyravabhottla 8 (+ 16), Cruciata 21 x 3
+    # Ma 57 configurations x 2 methods (+ 16 'wide', 7 'classes20' and 57 'sequential' companion runs), Karimi 110
+    # (+ 47 literal and 63 fork companion runs), Bhyravabhottla 8 (+ 16, + 16 at the other epochs), Cruciata 21 x 3
+    # (+ 12 without augmentation, + 6 on 50,000 MNIST images)
     assert len(ex.cell_experiments()) == 114 + 110 + 8 + 63
-    assert len(exps) == 114 + 16 + 7 + 110 + 47 + 30 + 8 + 16 + 63
+    assert len(exps) == 114 + 16 + 7 + 57 + 110 + 47 + 63 + 8 + 16 + 16 + 63 + 12 + 6
     for eid, e in exps.items():
         assert eid == e.id and eid.split("-")[0] == e.paper
         assert all(ch.isalnum() or ch in "-_" for ch in eid)
@@ -59,10 +60,10 @@ def test_targets_are_the_supported_experiments_only(monkeypatch):
     assert limited and all(set(p) < {"smoke", "check", "scaled", "paper"} for p in limited.values())
     assert set(targets("smoke")) - set(paper) == {e for e, p in limited.items() if "paper" not in p}
     assert set(paper) == set(ex.experiments()) - {e for e, p in limited.items() if "paper" not in p}
-    assert "karimi-cifar100-vgg16-si_forward-growing" in targets("scaled")
-    assert "karimi-cifar100-vgg16-si_forward-growing" not in paper
-    assert "only in the smoke, check, scaled profile" in support(ex.get("karimi-cifar100-vgg16-si_forward-growing"),
-                                                                 "paper")
+    assert "karimi-cifar100-vgg16-si_forward-batch_pairs" in targets("scaled")
+    assert "karimi-cifar100-vgg16-si_forward-batch_pairs" not in paper
+    assert "only in the smoke, check, scaled profile" in support(
+        ex.get("karimi-cifar100-vgg16-si_forward-batch_pairs"), "paper")
     # a method the suite could not run would leave the targets, with its reason
     from bench import methods
 
@@ -194,3 +195,34 @@ def test_provenance_names_the_profile_for_what_it_scaled():
     assert check["lr"] == paper["sources"]["lr"]  # not scaled: the grid's source
     # provenance text is not what trains: it changes neither the config hash nor a result's validity
     assert ex.config_hash(smoke) == ex.config_hash({**smoke, "sources": {}})
+
+
+def test_the_paper_profile_runs_every_fork_that_can_flip_a_claim():
+    """Issue 29: each reading that could move a printed number by more than its tolerance runs beside the primary in
+    the `paper` (and `scaled`) profile, with the id suffix naming it."""
+    paper, scaled = set(targets("paper")), set(targets("scaled"))
+    for model in ("cnn12", "vgg16", "densenet", "resnext"):  # the standard run at both the notebook's and the text's epochs
+        runs = {ex.config(ex.get(e), "paper")["epochs"] for e in paper
+                if e.startswith(f"bhyravabhottla-cifar100-{model}-backprop") and not e.endswith("equal_epochs")}
+        assert runs == {10, 300}, (model, runs)
+    l2l = ex.config(ex.get("bhyravabhottla-cifar100-vgg16-layer_to_layer-epochs300"), "paper")
+    assert l2l["method_options"]["epochs_per_stage"] == 300
+    forks = {"karimi-cifar10-vgg16-si_forward-growing": ("train_scope", "growing"),
+             "karimi-cifar10-vgg16-si_forward-research": ("neighbours", "data_epoch"),
+             "karimi-dbpedia-vdcnn9-si_forward-research": ("neighbours", "data_epoch"),
+             "karimi-fashion_mnist-lenet-si_forward-sameschedule": ("layer_lr_schedule", "scaled"),
+             "ma-cifar100-resnet18-predsim-sequential": ("schedule", "sequential")}
+    for eid, (key, value) in forks.items():
+        assert eid in paper and eid in scaled, eid
+        assert ex.config(ex.get(eid), "paper")["method_options"][key] == value, eid
+    for eid in ("cruciata-cifar10-vgg16-learn_drop-noaug", "cruciata-imagenette-resnet18-freezing-noaug",
+                "ma-cifar10-vgg16-backprop-wide", "cruciata-mnist-resnet18-learn_drop-train50k"):
+        assert eid in paper and eid in scaled, eid
+    assert ex.config(ex.get("cruciata-cifar10-vgg16-learn_drop-noaug"), "paper")["augment"] == \
+        {"crop_padding": 0, "hflip": False}
+    assert ex.config(ex.get("cruciata-mnist-resnet18-learn_drop-train50k"), "paper")["data"]["train_samples"] == 50000
+    assert ex.config(ex.get("cruciata-mnist-resnet18-learn_drop"), "paper")["data"]["train_samples"] is None
+    # every companion says what states its reading; the smoke profile (CI's DAG) gains none of the new forks
+    assert {b for _, _, b in ex.companion_readings().values()} == {"text", "code", "choice"}
+    assert not any(e.endswith(("-research", "-sameschedule", "-sequential", "-noaug", "-train50k", "-epochs300",
+                               "-epochs10")) for e in targets("smoke"))

@@ -288,8 +288,10 @@ def test_architectures_train_and_forward(base, size):
 
 def test_options_defaults_and_errors():
     assert predsim.options({"method_options": {}}) == predsim.DEFAULTS
-    with pytest.raises(BenchError, match="sequential reading"):
-        predsim.options({"method_options": {"schedule": "sequential"}})
+    assert predsim.options({"method_options": {"schedule": "sequential"}})["schedule"] == "sequential"
+    with pytest.raises(BenchError, match=r"predsim schedule 'alternating': expected one of \['simultaneous', "
+                                         r"'sequential'\]"):
+        predsim.options({"method_options": {"schedule": "alternating"}})
     with pytest.raises(BenchError, match="unknown predsim method_options"):
         predsim.options({"method_options": {"betta": 0.5}})
     with pytest.raises(BenchError, match="output_loss_scale"):
@@ -317,3 +319,158 @@ def test_train_learns_and_logs():
     assert final["train_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in records))
     assert records[-1]["local_sim_loss"] < records[0]["local_sim_loss"]
     assert final["test_accuracy"] > 60.0, final  # chance is 25 %
+
+
+# ---------------------------------------------------------------- schedule "sequential" (Ma's Algorithm 1)
+
+SIMULTANEOUS_KEYS = {"epoch", "lr", "train_loss", "train_accuracy", "local_sim_loss", "local_pred_loss", "test_loss",
+                     "test_accuracy", "epoch_time_s", "eval_time_s"}
+
+
+def test_sequential_stage_epochs_and_milestones():
+    from bench.methods.schedule import predsim_stage_epochs, stage_epochs
+
+    assert predsim_stage_epochs(400, 7) == [50] * 8  # Ma's 400 epochs over vgg8b's 7 units and the output layer
+    assert predsim_stage_epochs(400, 17) == [22] * 14 + [23] * 4  # the remainder to the last stages
+    assert predsim_stage_epochs(20, 7) == [2] * 4 + [3] * 4
+    assert predsim_stage_epochs(5, 7) == [1] * 8  # fewer epochs than stages: one each
+    seq = {"epochs": 20, "method_options": {"schedule": "sequential"}}
+    assert stage_epochs("predsim", seq, 4, n_units=7) == [2] * 4 + [3] * 4
+    with pytest.raises(ValueError, match="n_units"):
+        stage_epochs("predsim", seq, 4)
+    assert stage_epochs("predsim", {"epochs": 20, "method_options": {}}, 4) == [20]
+    # Ma's 50/75/89/94 % of 400 epochs, in a stage of 50: 25, 37.5 -> 38, 44.5 -> 44, 47
+    assert predsim.stage_milestones([200, 300, 356, 376], 400, 50) == [25, 38, 44, 47]
+    assert predsim.stage_milestones([10, 15], 20, 3) == [2, 2]  # both in the stage's last epoch: decays twice
+    assert predsim.stage_milestones([10, 15], 20, 2) == [1]  # 15 -> 2: the stage's end, dropped
+    assert predsim.stage_milestones([1, 19], 20, 2) == []  # 0 and the end: dropped
+    assert [predsim.stage_until(u, 16, 2) for u in (0, 8, 2, 16)] == [0, 1, 1, 2]
+
+
+def _unit_state(ps, j):
+    """Unit j's parameters and buffers (its shortcut's included) and its aux modules' parameters, cloned."""
+    mods = ps.units[j].modules() + [ps.aux[j]]
+    return [t.detach().clone() for m in mods for t in (*m.parameters(), *m.buffers())]
+
+
+def test_sequential_trains_one_unit_per_stage_on_the_frozen_units_before_it(monkeypatch):
+    """Tiny VGG8b (7 units, 8 stages) over 20 epochs (2, 2, 2, 2, 3, 3, 3, 3), LR milestones 10 and 15: in every
+    epoch only the unit of its stage changes (parameters, BN statistics, its aux modules; the output layer only in
+    the last stage), the units before it run in eval mode without gradient, the units after it do not run, and
+    every stage has its own LR schedule (milestones mapped into it)."""
+    torch.manual_seed(0)
+    data = separable(16, 8, shuffle=True)
+    model = build("vgg8b", size=16, num_classes=4)
+    cfg = {**cfg_for(epochs=20, batch_size=8, lr=1e-3, schedule="sequential"), "lr_milestones": [10, 15]}
+    seen = {}  # epoch's stage -> {unit: (grad enabled, training)} for every unit that ran in a training step
+    stage_now = []
+    step = predsim.PredSim.stage_step
+
+    def stage_step(self, stage, x, y):
+        if not hasattr(self, "hooked"):
+            self.hooked = True
+
+            def ran(j):
+                def hook(module, inputs, output):  # records how unit j ran in a training step (not in evaluate)
+                    if stage_now:
+                        seen.setdefault(stage_now[-1], {}).setdefault(j, set()).add(
+                            (torch.is_grad_enabled(), module.training))
+                return hook
+
+            for j, u in enumerate(self.units):
+                u.pre.mods[0].register_forward_hook(ran(j))
+        stage_now.append(stage)
+        try:
+            return step(self, stage, x, y)
+        finally:
+            stage_now.pop()
+
+    snapshots, trainer = [], []
+    modes = predsim.PredSim.stage_modes
+
+    def snapshot(ps):
+        units = [_unit_state(ps, j) for j in range(len(ps.units))]
+        return units, [p.detach().clone() for p in ps.out_layer.parameters()]
+
+    def stage_modes(self, stage):  # called at the start of every epoch: what the model was before it
+        snapshots.append(snapshot(self))
+        trainer[:] = [self]
+        return modes(self, stage)
+
+    monkeypatch.setattr(predsim.PredSim, "stage_step", stage_step)
+    monkeypatch.setattr(predsim.PredSim, "stage_modes", stage_modes)
+    records = []
+    final = predsim.train(model, data, cfg, Context(torch.device("cpu"), 0, records.append, progress=False))
+
+    stages = [int(r["stage"]) for r in records]
+    assert stages == [s for s, k in enumerate([2, 2, 2, 2, 3, 3, 3, 3]) for _ in range(k)]
+    assert len(records) == cfg["epochs"] and [r["epoch"] for r in records] == list(range(1, 21))
+    assert [int(r["stage_epoch"]) for r in records] == [e for k in [2] * 4 + [3] * 4 for e in range(1, k + 1)]
+    # each stage's own schedule: 2-epoch stages decay at 1 (10 -> 1; 15 -> 2, the end), 3-epoch ones twice at 2
+    for r in records:
+        k = 2 if r["stage"] < 4 else 3
+        expected = 1e-3 * (0.25 if k == 2 and r["stage_epoch"] == 2 else 0.0625 if r["stage_epoch"] == 3 else 1)
+        assert r["lr"] == pytest.approx(expected), r
+    # what changed in each epoch: the stage's unit only (its parameters, BN statistics and aux), or the output layer
+    n_units = 7
+    for epoch, (before, after) in enumerate(zip(snapshots, snapshots[1:] + [snapshot(trainer[0])])):
+        stage = stages[epoch]
+        for j in range(n_units):
+            same = all(torch.equal(a, b) for a, b in zip(before[0][j], after[0][j]))
+            assert same == (j != stage), f"epoch {epoch + 1} (stage {stage}): unit {j} changed: {not same}"
+        out_same = all(torch.equal(a, b) for a, b in zip(before[1], after[1]))
+        assert out_same == (stage != n_units), f"epoch {epoch + 1}: the output layer changed: {not out_same}"
+    # the units before the stage's run frozen (no gradient, eval mode), its unit in training mode, none after it
+    for stage in range(n_units + 1):
+        ran = seen[stage]
+        assert sorted(ran) == list(range(min(stage + 1, n_units))), (stage, sorted(ran))
+        for j, how in ran.items():
+            assert how == ({(True, True)} if j == stage else {(False, False)}), (stage, j, how)
+    # the records' and the final metrics' keys are those of the simultaneous schedule (and the stage)
+    assert all(set(r) == SIMULTANEOUS_KEYS | {"stage", "stage_epoch"} for r in records)
+    simultaneous = predsim.train(build("vgg8b", size=16, num_classes=4), data, cfg_for(epochs=1, batch_size=8),
+                                 Context(torch.device("cpu"), 0, progress=False))
+    assert set(final) == set(simultaneous)
+    assert all(np.isfinite(v) for v in final.values())
+    assert final["train_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in records))
+    assert final["local_units"] == n_units and final["train_loss"] == records[-1]["train_loss"]
+    # the output stage reports the units' local losses at the end of their stages, averaged
+    last = [r for r in records if r["stage_epoch"] == (2 if r["stage"] < 4 else 3) and r["stage"] < n_units]
+    assert final["local_sim_loss"] == pytest.approx(np.mean([r["local_sim_loss"] for r in last]))
+    assert final["local_pred_loss"] == pytest.approx(np.mean([r["local_pred_loss"] for r in last]))
+
+
+def test_sequential_samples_classes_in_every_stage_like_the_run(monkeypatch):
+    """classes_per_batch with schedule sequential: classes_per_batch_until_epoch 8 of 16 epochs is mapped into every
+    2-epoch stage as its first epoch: class-sampled batches (2 classes of 8) in every stage's first epoch, uniform
+    batches in its second."""
+    seen = []  # (stage, labels) per training step
+    step = predsim.PredSim.stage_step
+
+    def recording(self, stage, x, y):
+        seen.append((stage, y.clone()))
+        return step(self, stage, x, y)
+
+    monkeypatch.setattr(predsim.PredSim, "stage_step", recording)
+    data = separable(48, 8, classes=8, size=16, shuffle=True)
+    torch.manual_seed(0)
+    model = build("vgg8b", size=16, num_classes=8)
+    cfg = cfg_for(epochs=16, batch_size=16, schedule="sequential", classes_per_batch=2,
+                  classes_per_batch_until_epoch=8)
+    records = []
+    predsim.train(model, data, cfg, Context(torch.device("cpu"), 0, records.append, progress=False))
+    assert [int(r["stage_epoch"]) for r in records] == [1, 2] * 8
+    epochs, at = [], 0
+    for r in records:  # the steps of each epoch: its samples add up to the training set
+        batch = []
+        while sum(len(y) for _, y in batch) < 48:
+            batch.append(seen[at])
+            at += 1
+        assert {s for s, _ in batch} == {int(r["stage"])}
+        epochs.append([y for _, y in batch])
+    assert at == len(seen)
+    for r, labels in zip(records, epochs):
+        if r["stage_epoch"] == 1:  # at most 2 classes a batch (a last batch of <= 3 may take a lone sample)
+            assert all(len(y.unique()) <= 2 or (len(y) <= 3 and len(y.unique()) == 3) for y in labels), r
+        else:
+            assert [len(y) for y in labels] == [16] * 3 and max(len(y.unique()) for y in labels) > 2, r

@@ -373,3 +373,123 @@ def test_bad_fork_options_are_errors():
         si.train(lenet(), separable(), cfg_for(neighbours="everywhere"), ctx())
     with pytest.raises(ValueError, match="train_scope 'all'"):
         fb_si.train(lenet(), separable(), cfg_for(train_scope="all"), ctx())
+
+
+# ---------------------------------------------------------------- neighbours data_epoch: the search every epoch
+
+REAL_DATA_PAIRS = si.data_pairs
+
+
+def counting_search(monkeypatch, records):
+    """Wraps si.data_pairs: a list of (the global epoch under way, pos, neg) of every search."""
+    calls = []
+    real = REAL_DATA_PAIRS
+
+    def counting(chunks, device, max_mb=8192.0, **kw):
+        pos, neg = real(chunks, device, max_mb, **kw)
+        calls.append((len(records) + 1, pos.clone(), neg.clone()))
+        return pos, neg
+
+    monkeypatch.setattr(si, "data_pairs", counting)
+    return calls
+
+
+def test_data_epoch_neighbours_search_at_every_epoch_of_every_stage(monkeypatch):
+    records = []
+    calls = counting_search(monkeypatch, records)
+    torch.manual_seed(0)
+    model = lenet()
+    out = si.train(model, separable(), cfg_for(epochs_per_layer=3, classifier_epochs=1, **STABLE,
+                                               neighbours="data_epoch", si_eval_samples=0), ctx(records))
+    n = len(model.blocks)
+    assert [epoch for epoch, _, _ in calls] == list(range(1, 3 * n + 1))  # each SI epoch, none in the classifier's
+    assert all(len(pos) == 48 for _, pos, _ in calls)  # over the whole training set
+    assert len(records) == 3 * n + 1 and out["pair_search_time_s"] > 0
+    # the partners follow the layer as it trains: some change between the epochs of a stage
+    changed = [not (torch.equal(calls[i][1], calls[i + 1][1]) and torch.equal(calls[i][2], calls[i + 1][2]))
+               for i in range(len(calls) - 1) if i % 3 != 2]
+    assert any(changed)
+
+
+def test_data_epoch_is_data_when_a_stage_has_one_epoch(monkeypatch):
+    """With one epoch per stage both search once per stage, at its first batch: bit-identical runs."""
+    def run(neighbours):
+        records = []
+        calls = counting_search(monkeypatch, records)
+        torch.manual_seed(0)
+        model = lenet()
+        out = si.train(model, separable(), cfg_for(epochs_per_layer=1, **STABLE, neighbours=neighbours,
+                                                   si_eval_samples=16), ctx(records))
+        return model, out, records, calls
+
+    model_d, out_d, records_d, calls_d = run("data")
+    model_e, out_e, records_e, calls_e = run("data_epoch")
+    assert len(calls_d) == len(calls_e) == len(model_d.blocks)
+    strip = lambda r: {k: v for k, v in r.items() if not k.endswith("_s")}  # noqa: E731
+    assert [strip(r) for r in records_d] == [strip(r) for r in records_e]
+    assert strip(out_d) == strip(out_e)
+    for (k, a), b in zip(model_d.state_dict().items(), model_e.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_fb_si_takes_data_epoch_neighbours_but_not_the_layer_lr_schedule(monkeypatch):
+    records = []
+    calls = counting_search(monkeypatch, records)
+    torch.manual_seed(0)
+    out = fb_si.train(lenet(), separable(), cfg_for(epochs=1, epochs_per_layer=2, **STABLE, si_eval_samples=0,
+                                                    neighbours="data_epoch"), ctx(records))
+    assert [epoch for epoch, _, _ in calls] == [1, 2] and "pair_search_time_s" in out
+    with pytest.raises(ValueError, match="unknown fb_si"):
+        fb_si.train(lenet(), separable(), cfg_for(layer_lr_schedule="scaled"), ctx())
+
+
+def test_a_wrong_neighbours_value_names_the_choices():
+    with pytest.raises(ValueError, match=r"si_forward: unknown neighbours 'epoch' \(data, data_epoch, batch\)"):
+        si.train(lenet(), separable(), cfg_for(neighbours="epoch"), ctx())
+    with pytest.raises(ValueError, match="fb_si: unknown neighbours 'data_batch'"):
+        fb_si.train(lenet(), separable(), cfg_for(neighbours="data_batch"), ctx())
+
+
+# ---------------------------------------------------------------- layer_lr_schedule: the E2E steps per stage
+
+def test_scaled_milestones_map_the_e2e_schedule_onto_a_stage():
+    cfg = {"epochs": 200, "lr_milestones": [100, 150]}
+    assert si.scaled_milestones(cfg, 10) == (5, 8)  # 150 * 10 / 200 = 7.5 -> 8
+    assert si.scaled_milestones(cfg, 4) == (2, 3)
+    assert si.scaled_milestones(cfg, 2) == (1,)  # 1.5 -> 2 is the stage's end: dropped
+    assert si.scaled_milestones(cfg, 1) == ()  # 0.5 -> 0 and 0.75 -> 1: neither inside the stage
+    assert si.scaled_milestones({"epochs": 200, "lr_milestones": [110, 100]}, 4) == (2,)  # 2.2 -> 2, 2: once
+    assert si.scaled_milestones({"epochs": 10, "lr_milestones": []}, 10) == ()
+    assert si.scaled_milestones({"epochs": 10}, 10) == ()
+
+
+def schedule_cfg(schedule=None):
+    """Two SI stages of 4 epochs, then the classifier (blocks 2, 3, head) for 2; E2E: 8 epochs, steps at 4 and 6."""
+    opts = {} if schedule is None else {"layer_lr_schedule": schedule}
+    cfg = cfg_for(epochs=8, epochs_per_layer=4, classifier_epochs=2, feature_blocks=2, **STABLE, si_eval_samples=0,
+                  **opts)
+    cfg["lr_milestones"], cfg["lr_gamma"] = [4, 6], 0.5
+    return cfg
+
+
+def test_scaled_layer_lr_schedule_decays_every_si_stage_and_the_classifier():
+    torch.manual_seed(0)
+    records = []
+    si.train(lenet(), separable(), schedule_cfg("scaled"), ctx(records))
+    assert [(r["stage"], r["stage_epoch"]) for r in records] == [(s, e) for s, n in ((0, 4), (1, 4), (2, 2))
+                                                                 for e in range(1, n + 1)]
+    # SI stages: milestones 4, 6 of 8 -> stage epochs 2, 3 of 4; the classifier: 1 (and 1.5 -> 2, its end) of 2
+    assert [r["lr"] for r in records] == pytest.approx([0.01, 0.01, 0.005, 0.0025] * 2 + [0.01, 0.005])
+
+
+@pytest.mark.parametrize("schedule", [None, "none"])
+def test_no_layer_lr_schedule_keeps_the_lr_constant(schedule):
+    torch.manual_seed(0)
+    records = []
+    si.train(lenet(), separable(), schedule_cfg(schedule), ctx(records))
+    assert len(records) == 10 and all(r["lr"] == 0.01 for r in records)
+
+
+def test_a_bad_layer_lr_schedule_is_an_error():
+    with pytest.raises(ValueError, match=r"si_forward: unknown layer_lr_schedule 'cosine' \(none, scaled\)"):
+        si.train(lenet(), separable(), schedule_cfg("cosine"), ctx())

@@ -64,6 +64,54 @@ def test_phases_by_hand():
     assert [(p.epochs, p.train) for p in l2l] == [(3, W(3333, 27)), (3, W(100, 1) + W(1500, 13) + W(1022, 8))]
 
 
+def test_predsim_sequential_phases_by_hand():
+    """PredSim's schedule sequential on toy parts: 4 local-loss units (here the blocks) and the output layer (the
+    head), 10 epochs over 5 stages. Stage j: the frozen units before it forward only, unit j and its similarity conv
+    and decoder trained, nothing after it; the last stage: every unit forward, the output layer trained; the whole
+    model evaluated every epoch. Every stage costs less per epoch than the simultaneous schedule's epoch."""
+    parts = toy_parts(aux=[[50, 1, 2]] * 4, units=[[100, 1, 3], [200, 2, 5], [300, 3, 8], [400, 4, 9]],
+                      output=[111, 1, 2])
+    cfg = {"epochs": 10, "method_options": {"schedule": "sequential"}}
+    assert stage_epochs("predsim", cfg, 4, n_units=4) == [2] * 5
+    seq = method_costs.phases("predsim", cfg, parts, 1000, False)
+    assert [p.epochs for p in seq] == [2] * 5
+    assert [p.train for p in seq] == [W(3 * 150, 5),  # unit 0 + its aux trained, nothing before or after
+                                      W(100, 1) + W(3 * 250, 7),  # unit 0 forward (frozen), unit 1 trained
+                                      W(300, 3) + W(3 * 350, 10),
+                                      W(600, 6) + W(3 * 450, 11),
+                                      W(1000, 10) + W(333, 2)]  # every unit forward, the output layer trained
+    assert all(p.evaluate == W(1111, 11) for p in seq)
+    sim = method_costs.phases("predsim", {"epochs": 10, "method_options": {}}, parts, 1000, False)
+    assert [p.epochs for p in sim] == [10] and sim[0].train == W(3 * 1311, 35)
+    for p in seq:
+        assert p.train.macs < sim[0].train.macs and p.train.secs < sim[0].train.secs
+    total = lambda phases: sum(p.work(1000, 200, 100, 512)["macs"] for p in phases)  # noqa: E731
+    assert total(seq) < total(sim)
+
+
+def test_predsim_sequential_units_of_a_real_model():
+    """measure_parts' PredSim units and output layer partition the model (their MACs add up to ptflops' count); the
+    sequential phases of Ma's 400 epochs: 8 stages of 50 on vgg8b (7 units), the early ones far cheaper per epoch
+    than the simultaneous schedule, the output layer's stage a forward pass and a Linear's training."""
+    from bench.run.measure import forward_macs
+
+    exp = ex.get("ma-cifar10-vgg8b-predsim")
+    cfg = ex.config(exp, "smoke")
+    cfg = {**cfg, "epochs": 400, "lr_milestones": [200, 300, 356, 376],
+           "method_options": {**cfg["method_options"], "schedule": "sequential"}}
+    model = plan._model(cfg, exp.dataset)
+    total = forward_macs(model, "pytorch")
+    parts = method_costs.measure_parts(model, exp.method, cfg, total)
+    assert len(parts["units"]) == len(parts["aux"]) == 7
+    assert sum(u[0] for u in parts["units"]) + parts["output"][0] == pytest.approx(total)
+    seq = method_costs.phases("predsim", cfg, parts, 50000, True)
+    sim = method_costs.phases("predsim", {**cfg, "method_options": {"schedule": "simultaneous"}}, parts, 50000, True)
+    assert [p.epochs for p in seq] == [50] * 8 and [p.epochs for p in sim] == [400]
+    assert seq[0].train.macs < sim[0].train.macs / 4 and seq[1].train.macs < sim[0].train.macs / 2
+    assert all(p.train.macs < sim[0].train.macs and p.evaluate == sim[0].evaluate for p in seq)
+    assert seq[-1].train.macs == pytest.approx(total - parts["output"][0] + 3 * parts["output"][0])
+
+
 def test_layerwise_phases_by_hand():
     parts = toy_parts()
     cfg = {"epochs": 5, "method_options": {"epochs_per_layer": 2, "neighbours": "batch", "si_eval_samples": 0}}
@@ -97,6 +145,31 @@ def test_layerwise_phases_by_hand():
     work = pairs[2].work(1000, 200, 100, 512)
     assert work["secs"] == 2 * (24 * 1000 + 300) + 6 * 1000 + (3 + 8) * 200
     assert work["pairs"] == 2 * 100 ** 2 + 1000 ** 2 and work["batches"] == 2 * (10 + 1) + 10 + 1
+
+
+def test_data_epoch_pair_search_is_charged_every_epoch():
+    """neighbours data_epoch: the search of neighbours data (the set through the block, N^2 distances) in every
+    epoch of an SI stage instead of once; the rest as data (the anchor and its two partners through the block)."""
+    parts = toy_parts()
+    opts = {"epochs_per_layer": 3, "si_eval_samples": 100}
+    once = method_costs.phases("si_forward", {"epochs": 5, "method_options": opts}, parts, 1000, False)
+    every = method_costs.phases("si_forward", {"epochs": 5, "method_options": {**opts, "neighbours": "data_epoch"}},
+                                parts, 1000, False)
+    search = W(pairs=1000 ** 2, pair_dims=1000 ** 2 * 16)  # block 2: D = 16
+    assert every[2].train == once[2].train + W(300, 3) == 3 * W(900, 8, reads=32) + W(300, 3)
+    assert every[2].once_train == W(300, 3) and every[2].once_fixed == W()  # the prefix's cache only
+    assert every[2].epoch_fixed == once[2].epoch_fixed + search
+    assert every[-1] == once[-1]  # the classifier stage
+    for i, (a, b) in enumerate(zip(every[:-1], once[:-1])):  # every SI stage: 2 more searches of its 3 epochs
+        extra = 2 * (1000 * blocks_fwd(parts, i) + W(pairs=1000 ** 2, pair_dims=1000 ** 2 * parts["out"][i]))
+        wa, wb = a.work(1000, 200, 100, 512), b.work(1000, 200, 100, 512)
+        assert {k: wa[k] - wb[k] for k in method_costs.KEYS} \
+            == pytest.approx(dict(zip(method_costs.KEYS, method_costs.astuple(extra))))
+
+
+def blocks_fwd(parts: dict, i: int) -> W:
+    macs, fwd, _ = parts["blocks"][i]
+    return W(macs, fwd)
 
 
 def test_measured_parts_of_real_models():
@@ -136,8 +209,8 @@ def test_measured_parts_of_real_models():
 
 def counts(parts: dict) -> dict:
     """measure_parts' answer without its seconds: every [MACs, forward s, training s] triple down to its MACs."""
-    triples = ("blocks", "layers", "aux", "cuts")
-    return {k: [x[0] for x in v] if k in triples else v[0] if k == "head" else v for k, v in parts.items()}
+    triples = ("blocks", "layers", "aux", "cuts", "units")
+    return {k: [x[0] for x in v] if k in triples else v[0] if k in ("head", "output") else v for k, v in parts.items()}
 
 
 def test_a_jobs_units_by_hand():
@@ -274,3 +347,18 @@ def test_the_probe_measures_this_device(tmp_path):
     exp = ex.get("karimi-fashion_mnist-lenet-si_forward")
     cost = plan.job_cost(exp, "smoke", device=cpu)
     assert cost["secs"] > 0 and cost["pairs"] > 0 and cal.seconds(cost) > cost["secs"]
+
+
+def test_a_companion_that_diverges_is_charged_the_epochs_it_runs():
+    """Issue 29: the literal Eq. 7 runs stop at divergence in their first epoch; bench plan charges that, not the
+    primary's schedule (the grid entry's charge_epochs)."""
+    from bench import experiments as ex
+
+    assert ex.companion_charge_epochs()["karimi-fashion_mnist-lenet-si_forward-literal"] == 1
+    literal = plan.job_cost(ex.get("karimi-fashion_mnist-lenet-si_forward-literal"), "check")
+    primary = plan.job_cost(ex.get("karimi-fashion_mnist-lenet-si_forward"), "check")
+    assert literal["epochs"] == 1 and literal["stage_epochs"] == [1] and primary["epochs"] > 1
+    assert 0 < literal["units"] < primary["units"]
+    w = method_costs.Work()
+    phases = [method_costs.Phase(3, w, w), method_costs.Phase(2, w, w)]
+    assert [p.epochs for p in plan.stopped(phases, 4)] == [3, 1] and plan.stopped(phases, None) == phases

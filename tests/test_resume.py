@@ -98,6 +98,54 @@ def test_predsim_resumes_its_local_optimizers_and_decoders(tmp_path, smoke_runs)
     assert trajectory(result) == trajectory(uninterrupted(smoke_runs, experiment))
 
 
+def test_sequential_predsim_resumes_its_stage_and_stage_epoch(tmp_path, monkeypatch):
+    """PredSim's schedule sequential (tiny VGG8b: 7 local-loss units and the output layer, 2 epochs a stage, each
+    stage's LR decayed at its second epoch; dropout and augmentation draw random numbers), in this process: killed
+    inside stage 1's second epoch, killed again (after resuming) in the first batch of stage 2 (its fresh optimizer
+    and schedule), and again inside the output stage's second epoch; every resume goes on in the stage and stage
+    epoch it stopped in, and the run ends with the records, final metrics and weights of an uninterrupted run."""
+    from bench.methods import predsim, training
+    from bench.methods.training import Context, InjectedFault
+    from helpers import separable
+    from test_method_predsim import build, cfg_for
+
+    cfg = {**cfg_for(epochs=16, batch_size=8, lr=1e-3, schedule="sequential"), "lr_milestones": [8],
+           "augment": {"crop_padding": 2, "hflip": True}}
+    data = separable(n_train=16, n_test=8)  # 2 batches an epoch
+    path = tmp_path / "seed0.ckpt.pt"
+
+    def train_once(checkpointed=True, fault=None):
+        torch.manual_seed(0)  # as the runner does before building the model
+        model = build("vgg8b", size=16, num_classes=4)
+        ckpt = Checkpoint(path, "test") if checkpointed else None
+        records = ckpt.records if ckpt else []
+        if fault:
+            monkeypatch.setenv(FAULT_ENV, f"raise:{fault}")
+            monkeypatch.setattr(training, "_batches_seen", 0)
+        else:
+            monkeypatch.delenv(FAULT_ENV, raising=False)
+        out = predsim.train(model, data, cfg, Context(torch.device("cpu"), 0, records.append, False, ckpt))
+        return out, records, model, ckpt
+
+    ref_out, ref_records, ref_model, _ = train_once(checkpointed=False)
+    assert [int(r["stage"]) for r in ref_records] == [s for s in range(8) for _ in range(2)]
+    assert [r["lr"] for r in ref_records] == pytest.approx([1e-3, 2.5e-4] * 8)  # milestone 8 of 16 -> 1 of 2
+    # (batches this process trains before the fault, epochs checkpointed then, their last stage and its epochs done)
+    for fault, epochs, stage, stage_epoch in [(7, 3, 1, 1), (2, 4, 1, 2), (23, 15, 7, 1)]:
+        with pytest.raises(InjectedFault):
+            train_once(fault=fault)
+        saved = torch.load(path, weights_only=True)
+        assert (saved["epoch"], saved["values"]["stage"], saved["values"]["stage_epoch"]) == (epochs, stage,
+                                                                                            stage_epoch)
+    out, records, model, ckpt = train_once()
+    assert ckpt.resumed_from == 15
+    exact = lambda d: {k: v for k, v in d.items() if not k.endswith("_s")}  # noqa: E731  times are the epochs' own
+    assert [exact(r) for r in records] == [exact(r) for r in ref_records]
+    assert exact(out) == exact(ref_out)
+    for (k, a), b in zip(model.state_dict().items(), ref_model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 def test_a_checkpoint_of_another_config_or_a_damaged_one_is_ignored(tmp_path):
     model = torch.nn.Linear(3, 2)
     ckpt = Checkpoint(tmp_path / "c.pt", fingerprint="config-a")

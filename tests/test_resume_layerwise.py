@@ -76,6 +76,12 @@ def si_cfg(**kw):
                    normalize_features=True, **kw)
 
 
+def si_epoch_search_scaled_cfg():
+    cfg = si_cfg(neighbours="data_epoch", layer_lr_schedule="scaled")
+    cfg["lr_milestones"] = [2]  # of 3 epochs: round(2 * 2 / 3) = 1, every 2-epoch stage decays at its second epoch
+    return cfg
+
+
 def fb_cfg():
     cfg = cfg_for(epochs=3, epochs_per_layer=2, si_layers=2, si_eval_samples=16, loss_reduction="mean",
                   normalize_features=True)
@@ -95,6 +101,11 @@ IN_PROCESS = [
     pytest.param(si, lenet, si_cfg(), 7, 3, id="si_forward-mid-stage"),
     pytest.param(si, lenet, si_cfg(), 8, 4, id="si_forward-stage-end"),
     pytest.param(si, lenet, si_cfg(augment=True, cache_prefix=False), 11, 5, id="si_forward-augmented"),
+    # partners searched every epoch, the LR decayed at every stage's second epoch: killed in block 1's second epoch
+    # (its LR decayed, its partners searched on the model the killed run had then: searched again on resume), and in
+    # the classifier stage's second epoch (its LR decayed)
+    pytest.param(si, lenet, si_epoch_search_scaled_cfg(), 7, 3, id="si_forward-data_epoch-scaled"),
+    pytest.param(si, lenet, si_epoch_search_scaled_cfg(), 19, 9, id="si_forward-data_epoch-scaled-classifier"),
     # in the end-to-end stage's second epoch (the LR decayed in place at its start)
     pytest.param(fb_si, lenet, fb_cfg(), 11, 5, id="fb_si"),
     # the temporary head of block 2, in its second epoch

@@ -148,7 +148,7 @@ def test_a_restricted_run_says_so_counts_each_papers_runs_and_drops_unlinked_fig
     write_reports("paper", results=res, reports=rep, only="ma-cifar10-vgg8-*")
     for name in ("index.md", "ma.md", "karimi.md"):
         text = (rep / "paper" / name).read_text()
-        assert "- **Restricted run:** `only=ma-cifar10-vgg8-*`: 2 of the profile's" in text, name
+        assert "- **Restricted run:** `only=ma-cifar10-vgg8-*`: 3 of the profile's" in text, name  # + sequential
     assert "runs found: 3" in (rep / "paper" / "ma.md").read_text()
     assert "runs found: 0" in (rep / "paper" / "karimi.md").read_text()  # another paper's runs are not its own
     index = (rep / "paper" / "index.md").read_text()
@@ -210,8 +210,8 @@ def test_companion_runs_are_reported_beside_the_cells(tmp_path):
     text = (rep / "paper" / "bhyravabhottla.md").read_text()
     assert "## Companion runs (no cell of the paper)" in text
     line = next(l for l in text.splitlines() if "cifar10-cnn12-backprop-equal_epochs" in l)
-    assert "71.00 ± 1.41" in line and "MEASURED" in line
-    assert "Companion runs" not in (rep / "paper" / "cruciata.md").read_text()
+    assert "71.00 ± 1.41" in line and "MEASURED" in line and "method=backprop + variant=equal_epochs [choice]" in line
+    assert "equal_epochs" not in (rep / "paper" / "cruciata.md").read_text()  # each paper lists its own companions
 
 
 def test_training_time_as_each_paper_times_it():

@@ -121,8 +121,39 @@ def check_identical_columns(claims: list[Claim], min_rows: int = 3) -> list[str]
             if len(shared) >= min_rows and all(cols[(a, ma)][r].printed == cols[(b, mb)][r].printed for r in shared):
                 out.append(f"IDENTICAL {paper} table {table}: columns '{a}' and '{b}' print the same value in all "
                            f"{len(shared)} rows they share (e.g. {cols[(a, ma)][shared[0]].id} = "
-                           f"{cols[(b, mb)][shared[0]].id} = {cols[(a, ma)][shared[0]].printed})")
+                           f"{cols[(b, mb)][shared[0]].id} = {cols[(a, ma)][shared[0]].printed})"
+                           + _augmentation_note([cols[(a, ma)][r] for r in shared]))
     return out
+
+
+def _augmentation_note(cells: list[Claim]) -> str:
+    """Where identical columns are expected and where not: two methods that compute the same thing on the same data
+    print the same numbers with deterministic kernels, but a run that trains on stored maps (one augmentation draw)
+    and one that augments every epoch do not, so the rows are split by whether the grid augments their dataset."""
+    from bench import BenchError
+    from bench import experiments as ex
+
+    by = defaultdict(list)
+    for c in cells:
+        key = c.experiment_key()
+        try:
+            aug = ex.paper_config(ex.Experiment(*key))[0].get("augment") or {} if key else None
+        except BenchError:  # a paper without a grid: nothing to say
+            aug = None
+        if aug is not None:
+            by[bool(aug.get("crop_padding") or aug.get("hflip"))].append(c.dataset)
+    if not by:
+        return ""
+    names = lambda flag: ", ".join(sorted(set(by[flag])))  # noqa: E731
+    parts = []
+    if by[False]:
+        parts.append(f"without augmentation ({names(False)}: {len(by[False])} rows) equal values are what two methods "
+                     "computing the same thing give with deterministic kernels")
+    if by[True]:
+        parts.append(f"with augmentation ({names(True)}: {len(by[True])} rows, in the grid's reading) they are "
+                     "unexpected for two runs that see different augmented images (a run on stored maps sees one "
+                     "draw), unless the authors trained without it")
+    return "; " + "; ".join(parts)
 
 
 def headline_checks(claims: list[Claim], heads=None) -> dict[str, list[tuple[bool, str]]]:

@@ -22,6 +22,10 @@ A run is a list of `Phase`s: epochs that each cost the same. Per method (M: the 
 head, P_i = b_0 + .. + b_{i-1}: the frozen prefix of stage i):
   backprop            train 3M, evaluate M
   predsim             train 3M + 3A (A: the local units' similarity convs and decoders), evaluate M
+  predsim sequential  (method_options.schedule) stage j < N of N local-loss units u_0 .. u_{N-1} (a_j: u_j's
+                      similarity conv and decoder): u_0 + .. + u_{j-1} forward (frozen, no backward), u_j + a_j
+                      trained (3x), nothing after u_j; stage N: every unit forward, the output layer o trained;
+                      the stages' epochs from bench.methods.schedule.stage_epochs; evaluate M every epoch
   freezing            with c layers frozen: train 3M - 2F_c (F_c: the frozen layers), evaluate M
   learn_drop          before a drop 3M; the epoch after a drop runs the newly dropped layers once (F_c - F_c') and
                       trains the head on their maps, which it stores (3(M - F_c)); later epochs read the maps and
@@ -33,7 +37,8 @@ head, P_i = b_0 + .. + b_{i-1}: the frozen prefix of stage i):
                       batch then reads them), else every epoch; block i and its local head trained (greedy: a
                       linear head; Belilovsky: the aux head; SI: no head, but with partners over the data the
                       anchors' two partners go through the block too, and a pair search per stage: one forward of
-                      the set through block i, then N^2 distances of D terms, D the block's output size);
+                      the set through block i, then N^2 distances of D terms, D the block's output size; with
+                      neighbours data_epoch that search every epoch);
                       evaluation: greedy's and Belilovsky's local predictor on the test set every epoch, SI's index
                       on `si_eval_samples` samples every epoch, and the whole model from the prefix at the stage's
                       last epoch (not Belilovsky's)
@@ -212,6 +217,8 @@ def measure_parts(model: nn.Module, method: str, cfg: dict, total_macs: int, dev
     (each [forward MACs, forward seconds, training seconds] per sample), out (each block's output size), classes, and per method: aux (PredSim's,
     Belilovsky's or greedy's local heads, one per unit or block), cuts (Learn & Drop / Freezing: the frozen prefix
     at every cut) with cut_state (the elements a cut stores per sample), layers (layer_to_layer's Keras layers).
+    PredSim also has units (the model's modules of each local-loss unit, in order) and output (its output layer with
+    its parameter-free prefix): they partition the model's blocks and head.
     With a `device`, every leaf is timed there at `batch` (secs); without, secs are 0. Untimed, the model may be on
     the meta device: every count here comes from shapes alone."""
     dtype = getattr(model, "input_dtype", torch.float32)
@@ -260,6 +267,9 @@ def measure_parts(model: nn.Module, method: str, cfg: dict, total_macs: int, dev
 
         sim = PredSim(model, model.num_classes, cfg)
         parts["aux"] = [_side(a, s, batch, device) for a, s in zip(sim.aux, sim._dry_shapes(home))]
+        modules = lambda ms: [sum(col) for col in zip(*map(work, ms))]  # noqa: E731  their summed triples
+        parts["units"] = [modules(u.modules()) for u in sim.units]
+        parts["output"] = modules([*sim.out_prefix.mods, sim.out_layer])
     elif method == "belilovsky_greedy":
         from bench.models import simcnn
 
@@ -319,11 +329,18 @@ def phases(method: str, cfg: dict, parts: dict, train_n: int, augmented: bool,
     """The run's phases. `drops`: Learn & Drop's or Freezing's (phase, cut) per epoch, None: no drop."""
     blocks, head = [Part(*b) for b in parts["blocks"]], Part(*parts["head"])
     whole = parts_sum(blocks) + head
-    epochs = stage_epochs(method, cfg, len(blocks), len(parts.get("layers", [])) or None)
+    epochs = stage_epochs(method, cfg, len(blocks), len(parts.get("layers", [])) or None,
+                          n_units=len(parts.get("units", [])) or None)
     if method == "backprop":
         return [Phase(epochs[0], trained(whole), forward(whole))]
     if method == "predsim":
-        return [Phase(epochs[0], trained(whole + parts_sum(Part(*a) for a in parts["aux"])), forward(whole))]
+        aux = [Part(*a) for a in parts["aux"]]
+        if (cfg.get("method_options") or {}).get("schedule", "simultaneous") != "sequential":
+            return [Phase(epochs[0], trained(whole + parts_sum(aux)), forward(whole))]
+        units, output = [Part(*u) for u in parts["units"]], Part(*parts["output"])
+        return [Phase(e, forward(parts_sum(units[:j])) + (trained(units[j] + aux[j]) if j < len(units)
+                                                          else trained(output)), forward(whole))
+                for j, e in enumerate(epochs)]
     if method in ("learn_drop", "freezing"):
         cuts = [Part(*c) for c in parts["cuts"]]
         out, before = [], 0
@@ -359,7 +376,8 @@ def _layerwise(method, cfg, blocks, head, parts, epochs, train_n, augmented) -> 
     cached = opts.get("cache_prefix", CACHED_BY_DEFAULT)
     exact = cached and not augmented
     si_like = method in ("si_forward", "fb_si")
-    copies = 3 if si_like and opts.get("neighbours", "data") == "data" else 1
+    neighbours = opts.get("neighbours", "data")
+    copies = 3 if si_like and neighbours in ("data", "data_epoch") else 1
     growing = si_like and opts.get("train_scope", "block") == "growing"
     samples = int(opts.get("si_eval_samples", SI_EVAL_SAMPLES)) if method != "belilovsky_greedy" else 0
     n_feature = len(epochs) - (0 if method == "belilovsky_greedy" else 1)
@@ -377,11 +395,16 @@ def _layerwise(method, cfg, blocks, head, parts, epochs, train_n, augmented) -> 
         phase = Phase(epochs[i], train,
                       Work() if si_like else forward(block + local) + (fed if cached else forward(prefix)),
                       once_train=forward(prefix) if exact else Work(), once_test=forward(prefix) if cached else Work())
-        if si_like and copies == 3:  # the pair search: the set through the block, then N^2 distances
+        search = Work(pairs=train_n ** 2, pair_dims=train_n ** 2 * d)
+        if si_like and neighbours == "data":  # the pair search once: the set through the block, N^2 distances
             phase.once_train = phase.once_train + forward(block)
-            phase.once_fixed = Work(pairs=train_n ** 2, pair_dims=train_n ** 2 * d)
+            phase.once_fixed = search
+        elif si_like and neighbours == "data_epoch":  # the same search at the start of every epoch
+            phase.train = phase.train + forward(block)
+            phase.epoch_fixed = search
         if samples >= 2:  # the SI index of the trained layer on a subset, every epoch
-            phase.epoch_fixed = samples * forward(block) + Work(pairs=samples ** 2, pair_dims=samples ** 2 * d)
+            phase.epoch_fixed = phase.epoch_fixed + samples * forward(block) \
+                + Work(pairs=samples ** 2, pair_dims=samples ** 2 * d)
         if method != "belilovsky_greedy":  # the whole model from the prefix at the stage's last epoch
             phase.once_test = phase.once_test + forward(whole - prefix)
         out.append(phase)

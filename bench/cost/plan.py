@@ -32,6 +32,7 @@ import math
 import os
 import statistics
 import time
+import dataclasses
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -208,7 +209,8 @@ def job_cost(exp, profile: str, samples: tuple[int, int] | None = None, drops: l
         samples = (min(cfg["data"].get("train_samples") or info.train_size, info.train_size),
                    min(cfg["data"].get("test_samples") or info.test_size, info.test_size))
     train_n, test_n = samples
-    phases = method_costs.phases(exp.method, cfg, parts, train_n, augments(cfg.get("augment")), drops)
+    phases = stopped(method_costs.phases(exp.method, cfg, parts, train_n, augments(cfg.get("augment")), drops),
+                     ex.companion_charge_epochs().get(exp.id))
     work = dict.fromkeys((*method_costs.KEYS, "batches"), 0.0)
     for phase in phases:
         for k, v in phase.work(train_n, test_n, cfg["batch_size"], cfg.get("eval_batch_size", 512)).items():
@@ -218,6 +220,20 @@ def job_cost(exp, profile: str, samples: tuple[int, int] | None = None, drops: l
     return {"experiment": exp.id, "paper": exp.paper, "method": exp.method, "macs": parts["total"],
             "epochs": sum(p.epochs for p in phases), "stage_epochs": stages, "train_samples": train_n,
             "test_samples": test_n, "units": work.pop("macs"), **work}
+
+
+def stopped(phases: list, epochs: int | None) -> list:
+    """The phases a run that stops after `epochs` epochs in all runs (a companion that diverges: its grid entry's
+    `charge_epochs`); every phase when None."""
+    if epochs is None:
+        return phases
+    out, left = [], epochs
+    for phase in phases:
+        if left <= 0:
+            break
+        out.append(dataclasses.replace(phase, epochs=min(phase.epochs, left)))
+        left -= phase.epochs
+    return out
 
 
 @dataclass
@@ -407,12 +423,19 @@ def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: flo
         cost = job_cost(ex.get(eid), profile, device=dev if cal.timed else None)
         cost["seconds"] = cal.seconds(cost)
         jobs.append(cost)
-    per_paper = {}
+    per_paper, per_reading = {}, {}  # paper -> hours; paper -> {a companion's reading -> hours}
+    readings = ex.companion_readings()
     for j in jobs:
-        per_paper[j["paper"]] = per_paper.get(j["paper"], 0.0) + j["seconds"] * n_seeds / 3600
+        h = j["seconds"] * n_seeds / 3600
+        per_paper[j["paper"]] = per_paper.get(j["paper"], 0.0) + h
+        if j["experiment"] in readings:
+            mine = per_reading.setdefault(j["paper"], {})
+            label = readings[j["experiment"]][1]
+            mine[label] = mine.get(label, 0.0) + h
     return {"profile": profile, "device": device_label, "device_type": device_type, "rate_units_per_s": cal.rate,
             "device_costs": asdict(cal), "seeds": n_seeds, "calibration": calibration,
-            "jobs": jobs, "hours_per_paper": per_paper, "hours_total": sum(per_paper.values())}
+            "jobs": jobs, "hours_per_paper": per_paper, "hours_total": sum(per_paper.values()),
+            "companion_hours": per_reading}
 
 
 def compare(profile: str, cal: Calibration, results="results", device: str = "auto") -> list[dict]:

@@ -101,7 +101,23 @@ def hours_text(found: dict, profile: str) -> str:
         how = (f"calibrated on {found['device']}: {describe(plan.Calibration(**found['device_costs']))} "
                "(bench/cost/method_costs.py, bench/cost/plan.py)")
     return (f"{table}\n\nprofile {profile}: {len(found['jobs'])} experiments x {found['seeds']} seeds; {how}. "
-            "Learn & Drop and Freezing without drops: an upper bound for them.")
+            "Learn & Drop and Freezing without drops: an upper bound for them." + companion_text(found, kind))
+
+
+def companion_text(found: dict, kind: str) -> str:
+    """What the companion runs (the other readings of the papers' forks) cost, per paper and reading, within the
+    totals above."""
+    rows = []
+    for paper, by in found.get("companion_hours", {}).items():
+        cells = found["hours_per_paper"][paper] - sum(by.values())
+        rows += [[paper, reading, hours(h), f"{100 * h / cells:.0f} %" if cells else "–"]
+                 for reading, h in sorted(by.items(), key=lambda x: -x[1])]
+    if not rows:
+        return ""
+    table = tabulate(rows, headers=["Paper", "Companion reading", kind, "of the cells' runs"], tablefmt="github",
+                     disable_numparse=True)
+    return ("\n\nOf which companions (a fork's other reading, run beside the cells' experiments; included above; a "
+            f"companion that stops at divergence charged the epochs it runs):\n\n{table}")
 
 
 def run(profile: str, seeds: int | None, device: str, rate: float | None, calibrate: str,

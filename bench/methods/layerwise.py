@@ -520,16 +520,19 @@ def ce_summary(sums: dict, samples: int, batches: int) -> dict:
     return {"train_loss": sums["loss"] / samples, "train_accuracy": 100.0 * sums["correct"] / samples}
 
 
-def classifier_stage(run: Run, index: int, epochs: int, first: int | None = None) -> Stage:
+def classifier_stage(run: Run, index: int, epochs: int, first: int | None = None, milestones: tuple = (),
+                     gamma: float = 0.1) -> Stage:
     """Train `model.head` (and the blocks >= first, if any: the part of the network that is not trained layer-wise)
     with CE on the frozen blocks < first (default: every block); the full model is evaluated each epoch (on the
-    prefix's cached test features this is exactly model(x))."""
+    prefix's cached test features this is exactly model(x)). `milestones` (stage epochs) and `gamma`: Stage's LR
+    steps (none by default)."""
     model = run.model
     first = len(model.blocks) if first is None else first
     feats = StageFeatures(run, first)
     return Stage(index=index, layer=first if first == len(model.blocks) else -1, features=feats,
                  modules=[*model.blocks[first:], model.head], step=ce_step(lambda f: forward_from(model, first, f)),
-                 summarize=ce_summary, epochs=epochs, evaluate=lambda last: evaluate_model(run, feats))
+                 summarize=ce_summary, epochs=epochs, evaluate=lambda last: evaluate_model(run, feats),
+                 milestones=tuple(milestones), gamma=gamma)
 
 
 def feature_blocks(opts: dict, model: nn.Module, method: str) -> int:
@@ -563,10 +566,11 @@ def test_metrics(record: dict) -> dict:
             "test_loss": record["test_loss"]}
 
 
-def train_classifier(run: Run, n_layers: int, epochs: int) -> dict:
+def train_classifier(run: Run, n_layers: int, epochs: int, milestones: tuple = (), gamma: float = 0.1) -> dict:
     """The last stage of the sequential methods: the classifier (and any blocks after the first `n_layers`) by CE on
-    the frozen layer-wise-trained blocks; returns its last epoch record."""
-    stage = classifier_stage(run, n_layers, epochs, first=n_layers)
+    the frozen layer-wise-trained blocks, with optional LR steps (`classifier_stage`); returns its last epoch
+    record."""
+    stage = classifier_stage(run, n_layers, epochs, first=n_layers, milestones=milestones, gamma=gamma)
     last = train_stage(run, stage)
     stage.features.close()
     return last

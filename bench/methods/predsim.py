@@ -17,15 +17,38 @@ linear units: Linear(D, D, no bias)) and the prediction decoder (conv units: Avg
 map has at most `dim_in_decoder` features, from the unit's real output shape found by a dry forward; then
 Linear(-> K) with zero weight). Local loss L = (1-β)·CE(decoder(h), y) + β·mean_ab (S(sim(h)) - S(Y))²_ab.
 
-Training (schedule "simultaneous", the code's): one forward pass per batch through all units in order; each unit
+Training, schedule "simultaneous" (the code's): one forward pass per batch through all units in order; each unit
 computes h, backprops its local loss into its own parameters, steps its own Adam at once and passes
 tail(h.detach()) on. Every optimizer (units, shortcuts, output layer) has lr = cfg lr and its own MultiStepLR
 from the config, stepped once per epoch. Test: the plain `model(x)`, argmax.
 
+Training, schedule "sequential" (Ma et al.'s Algorithm 1 read literally: "the training for layer j is independent,
+keeping all other parameters of the remaining layers fixed"; j = 1 .. N: x_{j+1} = W_θj x_j, (θ_j, θ'_j, γ_j) =
+argmin R(f_j)): N + 1 stages, N the local-loss units. Stage j < N trains unit j alone, with its own local loss
+(the same prediction + similarity loss, β, decoder and similarity branch as above; its shortcut too), on the
+output of the units before it, which are frozen: eval mode (dropout off, BN running statistics used and not
+updated) and run under torch.no_grad every batch (augmentation stays on, nothing is cached); the units after it
+are not run. The last stage trains the output layer with the plain output loss, exactly as "simultaneous" does
+(output_loss_scale included), on all the units frozen. Budget: Ma gives no per-layer budget or convergence test,
+only "There are 400 training epochs ... the learning rate is multiplied by the decay factors of 0.25 at 50%, 75%,
+89%, and 94% of the total training epochs"; that is read as the run's total: cfg epochs are split evenly over the
+stages, max(1, epochs // (N+1)) each, the remainder going to the last stages one each, so that they add up to
+`epochs` whenever epochs >= N + 1 (fewer: one epoch per stage, N + 1 in all; `bench.methods.schedule.
+predsim_stage_epochs`). Each stage has fresh optimizers (those of its unit, or the output layer's: none of them has
+stepped before; the config's kind and LR) and its own copy of the LR schedule: every cfg lr_milestones entry m
+(in epochs of cfg epochs) maps to round(m * stage_epochs / epochs) (Python's round), kept where 0 < it <
+stage_epochs, multiplicity kept (two milestones on one stage epoch decay it by lr_gamma twice, as the whole
+schedule compressed does). Class-sampled batches work: classes_per_batch_until_epoch is mapped into every stage
+like the milestones (u -> max(1, round(u * stage_epochs / epochs)); 0 still means the whole stage), so every stage
+samples classes over the same share of its epochs as the run would. The whole model is evaluated on the test set
+after every epoch, as in "simultaneous" (while the output layer is untrained its zero weight predicts class 0).
+Resume: the checkpoint after every epoch holds the stage and its epochs done (values `stage`, `stage_epoch`) and
+every optimizer and scheduler; a killed run goes on at the next epoch of that stage.
+
 method_options (defaults): beta (0.99), dim_in_decoder (4096), similarity_std (true: per-channel spatial std of
-4-D maps with C > 3 and H > 1), schedule ("simultaneous"; the sequential reading of Ma's Algorithm 1 is not
-implemented), output_loss_scale ("none": plain CE for the output layer; "one_minus_beta": the code's (1-β)·CE,
-identical under Adam up to eps), classes_per_batch (0: uniform shuffled batches; k: every training batch holds
+4-D maps with C > 3 and H > 1), schedule ("simultaneous" or "sequential", above), output_loss_scale ("none":
+plain CE for the output layer; "one_minus_beta": the code's (1-β)·CE, identical under Adam up to eps),
+classes_per_batch (0: uniform shuffled batches; k: every training batch holds
 samples of k randomly chosen classes, `bench.data.loader.class_sampled_batches`, drawn from the run's seeded
 generator; the N&E code's --classes-per-batch, methods.md 1.6 item 7) and classes_per_batch_until_epoch (0: class
 sampling for the whole run; u: for epochs 1..u, uniform batches after, as the N&E code; `bench.experiments.config`
@@ -36,6 +59,12 @@ and local_pred_loss (unscaled sim and pred losses, sample-weighted over the epoc
 test_loss, test_accuracy, epoch_time_s, eval_time_s. Final metrics: test_accuracy, test_error, test_loss,
 train_time_s (training epochs only), the last epoch's train_loss, train_accuracy, local_sim_loss, local_pred_loss,
 local_units (number of local-loss units) and aux_params (parameters of the auxiliary sim/pred modules).
+Sequential: the same keys, and in every record stage (0-based; N: the output layer) and stage_epoch (1-based in
+its stage); epoch counts all stages' epochs. In a unit's stage, train_loss is the local loss it minimises
+((1-β)·pred + β·sim) and train_accuracy its prediction decoder's accuracy, local_sim_loss and local_pred_loss its
+own; in the output stage train_loss and train_accuracy are the output layer's (as "simultaneous") and the local
+losses, no unit being trained, are every unit's values in the last epoch of its stage, averaged over the units:
+what the final metrics report.
 """
 import math
 from dataclasses import dataclass, field
@@ -46,12 +75,13 @@ from torch import nn
 
 from bench.data.loader import check_class_sampling
 from bench.methods import Diverged, merge_options
+from bench.methods.schedule import predsim_stage_epochs
 from bench.methods.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler, train_test_batches,
                             unique_parameters)
 
 DEFAULTS = {"beta": 0.99, "dim_in_decoder": 4096, "similarity_std": True, "schedule": "simultaneous",
             "output_loss_scale": "none", "classes_per_batch": 0, "classes_per_batch_until_epoch": 0}
-SCHEDULES = ("simultaneous",)
+SCHEDULES = ("simultaneous", "sequential")
 OUTPUT_LOSS_SCALES = ("none", "one_minus_beta")
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.PReLU)
 
@@ -170,6 +200,10 @@ class LocalUnit:
             z = z + self.shortcut(skip)
         return self.post(z)
 
+    def modules(self) -> list[nn.Module]:
+        """The model's modules this unit runs (its shortcut included)."""
+        return self.pre.mods + self.post.mods + self.tail.mods + ([self.shortcut] if self.shortcut is not None else [])
+
 
 def _split_after_activation(modules: list, what: str):
     """(up to and including the last activation, the rest); the rest must have no parameters."""
@@ -207,6 +241,12 @@ def _block_units(i: int, block: nn.Module) -> list[LocalUnit]:
                      "ResNet Residual units are)")
 
 
+def unit_count(model: nn.Module) -> int:
+    """How many local-loss units PredSim splits this model into (the sequential schedule's stages, less the output
+    layer's)."""
+    return sum(len(_block_units(i, block)) for i, block in enumerate(model.blocks)) + len(_head_units(model.head)[0])
+
+
 def _head_units(head: nn.Module):
     """(hidden linear units, output Linear, the output layer's parameter-free prefix: the head's pooling/flatten
     when there is no hidden layer, else nothing)."""
@@ -241,17 +281,29 @@ class StepResult:
     pred_losses: torch.Tensor    # (units,), unscaled, detached
 
 
+def stage_milestones(milestones, epochs: int, stage_epochs: int) -> list[int]:
+    """A sequential stage's copy of the LR schedule: every milestone m (in epochs of the run's `epochs`) at
+    round(m * stage_epochs / epochs), kept where 0 < it < stage_epochs; repeats are kept (MultiStepLR then decays
+    twice at that epoch, as the whole schedule compressed into the stage does)."""
+    mapped = (round(m * stage_epochs / epochs) for m in milestones)
+    return [v for v in mapped if 0 < v < stage_epochs]
+
+
+def stage_until(until: int, epochs: int, stage_epochs: int) -> int:
+    """classes_per_batch_until_epoch mapped into a sequential stage like the milestones (0: the whole stage)."""
+    return 0 if until == 0 else max(1, round(until * stage_epochs / epochs))
+
+
 def options(cfg: dict) -> dict:
     from bench import BenchError
 
     opts = merge_options(cfg, DEFAULTS, "predsim", BenchError)
     if opts["schedule"] not in SCHEDULES:
         raise BenchError(
-            f"predsim schedule '{opts['schedule']}' is not implemented: only 'simultaneous' is (all local-loss "
-            "blocks trained together, one forward pass per batch, as anokland/local-loss does). The sequential "
-            "reading of Ma et al.'s Algorithm 1 (train layer j to convergence, then layer j+1) is not implemented: "
-            "Ma gives no per-layer budget or convergence test, and the epoch-based recipes Ma quotes (400 epochs, "
-            "LR milestones 200/300/350/375) are those of the simultaneous reference code (methods.md 1.6 item 1)")
+            f"predsim schedule '{opts['schedule']}': expected one of {list(SCHEDULES)} (simultaneous: every "
+            "local-loss unit trained at once, one forward pass per batch, as anokland/local-loss does; sequential: "
+            "Ma et al.'s Algorithm 1, unit after unit on the frozen units before it, then the output layer, the "
+            "run's epochs split evenly over the stages)")
     if opts["output_loss_scale"] not in OUTPUT_LOSS_SCALES:
         raise BenchError(f"predsim output_loss_scale '{opts['output_loss_scale']}': expected one of "
                          f"{list(OUTPUT_LOSS_SCALES)}")
@@ -297,7 +349,15 @@ class PredSim:
         with torch.no_grad():
             self.out_layer.weight.zero_()
         self.out_optimizer = make_optimizer(self.out_layer.parameters(), cfg)
-        self.schedulers = [make_scheduler(opt, cfg) for _, opt in self.optimizers()]
+        self.sequential = self.opts["schedule"] == "sequential"
+        if self.sequential:  # stage s trains unit s (s < N) or the output layer (s = N), with its copy of the schedule
+            epochs = int(cfg["epochs"])
+            self.stage_epochs = predsim_stage_epochs(epochs, len(self.units))
+            self.schedulers = [make_scheduler(opt, {**cfg, "lr_milestones": stage_milestones(
+                cfg.get("lr_milestones", []), epochs, self.stage_epochs[s])}) for s, opt in self._optimizer_stages()]
+        else:
+            self.stage_epochs = None
+            self.schedulers = [make_scheduler(opt, cfg) for _, opt in self.optimizers()]
         self._check_partition()
 
     def _dry_shapes(self, device) -> list[tuple]:
@@ -342,9 +402,29 @@ class PredSim:
         out.append(("output", self.out_optimizer))
         return out
 
+    def _optimizer_stages(self) -> list[tuple[int, torch.optim.Optimizer]]:
+        """(sequential stage, optimizer) in the order of `optimizers()`: unit j's are stage j's, the output's N's."""
+        out = [(j, opt) for j, u in enumerate(self.units) for opt in u.optimizers]
+        return out + [(len(self.units), self.out_optimizer)]
+
+    def stage_optimizers(self, stage: int) -> list[torch.optim.Optimizer]:
+        return self.units[stage].optimizers if stage < len(self.units) else [self.out_optimizer]
+
+    def stage_schedulers(self, stage: int) -> list:
+        return [sched for (s, _), sched in zip(self._optimizer_stages(), self.schedulers) if s == stage]
+
     def train(self, mode: bool = True):
         self.model.train(mode)
         self.aux.train(mode)
+
+    def stage_modes(self, stage: int):
+        """Sequential stage `stage`: everything in eval mode but unit `stage` and its aux modules (none in the
+        output layer's stage: the output Linear and its parameter-free prefix have no mode)."""
+        self.train(False)
+        if stage < len(self.units):
+            for m in self.units[stage].modules():
+                m.train()
+            self.aux[stage].train()
 
     def step_schedulers(self):
         for s in self.schedulers:
@@ -368,6 +448,43 @@ class PredSim:
         loss, sim, pred = predsim_loss(sim_in, logits, y, self.num_classes, self.opts["beta"],
                                        std_pool=self.opts["similarity_std"], target_sim=target_sim)
         return out, loss, sim, pred
+
+    @torch.no_grad()
+    def frozen_prefix(self, j: int, x):
+        """(input of unit j, the input of its BlockNet block) through the units before j, without gradient; for
+        j = N (the number of units): (the last hidden features, their block's input)."""
+        skip = x
+        for u in self.units[:j]:
+            if u.starts_block:
+                skip = x
+            x = u.tail(u.activation(x, skip))
+        if j < len(self.units) and self.units[j].starts_block:
+            skip = x
+        return x, skip
+
+    def stage_step(self, stage: int, x, y) -> StepResult:
+        """One batch of sequential stage `stage`: the units before it forward under no_grad (frozen), then unit
+        `stage` takes one step on its local loss (StepResult: its decoder's logits, its local loss as output_loss,
+        its sim and pred losses, one each), or, in the last stage, the output layer one step on its loss as in
+        train_step (logits and plain CE; no local losses). The units after it are not run."""
+        x, skip = self.frozen_prefix(stage, x)
+        if stage == len(self.units):
+            logits, ce, loss = self.output_loss(x, y)
+            self.out_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.out_optimizer.step()
+            none = torch.zeros(0, device=ce.device)
+            return StepResult(logits.detach(), ce.detach(), none, none)
+        u = self.units[stage]
+        sim_in, logits = u.aux(u.activation(x, skip))
+        loss, sim, pred = predsim_loss(sim_in, logits, y, self.num_classes, self.opts["beta"],
+                                       std_pool=self.opts["similarity_std"])
+        for opt in u.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in u.optimizers:
+            opt.step()
+        return StepResult(logits.detach(), loss.detach(), sim.detach()[None], pred.detach()[None])
 
     def output_loss(self, features, y):
         """(logits, plain CE, the loss the output layer is trained on) for the last hidden features."""
@@ -421,11 +538,11 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
         raise BenchError(f"predsim classes_per_batch {opts['classes_per_batch']} is not below the dataset's "
                          f"{data.num_classes} classes: every batch could hold every class")
     ps = PredSim(model, data.num_classes, cfg, opts)
+    if ps.sequential:
+        return train_sequential(ps, data, cfg, ctx, train_batches, test_batches)
     n_units = len(ps.units)
     n = len(data.y_train)
-    state = {"model": model, "aux": ps.aux, "batches": train_batches.gen,
-             **{f"optimizer:{name}": opt for name, opt in ps.optimizers()},
-             **{f"scheduler:{i}": sched for i, sched in enumerate(ps.schedulers)}}
+    state = checkpointed(ps, train_batches)
     done = {"train_time": 0.0, "test_loss": float("nan"), "test_acc": float("nan"), "final": {}}
     start = ctx.resume(state, done)
     train_time, test_loss, test_acc, final = done["train_time"], done["test_loss"], done["test_acc"], done["final"]
@@ -460,6 +577,82 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
             raise Diverged(epoch + 1, ", ".join(f"{k} {final[k]}" for k in bad))
         ctx.epoch_done(epoch + 1, state, {"train_time": train_time, "test_loss": test_loss, "test_acc": test_acc,
                                           "final": final})
+    return final_metrics(ps, test_acc, test_loss, train_time, final)
+
+
+def checkpointed(ps: PredSim, train_batches) -> dict:
+    """What the per-epoch checkpoint saves: the model, the aux modules, the batches' generator, every optimizer and
+    scheduler."""
+    return {"model": ps.model, "aux": ps.aux, "batches": train_batches.gen,
+            **{f"optimizer:{name}": opt for name, opt in ps.optimizers()},
+            **{f"scheduler:{i}": sched for i, sched in enumerate(ps.schedulers)}}
+
+
+def final_metrics(ps: PredSim, test_acc: float, test_loss: float, train_time: float, final: dict) -> dict:
     return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": test_loss,
-            "train_time_s": train_time, **final, "local_units": float(n_units),
+            "train_time_s": train_time, **final, "local_units": float(len(ps.units)),
             "aux_params": float(sum(p.numel() for p in ps.aux.parameters()))}
+
+
+def train_sequential(ps: PredSim, data, cfg: dict, ctx: Context, train_batches, test_batches) -> dict:
+    """Schedule "sequential" (the module's docstring): stage j < N trains unit j on the frozen units before it,
+    stage N the output layer on all of them; ps.stage_epochs epochs each, one epoch loop over all stages."""
+    from bench import BenchError
+
+    model, device, opts = ps.model, ctx.device, ps.opts
+    n_units, n, epochs = len(ps.units), len(data.y_train), int(cfg["epochs"])
+    plan = [(s, e) for s, k in enumerate(ps.stage_epochs) for e in range(k)]  # (stage, stage epoch) per epoch
+    sampling = [{**opts, "classes_per_batch_until_epoch": stage_until(opts["classes_per_batch_until_epoch"], epochs, k)}
+                for k in ps.stage_epochs]
+    state = checkpointed(ps, train_batches)
+    done = {"train_time": 0.0, "test_loss": float("nan"), "test_acc": float("nan"), "final": {}, "stage": 0,
+            "stage_epoch": 0, "unit_sim": [float("nan")] * n_units, "unit_pred": [float("nan")] * n_units}
+    start = ctx.resume(state, done)
+    stage, stage_epoch = int(done["stage"]), int(done["stage_epoch"])  # the last epoch's stage, its epochs done
+    if stage < len(ps.stage_epochs) and stage_epoch == ps.stage_epochs[stage]:
+        stage, stage_epoch = stage + 1, 0
+    if sum(ps.stage_epochs[:stage]) + stage_epoch != start:
+        raise BenchError(f"predsim: the checkpoint's stage {stage} epoch {stage_epoch} is not its epoch {start} of "
+                         f"the stages' {ps.stage_epochs}")
+    train_time, test_loss, test_acc, final = done["train_time"], done["test_loss"], done["test_acc"], done["final"]
+    unit_sim, unit_pred = list(done["unit_sim"]), list(done["unit_pred"])
+    for epoch in ctx.bar(range(start, len(plan)), desc=cfg["experiment"], unit="epoch"):
+        stage, stage_epoch = plan[epoch]
+        ps.stage_modes(stage)
+        train_batches.classes_per_batch = class_sampling(sampling[stage], stage_epoch)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        sim_sum = torch.zeros((), device=device)
+        pred_sum = torch.zeros((), device=device)
+        lr = ps.stage_optimizers(stage)[0].param_groups[0]["lr"]
+        with EpochTimer(device) as timer:
+            desc = f"stage {stage + 1}/{n_units + 1} epoch {stage_epoch + 1}"
+            for x, y in ctx.bar(train_batches, desc=desc, unit="batch"):
+                r = ps.stage_step(stage, x, y)
+                loss_sum += r.output_loss * len(y)
+                correct += (r.logits.argmax(1) == y).sum()
+                if stage < n_units:
+                    sim_sum += r.sim_losses[0] * len(y)
+                    pred_sum += r.pred_losses[0] * len(y)
+            for sched in ps.stage_schedulers(stage):
+                sched.step()
+        train_time += timer.seconds
+        with EpochTimer(device) as eval_timer:
+            test_loss, test_acc = evaluate(model, test_batches, device)
+        if stage < n_units:
+            unit_sim[stage], unit_pred[stage] = sim_sum.item() / n, pred_sum.item() / n
+            sim_mean, pred_mean = unit_sim[stage], unit_pred[stage]
+        else:  # no unit trains: each unit's values at the end of its stage, averaged
+            sim_mean, pred_mean = sum(unit_sim) / n_units, sum(unit_pred) / n_units
+        final = {"train_loss": loss_sum.item() / n, "train_accuracy": 100.0 * correct.item() / n,
+                 "local_sim_loss": sim_mean, "local_pred_loss": pred_mean}
+        ctx.log_epoch({"epoch": epoch + 1, "stage": float(stage), "stage_epoch": float(stage_epoch + 1), "lr": lr,
+                       **final, "test_loss": test_loss, "test_accuracy": test_acc, "epoch_time_s": timer.seconds,
+                       "eval_time_s": eval_timer.seconds})
+        bad = [k for k, v in final.items() if not math.isfinite(v)]
+        if bad:
+            raise Diverged(epoch + 1, f"stage {stage}: " + ", ".join(f"{k} {final[k]}" for k in bad))
+        ctx.epoch_done(epoch + 1, state, {"train_time": train_time, "test_loss": test_loss, "test_acc": test_acc,
+                                          "final": final, "stage": stage, "stage_epoch": stage_epoch + 1,
+                                          "unit_sim": list(unit_sim), "unit_pred": list(unit_pred)})
+    return final_metrics(ps, test_acc, test_loss, train_time, final)

@@ -19,12 +19,27 @@ Karimi's public `triplet_local_si` helper picks wrong triplets (methods.md 3.5 i
 
 Algorithm (methods.md 3.3): for each block L in order, blocks < L frozen (eval mode, features under no_grad, cached
 when exact: bench.methods.layerwise), block L's parameters trained on J^L for `epochs_per_layer` epochs with a
-fresh optimizer of the config's kind (lr, momentum, weight decay; no LR schedule: the paper states none per
-layer); then `model.head` is trained with cross-entropy for `classifier_epochs` epochs with every block frozen
-(every block SI-trained, unless `feature_blocks` says otherwise).
+fresh optimizer of the config's kind (lr, momentum, weight decay; by default no LR schedule: the paper states none
+per layer, but see `layer_lr_schedule`); then `model.head` is trained with cross-entropy for `classifier_epochs`
+epochs with every block frozen (every block SI-trained, unless `feature_blocks` says otherwise).
 A "layer" is one block of the BlockNet (VGG: conv, BN, ReLU and the max-pool that ends a stage; VD-CNN: block 0
 is the embedding with the temporal conv, methods.md 3.5 item 4). For SimCNN-k the head is the k-specific aux
 classifier (methods.md 2.4), so the same code trains Karimi's "Proposed method" rows of Table 4.
+
+Where Eq. 8's partners come from (`neighbours`): "data" (Algorithm 1, Step 3) searches them over the whole training
+set on the new layer's output (eval mode, no grad: `data_pairs`) when the stage's first batch arrives and keeps them
+for the stage; "data_epoch" does the same search at the start of every epoch of the stage, on the layer's current
+output (the paper's "the positive and negative points are the nearest neighbors of the anchor" read as the current
+neighbours; a resumed epoch searches again, on the checkpointed model); "batch" takes them within each mini-batch.
+The searches' time is summed as pair_search_time_s.
+
+`layer_lr_schedule`: "none" (every stage at the constant initial LR) or "scaled": every SI stage and the classifier
+stage get the config's end-to-end step schedule (lr_milestones, in epochs of cfg epochs, and lr_gamma) mapped onto
+the stage's own epochs, milestone m -> round(m * stage_epochs / epochs), kept where 0 < that < stage_epochs
+(`scaled_milestones`; e.g. epochs 200, milestones [100, 150], a 10-epoch stage: decays at stage epochs 5 and 8).
+Why: Karimi's text says "The other hyperparameters were the same in both methods", and the suite's end-to-end runs
+decay the LR x0.1 at 50 % and 75 % of their epochs; this reading gives the SI layers (and the classifier) the same
+schedule.
 
 `normalize_features` (off by default here: the defaults are Eq. 7 as printed) L2-normalises each z_i before the
 loss (and the neighbour choice). J on raw features is unbounded below (methods.md 3.5 item 2: scaling features up
@@ -35,9 +50,12 @@ Diverged (bench.methods.layerwise.DIVERGENCE_KEYS).
 
 method_options (defaults): epochs_per_layer (10, paper Table 1), classifier_epochs (None = epochs_per_layer,
 methods.md 3.5 item 5), loss_reduction ("sum"), normalize_features (false), hinge (false), si_eval_samples (1000; 0 = no SI
-monitoring), feature_blocks (None = every block: how many leading blocks are trained by SI; the blocks after them
-are trained with the head in the classifier stage, e.g. 2 for LeNet, whose fc1/fc2 are blocks, to make its whole FC
-stack the classifier as methods.md 3.5 item 4 says), cache_prefix (true), prefix_cache_max_mb (8192).
+monitoring), neighbours ("data"; "data_epoch", "batch"), train_scope ("block"; "growing": blocks 0..L all trained
+on J^L), pair_search_max_mb (8192), layer_lr_schedule ("none"; "scaled"), feature_blocks (None = every block: how
+many leading blocks are trained by SI; the blocks after them are trained with the head in the classifier stage, e.g.
+2 for LeNet, whose fc1/fc2 are blocks, to make its whole FC stack the classifier as methods.md 3.5 item 4 says),
+cache_prefix (true), prefix_cache_max_mb (8192). fb_si shares neighbours, train_scope and pair_search_max_mb, not
+layer_lr_schedule.
 
 Per-epoch records (feature stages): epoch (global), stage, layer, stage_epoch, lr, train_loss (the minimised loss,
 mean over the epoch's batches), train_loss_sum (mean batch value of J in the sum form), train_loss_mean (J per
@@ -58,12 +76,13 @@ from bench.methods import layerwise as lw
 from bench.methods.training import Context
 
 REDUCTIONS = ("sum", "mean")
-NEIGHBOURS = ("data", "batch")
+NEIGHBOURS = ("data", "data_epoch", "batch")  # data_epoch: the data's partners searched again every epoch
 TRAIN_SCOPES = ("block", "growing")
+LAYER_LR_SCHEDULES = ("none", "scaled")
 SI_DEFAULTS = {"epochs_per_layer": 10, "loss_reduction": "sum", "normalize_features": False, "hinge": False,
                "si_eval_samples": 1000,
                "neighbours": "data", "train_scope": "block", "pair_search_max_mb": 8192}
-DEFAULTS = {**SI_DEFAULTS, "classifier_epochs": None, "feature_blocks": None}
+DEFAULTS = {**SI_DEFAULTS, "classifier_epochs": None, "feature_blocks": None, "layer_lr_schedule": "none"}
 
 
 # ---------------------------------------------------------------- Separation Index and the loss
@@ -185,11 +204,27 @@ def check_si_options(opts: dict, method: str) -> dict:
     opts["si_eval_samples"] = lw.positive_int(opts, "si_eval_samples", method, minimum=0)
     opts["normalize_features"] = bool(opts["normalize_features"])
     opts["hinge"] = bool(opts["hinge"])
-    for key, allowed in (("neighbours", NEIGHBOURS), ("train_scope", TRAIN_SCOPES)):
-        if opts[key] not in allowed:
+    for key, allowed in (("neighbours", NEIGHBOURS), ("train_scope", TRAIN_SCOPES),
+                         ("layer_lr_schedule", LAYER_LR_SCHEDULES)):
+        if key in opts and opts[key] not in allowed:  # layer_lr_schedule: si_forward's only
             raise ValueError(f"{method}: unknown {key} '{opts[key]}' ({', '.join(allowed)})")
     opts["pair_search_max_mb"] = float(opts["pair_search_max_mb"])
     return opts
+
+
+def scaled_milestones(cfg: dict, stage_epochs: int) -> tuple[int, ...]:
+    """The config's end-to-end LR milestones (epochs of cfg epochs) mapped onto a stage of `stage_epochs` epochs:
+    m -> round(m * stage_epochs / epochs), kept where 0 < that < stage_epochs, in order, without repeats."""
+    epochs = lw.positive_int(cfg, "epochs", "layer_lr_schedule scaled")
+    mapped = (round(m * stage_epochs / epochs) for m in cfg.get("lr_milestones") or [])
+    return tuple(sorted({m for m in mapped if 0 < m < stage_epochs}))
+
+
+def stage_schedule(run: lw.Run, opts: dict, stage_epochs: int) -> dict:
+    """Stage keywords (milestones, gamma) of option layer_lr_schedule for a stage of `stage_epochs` epochs."""
+    if opts.get("layer_lr_schedule", "none") != "scaled":
+        return {}
+    return {"milestones": scaled_milestones(run.cfg, stage_epochs), "gamma": float(run.cfg.get("lr_gamma", 0.1))}
 
 
 @torch.no_grad()
@@ -213,13 +248,17 @@ def input_si(run: lw.Run, samples: int) -> float | None:
 def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, pairs: dict) -> lw.Stage:
     """Train block `layer` on J (train_scope "block": blocks < layer frozen; "growing": blocks 0..layer trained
     together); si_values[layer] gets the layer's SI every epoch; `pairs` holds the stage's Eq. 8 partners
-    (neighbours "data": searched over the training set when the stage's first batch arrives, kept for the stage)."""
+    (neighbours "data": searched over the training set when the stage's first batch arrives, kept for the stage;
+    "data_epoch": searched again when each epoch's first batch arrives, `pairs["epoch"]` the global epoch they were
+    found in)."""
     model = run.model
     growing = opts["train_scope"] == "growing"
     feats = lw.StageFeatures(run, 0 if growing else layer)
     module = nn.Sequential(*model.blocks[:layer + 1]) if growing else model.blocks[layer]
     reduction, normalize, samples = opts["loss_reduction"], opts["normalize_features"], opts["si_eval_samples"]
     hinge = opts["hinge"]
+    data = opts["neighbours"] in ("data", "data_epoch")
+    per_epoch = opts["neighbours"] == "data_epoch"
 
     def embed(f):
         z = module(f).flatten(1)
@@ -246,10 +285,12 @@ def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, p
                 chunks = ((embed(f)[0], y) for f, y in feats.in_order())
                 pos, neg = data_pairs(chunks, run.device, opts["pair_search_max_mb"])
             module.train()
-        pairs.update(layer=layer, pos=pos, neg=neg, seconds=pairs.get("seconds", 0.0) + timer.seconds)
+        pairs.update(layer=layer, epoch=run.epoch, pos=pos, neg=neg,
+                     seconds=pairs.get("seconds", 0.0) + timer.seconds)
 
     def step_data(f, y, idx):
-        if pairs.get("layer") != layer:
+        # run.epoch counts the epoch under way, and a resumed run's is past the checkpointed pairs' epoch
+        if pairs.get("layer") != layer or (per_epoch and pairs.get("epoch") != run.epoch):
             search()
         idx = idx.to(pairs["pos"].device)
         pos, neg = pairs["pos"][idx], pairs["neg"][idx]
@@ -275,10 +316,10 @@ def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, p
             record.update(lw.evaluate_model(run, feats))
         return record
 
-    data = opts["neighbours"] == "data"
     return lw.Stage(index=index, layer=layer, features=feats, modules=[module],
                     step=step_data if data else step_batch, indexed=data, summarize=summarize,
-                    epochs=opts["epochs_per_layer"], evaluate=evaluate)
+                    epochs=opts["epochs_per_layer"], evaluate=evaluate,
+                    **stage_schedule(run, opts, opts["epochs_per_layer"]))
 
 
 def si_metrics(si_values: dict, si_in: float | None, pairs: dict | None = None) -> dict:
@@ -310,7 +351,8 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
             stage = si_stage(run, layer, layer, opts, si_values, pairs)
             lw.train_stage(run, stage)
             stage.features.close()
-        last = lw.train_classifier(run, n_layers, opts["classifier_epochs"])
+        last = lw.train_classifier(run, n_layers, opts["classifier_epochs"],
+                                   **stage_schedule(run, opts, opts["classifier_epochs"]))
     finally:
         lw.restore_requires_grad(flags)
     return {**lw.final_metrics(run, last), **si_metrics(si_values, si_in, pairs)}

@@ -30,7 +30,8 @@ SMOKE_WARNING = ("> **Smoke profile: these numbers say nothing about the papers.
                  "stand-in data, networks at 1/16 width and a few short epochs; they only show that every step of "
                  "the pipeline runs.")
 CHECK_WARNING = ("> **Check profile: a real-data sanity check, not a reproduction.** Real data cut to fixed "
-                 "subsets, networks at 1/4 width, two epochs: the numbers show that each method learns, not what "
+                 "subsets, networks at 1/4 width, a few epochs (the header says how many): the numbers show that each "
+                 "method learns, not what "
                  "the papers' settings give.")
 
 
@@ -63,8 +64,27 @@ def run_facts(found: dict, paper: str | None = None) -> dict:
     """Counts over the valid result files `found` (load_results' dict), of one paper's experiments with `paper`."""
     runs = [r for (eid, _), r in found.items() if paper is None or eid.split("-")[0] == paper]
     count = lambda key: Counter(r["environment"].get(key, "not recorded") for r in runs)  # noqa: E731
+    configs = {}  # experiment -> {code version: config digest}
+    for (eid, _), r in found.items():
+        if paper is None or eid.split("-")[0] == paper:
+            configs.setdefault(eid, {})[r["environment"].get("code_version")] = ex.config_hash(r.get("config", {}))
     return {"runs": len(runs), "devices": count("device"), "code": count("code_version"), "torch": count("torch"),
-            "precision": count("precision"), "last": max((r["finished"] for r in runs), default="")}
+            "precision": count("precision"), "last": max((r["finished"] for r in runs), default=""),
+            "config_differs": {e for e, by in configs.items() if len(by) > 1 and len(set(by.values())) > 1}}
+
+
+def code_versions_note(facts: dict) -> str:
+    """Whether the runs of several code versions are comparable: their resolved configs (what a run trains, its
+    provenance text aside) are compared experiment by experiment; '' for one version."""
+    if len(facts["code"]) < 2:
+        return ""
+    differ = sorted(facts["config_differs"])
+    if not differ:
+        return (f"; the runs mix {len(facts['code'])} code versions, and no experiment's resolved config differs "
+                "between them (the training code itself may)")
+    return (f"; the runs mix {len(facts['code'])} code versions, and the resolved config differs between them for "
+            f"{len(differ)} experiment(s) ({', '.join(f'`{e}`' for e in differ[:3])}{', ...' if len(differ) > 3 else ''}"
+            "): compare those runs with care")
 
 
 def restriction(profile: str, only: str) -> list[str]:
@@ -82,7 +102,7 @@ def restriction(profile: str, only: str) -> list[str]:
             "other cell reads MISSING here because it was not run, not because it failed"]
 
 
-def header(profile: str, facts: dict, seeds: list[int], title: str, only: str = "") -> list[str]:
+def header(profile: str, facts: dict, seeds: list[int], title: str, only: str = "", paper: str = "") -> list[str]:
     prof = ex.profiles()[profile]
     lines = [SMOKE_WARNING, ""] if profile == "smoke" else ([CHECK_WARNING, ""] if profile == "check" else [])
     listing = lambda c: ", ".join(f"{k} ({v} runs)" for k, v in c.most_common()) or "none"  # noqa: E731
@@ -90,7 +110,11 @@ def header(profile: str, facts: dict, seeds: list[int], title: str, only: str = 
               f"- **Profile:** `{profile}`: {' '.join(prof['description'].split())}",
               f"- **Seeds:** {', '.join(map(str, seeds))}; runs found: {facts['runs']} (latest finished {facts['last'] or 'n/a'})",
               f"- **Hardware:** {listing(facts['devices'])}",
-              f"- **Code version:** {listing(facts['code'])}; torch {listing(facts['torch'])}",
+              *([f"- **Epochs:** {ex.epochs_summary(profile, paper)} (the resolved configs of the paper's "
+                   "experiments in this profile; `bench config <experiment> --profile " + profile + "`)"]
+                if paper else []),
+              f"- **Code version:** {listing(facts['code'])}; torch {listing(facts['torch'])}"
+              + code_versions_note(facts),
               f"- **Precision:** {listing(facts['precision'])}" + (
                   "; **bf16 autocast is a deviation from the papers**, which trained in fp32: its numbers may "
                   "differ for that reason alone" if facts["precision"].get("bf16") else ""),
@@ -121,7 +145,7 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
     for paper, meta in papers().items():
         rows = [r for r in cells if r["paper"] == paper]
         mine = [h for h in heads if h["paper"] == paper]
-        lines = header(profile, run_facts(found, paper), seeds, meta["citation"], only)
+        lines = header(profile, run_facts(found, paper), seeds, meta["citation"], only, paper)
         lines += summary_markdown(paper, meta, rows, mine, len(audit.get(paper, [])))
         fig = out_dir / "figures" / f"{paper}_claimed_vs_reproduced.png"
         if claimed_vs_reproduced(rows, fig, f"{paper} ({profile} profile): printed vs reproduced, by verdict"):

@@ -67,19 +67,25 @@ def headline_markdown(paper: str, heads: list[dict]) -> list[str]:
         p = f"{r['p_adjusted']:.3g}" if not math.isnan(r["p_adjusted"]) else "–"
         verdict = r["verdict"] + (f" (test on these runs: {r['test']})" if r["verdict"] == "NOT COMPARABLE" else "")
         verdict += f" ({r['pairs']} pairs)" if r.get("pairs") else ""
+        under = (r.get("holds_under") or "–") + (f"; {r['readings_note']}" if r.get("readings_note") else "")
         body.append([h.id, h.where, f"“{h.wording}”", rel, f"{r['as_printed']} ({r['printed_numbers']})",
-                     f"{diff} (n={r['n']})", p, verdict])
+                     f"{diff} (n={r['n']})", p, verdict, under])
         details.append(f"- `{h.id}`: {sides}." + (f" {h.note}" if h.note else "")
-                       + (f" *{r['reason']}*" if r["reason"] else ""))
+                       + (f" *{r['reason']}*" if r["reason"] else "")
+                       + (f" Readings: {r['readings']}." if r.get("readings") else ""))
     return (["## Headline claims", "",
              "What the paper says its tables show, tested on the runs (per-seed differences A − B, one-sided t-tests "
              "for the relation and its reverse; the claim's two-sided p = 2 × the smaller, corrected over the "
              f"paper's claims by {vd.rule_name()}): HOLDS, REVERSED or NOT "
              "SIGNIFICANT; a pairwise claim with only some pairs run is tested on those and says how many "
              "(\"k of n pairs\"). *As printed* applies the relation to the paper's own numbers. Claims: "
-             "`bench/claims/headlines.yaml`.", "",
+             "`bench/claims/headlines.yaml`. *Holds under* tests the claim again under every reading of the paper "
+             "its cells have in this profile (the companion runs' forks, each with what states it: the paper's "
+             "text, the authors' code, or neither, a choice) and counts the readings where the test HOLDS; each "
+             "claim's verdict under every reading is listed below the table.", "",
              tabulate(body, headers=["Claim", "Where", "The paper says", "Relation", "As printed", "Runs: A − B",
-                                     f"p ({vd.correction().upper()})", "Verdict"], tablefmt="github",
+                                     f"p ({vd.correction().upper()})", "Verdict", "Holds under (readings)"],
+                      tablefmt="github",
                       disable_numparse=True), ""]
             + details + [""])
 
@@ -136,12 +142,20 @@ def companion_markdown(paper: str, results: Path | str, profile: str) -> list[st
         num = lambda k: fmt_value(float(r[k])) if r[k] else "–"  # noqa: E731
         acc = num("test_accuracy") + (f" ± {num('test_accuracy_sd')}" if r["test_accuracy_sd"] else "")
         status = r["status"] + (f" (n={r['n']})" if r["n"] != r["seeds_expected"] else "")
-        body.append([f"`{r['experiment']}` [{mark}]", f"`{r['beside']}`", status,
-                     acc, num("training_time_s"), num("peak_memory_mb"), r["epochs"]])
+        diff = (f"{float(r['diff_test_accuracy']):+.2f} ({'exceeds' if r['exceeds_tolerance'] == 'yes' else 'within'}"
+                f" ±{float(r['tolerance']):g})" if r.get("diff_test_accuracy") else "–")
+        body.append([f"`{r['experiment']}` [{mark}]", f"{r.get('reading', '')} [{r.get('basis', '')}]",
+                     f"`{r['beside']}`", status, acc, num("beside_test_accuracy") if "beside_test_accuracy" in r
+                     else "–", diff, num("training_time_s"), num("peak_memory_mb"), r["epochs"]])
     lines = ["## Companion runs (no cell of the paper)", "",
-             "Runs that the cells above should be read beside; they are not claims of the paper.", "",
-             tabulate(body, headers=["Run", "Beside", "Status", "Test accuracy (%)", "Training time (s)",
-                                     "Peak memory (MB)", "Epochs trained"], tablefmt="github", disable_numparse=True), ""]
+             "Runs that the cells above should be read beside; they are not claims of the paper. Each reads the "
+             "experiment beside it another way (the reading, and what states it: the paper's text, the authors' "
+             "code, or a choice); its test accuracy stands beside the primary's, with the difference and whether it "
+             "exceeds the accuracy tolerance of the cells (`bench/tolerances.yaml`).", "",
+             tabulate(body, headers=["Run", "Reading [basis]", "Beside", "Status", "Test accuracy (%)",
+                                     "Beside: test accuracy (%)", "Difference (tolerance)", "Training time (s)",
+                                     "Peak memory (MB)", "Epochs trained"], tablefmt="github", disable_numparse=True),
+             ""]
     lines += [f"[{mark}] {why}  " for why, mark in reasons.items()]
     return lines + [""]
 

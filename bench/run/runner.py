@@ -156,7 +156,12 @@ def expected_epochs(method: str, cfg: dict, model) -> int | None:
     from bench.methods.schedule import stage_epochs
 
     try:
-        return sum(stage_epochs(method, cfg, len(getattr(model, "blocks", [])) or 1))
+        units = None
+        if method == "predsim" and (cfg.get("method_options") or {}).get("schedule") == "sequential":
+            from bench.methods.predsim import unit_count
+
+            units = unit_count(model)
+        return sum(stage_epochs(method, cfg, len(getattr(model, "blocks", [])) or 1, n_units=units))
     except (ValueError, KeyError, TypeError):
         return None
 

@@ -22,6 +22,7 @@ from bench.run.results import load_results, write_json_atomic
 from bench.run.targets import support
 from bench.verdicts import cells as vd
 from bench.verdicts import headlines as hl
+from bench.verdicts import readings as rd
 from bench.verdicts import stats
 
 COLUMNS = ["id", "paper", "table", "row", "column", "metric", "unit", "printed", "claimed", "n", "seeds_expected",
@@ -29,7 +30,8 @@ COLUMNS = ["id", "paper", "table", "row", "column", "metric", "unit", "printed",
            "p_cell", "p_adjusted", "correction", "status", "verdict", "seeds_needed", "flag", "reason", "devices",
            "experiment", "baseline_experiment", "sources"]
 HEADLINE_COLUMNS = ["id", "paper", "where", "relation", "cells", "as_printed", "printed_numbers", "n", "pairs", "diff",
-                    "p_holds", "p_reversed", "p_two_sided", "p_adjusted", "correction", "test", "verdict", "reason"]
+                    "p_holds", "p_reversed", "p_two_sided", "p_adjusted", "correction", "test", "verdict", "reason",
+                    "readings", "holds_under", "readings_note"]
 
 
 def metric_value(claim: Claim, result: dict, baseline: dict | None = None) -> float:
@@ -62,9 +64,10 @@ def training_seconds(result: dict) -> float:
     return sum(e.get("epoch_time_s", 0.0) + e.get("eval_time_s", 0.0) for e in result["epochs"])
 
 
-COMPANION_COLUMNS = ["experiment", "beside", "paper", "dataset", "model", "method", "variant", "n", "seeds_expected",
-                     "status", "test_accuracy", "test_accuracy_sd", "training_time_s", "peak_memory_mb", "epochs",
-                     "why", "mlflow_runs"]
+COMPANION_COLUMNS = ["experiment", "beside", "paper", "dataset", "model", "method", "variant", "reading", "basis", "n",
+                     "seeds_expected", "status", "test_accuracy", "test_accuracy_sd", "beside_test_accuracy",
+                     "diff_test_accuracy", "tolerance", "exceeds_tolerance", "training_time_s", "peak_memory_mb",
+                     "epochs", "why", "mlflow_runs"]
 
 
 def companion_rows(profile: str, seeds: list[int], results: Path | str = "results",
@@ -73,20 +76,31 @@ def companion_rows(profile: str, seeds: list[int], results: Path | str = "result
     invalid = {} if invalid is None else invalid
     runs = load_results(profile, seeds, results, invalid)
     rows = []
+    readings = ex.companion_readings()
+    tolerance = vd.tolerances()["metrics"]["test_accuracy"]["points"]  # the accuracy band's absolute half-width
+
+    def accuracy(eid):
+        return stats.summarize([r["metrics"]["test_accuracy"] for s in seeds if (eid, s) in runs
+                                for r in [runs[(eid, s)]] if r.get("status") == "FINISHED"])
     for eid, (exp, beside, why) in ex.companions().items():
         if support(exp, profile):
             continue
         found = [runs[(eid, s)] for s in seeds if (eid, s) in runs]
         done = [r for r in found if r.get("status") == "FINISHED"]
-        acc = stats.summarize([r["metrics"]["test_accuracy"] for r in done])
+        acc, primary = accuracy(eid), accuracy(beside)
+        diff = acc["mean"] - primary["mean"] if acc["n"] and primary["n"] else math.nan
         mean = lambda xs: sum(xs) / len(xs) if xs else math.nan  # noqa: E731
         failed = {r.get("status") for r in found} - {"FINISHED"}
         status = "INVALID" if any((eid, s) in invalid for s in seeds) else "MEASURED" if len(done) == len(seeds) else (
             ("DIVERGED" if failed == {"DIVERGED"} else "FAILED") if failed else ("PARTIAL" if done else "MISSING"))
         rows.append({"experiment": eid, "beside": beside, "paper": exp.paper, "dataset": exp.dataset,
-                     "model": exp.model, "method": exp.method, "variant": exp.variant, "n": acc["n"],
+                     "model": exp.model, "method": exp.method, "variant": exp.variant, "reading": readings[eid][1],
+                     "basis": readings[eid][2], "n": acc["n"],
                      "seeds_expected": len(seeds), "status": status, "test_accuracy": acc["mean"],
-                     "test_accuracy_sd": acc["sd"], "training_time_s": mean([training_seconds(r) for r in done]),
+                     "test_accuracy_sd": acc["sd"], "beside_test_accuracy": primary["mean"] if primary["n"] else math.nan,
+                     "diff_test_accuracy": diff, "tolerance": tolerance,
+                     "exceeds_tolerance": "" if math.isnan(diff) else "yes" if abs(diff) > tolerance else "no",
+                     "training_time_s": mean([training_seconds(r) for r in done]),
                      "peak_memory_mb": mean([r["metrics"]["peak_memory_mb"] for r in done]),
                      "epochs": (len(done[0].get("epochs", [])) or done[0].get("config", {}).get("epochs", ""))
                      if done else "",
@@ -134,10 +148,15 @@ def load_measurements(profile: str, results: Path | str = "results", invalid: di
 class CellValues:
     """The values of every cell, computed once each (derived cells reuse their members')."""
 
-    def __init__(self, claims, profile, seeds, runs, models, invalid: dict | None = None):
+    def __init__(self, claims, profile, seeds, runs, models, invalid: dict | None = None, read=None):
         self.claims, self.profile, self.seeds, self.runs, self.models = claims, profile, seeds, runs, models
         self.invalid = invalid or {}  # (experiment id, seed) -> "path: reason" (bench.run.results)
+        self.read = read or (lambda exp: exp)  # the run that reads an experiment (bench.verdicts.readings)
         self.cache = {}
+
+    def under(self, read) -> "CellValues":
+        """The same runs with every experiment read by `read` (a reading's companions in place of the cells')."""
+        return CellValues(self.claims, self.profile, self.seeds, self.runs, self.models, self.invalid, read)
 
     def _invalid_file(self, exps, seed) -> str:
         """The first invalid result file among these experiments' for this seed ('' when none is)."""
@@ -194,8 +213,8 @@ class CellValues:
         if not spec:
             return Values(reason=f"the {claim.paper} grid names no runs (flops_from_runs) for the FLOPs of "
                                  f"{claim.method}")
-        exp = ex.Experiment(claim.paper, spec["dataset"], claim.model, claim.method)
-        base = ex.Experiment(claim.paper, spec["dataset"], claim.model, "backprop")
+        exp = self.read(ex.Experiment(claim.paper, spec["dataset"], claim.model, claim.method))
+        base = self.read(ex.Experiment(claim.paper, spec["dataset"], claim.model, "backprop"))
         for e in (exp, base):
             why = support(e, self.profile)
             if why:
@@ -232,7 +251,7 @@ class CellValues:
 
     def _from_runs(self, claim) -> Values:
         keys = [claim.experiment_key()] + ([claim.baseline_key()] if claim.baseline_key() else [])
-        exps = [ex.Experiment(*k) for k in keys]
+        exps = [self.read(ex.Experiment(*k)) for k in keys]
         for exp in exps:
             why = support(exp, self.profile)
             if why:
@@ -308,16 +327,19 @@ def cell_rows(profile: str, seeds: list[int], results: Path | str = "results",
 
 
 def headline_rows(claims, values: "CellValues", profile: str) -> list[dict]:
-    rules, cfg = vd.profile_rules(profile), vd.tolerances()
+    cfg = vd.tolerances()
     by_id = {c.id: c for c in claims}
     printed = {c.id: c.value for c in claims}
     out = []
     found = load_headlines()
+    def judge(hs, vals):  # the claims of one paper, on these values
+        rules = vd.profile_rules(profile, hs[0].paper if hs else None)
+        return hl.judge(hs, {i: vals.of(by_id[i]).per_seed for h in hs for i in h.cell_ids()}, cfg["alpha"],
+                        rules["headlines"], rules["why"], cfg["correction"], cfg["identical_sd"])
+    under = headline_readings(claims, values, profile, found, judge)
     for paper in dict.fromkeys(c.paper for c in claims):
         mine = [h for h in found if h.paper == paper]
-        per_cell = {i: values.of(by_id[i]).per_seed for h in mine for i in h.cell_ids()}
-        for h, o in zip(mine, hl.judge(mine, per_cell, cfg["alpha"], rules["headlines"], rules["why"],
-                                       cfg["correction"], cfg["identical_sd"])):
+        for h, o in zip(mine, judge(mine, values)):
             ok, numbers = as_printed(h, printed)
             out.append({"id": h.id, "paper": h.paper, "where": h.where, "relation": h.relation,
                         "cells": " ".join(h.cell_ids()), "as_printed": "yes" if ok else "no",
@@ -325,6 +347,40 @@ def headline_rows(claims, values: "CellValues", profile: str) -> list[dict]:
                         "p_holds": o.p_holds, "p_reversed": o.p_reversed, "p_two_sided": o.p_two_sided,
                         "p_adjusted": o.p_adjusted, "correction": cfg["correction"] if not math.isnan(o.p_adjusted)
                         else "", "test": o.test, "verdict": o.verdict, "reason": o.reason})
+            outcomes = [(rd.Reading(), "primary", o.test, 0, len(h.cell_ids()))] + under.get(h.id, [])
+            out[-1]["readings"], out[-1]["holds_under"], out[-1]["readings_note"] = rd.summary(outcomes)
+    return out
+
+
+def claim_experiments(claim: Claim, claims: list[Claim]) -> list["ex.Experiment"]:
+    """The experiments a cell's value comes from (a derived cell's: its members')."""
+    if claim.derived_from:
+        return [e for m in members(claim, claims) for e in claim_experiments(m, claims)]
+    if claim.metric in det.MODEL_METRICS or claim.metric == "flops_reduction_pct":
+        spec = ex.grid(claim.paper).get("flops_from_runs")
+        if claim.method in ("", "backprop") or not spec:
+            return []
+        return [ex.Experiment(claim.paper, spec["dataset"], claim.model, m) for m in (claim.method, "backprop")]
+    return [ex.Experiment(*k) for k in (claim.experiment_key(), claim.baseline_key()) if k]
+
+
+def headline_readings(claims, values: "CellValues", profile: str, found, judge) -> dict[str, list]:
+    """Claim id -> [(reading, basis, test, cells it covers, cells)] for every reading other than the primary that
+    the claim's experiments have in this profile; each reading's claims are tested (and corrected) together."""
+    readings = rd.readings(profile)
+    by_id = {c.id: c for c in claims}
+    exps = {h.id: {i: claim_experiments(by_id[i], claims) for i in h.cell_ids()} for h in found}
+    out: dict[str, list] = {}
+    for paper in dict.fromkeys(c.paper for c in claims):
+        mine = [h for h in found if h.paper == paper]
+        per_claim = {h.id: readings.of([e for es in exps[h.id].values() for e in es])[1:] for h in mine}
+        for reading in dict.fromkeys(r for rs in per_claim.values() for r in rs):
+            subject = [h for h in mine if reading in per_claim[h.id]]
+            read = lambda e, r=reading: readings.apply(r, e)  # noqa: E731
+            for h, o in zip(subject, judge(subject, values.under(read))):
+                covered = sum(any(read(e) != e for e in es) for es in exps[h.id].values())
+                out.setdefault(h.id, []).append((reading, readings.basis(reading), o.test, covered,
+                                                 len(h.cell_ids())))
     return out
 
 

@@ -43,11 +43,18 @@ def tolerances() -> dict:
     return load(TOLERANCES, "tolerances")
 
 
-def profile_rules(profile: str) -> dict:
+def profile_rules(profile: str, paper: str | None = None) -> dict:
+    """The profile's rules; its `why` with `{epochs}` filled in from the resolved configs of the paper's experiments
+    (bench.experiments.epochs_summary; 'a few epochs' without a paper)."""
     rules = tolerances()["profiles"]
     if profile not in rules:
         raise BenchError(f"bench/tolerances.yaml says nothing about profile '{profile}' (has: {', '.join(rules)})")
-    return rules[profile]
+    out = dict(rules[profile])
+    if "{epochs}" in out["why"]:
+        from bench.experiments import epochs_summary
+
+        out["why"] = out["why"].replace("{epochs}", epochs_summary(profile, paper) if paper else "a few epochs")
+    return out
 
 
 def correction() -> str:
@@ -203,7 +210,7 @@ def judge(cells: list[Cell], profile: str, with_seeds_needed: bool = True,
     """The verdict of each cell of ONE paper (the correction, bench/tolerances.yaml's unless `method` names one,
     runs over the cells passed together). `with_seeds_needed=False` skips the seeds-needed search (the power
     simulation judges thousands of papers)."""
-    cfg, rules = tolerances(), profile_rules(profile)
+    cfg, rules = tolerances(), profile_rules(profile, cells[0].claim.paper if cells else None)
     alpha, method = cfg["alpha"], method or cfg["correction"]
     out, tested = [], []
     for cell in cells:
