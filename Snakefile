@@ -21,6 +21,6 @@ include: "workflows/rules/worker.smk"
 rule all:
     input:
         REPORT_MANIFEST,
-        f"{config['reports']}/audit.md",
+        AUDIT_DONE,
         f"{RESULTS}/summary.txt",
     default_target: True

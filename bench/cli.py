@@ -145,7 +145,8 @@ def cmd_devicecheck(args):
 def cmd_report(args):
     from bench.report.pages import write_reports
 
-    for path in write_reports(args.profile, results=args.results, reports=args.reports, only=args.only):
+    for path in write_reports(args.profile, results=args.results, reports=args.reports, only=args.only,
+                              replace=args.replace):
         print(f"wrote {path}")
 
 
@@ -242,6 +243,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="reports/audit.md")
     s.add_argument("--results", default="results",
                    help="result files of the real-data profiles, for the findings of the runs (default: results)")
+    s.add_argument("--replace", action="store_true",
+                   help="write over an audit with more findings (read from result files absent here)")
     s.set_defaults(fn=cmd_audit)
 
     s = sub.add_parser("worker", help="serve `bench run|measure` from one warm process (the workflow starts it)")
@@ -309,6 +312,8 @@ def parser() -> argparse.ArgumentParser:
         elif name == "report":
             s.add_argument("--reports", default="reports")
             s.add_argument("--only", default="", help="the workflow's only= restriction, said in every header")
+            s.add_argument("--replace", action="store_true",
+                           help="write over a fuller report (more result files or cells with a value) already there")
         else:
             s.add_argument("--delete", action="store_true", help="delete them, so that the workflow retries them")
             s.add_argument("--summary", action="store_true",
@@ -320,7 +325,7 @@ def parser() -> argparse.ArgumentParser:
 def cmd_audit(args):
     from bench.report.audit import run_audit
 
-    run_audit(args.out, args.results)
+    run_audit(args.out, args.results, args.replace)
 
 
 def _numbers(text: str, kind, what: str, minimum) -> list:

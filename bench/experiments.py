@@ -244,25 +244,6 @@ def config(exp: Experiment, profile: str) -> dict:
     return cfg
 
 
-@cache
-def epochs_summary(profile: str, paper: str) -> str:
-    """The epochs a profile trains a paper's experiments for, read from their resolved configs (what a report's
-    footnotes and header say, never a fixed phrase): e.g. '8 epochs end to end; 2 per layer or stage'."""
-    from bench.run.targets import targets
-
-    ends, stages = set(), set()
-    for eid in targets(profile):
-        if eid.split("-")[0] == paper:
-            cfg = config(get(eid), profile)
-            ends.add(cfg["epochs"])
-            opts = cfg["method_options"]
-            stages.update(opts[k] for k in ("epochs_per_layer", "epochs_per_stage") if k in opts)
-    span = lambda xs: f"{min(xs):,}" if len(xs) == 1 else f"{min(xs):,}-{max(xs):,}"  # noqa: E731
-    if not ends:
-        return "no experiments"
-    return f"{span(ends)} epochs end to end" + (f"; {span(stages)} per layer or stage" if stages else "")
-
-
 SCALED_KEYS = ("epochs", "lr_milestones", "batch_size", "method_options.epochs_per_layer",
                "method_options.epochs_per_stage", "method_options.classifier_epochs", "method_options.warmup_epochs",
                "method_options.classes_per_batch_until_epoch")

@@ -6,6 +6,7 @@ import pytest
 
 from bench import experiments as ex
 from bench.claims.registry import Claim, load_claims
+from bench.report import pages
 from bench.report.pages import SMOKE_WARNING, write_reports
 from bench.run.results import run_path, write_json_atomic
 from bench.verdicts import aggregate as agg
@@ -315,3 +316,53 @@ def test_a_diverged_companion_says_so(tmp_path):
     assert rows["karimi-cifar10-lenet-si_forward-literal"]["status"] == "DIVERGED"
     assert rows["karimi-cifar10-vgg16-si_forward-literal"]["status"] == "FAILED"  # not only divergence
     assert rows["karimi-cifar10-alexnet-si_forward-literal"]["status"] == "MISSING"
+
+
+def test_a_run_never_replaces_a_fuller_report(tmp_path, capsys):
+    """Issue 31: a restricted or partial run's report goes beside a fuller one (more result files or cells with a
+    value), said on stderr; --replace writes over it; aggregate with no result files is an error, not an empty
+    cells.csv."""
+    from bench import BenchError
+
+    res, rep = tmp_path / "results", tmp_path / "reports"
+    for seed in range(3):
+        fake_run(res, "paper", "ma-cifar10-vgg8-backprop", seed, accuracy=90.0 + seed)
+    agg.aggregate("paper", results=res, seeds="0,1,2")
+    write_reports("paper", results=res, reports=rep)
+    full = {p: p.read_bytes() for p in (rep / "paper").rglob("*") if p.is_file()}
+    assert pages.fullness(rep / "paper" / "index.md") == (3, 1)
+
+    partial = tmp_path / "partial"
+    fake_run(partial, "paper", "ma-cifar10-vgg8-backprop", 0, accuracy=91.0)
+    agg.aggregate("paper", results=partial, seeds="0,1,2")
+    capsys.readouterr()
+    written = write_reports("paper", results=partial, reports=rep, only="ma-cifar10-vgg8-*")
+    err = capsys.readouterr().err
+    assert "holds a fuller report (3 result files, 1 cells with a value) than this run (1 result files" in err
+    beside = written[0].parent
+    assert beside.parent == rep / "paper" and beside.name.startswith("partial-") and (beside / "ma.md").exists()
+    assert "[audit.md](../../audit.md)" in (beside / "index.md").read_text()
+    assert {p: p.read_bytes() for p in (rep / "paper").rglob("*") if p.is_file() and beside not in p.parents} == full
+    write_reports("paper", results=partial, reports=rep, replace=True)
+    assert pages.fullness(rep / "paper" / "index.md") == (1, 1)
+
+    with pytest.raises(BenchError, match="no result files .* nothing to aggregate"):
+        agg.aggregate("paper", results=tmp_path / "empty")
+    assert not (tmp_path / "empty" / "paper" / "cells.csv").exists()
+
+
+def test_the_audit_keeps_the_findings_of_absent_result_files(tmp_path, capsys):
+    from bench.report import audit as report_audit
+
+    out = tmp_path / "audit.md"
+    runs = {"karimi": ["RUNS karimi Eq. 7 on real data: 6 of 6 runs DIVERGED"]}
+    cal = {"rate": 1.0, "rate_q1": 1.0, "rate_q3": 1.0, "rate_min": 1.0, "rate_max": 1.0, "cells": [], "hardware": []}
+    quick = {"implied": {}, "calibration": cal}  # the implied epochs are another test's (test_implied_epochs)
+    report_audit.write_audit(out, runs=runs, results=tmp_path / "res", **quick)
+    fuller = out.read_text()
+    assert "result files of the real-data profiles under" in fuller and "check: 0, scaled: 0, paper: 0" in fuller
+    path = report_audit.write_audit(out, runs={}, results=tmp_path / "res", replace=False, **quick)
+    assert path == tmp_path / "audit.partial.md" and out.read_text() == fuller
+    assert "wrote" in capsys.readouterr().err
+    assert report_audit.write_audit(out, runs={}, results=tmp_path / "res", replace=True, **quick) == out
+    assert out.read_text() != fuller

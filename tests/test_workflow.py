@@ -55,9 +55,14 @@ def test_smoke_run_end_to_end(small_dag, tmp_path):
     assert cells["ma.V.resnet18-r4.global"]["status"] == "MEASURED"
     assert cells["ma.V.resnet18-r4.layer-wise"]["status"] == "MISSING"
 
-    report = (folder / "reports/smoke/cruciata.md").read_text()
+    # the committed reports are untouched (a restricted run is less full than theirs): its report goes beside them
+    committed = {p.relative_to(REPO): p.read_bytes() for p in (REPO / "reports").rglob("*") if p.is_file()}
+    assert {p: (folder / p).read_bytes() for p in committed} == committed
+    beside = [p for p in (folder / "reports/smoke").glob("partial-*") if p.is_dir()]
+    assert len(beside) == 1, beside
+    report = (beside[0] / "cruciata.md").read_text()
     assert report.startswith("> **Smoke profile: these numbers say nothing about the papers.**")
-    assert "| VGG-11 / MNIST" in report
+    assert "| VGG-11 / MNIST" in report and "- **Restricted run:** `only=" in report
 
     from mlflow.tracking import MlflowClient
 

@@ -107,8 +107,10 @@ def check_suspicious(claims: list[Claim], num_classes: dict[str, int]) -> list[s
     return out
 
 
-def check_identical_columns(claims: list[Claim], min_rows: int = 3) -> list[str]:
-    """Two columns of one table with the same metric and the same printed value in every row they share."""
+def check_identical_columns(claims: list[Claim], min_rows: int = 3, augmented=None) -> list[str]:
+    """Two columns of one table with the same metric and the same printed value in every row they share;
+    `augmented(claim)`: whether the cell's run sees augmented images (None: unknown), to say where equality is
+    expected (bench.report.audit.augmented, from the grids)."""
     tables = defaultdict(lambda: defaultdict(dict))
     for c in claims:
         tables[(c.paper, c.table)][(c.column, c.metric)][c.row] = c
@@ -122,26 +124,19 @@ def check_identical_columns(claims: list[Claim], min_rows: int = 3) -> list[str]
                 out.append(f"IDENTICAL {paper} table {table}: columns '{a}' and '{b}' print the same value in all "
                            f"{len(shared)} rows they share (e.g. {cols[(a, ma)][shared[0]].id} = "
                            f"{cols[(b, mb)][shared[0]].id} = {cols[(a, ma)][shared[0]].printed})"
-                           + _augmentation_note([cols[(a, ma)][r] for r in shared]))
+                           + _augmentation_note([cols[(a, ma)][r] for r in shared], augmented))
     return out
 
 
-def _augmentation_note(cells: list[Claim]) -> str:
+def _augmentation_note(cells: list[Claim], augmented) -> str:
     """Where identical columns are expected and where not: two methods that compute the same thing on the same data
     print the same numbers with deterministic kernels, but a run that trains on stored maps (one augmentation draw)
-    and one that augments every epoch do not, so the rows are split by whether the grid augments their dataset."""
-    from bench import BenchError
-    from bench import experiments as ex
-
+    and one that augments every epoch do not, so the rows are split by whether their runs augment."""
     by = defaultdict(list)
     for c in cells:
-        key = c.experiment_key()
-        try:
-            aug = ex.paper_config(ex.Experiment(*key))[0].get("augment") or {} if key else None
-        except BenchError:  # a paper without a grid: nothing to say
-            aug = None
+        aug = augmented(c) if augmented else None
         if aug is not None:
-            by[bool(aug.get("crop_padding") or aug.get("hflip"))].append(c.dataset)
+            by[aug].append(c.dataset)
     if not by:
         return ""
     names = lambda flag: ", ".join(sorted(set(by[flag])))  # noqa: E731
@@ -174,8 +169,9 @@ def headline_checks(claims: list[Claim], heads=None) -> dict[str, list[tuple[boo
 
 
 def findings(claims: list[Claim] | None = None, num_classes: dict[str, int] | None = None,
-             heads=None) -> dict[str, list[str]]:
-    """paper -> its findings, in a fixed order (check, then registry order)."""
+             heads=None, augmented=None) -> dict[str, list[str]]:
+    """paper -> its findings, in a fixed order (check, then registry order); `augmented`: see
+    check_identical_columns."""
     claims = load_claims() if claims is None else claims
     headline = headline_checks(claims, heads)
     if num_classes is None:
@@ -186,6 +182,6 @@ def findings(claims: list[Claim] | None = None, num_classes: dict[str, int] | No
     for paper in sorted({c.paper for c in claims}):
         mine = [c for c in claims if c.paper == paper]
         out[paper] = (check_relative(mine) + check_averages(mine) + check_duplicates(mine)
-                      + check_suspicious(mine, num_classes) + check_identical_columns(mine)
+                      + check_suspicious(mine, num_classes) + check_identical_columns(mine, augmented=augmented)
                       + [f"HEADLINE {line}" for ok, line in headline.get(paper, []) if not ok])
     return out

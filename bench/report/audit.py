@@ -7,6 +7,7 @@ with two more kinds of lines per paper:
   suite's loss; whether its literal and primary SI runs diverged in the real-data profiles whose result files are
   present).
 """
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -107,12 +108,48 @@ def run_findings(results: Path | str = "results") -> dict[str, list[str]]:
     return {"karimi": lines}
 
 
+def augmented(claim) -> bool | None:
+    """Whether the run behind a cell sees augmented images, by its paper's grid (None: no run, or no grid)."""
+    from bench import BenchError
+    from bench import experiments as ex
+
+    key = claim.experiment_key()
+    if not key:
+        return None
+    try:
+        aug = ex.paper_config(ex.Experiment(*key))[0].get("augment") or {}
+    except BenchError:
+        return None
+    return bool(aug.get("crop_padding") or aug.get("hflip"))
+
+
+def result_counts(results: Path | str) -> dict[str, int]:
+    """Result files per real-data profile under `results` (what the audit's RUNS findings were read from)."""
+    return {p: len(list((Path(results) / p / "runs").glob("*/seed*.json"))) for p in ("check", "scaled", "paper")}
+
+
+def audit_path(out: Path, total: int, replace: bool) -> Path:
+    """`out`, unless the audit already there has more findings (its RUNS findings read result files this run does
+    not have): then <out stem>.partial.md beside it, said on stderr; `replace` writes over it anyway."""
+    if replace or not out.exists():
+        return out
+    m = re.search(r"^(\d+) findings\.", out.read_text(encoding="utf-8", errors="replace"), re.M)
+    if m and int(m.group(1)) <= total:
+        return out
+    beside = out.with_name(out.stem + ".partial.md")
+    print(f"bench audit: {out} has {m.group(1) if m else 'an unreadable number of'} findings, this run {total} (the "
+          f"result files its RUNS findings read are absent here): wrote {beside} instead; --replace writes over it",
+          file=sys.stderr)
+    return beside
+
+
 def write_audit(path: Path | str = "reports/audit.md", found: dict[str, list[str]] | None = None,
                 implied: dict[str, list[str]] | None = None, calibration: dict | None = None,
-                runs: dict[str, list[str]] | None = None) -> Path:
+                runs: dict[str, list[str]] | None = None, results: Path | str | None = None,
+                replace: bool = True) -> Path:
     """`implied`: the implied-epochs lines per paper (default: implied_epochs_findings(), which counts the models'
     MACs the first time: cached on disk by bench.plan); `calibration`: the printed calibration they were read at."""
-    found = findings() if found is None else found
+    found = findings(augmented=augmented) if found is None else found
     runs = run_findings() if runs is None else runs
     found = {paper: items + runs.get(paper, []) for paper, items in found.items()}
     if implied is None:
@@ -124,6 +161,11 @@ def write_audit(path: Path | str = "reports/audit.md", found: dict[str, list[str
     headline = headline_checks(load_claims())
     meta = papers()
     total = sum(len(v) for v in found.values())
+    path = audit_path(Path(path), total, replace)
+    counts = result_counts(results) if results is not None else {}
+    source = ("Generated from the registry and the result files of the real-data profiles under "
+              f"`{Path(results).as_posix()}/` ({', '.join(f'{p}: {n:,}' for p, n in counts.items())})."
+              if results is not None else "Generated from the registry (and the RUNS findings given).")
     lines = ["# Audit of the papers' printed numbers", "",
              "Computed by `bench audit` from the claims registry alone (no training): every derived cell recomputed "
              "from the cells it derives from, allowing for the rounding of each printed number; the averages the "
@@ -147,7 +189,7 @@ def write_audit(path: Path | str = "reports/audit.md", found: dict[str, list[str
              "MACs), so their implied epochs overstate; Learn & Drop and Freezing are counted without drops (a run "
              "decides them), an upper bound on their cost, so theirs understate.", "",
              f"{total} findings. {sum(len(v) for v in implied.values())} printed training times with their implied "
-             "epochs.", ""]
+             "epochs.", "", source, ""]
     for paper, items in found.items():
         lines += [f"## {paper}: {meta[paper]['citation'] if paper in meta else ''}", ""]
         lines += [f"- {item}" for item in items] or ["- no finding"]
@@ -161,22 +203,23 @@ def write_audit(path: Path | str = "reports/audit.md", found: dict[str, list[str
             lines += ["", f"Implied epochs of the {len(times)} printed training times:", ""]
             lines += [f"- {line}" for line in times]
         lines.append("")
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    tmp.replace(path)
     return path
 
 
-def run_audit(out: Path | str = "reports/audit.md", results: Path | str = "results") -> Path:
+def run_audit(out: Path | str = "reports/audit.md", results: Path | str = "results", replace: bool = False) -> Path:
     """`bench audit`: every finding on stdout as "<paper>: <finding>" (the printed numbers', the runs', the implied
     epochs'), reports/audit.md written, and the counts on stderr."""
-    found = findings()
+    found = findings(augmented=augmented)
     runs = run_findings(results)
     implied = implied_epochs_findings()
     for paper, items in found.items():
         for item in items + runs.get(paper, []) + implied.get(paper, []):
             print(f"{paper}: {item}")
-    path = write_audit(out, found, implied, runs=runs)
+    path = write_audit(out, found, implied, runs=runs, results=results, replace=replace)
     print(f"{sum(len(v) for v in found.values())} findings, {sum(len(v) for v in implied.values())} printed "
           f"training times with their implied epochs -> {path}", file=sys.stderr)
     return path

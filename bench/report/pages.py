@@ -10,8 +10,12 @@ and check profiles the first line says that their numbers say nothing about the 
 fixed ordering and number formats, PNGs without timestamps.
 """
 import csv
+import hashlib
 import json
 import math
+import os
+import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from bench.report.sections import (choices_markdown, companion_markdown, headlin
                                    measurement_markdown, runs_markdown)
 from bench.report.tables import how_to_read, summary_markdown, table_markdown, verdict_counts
 from bench.run.results import load_results, write_json_atomic
+from bench.run.targets import epochs_summary
 
 SMOKE_WARNING = ("> **Smoke profile: these numbers say nothing about the papers.** They come from synthetic "
                  "stand-in data, networks at 1/16 width and a few short epochs; they only show that every step of "
@@ -110,7 +115,7 @@ def header(profile: str, facts: dict, seeds: list[int], title: str, only: str = 
               f"- **Profile:** `{profile}`: {' '.join(prof['description'].split())}",
               f"- **Seeds:** {', '.join(map(str, seeds))}; runs found: {facts['runs']} (latest finished {facts['last'] or 'n/a'})",
               f"- **Hardware:** {listing(facts['devices'])}",
-              *([f"- **Epochs:** {ex.epochs_summary(profile, paper)} (the resolved configs of the paper's "
+              *([f"- **Epochs:** {epochs_summary(profile, paper)} (the resolved configs of the paper's "
                    "experiments in this profile; `bench config <experiment> --profile " + profile + "`)"]
                 if paper else []),
               f"- **Code version:** {listing(facts['code'])}; torch {listing(facts['torch'])}"
@@ -124,10 +129,43 @@ def header(profile: str, facts: dict, seeds: list[int], title: str, only: str = 
     return lines
 
 
+def fullness(index: Path) -> tuple[float, float] | None:
+    """(result files, cells with a value) of the report whose index page this is, read from its header and its
+    verdict table; None where there is no report; (inf, inf) where the page cannot be read (never overwritten
+    unasked)."""
+    if not index.exists():
+        return None
+    text = index.read_text(encoding="utf-8", errors="replace")
+    runs = re.search(r"runs found: (\d+)", text)
+    rows = re.findall(r"^\| \[\w+\]\(\w+\.md\)\s*\| (\d+)\s*\| (\d+)\s*\|", text, re.M)
+    if not runs or not rows:
+        return math.inf, math.inf
+    return int(runs.group(1)), sum(int(with_values) for _, with_values in rows)
+
+
+def report_dir(profile: str, reports: Path | str, runs: int, with_values: int, only: str, seeds: list[int],
+               replace: bool) -> Path:
+    """Where this run's report goes: reports/<profile>/, unless a report there holds more result files or more cells
+    with a value (a fuller run: a user's committed reports are never replaced by a restricted, partial or empty
+    run's), then reports/<profile>/partial-<digest>/ beside it, said on stderr; `replace` writes over it anyway."""
+    main = Path(reports) / profile
+    old = fullness(main / "index.md")
+    if replace or old is None or (runs >= old[0] and with_values >= old[1]):
+        return main
+    digest = hashlib.sha256(json.dumps([only, seeds, runs, with_values]).encode()).hexdigest()[:8]
+    beside = main / f"partial-{digest}"
+    was = "an unreadable index" if math.isinf(old[0]) else f"{old[0]:,} result files, {old[1]:,} cells with a value"
+    print(f"bench report: {main} holds a fuller report ({was}) than this run ({runs:,} result files, {with_values:,} "
+          f"cells with a value): wrote {beside}/ instead; --replace (workflow: --config replace_reports=true) writes "
+          "over it", file=sys.stderr)
+    return beside
+
+
 def write_reports(profile: str, results: Path | str = "results", reports: Path | str = "reports",
-                  only: str = "") -> list[Path]:
+                  only: str = "", replace: bool = False) -> list[Path]:
     """reports/<profile>/index.md and one page per paper (with figures); `only`: the workflow's restriction, said
-    in every header. Figures of an earlier run that no page links any more are removed."""
+    in every header. A fuller report already there is kept and this one written beside it (`report_dir`).
+    Figures of an earlier run that no page links any more are removed."""
     from bench.claims.audit import findings
 
     ex.profile_settings(profile)
@@ -137,8 +175,9 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
     found = load_results(profile, seeds, results)  # read and checked once, counted per paper below
     facts = run_facts(found)
     audit = findings()
-    out_dir = Path(reports) / profile
+    out_dir = report_dir(profile, reports, facts["runs"], sum(1 for r in cells if r["n"]), only, seeds, replace)
     out_dir.mkdir(parents=True, exist_ok=True)
+    audit_link = os.path.relpath(Path(reports) / "audit.md", out_dir).replace(os.sep, "/")
     written = []
     index = header(profile, facts, seeds, f"layerwise-bench: claimed vs reproduced ({profile} profile)", only)
     summary = []
@@ -146,7 +185,7 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
         rows = [r for r in cells if r["paper"] == paper]
         mine = [h for h in heads if h["paper"] == paper]
         lines = header(profile, run_facts(found, paper), seeds, meta["citation"], only, paper)
-        lines += summary_markdown(paper, meta, rows, mine, len(audit.get(paper, [])))
+        lines += summary_markdown(paper, meta, rows, mine, len(audit.get(paper, [])), audit_link)
         fig = out_dir / "figures" / f"{paper}_claimed_vs_reproduced.png"
         if claimed_vs_reproduced(rows, fig, f"{paper} ({profile} profile): printed vs reproduced, by verdict"):
             lines += [f"![claimed vs reproduced, with the tolerance bands](figures/{fig.name})", ""]
@@ -185,7 +224,7 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
                                          "Headline claims held", "Audit findings"],
                        tablefmt="github", disable_numparse=True), "",
               "Papers: " + "; ".join(f"**{p}**: {m['citation']}" for p, m in papers().items()) + ".", "",
-              "The audit of the papers' own printed numbers (no training): [audit.md](../audit.md).", ""]
+              f"The audit of the papers' own printed numbers (no training): [audit.md]({audit_link}).", ""]
     index += learning_markdown(found) + how_to_read()
     path = out_dir / "index.md"
     path.write_text("\n".join(index).rstrip() + "\n", encoding="utf-8")

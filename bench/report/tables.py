@@ -107,7 +107,8 @@ def _listing(rows: list[dict], limit: int = 12) -> str:
     return "; ".join(items) + (f"; and {len(rows) - limit} more (see the tables)" if len(rows) > limit else "")
 
 
-def summary_markdown(paper: str, meta: dict, rows: list[dict], heads: list[dict], audit_count: int) -> list[str]:
+def summary_markdown(paper: str, meta: dict, rows: list[dict], heads: list[dict], audit_count: int,
+                     audit_link: str = "../audit.md") -> list[str]:
     """The paper's verdicts in a few lines: scope, what reproduced, what did not, what could not be compared."""
     model = [r for r in rows if r["seeds_expected"] == 0]
     counts = verdict_counts(rows)
@@ -142,5 +143,5 @@ def summary_markdown(paper: str, meta: dict, rows: list[dict], heads: list[dict]
                      + (" (the tests on these runs: " + ", ".join(f"{v} {n}" for v, n in sorted(
                          Counter(h["test"] for h in heads).items())) + ")" if c["NOT COMPARABLE"] else "")
                      + f"; as printed, {sum(h['as_printed'] == 'yes' for h in heads)} of {len(heads)} hold.")
-    lines.append(f"- **Audit of the printed numbers:** {audit_count} findings ([audit](../audit.md)).")
+    lines.append(f"- **Audit of the printed numbers:** {audit_count} findings ([audit]({audit_link})).")
     return lines + [""]

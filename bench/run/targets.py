@@ -40,3 +40,20 @@ def print_experiments(profile: str, with_missing: bool = False):
             print(eid)
         elif with_missing:
             print(f"{eid}\tMISSING: {reason}")
+
+
+@cache
+def epochs_summary(profile: str, paper: str) -> str:
+    """The epochs a profile trains a paper's experiments for, read from their resolved configs (what a report's
+    footnotes and header say, never a fixed phrase): e.g. '8 epochs end to end; 2 per layer or stage'."""
+    ends, stages = set(), set()
+    for eid in targets(profile):
+        if eid.split("-")[0] == paper:
+            cfg = ex.config(ex.get(eid), profile)
+            ends.add(cfg["epochs"])
+            opts = cfg["method_options"]
+            stages.update(opts[k] for k in ("epochs_per_layer", "epochs_per_stage") if k in opts)
+    span = lambda xs: f"{min(xs):,}" if len(xs) == 1 else f"{min(xs):,}-{max(xs):,}"  # noqa: E731
+    if not ends:
+        return "no experiments"
+    return f"{span(ends)} epochs end to end" + (f"; {span(stages)} per layer or stage" if stages else "")

@@ -404,6 +404,12 @@ def aggregate(profile: str, results: Path | str = "results", seeds=None, skip_in
     ex.profile_settings(profile)
     seed_list = ex.seeds(profile, seeds)
     invalid = {}
+    vd.tolerances()  # a bad tolerances file is named before anything else
+    base = Path(results) / profile
+    if not any(base.glob("runs/*/seed*.json")) and not any(base.glob("models/*.json")):
+        raise BenchError(f"{base}: no result files (runs/<experiment>/seed<k>.json) and no model measurements: "
+                         f"nothing to aggregate (run the workflow with --config profile={profile}, or point --results "
+                         "at the folder that holds them)")
     rows, headline = cell_rows(profile, seed_list, results, invalid)
     out = Path(results) / profile / "cells.csv"
     write_csv(out, COLUMNS, rows)

@@ -45,13 +45,13 @@ def tolerances() -> dict:
 
 def profile_rules(profile: str, paper: str | None = None) -> dict:
     """The profile's rules; its `why` with `{epochs}` filled in from the resolved configs of the paper's experiments
-    (bench.experiments.epochs_summary; 'a few epochs' without a paper)."""
+    (bench.run.targets.epochs_summary; 'a few epochs' without a paper)."""
     rules = tolerances()["profiles"]
     if profile not in rules:
         raise BenchError(f"bench/tolerances.yaml says nothing about profile '{profile}' (has: {', '.join(rules)})")
     out = dict(rules[profile])
     if "{epochs}" in out["why"]:
-        from bench.experiments import epochs_summary
+        from bench.run.targets import epochs_summary
 
         out["why"] = out["why"].replace("{epochs}", epochs_summary(profile, paper) if paper else "a few epochs")
     return out

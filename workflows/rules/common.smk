@@ -12,13 +12,15 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)  # use this checkout's bench package, installed or not
 from bench import BenchError
 from bench import experiments as ex
-from bench.claims.registry import load_claims, papers
+from bench.claims.registry import load_claims
 from bench.run import deterministic as det
 from bench.run.targets import targets
 from snakemake.settings.types import DeploymentMethod
 
 validate(config, "../schemas/config.schema.yaml")
 config["download"] = str(config["download"]).lower() in ("true", "1")  # --config download=true arrives as a string
+config["replace_reports"] = str(config.get("replace_reports", False)).lower() in ("true", "1")
+REPLACE = " --replace" if config["replace_reports"] else ""
 
 try:
     load_claims()
@@ -37,11 +39,10 @@ except BenchError as err:
     raise WorkflowError(str(err)) from None
 
 RESULTS = f"{config['results']}/{PROFILE}"
-REPORT_DIR = f"{config['reports']}/{PROFILE}"
 RUNS = [f"{RESULTS}/runs/{e}/seed{s}.json" for e in TARGETS for s in SEEDS]
 MODEL_FILES = [f"{RESULTS}/models/{m}.json" for m in MEASUREMENTS]
-REPORTS = [f"{REPORT_DIR}/index.md"] + [f"{REPORT_DIR}/{paper}.md" for paper in papers()]
 REPORT_MANIFEST = f"{RESULTS}/reports.json"  # the final target (reports/ is committed, results/ is not)
+AUDIT_DONE = f"{RESULTS}/audit.txt"  # what `bench audit` said (reports/audit.md is committed: not an output)
 # With --use-conda the rule's conda environment provides python; otherwise the interpreter running Snakemake.
 USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 PYTHON = "python" if USE_CONDA else shlex.quote(sys.executable)

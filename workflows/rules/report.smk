@@ -22,13 +22,15 @@ rule report:
     input:
         f"{RESULTS}/cells.csv",
         f"{RESULTS}/headlines.csv",
+    # Only the manifest (in results/) is an output: Snakemake deletes a job's outputs before it runs, and the
+    # committed reports must survive a run that is not as full as theirs (`bench report` then writes beside them).
     output:
         REPORT_MANIFEST,
-        REPORTS,
     conda:
         CONDA_ENV
     shell:
-        f"{BENCH} report --profile {PROFILE} --results {config['results']} --reports {config['reports']}"
+        f"{BENCH} report --profile {PROFILE} --results {shlex.quote(config['results'])} "
+        f"--reports {shlex.quote(config['reports'])}{REPLACE}"
         + (f" --only {shlex.quote(config['only'])}" if config["only"] else "")
 
 
@@ -42,12 +44,14 @@ rule audit:
         f"{workflow.basedir}/bench/profiles.yaml",
         # the findings of the runs (Karimi's Eq. 7 as printed) read the real-data profiles' results, once aggregated
         f"{RESULTS}/companions.csv",
+    # reports/audit.md is not an output, for the reason given at `report`: `bench audit` keeps one with more findings
     output:
-        f"{config['reports']}/audit.md",
+        AUDIT_DONE,
     conda:
         CONDA_ENV
     shell:
-        f"{BENCH} audit --out {{output}} --results {config['results']} > /dev/null"
+        f"{BENCH} audit --out {shlex.quote(config['reports'] + '/audit.md')} --results {shlex.quote(config['results'])}"
+        f"{REPLACE} 2>&1 > /dev/null | tee {{output:q}}"
 
 
 # The last job: FAILED and DIVERGED runs counted with their first errors. A run that failed for good is recorded
@@ -56,7 +60,7 @@ rule summary:
     input:
         RUNS,
         REPORT_MANIFEST,
-        f"{config['reports']}/audit.md",
+        AUDIT_DONE,
     output:
         f"{RESULTS}/summary.txt",
     conda:
