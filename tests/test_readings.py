@@ -1,6 +1,7 @@
 """Issue 29: a headline claim is judged under every reading its cells have (bench/verdicts/readings.py), and the
 companion table puts each fork beside its primary with the difference against the tolerance."""
 import csv
+import math
 
 from bench import experiments as ex
 from bench.verdicts import aggregate as agg
@@ -11,10 +12,11 @@ from tests.helpers import result_file
 CNN = "bhyravabhottla-{}-cnn12-{}"
 
 
-def fake_run(results, experiment, seed, accuracy):
+def fake_run(results, experiment, seed, accuracy, status="FINISHED"):
     metrics = {"test_accuracy": accuracy, "train_time_s": 60.0, "peak_memory_mb": 900.0, "host_rss_after_mb": 1000.0}
-    write_json_atomic(run_path("paper", experiment, seed, results), result_file("paper", experiment, seed,
-                                                                                metrics=metrics))
+    extra = {"error": "diverged at epoch 1: train_loss nan"} if status == "DIVERGED" else {}
+    write_json_atomic(run_path("paper", experiment, seed, results),
+                      result_file("paper", experiment, seed, status, metrics=metrics, **extra))
 
 
 def test_readings_chain_companions_and_leave_out_other_comparisons():
@@ -53,13 +55,15 @@ def test_a_headline_claim_is_judged_under_each_reading(tmp_path):
     for (data, method), acc in runs.items():
         for seed in range(3):
             fake_run(res, CNN.format(data, method), seed, accuracy=acc + 0.1 * seed * (1 + (acc > 72)))
+    for seed in range(3):  # the notebook's dataset: runs that diverged
+        fake_run(res, CNN.format("cifar10", "layer_to_layer"), seed, accuracy=math.nan, status="DIVERGED")
     agg.aggregate("paper", results=res)
     heads = {r["id"]: r for r in csv.DictReader(open(res / "paper" / "headlines.csv", encoding="utf-8"))}
     h1 = heads["bhyravabhottla.h1"]
     assert h1["test"] == "REVERSED"
     assert "primary [primary]: REVERSED" in h1["readings"]
     assert "variant=epochs300 [text, 2 of 2 cells]: HOLDS" in h1["readings"]
-    assert "dataset=cifar10 [code, 2 of 2 cells]: MISSING" in h1["readings"]
+    assert "dataset=cifar10 [code, 2 of 2 cells]: DIVERGED" in h1["readings"]
     assert h1["holds_under"] == "1 of 4 (variant=epochs300)" and h1["readings_note"] == ""
     comps = {r["experiment"]: r for r in csv.DictReader(open(res / "paper" / "companions.csv", encoding="utf-8"))}
     row = comps[CNN.format("cifar100", "layer_to_layer-epochs300")]

@@ -377,10 +377,13 @@ def headline_readings(claims, values: "CellValues", profile: str, found, judge) 
         for reading in dict.fromkeys(r for rs in per_claim.values() for r in rs):
             subject = [h for h in mine if reading in per_claim[h.id]]
             read = lambda e, r=reading: readings.apply(r, e)  # noqa: E731
-            for h, o in zip(subject, judge(subject, values.under(read))):
+            vals = values.under(read)
+            for h, o in zip(subject, judge(subject, vals)):
                 covered = sum(any(read(e) != e for e in es) for es in exps[h.id].values())
-                out.setdefault(h.id, []).append((reading, readings.basis(reading), o.test, covered,
-                                                 len(h.cell_ids())))
+                # a reading whose runs diverged (Eq. 7 as printed) has no values: say so, not MISSING
+                test = "DIVERGED" if o.test == "MISSING" and any(vals.of(by_id[i]).diverged
+                                                                 for i in h.cell_ids()) else o.test
+                out.setdefault(h.id, []).append((reading, readings.basis(reading), test, covered, len(h.cell_ids())))
     return out
 
 
