@@ -7,7 +7,7 @@ from bench import experiments as ex
 from bench.verdicts import aggregate as agg
 from bench.verdicts import readings as rd
 from bench.run.results import run_path, write_json_atomic
-from tests.helpers import result_file
+from helpers import result_file
 
 CNN = "bhyravabhottla-{}-cnn12-{}"
 
