@@ -225,21 +225,21 @@ def config(exp: Experiment, profile: str) -> dict:
                                 "opt-in, flagged in the report" if prof["precision"] == "fp32"
                                 else f"profile {profile} (bench/profiles.yaml)")
     train_samples = prof.get("train_samples")
-    read_samples = cfg.pop("train_samples", None)  # a paper's reading of its training split (a grid setting)
-    if read_samples is not None and read_samples >= DATASETS[exp.dataset].train_size:
-        read_samples_text = f"the whole split: {sources['train_samples']}"  # recorded, changes nothing
-        read_samples = None
-    elif read_samples is not None and (train_samples is None or read_samples < train_samples):
-        train_samples = read_samples
-        read_samples_text = f"a fixed random subset of {read_samples:,}: {sources['train_samples']}"
-    else:
-        read_samples = read_samples_text = None
+    read = cfg.pop("train_samples", None)  # a paper's reading of its training split (a grid setting)
+    read_note = None
+    if read is not None:
+        whole = read >= DATASETS[exp.dataset].train_size
+        if whole and train_samples is None:  # recorded, changes nothing
+            read_note = f"the whole split: {sources['train_samples']}"
+        elif not whole and (train_samples is None or read < train_samples):
+            train_samples = read
+            read_note = f"a fixed random subset of {read:,}: {sources['train_samples']}"
     cfg["data"] = {"source": prof["data"], "train_samples": train_samples, "test_samples": prof.get("test_samples")}
     cfg.update(experiment=exp.id, paper=exp.paper, dataset=exp.dataset, model_name=exp.model,
                method=exp.method, variant=exp.variant, profile=profile)
     cfg["sources"] = _profile_sources(sources, as_paper, cfg, profile)
-    if read_samples_text and (read_samples is not None or train_samples is None):
-        cfg["sources"]["data.train_samples"] = read_samples_text
+    if read_note:
+        cfg["sources"]["data.train_samples"] = read_note
     cfg["sources"].pop("train_samples", None)
     return cfg
 

@@ -80,8 +80,8 @@ def companion_rows(profile: str, seeds: list[int], results: Path | str = "result
     tolerance = vd.tolerances()["metrics"]["test_accuracy"]["points"]  # the accuracy band's absolute half-width
 
     def accuracy(eid):
-        return stats.summarize([r["metrics"]["test_accuracy"] for s in seeds if (eid, s) in runs
-                                for r in [runs[(eid, s)]] if r.get("status") == "FINISHED"])
+        done = [runs[(eid, s)] for s in seeds if runs.get((eid, s), {}).get("status") == "FINISHED"]
+        return stats.summarize([r["metrics"]["test_accuracy"] for r in done])
     for eid, (exp, beside, why) in ex.companions().items():
         if support(exp, profile):
             continue
