@@ -77,11 +77,14 @@ def pytest_xdist_auto_num_workers(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests on the shared PostgreSQL and SLURM cluster first (a stable sort: the same order in every xdist
-    process). pytest-xdist hands out tests in collection order, and these mostly wait (16 jobs held and released,
-    a server's retry windows, the SLURM queue's polls): started first, their waits overlap the other tests' work
-    instead of running alone at the end of the session."""
-    items.sort(key=lambda item: not {"postgres", "slurm"} & set(item.fixturenames))
+    """The tests on the shared PostgreSQL and SLURM cluster first, then the other `slow` ones, then the rest (a
+    stable sort: the same order in every xdist process). pytest-xdist hands out tests in collection order. The
+    first mostly wait (16 jobs held and released, a server's retry windows, the SLURM queue's polls): started first,
+    their waits overlap the other tests' work instead of running alone at the end of the session. The long ones
+    next, the short ones last: the short ones then fill the processes' gaps, and no long test starts when the others
+    are done (longest first, the usual rule for packing jobs onto a few workers)."""
+    items.sort(key=lambda item: (not {"postgres", "slurm"} & set(item.fixturenames),
+                                 item.get_closest_marker("slow") is None))
 
 
 def pytest_configure(config):

@@ -181,6 +181,26 @@ def test_units_and_optimizer_partition(base, units):
         assert sum(1 for name in groups if name.endswith(".shortcut")) == 3 + (base == "resnet50")
 
 
+def test_every_bottleneck_conv_is_a_unit_with_a_3x3_similarity_conv_as_the_code_builds_it():
+    """N&E's Bottleneck: conv1 (1x1), conv2 (3x3) and conv3 (1x1) are each a LocalLossBlockConv, whose similarity
+    branch is a 3x3 C x C conv whatever the unit's own kernel (bench/grids/ma.yaml quotes the lines)."""
+    torch.manual_seed(0)
+    model = build("resnet50")
+    ps = predsim.PredSim(model, 10, cfg_for())
+    by_name = dict(zip((u.name for u in ps.units), ps.aux))
+    block = next(i for i, b in enumerate(model.blocks) if sum(isinstance(m, torch.nn.Conv2d) for m in b.modules()) >= 3)
+    convs = [m for m in model.blocks[block].modules() if isinstance(m, torch.nn.Conv2d)][:3]
+    assert [c.kernel_size for c in convs] == [(1, 1), (3, 3), (1, 1)]
+    for j, conv in enumerate(convs):
+        sim = by_name[f"block{block}.conv{j}"].sim
+        assert sim.kernel_size == (3, 3) and sim.in_channels == sim.out_channels == conv.out_channels
+    # the kernel is a parameter (a 1x1 branch keeps the map's size too); an even kernel is refused
+    ones = predsim.PredSim(build("resnet50"), 10, cfg_for(similarity_kernel=1))
+    assert all(a.sim.kernel_size == (1, 1) for a in ones.aux if isinstance(a.sim, torch.nn.Conv2d))
+    with pytest.raises(BenchError, match="similarity_kernel 2"):
+        predsim.options({"method_options": {"similarity_kernel": 2}})
+
+
 def _forward_to(ps, j, x, y):
     """Inputs (x, skip) of unit j, computed without gradient."""
     skip = x

@@ -1,5 +1,7 @@
 """Karimi's SI forward learning (si_forward) and the forward-backward SI proxy (fb_si): the Separation Index, the
 triplet loss of Eq. 7-8, what each stage may change, the frozen-prefix cache, and that the methods learn."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -303,17 +305,131 @@ def brute_force_pairs(z: np.ndarray, labels: np.ndarray) -> tuple[list, list]:
     return pos, neg
 
 
-@pytest.mark.parametrize("rows,cols,max_mb", [(4096, 16384, 8192.0), (7, 5, 8192.0), (3, 11, 0.0)])
-def test_data_pairs_are_eq8_over_the_whole_set(rows, cols, max_mb):
-    rng = np.random.default_rng(1)
-    z = rng.normal(size=(41, 2, 3)).astype(np.float32)
-    labels = rng.integers(0, 4, 41)
-    labels[40] = 9  # a class of one: no positive partner
-    chunks = [(torch.from_numpy(z[i:i + 8]), torch.from_numpy(labels[i:i + 8])) for i in range(0, 41, 8)]
-    pos, neg = si.data_pairs(iter(chunks), torch.device("cpu"), max_mb, block_rows=rows, block_cols=cols)
+def _points(n=41, shape=(2, 3), chunk=8, seed=1):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, *shape)).astype(np.float32)
+    labels = rng.integers(0, 4, n)
+    labels[n - 1] = 9  # a class of one: no positive partner
+    chunks = [(torch.from_numpy(z[i:i + chunk]), torch.from_numpy(labels[i:i + chunk])) for i in range(0, n, chunk)]
+    return z, labels, chunks
+
+
+def _counting(chunks):
+    """A re-readable source of `chunks` that counts how often it is read (each read a pass over the points)."""
+    reads = []
+
+    def source():
+        reads.append(1)
+        return iter(chunks)
+
+    return source, reads
+
+
+@pytest.mark.parametrize("rows,cols", [(4096, 16384), (7, 5), (3, 11)])
+def test_data_pairs_are_eq8_over_the_whole_set(rows, cols):
+    z, labels, chunks = _points()
+    pos, neg = si.data_pairs(iter(chunks), torch.device("cpu"), block_rows=rows, block_cols=cols)
     expected_pos, expected_neg = brute_force_pairs(z, labels)
     assert pos.tolist() == expected_pos and neg.tolist() == expected_neg
     assert pos[40] == -1 and neg[40] >= 0
+
+
+MIB = 2**-20  # budgets in MiB, as the option gives them: n * MIB is n bytes
+BLOCKS = {"block_rows": 16, "block_cols": 16}  # one step at 64 dimensions: 11,136 bytes (si._step_bytes)
+
+
+@pytest.mark.parametrize("device_bytes,host_bytes,mode", [
+    (1e9, 0, "held"),           # everything on the device
+    (23000, 1e9, "held"),       # some on the device, the rest on the host
+    (30000, 0, "streamed"),     # neither holds the 97 x 64 floats: panels of 32 points, read again per panel
+    (23000, 0, "streamed"),     # panels of 16 points: more reads
+])
+def test_a_tiny_budget_spills_or_streams_and_finds_the_same_partners(device_bytes, host_bytes, mode):
+    z, labels, chunks = _points(n=97, shape=(64,), chunk=8)
+    expected = si.data_pairs(iter(chunks), torch.device("cpu"), **BLOCKS)  # held in memory
+    assert [t.tolist() for t in expected] == list(brute_force_pairs(z, labels))
+    source, reads = _counting(chunks)
+    stats = {}
+    pos, neg = si.data_pairs(source, torch.device("cpu"), device_bytes * MIB, host_mb=host_bytes * MIB, **BLOCKS,
+                             stats=stats)
+    assert stats["mode"] == mode and stats["points"] == 97 and stats["dims"] == 64
+    assert (stats["block_rows"], stats["block_cols"]) == (16, 16)  # the budget holds a step: the same tiles
+    assert torch.equal(pos, expected[0]) and torch.equal(neg, expected[1])
+    assert stats["peak_device_mb"] <= device_bytes * MIB
+    if mode == "held":
+        assert len(reads) == stats["passes"] == 1
+        assert (stats["held_device_mb"] + stats["held_host_mb"]) * 2**20 == 97 * 64 * 4
+        assert (stats["held_host_mb"] > 0) == (host_bytes > 0)
+    else:  # the first read (labels), the first panel's rows, one read per panel
+        assert stats["panels"] == math.ceil(97 / (32 if device_bytes == 30000 else 16))
+        assert len(reads) == stats["passes"] == 2 + stats["panels"]
+
+
+def test_a_budget_below_one_step_makes_the_tiles_smaller():
+    z, labels, chunks = _points(n=41, shape=(2, 3), chunk=8)
+    stats = {}
+    pos, neg = si.data_pairs(_counting(chunks)[0], torch.device("cpu"), 600 * MIB, host_mb=0.0, stats=stats)
+    assert stats["mode"] == "streamed" and stats["block_rows"] * stats["block_cols"] < 1024 * 4096
+    assert (pos.tolist(), neg.tolist()) == brute_force_pairs(z, labels)
+
+
+def test_a_streamed_search_needs_points_it_can_read_again():
+    _, _, chunks = _points()
+    with pytest.raises(ValueError, match="can be read only once"):
+        si.data_pairs(iter(chunks), torch.device("cpu"), 600 * MIB, host_mb=0.0)
+    with pytest.raises(ValueError, match="cannot hold a row panel"):
+        si.data_pairs(_counting(chunks)[0], torch.device("cpu"), 100 * MIB, host_mb=0.0)
+
+
+def test_near_ties_are_kept_in_every_mode():
+    """Points whose distances differ in the last bits, and exact ties across tiles and panels: every mode gives the
+    partners of the search held in memory (the first index among exact ties), as each computes every distance from
+    the same row block and column tile."""
+    base = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1e-7], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0],
+                         [1.0, 0.0]])
+    z = torch.cat([base, base + 0.5, base, base * 1.0000001])  # repeats: exact ties in later tiles and panels
+    labels = torch.tensor([0, 0, 0, 1, 0, 1, 1, 0] * 4)
+    chunks = [(z[i:i + 5], labels[i:i + 5]) for i in range(0, len(z), 5)]
+    blocks = {"block_rows": 3, "block_cols": 4}  # a step: 7 x 8 + 120 + 84 = 260 bytes
+    expected = si.data_pairs(iter(chunks), torch.device("cpu"), **blocks)
+    for device_bytes, host_bytes in ((1e9, 0), (700, 1e9), (800, 0), (650, 0)):
+        stats = {}
+        got = si.data_pairs(_counting(chunks)[0], torch.device("cpu"), device_bytes * MIB, host_mb=host_bytes * MIB,
+                            **blocks, stats=stats)
+        assert (stats["block_rows"], stats["block_cols"]) == (3, 4)
+        assert [t.tolist() for t in got] == [t.tolist() for t in expected], (device_bytes, host_bytes, stats)
+
+
+def test_a_run_whose_search_streams_trains_the_same_model(monkeypatch):
+    """An si_forward run with a pair-search budget too small to hold the layer outputs: the searches stream,
+    computing the outputs again through the frozen prefix, and the run trains exactly the same weights."""
+    data = separable(n_train=64, n_test=32)
+    cfg = cfg_for(epochs_per_layer=2, classifier_epochs=2, **STABLE, neighbours="data", si_eval_samples=0)
+    cfg["eval_batch_size"] = 8  # the layer outputs read in chunks of 8
+    modes = []
+    real = si.data_pairs
+
+    def recording(*args, stats=None, **kw):
+        out = real(*args, stats=stats, **kw)
+        modes.append(stats["mode"])
+        return out
+
+    monkeypatch.setattr(si, "data_pairs", recording)
+    torch.manual_seed(0)
+    held_model = lenet()
+    held = si.train(held_model, data, cfg, ctx())
+    assert set(modes) == {"held"}
+    modes.clear()
+    torch.manual_seed(0)
+    streamed_model = lenet()
+    # 48 KiB: less than the outputs of 64 samples and a step of each layer (LeNet here: 192 to 32 dimensions)
+    cfg["method_options"]["pair_search_max_mb"] = 0.047
+    streamed = si.train(streamed_model, data, cfg, ctx())
+    assert modes[0] == "streamed"  # the first layer's 192 dimensions at least (the narrower layers may fit)
+    assert streamed["pair_search_passes"] > held["pair_search_passes"] == len(held_model.blocks)
+    for a, b in zip(held_model.state_dict().values(), streamed_model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert streamed["test_accuracy"] == held["test_accuracy"]
 
 
 def test_data_pairs_ties_go_to_the_first_index_across_blocks():
@@ -493,3 +609,23 @@ def test_no_layer_lr_schedule_keeps_the_lr_constant(schedule):
 def test_a_bad_layer_lr_schedule_is_an_error():
     with pytest.raises(ValueError, match=r"si_forward: unknown layer_lr_schedule 'cosine' \(none, scaled\)"):
         si.train(lenet(), separable(), schedule_cfg("cosine"), ctx())
+
+
+@pytest.mark.parametrize("device_bytes,host_bytes", [(1e9, 0), (23000, 1e9), (30000, 0), (23000, 0), (1000, 0)])
+def test_the_search_plan_says_what_the_search_does(device_bytes, host_bytes):
+    """si.search_plan (what bench plan reads) predicts the mode, the passes and the device peak of data_pairs."""
+    _, _, chunks = _points(n=97, shape=(64,), chunk=8)
+    plan = si.search_plan(97, 64, 8, device_bytes, host_bytes, **BLOCKS)
+    if plan["mode"] == "too large":
+        with pytest.raises(ValueError, match="cannot hold a row panel"):
+            si.data_pairs(_counting(chunks)[0], torch.device("cpu"), device_bytes * MIB, host_mb=host_bytes * MIB,
+                          **BLOCKS)
+        return
+    stats = {}
+    si.data_pairs(_counting(chunks)[0], torch.device("cpu"), device_bytes * MIB, host_mb=host_bytes * MIB, **BLOCKS,
+                  stats=stats)
+    assert (plan["mode"], plan["passes"], plan["panels"]) == (stats["mode"], stats["passes"], stats["panels"])
+    assert plan["device_bytes"] == pytest.approx(stats["peak_device_mb"] * 2**20, rel=0.1)
+    # Karimi's DBpedia SI on the papers' node (24 GB GPU: 8 GiB to the search; 64 GB host: half of it): streamed
+    dbpedia = si.search_plan(560_000, 65_536, 512, 8192 * 2**20, 32e9)
+    assert dbpedia["mode"] == "streamed" and dbpedia["device_bytes"] <= 8192 * 2**20 and dbpedia["passes"] > 2

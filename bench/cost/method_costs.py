@@ -60,6 +60,13 @@ from bench.run.measure import parameter_device
 
 CACHED_BY_DEFAULT = True  # bench.methods.layerwise COMMON_DEFAULTS["cache_prefix"]
 SI_EVAL_SAMPLES = 1000  # si_eval_samples' default (bench.methods.si.SI_DEFAULTS, greedy's DEFAULTS)
+# The node a plan assumes for the SI pair search's memory: the papers' GPU class (one 24 GB RTX 3090) and 64 GB of
+# host memory, half of each free to the search (bench.methods.si.pair_budget), the device's capped at the config's
+# pair_search_max_mb. Where the layer outputs of the training set do not fit, the search reads them again once per
+# row panel (bench.methods.si.search_plan): those passes through the prefix and the block are planned.
+NODE_GPU_BYTES, NODE_HOST_BYTES = 24e9, 64e9
+PAIR_SEARCH_MAX_MB = 8192  # pair_search_max_mb's default (bench.methods.si.SI_DEFAULTS)
+EVAL_BATCH_SIZE = 512  # the chunks the search reads (bench.methods.layerwise.Run.eval_batch_size's default)
 
 
 @dataclass(frozen=True)
@@ -371,6 +378,16 @@ def phases(method: str, cfg: dict, parts: dict, train_n: int, augmented: bool,
     return _layerwise(method, cfg, blocks, head, parts, epochs, train_n, augmented)
 
 
+def search_passes(cfg: dict, points: int, dims: int) -> int:
+    """Passes of the SI pair search over `points` layer outputs of `dims` dimensions on the plan's node."""
+    from bench.methods.si import search_plan
+
+    cap = float((cfg.get("method_options") or {}).get("pair_search_max_mb", PAIR_SEARCH_MAX_MB)) * 2**20
+    plan = search_plan(points, dims, min(points, cfg.get("eval_batch_size", EVAL_BATCH_SIZE)),
+                       min(cap, 0.5 * NODE_GPU_BYTES), 0.5 * NODE_HOST_BYTES)
+    return max(1, plan["passes"])
+
+
 def _layerwise(method, cfg, blocks, head, parts, epochs, train_n, augmented) -> list[Phase]:
     opts = cfg.get("method_options") or {}
     cached = opts.get("cache_prefix", CACHED_BY_DEFAULT)
@@ -396,11 +413,13 @@ def _layerwise(method, cfg, blocks, head, parts, epochs, train_n, augmented) -> 
                       Work() if si_like else forward(block + local) + (fed if cached else forward(prefix)),
                       once_train=forward(prefix) if exact else Work(), once_test=forward(prefix) if cached else Work())
         search = Work(pairs=train_n ** 2, pair_dims=train_n ** 2 * d)
+        # the search's passes over the set through the block: one where the outputs are held, more where they stream
+        reread = (search_passes(cfg, train_n, d) - 1) * (forward(block) + (fed if exact else forward(prefix)))
         if si_like and neighbours == "data":  # the pair search once: the set through the block, N^2 distances
-            phase.once_train = phase.once_train + forward(block)
+            phase.once_train = phase.once_train + forward(block) + reread
             phase.once_fixed = search
         elif si_like and neighbours == "data_epoch":  # the same search at the start of every epoch
-            phase.train = phase.train + forward(block)
+            phase.train = phase.train + forward(block) + reread
             phase.epoch_fixed = search
         if samples >= 2:  # the SI index of the trained layer on a subset, every epoch
             phase.epoch_fixed = phase.epoch_fixed + samples * forward(block) \

@@ -12,7 +12,8 @@ The BlockNet is cut, without changing its classes, into local-loss units, each t
     linear unit; the final Linear is the output layer, whose weight is zeroed and which is trained by plain
     cross-entropy on the detached last features with its own Adam.
 Each unit owns auxiliary modules, kept here (never registered in the model, so the model's parameter count and
-`model(x)` stay those of the architecture): the similarity branch (conv units: Conv2d(C, C, 3, pad 1, no bias);
+`model(x)` stay those of the architecture): the similarity branch (conv units: Conv2d(C, C, k, pad k // 2, no bias), k = option similarity_kernel, 3 as
+in the N&E code for every conv unit, a ResNet-50 bottleneck's 1x1 convs included;
 linear units: Linear(D, D, no bias)) and the prediction decoder (conv units: AvgPool sized so that the flattened
 map has at most `dim_in_decoder` features, from the unit's real output shape found by a dry forward; then
 Linear(-> K) with zero weight). Local loss L = (1-β)·CE(decoder(h), y) + β·mean_ab (S(sim(h)) - S(Y))²_ab.
@@ -80,7 +81,8 @@ from bench.methods.training import (Context, EpochTimer, evaluate, make_optimize
                             unique_parameters)
 
 DEFAULTS = {"beta": 0.99, "dim_in_decoder": 4096, "similarity_std": True, "schedule": "simultaneous",
-            "output_loss_scale": "none", "classes_per_batch": 0, "classes_per_batch_until_epoch": 0}
+            "output_loss_scale": "none", "classes_per_batch": 0, "classes_per_batch_until_epoch": 0,
+            "similarity_kernel": 3}
 SCHEDULES = ("simultaneous", "sequential")
 OUTPUT_LOSS_SCALES = ("none", "one_minus_beta")
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.PReLU)
@@ -141,11 +143,12 @@ class Aux(nn.Module):
     """One unit's similarity branch and prediction decoder, for its local activation h of shape `shape` (C, H, W)
     or (D,)."""
 
-    def __init__(self, shape: tuple, num_classes: int, dim_in_decoder: int):
+    def __init__(self, shape: tuple, num_classes: int, dim_in_decoder: int, similarity_kernel: int = 3):
         super().__init__()
         if len(shape) == 3:
             c, h, w = shape
-            self.sim = nn.Conv2d(c, c, 3, stride=1, padding=1, bias=False)
+            k = similarity_kernel
+            self.sim = nn.Conv2d(c, c, k, stride=1, padding=k // 2, bias=False)
             kernel, padding = decoder_pool_size(c, h, w, dim_in_decoder)
             self.pool = nn.AvgPool2d(kernel, padding=padding) if kernel != (1, 1) else nn.Identity()
             with torch.no_grad():
@@ -317,6 +320,10 @@ def options(cfg: dict) -> dict:
         raise BenchError(f"predsim {err}") from None
     opts["beta"], opts["dim_in_decoder"] = float(opts["beta"]), int(opts["dim_in_decoder"])
     opts["similarity_std"] = bool(opts["similarity_std"])
+    kernel = opts["similarity_kernel"]
+    if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
+        raise BenchError(f"predsim similarity_kernel {kernel!r}: expected an odd positive integer (the similarity "
+                         "branch's conv keeps the map's size with padding kernel // 2)")
     return opts
 
 
@@ -340,7 +347,8 @@ class PredSim:
         self.units = units + head_units
         device = next(model.parameters()).device
         shapes = self._dry_shapes(device)
-        self.aux = nn.ModuleList(Aux(s, num_classes, self.opts["dim_in_decoder"]) for s in shapes).to(device)
+        self.aux = nn.ModuleList(Aux(s, num_classes, self.opts["dim_in_decoder"], self.opts["similarity_kernel"])
+                                 for s in shapes).to(device)
         for u, a in zip(self.units, self.aux):
             u.aux = a
             u.optimizers = [make_optimizer(u.params + list(a.parameters()), cfg)]

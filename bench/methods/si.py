@@ -31,7 +31,14 @@ set on the new layer's output (eval mode, no grad: `data_pairs`) when the stage'
 for the stage; "data_epoch" does the same search at the start of every epoch of the stage, on the layer's current
 output (the paper's "the positive and negative points are the nearest neighbors of the anchor" read as the current
 neighbours; a resumed epoch searches again, on the checkpointed model); "batch" takes them within each mini-batch.
-The searches' time is summed as pair_search_time_s.
+The searches' time is summed as pair_search_time_s, their passes over the training set as pair_search_passes.
+
+The search's memory (`data_pairs`, `pair_budget`): it holds at most half of what is free on the device it runs on,
+capped at `pair_search_max_mb`, and (on a GPU) half of the host's available memory in pinned buffers. Where the
+layer outputs of the whole training set fit there, they are computed once and held; where they do not (Karimi's
+DBpedia: 560,000 x 65,536 floats), the rows are searched in panels and the outputs are computed again through the
+frozen prefix and the layer, in order, once per panel: more passes, the same partners (the same distances in the
+same order, ties to the first index), given a forward pass that computes the same outputs every time.
 
 `layer_lr_schedule`: "none" (every stage at the constant initial LR) or "scaled": every SI stage and the classifier
 stage get the config's end-to-end step schedule (lr_milestones, in epochs of cfg epochs, and lr_gamma) mapped onto
@@ -65,9 +72,12 @@ epoch_time_s, prefix_time_s, prefix_cache, eval_time_s; at the last epoch of a s
 of the full model (whose later blocks and head are still untrained). Classifier stage: train_loss,
 train_accuracy, test_loss, test_accuracy (the full model) every epoch. Final metrics: test_accuracy, test_error,
 test_loss, train_time_s (training epochs incl. the prefix, without evaluation), si_layer<i> and si_final (the
-last layer's SI), si_input (the inputs' SI, images only), prefix_time_s, prefix_cache_saved_s, prefix_cache,
+last layer's SI), si_input (the inputs' SI, images only), pair_search_time_s and pair_search_passes (data
+neighbours), prefix_time_s, prefix_cache_saved_s, prefix_cache,
 prefix_cached_stages, total_epochs.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -154,45 +164,230 @@ def si_triplet_loss(features: torch.Tensor, labels: torch.Tensor, reduction: str
     return total if reduction == "sum" else total / used.sum().clamp(min=1)
 
 
+def free_bytes(device: torch.device) -> tuple[float, float]:
+    """(device, host): the bytes free for the search now. A CUDA device: free memory plus what this process's
+    allocator holds unused; the host: MemAvailable of /proc/meminfo (inf where it cannot be read). On a CPU run the
+    device is the host."""
+    host = float("inf")
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    host = float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if device.type != "cuda":
+        return host, host
+    free, _ = torch.cuda.mem_get_info(device)
+    return float(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)), host
+
+
+def pair_budget(device: torch.device, max_mb: float, share: float = 0.5) -> tuple[float, float]:
+    """(device bytes, host bytes) the pair search may hold: `share` of what is free on each (other jobs and the
+    run's own later allocations keep the rest), the device's capped at `max_mb` (option pair_search_max_mb). On a
+    CPU run there is one memory: the host tier is 0."""
+    free_device, free_host = free_bytes(device)
+    device_bytes = min(max_mb * 2**20, share * free_device)
+    return device_bytes, (0.0 if device.type != "cuda" else share * free_host)
+
+
 @torch.no_grad()
-def data_pairs(chunks, device: torch.device, max_mb: float = 8192.0,
-               block_rows: int = 4096, block_cols: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+def data_pairs(features, device: torch.device, max_mb: float = 8192.0, host_mb: float | None = None,
+               block_rows: int = 1024, block_cols: int = 4096, stats: dict | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 8 over a whole set (Algorithm 1, Step 3): (pos, neg), for every point the index of its nearest other
     point with the same label and of its nearest point with another label (squared Euclidean distance, ties to the
-    first index; -1 where there is none). `chunks` yields (features, labels) of the points in order; the flattened
-    features are kept on `device` when they fit in `max_mb`, else on the CPU and moved there block by block; the
-    distances are computed block_rows x block_cols at a time."""
-    zs, ys = [], []
-    kept = 0.0
-    for f, y in chunks:
+    first index; -1 where there is none).
+
+    `features` gives (features, labels) of the points in order: a callable that returns a fresh iterable each call
+    (the search may then compute them again, e.g. through the frozen prefix) or an iterable, read once. The
+    distances are computed a row block x a column tile at a time (`block_rows` x `block_cols` points, blocks and
+    tiles starting at multiples of those sizes), and the search holds at most `max_mb` MiB on `device` (the features
+    it keeps there, and one step: a row block, a column tile, their distances) and `host_mb` MiB of features on the
+    host (None: sized from what is free, `pair_budget`; pinned when the device is a GPU). Two ways:
+      * held: the features of all points fit on the device, or on the device and the host: kept from the first
+        pass;
+      * streamed (they do not, and `features` is a callable): the rows are taken in panels of whole row blocks, as
+        many as the device budget holds, and for each panel the points are read again, in order, and cut into the
+        same column tiles (the search costs 2 + panels passes over the points, none held).
+    Both compute every distance from the same row block and column tile, so they find the same partners, exact ties
+    and near-ties alike, given points that are the same on every read (a deterministic forward pass). Only where the
+    budget cannot hold one step of the given sizes are the blocks made smaller (`_tiles`).
+    `stats` (a dict) gets mode, points, dims, passes, panels, block_rows, block_cols, held_device_mb, held_host_mb and
+    peak_device_mb (the most the search held on the device at once, by its own count)."""
+    device_budget = max_mb * 2**20
+    host_budget = pair_budget(device, max_mb)[1] if host_mb is None else host_mb * 2**20
+    source = features if callable(features) else (lambda it=iter(features): it)
+    pin = device.type == "cuda"
+    # pass 1: the labels; the features kept while they fit (device first, then host), else let go
+    held, ys = [], []
+    held_dev = held_host = 0.0
+    holding, m, dims, chunk, step = True, 0, 0, 0, 0.0
+    for f, y in source():
         z = f.flatten(1).float()
-        kept += z.numel() * 4 / 2**20
-        zs.append(z if kept <= max_mb else z.cpu())
+        if not dims:
+            dims = z.shape[1]
+            block_rows, block_cols = _tiles(device_budget, dims, block_rows, block_cols)
+            step = _step_bytes(block_rows, block_cols, dims)
+        m, chunk = m + len(z), max(chunk, len(z))
         ys.append(y.to(device))
-    z_all = torch.cat([z.cpu() for z in zs]) if kept > max_mb else torch.cat(zs)
-    labels = torch.cat(ys)
-    m = len(labels)
-    sq = (z_all * z_all).sum(dim=1)
-    pos = torch.full((m,), -1, dtype=torch.long, device=device)
-    neg = torch.full((m,), -1, dtype=torch.long, device=device)
-    best_pos = torch.full((m,), float("inf"), device=device)
-    best_neg = torch.full((m,), float("inf"), device=device)
-    for r0 in range(0, m, block_rows):
-        r1 = min(m, r0 + block_rows)
-        a, sq_a, y_a = z_all[r0:r1].to(device), sq[r0:r1].to(device), labels[r0:r1]
-        rows = torch.arange(r0, r1, device=device)
-        for c0 in range(0, m, block_cols):
-            c1 = min(m, c0 + block_cols)
-            c, sq_c, y_c = z_all[c0:c1].to(device), sq[c0:c1].to(device), labels[c0:c1]
-            d = (sq_a[:, None] + sq_c[None, :] - 2.0 * (a @ c.t())).clamp_min_(0.0)
-            same = y_a[:, None] == y_c[None, :]
-            cols = torch.arange(c0, c1, device=device)
-            for best, index, mask in ((best_pos, pos, ~same | (rows[:, None] == cols[None, :])), (best_neg, neg, same)):
-                value, arg = d.masked_fill(mask, float("inf")).min(dim=1)
-                better = value < best[r0:r1]  # strictly: an earlier block keeps a tie
-                best[r0:r1] = torch.where(better, value, best[r0:r1])
-                index[r0:r1] = torch.where(better, arg + c0, index[r0:r1])
-    return pos, neg
+        if not holding:
+            continue
+        size = z.numel() * 4
+        if held_dev + size + step <= device_budget:
+            held.append(z.to(device))
+            held_dev += size
+        elif held_host + size <= host_budget:
+            kept = torch.empty(z.shape, dtype=z.dtype, pin_memory=True) if pin else torch.empty_like(z, device="cpu")
+            held.append(kept.copy_(z))
+            held_host += size
+        else:
+            holding, held = False, []
+    info = {"points": m, "dims": dims, "passes": 1, "block_rows": block_rows, "block_cols": block_cols}
+    labels = torch.cat(ys) if ys else torch.empty(0, dtype=torch.long, device=device)
+    out = {"labels": labels, "pos": torch.full((m,), -1, dtype=torch.long, device=device),
+           "neg": torch.full((m,), -1, dtype=torch.long, device=device),
+           "best_pos": torch.full((m,), float("inf"), device=device),
+           "best_neg": torch.full((m,), float("inf"), device=device)}
+    if holding:
+        def rows(r0, r1):  # the held points r0..r1, a fresh tensor on the device
+            return torch.cat([t.to(device, non_blocking=pin) for t in _cut(held, r0, r1)])
+
+        for r0 in range(0, m, block_rows):
+            a = rows(r0, min(m, r0 + block_rows))
+            for c0 in range(0, m, block_cols):
+                _update(out, a, r0, rows(c0, min(m, c0 + block_cols)), c0)
+        info.update(mode="held", panels=1, held_device_mb=held_dev / 2**20, held_host_mb=held_host / 2**20,
+                    peak_device_mb=(held_dev + (step if m else 0)) / 2**20)
+    else:
+        if not callable(features):
+            raise ValueError(f"the pair search needs {m * dims * 4 / 2**20:.0f} MiB to hold the features of its "
+                             f"{m} points, more than its budget ({max_mb:.0f} MiB on the device, "
+                             f"{host_budget / 2**20:.0f} MiB on the host), and its points can be read only once")
+        block_rows, panel_rows = _panels(device_budget, step, chunk, dims, block_rows)
+        if panel_rows < 1:
+            raise ValueError(f"the pair search's device budget ({max_mb:.3g} MiB) cannot hold a row panel of "
+                             f"{block_rows} points beside a column tile of {block_cols} points, {dims} dimensions each")
+        info["block_rows"] = block_rows
+        panels = math.ceil(m / panel_rows)
+        panel = torch.cat(list(_read(source(), 0, min(m, panel_rows), device)))
+        info["passes"] += 1
+        for p in range(panels):
+            r0 = p * panel_rows
+            n0, n1 = r0 + panel_rows, min(m, r0 + 2 * panel_rows)
+            following = []  # the next panel's rows, taken from this panel's pass
+            for c0, c in _column_tiles(source(), block_cols, device):
+                for b0 in range(0, len(panel), block_rows):
+                    _update(out, panel[b0:b0 + block_rows].clone(), r0 + b0, c, c0)
+                if c0 < n1 and c0 + len(c) > n0:
+                    following.append(c[max(0, n0 - c0):n1 - c0].clone())
+            info["passes"] += 1
+            panel = torch.cat(following) if following else None
+        info.update(mode="streamed", panels=panels, held_device_mb=0.0, held_host_mb=0.0,
+                    peak_device_mb=(2 * panel_rows * dims * 4 + step + chunk * dims * 4) / 2**20)
+    if stats is not None:
+        stats.update(info)
+    return out["pos"], out["neg"]
+
+
+def search_plan(points: int, dims: int, chunk: int, device_bytes: float, host_bytes: float,
+                block_rows: int = 1024, block_cols: int = 4096) -> dict:
+    """What `data_pairs` will do over `points` points of `dims` dimensions read in chunks of `chunk`, with these
+    budgets (bytes), without running it: mode ("held" or "streamed"; "too large" where not even one panel fits),
+    passes over the points, panels, and the peak bytes it holds on the device and on the host (to a chunk)."""
+    block_rows, block_cols = _tiles(device_bytes, dims, block_rows, block_cols)
+    step, size = _step_bytes(block_rows, block_cols, dims), points * dims * 4.0
+    on_device = max(0.0, min(size, device_bytes - step))
+    if size <= on_device + host_bytes:
+        return {"mode": "held", "passes": 1, "panels": 1, "device_bytes": on_device + step,
+                "host_bytes": size - on_device}
+    block_rows, panel_rows = _panels(device_bytes, step, chunk, dims, block_rows)
+    if panel_rows < 1:
+        return {"mode": "too large", "passes": 0, "panels": 0, "device_bytes": device_bytes, "host_bytes": 0.0}
+    panels = math.ceil(points / panel_rows)
+    return {"mode": "streamed", "passes": 2 + panels, "panels": panels,
+            "device_bytes": 2 * panel_rows * dims * 4 + step + chunk * dims * 4, "host_bytes": 0.0}
+
+
+def _panels(device_bytes: float, step: float, chunk: int, dims: int, block_rows: int) -> tuple[int, int]:
+    """(row block, panel rows) of a streamed search: two panels (this one, and the next one gathered during its
+    pass) beside one step and one read chunk, in whole row blocks (smaller blocks where not one fits)."""
+    capacity = int((device_bytes - step - chunk * dims * 4) // (2 * dims * 4))
+    if 0 < capacity < block_rows:  # not one row block: smaller ones (other tiles than a larger budget's)
+        block_rows = capacity
+    return block_rows, capacity // block_rows * block_rows
+
+
+def _cut(parts: list[torch.Tensor], r0: int, r1: int) -> list[torch.Tensor]:
+    """The rows r0..r1 of the concatenation of `parts`, as slices of them."""
+    pieces, start = [], 0
+    for t in parts:
+        if start < r1 and start + len(t) > r0:
+            pieces.append(t[max(0, r0 - start):r1 - start])
+        start += len(t)
+    return pieces
+
+
+def _read(chunks, r0: int, r1: int, device: torch.device):
+    """The points r0..r1 of one read of the points, on the device, piece by piece (the read stops there)."""
+    start = 0
+    for f, _ in chunks:
+        z = f.flatten(1).float()
+        if start + len(z) > r0:
+            yield z[max(0, r0 - start):r1 - start].to(device)
+        start += len(z)
+        if start >= r1:
+            return
+
+
+def _column_tiles(chunks, cols: int, device: torch.device):
+    """(c0, tile) over one read of the points: the chunks cut and joined into tiles of `cols` points starting at
+    multiples of `cols` (the last one shorter), fresh tensors on the device."""
+    pending, count, c0 = [], 0, 0
+    for f, _ in chunks:
+        pending.append(f.flatten(1).float().to(device))
+        count += len(pending[-1])
+        while count >= cols:
+            joined = torch.cat(pending)
+            yield c0, joined[:cols].clone()
+            rest = joined[cols:]
+            pending, count, c0 = ([rest] if len(rest) else []), len(rest), c0 + cols
+    if count:
+        yield c0, torch.cat(pending)
+
+
+def _step_bytes(rows: int, cols: int, dims: int) -> float:
+    """Device bytes of one step: a row block and a column tile of features, their distances and temporaries (a
+    masked copy, two masks) and the index arithmetic."""
+    return (rows + cols) * dims * 4 + rows * cols * (4 + 4 + 1 + 1) + (rows + cols) * (4 + 8)
+
+
+def _tiles(budget: float, dims: int, rows: int, cols: int) -> tuple[int, int]:
+    """The row block and column tile: (rows, cols), halved (the larger first) only while one step does not fit in
+    half of `budget` bytes."""
+    while _step_bytes(rows, cols, dims) > budget / 2 and (rows > 1 or cols > 1):
+        if cols >= rows:
+            cols = max(1, cols // 2)
+        else:
+            rows = max(1, rows // 2)
+    return rows, cols
+
+
+def _update(out: dict, a: torch.Tensor, r0: int, c: torch.Tensor, c0: int):
+    """Fold the distances between rows r0.. (a) and columns c0.. (c) into the running nearest partners: strictly
+    nearer only, so that an earlier column keeps a tie."""
+    labels = out["labels"]
+    r1, c1 = r0 + len(a), c0 + len(c)
+    d = ((a * a).sum(dim=1)[:, None] + (c * c).sum(dim=1)[None, :] - 2.0 * (a @ c.t())).clamp_min_(0.0)
+    same = labels[r0:r1, None] == labels[None, c0:c1]
+    rows = torch.arange(r0, r1, device=a.device)
+    cols = torch.arange(c0, c1, device=a.device)
+    for best, index, mask in ((out["best_pos"], out["pos"], ~same | (rows[:, None] == cols[None, :])),
+                              (out["best_neg"], out["neg"], same)):
+        value, arg = d.masked_fill(mask, float("inf")).min(dim=1)
+        better = value < best[r0:r1]
+        best[r0:r1] = torch.where(better, value, best[r0:r1])
+        index[r0:r1] = torch.where(better, arg + c0, index[r0:r1])
 
 
 # ---------------------------------------------------------------- stages
@@ -282,10 +477,15 @@ def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, p
         with lw.EpochTimer(run.device) as timer:
             module.eval()
             with torch.no_grad():
-                chunks = ((embed(f)[0], y) for f, y in feats.in_order())
-                pos, neg = data_pairs(chunks, run.device, opts["pair_search_max_mb"])
+                def points():  # the layer's outputs in sample order, computed again on every call
+                    return ((embed(f)[0], y) for f, y in feats.in_order())
+
+                search_stats = {}
+                pos, neg = data_pairs(points, run.device, pair_budget(run.device, opts["pair_search_max_mb"])[0]
+                                      / 2**20, stats=search_stats)
             module.train()
         pairs.update(layer=layer, epoch=run.epoch, pos=pos, neg=neg,
+                     passes=pairs.get("passes", 0) + search_stats["passes"],
                      seconds=pairs.get("seconds", 0.0) + timer.seconds)
 
     def step_data(f, y, idx):
@@ -326,6 +526,7 @@ def si_metrics(si_values: dict, si_in: float | None, pairs: dict | None = None) 
     out = {f"si_layer{i}": v for i, v in sorted(si_values.items())}
     if pairs and "seconds" in pairs:
         out["pair_search_time_s"] = pairs["seconds"]
+        out["pair_search_passes"] = float(pairs.get("passes", 0))
     if si_values:
         out["si_final"] = si_values[max(si_values)]
     if si_in is not None:
