@@ -109,9 +109,20 @@ def cmd_plan(args):
         raise BenchError(f"--seeds {args.seeds}: seeds per experiment is at least 1 (omit it for the profile's)")
     if args.write and args.profile == "all":
         raise BenchError("--write needs one profile (the workflow's plan= is per profile)")
+    from bench.cost.resources import Node
+
+    try:
+        node = Node.parse(args.fit) if args.fit is not None else None
+    except ValueError as err:
+        raise BenchError(str(err)) from None
+    if node is not None and (args.compare or args.profile == "all"):
+        raise BenchError("--fit needs one profile and no --compare")
     torch.set_num_threads(args.threads)  # as the workflow's jobs (config threads)
-    print(plan_report.run(args.profile, args.seeds, args.device, args.rate, args.calibrate, args.calibration,
-                          args.compare, args.results, args.write))
+    text = plan_report.run(args.profile, args.seeds, args.device, args.rate, args.calibrate, args.calibration,
+                           args.compare, args.results, args.write, node)
+    print(text)
+    if node is not None and "do not fit:" in text:
+        return 1
 
 
 def cmd_perf(args):
@@ -268,6 +279,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default="results")
     s.add_argument("--write", help="also write the plan (every job's estimate) as JSON here")
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads, as the jobs use (default 1)")
+    s.add_argument("--fit", metavar="gpu=GB,host=GB", help="also predict every job's peak device, host and disk "
+                   "memory, list the jobs that do not fit that node (GB) with the part that overflows, and exit 1 if "
+                   "any does not; e.g. gpu=24,host=64, the papers' RTX 3090 with 64 GB of host memory")
     s.set_defaults(fn=cmd_plan)
 
     s = sub.add_parser("perf", help="images/s of the suite's training step vs a plain reference loop, per model")
@@ -368,7 +382,7 @@ def main(argv=None) -> int:
         return forwarded
     args = parser().parse_args(argv)
     try:
-        args.fn(args)
+        code = args.fn(args)
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return 2
@@ -378,4 +392,4 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # the reader went away (`bench claims | head -1`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
-    return 0
+    return code if isinstance(code, int) else 0  # a command's own status (bench plan --fit: 1 if a job does not fit)

@@ -224,6 +224,12 @@ def config(exp: Experiment, profile: str) -> dict:
         sources["precision"] = (f"profile {profile}: fp32 as the papers trained (bench/profiles.yaml); bf16 is an "
                                 "opt-in, flagged in the report" if prof["precision"] == "fp32"
                                 else f"profile {profile} (bench/profiles.yaml)")
+    if "cudnn_benchmark" in prof and "cudnn_benchmark" not in cfg:
+        cfg["cudnn_benchmark"] = prof["cudnn_benchmark"]
+        sources["cudnn_benchmark"] = (f"profile {profile} (bench/profiles.yaml): cuDNN times its convolution "
+                                      "algorithms on a run's first batches and keeps the fastest, as the N&E code "
+                                      "does (`cudnn.benchmark = True`); the same operations, not bit-identical run to "
+                                      "run; no effect off CUDA")
     train_samples = prof.get("train_samples")
     read = cfg.pop("train_samples", None)  # a paper's reading of its training split (a grid setting)
     read_note = None

@@ -86,7 +86,8 @@ def test_fast_settings_per_device_and_config():
     from bench import BenchError
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    off = {"precision": "fp32", "channels_last": False, "compile": False, "cuda_graphs": False}
+    off = {"precision": "fp32", "channels_last": False, "compile": False, "cuda_graphs": False,
+           "cudnn_benchmark": False}
     assert fast_settings({}, cpu) == off
     assert fast_settings({"precision": "bf16", "channels_last": True, "compile": True}, cpu) == \
         {**off, "precision": "bf16", "channels_last": True, "compile": True}
@@ -94,7 +95,18 @@ def test_fast_settings_per_device_and_config():
         fast_settings({"cuda_graphs": True}, cpu)
     if not torch.cuda.is_available():  # "auto" on a GPU needs one to ask about bf16
         found = fast_settings({"channels_last": "auto", "precision": "fp32", "cuda_graphs": True}, cuda)
-        assert found["channels_last"] is True and found["cuda_graphs"] is True
+        assert found["channels_last"] is True and found["cuda_graphs"] is True and not found["cudnn_benchmark"]
+    # cuDNN's autotuner: the GPU profiles turn it on, where it exists (CUDA); never on a CPU
+    assert fast_settings({"cudnn_benchmark": True}, cuda)["cudnn_benchmark"] is True
+    assert fast_settings({"cudnn_benchmark": True}, cpu)["cudnn_benchmark"] is False
+
+
+def test_the_gpu_profiles_autotune_cudnn_and_say_why():
+    for profile in ("paper", "scaled"):
+        cfg = ex.config(ex.get("ma-cifar10-vgg8b-predsim"), profile)
+        assert cfg["cudnn_benchmark"] is True and "cudnn.benchmark = True" in cfg["sources"]["cudnn_benchmark"]
+    for profile in ("smoke", "check"):
+        assert "cudnn_benchmark" not in ex.config(ex.get("ma-cifar10-vgg8b-predsim"), profile)
 
 
 def test_cuda_graphs_compile_the_forward_in_reduce_overhead_mode(tmp_path, monkeypatch):
@@ -133,6 +145,7 @@ def test_a_compiled_run_follows_the_same_trajectory(tmp_path, monkeypatch):
     monkeypatch.setattr("bench.run.runner.ex.config", with_compile)
     compiled = run(EXPERIMENT, 0, "smoke", out=tmp_path / "compiled.json", threads=1, checkpoint=False)
     assert compiled["environment"]["compile"] is True and plain["environment"]["compile"] is False
+    assert plain["environment"]["cudnn_benchmark"] is False and torch.backends.cudnn.benchmark is False  # a CPU run
     assert compiled["environment"]["cuda_graphs"] is False
     assert [e["train_loss"] for e in compiled["epochs"]] == pytest.approx([e["train_loss"] for e in plain["epochs"]],
                                                                           rel=1e-4)

@@ -1,8 +1,8 @@
 """`bench perf`: training throughput of the suite's step against a plain reference loop, per model.
 
 The suite's step: the whole dataset as uint8 on the device, batches cut, augmented and normalized there
-(bench.data.loader.Batches), no host sync per batch; then, one at a time, channels_last, bf16 autocast (GPUs with
-bf16) and torch.compile (--compile; on a GPU also with CUDA graphs). The reference: a torchvision DataLoader with per-sample v2 transforms, fp32,
+(bench.data.loader.Batches), no host sync per batch; then, one at a time, cuDNN's autotuner (GPUs), channels_last,
+bf16 autocast (GPUs with bf16) and torch.compile (--compile; on a GPU also with CUDA graphs). The reference: a torchvision DataLoader with per-sample v2 transforms, fp32,
 NCHW, the same model, optimizer and loss. Both train copies of the same model on the same stand-in data (the real
 shapes and augmentation), alternating in one process, rounds after a warm-up round; images/s is the median.
 A benchmark, not a timed test: it prints what it measured and where.
@@ -37,10 +37,16 @@ def _stepper(exp, model, cfg, num_classes):
     return model, ce_step(model, make_optimizer(model.parameters(), cfg))
 
 
-def _rate(make_model, batches, device, limit, precision="fp32", channels_last=False, compiled=None) -> float:
+def _rate(make_model, batches, device, limit, precision="fp32", channels_last=False, compiled=None,
+          cudnn_benchmark=False) -> float:
     model, step = make_model(channels_last, compiled or {})
     model.train()
-    images, seconds = timed_steps(step, batches, device, limit, channels_last, precision)
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    try:
+        images, seconds = timed_steps(step, batches, device, limit, channels_last, precision)
+    finally:
+        torch.backends.cudnn.benchmark = before
     return images / seconds
 
 
@@ -69,6 +75,7 @@ def measure(name: str, device: torch.device, width_mult: float, batches: int = 1
                                  shuffle=True, seed=0)
     variants = {"reference (DataLoader, fp32)": (reference, {}), "suite step, fp32": (fast, {})}
     if device.type == "cuda":
+        variants["suite + cudnn.benchmark"] = (fast, {"cudnn_benchmark": True})  # the GPU profiles' setting
         variants["suite + channels_last"] = (fast, {"channels_last": True})
         if torch.cuda.is_bf16_supported():
             variants["suite + channels_last + bf16"] = (fast, {"channels_last": True, "precision": "bf16"})

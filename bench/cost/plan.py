@@ -45,10 +45,9 @@ from bench import BenchError
 from bench import experiments as ex
 from bench.claims import registry
 from bench.claims.datasets import DATASETS
-from bench.cost import method_costs
+from bench.cost import method_costs, resources
 from bench.data.loader import augments
 from bench.methods.training import resolve_device
-from bench.models import build_model
 from bench.run.measure import device_name, forward_macs, meta_shape_passthrough
 from bench.run.targets import targets
 
@@ -58,10 +57,7 @@ PARTS_CODE = ["models/*.py", "cost/method_costs.py", "methods/learn_drop/*.py", 
               "methods/predsim.py"]
 
 
-def _model(cfg: dict, dataset: str):
-    info = DATASETS[dataset]
-    size = cfg.get("input_size") or info.size
-    return build_model(cfg["architecture"], info.channels, info.num_classes, size, cfg["model"])
+_model = resources.config_model
 
 
 @cache
@@ -401,7 +397,7 @@ def calibrate_device(profile: str, device: torch.device, rate: float | None = No
 
 
 def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: float | None = None,
-         calibrate: str = "probe", calibration: Calibration | None = None) -> dict:
+         calibrate: str = "probe", calibration: Calibration | None = None, fit=None) -> dict:
     """Every job of the profile with its estimated seconds; totals per paper and for the suite. `calibrate`:
     'probe' (the given `calibration`, else `rate` alone when given, else this device's probed Calibration) or
     'printed' (the papers' printed times: their median rate alone). Learn & Drop and Freezing are planned without
@@ -422,6 +418,11 @@ def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: flo
     for eid in targets(profile):
         cost = job_cost(ex.get(eid), profile, device=dev if cal.timed else None)
         cost["seconds"] = cal.seconds(cost)
+        if fit is not None:  # the predicted peaks on that node (bench/cost/resources.py) and what overflows
+            need = resources.job_resources(ex.get(eid), profile, fit)
+            cost.update({k: need[k] for k in ("device_bytes", "host_bytes", "disk_bytes")},
+                        memory={k: need[k] for k in ("device", "host", "disk")},
+                        overflow=resources.overflow(need, fit))
         jobs.append(cost)
     per_paper, per_reading = {}, {}  # paper -> hours; paper -> {a companion's reading -> hours}
     readings = ex.companion_readings()
@@ -458,7 +459,16 @@ def compare(profile: str, cal: Calibration, results="results", device: str = "au
         drops = method_costs.drops_from_epochs(epochs) if exp.method in ("learn_drop", "freezing") else None
         predicted = cal.seconds(job_cost(exp, profile, samples, drops, dev))
         wall = r["metrics"].get("wall_time_s")
+        # host memory: a CPU run's measured peak RSS against its predicted host peak (bench/cost/resources.py)
+        host_mb = r["metrics"].get("peak_host_rss_mb") if r["metrics"].get("memory_kind") == "cpu_peak_rss" else None
+        start_mb = r["metrics"].get("host_rss_start_mb")
+        host_predicted = resources.job_resources(
+            exp, profile, samples=samples, cpu=True,
+            process_bytes=start_mb * 2**20 if start_mb else resources.PROCESS_BYTES)["host_bytes"] / 2**20 \
+            if host_mb else math.nan
         rows.append({"experiment": eid, "method": exp.method, "seed": seed, "predicted_s": predicted,
                      "measured_s": measured, "ratio": predicted / measured if measured else math.nan,
-                     "rest_s": wall - measured if wall else math.nan})
+                     "rest_s": wall - measured if wall else math.nan, "host_predicted_mb": host_predicted,
+                     "host_measured_mb": host_mb or math.nan,
+                     "host_ratio": host_predicted / host_mb if host_mb else math.nan})
     return rows

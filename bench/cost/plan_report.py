@@ -1,6 +1,7 @@
 """What `bench plan` prints: device-hours per paper, or predicted against measured (or printed) seconds per job and
 per method."""
 import json
+import math
 import statistics
 import sys
 from dataclasses import fields
@@ -46,17 +47,25 @@ def describe(cal: plan.Calibration) -> str:
 
 def comparison(rows: list[dict], cal: plan.Calibration, device: str) -> str:
     """Per job, then per method: predicted / measured, with the median and range."""
+    mb = lambda v: f"{v:.0f}" if v == v else "–"  # noqa: E731
     jobs = tabulate([[r["experiment"], r["seed"], f"{r['predicted_s']:.2f}", f"{r['measured_s']:.2f}",
-                      f"{r['ratio']:.2f}"] for r in rows],
-                    headers=["Job", "Seed", "Predicted s", "Measured s", "Predicted / measured"], tablefmt="github")
+                      f"{r['ratio']:.2f}", mb(r.get("host_predicted_mb", math.nan)),
+                      mb(r.get("host_measured_mb", math.nan))] for r in rows],
+                    headers=["Job", "Seed", "Predicted s", "Measured s", "Predicted / measured",
+                             "Host peak predicted MiB", "Measured MiB"], tablefmt="github", disable_numparse=True)
     per_method = []
     for method in sorted({r["method"] for r in rows}):
         ratios = [r["ratio"] for r in rows if r["method"] == method and r["ratio"] == r["ratio"]]
+        memory = [r["host_ratio"] for r in rows if r["method"] == method and r.get("host_ratio", math.nan) ==
+                  r.get("host_ratio", math.nan)]
         if ratios:
             per_method.append([method, len(ratios), f"{statistics.median(ratios):.2f}",
-                               f"{min(ratios):.2f}-{max(ratios):.2f}"])
-    methods = tabulate(per_method, headers=["Method", "Jobs", "Median predicted / measured", "Range"],
-                       tablefmt="github")
+                               f"{min(ratios):.2f}-{max(ratios):.2f}",
+                               f"{statistics.median(memory):.2f} ({min(memory):.2f}-{max(memory):.2f})" if memory
+                               else "–"])
+    methods = tabulate(per_method, headers=["Method", "Jobs", "Median predicted / measured", "Range",
+                                            "Host peak predicted / measured (range)"], tablefmt="github",
+                       disable_numparse=True)
     ratios = sorted(r["ratio"] for r in rows if r["ratio"] == r["ratio"])
     rest = [r["rest_s"] for r in rows if r["rest_s"] == r["rest_s"]]
     lines = [jobs, "", methods, "",
@@ -120,8 +129,33 @@ def companion_text(found: dict, kind: str) -> str:
             f"companion that stops at divergence charged the epochs it runs):\n\n{table}")
 
 
+def memory_text(profile: str, node, jobs: list[dict]) -> tuple[str, list[dict]]:
+    """The predicted peaks per paper on `node` and the jobs that do not fit it, with the part that overflows."""
+    from bench.cost import resources
+
+    rows, misfits = [], []
+    for paper in sorted({j["paper"] for j in jobs}):
+        mine = [j for j in jobs if j["paper"] == paper]
+        bad = [j for j in mine if j["overflow"]]
+        misfits += bad
+        top = lambda key: max(mine, key=lambda j: j[key])  # noqa: E731
+        rows.append([paper, len(mine), *(f"{resources.gb(top(k)[k])} ({top(k)['experiment']})"
+                                          for k in ("device_bytes", "host_bytes", "disk_bytes")), len(bad)])
+    gpu = f"one {node.gpu_bytes / 1e9:g} GB GPU and " if node.gpu_bytes else "no GPU, "
+    table = tabulate(rows, headers=["Paper", "Jobs", "Largest device peak", "Largest host peak", "Largest disk",
+                                    "Do not fit"], tablefmt="github", disable_numparse=True)
+    lines = [f"\n\nMemory on {gpu}{node.host_bytes / 1e9:g} GB of host memory (predicted peak per job, "
+             "bench/cost/resources.py):\n", table]
+    if misfits:
+        lines.append(f"\n{len(misfits)} of {len(jobs)} {profile} jobs do not fit:")
+        lines += [f"- {j['experiment']}: {'; '.join(j['overflow'])}" for j in misfits]
+    else:
+        lines.append(f"\nAll {len(jobs)} {profile} jobs fit.")
+    return "\n".join(lines), misfits
+
+
 def run(profile: str, seeds: int | None, device: str, rate: float | None, calibrate: str,
-        calibration: str | None, compare: bool, results: str, write: str | None) -> str:
+        calibration: str | None, compare: bool, results: str, write: str | None, fit=None) -> str:
     from bench.methods.training import resolve_device
     from bench.run.measure import device_name
 
@@ -144,9 +178,12 @@ def run(profile: str, seeds: int | None, device: str, rate: float | None, calibr
                          headers=["Paper", *(f"{f['profile']} ({f['seeds']} seeds)" for f in plans)],
                          tablefmt="github", disable_numparse=True)
         return f"{table}\n\n{kind}, calibrated on {plans[0]['device']}; each profile with its own seeds unless --seeds"
-    found = plan.plan(profile, seeds, device, rate, calibrate, cal)
+    found = plan.plan(profile, seeds, device, rate, calibrate, cal, fit=fit)
     if write:
         Path(write).parent.mkdir(parents=True, exist_ok=True)
         Path(write).write_text(json.dumps(found, indent=1))
         print(f"wrote {write}", file=sys.stderr)
-    return hours_text(found, profile)
+    if fit is None:
+        return hours_text(found, profile)
+    text, misfits = memory_text(profile, fit, found["jobs"])
+    return hours_text(found, profile) + text

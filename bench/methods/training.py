@@ -151,8 +151,10 @@ def fast_settings(cfg: dict, device: torch.device) -> dict:
     precision 'bf16' (autocast around the whole training: forward, loss and the backward that follows, on GPUs
     with bf16; no loss scaling is needed, bf16 has fp32's range) or 'fp32'; channels_last on CUDA; torch.compile of
     the model's forward (off unless asked: it pays off only for long runs of methods that call the whole model,
-    backprop above all); CUDA graphs (off unless asked; CUDA only). Config keys `precision` (auto | fp32 | bf16),
-    `channels_last` (auto | true | false), `compile` (false | true), `cuda_graphs` (false | true)."""
+    backprop above all); CUDA graphs (off unless asked; CUDA only); cuDNN's autotuner (`torch.backends.cudnn.
+    benchmark`: each convolution's fastest algorithm, timed on the first batches; CUDA only, the GPU profiles turn it
+    on). Config keys `precision` (auto | fp32 | bf16), `channels_last` (auto | true | false), `compile` (false |
+    true), `cuda_graphs` (false | true), `cudnn_benchmark` (false | true)."""
     from bench import BenchError
 
     cuda = device.type == "cuda"
@@ -165,7 +167,7 @@ def fast_settings(cfg: dict, device: torch.device) -> dict:
     if cuda_graphs and not cuda:
         raise BenchError(f"cuda_graphs: true needs a CUDA device, this run is on '{device}' (set cuda_graphs: false)")
     return {"precision": precision, "channels_last": channels_last, "compile": bool(cfg.get("compile", False)),
-            "cuda_graphs": cuda_graphs}
+            "cuda_graphs": cuda_graphs, "cudnn_benchmark": cuda and bool(cfg.get("cudnn_benchmark", False))}
 
 
 def compile_forward(model: nn.Module, fast: dict) -> nn.Module:

@@ -106,6 +106,13 @@ def reset_peak_memory(device: torch.device):
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def host_rss_mb() -> float:
+    """This process's resident set size now, MiB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def peak_memory_mb(device: torch.device) -> dict:
     """CUDA: peak allocated by torch on the device. CPU: the process's peak resident set size. Both: the host
     process's resident set size now (`host_rss_after_mb`: called after training, it is what a notebook reads with

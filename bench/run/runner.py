@@ -219,11 +219,16 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     _seed_everything(seed)
     started = datetime.now(timezone.utc)
     wall_start = time.perf_counter()
+    from bench.run.worker import warm_up
+
+    warm_up()  # what every job imports (a no-op in the warm worker): imported here, before the job's data,
+    rss_start_mb = measure.host_rss_mb()  # so that this is the process `bench plan` predicts beside the job's parts
     data = datasets.load(exp.dataset, cfg, root=data_root, download=download)
     data_summary = {"dataset": exp.dataset, "source": cfg["data"]["source"], **data.summary()}
     model = build_model(cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1],
                         cfg["model"]).to(dev)
     fast = fast_settings(cfg, dev)
+    torch.backends.cudnn.benchmark = fast.get("cudnn_benchmark", False)
     if fast["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     cells = cells_of(experiment_id)
@@ -270,7 +275,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
             raise
         status, error, final = "FAILED", f"{type(err).__name__}: {err}", {}
         logger.set_tag("error", error)
-    metrics = {**final, **measure.peak_memory_mb(dev), "params_total": params["total"],
+    metrics = {**final, **measure.peak_memory_mb(dev), "host_rss_start_mb": rss_start_mb, "params_total": params["total"],
                "params_trainable": params["trainable"], "macs_forward": macs, "flops_forward": 2 * macs,
                "wall_time_s": time.perf_counter() - wall_start}
     resumed = ckpt.resumed_from if ckpt else 0

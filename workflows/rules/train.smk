@@ -31,6 +31,13 @@ def planned_minutes(wildcards, attempt):
     return (max(10, math.ceil(1.5 * seconds / 60)) if seconds else config["runtime"]) * attempt
 
 
+def planned_mem_mb(wildcards, attempt):
+    """The job's memory for the scheduler: 1.25 x its predicted host peak in a plan written with `bench plan --fit`
+    (config plan), at least config mem_mb; more with each attempt."""
+    host = planned(wildcards.experiment).get("host_bytes")
+    return max(config["mem_mb"], math.ceil(1.25 * host / 2**20) if host else 0) * attempt
+
+
 def gpu_slots(wildcards) -> int:
     """Job packing (bench/run/gpus.py): a job whose model is small per the plan takes one slot of a GPU, others a
     whole GPU (every slot); without a plan, one slot each."""
@@ -60,7 +67,7 @@ rule train:
     # writes a FAILED result file with the error (--record-failure), so that the report shows it and says why
     retries: config["retries"]
     resources:
-        mem_mb=lambda w, attempt: config["mem_mb"] * attempt,
+        mem_mb=planned_mem_mb,
         runtime=planned_minutes,
         attempt=lambda w, attempt: attempt,
         gpu=gpu_slots,

@@ -1,0 +1,308 @@
+"""What a job holds at its peak, predicted before it runs: device memory, host memory and disk (`bench plan --fit`).
+
+Counted from the model's shapes on the meta device (no arithmetic) and the config, per job:
+
+device (the GPU it trains on; on a CPU run the host):
+  * the data: every split is kept on the training device as uint8 images or token indices, labels as int64
+    (bench.data.loader);
+  * the model's state: parameters, their gradients and the optimizer's state (Adam: two per parameter; SGD with
+    momentum: one), and the local heads a method trains beside the model (PredSim's similarity and prediction
+    branches, greedy's and Belilovsky's heads);
+  * activations: what the backward pass keeps, counted as the float outputs of every leaf module for one sample,
+    times the training batch, over the part of the model one step trains: the whole model (backprop, Learn & Drop,
+    Freezing, layer-to-layer, the end-to-end stages), the largest block with its head (the sequential layer-wise
+    methods; SI with data neighbours steps anchors and their two partners: three times the batch), or the largest
+    PredSim unit with its branches (each unit's graph is freed after its own backward);
+  * caches and stores: the frozen prefix's features (the layer-wise methods without augmentation, when they fit in
+    prefix_cache_max_mb) and Learn & Drop's stored maps (the largest block output for every training sample: in
+    feature_store_max_mb, else on disk);
+  * transient, of which the peak holds the largest (they never overlap): a training step's saved tensors, an
+    evaluation batch's maps, the SI pair search's panels and tiles (bench.methods.si.search_plan on this node).
+host:
+  * the process: Python, torch, MLflow and the suite imported (PROCESS_BYTES, measured: see below);
+  * the data as it is read (the decoded splits, and a resized or subset copy beside them);
+  * on a GPU: a checkpoint's copy of the model and optimizer state while it is written, and the pair search's
+    pinned host buffers; on a CPU run, everything the device part above holds.
+disk: the checkpoint (model + optimizer state, written every epoch) and Learn & Drop's maps when they go to disk.
+
+Activations are the uncertain part (in-place activations, saved inputs versus outputs, cuDNN workspaces are not
+modelled); `bench plan --compare` puts the predicted host peak beside the measured one of finished CPU runs.
+"""
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from bench import experiments as ex
+from bench.claims.datasets import DATASETS
+
+# The resident memory of a `bench run` process before it touches data (torch, torchvision, ptflops, MLflow's SQL
+# store and the suite imported): measured on this machine, a smoke LeNet job started on its own, 870 MiB at its
+# peak (its data and model are below 1 MiB). A job forked from the workflow's warm worker shares the worker's pages
+# and measures less (about 560 MiB). Each run records what it measured (host_rss_start_mb); `bench plan --compare`
+# predicts a finished run from that.
+PROCESS_BYTES = 870 * 2**20
+# On a CPU a training step's resident memory grows by more than the tensors it saves: the forward's and backward's
+# temporaries are freed to the C allocator, which keeps them resident. Measured here (tests/test_resources.py: one
+# forward and backward of a paper-width model in a fresh process, resident growth / (saved tensors + gradients)):
+# VGG-8b at batch 64 1.14, CIFAR ResNet-18 at batch 64 1.55-1.71. A CPU job's activations are charged 1.4 x what it
+# saves; a GPU's (the caching allocator reuses freed blocks, and the peak counts live tensors) 1 x, until a GPU
+# measurement (bench devicecheck) says otherwise.
+CPU_STEP_OVERHEAD = 1.4
+FLOAT = 4
+OPTIMIZER_STATES = {"adam": 2, "adamw": 2, "sgd": 1}  # per parameter (SGD: its momentum buffer; 0 without momentum)
+LOCAL_HEAD_METHODS = ("greedy_layerwise", "belilovsky_greedy")
+STAGED = ("si_forward", "fb_si", "greedy_layerwise", "belilovsky_greedy")
+
+
+@dataclass(frozen=True)
+class Node:
+    """A machine a job must fit: its GPU's memory and its host memory, in bytes (gpu 0: a CPU-only node)."""
+    gpu_bytes: float
+    host_bytes: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Node":
+        """'gpu=24,host=64' (GB) -> Node; ValueError naming the part that is wrong."""
+        sizes = {}
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            key, _, value = part.partition("=")
+            if key not in ("gpu", "host") or not value:
+                raise ValueError(f"--fit {text!r}: expected gpu=<GB>,host=<GB>, got {part!r}")
+            try:
+                sizes[key] = float(value) * 1e9
+            except ValueError:
+                raise ValueError(f"--fit {text!r}: {key}={value!r} is not a number of GB") from None
+            if sizes[key] < 0:
+                raise ValueError(f"--fit {text!r}: {key} must be at least 0 GB")
+        if "host" not in sizes:
+            raise ValueError(f"--fit {text!r}: the host's memory is needed (host=<GB>)")
+        return cls(sizes.get("gpu", 0.0), sizes["host"])
+
+
+PAPERS_NODE = Node(24e9, 64e9)  # the papers' GPU class (one 24 GB RTX 3090) and 64 GB of host memory
+
+
+def config_model(cfg: dict, dataset: str) -> nn.Module:
+    """The model a config trains, for the dataset's shapes (built on the current default device)."""
+    from bench.models import build_model
+
+    info = DATASETS[dataset]
+    return build_model(cfg["architecture"], info.channels, info.num_classes, cfg.get("input_size") or info.size,
+                       cfg["model"])
+
+
+def saved_bytes(model: nn.Module, parts: list[nn.Module], x: torch.Tensor) -> list[float]:
+    """Bytes autograd saves for the backward pass in a training-mode forward of `model` on `x`, per part of
+    `parts` (the parts run in order; each storage counted once, by its largest saved view, in the part that saved
+    it first; parameters and buffers left out: they are the model's, not the batch's). Works on the meta device
+    (shapes only) and gives the CPU's count there."""
+    weights = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
+    saved = [dict() for _ in parts]
+    current = [0]
+    owner: dict = {}  # storage -> the part that saved it first
+
+    def pack(t):
+        key = t.untyped_storage()._cdata
+        if key not in weights:  # the largest view of each storage that is saved (the same on meta and the CPU)
+            part = owner.setdefault(key, current[0])
+            saved[part][key] = max(saved[part].get(key, 0), t.numel() * t.element_size())
+        return t
+
+    handles = [part.register_forward_pre_hook(lambda m, i, k=k: current.__setitem__(0, k))
+               for k, part in enumerate(parts)]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model.train()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return [float(sum(b.values())) for b in saved]
+
+
+@lru_cache(maxsize=None)
+def _shapes(architecture: str, model_json: str, dataset: str, input_size, device: str = "cpu") -> dict:
+    """Per block (and the head): parameter elements, the bytes autograd saves for the backward pass per sample
+    (`saved_bytes` of a batch of two, halved), and output elements per sample; the input's elements. On `device`
+    (meta: shapes only, no arithmetic; the counts are the CPU's)."""
+    import json
+
+    cfg = {"architecture": json.loads(architecture), "model": json.loads(model_json), "input_size": input_size}
+    batch = 2  # per-sample bytes from a batch of two: a batch of one can take other paths (e.g. BN refuses it)
+    with torch.device(device):
+        model = config_model(cfg, dataset)
+        parts = list(model.blocks) + [model.head]
+        outs = [0] * len(parts)
+        handles = [part.register_forward_hook(lambda m, i, o, k=k: outs.__setitem__(k, (o[0] if isinstance(o, tuple)
+                                                                                         else o)[0].numel()))
+                   for k, part in enumerate(parts)]
+        try:
+            saved = saved_bytes(model, parts, torch.zeros((batch, *model.input_shape),
+                                                          dtype=getattr(model, "input_dtype", torch.float32)))
+        finally:
+            for h in handles:
+                h.remove()
+        params = [sum(p.numel() for p in part.parameters()) for part in parts]
+        return {"params": params, "saved": [b / batch for b in saved], "outs": outs,
+                "input": math.prod(model.input_shape)}
+
+
+CPU_COUNT_MAX_PARAMS = 2_000_000  # a smaller model is counted faster on the CPU than through meta decompositions
+
+
+def shapes(cfg: dict, dataset: str) -> dict:
+    """`_shapes` of a config's model: on the CPU for small models (a real forward of two samples is quicker than
+    the meta device's Python decompositions), on meta for larger ones (no arithmetic); the counts are the same."""
+    import json
+
+    key = (json.dumps(cfg["architecture"], sort_keys=True), json.dumps(cfg["model"], sort_keys=True), dataset,
+           cfg.get("input_size"))
+    if key not in _DEVICE:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in config_model(cfg, dataset).parameters())
+        _DEVICE[key] = "cpu" if params <= CPU_COUNT_MAX_PARAMS else "meta"
+    return _shapes(*key, _DEVICE[key])
+
+
+_DEVICE: dict = {}
+
+
+def _optimizer_states(cfg: dict) -> int:
+    kind = str(cfg.get("optimizer", "sgd")).lower()
+    if kind == "sgd" and not cfg.get("momentum"):
+        return 0
+    return OPTIMIZER_STATES.get(kind, 2)
+
+
+def job_resources(exp, profile: str, node: Node = PAPERS_NODE, samples: tuple[int, int] | None = None,
+                  cpu: bool = False, process_bytes: float = PROCESS_BYTES) -> dict:
+    """Predicted peaks of one (experiment, seed) job: device_bytes, host_bytes, disk_bytes, and the parts of each
+    (a dict per resource, name -> bytes). `cpu`: the job trains on the host (no GPU): the device parts go to the
+    host. `process_bytes`: the process before the job's data (a finished run measured it: host_rss_start_mb)."""
+    from bench.cost.method_costs import EVAL_BATCH_SIZE, PAIR_SEARCH_MAX_MB
+    from bench.methods.si import search_plan
+
+    cfg = ex.config(exp, profile)
+    info = DATASETS[exp.dataset]
+    if samples is None:
+        samples = (min(cfg["data"].get("train_samples") or info.train_size, info.train_size),
+                   min(cfg["data"].get("test_samples") or info.test_size, info.test_size))
+    train_n, test_n = samples
+    s = shapes(cfg, exp.dataset)
+    opts = cfg.get("method_options") or {}
+    batch, eval_batch = cfg["batch_size"], cfg.get("eval_batch_size", EVAL_BATCH_SIZE)
+    method = exp.method
+    params = sum(s["params"])
+    states = 2 + _optimizer_states(cfg)  # weights, gradients, optimizer state
+    blocks_acts, head_acts = s["saved"][:-1], s["saved"][-1]  # bytes per sample
+    whole_acts = sum(s["saved"])
+    n = len(blocks_acts)
+    data_element = 1  # uint8 images and tokens (bench.data.tensors)
+    data = (train_n + test_n) * (s["input"] * data_element + 8)
+
+    device = {"data": data}
+    aux_params = 0
+    if method in STAGED:
+        stage_acts = max(a + (head_acts if method in LOCAL_HEAD_METHODS else 0) for a in blocks_acts) \
+            if blocks_acts else head_acts
+        anchors = 3 if method in ("si_forward", "fb_si") and opts.get("neighbours", "data") != "batch" else 1
+        acts = anchors * batch * stage_acts
+        if method == "fb_si":  # its last stage trains the blocks after the SI layers and the head end to end
+            acts = max(acts, batch * sum(s["saved"][int(opts.get("si_layers", n)):]))
+        if method in LOCAL_HEAD_METHODS:
+            aux_params = max(s["outs"][:-1], default=0) * info.num_classes
+    elif method == "predsim":
+        # one unit's graph at a time (freed after its own backward), with its similarity branch's output (as large
+        # as the unit's) and its decoder: at most a block's and one more output
+        acts = batch * (max(blocks_acts + [head_acts]) + max(s["outs"]) * FLOAT)
+        aux_params = predsim_aux_params(cfg, exp.dataset)
+    else:
+        acts = batch * whole_acts
+    device["model and optimizer"] = (params * states + aux_params * states) * FLOAT
+    # what a step holds only while it runs: a training step's saved tensors, an evaluation batch's two largest
+    # maps, the pair search's panels and tiles; they never overlap, and the allocator reuses one's memory for the
+    # next, so the peak holds the largest of them
+    transient = {"activations": acts * (CPU_STEP_OVERHEAD if cpu else 1.0),
+                 "evaluation": eval_batch * max(s["outs"] + [s["input"]]) * FLOAT * 2}
+    exact = not _augments(cfg) and opts.get("cache_prefix", True)
+    if method in STAGED and exact and n > 1:
+        cap = float(opts.get("prefix_cache_max_mb", 8192)) * 2**20
+        caches = []
+        for i in range(1, n):
+            train_b, test_b = train_n * s["outs"][i - 1] * FLOAT, test_n * s["outs"][i - 1] * FLOAT
+            held = (train_b if train_b <= cap else 0) + (test_b if test_b <= cap - (train_b if train_b <= cap else 0)
+                                                         else 0)
+            caches.append(held)
+        device["prefix cache"] = max(caches)
+    host = {"process": process_bytes, "data as read": 2 * data}
+    disk = {"checkpoint": (params + aux_params) * (1 + _optimizer_states(cfg)) * FLOAT}
+    if method in ("si_forward", "fb_si") and opts.get("neighbours", "data") in ("data", "data_epoch"):
+        cap = float(opts.get("pair_search_max_mb", PAIR_SEARCH_MAX_MB)) * 2**20
+        device_budget = min(cap, 0.5 * (node.host_bytes if cpu else node.gpu_bytes))
+        host_budget = 0.0 if cpu else 0.5 * node.host_bytes
+        searches = [search_plan(train_n, d, min(train_n, eval_batch), device_budget, host_budget)
+                    for d in s["outs"][:int(opts.get("si_layers", n))]]
+        transient["pair search"] = max(p["device_bytes"] for p in searches)
+        if not cpu:
+            host["pair search (pinned)"] = max(p["host_bytes"] for p in searches)
+    if method == "learn_drop":  # the maps after the dropped layers, for the whole training set (at most a block's)
+        store = train_n * max(s["outs"][:-1], default=0) * FLOAT
+        if store <= float(opts.get("feature_store_max_mb", 8192)) * 2**20:
+            device["stored maps"] = store
+        else:
+            disk["stored maps"] = store
+    largest = max(transient, key=transient.get)
+    device[largest] = transient[largest]
+    if cpu:
+        host.update({k: v for k, v in device.items() if k != "data"})
+        device = {}
+    else:
+        host["checkpoint copy"] = disk["checkpoint"]
+    return {"experiment": exp.id, "paper": exp.paper, "method": method, "device_bytes": sum(device.values()),
+            "host_bytes": sum(host.values()), "disk_bytes": sum(disk.values()), "device": device, "host": host,
+            "disk": disk, "transient": transient}
+
+
+def predsim_aux_params(cfg: dict, dataset: str) -> int:
+    """Parameters of PredSim's similarity and prediction branches for this config's model (built on meta)."""
+    import json
+
+    return _predsim_aux(json.dumps({k: v for k, v in cfg.items() if k != "sources"}, sort_keys=True), dataset)
+
+
+@lru_cache(maxsize=None)
+def _predsim_aux(key: str, dataset: str) -> int:
+    import json
+
+    from bench.methods.predsim import PredSim
+    from bench.run.measure import meta_shape_passthrough
+
+    cfg = json.loads(key)
+    with torch.device("meta"), meta_shape_passthrough():
+        model = config_model(cfg, dataset)
+        return sum(p.numel() for p in PredSim(model, model.num_classes, cfg).aux.parameters())
+
+
+def _augments(cfg: dict) -> bool:
+    from bench.data.loader import augments
+
+    return augments(cfg.get("augment"))
+
+
+def overflow(job: dict, node: Node) -> list[str]:
+    """What does not fit `node`: '<resource> <predicted> > <available> (largest part: <name> <bytes>)'."""
+    out = []
+    for resource, available in (("device", node.gpu_bytes), ("host", node.host_bytes)):
+        if resource == "device" and not node.gpu_bytes:
+            continue
+        need = job[f"{resource}_bytes"]
+        if need > available:
+            name, size = max(job[resource].items(), key=lambda kv: kv[1])
+            out.append(f"{resource} {gb(need)} > {gb(available)} (largest part: {name} {gb(size)})")
+    return out
+
+
+def gb(size: float) -> str:
+    return f"{size / 1e9:.1f} GB"
