@@ -281,7 +281,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads, as the jobs use (default 1)")
     s.add_argument("--fit", metavar="gpu=GB,host=GB", help="also predict every job's peak device, host and disk "
                    "memory, list the jobs that do not fit that node (GB) with the part that overflows, and exit 1 if "
-                   "any does not; e.g. gpu=24,host=64, the papers' RTX 3090 with 64 GB of host memory")
+                   "any does not; e.g. gpu=24,host=64, the papers' RTX 3090 with 64 GB of host memory (host only: a CPU node)")
     s.set_defaults(fn=cmd_plan)
 
     s = sub.add_parser("perf", help="images/s of the suite's training step vs a plain reference loop, per model")

@@ -230,6 +230,11 @@ def config(exp: Experiment, profile: str) -> dict:
                                       "algorithms on a run's first batches and keeps the fastest, as the N&E code "
                                       "does (`cudnn.benchmark = True`); the same operations, not bit-identical run to "
                                       "run; no effect off CUDA")
+    if "checkpoint_writes" in prof and "checkpoint_writes" not in cfg:
+        cfg["checkpoint_writes"] = prof["checkpoint_writes"]
+        sources["checkpoint_writes"] = (f"profile {profile} (bench/profiles.yaml): each epoch's checkpoint written "
+                                        "in a thread while the next epoch trains (bench/methods/checkpoint.py says "
+                                        "what a kill may lose)")
     train_samples = prof.get("train_samples")
     read = cfg.pop("train_samples", None)  # a paper's reading of its training split (a grid setting)
     read_note = None

@@ -147,6 +147,19 @@ def test_layerwise_phases_by_hand():
     assert work["pairs"] == 2 * 100 ** 2 + 1000 ** 2 and work["batches"] == 2 * (10 + 1) + 10 + 1
 
 
+def test_a_prefix_cache_too_large_is_planned_as_recomputed():
+    """A stage whose training features after its frozen prefix exceed prefix_cache_max_mb is not cached
+    (bench.methods.layerwise.StageFeatures): the plan charges the prefix every batch, not once."""
+    parts = toy_parts()  # features after block 0: 64 floats a sample (256,000 bytes for 1000), after block 1: 32
+    opts = {"epochs_per_layer": 2, "neighbours": "batch", "si_eval_samples": 0}
+    roomy = method_costs.phases("si_forward", {"epochs": 5, "method_options": opts}, parts, 1000, False)
+    tight = method_costs.phases("si_forward", {"epochs": 5, "method_options": {**opts, "prefix_cache_max_mb": 0.2}},
+                                parts, 1000, False)  # 209,715 bytes: block 2's prefix features fit, block 1's not
+    assert roomy[1].train == W(600, 5, reads=64) and roomy[1].once_train == W(100, 1)
+    assert tight[1].train == W(600, 5) + W(100, 1) and tight[1].once_train == W()
+    assert tight[2] == roomy[2]
+
+
 def test_data_epoch_pair_search_is_charged_every_epoch():
     """neighbours data_epoch: the search of neighbours data (the set through the block, N^2 distances) in every
     epoch of an SI stage instead of once; the rest as data (the anchor and its two partners through the block)."""

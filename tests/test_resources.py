@@ -102,8 +102,17 @@ def test_a_bad_node_is_refused(text, fragment):
         resources.Node.parse(text)
 
 
-def test_plan_fit_lists_what_does_not_fit_and_exits_1(tmp_path, capsys):
+FIT_JOBS = ["ma-cifar10-vgg8b-predsim", "karimi-cifar10-lenet-si_forward", "cruciata-mnist-vgg11-learn_drop",
+            "bhyravabhottla-cifar10-cnn12-layer_to_layer"]
+
+
+def test_plan_fit_lists_what_does_not_fit_and_exits_1(tmp_path, capsys, monkeypatch):
+    """`bench plan --fit` over four smoke jobs (one per paper; the plan's own loop, the profile's jobs replaced):
+    every job gets its peaks in --write's JSON; a node too small lists the jobs with what overflows and exits 1; a
+    malformed node is one line and exit 2."""
     from bench.cli import main
+
+    monkeypatch.setattr("bench.cost.plan.targets", lambda profile: FIT_JOBS)
 
     def plan(*args):
         code = main(["plan", "--profile", "smoke", "--calibrate", "printed", *args])
@@ -111,10 +120,13 @@ def test_plan_fit_lists_what_does_not_fit_and_exits_1(tmp_path, capsys):
         return code, out.out, out.err
 
     code, out, _ = plan("--fit", "gpu=24,host=64", "--write", str(tmp_path / "plan.json"))
-    assert code == 0 and "All 411 smoke jobs fit." in out and "Largest device peak" in out
+    assert code == 0 and "All 4 smoke jobs fit." in out and "Largest device peak" in out
     jobs = json.loads((tmp_path / "plan.json").read_text())["jobs"]
-    assert len(jobs) == 411 and all(j["device_bytes"] > 0 and j["host_bytes"] > 0 for j in jobs)
-    code, out, _ = plan("--fit", "gpu=0.01,host=64")  # (counted once: this process has the shapes)
-    assert code == 1 and "smoke jobs do not fit:" in out and "> 0.0 GB (largest part: " in out
+    assert [j["experiment"] for j in jobs] == FIT_JOBS
+    assert all(j["device_bytes"] > 0 and j["host_bytes"] > 0 and j["memory"]["device"] for j in jobs)
+    code, out, _ = plan("--fit", "gpu=0.001,host=64")
+    assert code == 1 and "4 of 4 smoke jobs do not fit:" in out and "> 0.0 GB (largest part: " in out
+    code, out, _ = plan("--fit", "host=0.5")  # a CPU-only node: the host part must hold the process
+    assert code == 1 and "host " in out and "(largest part: process" in out
     code, _, err = plan("--fit", "gpu=24")
     assert code == 2 and err.strip().count("\n") == 0 and "host=<GB>" in err

@@ -159,3 +159,52 @@ def test_a_checkpoint_of_another_config_or_a_damaged_one_is_ignored(tmp_path):
     assert Checkpoint(tmp_path / "c.pt", fingerprint="config-b").restore({"model": other}, values) == 0
     (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
     assert Checkpoint(tmp_path / "c.pt", fingerprint="config-a").restore({"model": other}, values) == 0
+
+
+def test_a_background_write_keeps_the_state_of_its_epoch(tmp_path):
+    """checkpoint_writes background: the states are copied to the host when the epoch ends, so training that goes on
+    changing the model meanwhile does not reach the file; a failed write is raised by the next wait."""
+    model = torch.nn.Linear(3, 2)
+    ckpt = Checkpoint(tmp_path / "c.pt", fingerprint="f", background=True)
+    ckpt.records.append({"epoch": 1})
+    ckpt.save(1, {"model": model}, {"train_time": 1.0})
+    at_epoch_1 = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)  # the next epoch trains while the file is written
+    ckpt.records.append({"epoch": 2})
+    ckpt.wait()
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert torch.equal(saved["objects"]["model"]["weight"], at_epoch_1) and saved["records"] == [{"epoch": 1}]
+    blocked = Checkpoint(tmp_path / "a-file" / "c.pt", background=True)
+    (tmp_path / "a-file").write_text("not a folder")
+    blocked.save(1, {"model": model}, {})
+    with pytest.raises(OSError):
+        blocked.wait()
+
+
+@pytest.mark.slow
+def test_background_checkpoint_writes_resume_like_the_written_ones(tmp_path, monkeypatch):
+    """A run with checkpoint_writes background that fails in epoch 3 resumes from epoch 2's checkpoint and ends with
+    the trajectory of an uninterrupted run with the same writes, bit for bit."""
+    from bench import experiments as ex
+    from bench.methods import training
+    from bench.methods.training import InjectedFault
+    from bench.run.runner import run
+
+    experiment = "ma-cifar10-vgg8-backprop"
+    original = ex.config
+    monkeypatch.setattr("bench.run.runner.ex.config",
+                        lambda exp, profile: {**original(exp, profile), "checkpoint_writes": "background"})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    plain = run(experiment, 0, "smoke", out=tmp_path / "plain.json", threads=1)
+    assert plain["environment"]["checkpoint_writes"] == "background"
+    monkeypatch.setenv(FAULT_ENV, kill_in_epoch(experiment, 3).replace("kill", "raise"))
+    monkeypatch.setattr(training, "_batches_seen", 0)
+    out = tmp_path / "killed" / "seed0.json"
+    with pytest.raises(InjectedFault):
+        run(experiment, 0, "smoke", out=out, threads=1)
+    assert torch.load(out.with_name("seed0.ckpt.pt"), weights_only=True)["epoch"] == 2
+    monkeypatch.delenv(FAULT_ENV)
+    resumed = run(experiment, 0, "smoke", out=out, threads=1)
+    assert resumed["resumed_from_epoch"] == 2 and not out.with_name("seed0.ckpt.pt").exists()
+    assert trajectory(resumed) == trajectory(plain)

@@ -66,6 +66,7 @@ SI_EVAL_SAMPLES = 1000  # si_eval_samples' default (bench.methods.si.SI_DEFAULTS
 # row panel (bench.methods.si.search_plan): those passes through the prefix and the block are planned.
 NODE_GPU_BYTES, NODE_HOST_BYTES = 24e9, 64e9
 PAIR_SEARCH_MAX_MB = 8192  # pair_search_max_mb's default (bench.methods.si.SI_DEFAULTS)
+PREFIX_CACHE_MAX_MB = 8192  # prefix_cache_max_mb's default (bench.methods.layerwise.COMMON_DEFAULTS)
 EVAL_BATCH_SIZE = 512  # the chunks the search reads (bench.methods.layerwise.Run.eval_batch_size's default)
 
 
@@ -400,7 +401,13 @@ def _layerwise(method, cfg, blocks, head, parts, epochs, train_n, augmented) -> 
     n_feature = len(epochs) - (0 if method == "belilovsky_greedy" else 1)
     whole = parts_sum(blocks) + head
     out = []
+    cap = float(opts.get("prefix_cache_max_mb", PREFIX_CACHE_MAX_MB)) * 2**20
+
+    def fits(i):  # the training features after blocks < i fit the cache (bench.methods.layerwise.StageFeatures)
+        return i == 0 or train_n * parts["out"][i - 1] * 4 <= cap
+
     for i in range(n_feature):
+        exact = cached and not augmented and (growing or fits(i))  # a cache too large is recomputed every batch
         prefix = Part() if growing else parts_sum(blocks[:i])
         block = parts_sum(blocks[:i + 1]) if growing else blocks[i]
         d = parts["out"][i]
@@ -428,6 +435,7 @@ def _layerwise(method, cfg, blocks, head, parts, epochs, train_n, augmented) -> 
             phase.once_test = phase.once_test + forward(whole - prefix)
         out.append(phase)
     if method != "belilovsky_greedy":  # the classifier (fb_si: end-to-end) stage on the frozen feature blocks
+        exact = cached and not augmented and fits(n_feature)
         prefix = parts_sum(blocks[:n_feature])
         rest = parts_sum(blocks[n_feature:]) + head
         fed = Work(reads=parts["out"][n_feature - 1]) if n_feature else Work()

@@ -419,7 +419,7 @@ def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: flo
         cost = job_cost(ex.get(eid), profile, device=dev if cal.timed else None)
         cost["seconds"] = cal.seconds(cost)
         if fit is not None:  # the predicted peaks on that node (bench/cost/resources.py) and what overflows
-            need = resources.job_resources(ex.get(eid), profile, fit)
+            need = resources.job_resources(ex.get(eid), profile, fit, cpu=not fit.gpu_bytes)  # gpu=0: on the host
             cost.update({k: need[k] for k in ("device_bytes", "host_bytes", "disk_bytes")},
                         memory={k: need[k] for k in ("device", "host", "disk")},
                         overflow=resources.overflow(need, fit))

@@ -10,6 +10,15 @@ uninterrupted run would have. Files are written atomically (temporary name, then
 Where: beside the result file, `results/<profile>/runs/<experiment>/seed<k>.ckpt.pt`; removed once the result file
 is written. A checkpoint written under another config (its fingerprint, the config hash) is ignored.
 
+Writes (`background`, config `checkpoint_writes`): "sync" (the default) writes each checkpoint before the next
+epoch starts, so a kill loses at most the epoch in progress. "background" (the GPU profiles) copies every state to
+the host, then writes the file in a thread while the next epoch trains (one write at a time: a save waits for the
+previous one): the same checkpoints, off the training's critical path (a full-width PredSim ResNet-50 with its
+optimizers is 2.75 GB a checkpoint). A kill then loses the epoch in progress and, when it lands while the last
+epoch's file is still being written, that epoch as well: the run resumes from the file before, trains that epoch
+again, and its MLflow run holds that epoch's metrics twice (the result file once). The process waits for the last
+write before it removes the file or leaves (`wait`).
+
 Every method checkpoints: backprop and predsim (one epoch loop); the layer-wise methods (si_forward, fb_si,
 greedy_layerwise, belilovsky_greedy: `Run.save`/`resume` in bench/methods/layerwise.py; finished stages are
 skipped, the current one resumes at its next epoch); layer-to-layer (the stage and its fresh Adam); Learn & Drop
@@ -19,6 +28,7 @@ extraction epochs). Times are the one thing a resumed run does not reproduce: th
 import os
 import random
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -35,11 +45,27 @@ def _load(obj, state):
         obj.load_state_dict(state)
 
 
+def _on_host(value):
+    """A copy of `value` (states: tensors in dicts, lists, tuples) whose tensors are the host's own: what a background
+    write may keep while training goes on changing the originals."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _on_host(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_host(v) for v in value)
+    return value
+
+
 class Checkpoint:
-    def __init__(self, path: Path | str, fingerprint: str = ""):
-        """`fingerprint` identifies the run's config: a checkpoint written under another config is ignored."""
+    def __init__(self, path: Path | str, fingerprint: str = "", background: bool = False):
+        """`fingerprint` identifies the run's config: a checkpoint written under another config is ignored.
+        `background`: write each file in a thread (see the module's docstring)."""
         self.path = Path(path)
         self.fingerprint = fingerprint
+        self.background = background
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
         self.saved = self._read()
         self.records: list[dict] = list(self.saved["records"]) if self.saved else []
         self.mlflow_run_id: str | None = self.saved.get("mlflow_run_id") if self.saved else None
@@ -85,6 +111,16 @@ class Checkpoint:
         state = {"fingerprint": self.fingerprint, "epoch": epoch, "records": self.records,
                  "mlflow_run_id": self.mlflow_run_id, "objects": {k: _state(o) for k, o in objects.items()},
                  "values": dict(values), "rng": rng}
+        if not self.background:
+            self._write(state)
+            return
+        state = _on_host({**state, "records": list(self.records)})  # before the next epoch changes anything
+        self.wait()
+        self._writer = threading.Thread(target=self._write_in_background, args=(state,), name="checkpoint",
+                                        daemon=True)
+        self._writer.start()
+
+    def _write(self, state: dict):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         os.close(fd)
@@ -95,5 +131,21 @@ class Checkpoint:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def _write_in_background(self, state: dict):
+        try:
+            self._write(state)
+        except BaseException as err:  # noqa: BLE001 - raised in the training thread by the next save or wait
+            self._error = err
+
+    def wait(self):
+        """Until the last background write is on disk; its error, if it failed."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
     def remove(self):
+        self.wait()
         self.path.unlink(missing_ok=True)

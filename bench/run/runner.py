@@ -232,10 +232,12 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     if fast["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     cells = cells_of(experiment_id)
-    env = {**measure.environment(dev), **fast}
+    writes = cfg.get("checkpoint_writes", "sync")
+    env = {**measure.environment(dev), **fast, "checkpoint_writes": writes if checkpoint else "off"}
     tags = track.run_tags(exp, seed, profile, cells, env, data_summary)
     # a job killed mid-run left a checkpoint: resume from it, in the same MLflow run (bench/methods/checkpoint.py)
-    ckpt = Checkpoint(checkpoint_path(out), ex.config_hash(cfg)) if checkpoint else None
+    ckpt = Checkpoint(checkpoint_path(out), ex.config_hash(cfg), background=writes == "background") \
+        if checkpoint else None
     logger = track.RunLogger(profile, exp.paper, f"{exp.id}/seed{seed}", tags, cfg,
                              resume_run_id=ckpt.mlflow_run_id if ckpt else None,
                              datasets=track.dataset_inputs(data_summary))
@@ -272,6 +274,8 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
     except Exception as err:  # out of memory, a bug: recorded when this is the job's last attempt
         if not record_failure:
             logger.finish("FAILED")
+            if ckpt:
+                ckpt.wait()  # the last checkpoint on disk for the retry
             raise
         status, error, final = "FAILED", f"{type(err).__name__}: {err}", {}
         logger.set_tag("error", error)
