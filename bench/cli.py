@@ -392,4 +392,8 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # the reader went away (`bench claims | head -1`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
+    except OSError as err:  # a file-system error anywhere (read-only, permission, a folder, exists, no space)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"bench: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     return code if isinstance(code, int) else 0  # a command's own status (bench plan --fit: 1 if a job does not fit)

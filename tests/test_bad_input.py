@@ -168,3 +168,40 @@ def test_snakemake_dry_run_with_a_broken_profile_names_the_file(pkg, tmp_path):
     assert proc.returncode == 1 and "bench/profiles.yaml: YAML syntax error at line" in out, out
     assert "Traceback" not in out, out
 
+
+
+@pytest.mark.parametrize("case", ["a folder", "a read-only place", "under a file"])
+def test_a_result_file_that_cannot_be_written_is_one_line_before_training(tmp_path, capsys, case):
+    """bench run --out: a folder, a path on a read-only file system (/proc), a path under a file: one line naming
+    the path and the reason, exit 2, before any training (no MLflow store, no lock file)."""
+    from bench.cli import main
+
+    (tmp_path / "a-file").write_text("x")
+    out = {"a folder": tmp_path, "a read-only place": Path("/proc/bench-test/seed0.json"),
+           "under a file": tmp_path / "a-file" / "seed0.json"}[case]
+    assert main(["run", "-e", EID, "--profile", "smoke", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bench: error: ") and "Traceback" not in err
+    assert str(out if case == "a folder" else out.parent) in err
+    assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob(".*.lock"))
+
+
+def test_any_file_system_error_is_one_line(tmp_path, capsys):
+    """An OSError the commands do not foresee (devicecheck --out naming a file: the folder cannot be made) is the
+    suite's one line with the path and the reason, exit 2, no traceback."""
+    from bench.cli import main
+
+    (tmp_path / "taken").write_text("a file")
+    assert main(["devicecheck", "--out", str(tmp_path / "taken"), "--budget", "5", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "taken") in err and "Traceback" not in err
+
+
+def test_sync_of_a_missing_results_folder_is_an_error(tmp_path, capsys, monkeypatch):
+    """bench sync --results with a typo: one line naming the folder, exit 2 (it used to say '0 result files')."""
+    from bench.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["sync", "--profile", "smoke", "--results", str(tmp_path / "reslts")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "reslts" / "smoke" / "runs") in err

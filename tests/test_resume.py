@@ -146,7 +146,7 @@ def test_sequential_predsim_resumes_its_stage_and_stage_epoch(tmp_path, monkeypa
         assert torch.equal(a, b), k
 
 
-def test_a_checkpoint_of_another_config_or_a_damaged_one_is_ignored(tmp_path):
+def test_a_checkpoint_of_another_config_or_a_damaged_one_is_ignored(tmp_path, capsys):
     model = torch.nn.Linear(3, 2)
     ckpt = Checkpoint(tmp_path / "c.pt", fingerprint="config-a")
     ckpt.records.append({"epoch": 1, "train_loss": 0.5})
@@ -156,9 +156,14 @@ def test_a_checkpoint_of_another_config_or_a_damaged_one_is_ignored(tmp_path):
     again = Checkpoint(tmp_path / "c.pt", fingerprint="config-a")
     assert again.restore({"model": other}, values) == 1 and values["train_time"] == 1.5
     assert torch.equal(other.weight, model.weight) and again.records == [{"epoch": 1, "train_loss": 0.5}]
+    capsys.readouterr()
     assert Checkpoint(tmp_path / "c.pt", fingerprint="config-b").restore({"model": other}, values) == 0
+    said = capsys.readouterr().err  # ignored, and said so in one line naming the file
+    assert said.count("\n") == 1 and str(tmp_path / "c.pt") in said and "another config" in said
     (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
     assert Checkpoint(tmp_path / "c.pt", fingerprint="config-a").restore({"model": other}, values) == 0
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "cannot be read" in said and "starts from epoch 0" in said
 
 
 def test_a_background_write_keeps_the_state_of_its_epoch(tmp_path):

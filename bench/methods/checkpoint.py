@@ -72,13 +72,24 @@ class Checkpoint:
         self.resumed_from = 0  # epochs already done when this process started
 
     def _read(self) -> dict | None:
+        """The saved checkpoint, or None; one line on stderr when a file is there but not used (nothing silent)."""
+        import sys
+
         if not self.path.exists():
             return None
         try:
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception:  # a file from another torch version or a damaged disk: start over, never crash
+            if not isinstance(saved, dict):
+                raise ValueError("not a checkpoint")
+        except Exception as err:  # a truncated file, another torch version, a damaged disk: start over, never crash
+            print(f"{self.path}: the checkpoint cannot be read ({type(err).__name__}: {str(err)[:120]}); the run starts "
+                  "from epoch 0 and replaces it", file=sys.stderr, flush=True)
             return None
-        return saved if saved.get("fingerprint") == self.fingerprint else None
+        if saved.get("fingerprint") != self.fingerprint:
+            print(f"{self.path}: the checkpoint was written under another config; the run starts from epoch 0 and "
+                  "replaces it", file=sys.stderr, flush=True)
+            return None
+        return saved
 
     def peek(self) -> dict | None:
         """The saved plain values and the epochs done ({"epoch": k, **values}), loading nothing: for a method whose

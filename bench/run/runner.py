@@ -104,6 +104,7 @@ def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None,
     anywhere becomes a FAILED result file carrying the error (the workflow's last attempt at a job)."""
     out = Path(out) if out else run_path(profile, experiment_id, seed, kw.get("results", "results"))
     ex.get(experiment_id)  # an unknown id is one line before anything is locked or written
+    writable_result(out)
     with seed_lock(out):
         previous = finished_result(out, experiment_id, seed, profile)
         if previous is not None and not force:
@@ -124,6 +125,22 @@ def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None,
         if old_id and old_id != result["mlflow"].get("run_id"):
             track.retire(old_id, result["mlflow"].get("run_id"))
         return result
+
+
+def writable_result(out: Path):
+    """One line (BenchError) before any training when the result file cannot be written: `out` is a folder, or its
+    folder cannot be created or written (read-only file system, permissions, immutable)."""
+    import errno
+    import os
+
+    if out.is_dir():
+        raise BenchError(f"{out}: is a folder; the result file is a .json path (for example {out / 'seed0.json'})")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BenchError(f"{out.parent}: cannot create the result file's folder ({err.strerror or err})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise BenchError(f"{out.parent}: cannot write the result file there ({os.strerror(errno.EACCES)})")
 
 
 def _run(experiment_id: str, seed: int, profile: str, out: Path, record_failure: bool, **kw) -> dict:

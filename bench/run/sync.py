@@ -195,6 +195,9 @@ class Sync:
 def sync(profile: str, results: Path | str = "results", out=sys.stdout) -> dict:
     """Make the store hold every result file's run, whole; returns the counts (what was created, filled, ...)."""
     ex.profile_settings(profile)
+    runs = Path(results) / profile / "runs"
+    if not runs.is_dir():  # a typo'd --results, or a profile never run here: say so, never "0 result files"
+        raise BenchError(f"{runs}: no such folder (no {profile} runs under --results {results})")
     paths = [p for p in result_files.result_paths(profile, results) if p.stem[len("seed"):].isdigit()]
     try:
         job = Sync(profile)
