@@ -6,7 +6,9 @@ Errors a user can act on (unknown ids, bad registry rows, missing data) print on
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from bench import BenchError
@@ -37,8 +39,11 @@ def cmd_models(args):
 def cmd_config(args):
     from bench import experiments as ex
 
-    json.dump(ex.config(ex.get(args.experiment), args.profile), sys.stdout, indent=1)
-    print()
+    if args.format == "json":
+        json.dump(ex.config(ex.get(args.experiment), args.profile), sys.stdout, indent=1)
+        print()
+    else:
+        print(ex.describe_config(ex.get(args.experiment), args.profile))
 
 
 def cmd_setup(args):
@@ -57,11 +62,24 @@ def cmd_run(args):
         raise BenchError(f"--seed {args.seed}: a seed is between 0 and 2**32 - 1")
     if args.threads is not None and args.threads < 1:
         raise BenchError(f"--threads {args.threads}: at least 1")
+    if args.plan and not Path(args.plan).is_file():
+        raise BenchError(f"--plan {args.plan}: no such file (`bench plan --write F` writes one)")
     result = run(args.experiment, args.seed, args.profile, out=args.out, device=args.device, threads=args.threads,
                  data_root=args.data_root, download=args.download, progress=args.progress,
                  checkpoint=args.checkpoint, record_failure=args.record_failure, gpus=args.gpus,
-                 slots_per_gpu=args.slots_per_gpu, gpu_slots=args.gpu_slots, force=args.force)
+                 slots_per_gpu=args.slots_per_gpu, gpu_slots=args.gpu_slots, force=args.force, plan=args.plan)
     print(outcome(result, args.out))
+
+
+def cmd_status(args):
+    """What a profile's runs are doing: running (epoch, ETA), finished, failed, stopped, and what remains."""
+    from bench.run.status import watch
+
+    if args.watch is not None and args.watch <= 0:
+        raise BenchError(f"--watch {args.watch:g}: seconds between updates, more than 0")
+    if args.plan and not Path(args.plan).is_file():
+        raise BenchError(f"--plan {args.plan}: no such file (`bench plan --write F` writes one)")
+    watch(args.profile, args.results, args.plan, args.only, args.seeds, args.watch)
 
 
 def cmd_measure(args):
@@ -96,7 +114,26 @@ def cmd_ui(args):
     """The MLflow UI over the suite's store, on this machine only unless --host says otherwise."""
     from bench.run.ui import serve
 
+    _check_host(args.host)
     serve(args.host, args.port, args.store, args.create)
+
+
+def _check_host(host: str):
+    """--host names an address of this machine (or a name that resolves to one): else one line that says so, before
+    the port is tried (a port cannot help) and before the warning about serving beyond this machine."""
+    import socket
+
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise BenchError(f"--host {host}: does not resolve ({getattr(err, 'strerror', None) or err}); give a name "
+                         "or an address of this machine, e.g. 127.0.0.1 or 0.0.0.0") from None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(address)  # port 0: any free one, so only the address is tried
+        except OSError as err:
+            raise BenchError(f"--host {host}: not an address of this machine ({(err.strerror or str(err)).lower()})"
+                             ) from None
 
 
 def cmd_plan(args):
@@ -125,6 +162,21 @@ def cmd_plan(args):
         return 1
 
 
+def cmd_rehearse(args):
+    """Every paper experiment for a few batches at its paper shapes: passed/failed, memory, disk, seconds."""
+    from bench.cost import rehearse
+
+    if args.profile != rehearse.rehearsed():
+        raise BenchError(f"--profile {args.profile}: the rehearsal profile rehearses '{rehearse.rehearsed()}' "
+                         "(bench/profiles.yaml)")
+    if args.timeout <= 0:
+        raise BenchError(f"--timeout {args.timeout}: seconds per job must be positive")
+    done, summary = rehearse.run(args.only, args.json, args.report, args.timeout, args.keep,
+                                 progress=lambda line: print(line, flush=True))
+    print(summary)
+    return 1 if any(r["status"] == "failed" for r in done) else 0
+
+
 def cmd_perf(args):
     """Images/s of the suite's step and of a plain reference loop, per model (a benchmark, not a test)."""
     from bench.cost.perf import print_rates
@@ -145,6 +197,9 @@ def cmd_sync(args):
 
 
 def cmd_devicecheck(args):
+    if args.out.exists() and not args.out.is_dir():
+        raise BenchError(f"--out {args.out}: a file, not a folder (devicecheck writes summary.json and summary.md "
+                         "into a folder)")
     from bench.cost import devicecheck
 
     summary = devicecheck.run(args.out, device=args.device, budget_s=args.budget, data_root=args.data_root)
@@ -183,6 +238,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("config", help="print the resolved config of an experiment")
     s.add_argument("experiment")
     s.add_argument("--profile", default="paper")
+    s.add_argument("--format", choices=["text", "json"], default="text",
+                   help="text: each setting with its source, each source once (default); json: as a run records it")
     s.set_defaults(fn=cmd_config)
 
     s = sub.add_parser("setup", help="create the MLflow store and experiments (before the jobs fan out)")
@@ -219,12 +276,23 @@ def parser() -> argparse.ArgumentParser:
                    help="checkpoint every epoch and resume a killed run from its last checkpoint (default: on)")
     s.add_argument("--force", action="store_true",
                    help="train a seed whose result file is already FINISHED again (its MLflow run is replaced)")
+    s.add_argument("--plan", help="a `bench plan --write` JSON for the start line's ETA (default: $BENCH_PLAN)")
     s.add_argument("--record-failure", action="store_true",
                    help="on an error, write a FAILED result file with it (exit 0) instead of failing the job")
     s.add_argument("--gpus", type=int, default=0, help="claim one of this many local GPUs (bench/run/gpus.py)")
     s.add_argument("--slots-per-gpu", type=int, default=1, help="jobs that may share one GPU (with --gpus)")
     s.add_argument("--gpu-slots", type=int, default=1, help="slots of one GPU this job takes (job packing)")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("status", help="what a profile's runs are doing (from the files they write): running with "
+                                      "epoch and ETA, finished, failed, stopped, and the plan's estimate of what remains")
+    s.add_argument("--profile", default="paper")
+    s.add_argument("--results", default="results")
+    s.add_argument("--plan", help="a `bench plan --write` JSON (default: $BENCH_PLAN, else the one the runs read)")
+    s.add_argument("--only", default="", help="the workflow's only= restriction (shell patterns of experiment ids)")
+    s.add_argument("--seeds", default="", help="the workflow's seeds= (default: the profile's)")
+    s.add_argument("--watch", type=float, metavar="SECONDS", help="print it again every SECONDS until Ctrl-C")
+    s.set_defaults(fn=cmd_status)
 
     s = sub.add_parser("data", help="datasets: status | download | verify | benchmark")
     s.add_argument("action", choices=["status", "download", "verify", "benchmark"])
@@ -284,6 +352,17 @@ def parser() -> argparse.ArgumentParser:
                    "any does not; e.g. gpu=24,host=64, the papers' RTX 3090 with 64 GB of host memory (host only: a CPU node)")
     s.set_defaults(fn=cmd_plan)
 
+    s = sub.add_parser("rehearse", help="run each paper experiment for a few batches at its paper shapes: every "
+                       "code path, checkpoint and resume, host peak against bench plan's prediction")
+    s.add_argument("--profile", default="paper", help="the profile rehearsed (the rehearsal profile's `rehearses`)")
+    s.add_argument("--only", help="experiment id pattern (fnmatch); default: one experiment per (paper, model, "
+                   "method)")
+    s.add_argument("--json", type=Path, help="merge the records into this JSON file (one per experiment)")
+    s.add_argument("--report", type=Path, help="write the Markdown report of every record in --json here")
+    s.add_argument("--timeout", type=float, default=3600.0, help="seconds a job's process may take (default 3600)")
+    s.add_argument("--keep", type=Path, help="keep the jobs' result files, logs and MLflow store here")
+    s.set_defaults(fn=cmd_rehearse)
+
     s = sub.add_parser("perf", help="images/s of the suite's training step vs a plain reference loop, per model")
     s.add_argument("models", nargs="*", help="of: CIFAR VGG-11, CIFAR ResNet-18, LeNet (Fashion-MNIST), PredSim VGG-8b")
     s.add_argument("--device", default="auto")
@@ -301,6 +380,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--paper", default="ma", help="whose cells make the simulated paper (default ma: 122 accuracies)")
     s.add_argument("--replicates", type=int, default=200, help="simulated reproductions per row")
     s.add_argument("--correction", choices=["bh", "by", "holm"], help="default: bench/tolerances.yaml's")
+    s.add_argument("--scenario", default="mix",
+                   help="where the true means sit, comma-separated: at (the printed values), off-X (X points off, "
+                        "e.g. off-0.25), normal (off by N(0, sd)), mix (default; README: all five)")
+    s.add_argument("--seed", type=int, default=0, help="the simulation's random seed")
     s.set_defaults(fn=cmd_power)
 
     s = sub.add_parser("ui", help="browse the runs: the MLflow UI, bound to 127.0.0.1 unless --host says otherwise")
@@ -361,10 +444,16 @@ def cmd_power(args):
         raise BenchError("--replicates must be at least 1")
     try:
         power.paper_cells(args.paper)
+        scenarios = [power.check_scenario(x.strip()) for x in args.scenario.split(",") if x.strip()]
     except ValueError as err:
         raise BenchError(str(err)) from None
-    print(power.describe(power.table(seeds, sds, replicates=args.replicates, paper=args.paper,
-                                     correction=args.correction)))
+    if not scenarios:
+        raise BenchError("--scenario: name at least one (at, off-X, normal, mix)")
+    rows = power.table(seeds, sds, scenarios, replicates=args.replicates, paper=args.paper,
+                       correction=args.correction, rng_seed=args.seed)
+    print(power.describe(rows))
+    print("seeds recommended (every scenario above right for 80 % of the cells): " + "; ".join(
+        f"sd {sd:g}: {n if n else 'more than ' + str(max(seeds))}" for sd, n in power.recommend(rows).items()))
 
 
 def cmd_worker(args):
@@ -373,7 +462,79 @@ def cmd_worker(args):
     worker.serve(args.socket, main, idle_timeout=args.idle_timeout, parent_pid=args.parent_pid)
 
 
+def interrupt_code(err: BaseException) -> int:
+    """128 + the signal that interrupted: 130 for Ctrl-C (SIGINT), 143 for SIGTERM (raised as KeyboardInterrupt
+    'signal 15' by the handler main installs, and by bench.run.runner's)."""
+    words = str(err).split()
+    return 128 + int(words[1]) if len(words) == 2 and words[0] == "signal" and words[1].isdigit() else 130
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+_STATE = {"running": False}
+
+
+def _unraisable(default):
+    """Ctrl-C that lands in a finalizer or an atexit callback, which Python reports as 'Exception ignored in ...' and
+    otherwise swallows: while a command runs, the signal is sent again, so that it ends the command as any Ctrl-C
+    does (its cleanup runs); once the command is done, the process ends with the one line."""
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return default(unraisable)
+        if _STATE["running"]:  # sent from a thread a moment later, to land outside this hook and the finalizer
+            timer = threading.Timer(0.05, os.kill, (os.getpid(), interrupt_code(unraisable.exc_value) - 128))
+            timer.daemon = True
+            timer.start()
+            return None
+        print("bench: interrupted", file=sys.stderr, flush=True)
+        os._exit(interrupt_code(unraisable.exc_value))
+    return hook
+
+
+def _path_of(err: OSError):
+    """The file an OSError is about: its filename, else, for a write that failed without naming its file (no space
+    left, over quota, too large, an I/O error), the file open in the innermost frame that holds one, if it has a
+    name (a file opened from a descriptor has none: its writer names the path, as results.write_json_atomic does)."""
+    import errno
+    import io
+
+    if err.filename or err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        return err.filename
+    held, tb = [], err.__traceback__
+    while tb is not None:
+        held = [v for v in tb.tb_frame.f_locals.values() if isinstance(v, io.IOBase)] or held
+        tb = tb.tb_next
+    names = [f.name for f in held if isinstance(getattr(f, "name", None), (str, bytes, os.PathLike))]
+    return os.fsdecode(names[0]) if names else None
+
+
 def main(argv=None) -> int:
+    """The command line; Ctrl-C or SIGTERM anywhere ends it with one line, 'bench: interrupted', no traceback, exit
+    status 130 (Ctrl-C) or 143 (SIGTERM)."""
+    entry = argv is None  # this process's own command line (not a call from a test or from the warm worker's child)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _sigterm) if main_thread else None
+    old_hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
+    _STATE["running"] = True
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as err:  # here, in the worker's client or in argument parsing
+        print("bench: interrupted", file=sys.stderr, flush=True)
+        if entry and main_thread:  # nothing more while Python shuts down, whatever signal comes next
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return interrupt_code(err)
+    finally:
+        _STATE["running"] = False
+        if not entry:  # a caller in this process gets its handlers back (a process's own keep them to its end)
+            sys.unraisablehook = old_hook
+            if main_thread:
+                signal.signal(signal.SIGTERM, old_term)
+
+
+def _main(argv) -> int:
     from bench.run import worker
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -386,14 +547,12 @@ def main(argv=None) -> int:
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # the reader went away (`bench claims | head -1`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
     except OSError as err:  # a file-system error anywhere (read-only, permission, a folder, exists, no space)
-        where = f"{err.filename}: " if err.filename else ""
+        path = _path_of(err)
+        where = f"{path}: " if path else ""
         print(f"bench: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     return code if isinstance(code, int) else 0  # a command's own status (bench plan --fit: 1 if a job does not fit)

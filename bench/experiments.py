@@ -128,11 +128,29 @@ def companion_entries(named: tuple[Experiment, ...] = ()) -> dict[str, tuple[Exp
     return out
 
 
+_KNOWN: dict = {}  # experiments() of the registry's claims, kept while load_claims() gives the same claims
+
+
 def get(experiment_id: str) -> Experiment:
-    found = experiments().get(experiment_id)
+    claims = load_claims()
+    key = tuple(map(id, claims))  # the registry's claims are loaded once (cached); the same objects, the same ids
+    if _KNOWN.get("key") != key:
+        _KNOWN.update(key=key, experiments=experiments(claims))
+    found = _KNOWN["experiments"].get(experiment_id)
     if found is None:
-        raise BenchError(f"unknown experiment '{experiment_id}': `bench experiments --all` lists them")
+        hint = did_you_mean(experiment_id, _KNOWN["experiments"])
+        raise BenchError(f"unknown experiment '{experiment_id}': {hint + ' ' if hint else ''}"
+                         "`bench experiments --all` lists them")
     return found
+
+
+def did_you_mean(word: str, known) -> str:
+    """"did you mean 'x' or 'y'?" with the (at most three) closest of `known` to a mistyped `word`, else ''."""
+    import difflib
+
+    close = [f"'{c}'" for c in difflib.get_close_matches(word, list(known), n=3, cutoff=0.6)]
+    return f"did you mean {' or '.join([', '.join(close[:-1]), close[-1]] if len(close) > 1 else close)}?" \
+        if close else ""
 
 
 def _matches(match: dict, exp: Experiment) -> bool:
@@ -157,8 +175,38 @@ def _merge(into: dict, update: dict, source: str, sources: dict, prefix: str = "
                 sources[prefix + key] = source
 
 
+@cache
+def check_matches(paper: str):
+    """Every `match` of the paper's grid settings (and `of` of its companions) names a dataset, model, method or
+    variant its experiments have, and together its fields match one of them: a typo (`model: lenett`) would
+    otherwise match nothing, and the setting would vanish without a word. BenchError naming the file and entry."""
+    import difflib
+
+    from bench.schema import shown
+
+    pool = [e for e in experiments().values() if e.paper == paper]
+    if not pool:
+        return
+    g = grid(paper)
+    for section, key in (("settings", "match"), ("companions", "of")):
+        for i, entry in enumerate(g.get(section, [])):
+            match = entry.get(key) or {}
+            where = f"{shown(GRIDS_DIR / f'{paper}.yaml')}: {section} entry {i + 1}: {key}"
+            for field, patterns in match.items():
+                known = sorted({getattr(e, field) for e in pool})
+                for pattern in patterns if isinstance(patterns, list) else [patterns]:
+                    if not any(fnmatch.fnmatchcase(value, str(pattern)) for value in known):
+                        close = difflib.get_close_matches(str(pattern), known, n=1, cutoff=0.6)
+                        raise BenchError(f"{where} {field} {pattern!r} names no {field} of the {paper} experiments"
+                                         + (f"; did you mean {close[0]!r}?" if close else
+                                            f" (they have {', '.join(repr(v) for v in known)})"))
+            if not any(_matches(match, e) for e in pool):
+                raise BenchError(f"{where} {match} matches none of the {paper} experiments together")
+
+
 def paper_config(exp: Experiment) -> tuple[dict, dict]:
     """(config, sources) of an experiment as the paper describes it, before any profile scaling."""
+    check_matches(exp.paper)
     info = DATASETS[exp.dataset]
     cfg = {"normalize": {"mean": list(info.mean), "std": list(info.std)}, "input_size": info.size,
            "augment": {"crop_padding": 0, "hflip": False}, "model": {}, "method_options": {}}
@@ -245,7 +293,16 @@ def config(exp: Experiment, profile: str) -> dict:
         elif not whole and (train_samples is None or read < train_samples):
             train_samples = read
             read_note = f"a fixed random subset of {read:,}: {sources['train_samples']}"
-    cfg["data"] = {"source": prof["data"], "train_samples": train_samples, "test_samples": prof.get("test_samples")}
+    test_samples = prof.get("test_samples")
+    if prof.get("train_batches"):  # a rehearsal (bench rehearse): a few of the experiment's own batches
+        full = read if read is not None and read < DATASETS[exp.dataset].train_size else \
+            DATASETS[exp.dataset].train_size
+        train_samples = prof["train_batches"] * cfg["batch_size"]
+        _scale_budgets(cfg, sources, prof, exp.method, train_samples / full, profile)
+        _rehearsal_options(cfg, sources, exp.method)
+    if prof.get("test_batches"):  # evaluation batches: 512 where the grid sets none (bench.methods.training)
+        test_samples = prof["test_batches"] * cfg.get("eval_batch_size", 512)
+    cfg["data"] = {"source": prof["data"], "train_samples": train_samples, "test_samples": test_samples}
     cfg.update(experiment=exp.id, paper=exp.paper, dataset=exp.dataset, model_name=exp.model,
                method=exp.method, variant=exp.variant, profile=profile)
     cfg["sources"] = _profile_sources(sources, as_paper, cfg, profile)
@@ -253,6 +310,37 @@ def config(exp: Experiment, profile: str) -> dict:
         cfg["sources"]["data.train_samples"] = read_note
     cfg["sources"].pop("train_samples", None)
     return cfg
+
+
+def _scale_budgets(cfg: dict, sources: dict, prof: dict, method: str, ratio: float, profile: str):
+    """A rehearsal's size-dependent budgets (method options in MB) times its share of the full training split, so
+    that what the full run holds, spills or streams the rehearsal does too (bench/profiles.yaml)."""
+    for key, methods in prof.get("scale_budgets", {}).items():
+        if method in methods:
+            given = float(cfg["method_options"].get(key, prof.get("budget_default_mb", 8192)))
+            cfg["method_options"][key] = given * ratio
+            sources[f"method_options.{key}"] = (f"profile {profile} (bench/profiles.yaml): {given:g} MB x {ratio:.3g} "
+                                                "(the rehearsal's training samples over the full run's)")
+
+
+REHEARSAL_OPTIONS = "BENCH_REHEARSAL_OPTIONS"  # method options `bench rehearse` sizes per job (JSON)
+
+
+def _rehearsal_options(cfg: dict, sources: dict, method: str):
+    """A rehearsal's per-job method options from $BENCH_REHEARSAL_OPTIONS ({"si_forward": {"pair_search_max_mb":
+    60}}), for this method only; set by `bench rehearse` (bench.cost.rehearse.pair_search_mb says how)."""
+    import os
+
+    given = os.environ.get(REHEARSAL_OPTIONS)
+    if not given:
+        return
+    try:
+        options = json.loads(given).get(method, {})
+    except (ValueError, AttributeError):
+        raise BenchError(f"${REHEARSAL_OPTIONS}: not a JSON object of method -> options: {given[:80]!r}") from None
+    for key, value in options.items():
+        cfg["method_options"][key] = value
+        sources[f"method_options.{key}"] = f"bench rehearse (${REHEARSAL_OPTIONS}): sized for this job's rehearsal"
 
 
 SCALED_KEYS = ("epochs", "lr_milestones", "batch_size", "method_options.epochs_per_layer",
@@ -292,6 +380,45 @@ def config_hash(cfg: dict) -> str:
     """A short digest of what a config trains (its provenance text aside); Snakemake reruns a job when it changes."""
     trains = {k: v for k, v in cfg.items() if k != "sources"}
     return hashlib.sha256(json.dumps(trains, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def describe_config(exp: Experiment, profile: str) -> str:
+    """`bench config`: one line per setting (its value, its source); each grid source, and any source several
+    settings share, printed once below as a numbered note ([1], [2], ...) that the settings it set, or that a profile
+    scaled from it, point to."""
+    import textwrap
+    from collections import Counter
+
+    cfg = config(exp, profile)
+    sources = cfg.pop("sources")
+    shared = {text for text, n in Counter(sources.values()).items() if n > 1}
+    notes = sorted(set(paper_config(exp)[1].values()) | shared, key=len, reverse=True)
+    numbers: dict[str, int] = {}
+
+    def cited(text: str) -> str:  # a grid source as its note's number; a profile's text keeps its own part
+        for note in notes:
+            if text == note or text.endswith(": " + note):
+                return text[:len(text) - len(note)] + f"[{numbers.setdefault(note, len(numbers) + 1)}]"
+        return text
+
+    def flat(d: dict, prefix=""):
+        for key, value in d.items():
+            if isinstance(value, dict) and value:
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield prefix + key, value if isinstance(value, str) else json.dumps(value)
+
+    rows = [(key, value, cited(sources.pop(key, ""))) for key, value in flat(cfg)]
+    rows += [(key, "(not set)", cited(text)) for key, text in sources.items()]
+    width = max(len(k) for k, _, _ in rows) + 2
+    value_width = min(28, max(len(v) for _, v, _ in rows)) + 2
+    lines = [f"{exp.id} under the {profile} profile: each setting, its value and its source ([n]: the notes below; "
+             "--format json: the config as a run records it)", ""]
+    lines += [f"{key:<{width}}{value:<{value_width}}{source}".rstrip() for key, value, source in rows]
+    lines += ["", "notes:"]
+    lines += [textwrap.fill(note, 118, initial_indent=f"[{n}] ", subsequent_indent=" " * (len(str(n)) + 3))
+              for note, n in sorted(numbers.items(), key=lambda kv: kv[1])]
+    return "\n".join(lines)
 
 
 def seeds(profile: str, override=None) -> list[int]:

@@ -10,17 +10,50 @@ from bench import BenchError
 SCHEMAS = Path(__file__).parent / "schemas"
 # libyaml's parser where PyYAML has it (its wheels do): the same documents, several times faster than the pure-Python
 # one, which every `bench` command and every job pays for the grids and the registry. An error is parsed again by the
-# pure-Python parser, so the message (line, column, problem) is the same either way.
-_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# pure-Python parser, so the message (line, column, problem) is the same either way. Both refuse a key given twice
+# in one mapping (_KeysOnce).
+
+
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """A mapping that names a key twice: problem_mark is the second, context_mark the first."""
+
+
+class _KeysOnce:
+    """A loader's mappings with each key once: YAML would keep the last of two equal keys without a word (a profile
+    or a grid setting given twice, the first silently lost)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:  # as written, before merge keys (<<) bring in keys that may be overridden
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # not hashable: the constructor says so itself
+                    continue
+                if first is not key_node:
+                    raise DuplicateKey("while constructing a mapping", first.start_mark,
+                                       f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                                       key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _SafeLoader(_KeysOnce, yaml.SafeLoader):
+    pass
+
+
+_FAST_LOADER = type("_FastLoader", (_KeysOnce, yaml.CSafeLoader), {}) if hasattr(yaml, "CSafeLoader") else _SafeLoader
 
 
 def safe_load(text: str):
     try:
         return yaml.load(text, Loader=_FAST_LOADER)
     except yaml.YAMLError:
-        if _FAST_LOADER is yaml.SafeLoader:
+        if _FAST_LOADER is _SafeLoader:
             raise
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_SafeLoader)
 
 
 @cache
@@ -37,11 +70,15 @@ def shown(path: Path | str) -> str:
 
 
 def load(path: Path | str, name: str | None = None):
-    """A YAML data file read and, with `name`, checked against its schema; a syntax error or a byte that is not
-    UTF-8 is one BenchError naming the file and the line."""
+    """A YAML data file read and, with `name`, checked against its schema; a syntax error, a key given twice in one
+    mapping or a byte that is not UTF-8 is one BenchError naming the file and the line."""
     path = Path(path)
     try:
         data = safe_load(path.read_text(encoding="utf-8"))
+    except DuplicateKey as err:
+        mark = err.problem_mark
+        raise BenchError(f"{shown(path)}: line {mark.line + 1}, column {mark.column + 1}: {err.problem}; "
+                         "YAML would keep only the last one") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"

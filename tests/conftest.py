@@ -196,11 +196,20 @@ def smoke_runs(tmp_path_factory) -> SmokeRuns:
 # The workflow, concurrency and browsing tests read one real smoke DAG: 4 experiments x 4 seeds, 16 jobs all at once
 # (--cores 16, one thread each) logging into one SQLite MLflow store. It runs once per test session: the first test
 # process (pytest-xdist worker) that needs it runs it under a file lock in the session's shared folder, the others
-# wait for it and read the same folder. Tests that change the folder copy it first.
+# wait for it and read the same folder. Tests that change the folder copy it first. The folder's name holds a space,
+# and the results, reports and data roots are given as paths inside it (`small_dag_config`): every path the rules
+# pass to a shell is quoted, or this DAG fails (issue 31).
 SMALL_DAG_EXPERIMENTS = ["ma-cifar10-vgg8-backprop", "ma-cifar10-resnet18_r4-backprop",
                          "cruciata-mnist-vgg11-backprop", "bhyravabhottla-cifar10-cnn12-backprop"]
 SMALL_DAG_SEEDS = 4
 SMALL_DAG_CONFIG = ["--config", "profile=smoke", f"seeds={SMALL_DAG_SEEDS}", f"only={','.join(SMALL_DAG_EXPERIMENTS)}"]
+
+
+def small_dag_config(folder: Path) -> list[str]:
+    """SMALL_DAG_CONFIG with the results, reports and data roots as absolute paths in `folder` (results/, reports/
+    and "my data/": a path with a space, wherever the folder is)."""
+    return [*SMALL_DAG_CONFIG, f"results={folder / 'results'}", f"reports={folder / 'reports'}",
+            f"data_root={folder / 'my data'}"]
 
 
 class SmallDag:
@@ -216,7 +225,7 @@ def small_dag(tmp_path_factory) -> SmallDag:
     import sys
 
     shared = Path(os.environ.get("BENCH_TEST_CACHE_ROOT") or tmp_path_factory.getbasetemp())
-    folder, record = shared / "small-dag", shared / "small-dag.json"
+    folder, record = shared / "small dag", shared / "small-dag.json"
     with open(shared / "small-dag.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # held while the DAG runs; released when the file closes
         if not record.exists():
@@ -224,8 +233,8 @@ def small_dag(tmp_path_factory) -> SmallDag:
             # the committed reports, as in a clone: a restricted run must leave them as they are (issue 31)
             shutil.copytree(REPO / "reports", folder / "reports")
             proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-                                   str(folder), "--cores", "16", *SMALL_DAG_CONFIG], capture_output=True, text=True,
-                                  timeout=1800)
+                                   str(folder), "--cores", "16", *small_dag_config(folder)], capture_output=True,
+                                  text=True, timeout=1800)
             record.write_text(json.dumps({"returncode": proc.returncode, "log": proc.stdout + proc.stderr}))
     done = json.loads(record.read_text())
     assert done["returncode"] == 0, done["log"][-3000:]

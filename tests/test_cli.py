@@ -65,6 +65,9 @@ def test_run_writes_result_and_mlflow_run(workdir):
     (["run", "-e", "ma-cifar10-vgg99-backprop", "--profile", "smoke"], ["unknown experiment 'ma-cifar10-vgg99-backprop'"]),
     (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "tiny"], ["unknown profile 'tiny'"]),
     (["config", "nope"], ["unknown experiment 'nope'"]),
+    (["run", "-e", "ma-cifar10-vgg8-backpro", "--profile", "smoke"],
+     ["unknown experiment 'ma-cifar10-vgg8-backpro': did you mean 'ma-cifar10-vgg8-backprop'", "bench experiments"]),
+    (["config", "cruciata-mnist-vgg11-freezng"], ["did you mean 'cruciata-mnist-vgg11-freezing'"]),
     (["aggregate", "--profile", "huge"], ["unknown profile 'huge'"]),
     (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--seed", "-1"], ["--seed -1"]),
     (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--device", "banana"], ["'banana'"]),
@@ -77,11 +80,39 @@ def test_run_writes_result_and_mlflow_run(workdir):
     (["plan", "--seeds", "0"], ["--seeds 0"]),
     (["ui", "--port", "99999"], ["--port 99999"]),
     (["ui", "--port", FREE_PORT, "--store", "sqlite:////nonexistent/mlflow.db"],
-     ["no MLflow store at /nonexistent/mlflow.db", "--create"]),
+     ["sqlite:////nonexistent/mlflow.db", "no folder /nonexistent to hold the SQLite store"]),
 ])
 def test_bad_input_is_one_line(workdir, args, fragments):
     args = [str(free_port()) if arg == FREE_PORT else arg for arg in args]  # not the default 5000: it may be taken
     assert_one_line_error(bench(*args, cwd=workdir), *fragments)
+
+
+def test_config_prints_each_source_once(capsys):
+    """`bench config`: one line per setting with its value and its source, each of the grid's source texts once, as
+    a numbered note the settings point to ([n]), also inside a profile's note of what it scaled; --format json keeps
+    every source whole under every key (what a run records)."""
+    import re
+
+    from bench.cli import main
+
+    eid = "ma-cifar100-vgg8-backprop"
+    assert main(["config", eid, "--profile", "smoke", "--format", "json"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert main(["config", eid, "--profile", "smoke"]) == 0
+    text = capsys.readouterr().out
+    flat = " ".join(text.split())  # the notes are wrapped
+    grid_source = full["sources"]["optimizer"]  # also the source of lr_gamma and weight_decay, and what epochs scales
+    assert full["sources"]["lr_gamma"] == full["sources"]["weight_decay"] == grid_source
+    assert full["sources"]["epochs"].endswith(f"the setting it scales: {grid_source}")
+    assert flat.count(" ".join(grid_source.split())) == 1
+    n = re.search(rf"\[(\d+)\] {re.escape(grid_source[:40])}", text).group(1)
+    rows = {line.split()[0]: line for line in text.splitlines()[2:] if line.strip() and not line.startswith(" ")}
+    for key in ("optimizer", "lr_gamma", "weight_decay"):
+        assert rows[key].endswith(f"  [{n}]"), rows[key]
+    assert re.fullmatch(rf"epochs +4 +profile smoke \(bench/profiles\.yaml\): 400 -> 4; the setting it scales: "
+                        rf"\[{n}\]", rows["epochs"]), rows["epochs"]
+    assert all(flat.count(" ".join(source.split())) <= 1 for source in full["sources"].values())
+    assert len(text.splitlines()) < len(json.dumps(full, indent=1).splitlines())
 
 
 def test_a_taken_port_is_one_line(workdir):
@@ -113,7 +144,8 @@ def test_missing_dataset_outside_smoke_is_one_line(workdir):
     proc = bench("run", "-e", "cruciata-cifar10-vgg11-backprop", "--profile", "paper", "--data-root",
                  str(workdir / "no-data"), cwd=workdir)
     assert_one_line_error(proc, "dataset cifar10 not found under", str(workdir / "no-data"), "--download")
-    assert not (workdir / "results").exists() or not list((workdir / "results").rglob("*.json"))
+    # no result file (the run's hidden progress file, .seed0.progress.json, says it failed: bench status reads it)
+    assert not (workdir / "results").exists() or not list((workdir / "results").rglob("seed*.json"))
 
 
 def test_malformed_registry_row_is_one_line(workdir):

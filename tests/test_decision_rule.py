@@ -52,11 +52,14 @@ def _alone_at(offset_from_edge: float, draws: int = 4000, sd: float = 0.25) -> d
 
 def test_wrong_verdicts_on_and_next_to_the_band_edge_stay_below_alpha():
     """The three conclusions partition the line, an edge counting as outside: at every true mean the wrong ones
-    together happen at most alpha of the time (4,000 draws: Monte-Carlo sd 0.0034)."""
+    together happen at most alpha of the time (4,000 draws: Monte-Carlo sd 0.0034). Just inside, the way out is
+    tested at half the level (both ways out are wrong inside the band): about alpha / 2 here, where the band is
+    wide (half-width / SE 7); tests/test_narrow_bands.py covers the narrow bands."""
     on_edge = _alone_at(0.0)          # outside by convention: REPRODUCED is the wrong verdict
     assert 0.02 < on_edge.get("REPRODUCED", 0) <= ALPHA + 0.01, on_edge
     just_inside = _alone_at(-1e-6)    # inside: BETTER (and NOT REPRODUCED) are wrong
-    assert 0.02 < just_inside.get("BETTER", 0) + just_inside.get("NOT REPRODUCED", 0) <= ALPHA + 0.01, just_inside
+    wrong = just_inside.get("BETTER", 0) + just_inside.get("NOT REPRODUCED", 0)
+    assert 0.015 < wrong <= ALPHA / 2 + 0.01, just_inside
 
 
 @pytest.mark.parametrize("low_effect,high_effect,sd,n,alpha", [
@@ -120,6 +123,70 @@ def test_power_table_command_output(capsys):
     assert "| 3 " in out and "FDR" in out and "correction bh" in out
     assert main(["power", "--seeds", "1"]) == 2
     assert main(["power", "--sd", "-1"]) == 2
+    capsys.readouterr()
+    assert main(["power", "--scenario", "nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown scenario 'nowhere'" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["power", "--scenario", ","]) == 2
+
+
+def test_the_readme_power_table_is_what_bench_power_prints(capsys):
+    """The README's seed table (five scenarios) and its recommendation line: the row of the paper profile's seed
+    count at a spread of 0.25 points is printed again by `bench power` for that row alone (each row is simulated
+    from its own random seed, so a row does not depend on the others)."""
+    from pathlib import Path
+
+    from bench.cli import main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    header = next(line for line in readme.splitlines() if line.startswith("| seeds") and "right, off-0.5" in line)
+    scenarios = [h.strip().removeprefix("right, ") for h in header.split("|") if h.strip().startswith("right, ")]
+    assert scenarios == list(power.SCENARIOS)
+    assert main(["power", "--seeds", str(PAPER_SEEDS), "--sd", "0.25", "--scenario", ",".join(scenarios),
+                 "--replicates", "200"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith(f"| {PAPER_SEEDS} "))
+    assert header in out and row in readme, row
+    assert f"seeds recommended (every scenario above right for 80 % of the cells): sd 0.25: " in out
+
+
+def test_the_simulation_judges_as_judge_does():
+    """bench power's vectorised verdicts (power.judge_rows) against bench.verdicts.cells.judge on the same seeds:
+    one simulated paper of Ma's 122 cells, means spread over and around the bands, under each correction."""
+    claims = power.paper_cells("ma")
+    bands = np.array([vd.band(c) for c in claims])
+    rng = np.random.default_rng(17)
+    means = np.array([c.value for c in claims]) + rng.uniform(-3.0, 3.0, len(claims))
+    draws = rng.normal(means[:, None], 0.05, (len(claims), PAPER_SEEDS))
+    for method in ("bh", "by", "holm"):
+        fast = power.judge_rows(draws[None], bands[:, 0], bands[:, 1], True, ALPHA, method)[0]
+        slow = vd.judge([vd.Cell(c, list(d)) for c, d in zip(claims, draws)], "paper", with_seeds_needed=False,
+                        method=method)
+        assert list(fast) == [j.verdict for j in slow], method
+        assert len(set(fast)) >= 3, method  # the cells are spread enough to reach several verdicts
+
+
+def test_the_scenarios():
+    rng = np.random.default_rng(0)
+    values = np.array([10.0, 20.0, 30.0, 40.0])
+    at, kinds = power.true_means("at", values, 0.3, 2, rng, -1.0)
+    assert (at == values).all() and (kinds == "at").all()
+    off, _ = power.true_means("off-0.25", values, 0.3, 50, rng, -1.0)
+    assert np.allclose(np.abs(off - values), 0.25) and (off > values).any() and (off < values).any()
+    normal, _ = power.true_means("normal", values, 0.3, 5000, rng, -1.0)
+    assert np.std(normal - values) == pytest.approx(0.3, rel=0.05)
+    mixed, kinds = power.true_means("mix", values, 0.3, 3, rng, -1.0)
+    assert sorted(kinds[0]) == ["at", "at", "spread", "worse"]
+    assert np.allclose((mixed - values)[kinds == "worse"], -power.WORSE_BY)
+    for bad in ("off", "off-x", "uniform", "off--1"):
+        with pytest.raises(ValueError, match="unknown scenario"):
+            power.check_scenario(bad)
+    r = power.simulate(PAPER_SEEDS, 0.1, replicates=20, scenario="off-0.5")
+    assert math.isnan(r["p_reproduced_at"]) and r["right"] > 0.9 and r["wrong_share"] == 0.0
+    rows = [{"sd": 0.3, "seeds": 3, "right": 0.9}, {"sd": 0.3, "seeds": 3, "right": 0.7},
+            {"sd": 0.3, "seeds": 5, "right": 0.95}, {"sd": 0.3, "seeds": 5, "right": 0.81},
+            {"sd": 0.5, "seeds": 5, "right": 0.5}]
+    assert power.recommend(rows) == {0.3: 5, 0.5: None}  # every scenario must reach 0.8
 
 
 def test_the_truth_partition():

@@ -174,7 +174,7 @@ def test_bench_config_shows_the_epochs_and_their_evidence(monkeypatch, capsys):
                                 ("bhyravabhottla-cifar10-resnext-layer_to_layer", 300, "paper Sec. 4"),
                                 ("bhyravabhottla-cifar100-cnn12-backprop", 10, "code:"),
                                 ("bhyravabhottla-cifar10-vgg16-layer_to_layer", 10, "code:")]:
-        assert cli.main(["config", eid]) == 0
+        assert cli.main(["config", eid, "--format", "json"]) == 0
         cfg = json.loads(capsys.readouterr().out)
         assert cfg["epochs"] == epochs, eid
         assert cfg["sources"]["epochs"].startswith(source) and "imply" in cfg["sources"]["epochs"], eid

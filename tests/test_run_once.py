@@ -111,7 +111,7 @@ def test_a_terminated_run_is_killed_in_mlflow(tmp_path):
         raise
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "bench: interrupted" in err and "Traceback" not in err, err
+    assert proc.returncode == 143 and "bench: interrupted" in err and "Traceback" not in err, err  # 128 + SIGTERM
     (run,) = runs(tmp_path)
     assert run.info.status == "KILLED" and run.info.end_time
     assert not (tmp_path / "results/smoke/runs" / EID / "seed0.json").exists() and ckpt.exists()

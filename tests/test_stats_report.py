@@ -96,12 +96,15 @@ def test_aggregate_cells_from_result_files(tmp_path):
     assert len(cells) == len(load_claims())  # no cell is dropped
 
 
+# the (dataset, model) runs Cruciata's averaged rows take
+CRUCIATA_AVERAGE_ROWS = [("mnist", "vgg11"), ("cifar10", "vgg11"), ("imagenette", "vgg11"), ("mnist", "vgg16"),
+                         ("cifar10", "vgg16"), ("imagenette", "vgg16"), ("mnist", "vgg19"), ("cifar10", "vgg19"),
+                         ("imagenette", "vgg19")]
+
 def test_time_savings_and_text_averages_are_computed_per_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(agg, "support", lambda exp, profile: "")  # pretend Learn & Drop is implemented
     res = tmp_path / "results"
-    rows = [("mnist", "vgg11"), ("cifar10", "vgg11"), ("imagenette", "vgg11"), ("mnist", "vgg16"),
-            ("cifar10", "vgg16"), ("imagenette", "vgg16"), ("mnist", "vgg19"), ("cifar10", "vgg19"),
-            ("imagenette", "vgg19")]
+    rows = CRUCIATA_AVERAGE_ROWS
     for i, (dataset, model) in enumerate(rows):
         for seed in (0, 1):
             fake_run(res, "paper", f"cruciata-{dataset}-{model}-backprop", seed, train_time_s=1000.0)
@@ -191,6 +194,9 @@ def test_a_bf16_run_is_flagged_as_a_deviation_in_the_report(tmp_path):
 def test_report_without_aggregate_is_a_clear_error(tmp_path):
     from bench import BenchError
 
+    with pytest.raises(BenchError, match="nothing: no such folder"):
+        write_reports("paper", results=tmp_path / "nothing", reports=tmp_path / "r")
+    (tmp_path / "nothing").mkdir()
     with pytest.raises(BenchError, match="run `bench aggregate --profile paper` first"):
         write_reports("paper", results=tmp_path / "nothing", reports=tmp_path / "r")
     assert ex.seeds("smoke") == [0]
@@ -267,6 +273,31 @@ def test_learn_drop_flops_come_from_its_runs_against_sgd(tmp_path):
     write_reports("paper", results=res, reports=rep)
     figure = rep / "paper" / "figures" / "cruciata_imagenette_per_epoch.png"
     assert figure.stat().st_size > 1000 and "cruciata_imagenette_per_epoch.png" in (rep / "paper" / "cruciata.md").read_text()
+
+
+def test_per_epoch_figures_start_at_zero_in_plain_numbers(tmp_path, monkeypatch):
+    """A 2 % drop of forward MACs (35.0M -> 34.3M) on an axis from 0 with ticks such as 30M, not on one cut just
+    below the curves under a '1e7' offset, where it looked like a cliff."""
+    from bench.report import figures
+
+    res = tmp_path / "results"
+    for method, macs in (("learn_drop", [35e6, 35e6, 34.3e6, 34.3e6]), ("freezing", [35e6] * 4), ("backprop", None)):
+        eid = f"cruciata-imagenette-vgg11-{method}"
+        fake_run(res, "paper", eid, 0)
+        path = run_path("paper", eid, 0, res)
+        result = __import__("json").loads(path.read_text())
+        result["metrics"]["macs_forward"] = 35e6
+        result["epochs"] = [{"epoch": i + 1, "epoch_time_s": 25.0 - i / 10, **({"macs_epoch": m} if macs else {})}
+                            for i, m in enumerate(macs or [0] * 4)]
+        write_json_atomic(path, result)
+    shown = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: (fig.canvas.draw(), shown.append(fig)))
+    assert figures.epoch_figures("cruciata", res, "paper", [0], tmp_path)
+    axes = [ax for fig in shown for ax in fig.axes]
+    assert axes and all(ax.get_ylim()[0] == 0 for ax in axes), [ax.get_ylim() for ax in axes]
+    assert all(ax.yaxis.get_offset_text().get_text() == "" for ax in axes)
+    macs_ticks = [t.get_text() for t in axes[1].get_yticklabels()]
+    assert "30M" in macs_ticks, macs_ticks
 
 
 def test_verdicts_and_headline_claims_reach_the_reports_byte_stable(tmp_path):
@@ -346,6 +377,9 @@ def test_a_run_never_replaces_a_fuller_report(tmp_path, capsys):
     write_reports("paper", results=partial, reports=rep, replace=True)
     assert pages.fullness(rep / "paper" / "index.md") == (1, 1)
 
+    with pytest.raises(BenchError, match="empty: no such folder"):
+        agg.aggregate("paper", results=tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(BenchError, match="no result files .* nothing to aggregate"):
         agg.aggregate("paper", results=tmp_path / "empty")
     assert not (tmp_path / "empty" / "paper" / "cells.csv").exists()
@@ -366,3 +400,93 @@ def test_the_audit_keeps_the_findings_of_absent_result_files(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().err
     assert report_audit.write_audit(out, runs={}, results=tmp_path / "res", replace=True, **quick) == out
     assert out.read_text() != fuller
+
+
+def test_identical_seeds_are_a_collapse_unless_the_runs_are_identical_too(tmp_path):
+    """One accuracy from every seed: runs whose losses differ got their seeds (a collapsed result, judged and
+    flagged); runs whose losses are the same never did (INCONCLUSIVE, flagged identical seeds)."""
+    res = tmp_path / "results"
+    for seed in range(3):
+        for exp, test_loss in (("ma-cifar10-vgg8-backprop", 2.3 + 0.01 * seed), ("ma-cifar10-vgg8-predsim", 0.4)):
+            write_json_atomic(run_path("paper", exp, seed, res), result_file(
+                "paper", exp, seed, metrics={"test_accuracy": 90.0, "train_time_s": 60.0, "peak_memory_mb": 1.0,
+                                             "test_loss": test_loss},
+                epochs=[{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5}]))
+    cells = cells_by_id(res, "paper", "0,1,2")
+    collapsed, never = cells["ma.I.vgg8.global"], cells["ma.I.vgg8.layer-wise"]  # printed 90.59 and 89.72
+    assert (collapsed["verdict"], collapsed["flag"]) == ("REPRODUCED", "collapsed") and "differ" in collapsed["reason"]
+    assert (never["verdict"], never["flag"]) == ("INCONCLUSIVE", "identical seeds")
+    assert "never reached" in never["reason"]
+    assert agg.same_runs([((1.0,),), ((1.0,),)]) is True and agg.same_runs([((1.0,),), ((1.5,),)]) is False
+    assert agg.same_runs([((1.0,),), ((),)]) is None and agg.same_runs([((1.0,),)]) is None  # nothing to tell
+    assert agg.run_losses({"metrics": {"test_loss": 0.5, "train_time_s": 9.0},
+                           "epochs": [{"train_loss": 1.0}, {"lr": 0.1}]}) == (0.5, 1.0)  # times are not losses
+
+
+def test_each_paper_is_corrected_over_its_own_cells_only(tmp_path):
+    """A Ma cell significant alone (TOST p between 0.0125 and 0.05) stays REPRODUCED at its raw p when other
+    papers have noisy tested cells: the correction runs over one paper's cells, never over the others'."""
+    res = tmp_path / "results"
+    for seed, acc in enumerate([91.09, 91.29, 90.89]):  # printed 90.59, band +-1.005: inside, near the edge
+        fake_run(res, "paper", "ma-cifar10-vgg8-backprop", seed, accuracy=acc)
+    for exp, printed in (("cruciata-mnist-vgg11-backprop", 98.64), ("karimi-cifar10-lenet-si_forward", 67.47)):
+        for seed, off in enumerate([-3.0, 1.3, 1.0]):  # around the printed value, too noisy to decide
+            fake_run(res, "paper", exp, seed, accuracy=printed + off)
+    cells = cells_by_id(res, "paper", "0,1,2")
+    ma = cells["ma.I.vgg8.global"]
+    assert 0.0125 < float(ma["p_cell"]) < 0.05 and float(ma["p_adjusted"]) == pytest.approx(float(ma["p_cell"]))
+    assert ma["verdict"] == "REPRODUCED"
+    for noisy in ("cruciata.1.vgg-11.mnist.sgd.a", "karimi.3.cifar-10.proposed-method.lenet"):
+        assert cells[noisy]["verdict"] == "INCONCLUSIVE" and cells[noisy]["correction"] == "bh"
+
+
+def test_an_average_with_a_failed_member_is_not_judged_on_the_survivors(tmp_path, monkeypatch):
+    monkeypatch.setattr(agg, "support", lambda exp, profile: "")  # pretend Learn & Drop is implemented
+    res = tmp_path / "results"
+    rows = CRUCIATA_AVERAGE_ROWS
+    for i, (dataset, model) in enumerate(rows):
+        for seed in (0, 1):
+            fake_run(res, "paper", f"cruciata-{dataset}-{model}-backprop", seed, train_time_s=1000.0)
+            failed = i == 4 and seed == 1
+            fake_run(res, "paper", f"cruciata-{dataset}-{model}-learn_drop", seed, train_time_s=600.0 + seed,
+                     status="FAILED" if failed else "FINISHED", error="RuntimeError: boom" if failed else None)
+    cells = cells_by_id(res, "paper", "0,1")
+    avg = cells["cruciata.text.vgg-average.dropping.dt"]
+    assert avg["status"] == "FAILED" and avg["verdict"] == "FAILED" and avg["n"] == "1"
+
+
+def test_learn_drop_flops_need_both_runs_finished(tmp_path):
+    res = tmp_path / "results"
+    for seed in (0, 1):
+        for method in ("learn_drop", "backprop"):
+            eid = f"cruciata-imagenette-vgg11-{method}"
+            failed = method == "backprop" and seed == 1
+            fake_run(res, "paper", eid, seed, status="FAILED" if failed else "FINISHED",
+                     error="RuntimeError: boom" if failed else None)
+            path = run_path("paper", eid, seed, res)
+            result = __import__("json").loads(path.read_text())
+            result["metrics"]["macs_forward"] = 100.0
+            result["epochs"] = [{"epoch": i + 1, "macs_epoch": 80.0} for i in range(2)]
+            write_json_atomic(path, result)
+    write_json_atomic(res / "paper" / "models" / "cruciata-vgg11.json",
+                      measurement_file("cruciata", "vgg11", macs=30_000_000_000, params_total=1))
+    cut = cells_by_id(res, "paper", "0,1")["cruciata.3.vgg-11.dropping.d-flops-pct"]
+    assert cut["status"] == "FAILED" and "did not finish" in cut["reason"] and cut["n"] == "1"
+
+
+def test_summaries_say_which_interval():
+    assert summarize([5.0])["ci_method"] == "" and summarize([])["ci_method"] == ""
+    assert summarize([5.0, 6.0])["ci_method"] == "t"
+
+
+def test_a_non_finite_seed_value_makes_the_cell_diverged_in_its_status_too(tmp_path, monkeypatch):
+    """A FINISHED run's metrics are finite (bench.run.results), but a value computed from them need not be (a
+    saving over a zero time): the cell is DIVERGED in its status column as well as in its verdict."""
+    res = tmp_path / "results"
+    for seed in range(3):
+        fake_run(res, "paper", "ma-cifar10-vgg8-backprop", seed, accuracy=90.0 + seed)
+    value = agg.metric_value
+    monkeypatch.setattr(agg, "metric_value", lambda claim, run, base=None: (
+        float("inf") if run["seed"] == 1 else value(claim, run, base)))
+    cell = cells_by_id(res, "paper", "0,1,2")["ma.I.vgg8.global"]
+    assert (cell["status"], cell["verdict"]) == ("DIVERGED", "DIVERGED") and "not finite" in cell["reason"]

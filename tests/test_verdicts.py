@@ -4,6 +4,7 @@ bench.verdicts.stats."""
 import copy
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -30,6 +31,28 @@ def at(claim, value, printed=None):
 
 def one(claim, values, profile="paper", **kw):
     return vd.judge([vd.Cell(claim, values, **kw)], profile)[0]
+
+
+def needed(j) -> tuple[int, int, int]:
+    """(seeds needed, fewest, most) from a judgement's "N (range A-B over the sd's 80 % interval)"."""
+    m = re.fullmatch(r"([\d,]+) \(range ([\d,]+)-([\d,]+) over the sd's 80 % interval\)", j.seeds_needed)
+    assert m, j.seeds_needed
+    return tuple(int(g.replace(",", "")) for g in m.groups())
+
+
+def sd_range(values, confidence=0.8):
+    """The sd's two-sided interval by the textbook formula: (n - 1) s^2 / sd^2 is chi-square on n - 1."""
+    n, s = len(values), np.std(values, ddof=1)
+    return (s * math.sqrt((n - 1) / st.chi2.ppf(0.5 + confidence / 2, n - 1)),
+            s * math.sqrt((n - 1) / st.chi2.ppf(0.5 - confidence / 2, n - 1)))
+
+
+def smallest(power, target=0.8):
+    """The smallest n >= 2 with power(n) >= target, by counting up (power grows with n)."""
+    n = 2
+    while power(n) < target:
+        n += 1
+    return n
 
 
 def t_p(values, mu, side):
@@ -115,17 +138,28 @@ def test_better_and_not_reproduced_follow_the_metric_direction():
     assert one(at(ERR, 10.0), [7.0, 7.2, 6.9]).verdict == "BETTER"  # a lower error is better
     assert one(at(ERR, 10.0), [13.0, 13.2, 12.9]).verdict == "NOT REPRODUCED"
     j = one(at(ACC, 90.0), low)
-    assert j.p_cell == pytest.approx(t_p(low, 89.0 - HALF, "less"))
+    assert j.p_cell == pytest.approx(2 * t_p(low, 89.0 - HALF, "less"))  # a way out is tested at half the level
+    j = one(at(ACC, 90.0), high)
+    assert j.p_cell == pytest.approx(2 * t_p(high, 91.0 + HALF, "greater"))
 
 
 def test_inconclusive_with_the_seeds_exact_tost_power_needs():
     values = [88.0, 91.5, 89.0]  # mean 89.5 inside the band, but the spread is wide
     j = one(at(ACC, 90.0), values)
     assert j.verdict == "INCONCLUSIVE"
-    n_needed = int(j.seeds_needed)
+    n_needed, fewest, most = needed(j)
     sd, mean = np.std(values, ddof=1), np.mean(values)
     low, high = 90.0 - 1 - HALF, 90.0 + 1 + HALF   # effects from the band's edges, not from the printed value
-    power = lambda n: tost_power_by_grid(mean - low, high - mean, sd, n, 0.05)  # noqa: E731 (one cell: level alpha)
+    power = lambda n, s=sd: tost_power_by_grid(mean - low, high - mean, s, n, 0.05)  # noqa: E731 (one cell: alpha)
+    assert power(n_needed) >= 0.8 > power(n_needed - 1)
+    # the range: the seeds needed at the ends of the sd's 80 % interval (3 seeds: 0.66 to 3.1 times the sd)
+    sd_low, sd_high = sd_range(values)
+    assert power(fewest, sd_low) >= 0.8 > power(fewest - 1, sd_low) and fewest < n_needed
+    assert power(most, sd_high) >= 0.8 > power(most - 1, sd_high) and most > 3 * n_needed
+    mirrored = [180.0 - v for v in values]  # mean 90.5: now the upper edge is the near one
+    j = one(at(ACC, 90.0), mirrored)
+    assert j.verdict == "INCONCLUSIVE" and needed(j) == (n_needed, fewest, most)
+    power = lambda n: tost_power_by_grid(90.5 - low, high - 90.5, sd, n, 0.05)  # noqa: E731
     assert power(n_needed) >= 0.8 > power(n_needed - 1)
 
 
@@ -133,16 +167,16 @@ def test_seeds_needed_uses_the_level_the_correction_reached():
     noisy = [88.0, 91.5, 89.0]
     four = vd.judge([vd.Cell(at(ACC, 90.0), noisy)] * 4, "paper")  # nothing rejected: BH's level is alpha / 4
     sd, mean = np.std(noisy, ddof=1), np.mean(noisy)
-    n_needed = int(four[0].seeds_needed)
+    n_needed = needed(four[0])[0]
     power = lambda n: tost_power_by_grid(mean - 88.995, 91.005 - mean, sd, n, 0.05 / 4)  # noqa: E731
     assert power(n_needed) >= 0.8 > power(n_needed - 1)
-    assert n_needed > int(one(at(ACC, 90.0), noisy).seeds_needed)
+    assert n_needed > needed(one(at(ACC, 90.0), noisy))[0]
     # two cells decided among four: BH's level is alpha * 2 / 4
     clear = [90.0, 90.1, 89.9, 90.05]
     mixed = vd.judge([vd.Cell(at(ACC, 90.0), clear)] * 2 + [vd.Cell(at(ACC, 90.0), noisy)] * 2, "paper")
     assert [m.verdict for m in mixed] == ["REPRODUCED"] * 2 + ["INCONCLUSIVE"] * 2
     power = lambda n: tost_power_by_grid(mean - 88.995, 91.005 - mean, sd, n, 0.05 * 2 / 4)  # noqa: E731
-    assert power(int(mixed[2].seeds_needed)) >= 0.8 > power(int(mixed[2].seeds_needed) - 1)
+    assert power(needed(mixed[2])[0]) >= 0.8 > power(needed(mixed[2])[0] - 1)
 
 
 def test_outside_the_band_seeds_needed_is_the_one_sided_power():
@@ -150,8 +184,12 @@ def test_outside_the_band_seeds_needed_is_the_one_sided_power():
     j = one(at(ACC, 90.0), values)
     assert j.verdict == "INCONCLUSIVE"
     sd, mean = np.std(values, ddof=1), np.mean(values)
-    power = lambda n: st.nct.sf(st.t.isf(0.05, n - 1), n - 1, (88.995 - mean) * math.sqrt(n) / sd)  # noqa: E731
-    assert power(int(j.seeds_needed)) >= 0.8 > power(int(j.seeds_needed) - 1)
+    # a way out is tested at half the level (both ways out are wrong inside the band)
+    power = lambda n, s=sd: st.nct.sf(st.t.isf(0.025, n - 1), n - 1, (88.995 - mean) * math.sqrt(n) / s)  # noqa: E731
+    n_needed, fewest, most = needed(j)
+    assert power(n_needed) >= 0.8 > power(n_needed - 1)
+    sd_low, sd_high = sd_range(values)
+    assert (fewest, most) == (smallest(lambda n: power(n, sd_low)), smallest(lambda n: power(n, sd_high)))
 
 
 def test_above_the_band_seeds_needed_is_the_one_sided_power():
@@ -159,8 +197,8 @@ def test_above_the_band_seeds_needed_is_the_one_sided_power():
     j = one(at(ACC, 90.0), values)
     assert j.verdict == "INCONCLUSIVE"
     sd, mean = np.std(values, ddof=1), np.mean(values)
-    power = lambda n: st.nct.sf(st.t.isf(0.05, n - 1), n - 1, (mean - 91.005) * math.sqrt(n) / sd)  # noqa: E731
-    assert power(int(j.seeds_needed)) >= 0.8 > power(int(j.seeds_needed) - 1)
+    power = lambda n: st.nct.sf(st.t.isf(0.025, n - 1), n - 1, (mean - 91.005) * math.sqrt(n) / sd)  # noqa: E731
+    assert power(needed(j)[0]) >= 0.8 > power(needed(j)[0] - 1)
 
 
 def test_an_adjusted_p_equal_to_alpha_is_not_significant(monkeypatch):
@@ -189,17 +227,61 @@ def test_non_finite_values_never_get_a_verdict():
     assert math.isnan(stats.summarize([1.0, math.nan])["mean"])
 
 
-def test_identical_seeds_are_flagged_not_decided_by_the_last_bit():
-    ten = [81.07] * 10  # exactly on the band's edge of a printed 80.07 in the old rule
-    j = one(at(ACC, 80.07), ten)
+def test_identical_seeds_from_identical_runs_are_flagged_not_decided_by_the_last_bit():
+    ten = [81.07] * 10
+    j = one(at(ACC, 80.07), ten, same_runs=True)  # the runs' losses are identical too: the seed never reached them
     assert j.verdict == "INCONCLUSIVE" and j.flag == "identical seeds" and "never reached" in j.reason
     assert math.isnan(j.p_cell)
     noise = [81.07 + k * 1e-14 for k in range(10)]  # floating-point noise is no spread either
-    assert one(at(ACC, 80.07), noise).flag == "identical seeds"
-    two = one(at(ACC, 90.0), [90.0, 90.0])
+    assert one(at(ACC, 80.07), noise, same_runs=True).flag == "identical seeds"
+    two = one(at(ACC, 90.0), [90.0, 90.0], same_runs=True)
     assert two.verdict == "INCONCLUSIVE" and two.flag == "identical seeds"
-    real = one(at(ACC, 90.0), [90.0, 90.01, 89.99])  # a real (small) spread is tested
+    real = one(at(ACC, 90.0), [90.0, 90.01, 89.99], same_runs=True)  # a real (small) spread is tested
     assert real.flag == "" and real.verdict == "REPRODUCED"
+
+
+def test_identical_is_relative_to_the_values_scale():
+    """Spread below identical_sd (1e-7) times max(|mean|, 1): relative for large values, absolute below 1."""
+    assert stats.identical([1e6, 1e6 + 0.01, 1e6 - 0.01], 1e-7)  # sd 0.01: 1e-8 of the mean
+    assert not stats.identical([1e6, 1e6 + 1.0, 1e6 - 1.0], 1e-7)
+    assert stats.identical([-1e6, -1e6 + 0.01, -1e6 - 0.01], 1e-7)  # |mean|
+    assert stats.identical([1e-3, 1e-3 + 5e-8, 1e-3 - 5e-8], 1e-7)  # below 1 the scale is 1
+    assert not stats.identical([1e-3, 1e-3 + 5e-7, 1e-3 - 5e-7], 1e-7)
+    assert stats.identical([2.0, 2.0 + 1e-7], 1e-7) and not stats.identical([2.0, 2.0 + 1e-6], 1e-7)
+
+
+def test_a_collapsed_result_is_judged_and_flagged():
+    """Bhyravabhottla's VGG16 printed "10%" (chance on 10 classes): a reproduction stuck at chance gives exactly
+    10.0 on every seed. Runs that differ (or record nothing to tell) did get their seeds: judged on that value."""
+    chance = dataclasses.replace(ACC, value=10.0, printed="10%")
+    for same_runs in (False, None):
+        j = one(chance, [10.0, 10.0, 10.0], same_runs=same_runs)
+        assert j.verdict == "REPRODUCED" and j.flag == "collapsed" and "collapsed" in j.reason, (same_runs, j)
+        assert "never reached the run;" not in j.reason and j.p_cell == 0.0 and j.seeds_needed == ""
+    assert "losses differ" in one(chance, [10.0] * 3, same_runs=False).reason
+    assert "record no losses" in one(chance, [10.0] * 3).reason
+    assert one(chance, [10.0, 10.0, 10.01]).verdict == "REPRODUCED"  # the same answer as with a hair of spread
+    below = one(at(ACC, 90.0), [10.0] * 3)  # collapsed far from a printed 90 %
+    assert below.verdict == "NOT REPRODUCED" and below.flag == "collapsed"
+    assert one(at(ACC, 5.0), [10.0] * 3).verdict == "BETTER"
+    noise = one(chance, [10.0 + k * 1e-14 for k in range(3)])  # floating-point noise does not make it a spread
+    assert noise.flag == "collapsed" and noise.p_cell == 0.0
+    # exactly on the band's edge (printed 80.07: the band ends at 81.075) one value decides nothing
+    edge = one(at(ACC, 80.07), [81.075] * 3)
+    assert edge.verdict == "INCONCLUSIVE" and edge.flag == "collapsed" and "edge" in edge.seeds_needed
+    edge_noise = one(at(ACC, 80.07), [81.075 + k * 1e-13 for k in range(3)])
+    assert edge_noise.verdict == "INCONCLUSIVE"
+    near = one(at(ACC, 80.07), [81.075 - 2e-6] * 3)  # within 1e-7 of the value's scale (80): still the edge
+    assert near.verdict == "INCONCLUSIVE" and near.p_cell == 0.5
+    small = one(SAVING, [0.575 + 8e-8] * 3)  # below 1 the noise scale is 1, not the value: 8e-8 is the edge
+    assert small.verdict == "INCONCLUSIVE" and small.flag == "collapsed" and vd.band(SAVING)[0] == pytest.approx(0.575)
+    low_edge = one(at(ACC, 80.07), [79.065] * 3)  # the lower edge likewise
+    assert low_edge.verdict == "INCONCLUSIVE" and low_edge.p_cell == 0.5
+    assert one(at(ACC, 80.07), [79.0651] * 3).verdict == "REPRODUCED"  # just inside: decided
+    assert one(at(ACC, 80.07), [79.0649] * 3).verdict == "NOT REPRODUCED"
+    # a collapsed cell is corrected with the others: it is decided at any level
+    family = vd.judge([vd.Cell(chance, [10.0] * 3)] + [vd.Cell(at(ACC, 90.0), [88.0, 92.0, 90.0])] * 5, "paper")
+    assert family[0].verdict == "REPRODUCED" and family[0].p_adjusted == 0.0
 
 
 def test_not_comparable_profiles_and_hardware():
@@ -213,6 +295,15 @@ def test_not_comparable_profiles_and_hardware():
     assert same.verdict == "REPRODUCED"
     mixed = one(at(TIME, 20.0), [20.0, 20.1, 19.9], devices={"NVIDIA GeForce RTX 3090", "NVIDIA H100 80GB HBM3"})
     assert mixed.verdict == "NOT COMPARABLE"  # every run must be on the paper's hardware
+
+
+def test_a_partial_cell_is_judged_on_its_seeds_and_says_so():
+    why = "1 of 4 seeds have no result file yet"
+    j = one(at(ACC, 90.0), [90.0, 90.1, 89.9], status="PARTIAL", reason=why)
+    assert j.verdict == "REPRODUCED" and j.reason == why
+    assert one(at(ACC, 90.0), [90.0, 90.1, 89.9]).reason == ""
+    collapsed = one(at(ACC, 90.0), [90.0] * 3, status="PARTIAL", reason=why)
+    assert collapsed.flag == "collapsed" and collapsed.reason.startswith(why + "; collapsed")
 
 
 def test_missing_failed_diverged_keep_their_reason():
@@ -230,6 +321,21 @@ def test_exact_cells_round_to_the_printed_value_in_every_profile():
     assert one(decimal, [0.3149], exact=True).verdict == "REPRODUCED"
     assert one(decimal, [0.3051], exact=True).verdict == "REPRODUCED"
     assert one(decimal, [0.3151], exact=True).verdict == "NOT REPRODUCED"
+    # half up in decimal: 0.305 is the binary 0.30499999999999999334, which round() takes down to 0.3
+    assert one(decimal, [0.305], exact=True).verdict == "REPRODUCED" and round(0.305, 2) == 0.3
+    assert one(decimal, [0.315], exact=True).verdict == "NOT REPRODUCED"  # 0.315 rounds up to 0.32
+    assert one(decimal, [0.30499], exact=True).verdict == "NOT REPRODUCED"
+    odd = dataclasses.replace(FLOPS, printed="≈0.31", value=0.31)  # not a plain number: the value at its decimals
+    assert one(odd, [0.305], exact=True).verdict == "REPRODUCED"
+    assert one(odd, [0.315], exact=True).verdict == "NOT REPRODUCED"
+    grouped = dataclasses.replace(FLOPS, printed="31,203.60", value=31203.6)  # thousands separators, a kept zero
+    assert one(grouped, [31203.595], exact=True).verdict == "REPRODUCED"
+    assert one(grouped, [31203.605], exact=True).verdict == "NOT REPRODUCED"
+    assert one(grouped, [31203.6049], exact=True).verdict == "REPRODUCED"
+    assert one(dataclasses.replace(PARAMS, printed="896", value=896.0), [896.5], exact=True).verdict == \
+        "NOT REPRODUCED"  # 896.5 rounds up to 897
+    assert one(dataclasses.replace(PARAMS, printed="896", value=896.0), [895.5], exact=True).verdict == \
+        "REPRODUCED"  # where round() would give 896 by banker's rounding and 895.5 -> 896 half up, both agree
 
 
 # ---------------------------------------------------------------- corrections
@@ -299,4 +405,8 @@ def test_the_tolerances_file_gives_every_metric_a_reasoned_band():
     assert tol["correction"] in stats.CORRECTIONS
     assert set(tol["profiles"]) == set(ex.profiles())
     assert tol["profiles"]["paper"]["comparable"] and not tol["profiles"]["smoke"]["comparable"]
-    assert "false discovery rate" in vd.guarantee() and "5 %" in vd.guarantee()
+    assert vd.guarantee().startswith("Benjamini-Hochberg over the tested cells of a paper at q = 0.05: among a "
+                                     "paper's decided cells (REP, BETTER, NOT REP) the expected share of wrong "
+                                     "verdicts is at most 5 % (the false discovery rate), proven for cells from "
+                                     "independent runs")
+    assert vd.rule() == "Benjamini-Hochberg, false discovery rate 0.05" and vd.rule_name() == "Benjamini-Hochberg"

@@ -53,8 +53,9 @@ def test_job_through_worker_equals_job_in_own_process(warm, workdir):
 def test_errors_and_output_reach_the_client(warm, workdir):
     proc = bench("run", "-e", "ma-cifar10-vgg99-backprop", "--profile", "smoke", cwd=workdir, env={worker.ENV: warm})
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "bench: error: unknown experiment 'ma-cifar10-vgg99-backprop': " \
-                                  "`bench experiments --all` lists them"
+    assert proc.stderr.strip() == "bench: error: unknown experiment 'ma-cifar10-vgg99-backprop': did you mean " \
+                                  "'ma-cifar10-vgg19-backprop', 'ma-cifar100-vgg19-backprop' or " \
+                                  "'ma-cifar10-vgg8-backprop'? `bench experiments --all` lists them"
 
 
 def test_commands_other_than_run_and_measure_stay_in_process(warm, workdir):

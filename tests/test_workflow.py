@@ -1,5 +1,7 @@
 """The Snakemake DAG end to end: a real smoke run of a few experiments, then a re-run that trains nothing."""
 import csv
+import base64
+import json
 import re
 import shutil
 import subprocess
@@ -8,7 +10,8 @@ import sys
 import pytest
 
 from bench.run.targets import targets
-from conftest import REPO, SMALL_DAG_CONFIG, SMALL_DAG_EXPERIMENTS, SMALL_DAG_SEEDS
+from conftest import REPO, SMALL_DAG_EXPERIMENTS, SMALL_DAG_SEEDS, small_dag_config
+from helpers import result_file
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
@@ -40,12 +43,14 @@ def test_unknown_profile_stops_the_workflow(tmp_path):
 @pytest.mark.slow
 def test_smoke_run_end_to_end(small_dag, tmp_path):
     """The session's small smoke DAG (conftest.small_dag: 4 experiments x 4 seeds): result files, cells with their
-    seeds, reports, MLflow runs; a re-run that trains nothing; a fresh clone's (no results) that trains it all."""
+    seeds, reports, MLflow runs; a re-run that trains nothing; a fresh clone's (no results) that trains it all. It ran
+    in a folder whose path holds a space, with the results, reports and data roots in it (issue 31)."""
     folder = small_dag.folder
+    assert " " in str(folder) and f"results={folder / 'results'}" in small_dag_config(folder)
     experiments = sorted(SMALL_DAG_EXPERIMENTS)
     assert job_counts(small_dag.log)["train"] == len(experiments) * SMALL_DAG_SEEDS
 
-    runs = sorted(p.relative_to(folder).as_posix() for p in (folder / "results/smoke/runs").rglob("*.json"))
+    runs = sorted(p.relative_to(folder).as_posix() for p in (folder / "results/smoke/runs").rglob("seed*.json"))
     assert runs == [f"results/smoke/runs/{e}/seed{s}.json" for e in experiments for s in range(SMALL_DAG_SEEDS)]
     with open(folder / "results/smoke/cells.csv", newline="") as f:
         cells = {r["id"]: r for r in csv.DictReader(f)}
@@ -73,13 +78,13 @@ def test_smoke_run_end_to_end(small_dag, tmp_path):
     assert sorted((r.data.tags["experiment"], r.data.tags["seed"]) for r in mlflow_runs) == \
         [(e, str(s)) for e in experiments if e.split("-")[0] in ("cruciata", "ma") for s in range(SMALL_DAG_SEEDS)]
 
-    again = snakemake(folder, "-n", *SMALL_DAG_CONFIG)  # nothing changed: nothing to train (a dry run changes nothing)
+    again = snakemake(folder, "-n", *small_dag_config(folder))  # nothing changed: nothing to train (a dry run changes nothing)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
     # a fresh clone has the committed reports but no results: the whole DAG runs again (on a copy of the folder)
     clone = tmp_path / "clone"
     shutil.copytree(folder, clone, ignore=shutil.ignore_patterns("results", ".snakemake"))
-    fresh = snakemake(clone, "-n", *SMALL_DAG_CONFIG)
+    fresh = snakemake(clone, "-n", *small_dag_config(clone))
     assert fresh.returncode == 0 and job_counts(fresh.stdout + fresh.stderr)["train"] == len(runs)
 
 
@@ -113,3 +118,37 @@ def test_a_missing_dataset_stops_a_real_data_workflow_before_any_training(tmp_pa
     line = next(l for l in log.splitlines() if l.startswith("bench: error: dataset"))
     assert f"not found under {tmp_path / 'no-data'}" in line and "bench data download" in line
     assert "rule train:" not in log and not (tmp_path / "results/check/runs").exists()  # no job trained
+
+
+def test_a_seed_finished_by_bench_run_before_the_dag_is_not_trained_again(tmp_path):
+    """Issue 31: a seed that `bench run` finished before the first `snakemake` (a result file valid for the
+    experiment's config today, of which Snakemake has no record) is kept, although mlflow_setup, which the other
+    seeds need, runs first and would make its input newer. One trained under another config is trained again (as is
+    a FAILED one: bench.run.results.load's checks, then the status)."""
+    done, other = "cruciata-mnist-vgg11-backprop", "ma-cifar10-vgg8-backprop"
+    path = tmp_path / "results/smoke/runs" / done / "seed0.json"
+    path.parent.mkdir(parents=True)
+
+    def trained(result) -> list[str]:
+        path.write_text(json.dumps(result))
+        proc = snakemake(tmp_path, "-n", "--config", "profile=smoke", "seeds=1", f"only={done},{other}")
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == 0, log[-2000:]
+        assert job_counts(log)["mlflow_setup"] == 1, log[-2000:]
+        return sorted(set(re.findall(r"output: results/smoke/runs/([^/\s]+)/seed0\.json", log)))
+
+    finished = result_file("smoke", done, metrics={"test_accuracy": 70.0, "train_time_s": 1.0})
+    assert trained(finished) == [other]
+    # Snakemake's record of it from an older version of the rule (another shell command and params): the valid
+    # result is kept all the same (an upgrade of the suite trains nothing again), and the record is dropped
+    key = f"results/smoke/runs/{done}/seed0.json"
+    record = tmp_path / ".snakemake/metadata" / base64.urlsafe_b64encode(key.encode()).decode()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"rule": "train", "shellcmd": "bench run --an-older-command", "code": "older",
+                                  "params": ["older"], "input": [], "record_format_version": 6,
+                                  "starttime": 0.0, "endtime": 1.0, "incomplete": False}))
+    assert trained(finished) == [other]
+    assert not record.exists()
+    stale = json.loads(json.dumps(finished))
+    stale["config"]["epochs"] += 1
+    assert trained(stale) == sorted([done, other])

@@ -397,11 +397,13 @@ def calibrate_device(profile: str, device: torch.device, rate: float | None = No
 
 
 def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: float | None = None,
-         calibrate: str = "probe", calibration: Calibration | None = None, fit=None) -> dict:
+         calibrate: str = "probe", calibration: Calibration | None = None, fit=None, progress=None) -> dict:
     """Every job of the profile with its estimated seconds; totals per paper and for the suite. `calibrate`:
     'probe' (the given `calibration`, else `rate` alone when given, else this device's probed Calibration) or
     'printed' (the papers' printed times: their median rate alone). Learn & Drop and Freezing are planned without
-    drops (a run decides its drops): an upper bound on their cost."""
+    drops (a run decides its drops): an upper bound on their cost. `progress(done, total, what)`, when given, hears
+    of each step (the probe, then every job) before it starts."""
+    tell = progress or (lambda done, total, what: None)
     n_seeds = seeds or len(ex.seeds(profile))
     dev = None
     if calibrate == "printed":
@@ -410,12 +412,16 @@ def plan(profile: str, seeds: int | None = None, device: str = "auto", rate: flo
         device_label, device_type = "; ".join(calibration["hardware"]), "printed"
     else:
         dev = resolve_device(device)
+        if calibration is None and not rate:
+            tell(0, 0, f"probing {device_name(dev)}")
         cal = calibration or calibrate_device(profile, dev, rate)
         calibration = {"source": cal.source}
         device_label = cal.device or device_name(dev)
         device_type = "cpu" if device_label.startswith("CPU") else "cuda"  # a calibration file may be another's
     jobs = []
-    for eid in targets(profile):
+    planned = targets(profile)
+    for done, eid in enumerate(planned):
+        tell(done, len(planned), eid)
         cost = job_cost(ex.get(eid), profile, device=dev if cal.timed else None)
         cost["seconds"] = cal.seconds(cost)
         if fit is not None:  # the predicted peaks on that node (bench/cost/resources.py) and what overflows

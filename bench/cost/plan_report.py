@@ -154,6 +154,23 @@ def memory_text(profile: str, node, jobs: list[dict]) -> tuple[str, list[dict]]:
     return "\n".join(lines), misfits
 
 
+def progress_line(profile: str, end: bool = False):
+    """`bench plan`'s progress on stderr, one line rewritten in place (the probe, then job k of n), in a terminal only;
+    None elsewhere (a log gets the result alone). end=True clears the line."""
+    if not sys.stderr.isatty():
+        return None
+    if end:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+        return None
+
+    def tell(done: int, total: int, what: str):
+        step = f"job {done + 1}/{total}: {what}" if total else what
+        sys.stderr.write(f"\r\033[Kbench plan {profile}: {step}"[:200])
+        sys.stderr.flush()
+    return tell
+
+
 def run(profile: str, seeds: int | None, device: str, rate: float | None, calibrate: str,
         calibration: str | None, compare: bool, results: str, write: str | None, fit=None) -> str:
     from bench.methods.training import resolve_device
@@ -170,7 +187,8 @@ def run(profile: str, seeds: int | None, device: str, rate: float | None, calibr
             raise BenchError(f"no finished runs under {results}/{profile} to compare with")
         return comparison(rows, cal, cal.device or device_name(dev))
     if profile == "all":
-        plans = [plan.plan(p, seeds, device, rate, calibrate, cal) for p in ex.profiles()]
+        plans = [plan.plan(p, seeds, device, rate, calibrate, cal) for p, settings in ex.profiles().items()
+                 if "rehearses" not in settings]  # a rehearsal (bench rehearse) is no DAG's
         kind = {"cpu": "CPU-hours"}.get(plans[0]["device_type"], "GPU-hours")
         papers = list(plans[0]["hours_per_paper"])
         table = tabulate([[p, *(hours(f["hours_per_paper"][p]) for f in plans)] for p in papers]
@@ -178,7 +196,10 @@ def run(profile: str, seeds: int | None, device: str, rate: float | None, calibr
                          headers=["Paper", *(f"{f['profile']} ({f['seeds']} seeds)" for f in plans)],
                          tablefmt="github", disable_numparse=True)
         return f"{table}\n\n{kind}, calibrated on {plans[0]['device']}; each profile with its own seeds unless --seeds"
-    found = plan.plan(profile, seeds, device, rate, calibrate, cal, fit=fit)
+    try:
+        found = plan.plan(profile, seeds, device, rate, calibrate, cal, fit=fit, progress=progress_line(profile))
+    finally:  # the progress line cleared, before the plan or a line that says why it stopped
+        progress_line(profile, end=True)
     if write:
         Path(write).parent.mkdir(parents=True, exist_ok=True)
         Path(write).write_text(json.dumps(found, indent=1))

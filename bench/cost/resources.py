@@ -22,7 +22,8 @@ host:
   * the process: Python, torch, MLflow and the suite imported (PROCESS_BYTES, measured: see below);
   * the data as it is read (the decoded splits, and a resized or subset copy beside them);
   * on a GPU: a checkpoint's copy of the model and optimizer state while it is written, and the pair search's
-    pinned host buffers; on a CPU run, everything the device part above holds.
+    pinned host buffers; on a CPU run, everything the device part above holds (and the checkpoint's copy where
+    checkpoints are written in the background).
 disk: the checkpoint (model + optimizer state, written every epoch) and Learn & Drop's maps when they go to disk.
 
 Activations are the uncertain part (in-place activations, saved inputs versus outputs, cuDNN workspaces are not
@@ -258,6 +259,8 @@ def job_resources(exp, profile: str, node: Node = PAPERS_NODE, samples: tuple[in
     if cpu:
         host.update({k: v for k, v in device.items() if k != "data"})
         device = {}
+        if cfg.get("checkpoint_writes") == "background":  # the states copied for the writer thread (as on a GPU)
+            host["checkpoint copy"] = disk["checkpoint"]
     else:
         host["checkpoint copy"] = disk["checkpoint"]
     return {"experiment": exp.id, "paper": exp.paper, "method": method, "device_bytes": sum(device.values()),

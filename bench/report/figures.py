@@ -2,7 +2,7 @@
 
 * claimed vs reproduced, one panel per metric of a paper: each cell at (printed value, reproduced mean) with its
   95 % interval, coloured by verdict, over its band (bench/tolerances.yaml);
-* per-epoch curves of the runs a grid's `epoch_figures` names (Learn & Drop's Figures 5-6).
+* per-epoch curves of the runs a grid's `epoch_figures` names (Learn & Drop's Figures 5-6), their y axes from 0.
 """
 import math
 from collections import defaultdict
@@ -112,6 +112,10 @@ def epoch_figures(paper: str, results: Path | str, profile: str, seeds: list[int
                     ax.plot(range(1, len(ys) + 1), ys, marker=".", label=spec["labels"].get(method, method))
                 ax.set_title(f"{model}: {spec['titles'].get(metric, metric)}", fontsize=9)
                 ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+                # from zero, in plain numbers (35M, not an offset '1e7' scale): times and MACs are amounts, and an
+                # axis cut just below the curves makes a 2 % drop look like a cliff
+                ax.set_ylim(bottom=0)
+                ax.yaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
                 ax.tick_params(labelsize=7)
         axes[0][0].legend(fontsize=7)
         for ax in axes[-1]:

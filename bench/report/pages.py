@@ -169,6 +169,8 @@ def write_reports(profile: str, results: Path | str = "results", reports: Path |
     from bench.claims.audit import findings
 
     ex.profile_settings(profile)
+    if not Path(results).is_dir():  # a typo'd --results: say so, not "run bench aggregate first"
+        raise BenchError(f"{results}: no such folder (--results)")
     cells = read_cells(profile, results)
     heads = read_headlines(profile, results)
     seeds = json.loads((Path(results) / profile / "aggregate.json").read_text())["seeds"]

@@ -66,7 +66,8 @@ def headline_markdown(paper: str, heads: list[dict]) -> list[str]:
         diff = fmt_value(r["diff"]) if not math.isnan(r["diff"]) else "–"
         p = f"{r['p_adjusted']:.3g}" if not math.isnan(r["p_adjusted"]) else "–"
         verdict = r["verdict"] + (f" (test on these runs: {r['test']})" if r["verdict"] == "NOT COMPARABLE" else "")
-        verdict += f" ({r['pairs']} pairs)" if r.get("pairs") else ""
+        # a partial pairwise claim's verdict says how many pairs it was tested on ("holds on k of n pairs ...")
+        verdict += f" ({r['pairs']} pairs)" if r.get("pairs") and "pairs" not in r["verdict"] else ""
         under = (r.get("holds_under") or "–") + (f"; {r['readings_note']}" if r.get("readings_note") else "")
         body.append([h.id, h.where, f"“{h.wording}”", rel, f"{r['as_printed']} ({r['printed_numbers']})",
                      f"{diff} (n={r['n']})", p, verdict, under])

@@ -136,10 +136,10 @@ def summary_markdown(paper: str, meta: dict, rows: list[dict], heads: list[dict]
         lines.append("- **Not judged:** " + "; ".join(f"{n} {v} ({why or 'no reason given'})" for (v, why), n in
                                                       sorted(unjudged.items(), key=lambda kv: (-kv[1], kv[0]))) + ".")
     if heads:
-        c = Counter(h["verdict"] for h in heads)
+        c = Counter("holds on some pairs" if h["verdict"].startswith("holds on ") else h["verdict"] for h in heads)
         lines.append(f"- **Headline claims ({len(heads)}):** on the runs "
-                     + ", ".join(f"{v} {c[v]}" for v in ("HOLDS", "REVERSED", "NOT SIGNIFICANT", "NOT COMPARABLE",
-                                                         "MISSING", "DIVERGED") if c[v])
+                     + ", ".join(f"{v} {c[v]}" for v in ("HOLDS", "holds on some pairs", "REVERSED", "NOT SIGNIFICANT",
+                                                         "NOT COMPARABLE", "MISSING", "DIVERGED") if c[v])
                      + (" (the tests on these runs: " + ", ".join(f"{v} {n}" for v, n in sorted(
                          Counter(h["test"] for h in heads).items())) + ")" if c["NOT COMPARABLE"] else "")
                      + f"; as printed, {sum(h['as_printed'] == 'yes' for h in heads)} of {len(heads)} hold.")

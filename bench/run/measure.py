@@ -113,13 +113,27 @@ def host_rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def own_peak_rss_mb() -> float:
+    """This process's peak resident set size, MiB: Linux's VmHWM (the high-water mark of this process's own
+    memory; getrusage's ru_maxrss also counts what the parent held when it forked this process), elsewhere
+    ru_maxrss."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB; macOS bytes
+
+
 def peak_memory_mb(device: torch.device) -> dict:
     """CUDA: peak allocated by torch on the device. CPU: the process's peak resident set size. Both: the host
     process's resident set size now (`host_rss_after_mb`: called after training, it is what a notebook reads with
     psutil once its fit returns)."""
     import psutil
 
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    rss_mb = own_peak_rss_mb()
     now_mb = psutil.Process().memory_info().rss / 2**20
     if device.type == "cuda":
         return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20, "memory_kind": "cuda_peak_allocated",

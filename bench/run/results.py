@@ -125,8 +125,10 @@ def write_json_atomic(path: Path, data: dict):
             json.dump(data, f, indent=1, sort_keys=False)
             f.write("\n")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not err.filename:  # a write with no space left names no file: this one
+            err.filename = str(path)
         raise
 
 

@@ -114,6 +114,8 @@ def run(experiment_id: str, seed: int, profile: str, *, out: Path | None = None,
         try:
             result = _run(experiment_id, seed, profile, out, record_failure, **kw)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the MLflow run ends KILLED; the checkpoint stays for a resume
+            if _LIVE.get("progress") is not None:
+                _LIVE["progress"].ended("interrupted")
             if _LIVE.get("logger") is not None:
                 _LIVE["logger"].finish("KILLED")
             raise
@@ -148,6 +150,8 @@ def _run(experiment_id: str, seed: int, profile: str, out: Path, record_failure:
     try:
         return train(experiment_id, seed, profile, out=out, record_failure=record_failure, **kw)
     except Exception as err:
+        if _LIVE.get("progress") is not None:
+            _LIVE["progress"].ended("failed", f"{type(err).__name__}: {err}")
         if not record_failure:
             raise
         from bench.run.measure import code_version
@@ -183,39 +187,20 @@ def expected_epochs(method: str, cfg: dict, model) -> int | None:
         return None
 
 
-class EpochLines:
-    """One progress line per epoch for a log file: epoch k/n, stage, losses, accuracy, epoch time and ETA."""
-    KEYS = (("train_loss", "train loss {:.4g}"), ("train_accuracy", "train acc {:.2f} %"),
-            ("test_accuracy", "test acc {:.2f} %"), ("si", "SI {:.3f}"))
-
-    def __init__(self, name: str, total: int | None, done: int = 0):
-        self.name, self.total, self.done, self.start = name, total, done, time.perf_counter()
-
-    def line(self, record: dict) -> str:
-        epoch = int(record["epoch"])
-        parts = [f"{self.name}: epoch {epoch}" + (f"/{self.total}" if self.total else "")]
-        if "stage" in record:
-            parts.append(f"stage {int(record['stage'])}")
-        parts += [fmt.format(record[k]) for k, fmt in self.KEYS if isinstance(record.get(k), (int, float))]
-        if isinstance(record.get("epoch_time_s"), (int, float)):
-            parts.append(f"{record['epoch_time_s']:.1f} s")
-        ran = epoch - self.done
-        if self.total and ran > 0 and epoch < self.total:
-            left = (time.perf_counter() - self.start) / ran * (self.total - epoch)
-            parts.append(f"ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}")
-        return ", ".join(parts)
-
-
 def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str = "auto",
           threads: int | None = None, data_root=None, download: bool = False, progress: bool | None = None,
           results: Path | str = "results", checkpoint: bool = True, record_failure: bool = False, gpus: int = 0,
-          slots_per_gpu: int = 1, gpu_slots: int = 1) -> dict:
+          slots_per_gpu: int = 1, gpu_slots: int = 1, plan: str | None = None) -> dict:
     exp = ex.get(experiment_id)
     ex.profile_settings(profile)
     reason = support(exp, profile)
     if reason:
         raise BenchError(f"{experiment_id} cannot run: {reason}")
     cfg = ex.config(exp, profile)
+    from bench.run.progress import RunProgress
+
+    # the progress file (`bench status`) says `starting` at once; the start line follows once the data is loaded
+    progress_file = _LIVE["progress"] = RunProgress(out, exp.id, seed, profile, plan)
     if gpus:  # before CUDA initializes: this job sees only the GPU it claimed
         from bench.run.gpus import use_one_gpu
 
@@ -265,17 +250,16 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
             print(f"{exp.id} seed {seed}: resumed from epoch {ckpt.saved['epoch']} (checkpoint {ckpt.path}, MLflow "
                   f"run {logger.run_id})", file=sys.stderr, flush=True)
     epochs = ckpt.records if ckpt else []
-    # without progress bars (a job log, not a terminal) every epoch is one line on stderr, with an ETA
-    lines = EpochLines(f"{exp.id} seed {seed}", expected_epochs(exp.method, cfg, model), len(epochs)) \
-        if not (sys.stderr.isatty() if progress is None else progress) else None
+    # the start line (device, data, epochs to run, the plan's ETA), then one kept line per epoch with its losses,
+    # accuracies and an ETA, in a terminal (above the progress bars) and in a job log alike
+    progress_file.started(str(dev), data_summary, expected_epochs(exp.method, cfg, model), len(epochs))
 
     def log_epoch(record: dict):  # the record keeps the time its metrics were logged with, for `bench sync`
         record["timestamp_ms"] = track.now_ms()
         epochs.append(record)
         logger.log_metrics({k: v for k, v in record.items() if k not in EPOCH_KEYS}, step=record["epoch"],
                            timestamp_ms=record["timestamp_ms"])
-        if lines:
-            print(lines.line(record), file=sys.stderr, flush=True)
+        progress_file.say(progress_file.epoch_line(record))
 
     macs = measure.forward_macs(model, "pytorch")
     measure.reset_peak_memory(dev)
@@ -325,6 +309,7 @@ def train(experiment_id: str, seed: int, profile: str, *, out: Path, device: str
               "environment": env, "mlflow": logger.info(), "config": cfg}
     result_files.validate(result, profile, exp.id, seed)  # what aggregate will check: a bug here, never a result
     write_json_atomic(out, result)
+    progress_file.ended(status.lower(), error)
     if ckpt:
         ckpt.remove()
     return result

@@ -5,7 +5,9 @@ For every result file of a profile, the MLflow run it names is made whole in the
 epoch's metrics at the step and timestamp the job logged them with (the record's `timestamp_ms`; a result from
 before that key places each epoch at the end of its recorded times), and the final metrics at the time the job
 logged them (the run's end for older files).
-What is already there is never logged twice, so a second sync adds nothing.
+What is already there is never logged twice, so a second sync adds nothing. A run still named the old way (the
+whole experiment id, `<experiment>/seed<k>`) is renamed to track.run_name's short form, and a run without the cell
+metrics and claimed values (track.cell_metrics, track.claimed_tags) gets them.
 
 Which run belongs to a result file: the run id the file records, when this store has it (a deleted one is
 restored); else the run an earlier sync created for it (tag `synced_from`: the file's original run id, or
@@ -44,10 +46,13 @@ def epoch_points(result: dict) -> list:
     return out
 
 
-def final_points(result: dict) -> dict:
-    """The final metrics a live job logs (final_<metric>, step 0), at the time it logged them (else the run's end)."""
+def final_points(result: dict, cell_keys=frozenset()) -> dict:
+    """The final metrics a live job logs (final_<metric>, step 0) and the values of its cells of the kinds
+    `cell_keys` (track.cell_metrics), at the time it logged them (else the run's end)."""
     stamp = result["mlflow"].get("final_time_ms") or _ms(result["finished"])
-    return {m.key: m for m in track.metric_items({f"final_{k}": v for k, v in result["metrics"].items()}, 0, stamp)}
+    cells = track.cell_metrics(cell_keys, result["metrics"], result.get("config", {}), result.get("epochs", []))
+    return {m.key: m for m in track.metric_items({**{f"final_{k}": v for k, v in result["metrics"].items()}, **cells},
+                                                 0, stamp)}
 
 
 def expected_tags(result: dict, claims: dict) -> dict:
@@ -74,7 +79,7 @@ class Sync:
         self.claims = {c.id: c for c in load_claims()}
         self.experiments = {}
         self.counts = {"files": 0, "invalid": 0, "created": 0, "restored": 0, "completed": 0, "complete": 0,
-                       "repointed": 0, "points": 0, "params": 0, "tags": 0, "statuses": 0, "inputs": 0}
+                       "repointed": 0, "points": 0, "params": 0, "tags": 0, "statuses": 0, "inputs": 0, "renamed": 0}
 
     def experiment_id(self, paper: str) -> str:
         if paper not in self.experiments:
@@ -110,7 +115,7 @@ class Sync:
     def create(self, result: dict, exp_id: str, origin: str):
         start = result["mlflow"].get("start_time_ms") or _ms(result["started"])
         run = track.retry(self.client.create_run, exp_id, start_time=start,
-                          run_name=f"{result['experiment']}/seed{result['seed']}", tags={"synced_from": origin})
+                          run_name=track.run_name(expected_tags(result, self.claims)), tags={"synced_from": origin})
         self.counts["created"] += 1
         return self.client.get_run(run.info.run_id)
 
@@ -119,8 +124,12 @@ class Sync:
         from mlflow.entities import RunTag
 
         run_id, have = run.info.run_id, run.data
-        added = 0
-        tags = [RunTag(k, v) for k, v in expected_tags(result, self.claims).items() if k not in have.tags]
+        added, expected = 0, expected_tags(result, self.claims)
+        if run.info.run_name == track.legacy_run_name(result["experiment"], result["seed"]):
+            track.retry(self.client.update_run, run_id, name=track.run_name(expected))
+            self.counts["renamed"] += 1
+            added += 1
+        tags = [RunTag(k, v) for k, v in expected.items() if k not in have.tags]
         if tags:
             track.retry(self.client.log_batch, run_id, tags=tags)
             self.counts["tags"] += len(tags)
@@ -139,7 +148,7 @@ class Sync:
         for key in sorted({k for k, _ in points}):
             logged = {m.step for m in self.client.get_metric_history(run_id, key)} if key in have.metrics else set()
             missing += [m for (k, step), m in points.items() if k == key and step not in logged]
-        missing += [m for key, m in final_points(result).items() if key not in have.metrics]
+        missing += [m for key, m in final_points(result, track.cell_keys(expected)).items() if key not in have.metrics]
         for i in range(0, len(missing), MAX_METRICS_PER_BATCH):
             track.retry(self.client.log_batch, run_id, metrics=missing[i:i + MAX_METRICS_PER_BATCH])
         self.counts["points"] += len(missing)
@@ -219,5 +228,6 @@ def describe(profile: str, counts: dict) -> str:
     return (f"bench sync {profile} into {track.redact(track.tracking_uri())}: "
             f"{c['files']} result files; runs created {c['created']}, completed {c['completed']}, already complete "
             f"{c['complete']}, restored {c['restored']}; logged {c['points']} metric points, {c['params']} params, "
-            f"{c['tags']} tags, {c['inputs']} dataset inputs, {c['statuses']} end states; result files repointed "
-            f"{c['repointed']}" + (f"; {c['invalid']} invalid files not synced" if c["invalid"] else ""))
+            f"{c['tags']} tags, {c['inputs']} dataset inputs, {c['statuses']} end states; runs renamed "
+            f"{c['renamed']}; result files repointed {c['repointed']}" +
+            (f"; {c['invalid']} invalid files not synced" if c["invalid"] else ""))

@@ -15,7 +15,8 @@ def support(exp: ex.Experiment, profile: str) -> str:
     from bench.models import missing_reason as model_missing
 
     limited = ex.companion_profiles().get(exp.id)
-    if limited is not None and profile not in limited:
+    runs_as = ex.profile_settings(profile).get("rehearses", profile)  # a rehearsal runs what its profile runs
+    if limited is not None and runs_as not in limited:
         return f"a companion run only in the {', '.join(limited)} profile(s) (its grid's companions entry)"
     cfg_arch = ex.paper_config(exp)[0]["architecture"]
     for reason in (method_missing(exp.method), model_missing(cfg_arch),

@@ -59,6 +59,8 @@ def forward(argv: list[str]) -> int | None:
     except (OSError, ConnectionError):
         print("bench: the worker went away during the job", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM (bench.cli.main's handler) while the job runs
+        return _interrupted(conn, err)
     finally:
         conn.close()
     code = struct.unpack("!i", reply)[0]
@@ -67,6 +69,28 @@ def forward(argv: list[str]) -> int | None:
             signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
         return 128 - code  # a signal that does not end a process (none the jobs die of)
+    return code
+
+
+def _interrupted(conn: socket.socket, err: KeyboardInterrupt, wait_s: float = 60.0) -> int:
+    """The client was interrupted: the job is told as its own process would be (closing our side of the connection
+    makes the worker send the child SIGTERM), and says `bench: interrupted` itself, once, in the job's log, after its
+    cleanup (its MLflow run KILLED); this waits for it, up to `wait_s`, deaf to further signals meanwhile, and
+    returns 130 for Ctrl-C, 143 for SIGTERM. It says so itself only when the job did not answer."""
+    code = 128 + int(str(err).split()[1]) if str(err).startswith("signal ") else 130
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(wait_s)
+        if struct.unpack("!i", _recv_exact(conn, 4))[0] < 0:  # killed before it could say anything
+            print("bench: interrupted", file=sys.stderr, flush=True)
+    except (OSError, ConnectionError):
+        print("bench: interrupted", file=sys.stderr, flush=True)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return code
 
 
@@ -105,7 +129,7 @@ def warm_up():
 
 def _child(conn_fds: list[int], listener: socket.socket, open_conns: set, request: dict, command) -> None:
     """In the forked child: become the client's `bench` process, `command(argv)`. Never returns."""
-    code = 1
+    code, started = 1, False
     try:
         listener.close()
         for other in list(open_conns):
@@ -120,10 +144,15 @@ def _child(conn_fds: list[int], listener: socket.socket, open_conns: set, reques
         os.environ.update(request["env"])
         os.environ.pop(ENV, None)  # a job's own subprocesses run in-process
         sys.argv = ["bench", *request["argv"]]
+        started = True
         try:
             code = command(request["argv"]) or 0
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except KeyboardInterrupt as err:  # before the command (one line) or in its own handling of one (said already)
+        if not started:
+            print("bench: interrupted", file=sys.stderr)
+        code = 128 + int(str(err).split()[1]) if str(err).startswith("signal ") else 130
     except BaseException:  # noqa: BLE001 - report, then leave with an error code
         import traceback
 
@@ -138,6 +167,7 @@ def _child(conn_fds: list[int], listener: socket.socket, open_conns: set, reques
 
 def _supervise(conn: socket.socket, pid: int, open_conns: set, lock: threading.Lock):
     """Wait for the child; kill it if the client goes away; send the client its exit code."""
+    told = False
     try:
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -148,9 +178,10 @@ def _supervise(conn: socket.socket, pid: int, open_conns: set, lock: threading.L
                 except OSError:
                     pass
                 return
-            readable, _, _ = select.select([conn], [], [], 0.2)
-            if readable and not conn.recv(1):  # the client closed: Snakemake cancelled the job
-                os.kill(pid, signal.SIGTERM)
+            readable, _, _ = select.select([] if told else [conn], [], [], 0.2)
+            if not told and readable and not conn.recv(1):  # the client closed (Snakemake cancelled the job) or
+                os.kill(pid, signal.SIGTERM)  # was interrupted: the child is told once, as its own process would be
+                told = True
     finally:
         with lock:
             open_conns.discard(conn)
@@ -236,6 +267,10 @@ def start(path: str, *, parent_pid: int | None = None, timeout: float = 120.0, l
     if parent_pid:
         cmd += ["--parent-pid", str(parent_pid)]
     out = open(log, "ab") if log else subprocess.DEVNULL
+    if log:  # appended by every workflow run, after a separator line, as the jobs' logs
+        out.write(f"===== bench worker, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, pid of its parent "
+                  f"{parent_pid or os.getpid()} =====\n".encode())
+        out.flush()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

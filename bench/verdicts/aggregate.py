@@ -8,6 +8,7 @@ Cells that cannot be measured yet keep their row, with status MISSING and the re
 """
 import csv
 import math
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,7 @@ class Values:
     diverged: bool = False  # every failed run stopped because its loss became NaN/inf (a result, not a crash)
     devices: set = field(default_factory=set)  # the hardware the runs ran on
     invalid: bool = False  # a result file it needs failed bench.run.results' checks (nothing used from it)
+    same_runs: bool | None = None  # every seed's runs recorded the same losses (None: nothing to tell; run_losses)
 
     @property
     def exact(self) -> bool:
@@ -143,6 +145,23 @@ def load_measurements(profile: str, results: Path | str = "results", invalid: di
                 if invalid is not None:
                     invalid[(mid, None)] = f"{path}: {err}"
     return found
+
+
+def run_losses(run: dict) -> tuple:
+    """What tells two runs apart beyond the cell's value: the final training and test losses and every epoch's
+    training loss (empty when the run records none). Times differ between identical runs; losses do not."""
+    final = tuple(run.get("metrics", {}).get(k) for k in ("train_loss", "test_loss"))
+    epochs = tuple(e.get("train_loss") for e in run.get("epochs", []) if isinstance(e, dict))
+    return tuple(x for x in final + epochs if x is not None)
+
+
+def same_runs(losses: list[tuple]) -> bool | None:
+    """Whether the runs of every seed recorded the same losses (the seed never reached them): None with fewer than
+    two seeds or when a run records no loss, else True or False. A cell whose seeds give one value is INCONCLUSIVE
+    only when True; otherwise it is a collapsed result and is judged (bench/verdicts/cells.py)."""
+    if len(losses) < 2 or any(not part for seed in losses for part in seed):
+        return None
+    return len(set(losses)) == 1
 
 
 class CellValues:
@@ -180,8 +199,10 @@ class CellValues:
         values = {k: sum(p.per_seed[k] for p in parts) / len(parts) for k in keys if all(k in p.per_seed for p in parts)}
         reasons = sorted({p.reason for p in parts if p.reason})
         reason = "" if values else f"averages {len(parts)} cells, some without values: " + "; ".join(reasons)
+        same = [p.same_runs for p in parts]
         return Values(values, reason, sorted({r for p in parts for r in p.sources}), any(p.failed for p in parts),
-                      devices={d for p in parts for d in p.devices}, invalid=any(p.invalid for p in parts))
+                      devices={d for p in parts for d in p.devices}, invalid=any(p.invalid for p in parts),
+                      same_runs=True if all(same) else False if False in same else None)
 
     def _from_model(self, claim) -> Values:
         if claim.method not in ("", "backprop"):
@@ -256,7 +277,7 @@ class CellValues:
             why = support(exp, self.profile)
             if why:
                 return Values(reason=why)
-        values, run_ids, failures, statuses, devices = {}, [], [], set(), set()
+        values, run_ids, failures, statuses, devices, losses = {}, [], [], set(), set(), []
         for seed in self.seeds:
             bad_file = self._invalid_file(exps, seed)
             if bad_file:
@@ -273,6 +294,7 @@ class CellValues:
                 run_ids += [r["mlflow"]["run_id"] or "" for r in bad if r.get("mlflow")]
                 continue
             values[seed] = metric_value(claim, found[0], found[1] if len(found) > 1 else None)
+            losses.append(tuple(run_losses(r) for r in found))
             run_ids += [r["mlflow"]["run_id"] or "" for r in found]
             devices.update(r["environment"]["device"] for r in found)
         if failures:
@@ -282,7 +304,7 @@ class CellValues:
         else:
             reason = ""
         return Values(values, reason, run_ids, bool(failures), statuses == {"DIVERGED"}, devices,
-                      invalid="INVALID" in statuses)
+                      invalid="INVALID" in statuses, same_runs=same_runs(losses))
 
 
 def cell_rows(profile: str, seeds: list[int], results: Path | str = "results",
@@ -304,7 +326,8 @@ def cell_rows(profile: str, seeds: list[int], results: Path | str = "results",
         else:
             status = ("DIVERGED" if v.diverged else "FAILED") if v.failed else ("PARTIAL" if v.per_seed else "MISSING")
         key, base = c.experiment_key(), c.baseline_key()
-        cells.append(vd.Cell(c, [v.per_seed[k] for k in v.per_seed], v.exact, status, v.reason, v.devices))
+        cells.append(vd.Cell(c, [v.per_seed[k] for k in v.per_seed], v.exact, status, v.reason, v.devices,
+                             v.same_runs))
         rows.append({"id": c.id, "paper": c.paper, "table": c.table, "row": c.row, "column": c.column,
                      "metric": c.metric, "unit": c.unit, "printed": c.printed, "claimed": c.value,
                      "n": s["n"], "seeds_expected": 0 if v.exact else len(seeds), "mean": s["mean"], "sd": s["sd"],
@@ -401,6 +424,28 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]):
     tmp.replace(path)
 
 
+def seeds_short(base: Path, seed_list: list[int]) -> str:
+    """'' when every experiment with a result file under `base` (results/<profile>) has one for each seed of
+    `seed_list`; else one line: how many of those seeds were found, per experiment, grouped by count (the cells of
+    those experiments are PARTIAL: fewer seeds than asked)."""
+    wanted = {f"seed{s}.json" for s in seed_list}
+    found: dict[int, list[str]] = defaultdict(list)
+    with_files = 0
+    for folder in sorted((base / "runs").glob("*/")):
+        names = {p.name for p in folder.glob("seed*.json")}
+        if names:
+            with_files += 1
+            if len(names & wanted) < len(wanted):
+                found[len(names & wanted)].append(folder.name)
+    if not found:
+        return ""
+    asked = ", ".join(map(str, seed_list[:5])) + (", ..." if len(seed_list) > 5 else "")
+    groups = "; ".join(f"{n} of {len(seed_list)} for {len(eids)} ({', '.join(eids[:3])}"
+                       f"{f', {len(eids) - 3} more' if len(eids) > 3 else ''})" for n, eids in sorted(found.items()))
+    return (f"{len(seed_list)} seed(s) asked ({asked}) but fewer found for {sum(map(len, found.values()))} of "
+            f"{with_files} experiment(s) with result files: {groups}; their cells count only those")
+
+
 def aggregate(profile: str, results: Path | str = "results", seeds=None, skip_invalid: bool = False) -> Path:
     """Write cells.csv, headlines.csv, companions.csv and aggregate.json; an invalid result file (bench.run.results)
     is used nowhere and its cells say why; unless `skip_invalid`, BenchError after writing when there is one."""
@@ -408,6 +453,8 @@ def aggregate(profile: str, results: Path | str = "results", seeds=None, skip_in
     seed_list = ex.seeds(profile, seeds)
     invalid = {}
     vd.tolerances()  # a bad tolerances file is named before anything else
+    if not Path(results).is_dir():  # a typo'd --results: say so, not "no result files" under a folder that is not there
+        raise BenchError(f"{results}: no such folder (--results)")
     base = Path(results) / profile
     if not any(base.glob("runs/*/seed*.json")) and not any(base.glob("models/*.json")):
         raise BenchError(f"{base}: no result files (runs/<experiment>/seed<k>.json) and no model measurements: "
@@ -426,4 +473,7 @@ def aggregate(profile: str, results: Path | str = "results", seeds=None, skip_in
         first = invalid[min(invalid, key=str)]
         raise BenchError(f"{len(invalid)} invalid result file(s), used nowhere (their cells read INVALID in {out}); "
                          f"first: {first}; fix or delete them, or aggregate with --skip-invalid")
+    short = seeds_short(base, seed_list)  # said once it succeeded (an error above is the one line on stderr)
+    if short:
+        print(f"bench aggregate: {short}", file=sys.stderr)
     return out

@@ -2,15 +2,22 @@
 
 On the runs, the per-seed differences A - B (paired: both sides from the same seeds) get one-sided t-tests for the
 relation and for its reverse:
-  HOLDS            the relation is significant for every pair tested (an intersection-union test: no correction)
+  HOLDS            the relation is significant for every pair of the claim (an intersection-union test: no
+                   correction)
+  holds on k of n pairs (n - k untested)
+                   the same for a pairwise claim with only k of its n pairs run (`only=` on a limited budget) or
+                   testable: never a plain HOLDS, since the untested pairs may fail
   REVERSED         the reverse is significant for some pair (Holm over the pairs of the claim), even where other
                    pairs are missing or have one seed
   NOT SIGNIFICANT  neither
   DIVERGED         a seed value of one of its cells is NaN or infinite: no test
-A pairwise claim with only some pairs run (`only=` on a limited budget) is tested on the pairs that have values
-and says so ("k of n pairs"). The claim's p-value is the two-sided 2 x min(p holds, p reversed), capped at 1, and
-the paper's claims are corrected together as its cells are (bench/tolerances.yaml `correction`). A profile that
-does not test headline claims (bench/tolerances.yaml) gives NOT COMPARABLE and shows the test on its runs beside it.
+The claim's p-value is two-sided, 2 x min(p holds, p reversed) capped at 1: at a true difference on the relation's
+boundary (A = B for "greater") both conclusions are wrong. For "within" (|A - B| <= margin) the two conclusions
+partition the line, like a cell's band: the reverse's p is already twice the smaller way out of the margin, and
+the claim's p is min(p holds, p reversed), doubled once only. The paper's claims are corrected together as its
+cells are (bench/tolerances.yaml `correction`). A side may mix cells with one exact value (computed from the model)
+and per-seed cells: the exact value joins every seed. A profile that does not test headline claims
+(bench/tolerances.yaml) gives NOT COMPARABLE and shows the test on its runs beside it.
 """
 import math
 from dataclasses import dataclass
@@ -31,13 +38,16 @@ def p_values(relation: str, diffs: list[float], margin: float = 0.0) -> tuple[fl
 
 
 def side_values(ids: tuple, per_cell: dict[str, dict]) -> dict:
-    """seed -> the mean of the cells' values (key None: every cell exact, one value)."""
+    """seed -> the mean of the cells' values (key None: every cell exact, one value). A cell with one exact value
+    joins every seed of the per-seed cells; the seeds are those every per-seed cell has ({} when a cell has no
+    values)."""
     cells = [per_cell.get(i, {}) for i in ids]
-    if cells and all(None in c for c in cells):
+    if not cells or any(not c for c in cells):
+        return {}
+    if all(None in c for c in cells):
         return {None: sum(c[None] for c in cells) / len(cells)}
-    seeds = set.intersection(*[{k for k in c if k is not None} for c in cells]) if cells else set()
-    return {s: sum(c[s] if s in c else c[None] for c in cells) / len(cells) for s in sorted(seeds)
-            if all(s in c or None in c for c in cells)}
+    seeds = set.intersection(*[{k for k in c if k is not None} for c in cells if None not in c])
+    return {s: sum(c[None] if None in c else c[s] for c in cells) / len(cells) for s in sorted(seeds)}
 
 
 def differences(a: tuple, b, per_cell: dict[str, dict]) -> list[float] | float | None:
@@ -62,9 +72,11 @@ class Outcome:
     diff: float = math.nan         # mean of A - B (first pair tested), in the cells' unit
     p_holds: float = math.nan
     p_reversed: float = math.nan
-    p_two_sided: float = math.nan  # 2 x min(p_holds, p_reversed), capped at 1: what the correction sees
+    p_two_sided: float = math.nan  # 2 x min(p_holds, p_reversed), capped at 1 (min for "within"): what the
+    #                                correction sees
     p_adjusted: float = math.nan
     pairs: str = ""                # "k of n" where only k of the claim's n pairs could be tested
+    relation: str = ""
 
 
 def test(h: Headline, per_cell: dict[str, dict], identical_sd: float = 1e-7) -> Outcome:
@@ -104,7 +116,8 @@ def test(h: Headline, per_cell: dict[str, dict], identical_sd: float = 1e-7) -> 
         status = "MISSING" if all(u.startswith("no values") for u in untested) else "NOT SIGNIFICANT"
         n, diff = seen[0] if seen else (0, math.nan)
         return Outcome(status, reason="; ".join(dict.fromkeys(untested)), n=n, diff=diff)
-    out = Outcome("", n=min(ns), diff=diffs[0], p_holds=max(p_hold), p_reversed=min(stats.holm(p_rev)))
+    out = Outcome("", n=min(ns), diff=diffs[0], p_holds=max(p_hold), p_reversed=min(stats.holm(p_rev)),
+                  relation=h.relation)
     if untested:
         out.pairs = f"{len(p_hold)} of {total}"
         out.reason = f"partial: {len(p_hold)} of {total} pairs tested; " + "; ".join(dict.fromkeys(untested))
@@ -117,11 +130,15 @@ def judge(headlines: list[Headline], per_cell: dict[str, dict], alpha: float, te
     outs = [test(h, per_cell, identical_sd) for h in headlines]
     tested = [o for o in outs if not o.test]
     for o in tested:
-        o.p_two_sided = min(1.0, 2.0 * min(o.p_holds, o.p_reversed))
+        once = o.relation == "within"  # its reverse's p is doubled already (p_values)
+        o.p_two_sided = min(1.0, (1.0 if once else 2.0) * min(o.p_holds, o.p_reversed))
     for o, p in zip(tested, stats.adjust([o.p_two_sided for o in tested], method)):
         o.p_adjusted = p
         if p < alpha:
             o.test = "HOLDS" if o.p_holds <= o.p_reversed else "REVERSED"
+            if o.test == "HOLDS" and o.pairs:  # only k of the n pairs tested: the others may fail
+                k, n = (int(x) for x in o.pairs.split(" of "))
+                o.test = f"holds on {k} of {n} pairs ({n - k} untested)"
         else:
             o.test = "NOT SIGNIFICANT"
     for o in outs:

@@ -66,6 +66,13 @@ def p_greater(values: list[float], mu: float) -> float:
     return 0.5 if t == 0 and sd == 0 else float(special.stdtr(n - 1, -t))  # = st.t.sf(t, n - 1), 50x faster
 
 
+def p_greater_from(mean, sd, n, mu):
+    """p_greater from summaries, element-wise over numpy arrays (mean, sd > 0, n >= 2, mu broadcast together):
+    the same one-sided t-test, for judging many cells or simulated draws at once."""
+    mean, sd, n, mu = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (mean, sd, n, mu)))
+    return special.stdtr(n - 1, -(mean - mu) / (sd / np.sqrt(n)))
+
+
 def p_less(values: list[float], mu: float) -> float:
     """One-sided one-sample t-test, H1: the population mean is less than mu."""
     return p_greater([-v for v in values], -mu)
@@ -127,6 +134,25 @@ def adjust(pvalues: list[float], method: str) -> list[float]:
     return CORRECTIONS[method](pvalues)
 
 
+def adjust_rows(pvalues: np.ndarray, method: str) -> np.ndarray:
+    """`adjust` over each row of a 2-D array (one family per row), vectorised for the power simulation: the same
+    adjusted p-values (ties give equal values either way)."""
+    p = np.asarray(pvalues, dtype=float)
+    rows, m = p.shape
+    order = np.argsort(p, axis=1, kind="stable")
+    ordered = np.take_along_axis(p, order, axis=1)
+    rank = np.arange(1, m + 1)
+    if method == "holm":
+        adjusted = np.maximum.accumulate(np.minimum(1.0, (m - rank + 1) * ordered), axis=1)
+    else:
+        factor = _by_factor(m) if method == "by" else 1.0
+        adjusted = np.minimum.accumulate((factor * m / rank * ordered)[:, ::-1], axis=1)[:, ::-1]
+        adjusted = np.minimum(1.0, adjusted)
+    out = np.empty_like(adjusted)
+    np.put_along_axis(out, order, adjusted, axis=1)
+    return out
+
+
 def level_reached(adjusted: list[float], alpha: float, method: str) -> float:
     """The raw p-value level that one more test of the family would have to meet to be rejected, given the family's
     adjusted p-values: alpha / m for Holm (its strictest step, Bonferroni's level); alpha * max(R, 1) / m for
@@ -172,6 +198,14 @@ def power_tost(low_effect: float, high_effect: float, sd: float, n: int, alpha: 
     a_low, a_high = low_effect * math.sqrt(n) / sd, high_effect * math.sqrt(n) / sd
     cr = c * _sd_ratios(n - 1)
     return float(np.clip(special.ndtr(a_high - cr) - special.ndtr(cr - a_low), 0.0, None).mean())
+
+
+def sd_interval(sd: float, n: int, confidence: float) -> tuple[float, float]:
+    """The two-sided `confidence` interval of the population sd from a sample sd of n values: (n - 1) s^2 / sd^2
+    is chi-square on n - 1 degrees of freedom."""
+    df = n - 1
+    return (sd * math.sqrt(df / st.chi2.ppf(0.5 + confidence / 2, df)),
+            sd * math.sqrt(df / st.chi2.ppf(0.5 - confidence / 2, df)))
 
 
 def seeds_needed(power_at, power: float, limit: int = 10_000) -> int | None:

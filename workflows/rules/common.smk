@@ -7,8 +7,6 @@ from pathlib import Path
 import shlex
 import sys
 
-from snakemake.utils import validate
-
 sys.path.insert(0, workflow.basedir)  # use this checkout's bench package, installed or not
 from bench import BenchError
 from bench import experiments as ex
@@ -17,7 +15,38 @@ from bench.run import deterministic as det
 from bench.run.targets import targets
 from snakemake.settings.types import DeploymentMethod
 
-validate(config, "../schemas/config.schema.yaml")
+if workflow.local_exec and workflow.resource_settings.cores == 0:  # Snakemake would wait for a free core forever
+    raise WorkflowError("--cores 0 (or --jobs 0): no job can ever start; give --cores N (at least 1) or --cores all")
+
+
+def config_problem(config) -> str:
+    """workflows/schemas/config.schema.yaml's first violation as one line naming the key (with the closest known key
+    for an unknown one), where Snakemake's own validate prints the whole schema after it; '' when there is none."""
+    import jsonschema
+
+    from bench.schema import safe_load
+
+    schema = safe_load(Path(workflow.basedir, "workflows/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.path)))
+    if not errors:
+        return ""
+    err = errors[0]
+    unknown = [k for k in err.instance if k not in schema["properties"]] \
+        if err.validator == "additionalProperties" else []
+    hints = [ex.did_you_mean(str(key), schema["properties"]) for key in unknown]
+    where = "/".join(map(str, err.absolute_path)) or "top level"
+    return (f"workflow config (workflows/config.yaml, --config): at {where}: {err.message}"
+            + "".join(f"; {hint}" for hint in hints if hint))
+
+
+try:  # a key given twice in the config file: Snakemake's loader would keep the last one without a word
+    from bench.schema import load as load_yaml
+
+    load_yaml(Path(workflow.basedir, "workflows/config.yaml"))
+except BenchError as err:
+    raise WorkflowError(str(err)) from None
+if problem := config_problem(config):
+    raise WorkflowError(problem)
 config["download"] = str(config["download"]).lower() in ("true", "1")  # --config download=true arrives as a string
 config["replace_reports"] = str(config.get("replace_reports", False)).lower() in ("true", "1")
 REPLACE = " --replace" if config["replace_reports"] else ""
@@ -31,10 +60,13 @@ try:
     MEASUREMENTS = [m for m, (paper, model) in det.measurements().items() if not det.missing_reason(paper, model)]
     if config["only"]:
         patterns = [p.strip() for p in config["only"].split(",") if p.strip()]
+        known = TARGETS + MEASUREMENTS
         TARGETS = [e for e in TARGETS if any(fnmatch.fnmatchcase(e, p) for p in patterns)]
         MEASUREMENTS = [m for m in MEASUREMENTS if any(fnmatch.fnmatchcase(m, p) for p in patterns)]
         if not TARGETS and not MEASUREMENTS:
-            raise BenchError(f"only={config['only']!r} matches no experiment or model measurement of the {PROFILE} profile")
+            hint = ex.did_you_mean(patterns[0], known) if patterns else ""
+            raise BenchError(f"only={config['only']!r} matches no experiment or model measurement of the {PROFILE} profile"
+                             + (f"; {hint}" if hint else ""))
 except BenchError as err:
     raise WorkflowError(str(err)) from None
 

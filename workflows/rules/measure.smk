@@ -10,4 +10,4 @@ rule measure_model:
     conda:
         CONDA_ENV
     shell:
-        f"{BENCH} measure --id {{wildcards.measurement}} --profile {PROFILE} --out {{output}} > {{log}} 2>&1"
+        f"{BENCH} measure --id {{wildcards.measurement}} --profile {PROFILE} --out {{output:q}} > {{log:q}} 2>&1"

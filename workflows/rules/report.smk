@@ -15,7 +15,7 @@ rule aggregate:
     conda:
         CONDA_ENV
     shell:
-        f"{BENCH} aggregate --profile {PROFILE} --results {config['results']} --seed-list {{params.seeds}}"
+        f"{BENCH} aggregate --profile {PROFILE} --results {shlex.quote(config['results'])} --seed-list {{params.seeds}}"
 
 
 rule report:
@@ -66,4 +66,4 @@ rule summary:
     conda:
         CONDA_ENV
     shell:
-        f"{BENCH} failed --profile {PROFILE} --results {config['results']} --summary | tee {{output}}"
+        f"{BENCH} failed --profile {PROFILE} --results {shlex.quote(config['results'])} --summary | tee {{output:q}}"

@@ -6,7 +6,7 @@ rule mlflow_setup:
     conda:
         CONDA_ENV
     shell:
-        f"{BENCH} setup --profile {PROFILE} --touch {{output}}"
+        f"{BENCH} setup --profile {PROFILE} --touch {{output:q}}"
 
 
 # With --config download=true, each real dataset is downloaded (and verified, and extracted) once, before the
@@ -19,7 +19,7 @@ rule fetch_dataset:
     conda:
         CONDA_ENV
     shell:
-        f"{BENCH} data download {{wildcards.dataset}} {{params.data_root}} > {{output}}"
+        f"{BENCH} data download {{wildcards.dataset}} {{params.data_root}} > {{output:q}}"
 
 
 # Without download, every real dataset the targets read is checked once before any training job starts: a missing
@@ -32,4 +32,4 @@ rule check_dataset:
     conda:
         CONDA_ENV
     shell:
-        f"{BENCH} data status {{wildcards.dataset}} --require {{params.data_root}} > {{output}}"
+        f"{BENCH} data status {{wildcards.dataset}} --require {{params.data_root}} > {{output:q}}"

@@ -3,6 +3,42 @@
 TARGET_DATASETS = sorted({ex.get(t).dataset for t in TARGETS})
 
 
+@cache
+def experiment_config(experiment: str) -> dict:
+    """The experiment's resolved config in this profile (once per experiment, not per seed and use)."""
+    return ex.config(ex.get(experiment), PROFILE)
+
+
+def done_already(wildcards) -> bool:
+    """The job's result file is there, valid for the experiment's config today, and not FAILED: a `bench run` of
+    that seed before the DAG's first start, which Snakemake has no record of (issue 31)."""
+    from bench.run import results
+
+    path = Path(f"{RESULTS}/runs/{wildcards.experiment}/seed{wildcards.seed}.json")
+    if not path.exists():
+        return False
+    try:
+        result = results.load(path, PROFILE, wildcards.experiment, int(wildcards.seed),
+                              experiment_config(wildcards.experiment))
+    except results.Invalid:
+        return False
+    if result["status"] == "FAILED":
+        return False
+    forget_record(str(path))
+    return True
+
+
+def forget_record(output: str):
+    """Drop Snakemake's own record of a result file that done_already found valid: the record's shell command and
+    params are the rule's as they were when the seed trained, and a later version of this rule (a suite upgrade) would
+    otherwise make Snakemake delete the result and train the seed again. The result file's config decides instead
+    (the result file is the source of truth; a changed config still trains it again)."""
+    try:
+        workflow.persistence._delete_record(output)
+    except Exception:  # no record, or a Snakemake without this (private) call: its own triggers stay
+        pass
+
+
 def train_inputs(wildcards):
     inputs = [f"{RESULTS}/mlflow.ready"]
     if ex.profile_settings(PROFILE)["data"] == "real":
@@ -10,6 +46,10 @@ def train_inputs(wildcards):
             inputs.append(f"{RESULTS}/data/{ex.get(wildcards.experiment).dataset}.ready")
         else:  # every dataset of the targets checked before any training job starts
             inputs += [f"{RESULTS}/data/{d}.checked" for d in TARGET_DATASETS]
+    if done_already(wildcards):
+        # its inputs only order a job that must run: a store or a marker made after the result (mlflow_setup's, the
+        # first time the DAG runs) must not make Snakemake train that seed again
+        return [ancient(f) for f in inputs if Path(f).exists()]
     return inputs
 
 
@@ -19,6 +59,12 @@ def plan_jobs() -> dict:
     if not config.get("plan"):
         return {}
     return {j["experiment"]: j for j in json.loads(Path(config["plan"]).read_text())["jobs"]}
+
+
+if config.get("plan"):  # bench run's start line and `bench status` read each job's estimate from it
+    import os
+
+    os.environ["BENCH_PLAN"] = os.path.abspath(config["plan"])
 
 
 def planned(experiment: str) -> dict:
@@ -54,10 +100,11 @@ rule train:
         train_inputs,
     output:
         f"{RESULTS}/runs/{{experiment}}/seed{{seed}}.json",
-    log:
-        f"{RESULTS}/logs/{{experiment}}/seed{{seed}}.log",
+    # the job's log, appended by every attempt after a separator line (not a `log:`, which Snakemake deletes before
+    # each attempt): bench run's start line, a line per epoch, and the outcome of each
     params:
-        config_hash=lambda w: ex.config_hash(ex.config(ex.get(w.experiment), PROFILE)),
+        log=f"{RESULTS}/logs/{{experiment}}/seed{{seed}}.log",
+        config_hash=lambda w: ex.config_hash(experiment_config(w.experiment)),
         data_root=f"--data-root {shlex.quote(config['data_root'])}" if config["data_root"] else "",
         download="--download" if config["download"] else "",
         gpus=lambda w: (f"--gpus {config['gpus']} --slots-per-gpu {config['slots_per_gpu']} --gpu-slots {gpu_slots(w)}"
@@ -74,7 +121,9 @@ rule train:
     conda:
         CONDA_ENV
     shell:
+        "mkdir -p \"$(dirname {params.log:q})\" && echo \"===== attempt {resources.attempt}, $(date -u +%Y-%m-%dT%H:%M:%SZ), "
+        "$(hostname) =====\" >> {params.log:q} && "
         f"{BENCH} run --experiment {{wildcards.experiment}} --seed {{wildcards.seed}} --profile {PROFILE} "
-        f"--out {{output}} --threads {{threads}} --device {config['device']} {{params.data_root}} "
+        f"--out {{output:q}} --threads {{threads}} --device {config['device']} {{params.data_root}} "
         "{params.download} {params.gpus} "
-        f"$( [ {{resources.attempt}} -gt {config['retries']} ] && echo --record-failure ) > {{log}} 2>&1"
+        f"$( [ {{resources.attempt}} -gt {config['retries']} ] && echo --record-failure ) >> {{params.log:q}} 2>&1"

@@ -1,0 +1,104 @@
+"""`bench rehearse`: a paper experiment at its paper shapes for a few batches, stopped after its first checkpoint and
+resumed in a second process, its host peak measured against bench.cost.resources' prediction."""
+import json
+import subprocess
+import sys
+
+from bench import experiments as ex
+from bench.claims.datasets import DATASETS
+from bench.cost import rehearse
+
+EID = "karimi-fashion_mnist-lenet-si_forward"  # the smallest paper network with a cache and the pair search
+
+
+def test_rehearsal_config_is_paper_shapes_on_a_few_batches():
+    for eid in (EID, "ma-cifar10-resnet50-predsim", "cruciata-cifar10-vgg11-learn_drop"):
+        exp = ex.get(eid)
+        paper, cfg = ex.config(exp, "paper"), ex.config(exp, rehearse.PROFILE)
+        assert cfg["model"] == paper["model"] and cfg["batch_size"] == paper["batch_size"]
+        assert cfg.get("input_size") == paper.get("input_size") and cfg["architecture"] == paper["architecture"]
+        assert cfg["data"]["source"] == "synthetic"
+        assert cfg["data"]["train_samples"] == 2 * cfg["batch_size"]
+        assert cfg["epochs"] == 2
+    # each budget scaled by the rehearsal's share of the training split, for the methods that have it only
+    cfg = ex.config(ex.get(EID), rehearse.PROFILE)
+    share = cfg["data"]["train_samples"] / DATASETS["fashion_mnist"].train_size
+    assert abs(cfg["method_options"]["prefix_cache_max_mb"] - 8192 * share) < 1e-9
+    assert "feature_store_max_mb" not in cfg["method_options"]
+    assert "prefix_cache_max_mb" not in ex.config(ex.get("ma-cifar10-resnet50-predsim"), rehearse.PROFILE).get(
+        "method_options", {})
+
+
+def test_pair_search_budget_streams_where_the_full_run_streams(monkeypatch):
+    """DBpedia's SI streams its 560,000 x 65,536 features on the papers' node: its rehearsal gets a budget that
+    streams its own samples too (in few panels); LeNet's features fit: its rehearsal holds them, as the full run. The
+    budget reaches the run's config through $BENCH_REHEARSAL_OPTIONS, for that method only, with its source."""
+    from bench.cost.resources import shapes
+    from bench.methods.si import search_plan
+
+    dbpedia = "karimi-dbpedia-vdcnn9-si_forward"
+    budget = rehearse.pair_search_mb(dbpedia)
+    cfg = ex.config(ex.get(dbpedia), rehearse.PROFILE)
+    dims = max(shapes(cfg, "dbpedia")["outs"][:-1])
+    n = cfg["data"]["train_samples"]
+    plan = search_plan(n, dims, min(n, 512), budget * 2**20, 0.0)
+    assert plan["mode"] == "streamed" and plan["panels"] <= 16
+    assert search_plan(n, dims, min(n, 512), 2 * budget * 2**20, 0.0)["mode"] == "held"  # the largest that streams
+    assert rehearse.pair_search_mb(EID) == 8192 and rehearse.pair_search_mb("ma-cifar10-resnet50-predsim") is None
+    monkeypatch.setenv(ex.REHEARSAL_OPTIONS, '{"si_forward": {"pair_search_max_mb": 12.5}}')
+    opts = ex.config(ex.get(dbpedia), rehearse.PROFILE)
+    assert opts["method_options"]["pair_search_max_mb"] == 12.5
+    assert "bench rehearse" in opts["sources"]["method_options.pair_search_max_mb"]
+    assert "pair_search_max_mb" not in ex.config(ex.get("karimi-dbpedia-vdcnn9-fb_si"), rehearse.PROFILE)[
+        "method_options"]
+
+
+def test_default_jobs_one_per_combination_and_only_pattern():
+    chosen = rehearse.jobs(None)
+    combos = {(ex.get(e).paper, ex.get(e).model, ex.get(e).method) for e in chosen}
+    assert len(combos) == len(chosen)
+    from bench.run.targets import targets
+
+    assert combos == {(ex.get(e).paper, ex.get(e).model, ex.get(e).method) for e in targets("paper")}
+    assert not any(ex.get(e).variant for e in chosen if e.startswith("ma-cifar10-vgg8b-"))
+    assert rehearse.jobs("karimi-dbpedia-*-si_forward") == [
+        e for e in rehearse.jobs("karimi-dbpedia-*") if e.endswith("-si_forward")]
+
+
+def test_records_merge_and_report(tmp_path):
+    """A rehearsal of some jobs keeps the records of the others; the report says what is not rehearsed yet."""
+    path = tmp_path / "r.json"
+    base = {"date": "2026-01-01T00:00:00+00:00", "batch_size": 128, "train_samples": 256, "test_samples": 512,
+            "seconds": 3.0, "cpu_seconds": 4.0, "reason": "", "code_version": "abc", "command": "bench rehearse"}
+    rehearse._write_json(path, {EID: {**base, "experiment": EID, "status": "passed", "ratio": 1.0,
+                                      "predicted_host_bytes": 1e9, "measured_host_bytes": 1e9}})
+    records = rehearse.load_records(path)
+    other = "karimi-cifar10-lenet-fb_si"
+    records[other] = {**base, "experiment": other, "status": "failed", "reason": "RuntimeError: boom"}
+    rehearse._write_json(path, records)
+    again = rehearse.load_records(path)
+    assert set(again) == {EID, other}
+    text = rehearse.markdown(again)
+    assert "1 passed, 1 failed, 0 skipped" in text and "RuntimeError: boom" in text
+    assert f"`{other}`" in text.split("## Not rehearsed yet")[1] and f"`{EID}`" not in text.split("## Not rehearsed")[1]
+
+
+def test_rehearse_a_paper_job_end_to_end(tmp_path):
+    """The real command: the LeNet SI job at paper shapes passes, resumed after its first epoch, with a measured host
+    peak beside the prediction and the disk it wrote; a second rehearsal of another pattern keeps its record."""
+    out = tmp_path / "r.json"
+    report = tmp_path / "r.md"
+    proc = subprocess.run([sys.executable, "-m", "bench", "rehearse", "--only", EID, "--json", str(out), "--report",
+                           str(report), "--keep", str(tmp_path / "work")], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    record = json.loads(out.read_text())["records"][0]
+    assert record["status"] == "passed", record
+    assert record["resumed_from_epoch"] >= 1
+    assert record["train_samples"] == 2 * record["batch_size"]
+    assert 0.5 < record["ratio"] < 2.0, record  # the rehearsal's own prediction (its bar, 0.65-1.5, is reported)
+    assert record["disk_written_bytes"] > 0 and record["pair_search_passes"]
+    log = (tmp_path / "work" / EID / "run.log").read_text()
+    assert "fault injected" in log and "resumed from epoch 1" in log
+    assert EID in report.read_text() and "1 passed, 0 failed" in report.read_text()
