@@ -100,7 +100,9 @@ def test_sixteen_jobs_on_a_postgres_backed_server_survive_its_outage(tmp_path, p
     from bench import experiments as ex
     from bench.methods.training import FAULT_ENV
     from bench.run.results import run_path
-    from bench.run.sync import epoch_points, final_points, sync
+    from bench.claims.registry import load_claims
+    from bench.run import track
+    from bench.run.sync import epoch_points, expected_tags, final_points, sync
 
     if ON_SLURM:
         request.getfixturevalue("slurm")  # the cluster up (started once per test process)
@@ -165,7 +167,9 @@ def test_sixteen_jobs_on_a_postgres_backed_server_survive_its_outage(tmp_path, p
     runs = runs_of(client)
     assert sorted(runs) == sorted(results)  # each run exactly once, none lost
     before = store_points(client, runs)
-    expected = sum(len(epoch_points(r)) + len(final_points(r)) for r in results.values())
+    claims = {c.id: c for c in load_claims()}  # every run's points: its epochs, its finals and its cells' values
+    expected = sum(len(epoch_points(r)) + len(final_points(r, track.cell_keys(expected_tags(r, claims))))
+                   for r in results.values())
     monkeypatch.chdir(tmp_path)
     counts = sync("smoke", tmp_path / "results")
     runs = runs_of(client)
