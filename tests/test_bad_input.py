@@ -76,7 +76,7 @@ def full_disk(folder: Path):
     """Every write of aggregate's cells.csv fails as on a full disk (ENOSPC, with no file name): its temporary file
     is /dev/full."""
     if not Path("/dev/full").exists():
-        pytest.skip("no /dev/full")
+        pytest.skip("no /dev/full on this system: a full disk cannot be made without filling one")
     (folder / "cells.csv.tmp").symlink_to("/dev/full")
     return lambda: None
 

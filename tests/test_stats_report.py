@@ -101,16 +101,20 @@ CRUCIATA_AVERAGE_ROWS = [("mnist", "vgg11"), ("cifar10", "vgg11"), ("imagenette"
                          ("cifar10", "vgg16"), ("imagenette", "vgg16"), ("mnist", "vgg19"), ("cifar10", "vgg19"),
                          ("imagenette", "vgg19")]
 
+
+def cruciata_runs(res, learn_drop):
+    """Seeds 0 and 1 of backprop (1000 s) and Learn & Drop (fake_run's keywords learn_drop(i, seed)) on every
+    (dataset, model) of Cruciata's averaged rows, the i-th in CRUCIATA_AVERAGE_ROWS' order."""
+    for i, (dataset, model) in enumerate(CRUCIATA_AVERAGE_ROWS):
+        for seed in (0, 1):
+            fake_run(res, "paper", f"cruciata-{dataset}-{model}-backprop", seed, train_time_s=1000.0)
+            fake_run(res, "paper", f"cruciata-{dataset}-{model}-learn_drop", seed, **learn_drop(i, seed))
+
 def test_time_savings_and_text_averages_are_computed_per_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(agg, "support", lambda exp, profile: "")  # pretend Learn & Drop is implemented
     res = tmp_path / "results"
-    rows = CRUCIATA_AVERAGE_ROWS
-    for i, (dataset, model) in enumerate(rows):
-        for seed in (0, 1):
-            fake_run(res, "paper", f"cruciata-{dataset}-{model}-backprop", seed, train_time_s=1000.0)
-            # savings 40 + i (seed 0) and 60 + i (seed 1)
-            fake_run(res, "paper", f"cruciata-{dataset}-{model}-learn_drop", seed,
-                     train_time_s=1000.0 - 10 * (40 + i + 20 * seed))
+    # savings 40 + i (seed 0) and 60 + i (seed 1)
+    cruciata_runs(res, lambda i, seed: {"train_time_s": 1000.0 - 10 * (40 + i + 20 * seed)})
     cells = cells_by_id(res, "paper", "0,1")
     first = cells["cruciata.1.vgg-11.mnist.dropping.dt"]
     assert float(first["mean"]) == pytest.approx(50.0) and float(first["sd"]) == pytest.approx(math.sqrt(200))
@@ -443,13 +447,13 @@ def test_each_paper_is_corrected_over_its_own_cells_only(tmp_path):
 def test_an_average_with_a_failed_member_is_not_judged_on_the_survivors(tmp_path, monkeypatch):
     monkeypatch.setattr(agg, "support", lambda exp, profile: "")  # pretend Learn & Drop is implemented
     res = tmp_path / "results"
-    rows = CRUCIATA_AVERAGE_ROWS
-    for i, (dataset, model) in enumerate(rows):
-        for seed in (0, 1):
-            fake_run(res, "paper", f"cruciata-{dataset}-{model}-backprop", seed, train_time_s=1000.0)
-            failed = i == 4 and seed == 1
-            fake_run(res, "paper", f"cruciata-{dataset}-{model}-learn_drop", seed, train_time_s=600.0 + seed,
-                     status="FAILED" if failed else "FINISHED", error="RuntimeError: boom" if failed else None)
+
+    def learn_drop(i, seed):
+        failed = i == 4 and seed == 1
+        return {"train_time_s": 600.0 + seed, "status": "FAILED" if failed else "FINISHED",
+                "error": "RuntimeError: boom" if failed else None}
+
+    cruciata_runs(res, learn_drop)
     cells = cells_by_id(res, "paper", "0,1")
     avg = cells["cruciata.text.vgg-average.dropping.dt"]
     assert avg["status"] == "FAILED" and avg["verdict"] == "FAILED" and avg["n"] == "1"
