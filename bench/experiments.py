@@ -8,6 +8,7 @@ from one run). The set of experiments is derived from the registry, never listed
 The config of an experiment is the paper's grid (bench/grids/<paper>.yaml) resolved for it, then scaled by
 the profile (bench/profiles.yaml). Each setting keeps its source (paper, code or a documented choice).
 """
+
 import copy
 import csv
 import fnmatch
@@ -17,7 +18,6 @@ import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-
 
 from bench import BenchError
 from bench.claims.datasets import DATASETS
@@ -78,6 +78,16 @@ def cell_experiments(claims=None) -> dict[str, Experiment]:
     return {e.id: e for e in sorted(Experiment(*k) for k in keys)}
 
 
+def cells_of(experiment_id: str) -> list:
+    """The claims measured on this experiment, directly or as the baseline of a relative cell."""
+    out = []
+    for c in load_claims():
+        keys = [k for k in (c.experiment_key(), c.baseline_key()) if k]
+        if any(Experiment(*k).id == experiment_id for k in keys):
+            out.append(c)
+    return out
+
+
 def companions(named: tuple[Experiment, ...] = ()) -> dict[str, tuple[Experiment, str, str]]:
     """Runs no cell names that a fair reading of a paper's cells needs (the dataset the authors' code really trains,
     an equal-epoch baseline): id -> (experiment, id of the experiment it stands beside, why). Declared per paper in
@@ -103,8 +113,10 @@ def companion_readings() -> dict[str, tuple[str, str, str]]:
     """Companion id -> (id of the experiment it stands beside, the reading it changes as 'field=value' (e.g.
     'variant=growing', 'dataset=cifar10'), what states that reading: 'text', 'code' or 'choice' (its entry's
     `basis`))."""
-    return {eid: (entry[1], " + ".join(f"{k}={v}" for k, v in sorted(entry[4]["set"].items())), entry[4]["basis"])
-            for eid, entry in companion_entries().items()}
+    return {
+        eid: (entry[1], " + ".join(f"{k}={v}" for k, v in sorted(entry[4]["set"].items())), entry[4]["basis"])
+        for eid, entry in companion_entries().items()
+    }
 
 
 @cache
@@ -115,10 +127,16 @@ def companion_entries(named: tuple[Experiment, ...] = ()) -> dict[str, tuple[Exp
     for paper in sorted({e.paper for e in named}):
         pool = [e for e in named if e.paper == paper]
         for i, entry in enumerate(grid(paper).get("companions", [])):
-            if not entry.get("why") or not isinstance(entry.get("set"), dict) or not entry["set"] or \
-                    set(entry["set"]) - {"dataset", "method", "variant"}:
-                raise BenchError(f"{paper}.yaml: companions entry {i + 1} needs 'of', 'set' (dataset, method and/or "
-                                 "variant) and 'why'")
+            if (
+                not entry.get("why")
+                or not isinstance(entry.get("set"), dict)
+                or not entry["set"]
+                or set(entry["set"]) - {"dataset", "method", "variant"}
+            ):
+                raise BenchError(
+                    f"{paper}.yaml: companions entry {i + 1} needs 'of', 'set' (dataset, method and/or "
+                    "variant) and 'why'"
+                )
             for exp in list(pool):
                 if _matches(entry.get("of", {}), exp):
                     new = Experiment(**{**exp.__dict__, **entry["set"]})
@@ -139,18 +157,20 @@ def get(experiment_id: str) -> Experiment:
     found = _KNOWN["experiments"].get(experiment_id)
     if found is None:
         hint = did_you_mean(experiment_id, _KNOWN["experiments"])
-        raise BenchError(f"unknown experiment '{experiment_id}': {hint + ' ' if hint else ''}"
-                         "`bench experiments --all` lists them")
+        raise BenchError(
+            f"unknown experiment '{experiment_id}': {hint + ' ' if hint else ''}`bench experiments --all` lists them"
+        )
     return found
 
 
 def did_you_mean(word: str, known) -> str:
-    """"did you mean 'x' or 'y'?" with the (at most three) closest of `known` to a mistyped `word`, else ''."""
+    """ "did you mean 'x' or 'y'?" with the (at most three) closest of `known` to a mistyped `word`, else ''."""
     import difflib
 
     close = [f"'{c}'" for c in difflib.get_close_matches(word, list(known), n=3, cutoff=0.6)]
-    return f"did you mean {' or '.join([', '.join(close[:-1]), close[-1]] if len(close) > 1 else close)}?" \
-        if close else ""
+    return (
+        f"did you mean {' or '.join([', '.join(close[:-1]), close[-1]] if len(close) > 1 else close)}?" if close else ""
+    )
 
 
 def _matches(match: dict, exp: Experiment) -> bool:
@@ -197,9 +217,14 @@ def check_matches(paper: str):
                 for pattern in patterns if isinstance(patterns, list) else [patterns]:
                     if not any(fnmatch.fnmatchcase(value, str(pattern)) for value in known):
                         close = difflib.get_close_matches(str(pattern), known, n=1, cutoff=0.6)
-                        raise BenchError(f"{where} {field} {pattern!r} names no {field} of the {paper} experiments"
-                                         + (f"; did you mean {close[0]!r}?" if close else
-                                            f" (they have {', '.join(repr(v) for v in known)})"))
+                        raise BenchError(
+                            f"{where} {field} {pattern!r} names no {field} of the {paper} experiments"
+                            + (
+                                f"; did you mean {close[0]!r}?"
+                                if close
+                                else f" (they have {', '.join(repr(v) for v in known)})"
+                            )
+                        )
             if not any(_matches(match, e) for e in pool):
                 raise BenchError(f"{where} {match} matches none of the {paper} experiments together")
 
@@ -208,10 +233,14 @@ def paper_config(exp: Experiment) -> tuple[dict, dict]:
     """(config, sources) of an experiment as the paper describes it, before any profile scaling."""
     check_matches(exp.paper)
     info = DATASETS[exp.dataset]
-    cfg = {"normalize": {"mean": list(info.mean), "std": list(info.std)}, "input_size": info.size,
-           "augment": {"crop_padding": 0, "hflip": False}, "model": {}, "method_options": {}}
-    sources = {"normalize.mean": "dataset default", "normalize.std": "dataset default",
-               "input_size": "dataset default"}
+    cfg = {
+        "normalize": {"mean": list(info.mean), "std": list(info.std)},
+        "input_size": info.size,
+        "augment": {"crop_padding": 0, "hflip": False},
+        "model": {},
+        "method_options": {},
+    }
+    sources = {"normalize.mean": "dataset default", "normalize.std": "dataset default", "input_size": "dataset default"}
     g = grid(exp.paper)
     for entry in g.get("settings", []):
         if _matches(entry.get("match", {}), exp):
@@ -225,23 +254,27 @@ def scale_epochs(epochs: int, prof: dict) -> int:
     return min(scaled, prof.get("max_epochs", scaled))
 
 
-def config(exp: Experiment, profile: str) -> dict:
-    """The full, resolved config of one experiment under one profile (what `bench run` trains and MLflow records)."""
+def _experiment_profile(exp: Experiment, profile: str) -> dict:
+    """The profile's settings for this experiment: its own, then its per_paper ones for the paper, then those of
+    every per_experiment id pattern that matches, in order."""
     prof = dict(profile_settings(profile))
     prof.update(prof.get("per_paper", {}).get(exp.paper, {}))
     for pattern, settings in prof.get("per_experiment", {}).items():  # experiment id patterns, in order
         if fnmatch.fnmatchcase(exp.id, pattern):
             prof.update(settings)
-    cfg, sources = paper_config(exp)
-    as_paper = copy.deepcopy(cfg)
-    paper_epochs = cfg.get("epochs")
-    if paper_epochs is None:
-        raise BenchError(f"grid of {exp.paper} sets no epochs for {exp.id}")
+    return prof
+
+
+def _scale_schedule(cfg: dict, prof: dict, paper_epochs: int):
+    """The paper's epochs scaled to the profile's, and with them the LR milestones and the method options that
+    count epochs (stages, the classifier, warm-up, the classes-per-batch phase)."""
     epochs = scale_epochs(paper_epochs, prof)
     ratio = epochs / paper_epochs
     cfg["paper_epochs"] = paper_epochs
     cfg["epochs"] = epochs
-    cfg["lr_milestones"] = sorted({round(m * ratio) for m in cfg.get("lr_milestones", []) if 0 < round(m * ratio) < epochs})
+    cfg["lr_milestones"] = sorted(
+        {round(m * ratio) for m in cfg.get("lr_milestones", []) if 0 < round(m * ratio) < epochs}
+    )
     stage_epochs = lambda n: min(scale_epochs(n, prof), prof.get("max_stage_epochs", n))  # noqa: E731
     if "equal_epochs" in cfg:  # a baseline as long as a staged run: stages x the profile's epochs per stage
         cfg["epochs"] = cfg["equal_epochs"]["stages"] * stage_epochs(cfg["equal_epochs"]["epochs_per_stage"])
@@ -256,33 +289,57 @@ def config(exp: Experiment, profile: str) -> dict:
     if cfg["method_options"].get("classes_per_batch_until_epoch"):  # scaled as the LR milestones, at least 1 epoch
         until = cfg["method_options"]["classes_per_batch_until_epoch"]
         cfg["method_options"]["classes_per_batch_until_epoch"] = min(epochs, max(1, round(until * ratio)))
+
+
+def _profile_training(cfg: dict, sources: dict, prof: dict, profile: str):
+    """The profile's learning-rate scale, batch size cap, width and model options, each change said in `sources`."""
     if prof.get("lr_scale", 1.0) != 1.0:  # smoke: a few dozen steps, each larger (bench/profiles.yaml says why)
-        sources["lr"] = (f"profile {profile} (bench/profiles.yaml): {cfg['lr']:g} x {prof['lr_scale']:g}; the setting "
-                         f"it scales: {sources.get('lr', 'none')}")
+        sources["lr"] = (
+            f"profile {profile} (bench/profiles.yaml): {cfg['lr']:g} x {prof['lr_scale']:g}; the setting "
+            f"it scales: {sources.get('lr', 'none')}"
+        )
         cfg["lr"] = float(f"{cfg['lr'] * prof['lr_scale']:.12g}")  # 3e-4 x 10 is 0.003, not 0.0029999999999999996
     if prof.get("max_batch_size"):
         cfg["batch_size"] = min(cfg["batch_size"], prof["max_batch_size"])
     cfg["model"]["width_mult"] = prof.get("width_mult", 1.0)
     for key, value in prof.get("model", {}).items():  # model options the profile sets (smoke: no dropout)
-        sources[f"model.{key}"] = (f"profile {profile} (bench/profiles.yaml): {cfg['model'].get(key, 'the model default')}"
-                                   f" -> {value}; the setting it replaces: {sources.get(f'model.{key}', 'none')}")
+        sources[f"model.{key}"] = (
+            f"profile {profile} (bench/profiles.yaml): {cfg['model'].get(key, 'the model default')}"
+            f" -> {value}; the setting it replaces: {sources.get(f'model.{key}', 'none')}"
+        )
         cfg["model"][key] = value
+
+
+def _profile_run_settings(cfg: dict, sources: dict, prof: dict, profile: str):
+    """The profile's precision, cuDNN benchmarking and checkpoint writes, where the grid sets none."""
     if "precision" in prof and "precision" not in cfg:  # a grid that sets it for an experiment wins
         cfg["precision"] = prof["precision"]
-        sources["precision"] = (f"profile {profile}: fp32 as the papers trained (bench/profiles.yaml); bf16 is an "
-                                "opt-in, flagged in the report" if prof["precision"] == "fp32"
-                                else f"profile {profile} (bench/profiles.yaml)")
+        sources["precision"] = (
+            f"profile {profile}: fp32 as the papers trained (bench/profiles.yaml); bf16 is an "
+            "opt-in, flagged in the report"
+            if prof["precision"] == "fp32"
+            else f"profile {profile} (bench/profiles.yaml)"
+        )
     if "cudnn_benchmark" in prof and "cudnn_benchmark" not in cfg:
         cfg["cudnn_benchmark"] = prof["cudnn_benchmark"]
-        sources["cudnn_benchmark"] = (f"profile {profile} (bench/profiles.yaml): cuDNN times its convolution "
-                                      "algorithms on a run's first batches and keeps the fastest, as the N&E code "
-                                      "does (`cudnn.benchmark = True`); the same operations, not bit-identical run to "
-                                      "run; no effect off CUDA")
+        sources["cudnn_benchmark"] = (
+            f"profile {profile} (bench/profiles.yaml): cuDNN times its convolution "
+            "algorithms on a run's first batches and keeps the fastest, as the N&E code "
+            "does (`cudnn.benchmark = True`); the same operations, not bit-identical run to "
+            "run; no effect off CUDA"
+        )
     if "checkpoint_writes" in prof and "checkpoint_writes" not in cfg:
         cfg["checkpoint_writes"] = prof["checkpoint_writes"]
-        sources["checkpoint_writes"] = (f"profile {profile} (bench/profiles.yaml): each epoch's checkpoint written "
-                                        "in a thread while the next epoch trains (bench/methods/checkpoint.py says "
-                                        "what a kill may lose)")
+        sources["checkpoint_writes"] = (
+            f"profile {profile} (bench/profiles.yaml): each epoch's checkpoint written "
+            "in a thread while the next epoch trains (bench/methods/checkpoint.py says "
+            "what a kill may lose)"
+        )
+
+
+def _data_settings(cfg: dict, sources: dict, prof: dict, exp: Experiment, profile: str) -> tuple[dict, str | None]:
+    """(cfg["data"]: the data source and the training and test samples, the note on a paper's reading of its
+    training split or None); the grid's train_samples leaves cfg, and a rehearsal's budgets and options are set."""
     train_samples = prof.get("train_samples")
     read = cfg.pop("train_samples", None)  # a paper's reading of its training split (a grid setting)
     read_note = None
@@ -295,16 +352,39 @@ def config(exp: Experiment, profile: str) -> dict:
             read_note = f"a fixed random subset of {read:,}: {sources['train_samples']}"
     test_samples = prof.get("test_samples")
     if prof.get("train_batches"):  # a rehearsal (bench rehearse): a few of the experiment's own batches
-        full = read if read is not None and read < DATASETS[exp.dataset].train_size else \
-            DATASETS[exp.dataset].train_size
+        full = (
+            read if read is not None and read < DATASETS[exp.dataset].train_size else DATASETS[exp.dataset].train_size
+        )
         train_samples = prof["train_batches"] * cfg["batch_size"]
         _scale_budgets(cfg, sources, prof, exp.method, train_samples / full, profile)
         _rehearsal_options(cfg, sources, exp.method)
     if prof.get("test_batches"):  # evaluation batches: 512 where the grid sets none (bench.methods.training)
         test_samples = prof["test_batches"] * cfg.get("eval_batch_size", 512)
-    cfg["data"] = {"source": prof["data"], "train_samples": train_samples, "test_samples": test_samples}
-    cfg.update(experiment=exp.id, paper=exp.paper, dataset=exp.dataset, model_name=exp.model,
-               method=exp.method, variant=exp.variant, profile=profile)
+    return {"source": prof["data"], "train_samples": train_samples, "test_samples": test_samples}, read_note
+
+
+def config(exp: Experiment, profile: str) -> dict:
+    """The full, resolved config of one experiment under one profile (what `bench run` trains and MLflow records)."""
+    prof = _experiment_profile(exp, profile)
+    cfg, sources = paper_config(exp)
+    as_paper = copy.deepcopy(cfg)
+    paper_epochs = cfg.get("epochs")
+    if paper_epochs is None:
+        raise BenchError(f"grid of {exp.paper} sets no epochs for {exp.id}")
+    _scale_schedule(cfg, prof, paper_epochs)
+    _profile_training(cfg, sources, prof, profile)
+    _profile_run_settings(cfg, sources, prof, profile)
+    data, read_note = _data_settings(cfg, sources, prof, exp, profile)
+    cfg["data"] = data
+    cfg.update(
+        experiment=exp.id,
+        paper=exp.paper,
+        dataset=exp.dataset,
+        model_name=exp.model,
+        method=exp.method,
+        variant=exp.variant,
+        profile=profile,
+    )
     cfg["sources"] = _profile_sources(sources, as_paper, cfg, profile)
     if read_note:
         cfg["sources"]["data.train_samples"] = read_note
@@ -319,8 +399,10 @@ def _scale_budgets(cfg: dict, sources: dict, prof: dict, method: str, ratio: flo
         if method in methods:
             given = float(cfg["method_options"].get(key, prof.get("budget_default_mb", 8192)))
             cfg["method_options"][key] = given * ratio
-            sources[f"method_options.{key}"] = (f"profile {profile} (bench/profiles.yaml): {given:g} MB x {ratio:.3g} "
-                                                "(the rehearsal's training samples over the full run's)")
+            sources[f"method_options.{key}"] = (
+                f"profile {profile} (bench/profiles.yaml): {given:g} MB x {ratio:.3g} "
+                "(the rehearsal's training samples over the full run's)"
+            )
 
 
 REHEARSAL_OPTIONS = "BENCH_REHEARSAL_OPTIONS"  # method options `bench rehearse` sizes per job (JSON)
@@ -343,9 +425,16 @@ def _rehearsal_options(cfg: dict, sources: dict, method: str):
         sources[f"method_options.{key}"] = f"bench rehearse (${REHEARSAL_OPTIONS}): sized for this job's rehearsal"
 
 
-SCALED_KEYS = ("epochs", "lr_milestones", "batch_size", "method_options.epochs_per_layer",
-               "method_options.epochs_per_stage", "method_options.classifier_epochs", "method_options.warmup_epochs",
-               "method_options.classes_per_batch_until_epoch")
+SCALED_KEYS = (
+    "epochs",
+    "lr_milestones",
+    "batch_size",
+    "method_options.epochs_per_layer",
+    "method_options.epochs_per_stage",
+    "method_options.classifier_epochs",
+    "method_options.warmup_epochs",
+    "method_options.classes_per_batch_until_epoch",
+)
 
 
 def _get(d: dict, dotted: str):
@@ -370,9 +459,13 @@ def _profile_sources(sources: dict, as_paper: dict, cfg: dict, profile: str) -> 
     data = cfg["data"]
     out["data.source"] = f"{where}: {data['source']} data"
     for split in ("train_samples", "test_samples"):
-        out[f"data.{split}"] = (f"{where}: {data[split]:,} stand-in samples" if data["source"] == "synthetic"
-                                else f"{where}: a fixed random subset of {data[split]:,}" if data[split]
-                                else f"{where}: the whole split")
+        out[f"data.{split}"] = (
+            f"{where}: {data[split]:,} stand-in samples"
+            if data["source"] == "synthetic"
+            else f"{where}: a fixed random subset of {data[split]:,}"
+            if data[split]
+            else f"{where}: the whole split"
+        )
     return out
 
 
@@ -398,7 +491,7 @@ def describe_config(exp: Experiment, profile: str) -> str:
     def cited(text: str) -> str:  # a grid source as its note's number; a profile's text keeps its own part
         for note in notes:
             if text == note or text.endswith(": " + note):
-                return text[:len(text) - len(note)] + f"[{numbers.setdefault(note, len(numbers) + 1)}]"
+                return text[: len(text) - len(note)] + f"[{numbers.setdefault(note, len(numbers) + 1)}]"
         return text
 
     def flat(d: dict, prefix=""):
@@ -412,12 +505,17 @@ def describe_config(exp: Experiment, profile: str) -> str:
     rows += [(key, "(not set)", cited(text)) for key, text in sources.items()]
     width = max(len(k) for k, _, _ in rows) + 2
     value_width = min(28, max(len(v) for _, v, _ in rows)) + 2
-    lines = [f"{exp.id} under the {profile} profile: each setting, its value and its source ([n]: the notes below; "
-             "--format json: the config as a run records it)", ""]
+    lines = [
+        f"{exp.id} under the {profile} profile: each setting, its value and its source ([n]: the notes below; "
+        "--format json: the config as a run records it)",
+        "",
+    ]
     lines += [f"{key:<{width}}{value:<{value_width}}{source}".rstrip() for key, value, source in rows]
     lines += ["", "notes:"]
-    lines += [textwrap.fill(note, 118, initial_indent=f"[{n}] ", subsequent_indent=" " * (len(str(n)) + 3))
-              for note, n in sorted(numbers.items(), key=lambda kv: kv[1])]
+    lines += [
+        textwrap.fill(note, 118, initial_indent=f"[{n}] ", subsequent_indent=" " * (len(str(n)) + 3))
+        for note, n in sorted(numbers.items(), key=lambda kv: kv[1])
+    ]
     return "\n".join(lines)
 
 
@@ -441,8 +539,25 @@ def seeds(profile: str, override=None) -> list[int]:
     return sorted(set(override))
 
 
-CLAIM_COLUMNS = ["paper", "table", "row", "column", "dataset", "model", "method", "variant", "metric",
-                 "printed", "value", "unit", "experiment", "baseline_experiment", "id", "derived_from", "note"]
+CLAIM_COLUMNS = [
+    "paper",
+    "table",
+    "row",
+    "column",
+    "dataset",
+    "model",
+    "method",
+    "variant",
+    "metric",
+    "printed",
+    "value",
+    "unit",
+    "experiment",
+    "baseline_experiment",
+    "id",
+    "derived_from",
+    "note",
+]
 
 
 def claim_rows(paper: str | None = None) -> list[dict]:
@@ -453,8 +568,13 @@ def claim_rows(paper: str | None = None) -> list[dict]:
         if paper and c.paper != paper:
             continue
         key, base = c.experiment_key(), c.baseline_key()
-        rows.append({**c.row_dict(), "experiment": Experiment(*key).id if key else "",
-                     "baseline_experiment": Experiment(*base).id if base else ""})
+        rows.append(
+            {
+                **c.row_dict(),
+                "experiment": Experiment(*key).id if key else "",
+                "baseline_experiment": Experiment(*base).id if base else "",
+            }
+        )
     return rows
 
 

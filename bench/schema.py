@@ -1,5 +1,6 @@
 """The suite's YAML data files checked against JSON schemas (bench/schemas/), with messages that name the file,
 the place in it and what is wrong: one BenchError for the first violation."""
+
 from functools import cache
 from pathlib import Path
 
@@ -34,9 +35,12 @@ class _KeysOnce:
                 except TypeError:  # not hashable: the constructor says so itself
                     continue
                 if first is not key_node:
-                    raise DuplicateKey("while constructing a mapping", first.start_mark,
-                                       f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
-                                       key_node.start_mark)
+                    raise DuplicateKey(
+                        "while constructing a mapping",
+                        first.start_mark,
+                        f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                        key_node.start_mark,
+                    )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -77,12 +81,16 @@ def load(path: Path | str, name: str | None = None):
         data = safe_load(path.read_text(encoding="utf-8"))
     except DuplicateKey as err:
         mark = err.problem_mark
-        raise BenchError(f"{shown(path)}: line {mark.line + 1}, column {mark.column + 1}: {err.problem}; "
-                         "YAML would keep only the last one") from None
+        raise BenchError(
+            f"{shown(path)}: line {mark.line + 1}, column {mark.column + 1}: {err.problem}; "
+            "YAML would keep only the last one"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
-        raise BenchError(f"{shown(path)}: YAML syntax error at {where}: {getattr(err, 'problem', None) or err}") from None
+        raise BenchError(
+            f"{shown(path)}: YAML syntax error at {where}: {getattr(err, 'problem', None) or err}"
+        ) from None
     except UnicodeDecodeError as err:
         raise BenchError(f"{shown(path)}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     return check(data, name, path) if name else data
@@ -92,8 +100,10 @@ def check(data, name: str, path: Path | str):
     """Raise BenchError("<file>: at <where>: <what>") when `data` (read from `path`) breaks schema `name`."""
     import jsonschema
 
-    errors = sorted(jsonschema.Draft202012Validator(_schema(name)).iter_errors(data),
-                    key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(
+        jsonschema.Draft202012Validator(_schema(name)).iter_errors(data),
+        key=lambda e: [str(p) for p in e.absolute_path],
+    )
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "top level"

@@ -8,6 +8,7 @@ made once per process here (`_shared`) and torn down when the last user's sessio
 by a file lock: one apt-get and one slurmctld at a time. Two processes may use the one SLURM node at once (its
 16 slots then serve both: the later jobs wait for slots, nothing waits on a test).
 """
+
 import fcntl
 import os
 from contextlib import contextmanager
@@ -72,8 +73,10 @@ def postgres():
     import pg_mlflow
 
     if pg_mlflow.installed() is None and os.geteuid() != 0:  # installing it needs root; CI runs as root
-        pytest.skip("no PostgreSQL here (/usr/lib/postgresql/*/bin) and installing it needs root: "
-                    "apt-get install postgresql, or run as root")
+        pytest.skip(
+            "no PostgreSQL here (/usr/lib/postgresql/*/bin) and installing it needs root: "
+            "apt-get install postgresql, or run as root"
+        )
     with shared("postgres", _start_postgres) as pg:
         yield pg
 

@@ -1,6 +1,7 @@
 """Shared fixtures: where the papers and the shared real data are, a working directory for runs, the caches the
 suite writes kept out of $HOME, and the smoke DAG's finished runs of this checkout reused where a test only needs
 a finished run."""
+
 import os
 import shutil
 import tempfile
@@ -83,8 +84,9 @@ def pytest_collection_modifyitems(config, items):
     their waits overlap the other tests' work instead of running alone at the end of the session. The long ones
     next, the short ones last: the short ones then fill the processes' gaps, and no long test starts when the others
     are done (longest first, the usual rule for packing jobs onto a few workers)."""
-    items.sort(key=lambda item: (not {"postgres", "slurm"} & set(item.fixturenames),
-                                 item.get_closest_marker("slow") is None))
+    items.sort(
+        key=lambda item: (not {"postgres", "slurm"} & set(item.fixturenames), item.get_closest_marker("slow") is None)
+    )
 
 
 def pytest_configure(config):
@@ -177,10 +179,29 @@ class SmokeRuns:
         from bench.run import results
 
         out = results.run_path("smoke", experiment, seed, self.folder / "results")
-        proc = subprocess.run([sys.executable, "-m", "bench", "run", "-e", experiment, "--profile", "smoke", "--seed",
-                               str(seed), "--threads", "1", "--out", str(out)], capture_output=True, text=True,
-                              cwd=self.folder, timeout=1800,
-                              env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{self.folder / 'mlflow.db'}"})
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "run",
+                "-e",
+                experiment,
+                "--profile",
+                "smoke",
+                "--seed",
+                str(seed),
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=self.folder,
+            timeout=1800,
+            env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{self.folder / 'mlflow.db'}"},
+        )
         assert proc.returncode == 0, f"{experiment} seed {seed}: {proc.stderr[-2000:]}"
         result = json.loads(out.read_text())
         assert result["status"] == "FINISHED", f"{experiment} seed {seed}: {result.get('error')}"
@@ -199,8 +220,12 @@ def smoke_runs(tmp_path_factory) -> SmokeRuns:
 # wait for it and read the same folder. Tests that change the folder copy it first. The folder's name holds a space,
 # and the results, reports and data roots are given as paths inside it (`small_dag_config`): every path the rules
 # pass to a shell is quoted, or this DAG fails (issue 31).
-SMALL_DAG_EXPERIMENTS = ["ma-cifar10-vgg8-backprop", "ma-cifar10-resnet18_r4-backprop",
-                         "cruciata-mnist-vgg11-backprop", "bhyravabhottla-cifar10-cnn12-backprop"]
+SMALL_DAG_EXPERIMENTS = [
+    "ma-cifar10-vgg8-backprop",
+    "ma-cifar10-resnet18_r4-backprop",
+    "cruciata-mnist-vgg11-backprop",
+    "bhyravabhottla-cifar10-cnn12-backprop",
+]
 SMALL_DAG_SEEDS = 4
 SMALL_DAG_CONFIG = ["--config", "profile=smoke", f"seeds={SMALL_DAG_SEEDS}", f"only={','.join(SMALL_DAG_EXPERIMENTS)}"]
 
@@ -208,8 +233,12 @@ SMALL_DAG_CONFIG = ["--config", "profile=smoke", f"seeds={SMALL_DAG_SEEDS}", f"o
 def small_dag_config(folder: Path) -> list[str]:
     """SMALL_DAG_CONFIG with the results, reports and data roots as absolute paths in `folder` (results/, reports/
     and "my data/": a path with a space, wherever the folder is)."""
-    return [*SMALL_DAG_CONFIG, f"results={folder / 'results'}", f"reports={folder / 'reports'}",
-            f"data_root={folder / 'my data'}"]
+    return [
+        *SMALL_DAG_CONFIG,
+        f"results={folder / 'results'}",
+        f"reports={folder / 'reports'}",
+        f"data_root={folder / 'my data'}",
+    ]
 
 
 class SmallDag:
@@ -232,9 +261,23 @@ def small_dag(tmp_path_factory) -> SmallDag:
             folder.mkdir()
             # the committed reports, as in a clone: a restricted run must leave them as they are (issue 31)
             shutil.copytree(REPO / "reports", folder / "reports")
-            proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-                                   str(folder), "--cores", "16", *small_dag_config(folder)], capture_output=True,
-                                  text=True, timeout=1800)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "snakemake",
+                    "-s",
+                    str(REPO / "Snakefile"),
+                    "--directory",
+                    str(folder),
+                    "--cores",
+                    "16",
+                    *small_dag_config(folder),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
             record.write_text(json.dumps({"returncode": proc.returncode, "log": proc.stdout + proc.stderr}))
     done = json.loads(record.read_text())
     assert done["returncode"] == 0, done["log"][-3000:]

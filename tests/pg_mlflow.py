@@ -1,5 +1,5 @@
 """A real PostgreSQL cluster and a real `mlflow server` on it, on 127.0.0.1, for the tests of the suite's MLflow
-tracking on a server (README: On a cluster).
+tracking on a server (docs/running.md: On a cluster).
 
 `Postgres` makes a throwaway cluster with initdb in a fresh temporary directory: superuser `bench` with a random
 password (scram-sha-256), TCP only on 127.0.0.1 at a free port (its unix socket stays in that directory), one
@@ -11,6 +11,7 @@ system user, which owns the directory.
 `kill()` can SIGKILL the server with all its workers at once, as a crash would; `start()` after that brings it
 back on the same port. Both classes are context managers, and every `start()` returns the seconds it took.
 """
+
 import os
 import secrets
 import shutil
@@ -62,10 +63,12 @@ def install() -> Path:
     if installed():
         return installed()
     if os.geteuid() != 0:
-        raise RuntimeError(f"PostgreSQL is not installed (no {PG_ROOT}/*/bin) and installing it needs root "
-                           "(apt-get install postgresql)")
+        raise RuntimeError(
+            f"PostgreSQL is not installed (no {PG_ROOT}/*/bin) and installing it needs root "
+            "(apt-get install postgresql)"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for attempt in range(3):
+    for _attempt in range(3):
         proc = _run(["apt-get", "install", "-y", "--no-install-recommends", "postgresql"], env=env, timeout=900)
         if proc.returncode == 0 and installed():
             return installed()
@@ -107,24 +110,42 @@ class Postgres:
             shutil.chown(pwfile, "postgres", "postgres")
         pwfile.chmod(0o600)
         data = self.dir / "data"
-        self._check([str(bin_dir / "initdb"), "-D", str(data), "-U", self.user, "--auth=scram-sha-256",
-                     f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C"], "initdb")
+        self._check(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                self.user,
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
+            "initdb",
+        )
         pwfile.unlink()
         with open(data / "postgresql.conf", "a") as conf:  # the file belongs to postgres; root may append
-            conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
-                       f"unix_socket_directories = '{data}'\n")
-        self._check([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "postgres.log"), "-w",
-                     "-t", "60", "start"], "pg_ctl start")
-        proc = _run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
-                     self.database], env={**os.environ, "PGPASSWORD": self.password}, timeout=60)
+            conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{data}'\n")
+        self._check(
+            [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "postgres.log"), "-w", "-t", "60", "start"],
+            "pg_ctl start",
+        )
+        proc = _run(
+            [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database],
+            env={**os.environ, "PGPASSWORD": self.password},
+            timeout=60,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"createdb {self.database} failed: {proc.stderr[-2000:]}")
         return time.monotonic() - t0
 
     def uri(self, password: str = None) -> str:
         """The SQLAlchemy URI of the database `mlflow` (with another password to test a refused login)."""
-        return (f"postgresql://{self.user}:{self.password if password is None else password}"
-                f"@127.0.0.1:{self.port}/{self.database}")
+        return (
+            f"postgresql://{self.user}:{self.password if password is None else password}"
+            f"@127.0.0.1:{self.port}/{self.database}"
+        )
 
     def stop(self):
         """Stop the cluster at once (pg_ctl stop -m immediate) and remove its directory."""
@@ -133,8 +154,12 @@ class Postgres:
         pidfile = self.dir / "data" / "postmaster.pid"
         if pidfile.exists():
             pid = int(pidfile.read_text().split()[0])
-            _run(self._as_owner([str(installed() / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate",
-                                 "-w", "stop"]), timeout=60)
+            _run(
+                self._as_owner(
+                    [str(installed() / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop"]
+                ),
+                timeout=60,
+            )
             deadline = time.monotonic() + 10
             while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
                 time.sleep(0.1)  # until init has reaped it: no <defunct> postgres for pgrep to see
@@ -175,23 +200,42 @@ class MlflowServer:
         t0 = time.monotonic()
         _wait_port_free(self.port)
         (self.workdir / "artifacts").mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri,
-               "--artifacts-destination", str(self.workdir / "artifacts"), "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            self.backend_uri,
+            "--artifacts-destination",
+            str(self.workdir / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         with open(self.log, "a") as log:
             log.write(f"\n=== {' '.join(cmd)}\n")
             log.flush()
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         cwd=self.workdir, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
         while not self._healthy():
             if self.proc.poll() is not None:
                 self._signal_group(signal.SIGKILL)
-                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}; log tail:\n"
-                                   f"{self._log_tail()}")
+                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}; log tail:\n{self._log_tail()}")
             if time.monotonic() - t0 > timeout:
                 self.kill()
-                raise RuntimeError(f"mlflow server did not answer {self.url}/health in {timeout:.0f} s; "
-                                   f"log tail:\n{self._log_tail()}")
+                raise RuntimeError(
+                    f"mlflow server did not answer {self.url}/health in {timeout:.0f} s; log tail:\n{self._log_tail()}"
+                )
             time.sleep(0.2)  # polling GET /health: the server offers no event to wait on
         return time.monotonic() - t0
 

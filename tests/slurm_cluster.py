@@ -7,6 +7,7 @@ are followed with squeue; MinJobAge keeps finished jobs visible for 300 s), one 
 machine's memory and at least SLOTS CPUs (more than a 2-core machine has: slurmd takes the configured count,
 SlurmdParameters=config_overrides), so that 16 one-CPU jobs run at once, as on a real cluster's nodes.
 """
+
 import os
 import shutil
 import socket
@@ -30,9 +31,8 @@ def install():
     if os.geteuid() != 0:
         raise RuntimeError("SLURM is not installed and installing it needs root (apt-get install slurm-wlm munge)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for attempt in range(3):
-        proc = _run(["apt-get", "install", "-y", "--no-install-recommends", "slurm-wlm", "munge"], env=env,
-                    timeout=900)
+    for _attempt in range(3):
+        proc = _run(["apt-get", "install", "-y", "--no-install-recommends", "slurm-wlm", "munge"], env=env, timeout=900)
         if proc.returncode == 0:
             return
         _run(["apt-get", "update"], env=env, timeout=600)
@@ -43,17 +43,36 @@ def write_conf() -> bool:
     """Write this host's configuration; True when it changed (running daemons must restart to read it)."""
     host = socket.gethostname()
     mem_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8)
-    text = "\n".join([
-        MARK, "ClusterName=bench", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root",
-        "AuthType=auth/munge", f"StateSaveLocation={STATE}/state", f"SlurmdSpoolDir={STATE}/spool",
-        f"SlurmctldPidFile={STATE}/slurmctld.pid", f"SlurmdPidFile={STATE}/slurmd.pid",
-        f"SlurmctldLogFile={STATE}/slurmctld.log", f"SlurmdLogFile={STATE}/slurmd.log",
-        "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core_Memory", "SchedulerType=sched/backfill", "ReturnToService=2", "MpiDefault=none",
-        "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none", "MinJobAge=300",
-        "SlurmdParameters=config_overrides",
-        f"NodeName={host} CPUs={max(SLOTS, os.cpu_count())} RealMemory={mem_mb} State=UNKNOWN",
-        f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP", ""])
+    text = "\n".join(
+        [
+            MARK,
+            "ClusterName=bench",
+            f"SlurmctldHost={host}",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            "AuthType=auth/munge",
+            f"StateSaveLocation={STATE}/state",
+            f"SlurmdSpoolDir={STATE}/spool",
+            f"SlurmctldPidFile={STATE}/slurmctld.pid",
+            f"SlurmdPidFile={STATE}/slurmd.pid",
+            f"SlurmctldLogFile={STATE}/slurmctld.log",
+            f"SlurmdLogFile={STATE}/slurmd.log",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core_Memory",
+            "SchedulerType=sched/backfill",
+            "ReturnToService=2",
+            "MpiDefault=none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none",
+            "MinJobAge=300",
+            "SlurmdParameters=config_overrides",
+            f"NodeName={host} CPUs={max(SLOTS, os.cpu_count())} RealMemory={mem_mb} State=UNKNOWN",
+            f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+            "",
+        ]
+    )
     if CONF.exists() and (MARK not in CONF.read_text() or CONF.read_text() == text):
         return False  # a real cluster's configuration (use it as it is), or ours already
     CONF.parent.mkdir(parents=True, exist_ok=True)

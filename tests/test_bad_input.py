@@ -4,6 +4,7 @@ one line on stderr that names the file or the option and the field, and nothing 
 The package is copied into the test's folder, so that a case can break a grid, a profile, a tolerance or a
 registry file without touching the checkout; the copy is what `python -m bench` runs (PYTHONPATH). Every case
 checks its own stderr for a traceback, so the cases hold in any order and in any process (pytest-xdist)."""
+
 import json
 import os
 import re
@@ -14,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import result_file
 from pg_mlflow import free_port
 
@@ -47,6 +47,7 @@ def replace(old: str, new: str):
     def change(text: bytes) -> bytes:
         assert old.encode() in text, old
         return text.replace(old.encode(), new.encode(), 1)
+
     return change
 
 
@@ -57,8 +58,10 @@ def twice(key: str):
 
 def duplicate(rel: str, key: str) -> re.Pattern:
     """What stderr says of a key given twice: the file, the line and column of the second one, the key, the first."""
-    return re.compile(rf"^bench: error: bench/{re.escape(rel)}: line \d+, column \d+: duplicate key '{key}' "
-                      r"\(first at line \d+\)")
+    return re.compile(
+        rf"^bench: error: bench/{re.escape(rel)}: line \d+, column \d+: duplicate key '{key}' "
+        r"\(first at line \d+\)"
+    )
 
 
 def read_only(folder: Path):
@@ -105,69 +108,150 @@ def taken_port():
 # a string it holds, or a regular expression it matches)
 CASES = {
     # result files under results/<profile>/runs/ (read by aggregate, report, audit, plan)
-    "truncated result JSON": (["aggregate", "--profile", "smoke", "--seeds", "1"], None,
-                              lambda: json.dumps(good_result())[:50], f"runs/{EID}/seed0.json: is not valid JSON"),
+    "truncated result JSON": (
+        ["aggregate", "--profile", "smoke", "--seeds", "1"],
+        None,
+        lambda: json.dumps(good_result())[:50],
+        f"runs/{EID}/seed0.json: is not valid JSON",
+    ),
     "empty result file": (["aggregate", "--profile", "smoke", "--seeds", "1"], None, lambda: "", "empty or truncated"),
-    "a list as result file": (["aggregate", "--profile", "smoke", "--seeds", "1"], None, lambda: [1, 2],
-                              "holds a JSON list, not an object"),
-    "string accuracy": (["aggregate", "--profile", "smoke", "--seeds", "1"], None,
-                        lambda: {**good_result(), "metrics": {"test_accuracy": "high"}},
-                        "metrics.test_accuracy is str, not a number"),
-    "no metrics": (["aggregate", "--profile", "smoke", "--seeds", "1"], None,
-                   lambda: {k: v for k, v in good_result().items() if k != "metrics"}, "has no 'metrics'"),
-    "seed 5 inside seed0.json": (["aggregate", "--profile", "smoke", "--seeds", "1"], None,
-                                 lambda: {**good_result(), "seed": 5}, "holds seed 5"),
-    "accuracy 1e6": (["aggregate", "--profile", "smoke", "--seeds", "1"], None,
-                     lambda: {**good_result(), "metrics": {"test_accuracy": 1e6}}, "outside 0-100"),
+    "a list as result file": (
+        ["aggregate", "--profile", "smoke", "--seeds", "1"],
+        None,
+        lambda: [1, 2],
+        "holds a JSON list, not an object",
+    ),
+    "string accuracy": (
+        ["aggregate", "--profile", "smoke", "--seeds", "1"],
+        None,
+        lambda: {**good_result(), "metrics": {"test_accuracy": "high"}},
+        "metrics.test_accuracy is str, not a number",
+    ),
+    "no metrics": (
+        ["aggregate", "--profile", "smoke", "--seeds", "1"],
+        None,
+        lambda: {k: v for k, v in good_result().items() if k != "metrics"},
+        "has no 'metrics'",
+    ),
+    "seed 5 inside seed0.json": (
+        ["aggregate", "--profile", "smoke", "--seeds", "1"],
+        None,
+        lambda: {**good_result(), "seed": 5},
+        "holds seed 5",
+    ),
+    "accuracy 1e6": (
+        ["aggregate", "--profile", "smoke", "--seeds", "1"],
+        None,
+        lambda: {**good_result(), "metrics": {"test_accuracy": 1e6}},
+        "outside 0-100",
+    ),
     # bench run's options
     "run --seed -1": (["run", "-e", EID, "--profile", "smoke", "--seed", "-1"], None, None, "--seed"),
     "run --device banana": (["run", "-e", EID, "--profile", "smoke", "--device", "banana"], None, None, "banana"),
     "run --threads -1": (["run", "-e", EID, "--profile", "smoke", "--threads", "-1"], None, None, "--threads"),
     # the configs: YAML syntax, unknown keys, types and ranges
-    "YAML syntax error in a grid": (["config", EID], ("grids/ma.yaml", replace("settings:", "settings: [")), None,
-                                    "grids/ma.yaml"),
-    "YAML syntax error in profiles.yaml": (["config", EID], ("profiles.yaml", replace("smoke:", "smoke: [")), None,
-                                           "profiles.yaml"),
-    "YAML syntax error in tolerances.yaml": (["aggregate", "--profile", "smoke", "--seeds", "1"],
-                                             ("tolerances.yaml", lambda t: t + b"\n  bad: [\n"), None,
-                                             "tolerances.yaml"),
-    "batch_size: big": (["config", EID], ("grids/ma.yaml", replace("batch_size: 128", "batch_size: big")), None,
-                        "batch_size"),
-    "a grid key typo": (["config", EID], ("grids/ma.yaml", replace("optimizer: adam", "optimiser: adam")), None,
-                        "optimizer"),
-    "an unknown optimizer": (["config", EID], ("grids/ma.yaml", replace("optimizer: adam", "optimizer: adamw2")),
-                             None, "adamw2"),
+    "YAML syntax error in a grid": (
+        ["config", EID],
+        ("grids/ma.yaml", replace("settings:", "settings: [")),
+        None,
+        "grids/ma.yaml",
+    ),
+    "YAML syntax error in profiles.yaml": (
+        ["config", EID],
+        ("profiles.yaml", replace("smoke:", "smoke: [")),
+        None,
+        "profiles.yaml",
+    ),
+    "YAML syntax error in tolerances.yaml": (
+        ["aggregate", "--profile", "smoke", "--seeds", "1"],
+        ("tolerances.yaml", lambda t: t + b"\n  bad: [\n"),
+        None,
+        "tolerances.yaml",
+    ),
+    "batch_size: big": (
+        ["config", EID],
+        ("grids/ma.yaml", replace("batch_size: 128", "batch_size: big")),
+        None,
+        "batch_size",
+    ),
+    "a grid key typo": (
+        ["config", EID],
+        ("grids/ma.yaml", replace("optimizer: adam", "optimiser: adam")),
+        None,
+        "optimizer",
+    ),
+    "an unknown optimizer": (
+        ["config", EID],
+        ("grids/ma.yaml", replace("optimizer: adam", "optimizer: adamw2")),
+        None,
+        "adamw2",
+    ),
     "epochs: -5": (["config", EID], ("grids/ma.yaml", replace("epochs: 400", "epochs: -5")), None, "epochs"),
-    "a hierarchy entry that is not a number": (["config", "ma-cifar10-vgg8b_e1-backprop"],
-                                               ("grids/ma.yaml", replace("[3, 3, 2, 2]", "[3, 3, x, 2]")), None,
-                                               "hierarchy"),
-    "a registry value that is not its printed string": (["claims"], ("claims/ma.csv", replace(",89.72,", ",79.72,")),
-                                                        None, "ma.csv"),
-    "a non-UTF-8 byte in a registry CSV": (["claims"], ("claims/ma.csv", lambda t: t.replace(b"Layer-wise", b"Layer\xffwise", 1)),
-                                           None, "ma.csv"),
+    "a hierarchy entry that is not a number": (
+        ["config", "ma-cifar10-vgg8b_e1-backprop"],
+        ("grids/ma.yaml", replace("[3, 3, 2, 2]", "[3, 3, x, 2]")),
+        None,
+        "hierarchy",
+    ),
+    "a registry value that is not its printed string": (
+        ["claims"],
+        ("claims/ma.csv", replace(",89.72,", ",79.72,")),
+        None,
+        "ma.csv",
+    ),
+    "a non-UTF-8 byte in a registry CSV": (
+        ["claims"],
+        ("claims/ma.csv", lambda t: t.replace(b"Layer-wise", b"Layer\xffwise", 1)),
+        None,
+        "ma.csv",
+    ),
     # nothing silent (issue 31): a key given twice (YAML keeps the last one), a grid match that matches nothing
-    "a duplicate key in profiles.yaml": (["config", EID], ("profiles.yaml", twice("smoke")), None,
-                                         duplicate("profiles.yaml", "smoke")),
-    "a duplicate key in a grid": (["config", EID], ("grids/ma.yaml", replace("{optimizer: adam,",
-                                                                           "{optimizer: adam, optimizer: sgd,")),
-                                  None, duplicate("grids/ma.yaml", "optimizer")),
-    "a duplicate key in tolerances.yaml": (["aggregate", "--profile", "smoke", "--seeds", "1"],
-                                           ("tolerances.yaml", twice("alpha")), None,
-                                           duplicate("tolerances.yaml", "alpha")),
-    "a grid match naming no model": (["config", KARIMI], ("grids/karimi.yaml", replace("[alexnet, lenet]}",
-                                                                                      "[alexnet, lenett]}")),
-                                     None, re.compile(r"bench/grids/karimi\.yaml: settings entry \d+: match model "
-                                                      r"'lenett' names no model of the karimi experiments; "
-                                                      r"did you mean 'lenet'\?")),
-    "a grid match whose fields match nothing together": (["config", KARIMI],
-                                                         ("grids/karimi.yaml",
-                                                          replace("match: {variant: growing}",
-                                                                  "match: {variant: growing, method: backprop}")),
-                                                         None, "matches none of the karimi experiments together"),
-    "aggregate --results with a typo": (["aggregate", "--profile", "smoke", "--results", "reslts"], None, None,
-                                        "reslts: no such folder (--results)"),
-    "report --results with a typo": (["report", "--profile", "smoke", "--results", "reslts"], None, None,
-                                     "reslts: no such folder (--results)"),
+    "a duplicate key in profiles.yaml": (
+        ["config", EID],
+        ("profiles.yaml", twice("smoke")),
+        None,
+        duplicate("profiles.yaml", "smoke"),
+    ),
+    "a duplicate key in a grid": (
+        ["config", EID],
+        ("grids/ma.yaml", replace("{optimizer: adam,", "{optimizer: adam, optimizer: sgd,")),
+        None,
+        duplicate("grids/ma.yaml", "optimizer"),
+    ),
+    "a duplicate key in tolerances.yaml": (
+        ["aggregate", "--profile", "smoke", "--seeds", "1"],
+        ("tolerances.yaml", twice("alpha")),
+        None,
+        duplicate("tolerances.yaml", "alpha"),
+    ),
+    "a grid match naming no model": (
+        ["config", KARIMI],
+        ("grids/karimi.yaml", replace("[alexnet, lenet]}", "[alexnet, lenett]}")),
+        None,
+        re.compile(
+            r"bench/grids/karimi\.yaml: settings entry \d+: match model "
+            r"'lenett' names no model of the karimi experiments; "
+            r"did you mean 'lenet'\?"
+        ),
+    ),
+    "a grid match whose fields match nothing together": (
+        ["config", KARIMI],
+        ("grids/karimi.yaml", replace("match: {variant: growing}", "match: {variant: growing, method: backprop}")),
+        None,
+        "matches none of the karimi experiments together",
+    ),
+    "aggregate --results with a typo": (
+        ["aggregate", "--profile", "smoke", "--results", "reslts"],
+        None,
+        None,
+        "reslts: no such folder (--results)",
+    ),
+    "report --results with a typo": (
+        ["report", "--profile", "smoke", "--results", "reslts"],
+        None,
+        None,
+        "reslts: no such folder (--results)",
+    ),
     # filters, seed counts and the UI
     "claims --paper nope": (["claims", "--paper", "nope"], None, None, "nope"),
     "models --paper nope": (["models", "--paper", "nope"], None, None, "nope"),
@@ -176,33 +260,69 @@ CASES = {
     "plan --seeds 0": (["plan", "--profile", "smoke", "--seeds", "0"], None, None, "--seeds"),
     "ui --port 99999": (["ui", "--port", "99999", "--create"], None, None, "99999"),
     "ui in a folder without a store": (["ui", "--port", FREE_PORT], None, None, "--create"),
-    "ui --host that does not resolve": (["ui", "--host", "nonsense.invalid", "--port", FREE_PORT], None, None,
-                                        "--host nonsense.invalid: does not resolve"),
+    "ui --host that does not resolve": (
+        ["ui", "--host", "nonsense.invalid", "--port", FREE_PORT],
+        None,
+        None,
+        "--host nonsense.invalid: does not resolve",
+    ),
     # MLflow URI errors (issue 31): the suite's one line naming the URI, not MLflow's; no SQLite folder created
-    "ui --store nonsense": (["ui", "--store", "nonsense", "--port", FREE_PORT], None, None,
-                            "MLflow tracking URI 'nonsense': not a URI"),
-    "ui --store with an unknown scheme": (["ui", "--store", "sqlit:///mlflow.db", "--port", FREE_PORT], None, None,
-                                          "unknown scheme sqlit://"),
-    "ui --create of an SQLite store in a missing folder": (["ui", "--create", "--port", FREE_PORT, "--store",
-                                                            "sqlite:///no/such/folder/mlflow.db"], None, None,
-                                                           "no/such/folder to hold the SQLite store"),
+    "ui --store nonsense": (
+        ["ui", "--store", "nonsense", "--port", FREE_PORT],
+        None,
+        None,
+        "MLflow tracking URI 'nonsense': not a URI",
+    ),
+    "ui --store with an unknown scheme": (
+        ["ui", "--store", "sqlit:///mlflow.db", "--port", FREE_PORT],
+        None,
+        None,
+        "unknown scheme sqlit://",
+    ),
+    "ui --create of an SQLite store in a missing folder": (
+        ["ui", "--create", "--port", FREE_PORT, "--store", "sqlite:///no/such/folder/mlflow.db"],
+        None,
+        None,
+        "no/such/folder to hold the SQLite store",
+    ),
     # file-system errors (issue 31): one line naming the path and the reason
-    "aggregate --results on a read-only folder": (["aggregate", "--profile", "smoke", "--seeds", "1", "--results",
-                                                   READ_ONLY], None, good_result,
-                                                  re.compile(r"^bench: error: results/smoke/cells\.csv\.tmp: "
-                                                             r"(Permission denied|Operation not permitted|Read-only)")),
-    "run --out into a read-only folder": (["run", "-e", EID, "--profile", "smoke", "--out",
-                                           f"{READ_ONLY}/smoke/seed0.json"], None, good_result,
-                                          re.compile(r"^bench: error: results/smoke: cannot write the result file there "
-                                                     r"\((Permission denied|Operation not permitted|Read-only)")),
-    "aggregate on a full disk": (["aggregate", "--profile", "smoke", "--seeds", "1", "--results", FULL_DISK], None,
-                                 good_result, "bench: error: results/smoke/cells.csv.tmp: No space left on device"),
-    "devicecheck --out naming a file": (["devicecheck", "--out", f"results/smoke/runs/{EID}/seed0.json", "--budget",
-                                         "5", "--device", "cpu"], None, good_result,
-                                        f"--out results/smoke/runs/{EID}/seed0.json: a file, not a folder"),
+    "aggregate --results on a read-only folder": (
+        ["aggregate", "--profile", "smoke", "--seeds", "1", "--results", READ_ONLY],
+        None,
+        good_result,
+        re.compile(
+            r"^bench: error: results/smoke/cells\.csv\.tmp: "
+            r"(Permission denied|Operation not permitted|Read-only)"
+        ),
+    ),
+    "run --out into a read-only folder": (
+        ["run", "-e", EID, "--profile", "smoke", "--out", f"{READ_ONLY}/smoke/seed0.json"],
+        None,
+        good_result,
+        re.compile(
+            r"^bench: error: results/smoke: cannot write the result file there "
+            r"\((Permission denied|Operation not permitted|Read-only)"
+        ),
+    ),
+    "aggregate on a full disk": (
+        ["aggregate", "--profile", "smoke", "--seeds", "1", "--results", FULL_DISK],
+        None,
+        good_result,
+        "bench: error: results/smoke/cells.csv.tmp: No space left on device",
+    ),
+    "devicecheck --out naming a file": (
+        ["devicecheck", "--out", f"results/smoke/runs/{EID}/seed0.json", "--budget", "5", "--device", "cpu"],
+        None,
+        good_result,
+        f"--out results/smoke/runs/{EID}/seed0.json: a file, not a folder",
+    ),
     "config of an experiment id with a typo": (["config", EID[:-1]], None, None, f"did you mean '{EID}'"),
-    "run -e with a typo": (["run", "-e", EID.replace("vgg8", "vgg9"), "--profile", "smoke"], None, None,
-                           re.compile(rf"unknown experiment '{EID.replace('vgg8', 'vgg9')}': did you mean .*'{EID}'")),
+    "run -e with a typo": (
+        ["run", "-e", EID.replace("vgg8", "vgg9"), "--profile", "smoke"],
+        None,
+        None,
+        re.compile(rf"unknown experiment '{EID.replace('vgg8', 'vgg9')}': did you mean .*'{EID}'"),
+    ),
 }
 
 
@@ -219,8 +339,9 @@ def test_bad_input_is_one_line_and_exit_2(pkg, tmp_path, name):
         for place in PLACES:
             argv = [arg.replace(place, "results") for arg in argv]
         env = {**os.environ, "PYTHONPATH": str(pkg), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
-        proc = subprocess.run([sys.executable, "-m", "bench", *argv], cwd=tmp_path, capture_output=True, text=True,
-                              env=env, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench", *argv], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
+        )
     finally:
         if restore:
             restore()
@@ -230,23 +351,35 @@ def test_bad_input_is_one_line_and_exit_2(pkg, tmp_path, name):
     assert proc.returncode == 2, (name, proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(lines) == 1, (name, proc.stderr[-2000:])
-    assert (names.search(lines[0]) if isinstance(names, re.Pattern) else names in lines[0]), (name, lines[0])
+    assert names.search(lines[0]) if isinstance(names, re.Pattern) else names in lines[0], (name, lines[0])
 
 
 def test_ui_port_taken_is_one_line_and_exit_2(pkg, tmp_path):
     held = taken_port()
     try:
         env = {**os.environ, "PYTHONPATH": str(pkg)}
-        proc = subprocess.run([sys.executable, "-m", "bench", "ui", "--port", str(held.getsockname()[1]), "--create"],
-                              cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench", "ui", "--port", str(held.getsockname()[1]), "--create"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
     finally:
         held.close()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "already in use" in proc.stderr, proc.stderr
 
 
 def test_a_closed_pipe_is_quiet(tmp_path):
-    proc = subprocess.run(f"{sys.executable} -m bench claims --format csv | head -1", shell=True, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        f"{sys.executable} -m bench claims --format csv | head -1",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and proc.stderr == "" and proc.stdout.startswith("paper,table,row")
 
 
@@ -257,8 +390,14 @@ def test_snakemake_dry_run_with_a_broken_profile_names_the_file(pkg, tmp_path):
     shutil.copytree(REPO / "workflows", tmp_path / "workflows")
     restore = edit(pkg, "profiles.yaml", replace("smoke:", "smoke: ["))
     try:
-        proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", "profile=smoke"], cwd=tmp_path,
-                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(pkg)}, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--config", "profile=smoke"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(pkg)},
+            timeout=300,
+        )
     finally:
         restore()
     out = proc.stderr + proc.stdout  # snakemake prints its WorkflowError to either, by version
@@ -273,35 +412,56 @@ def test_snakemake_with_a_key_given_twice_in_its_config_file_names_it(pkg, tmp_p
     shutil.copytree(REPO / "workflows", tmp_path / "workflows")
     with open(tmp_path / "workflows" / "config.yaml", "a", encoding="utf-8") as f:
         f.write("\nthreads: 2\n")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", "profile=smoke"], cwd=tmp_path,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(pkg)}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--config", "profile=smoke"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(pkg)},
+        timeout=300,
+    )
     out = proc.stderr + proc.stdout
-    assert proc.returncode == 1 and re.search(r"workflows/config\.yaml: line \d+, column 1: duplicate key 'threads' "
-                                              r"\(first at line \d+\)", out), out
+    assert proc.returncode == 1 and re.search(
+        r"workflows/config\.yaml: line \d+, column 1: duplicate key 'threads' "
+        r"\(first at line \d+\)",
+        out,
+    ), out
     assert "Traceback" not in out, out
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--cores", "0", "--config", "profile=smoke"],
-     "--cores 0 (or --jobs 0): no job can ever start; give --cores N (at least 1) or --cores all"),
-    (["-n", "--config", "profile=smoke", "prifile=check"],
-     "workflow config (workflows/config.yaml, --config): at top level: Additional properties are not allowed "
-     "('prifile' was unexpected); did you mean 'profile'?"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--cores", "0", "--config", "profile=smoke"],
+            "--cores 0 (or --jobs 0): no job can ever start; give --cores N (at least 1) or --cores all",
+        ),
+        (
+            ["-n", "--config", "profile=smoke", "prifile=check"],
+            "workflow config (workflows/config.yaml, --config): at top level: Additional properties are not allowed "
+            "('prifile' was unexpected); did you mean 'profile'?",
+        ),
+    ],
+)
 def test_snakemake_refuses_a_bad_invocation_at_once_in_one_line(pkg, tmp_path, args, message):
     """`snakemake --cores 0` waited forever at 'Select jobs to execute...' (here the timeout would fail the test); a
     config key the schema does not know printed the whole schema after it (97 lines). Now each is one WorkflowError
     line in Snakemake's few lines of frame, exit status 1, before any job."""
     shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
     shutil.copytree(REPO / "workflows", tmp_path / "workflows")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(pkg)}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(pkg)},
+        timeout=300,
+    )
     out = proc.stderr + proc.stdout  # snakemake prints its WorkflowError to either, by version
     lines = out.splitlines()
     assert proc.returncode == 1 and message in lines, out
     assert len(lines) < 8 and "Failed validating" not in out and "Traceback" not in out, out
     assert not (tmp_path / "results").exists()
-
 
 
 @pytest.mark.parametrize("case", ["a folder", "a read-only place", "under a file"])
@@ -311,8 +471,11 @@ def test_a_result_file_that_cannot_be_written_is_one_line_before_training(tmp_pa
     from bench.cli import main
 
     (tmp_path / "a-file").write_text("x")
-    out = {"a folder": tmp_path, "a read-only place": Path("/proc/bench-test/seed0.json"),
-           "under a file": tmp_path / "a-file" / "seed0.json"}[case]
+    out = {
+        "a folder": tmp_path,
+        "a read-only place": Path("/proc/bench-test/seed0.json"),
+        "under a file": tmp_path / "a-file" / "seed0.json",
+    }[case]
     assert main(["run", "-e", EID, "--profile", "smoke", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("bench: error: ") and "Traceback" not in err
@@ -378,5 +541,7 @@ def test_aggregate_with_fewer_seeds_than_asked_says_how_many_it_found(tmp_path, 
     assert main(["aggregate", "--profile", "smoke", "--results", results, "--seeds", "3"]) in (0, None)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert err.startswith("bench aggregate: 3 seed(s) asked (0, 1, 2) but fewer found for 1 of 1 experiment(s) "
-                          f"with result files: 1 of 3 for 1 ({EID})"), err
+    assert err.startswith(
+        "bench aggregate: 3 seed(s) asked (0, 1, 2) but fewer found for 1 of 1 experiment(s) "
+        f"with result files: 1 of 3 for 1 ({EID})"
+    ), err

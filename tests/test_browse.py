@@ -1,5 +1,6 @@
 """Browsing: `bench ui` serves a finished smoke store on 127.0.0.1 only, and its REST API shows every run once,
 with its tags, params and metrics."""
+
 import json
 import socket
 import subprocess
@@ -8,8 +9,8 @@ import time
 import urllib.request
 
 import pytest
-
-from conftest import SMALL_DAG_EXPERIMENTS as EXPERIMENTS, SMALL_DAG_SEEDS as SEEDS
+from conftest import SMALL_DAG_EXPERIMENTS as EXPERIMENTS
+from conftest import SMALL_DAG_SEEDS as SEEDS
 
 
 def free_port() -> int:
@@ -19,8 +20,11 @@ def free_port() -> int:
 
 
 def post(port: int, path: str, body: dict) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
@@ -40,9 +44,12 @@ def other_address() -> str | None:
 def test_the_mlflow_ui_serves_every_run_once_on_localhost_only(small_dag):
     tmp_path = small_dag.folder  # the session's small smoke DAG (conftest.small_dag), read only
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bench", "ui", "--port", str(port), "--store",
-                               f"sqlite:///{tmp_path / 'mlflow.db'}"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench", "ui", "--port", str(port), "--store", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 600  # a hang guard, not a speed check: a server that never answers fails
         while True:
@@ -58,11 +65,13 @@ def test_the_mlflow_ui_serves_every_run_once_on_localhost_only(small_dag):
         ids = [e["experiment_id"] for e in exps if e["name"].startswith("layerwise-bench/smoke/")]
         runs = post(port, "runs/search", {"experiment_ids": ids, "max_results": 1000})["runs"]
         tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
-        assert sorted((t["experiment"], t["seed"]) for t in tags) == sorted((e, str(s)) for e in EXPERIMENTS
-                                                                             for s in range(SEEDS))
+        assert sorted((t["experiment"], t["seed"]) for t in tags) == sorted(
+            (e, str(s)) for e in EXPERIMENTS for s in range(SEEDS)
+        )
         for run, tag in zip(runs, tags):
-            result = json.loads((tmp_path / "results/smoke/runs" / tag["experiment"] / f"seed{tag['seed']}.json")
-                                .read_text())
+            result = json.loads(
+                (tmp_path / "results/smoke/runs" / tag["experiment"] / f"seed{tag['seed']}.json").read_text()
+            )
             assert run["info"]["run_id"] == result["mlflow"]["run_id"] and run["info"]["status"] == "FINISHED"
             params = {p["key"]: p["value"] for p in run["data"]["params"]}
             assert params["experiment"] == tag["experiment"] and params["epochs"] == str(result["config"]["epochs"])

@@ -1,4 +1,6 @@
 """`bench` on the command line: a real run writes its result file and MLflow run; bad input gets one line."""
+
+import argparse
 import json
 import os
 import shutil
@@ -6,16 +8,22 @@ import subprocess
 import sys
 
 import pytest
+from pg_mlflow import free_port
 
 from bench.claims.registry import CLAIMS_DIR
-from pg_mlflow import free_port
 
 FREE_PORT = "<a port nothing listens on>"  # in a case's args: replaced by one the OS gives when the case runs
 
 
 def bench(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def assert_one_line_error(proc, *fragments):
@@ -41,8 +49,9 @@ def test_run_writes_result_and_mlflow_run(workdir):
     env = result["environment"]
     assert env["torch"] and env["device"].startswith("CPU") and env["code_version"]
     assert "cruciata.2.resnet-18.mnist.sgd.a" in result["cells"]
-    assert result["config"]["sources"]["lr"].startswith("profile smoke (bench/profiles.yaml): 0.001 x 10; the setting "
-                                                        "it scales: paper")
+    assert result["config"]["sources"]["lr"].startswith(
+        "profile smoke (bench/profiles.yaml): 0.001 x 10; the setting it scales: paper"
+    )
 
     from mlflow.tracking import MlflowClient
 
@@ -50,41 +59,69 @@ def test_run_writes_result_and_mlflow_run(workdir):
     client = MlflowClient(result["mlflow"]["tracking_uri"])
     run = client.get_run(result["mlflow"]["run_id"])
     tags = run.data.tags
-    assert (tags["paper"], tags["experiment"], tags["seed"], tags["profile"]) == \
-        ("cruciata", "cruciata-mnist-resnet18-backprop", "1", "smoke")
+    assert (tags["paper"], tags["experiment"], tags["seed"], tags["profile"]) == (
+        "cruciata",
+        "cruciata-mnist-resnet18-backprop",
+        "1",
+        "smoke",
+    )
     assert "cruciata.2.resnet-18.mnist.sgd.t" in tags["cells"] and tags["tables"] == "2"
     assert tags["code_version"] == env["code_version"]
-    assert run.data.params["lr"] == "0.01" and run.data.params["model.nonlinearity"] == "relu"  # the paper's 0.001, x 10 in smoke
+    assert (
+        run.data.params["lr"] == "0.01" and run.data.params["model.nonlinearity"] == "relu"
+    )  # the paper's 0.001, x 10 in smoke
     history = client.get_metric_history(run.info.run_id, "test_accuracy")
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == "layerwise-bench/smoke/cruciata"
 
 
-@pytest.mark.parametrize("args,fragments", [
-    (["run", "-e", "ma-cifar10-vgg99-backprop", "--profile", "smoke"], ["unknown experiment 'ma-cifar10-vgg99-backprop'"]),
-    (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "tiny"], ["unknown profile 'tiny'"]),
-    (["config", "nope"], ["unknown experiment 'nope'"]),
-    (["run", "-e", "ma-cifar10-vgg8-backpro", "--profile", "smoke"],
-     ["unknown experiment 'ma-cifar10-vgg8-backpro': did you mean 'ma-cifar10-vgg8-backprop'", "bench experiments"]),
-    (["config", "cruciata-mnist-vgg11-freezng"], ["did you mean 'cruciata-mnist-vgg11-freezing'"]),
-    (["aggregate", "--profile", "huge"], ["unknown profile 'huge'"]),
-    (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--seed", "-1"], ["--seed -1"]),
-    (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--device", "banana"], ["'banana'"]),
-    (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--threads", "-1"], ["--threads -1"]),
-    # filters that match nothing, counts that cannot be, a server that cannot start: errors, not empty output
-    (["claims", "--paper", "nope"], ["--paper nope: unknown paper"]),
-    (["models", "--paper", "nope"], ["--paper nope: unknown paper"]),
-    (["failed", "--profile", "nope"], ["unknown profile 'nope'"]),
-    (["plan", "--seeds", "-3"], ["--seeds -3"]),
-    (["plan", "--seeds", "0"], ["--seeds 0"]),
-    (["ui", "--port", "99999"], ["--port 99999"]),
-    (["ui", "--port", FREE_PORT, "--store", "sqlite:////nonexistent/mlflow.db"],
-     ["sqlite:////nonexistent/mlflow.db", "no folder /nonexistent to hold the SQLite store"]),
-])
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (
+            ["run", "-e", "ma-cifar10-vgg99-backprop", "--profile", "smoke"],
+            ["unknown experiment 'ma-cifar10-vgg99-backprop'"],
+        ),
+        (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "tiny"], ["unknown profile 'tiny'"]),
+        (["config", "nope"], ["unknown experiment 'nope'"]),
+        (
+            ["run", "-e", "ma-cifar10-vgg8-backpro", "--profile", "smoke"],
+            [
+                "unknown experiment 'ma-cifar10-vgg8-backpro': did you mean 'ma-cifar10-vgg8-backprop'",
+                "bench experiments",
+            ],
+        ),
+        (["config", "cruciata-mnist-vgg11-freezng"], ["did you mean 'cruciata-mnist-vgg11-freezing'"]),
+        (["aggregate", "--profile", "huge"], ["unknown profile 'huge'"]),
+        (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--seed", "-1"], ["--seed -1"]),
+        (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--device", "banana"], ["'banana'"]),
+        (["run", "-e", "ma-cifar10-vgg8-backprop", "--profile", "smoke", "--threads", "-1"], ["--threads -1"]),
+        # filters that match nothing, counts that cannot be, a server that cannot start: errors, not empty output
+        (["claims", "--paper", "nope"], ["--paper nope: unknown paper"]),
+        (["models", "--paper", "nope"], ["--paper nope: unknown paper"]),
+        (["failed", "--profile", "nope"], ["unknown profile 'nope'"]),
+        (["plan", "--seeds", "-3"], ["--seeds -3"]),
+        (["plan", "--seeds", "0"], ["--seeds 0"]),
+        (["ui", "--port", "99999"], ["--port 99999"]),
+        (
+            ["ui", "--port", FREE_PORT, "--store", "sqlite:////nonexistent/mlflow.db"],
+            ["sqlite:////nonexistent/mlflow.db", "no folder /nonexistent to hold the SQLite store"],
+        ),
+    ],
+)
 def test_bad_input_is_one_line(workdir, args, fragments):
     args = [str(free_port()) if arg == FREE_PORT else arg for arg in args]  # not the default 5000: it may be taken
     assert_one_line_error(bench(*args, cwd=workdir), *fragments)
+
+
+def test_the_module_docstring_lists_every_command():
+    """bench/cli.py's docstring lists each command of `bench`, one line each, in the order `bench --help` does."""
+    import bench.cli
+
+    subparsers = next(a for a in bench.cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    listed = [line.split()[0] for line in bench.cli.__doc__.split("\n\n")[1].splitlines()]
+    assert listed == list(subparsers.choices)
 
 
 def test_config_prints_each_source_once(capsys):
@@ -109,8 +146,11 @@ def test_config_prints_each_source_once(capsys):
     rows = {line.split()[0]: line for line in text.splitlines()[2:] if line.strip() and not line.startswith(" ")}
     for key in ("optimizer", "lr_gamma", "weight_decay"):
         assert rows[key].endswith(f"  [{n}]"), rows[key]
-    assert re.fullmatch(rf"epochs +4 +profile smoke \(bench/profiles\.yaml\): 400 -> 4; the setting it scales: "
-                        rf"\[{n}\]", rows["epochs"]), rows["epochs"]
+    assert re.fullmatch(
+        rf"epochs +4 +profile smoke \(bench/profiles\.yaml\): 400 -> 4; the setting it scales: "
+        rf"\[{n}\]",
+        rows["epochs"],
+    ), rows["epochs"]
     assert all(flat.count(" ".join(source.split())) <= 1 for source in full["sources"].values())
     assert len(text.splitlines()) < len(json.dumps(full, indent=1).splitlines())
 
@@ -130,19 +170,38 @@ def test_an_unreadable_result_file_is_one_line_naming_it(workdir):
     path = workdir / "results/smoke/runs/ma-cifar10-vgg8-backprop/seed0.json"
     path.parent.mkdir(parents=True)
     path.write_text('{"experiment": "ma-cifar10-vg')
-    assert_one_line_error(bench("aggregate", "--profile", "smoke", cwd=workdir), str(path.relative_to(workdir)),
-                          "not valid JSON", "--skip-invalid")
+    assert_one_line_error(
+        bench("aggregate", "--profile", "smoke", cwd=workdir),
+        str(path.relative_to(workdir)),
+        "not valid JSON",
+        "--skip-invalid",
+    )
 
 
 def test_a_closed_pipe_ends_quietly(workdir):
-    proc = subprocess.run(f"{sys.executable} -m bench claims --format csv | head -1", shell=True, cwd=workdir,
-                          capture_output=True, text=True, timeout=300, executable="/bin/bash")
+    proc = subprocess.run(
+        f"{sys.executable} -m bench claims --format csv | head -1",
+        shell=True,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        executable="/bin/bash",
+    )
     assert proc.stdout.startswith("paper,") and "Traceback" not in proc.stderr and proc.stderr == ""
 
 
 def test_missing_dataset_outside_smoke_is_one_line(workdir):
-    proc = bench("run", "-e", "cruciata-cifar10-vgg11-backprop", "--profile", "paper", "--data-root",
-                 str(workdir / "no-data"), cwd=workdir)
+    proc = bench(
+        "run",
+        "-e",
+        "cruciata-cifar10-vgg11-backprop",
+        "--profile",
+        "paper",
+        "--data-root",
+        str(workdir / "no-data"),
+        cwd=workdir,
+    )
     assert_one_line_error(proc, "dataset cifar10 not found under", str(workdir / "no-data"), "--download")
     # no result file (the run's hidden progress file, .seed0.progress.json, says it failed: bench status reads it)
     assert not (workdir / "results").exists() or not list((workdir / "results").rglob("seed*.json"))

@@ -1,10 +1,11 @@
 """Concurrency: 16 smoke jobs at once, all logging into one SQLite MLflow store; nothing may be lost or doubled.
 The DAG is the session's small one (conftest.small_dag: 4 experiments x 4 seeds, --cores 16, one thread each)."""
+
 import json
 
 import pytest
-
-from conftest import SMALL_DAG_EXPERIMENTS as EXPERIMENTS, SMALL_DAG_SEEDS as SEEDS
+from conftest import SMALL_DAG_EXPERIMENTS as EXPERIMENTS
+from conftest import SMALL_DAG_SEEDS as SEEDS
 from test_workflow import job_counts
 
 
@@ -21,8 +22,11 @@ def test_sixteen_parallel_jobs_lose_no_run(small_dag):
     keys = sorted((r.data.tags["experiment"], r.data.tags["seed"]) for r in runs)
     assert keys == sorted((e, str(s)) for e in EXPERIMENTS for s in range(SEEDS))  # each exactly once
     for r in runs:
-        result = json.loads((tmp_path / "results/smoke/runs" / r.data.tags["experiment"]
-                             / f"seed{r.data.tags['seed']}.json").read_text())
+        result = json.loads(
+            (
+                tmp_path / "results/smoke/runs" / r.data.tags["experiment"] / f"seed{r.data.tags['seed']}.json"
+            ).read_text()
+        )
         assert result["mlflow"]["run_id"] == r.info.run_id and result["mlflow"]["error"] is None
         assert r.info.status == "FINISHED"
         assert r.data.metrics["final_test_accuracy"] == result["metrics"]["test_accuracy"]

@@ -1,5 +1,6 @@
 """Download, verify, extract and load in the canonical formats: files the tests write themselves (served through
 file:// URLs), and the real files in ../shared/data. Every error case leaves nothing half-written behind."""
+
 import gzip
 import hashlib
 import io
@@ -13,12 +14,12 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA, shared_missing, shared_raw
 
 from bench import data
 from bench.claims.datasets import DATASETS
 from bench.data import torchvision_sets as tvs
 from bench.data.download import DataError, Resource, extract, fetch, verify
-from conftest import SHARED_DATA, shared_missing, shared_raw
 
 REAL = {"data": {"source": "real"}, "input_size": 32}
 
@@ -112,15 +113,23 @@ def test_mnist_idx_files_through_download_and_loader(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     server, root = tmp_path / "server", tmp_path / "root"
     server.mkdir()
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
-              "train-labels-idx1-ubyte": rng.integers(0, 10, 60, dtype=np.uint8),
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
-              "t10k-labels-idx1-ubyte": rng.integers(0, 10, 20, dtype=np.uint8)}
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, 60, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, 20, dtype=np.uint8),
+    }
     resources = []
     for name, array in arrays.items():
         (server / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(array)))
-        resources.append(Resource(f"MNIST/raw/{name}.gz", (f"file://{server}/{name}.gz",), md5(server / f"{name}.gz"),
-                                  extract_to="MNIST/raw"))
+        resources.append(
+            Resource(
+                f"MNIST/raw/{name}.gz",
+                (f"file://{server}/{name}.gz",),
+                md5(server / f"{name}.gz"),
+                extract_to="MNIST/raw",
+            )
+        )
     monkeypatch.setitem(tvs.RESOURCES, "mnist", resources)
     with pytest.raises(DataError, match=r"dataset mnist not found under .*bench data download mnist"):
         data.load("mnist", REAL, root=root)
@@ -134,7 +143,12 @@ def test_mnist_idx_files_through_download_and_loader(tmp_path, monkeypatch):
 def test_truncated_idx_file_names_the_file(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         shape = (5, 28, 28) if "images" in name else (5,)
         (raw / name).write_bytes(idx_bytes(np.zeros(shape, dtype=np.uint8)))
     (raw / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((5, 28, 28), np.uint8))[:300])
@@ -145,8 +159,9 @@ def test_truncated_idx_file_names_the_file(tmp_path):
 def cifar_batch(images: np.ndarray, labels, key="labels") -> bytes:
     """A CIFAR python pickle batch as the official files hold it: rows R..G..B (3072 bytes), a label list."""
     rows = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
-    return pickle.dumps({b"batch_label": b"testing", key.encode(): list(labels), b"data": rows,
-                         b"filenames": [b"x.png"] * len(labels)})
+    return pickle.dumps(
+        {b"batch_label": b"testing", key.encode(): list(labels), b"data": rows, b"filenames": [b"x.png"] * len(labels)}
+    )
 
 
 def real_cifar10_subset():
@@ -156,8 +171,9 @@ def real_cifar10_subset():
     if not src.exists():
         shared_missing(f"{src} not present (the shared real-data folder)")
     labels = [int(v) for v in re.findall(r"\d+", (src / "cifar10_labels.js").read_text())]
-    train = np.concatenate([np.asarray(Image.open(src / f"cifar10_batch_{k}.png")).reshape(1000, 32, 32, 3)
-                            for k in range(4)])
+    train = np.concatenate(
+        [np.asarray(Image.open(src / f"cifar10_batch_{k}.png")).reshape(1000, 32, 32, 3) for k in range(4)]
+    )
     test = np.asarray(Image.open(src / "cifar10_batch_50.png")).reshape(1000, 32, 32, 3)
     return train, labels[:4000], test, labels[50000:51000]
 
@@ -187,6 +203,7 @@ def test_real_cifar10_subset_in_the_pickle_format(tmp_path):
 
 class _Planted:
     """A pickle that runs a command when loaded (what a hostile file in the data folder could hold)."""
+
     def __init__(self, marker):
         self.marker = marker
 
@@ -259,7 +276,9 @@ def test_rar_archives_need_a_tool(tmp_path, monkeypatch):
         extract(res, root)
     bin_dir = tmp_path / "bin"  # a stand-in bsdtar that unpacks one file the way the real archive is laid out
     bin_dir.mkdir()
-    (bin_dir / "bsdtar").write_text('#!/bin/sh\n/bin/mkdir -p "$4/Train/Basophil" && echo x > "$4/Train/Basophil/a.jpg"\n')
+    (bin_dir / "bsdtar").write_text(
+        '#!/bin/sh\n/bin/mkdir -p "$4/Train/Basophil" && echo x > "$4/Train/Basophil/a.jpg"\n'
+    )
     (bin_dir / "bsdtar").chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
     out = extract(res, root)
@@ -276,7 +295,12 @@ def test_decoded_image_sets_load_at_the_experiment_size(tmp_path):
         for cls in (src / split).iterdir():
             (tmp_path / "imagenette2-160" / split / cls.name).symlink_to(cls)
     loaded = data.load("imagenette", {"data": {"source": "real"}, "input_size": 64}, root=tmp_path)
-    assert loaded.x_train.shape == (300, 3, 64, 64) and loaded.x_test.shape == (100, 3, 64, 64)  # resampled, not cropped
+    assert loaded.x_train.shape == (300, 3, 64, 64) and loaded.x_test.shape == (
+        100,
+        3,
+        64,
+        64,
+    )  # resampled, not cropped
 
 
 def test_a_partial_copy_stops_a_run_that_judges_the_papers(tmp_path):
@@ -284,16 +308,24 @@ def test_a_partial_copy_stops_a_run_that_judges_the_papers(tmp_path):
     scaled), naming the folder and the counts; a capped profile (check) takes its subset and records it."""
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name, n in (("train-images-idx3-ubyte", 60), ("train-labels-idx1-ubyte", 60), ("t10k-images-idx3-ubyte", 20),
-                    ("t10k-labels-idx1-ubyte", 20)):
+    for name, n in (
+        ("train-images-idx3-ubyte", 60),
+        ("train-labels-idx1-ubyte", 60),
+        ("t10k-images-idx3-ubyte", 20),
+        ("t10k-labels-idx1-ubyte", 20),
+    ):
         shape = (n, 28, 28) if "images" in name else (n,)
         (raw / name).write_bytes(idx_bytes(np.zeros(shape, dtype=np.uint8)))
     uncapped = {"data": {"source": "real", "train_samples": None, "test_samples": None}, "input_size": 32}
-    with pytest.raises(DataError, match=rf"dataset mnist under {tmp_path}: 60 training and 20 test samples, but "
-                                        r"mnist has 60,000 and 10,000 .*partial or substituted copy"):
+    with pytest.raises(
+        DataError,
+        match=rf"dataset mnist under {tmp_path}: 60 training and 20 test samples, but "
+        r"mnist has 60,000 and 10,000 .*partial or substituted copy",
+    ):
         data.load("mnist", uncapped, root=tmp_path)
-    capped = data.load("mnist", {"data": {"source": "real", "train_samples": 50, "test_samples": 10},
-                                 "input_size": 32}, root=tmp_path)
+    capped = data.load(
+        "mnist", {"data": {"source": "real", "train_samples": 50, "test_samples": 10}, "input_size": 32}, root=tmp_path
+    )
     summary = capped.summary()
     assert summary["train_samples"] == 50 and summary["test_samples"] == 10 and len(summary["sha256"]) == 64
     assert capped.summary() == summary
@@ -301,7 +333,10 @@ def test_a_partial_copy_stops_a_run_that_judges_the_papers(tmp_path):
     import subprocess
     import sys
 
-    status = subprocess.run([sys.executable, "-m", "bench", "data", "status", "mnist", "--data-root", str(tmp_path)],
-                            capture_output=True, text=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "bench", "data", "status", "mnist", "--data-root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert status.returncode == 2 and "Traceback" not in status.stderr and "other sample counts" in status.stderr
     assert "mnist: ready, 60 training / 20 test samples, NOT the 60,000 / 10,000 of mnist" in status.stdout

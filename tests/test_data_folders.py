@@ -1,6 +1,7 @@
 """Image-folder datasets: trees the tests write themselves (PNG/JPEG per class, two splits), read through
 bench.data.image_folder and bench.data.wbc; the cache of decoded tensors; the error cases; and the real files in
 ../shared/data (the Imagenette subset through the imagenette loader, the BCCD white-blood-cell stand-in)."""
+
 import dataclasses
 import hashlib
 import os
@@ -12,6 +13,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from conftest import SHARED_DATA, shared_missing
 from PIL import Image
 
 from bench import data
@@ -19,7 +21,6 @@ from bench.claims.datasets import DATASETS
 from bench.data import image_folder, wbc
 from bench.data.download import DataError, Resource, extract, verify
 from bench.data.image_folder import cache_path, layout_problem, load_split
-from conftest import SHARED_DATA, shared_missing
 
 CLASSES = ["alpha", "beta", "gamma"]
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]  # one solid colour per class
@@ -58,6 +59,7 @@ def forbid_decoding(monkeypatch):
 
 
 # --- layout and decoding ---------------------------------------------------------------------------------------
+
 
 def test_load_split_shapes_labels_and_order(tmp_path):
     root = write_tree(tmp_path / "tree", per_class=3)
@@ -147,6 +149,7 @@ def test_corrupt_image_names_the_file(tmp_path, kind):
 
 # --- the cache -------------------------------------------------------------------------------------------------
 
+
 def test_cache_written_once_reused_and_refreshed(tmp_path, monkeypatch):
     root = write_tree(tmp_path / "tree")
     split = root / "train"
@@ -192,6 +195,7 @@ def test_corrupt_cache_is_rebuilt_and_unwritable_folder_is_not_cached(tmp_path, 
 
 # --- Raabin-WBC through an archive -----------------------------------------------------------------------------
 
+
 def small_raabin(**changes):
     return dataclasses.replace(DATASETS["raabin_wbc"], loader="wbc", size=16, train_size=10, test_size=5, **changes)
 
@@ -206,8 +210,9 @@ def test_wbc_from_a_zip_archive(tmp_path, monkeypatch):
     with zipfile.ZipFile(archive, "w") as z:
         for path in sorted(src.rglob("*")):
             z.write(path, path.relative_to(src).as_posix())
-    resource = Resource("raabin_wbc/release.zip", (), hashlib.md5(archive.read_bytes()).hexdigest(),
-                        extract_to="raabin_wbc")
+    resource = Resource(
+        "raabin_wbc/release.zip", (), hashlib.md5(archive.read_bytes()).hexdigest(), extract_to="raabin_wbc"
+    )
     info = small_raabin()
     assert wbc.layout_problem(info, root).startswith(f"missing split folder {root / 'raabin_wbc' / 'Train'}")
     assert verify(resource, root)[0] is True
@@ -241,6 +246,7 @@ def test_wbc_resources_and_unpacked_archive_hint(tmp_path):
 
 
 # --- real files in ../shared/data ------------------------------------------------------------------------------
+
 
 def shared(path: str) -> Path:
     folder = SHARED_DATA / path

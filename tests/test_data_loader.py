@@ -1,5 +1,6 @@
 """The fast on-device batches against the reference torchvision DataLoader: the same batches without
 augmentation (exact), the same augmentation statistics with it."""
+
 import numpy as np
 import pytest
 import torch
@@ -25,8 +26,11 @@ def test_same_batches_without_augmentation(shuffle):
 def test_same_text_batches():
     x = torch.randint(0, 72, (50, 64), dtype=torch.uint8)
     y = torch.randint(0, 4, (50,))
-    for (xa, ya), (xb, yb) in zip(Batches(x, y, 16, device="cpu", shuffle=True, seed=1),
-                                  reference_loader(x, y, 16, shuffle=True, seed=1), strict=True):
+    for (xa, ya), (xb, yb) in zip(
+        Batches(x, y, 16, device="cpu", shuffle=True, seed=1),
+        reference_loader(x, y, 16, shuffle=True, seed=1),
+        strict=True,
+    ):
         assert xa.dtype == torch.long and torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
@@ -68,7 +72,9 @@ def test_augmentation_statistics_match_the_reference():
     size, padding, n = 16, 4, 3000
     x, y = coded_images(n, size), torch.zeros(n, dtype=torch.long)
     aug = {"crop_padding": padding, "hflip": True}
-    ours = offsets_and_flips(decode(Batches(x, y, 500, device="cpu", mean=MEAN, std=STD, augment=aug, seed=3)), size, padding)
+    ours = offsets_and_flips(
+        decode(Batches(x, y, 500, device="cpu", mean=MEAN, std=STD, augment=aug, seed=3)), size, padding
+    )
     ref = offsets_and_flips(decode(reference_loader(x, y, 500, mean=MEAN, std=STD, augment=aug, seed=3)), size, padding)
     for a, b in zip(ours[:2], ref[:2]):  # crop offsets: uniform over 0..2*padding in both, same distribution
         assert set(np.unique(a)) == set(range(2 * padding + 1)) == set(np.unique(b))

@@ -1,4 +1,5 @@
 """The char-level text datasets (bench.data.text): encoding, Zhang's CSVs, the DBpedia archive, cache, stand-in."""
+
 import dataclasses
 import hashlib
 import io
@@ -7,12 +8,12 @@ import tarfile
 
 import pytest
 import torch
+from conftest import SHARED_DATA, shared_missing
 
 from bench.claims.datasets import DATASETS
 from bench.data import load as data_load
 from bench.data import text
 from bench.data.download import DataError, Resource, extract, verify
-from conftest import SHARED_DATA, shared_missing
 
 AG, DBP = DATASETS["ag_news"], DATASETS["dbpedia"]
 
@@ -28,6 +29,7 @@ def decode(row: torch.Tensor) -> str:
 
 
 # --- alphabet and encoding --------------------------------------------------------------------------------------
+
 
 def test_alphabet():
     assert len(text.ALPHABET) == 67 and len(set(text.ALPHABET)) == 67
@@ -104,11 +106,14 @@ def test_ag_news_layout_and_load(tmp_path, monkeypatch):
 
 def dbpedia_archive(root):
     """A DBpedia-style dbpedia_csv.tar.gz (folder dbpedia_csv/ with train.csv, test.csv, classes.txt)."""
-    classes = "Company\nEducationalInstitution\nArtist\nAthlete\nOfficeHolder\nMeanOfTransportation\nBuilding\n" \
-              "NaturalPlace\nVillage\nAnimal\nPlant\nAlbum\nFilm\nWrittenWork\n"
+    classes = (
+        "Company\nEducationalInstitution\nArtist\nAthlete\nOfficeHolder\nMeanOfTransportation\nBuilding\n"
+        "NaturalPlace\nVillage\nAnimal\nPlant\nAlbum\nFilm\nWrittenWork\n"
+    )
     files = {
-        "dbpedia_csv/train.csv": "".join(f'{k},"Title {k}"," Content of class {k}, with ""quotes""."\n'
-                                         for k in range(1, 15)),
+        "dbpedia_csv/train.csv": "".join(
+            f'{k},"Title {k}"," Content of class {k}, with ""quotes""."\n' for k in range(1, 15)
+        ),
         "dbpedia_csv/test.csv": '14,"WrittenWork","  A book."\n1,"E. D. Abbott Ltd"," Abbott of Farnham."\n',
         "dbpedia_csv/classes.txt": classes,
     }
@@ -126,8 +131,9 @@ def test_dbpedia_archive_extract_and_load(tmp_path):
     canonical = text.RESOURCES["dbpedia"][0]
     assert canonical.filename == "dbpedia_csv.tar.gz" and canonical.extract_to == "dbpedia_csv"
     archive = dbpedia_archive(tmp_path)
-    resource = Resource(canonical.filename, (), hashlib.md5(archive.read_bytes()).hexdigest(),
-                        extract_to=canonical.extract_to)
+    resource = Resource(
+        canonical.filename, (), hashlib.md5(archive.read_bytes()).hexdigest(), extract_to=canonical.extract_to
+    )
     assert verify(resource, tmp_path)[0] is True
     problem = text.layout_problem(DBP, tmp_path)
     assert "dbpedia_csv/train.csv" in problem and "not extracted" in problem
@@ -143,13 +149,17 @@ def test_dbpedia_archive_extract_and_load(tmp_path):
 
 # --- malformed rows ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bad_row,what", [
-    ('"2","only two fields"\n', "2 fields, expected 3"),
-    ('"x","title","description"\n', "'x' is not an integer in 1..4"),
-    ('"5","title","description"\n', "'5' is not an integer in 1..4"),
-    ('"0","title","description"\n', "'0' is not an integer in 1..4"),
-    ('"1","title","an unclosed quote\n', "not valid CSV"),
-])
+
+@pytest.mark.parametrize(
+    "bad_row,what",
+    [
+        ('"2","only two fields"\n', "2 fields, expected 3"),
+        ('"x","title","description"\n', "'x' is not an integer in 1..4"),
+        ('"5","title","description"\n', "'5' is not an integer in 1..4"),
+        ('"0","title","description"\n', "'0' is not an integer in 1..4"),
+        ('"1","title","an unclosed quote\n', "not valid CSV"),
+    ],
+)
 def test_malformed_rows(tmp_path, bad_row, what):
     # row 1 spans lines 1-2 (a quoted line break), so the bad row starts on line 3
     folder = write_ag(tmp_path, train='"1","a","b\nc"\n' + bad_row + '"2","t","d"\n')
@@ -174,12 +184,14 @@ def test_empty_or_unreadable_csv(tmp_path):
 
 # --- the real files in shared/data ------------------------------------------------------------------------------
 
+
 def test_real_ag_news_test_split():
     path = SHARED_DATA / "ag_news" / "ag_news_csv" / "test.csv"
     if not path.is_file():
         shared_missing(f"the real AG News test.csv is not at {path}")
-    assert hashlib.md5(path.read_bytes()).hexdigest() == "d52ea96a97a2d943681189a97654912d" == \
-        text.AG_NEWS_MD5["test.csv"]
+    assert (
+        hashlib.md5(path.read_bytes()).hexdigest() == "d52ea96a97a2d943681189a97654912d" == text.AG_NEWS_MD5["test.csv"]
+    )
     texts, labels = text.read_csv(path, 4)
     assert len(texts) == 7600 and torch.bincount(labels).tolist() == [1900] * 4
     assert texts[0].startswith("Fears for T N pension after talks Unions representing workers")
@@ -207,6 +219,7 @@ def test_real_dbpedia_samples():
 
 
 # --- stand-in ---------------------------------------------------------------------------------------------------
+
 
 def char_profile(x):
     counts = torch.zeros(len(x), text.VOCAB_SIZE).scatter_add_(1, x.long(), torch.ones(x.shape))[:, 1:]
@@ -237,6 +250,7 @@ def test_stand_ins_differ_between_datasets():
 
 
 # --- cache ------------------------------------------------------------------------------------------------------
+
 
 def test_cache_used_then_refreshed(tmp_path, monkeypatch):
     folder = write_ag(tmp_path)

@@ -1,5 +1,6 @@
 """The GPU-window device check: end to end on this CPU at toy size, every step ok, saying it ran on a CPU; and its
 budget logic, on a clock driven by hand, so that no assertion here depends on how fast or loaded the machine is."""
+
 import json
 import os
 import subprocess
@@ -7,9 +8,9 @@ import sys
 
 import pytest
 import torch
+from conftest import shared_raw
 
 from bench.cost import devicecheck
-from conftest import shared_raw
 
 # the end-to-end run must never skip a step for time: a day, far above any toy step (their expect_s add up to
 # 208 s), so that a slow or loaded machine takes longer and still checks every step. The step budgets themselves
@@ -21,18 +22,38 @@ NO_LIMIT_S = 24 * 3600
 def test_the_device_check_runs_every_step_on_a_cpu(tmp_path):
     shared_raw("mnist", tmp_path / "data" / "MNIST" / "raw")
     shared_raw("fashion_mnist", tmp_path / "data" / "FashionMNIST" / "raw", "t10k-*.gz", also_as_train=True)
-    proc = subprocess.run([sys.executable, "-m", "bench", "devicecheck", "--out", str(tmp_path / "check"), "--budget",
-                           str(NO_LIMIT_S), "--device", "cpu", "--data-root", str(tmp_path / "data")],
-                          capture_output=True, text=True, timeout=3600,  # a hang guard, not a speed bound
-                          # one torch thread: toy jobs are too small to gain from two, and two threads on a busy
-                          # 2-core machine spin against the other jobs (the methods step took 4-10x longer)
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "devicecheck",
+            "--out",
+            str(tmp_path / "check"),
+            "--budget",
+            str(NO_LIMIT_S),
+            "--device",
+            "cpu",
+            "--data-root",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,  # a hang guard, not a speed bound
+        # one torch thread: toy jobs are too small to gain from two, and two threads on a busy
+        # 2-core machine spin against the other jobs (the methods step took 4-10x longer)
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "check" / "summary.json").read_text())
     assert summary["ran_on"].startswith("a CPU") and "Ran on a CPU" in (tmp_path / "check" / "summary.md").read_text()
     assert summary["size"] == "toy" and summary["budget_s"] == NO_LIMIT_S
-    assert {k: v["status"] for k, v in summary["steps"].items()} == \
-        {"perf": "ok", "methods": "ok", "workflow": "ok", "probe": "ok"}
+    assert {k: v["status"] for k, v in summary["steps"].items()} == {
+        "perf": "ok",
+        "methods": "ok",
+        "workflow": "ok",
+        "probe": "ok",
+    }
     jobs = {j["method"]: j for j in summary["steps"]["methods"]["jobs"]}
     from bench.methods import IMPLEMENTED
 
@@ -49,8 +70,12 @@ def test_a_budget_too_small_skips_steps_and_says_so(tmp_path):
     """5 s is below every toy step's expected time: each is recorded skipped, with what was left and what it needed,
     and none ran (no seconds of its own, nothing it writes). That a skipped step's function is never called, whatever
     the clock says, is proved on the fake clock below."""
-    proc = subprocess.run([sys.executable, "-m", "bench", "devicecheck", "--out", str(tmp_path), "--budget", "5",
-                           "--device", "cpu"], capture_output=True, text=True, timeout=600)  # a hang guard
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "devicecheck", "--out", str(tmp_path), "--budget", "5", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # a hang guard
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert list(summary["steps"]) == ["perf", "methods", "workflow", "probe"]
@@ -64,6 +89,7 @@ def test_a_budget_too_small_skips_steps_and_says_so(tmp_path):
 
 class FakeClock:
     """Seconds that move only when the test says so."""
+
     def __init__(self, now: float = 1000.0):
         self.now = now
 
@@ -74,8 +100,13 @@ class FakeClock:
         self.now += seconds
 
 
-STEPS = {"a": {"expect_s": 30, "knob": 1}, "b": {"expect_s": 50}, "c": {"expect_s": 40}, "d": {"expect_s": 35},
-         "e": {"expect_s": 0}}
+STEPS = {
+    "a": {"expect_s": 30, "knob": 1},
+    "b": {"expect_s": 50},
+    "c": {"expect_s": 40},
+    "d": {"expect_s": 35},
+    "e": {"expect_s": 0},
+}
 
 
 def test_the_budget_on_a_fake_clock(tmp_path, monkeypatch):
@@ -95,6 +126,7 @@ def test_the_budget_on_a_fake_clock(tmp_path, monkeypatch):
             calls.append(size)
             clock.advance(seconds)
             return result or {}
+
         return fn
 
     check.step("a", takes(45, {"found": 7}))  # 100 left, 30 expected: runs, takes 45

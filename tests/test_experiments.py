@@ -1,5 +1,6 @@
 """Experiments are derived from the registry: cells that share a run share an experiment; profiles scale a
 config without changing what the experiment is."""
+
 import pytest
 
 from bench import BenchError
@@ -15,8 +16,11 @@ def exp_of(claim_id):
 
 def test_cells_of_one_run_share_one_experiment():
     # Learn & Drop's SGD time and accuracy come from one run
-    assert exp_of("cruciata.1.vgg-11.mnist.sgd.t") == exp_of("cruciata.1.vgg-11.mnist.sgd.a") == \
-        "cruciata-mnist-vgg11-backprop"
+    assert (
+        exp_of("cruciata.1.vgg-11.mnist.sgd.t")
+        == exp_of("cruciata.1.vgg-11.mnist.sgd.a")
+        == "cruciata-mnist-vgg11-backprop"
+    )
     # Ma prints ResNet18 on CIFAR-10 in Tables III and V: one configuration, one experiment
     assert exp_of("ma.III.resnet18.global") == exp_of("ma.V.resnet18.global") == "ma-cifar10-resnet18-backprop"
     # Karimi's Table 5 times come from the runs of Table 3's CIFAR-10 accuracies
@@ -51,8 +55,16 @@ def test_unique_experiments_and_their_ids():
 def test_targets_are_the_supported_experiments_only(monkeypatch):
     paper = targets("paper")
     assert "ma-cifar10-vgg8b_e1-backprop" in paper and "cruciata-imagenette-resnet152-backprop" in paper
-    for method in ("predsim", "si_forward", "fb_si", "greedy_layerwise", "belilovsky_greedy", "layer_to_layer",
-                   "learn_drop", "freezing"):
+    for method in (
+        "predsim",
+        "si_forward",
+        "fb_si",
+        "greedy_layerwise",
+        "belilovsky_greedy",
+        "layer_to_layer",
+        "learn_drop",
+        "freezing",
+    ):
         assert any(t.endswith(f"-{method}") for t in paper), method
     assert "karimi-ag_news-vdcnn9-backprop-sgd" in paper and "karimi-raabin_wbc-lenet-backprop-adam" in paper
     # every profile runs the same experiments, but for the companions a grid limits to some profiles
@@ -63,15 +75,15 @@ def test_targets_are_the_supported_experiments_only(monkeypatch):
     assert "karimi-cifar100-vgg16-si_forward-batch_pairs" in targets("scaled")
     assert "karimi-cifar100-vgg16-si_forward-batch_pairs" not in paper
     assert "only in the smoke, check, scaled profile" in support(
-        ex.get("karimi-cifar100-vgg16-si_forward-batch_pairs"), "paper")
+        ex.get("karimi-cifar100-vgg16-si_forward-batch_pairs"), "paper"
+    )
     # a method the suite could not run would leave the targets, with its reason
     from bench import methods
 
-    monkeypatch.setitem(methods.PLANNED, "freezing", "issue 99")
     monkeypatch.delitem(methods.IMPLEMENTED, "freezing")
     support.cache_clear()
     try:
-        assert "issue 99" in support(ex.get("cruciata-cifar10-vgg16-freezing"), "paper")
+        assert "'freezing' is not implemented" in support(ex.get("cruciata-cifar10-vgg16-freezing"), "paper")
         assert "cruciata-cifar10-vgg16-freezing" not in targets("paper")
     finally:
         support.cache_clear()
@@ -88,14 +100,17 @@ def test_profiles_scale_epochs_schedule_and_width():
     # smoke gives 4 epochs: for Learn & Drop a warm-up, then epochs that can drop
     assert smoke["epochs"] == 4 and smoke["lr_milestones"] == [1] and smoke["data"]["source"] == "synthetic"
     drop = ex.config(ex.get("cruciata-cifar10-vgg16-learn_drop"), "smoke")["method_options"]
-    assert drop["warmup_epochs"] == 1 and ex.config(ex.get("cruciata-cifar10-vgg16-learn_drop"),
-                                                    "paper")["method_options"]["warmup_epochs"] == 10
+    assert (
+        drop["warmup_epochs"] == 1
+        and ex.config(ex.get("cruciata-cifar10-vgg16-learn_drop"), "paper")["method_options"]["warmup_epochs"] == 10
+    )
     ma_smoke = ex.config(ex.get("ma-cifar10-vgg8-backprop"), "smoke")
     assert ma_smoke["epochs"] == 4 and ma_smoke["batch_size"] == 16 and ma_smoke["model"]["dropout"] == 0.0
     # the smoke profile's larger steps, credited to it with the grid's setting it scales
     assert ma_smoke["lr"] == 10 * ex.config(ex.get("ma-cifar10-vgg8-backprop"), "paper")["lr"]
-    assert ma_smoke["sources"]["lr"].startswith("profile smoke (bench/profiles.yaml): 0.0005 x 10; the setting it "
-                                                "scales: paper")
+    assert ma_smoke["sources"]["lr"].startswith(
+        "profile smoke (bench/profiles.yaml): 0.0005 x 10; the setting it scales: paper"
+    )
     assert ma_smoke["sources"]["model.dropout"].startswith("profile smoke (bench/profiles.yaml): 0.2 -> 0.0")
     # per-experiment budgets match id patterns, after the paper's
     assert ex.config(ex.get("karimi-cifar10-lenet-si_forward"), "smoke")["model"]["width_mult"] == 0.5
@@ -115,8 +130,9 @@ def test_bad_ids_and_profiles_are_clear_errors():
         ex.config(ex.get("ma-cifar10-vgg8-backprop"), "tiny")
 
 
-@pytest.mark.parametrize("given,expected", [(None, [0, 1, 2]), (2, [0, 1]), ([3, 1], [1, 3]), ("0,1,2", [0, 1, 2]),
-                                            ("5", [5])])
+@pytest.mark.parametrize(
+    "given,expected", [(None, [0, 1, 2]), (2, [0, 1]), ([3, 1], [1, 3]), ("0,1,2", [0, 1, 2]), ("5", [5])]
+)
 def test_seeds(given, expected):
     assert ex.seeds("paper", given) == expected
 
@@ -136,7 +152,7 @@ def test_companion_runs_stand_beside_the_cells_they_qualify():
         if exp.paper == "bhyravabhottla" and exp.dataset == "cifar100":
             notebook = ex.Experiment(exp.paper, "cifar10", exp.model, exp.method)
             assert comps[notebook.id][1] == eid and "notebook" in comps[notebook.id][2]
-    for eid, (exp, beside, why) in comps.items():
+    for _eid, (exp, beside, _why) in comps.items():
         if exp.variant == "equal_epochs":
             assert exp.method == "backprop" and ex.experiments()[beside].method == "layer_to_layer"
     # every SI run (the triplet-loss reading: hinged at margin 0, mean over anchors, unit-norm features) has its
@@ -189,7 +205,9 @@ def test_provenance_names_the_profile_for_what_it_scaled():
     assert paper["sources"]["epochs"] in src["epochs"]  # the grid's source of the value it scales, kept
     assert src["batch_size"].startswith("profile smoke") and src["model.width_mult"].endswith("x 0.0625")
     assert src["data.train_samples"] == "profile smoke (bench/profiles.yaml): 128 stand-in samples"
-    assert paper["sources"]["epochs"].startswith("paper") and paper["sources"]["data.train_samples"].endswith("whole split")
+    assert paper["sources"]["epochs"].startswith("paper") and paper["sources"]["data.train_samples"].endswith(
+        "whole split"
+    )
     assert src["lr"].endswith(paper["sources"]["lr"])  # scaled by smoke, with the grid's source of what it scaled
     check = ex.config(ex.get("ma-cifar10-vgg8-predsim"), "check")["sources"]
     assert check["lr"] == paper["sources"]["lr"]  # not scaled: the grid's source
@@ -201,28 +219,46 @@ def test_the_paper_profile_runs_every_fork_that_can_flip_a_claim():
     """Issue 29: each reading that could move a printed number by more than its tolerance runs beside the primary in
     the `paper` (and `scaled`) profile, with the id suffix naming it."""
     paper, scaled = set(targets("paper")), set(targets("scaled"))
-    for model in ("cnn12", "vgg16", "densenet", "resnext"):  # the standard run at both the notebook's and the text's epochs
-        runs = {ex.config(ex.get(e), "paper")["epochs"] for e in paper
-                if e.startswith(f"bhyravabhottla-cifar100-{model}-backprop") and not e.endswith("equal_epochs")}
+    for model in (
+        "cnn12",
+        "vgg16",
+        "densenet",
+        "resnext",
+    ):  # the standard run at both the notebook's and the text's epochs
+        runs = {
+            ex.config(ex.get(e), "paper")["epochs"]
+            for e in paper
+            if e.startswith(f"bhyravabhottla-cifar100-{model}-backprop") and not e.endswith("equal_epochs")
+        }
         assert runs == {10, 300}, (model, runs)
     l2l = ex.config(ex.get("bhyravabhottla-cifar100-vgg16-layer_to_layer-epochs300"), "paper")
     assert l2l["method_options"]["epochs_per_stage"] == 300
-    forks = {"karimi-cifar10-vgg16-si_forward-growing": ("train_scope", "growing"),
-             "karimi-cifar10-vgg16-si_forward-research": ("neighbours", "data_epoch"),
-             "karimi-dbpedia-vdcnn9-si_forward-research": ("neighbours", "data_epoch"),
-             "karimi-fashion_mnist-lenet-si_forward-sameschedule": ("layer_lr_schedule", "scaled"),
-             "ma-cifar100-resnet18-predsim-sequential": ("schedule", "sequential")}
+    forks = {
+        "karimi-cifar10-vgg16-si_forward-growing": ("train_scope", "growing"),
+        "karimi-cifar10-vgg16-si_forward-research": ("neighbours", "data_epoch"),
+        "karimi-dbpedia-vdcnn9-si_forward-research": ("neighbours", "data_epoch"),
+        "karimi-fashion_mnist-lenet-si_forward-sameschedule": ("layer_lr_schedule", "scaled"),
+        "ma-cifar100-resnet18-predsim-sequential": ("schedule", "sequential"),
+    }
     for eid, (key, value) in forks.items():
         assert eid in paper and eid in scaled, eid
         assert ex.config(ex.get(eid), "paper")["method_options"][key] == value, eid
-    for eid in ("cruciata-cifar10-vgg16-learn_drop-noaug", "cruciata-imagenette-resnet18-freezing-noaug",
-                "ma-cifar10-vgg16-backprop-wide", "cruciata-mnist-resnet18-learn_drop-train50k"):
+    for eid in (
+        "cruciata-cifar10-vgg16-learn_drop-noaug",
+        "cruciata-imagenette-resnet18-freezing-noaug",
+        "ma-cifar10-vgg16-backprop-wide",
+        "cruciata-mnist-resnet18-learn_drop-train50k",
+    ):
         assert eid in paper and eid in scaled, eid
-    assert ex.config(ex.get("cruciata-cifar10-vgg16-learn_drop-noaug"), "paper")["augment"] == \
-        {"crop_padding": 0, "hflip": False}
+    assert ex.config(ex.get("cruciata-cifar10-vgg16-learn_drop-noaug"), "paper")["augment"] == {
+        "crop_padding": 0,
+        "hflip": False,
+    }
     assert ex.config(ex.get("cruciata-mnist-resnet18-learn_drop-train50k"), "paper")["data"]["train_samples"] == 50000
     assert ex.config(ex.get("cruciata-mnist-resnet18-learn_drop"), "paper")["data"]["train_samples"] is None
     # every companion says what states its reading; the smoke profile (CI's DAG) gains none of the new forks
     assert {b for _, _, b in ex.companion_readings().values()} == {"text", "code", "choice"}
-    assert not any(e.endswith(("-research", "-sameschedule", "-sequential", "-noaug", "-train50k", "-epochs300",
-                               "-epochs10")) for e in targets("smoke"))
+    assert not any(
+        e.endswith(("-research", "-sameschedule", "-sequential", "-noaug", "-train50k", "-epochs300", "-epochs10"))
+        for e in targets("smoke")
+    )

@@ -1,25 +1,40 @@
 """Jobs that fail: retried with more memory and time, then recorded as FAILED with the error, which the report
 shows; `bench failed` lists (and deletes) them. And the GPU slots that spread jobs over a machine's GPUs."""
+
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from test_resume import BENCH
+from test_workflow import SNAKEMAKE
 
 from bench import BenchError
 from bench.methods.training import FAULT_ENV
 from bench.run import gpus
-from test_resume import BENCH
-from test_workflow import SNAKEMAKE
 
 
 @pytest.mark.slow
 def test_a_job_that_fails_every_attempt_is_recorded_and_reported(tmp_path):
     experiment = "ma-cifar10-vgg8-backprop"
-    proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "1", "--config", "profile=smoke",
-                           f"only={experiment}", "retries=1"], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, FAULT_ENV: "raise:1"})
+    proc = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--directory",
+            str(tmp_path),
+            "--cores",
+            "1",
+            "--config",
+            "profile=smoke",
+            f"only={experiment}",
+            "retries=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, FAULT_ENV: "raise:1"},
+    )
     log = proc.stdout + proc.stderr
     # the DAG goes on to the report and the audit, then its last job says what failed, and the workflow exits 1
     assert proc.returncode == 1, log[-3000:]
@@ -32,8 +47,11 @@ def test_a_job_that_fails_every_attempt_is_recorded_and_reported(tmp_path):
     report = (tmp_path / "reports/smoke/ma.md").read_text()
     assert "FAILED [" in report and "InjectedFault: fault injected" in report
 
-    listed = subprocess.run([*BENCH, "failed", "--profile", "smoke", "--results", str(tmp_path / "results"),
-                             "--delete"], capture_output=True, text=True)
+    listed = subprocess.run(
+        [*BENCH, "failed", "--profile", "smoke", "--results", str(tmp_path / "results"), "--delete"],
+        capture_output=True,
+        text=True,
+    )
     assert experiment in listed.stdout and "1 failed runs deleted" in listed.stderr
     assert not (tmp_path / "results/smoke/runs" / experiment / "seed0.json").exists()
 
@@ -70,10 +88,27 @@ def test_the_workflow_packs_jobs_by_the_plan(tmp_path):
 
     small, large = "karimi-fashion_mnist-lenet-backprop-sgd", "cruciata-cifar10-vgg11-backprop"
     plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps({"jobs": [{"experiment": small, "seconds": 60, "macs": 2e6},
-                                         {"experiment": large, "seconds": 600, "macs": 1.5e8}]}))
-    proc = snakemake(tmp_path, "-n", "-p", "--config", "profile=smoke", f"only={small},{large}", f"plan={plan}",
-                     "gpus=2", "slots_per_gpu=4")
+    plan.write_text(
+        json.dumps(
+            {
+                "jobs": [
+                    {"experiment": small, "seconds": 60, "macs": 2e6},
+                    {"experiment": large, "seconds": 600, "macs": 1.5e8},
+                ]
+            }
+        )
+    )
+    proc = snakemake(
+        tmp_path,
+        "-n",
+        "-p",
+        "--config",
+        "profile=smoke",
+        f"only={small},{large}",
+        f"plan={plan}",
+        "gpus=2",
+        "slots_per_gpu=4",
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-2000:]
     commands = {e: next(line for line in log.splitlines() if "bench run" in line and e in line) for e in (small, large)}
@@ -82,9 +117,11 @@ def test_the_workflow_packs_jobs_by_the_plan(tmp_path):
 
 
 def test_a_killed_job_frees_its_gpu_slot(tmp_path):
-    code = ("import os, sys; sys.path.insert(0, %r); from bench.run import gpus; "
-            "print(gpus.use_one_gpu(1, 1), os.environ['CUDA_VISIBLE_DEVICES'], flush=True); "
-            "import time; time.sleep(60)") % str(os.getcwd())  # a job holding its slot until the test kills it
+    code = (
+        f"import os, sys; sys.path.insert(0, {str(os.getcwd())!r}); from bench.run import gpus; "
+        "print(gpus.use_one_gpu(1, 1), os.environ['CUDA_VISIBLE_DEVICES'], flush=True); "
+        "import time; time.sleep(60)"
+    )  # a job holding its slot until the test kills it
     env = {**os.environ, "BENCH_GPU_LOCKS": str(tmp_path)}
     job = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
     try:

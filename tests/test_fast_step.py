@@ -1,10 +1,12 @@
 """The suite's training step against a plain reference loop (torchvision DataLoader, fp32, no tricks): the same
 loss trajectory for a fixed seed on the CPU, and the same accuracy on a short run on the real MNIST; the fast-step
 switches resolve per device and are recorded."""
+
 import copy
 
 import pytest
 import torch
+from conftest import shared_raw
 from torch import nn
 
 from bench import experiments as ex
@@ -12,7 +14,6 @@ from bench.data.reference import reference_loader
 from bench.methods import backprop
 from bench.methods.training import Context, evaluate, fast_settings, make_optimizer
 from bench.models import build_model
-from conftest import shared_raw
 
 EXPERIMENT = "karimi-fashion_mnist-lenet-backprop-sgd"
 
@@ -20,8 +21,16 @@ EXPERIMENT = "karimi-fashion_mnist-lenet-backprop-sgd"
 def reference_training(model, data, cfg, seed):
     """The textbook loop: DataLoader with per-sample transforms, one optimizer, the LR schedule per epoch."""
     norm = cfg["normalize"]
-    loader = reference_loader(data.x_train, data.y_train, cfg["batch_size"], mean=norm["mean"], std=norm["std"],
-                              augment=cfg["augment"], shuffle=True, seed=seed)
+    loader = reference_loader(
+        data.x_train,
+        data.y_train,
+        cfg["batch_size"],
+        mean=norm["mean"],
+        std=norm["std"],
+        augment=cfg["augment"],
+        shuffle=True,
+        seed=seed,
+    )
     optimizer = make_optimizer(model.parameters(), cfg)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.get("lr_milestones", []), cfg.get("lr_gamma", 0.1))
     losses = []
@@ -44,8 +53,9 @@ def both(data, epochs=2, seed=0, **overrides):
     cfg.update(epochs=epochs, augment={"crop_padding": 0, "hflip": False}, batch_size=64, **overrides)
     cfg["model"]["width_mult"] = 0.5
     torch.manual_seed(seed)
-    model = build_model(cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1],
-                        cfg["model"])
+    model = build_model(
+        cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1], cfg["model"]
+    )
     ref_model = copy.deepcopy(model)
     records = []
     final = backprop.train(model, data, cfg, Context(torch.device("cpu"), seed, records.append, progress=False))
@@ -69,8 +79,9 @@ def test_same_accuracy_on_a_short_real_mnist_run(tmp_path):
 
     shared_raw("mnist", tmp_path / "MNIST" / "raw")
     cfg = ex.config(ex.get(EXPERIMENT), "check")
-    data = load("mnist", {**cfg, "data": {"source": "real", "train_samples": 3000, "test_samples": 1000}},
-                root=tmp_path).subset(3000, 1000)
+    data = load(
+        "mnist", {**cfg, "data": {"source": "real", "train_samples": 3000, "test_samples": 1000}}, root=tmp_path
+    ).subset(3000, 1000)
     # no LR decay: the smoke config's schedule, scaled to 2 epochs, would cut the LR after the first
     cfg, model, ref_model, final, losses, ref_losses = both(data, epochs=2, lr_milestones=[])
     norm = cfg["normalize"]
@@ -86,11 +97,20 @@ def test_fast_settings_per_device_and_config():
     from bench import BenchError
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    off = {"precision": "fp32", "channels_last": False, "compile": False, "cuda_graphs": False,
-           "cudnn_benchmark": False}
+    off = {
+        "precision": "fp32",
+        "channels_last": False,
+        "compile": False,
+        "cuda_graphs": False,
+        "cudnn_benchmark": False,
+    }
     assert fast_settings({}, cpu) == off
-    assert fast_settings({"precision": "bf16", "channels_last": True, "compile": True}, cpu) == \
-        {**off, "precision": "bf16", "channels_last": True, "compile": True}
+    assert fast_settings({"precision": "bf16", "channels_last": True, "compile": True}, cpu) == {
+        **off,
+        "precision": "bf16",
+        "channels_last": True,
+        "compile": True,
+    }
     with pytest.raises(BenchError, match="cuda_graphs: true needs a CUDA device"):
         fast_settings({"cuda_graphs": True}, cpu)
     if not torch.cuda.is_available():  # "auto" on a GPU needs one to ask about bf16
@@ -113,7 +133,7 @@ def test_cuda_graphs_compile_the_forward_in_reduce_overhead_mode(tmp_path, monke
     """CUDA graphs are inductor's cudagraph trees (torch.compile mode 'reduce-overhead'): the runner asks for that
     mode and records the switch. There is no GPU here, so the graphs themselves are not captured: torch.compile is
     replaced by a recorder and the CPU check of fast_settings by one that lets the switch through."""
-    from bench.run.runner import run
+    from bench.run.runner import RunOptions, run
 
     asked = []
 
@@ -123,9 +143,16 @@ def test_cuda_graphs_compile_the_forward_in_reduce_overhead_mode(tmp_path, monke
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setattr(torch, "compile", recording_compile)
-    monkeypatch.setattr("bench.methods.training.fast_settings", lambda cfg, dev: {  # the runner imports it at call time
-        "precision": "fp32", "channels_last": False, "compile": False, "cuda_graphs": True})
-    result = run(EXPERIMENT, 0, "smoke", out=tmp_path / "graphs.json", threads=1, checkpoint=False)
+    monkeypatch.setattr(
+        "bench.methods.training.fast_settings",
+        lambda cfg, dev: {  # the runner imports it at call time
+            "precision": "fp32",
+            "channels_last": False,
+            "compile": False,
+            "cuda_graphs": True,
+        },
+    )
+    result = run(EXPERIMENT, 0, "smoke", RunOptions(out=tmp_path / "graphs.json", threads=1, checkpoint=False))
     assert asked == [{"mode": "reduce-overhead"}]
     assert result["environment"]["cuda_graphs"] is True and result["status"] == "FINISHED"
 
@@ -133,22 +160,23 @@ def test_cuda_graphs_compile_the_forward_in_reduce_overhead_mode(tmp_path, monke
 @pytest.mark.slow
 def test_a_compiled_run_follows_the_same_trajectory(tmp_path, monkeypatch):
     """torch.compile (inductor, on the CPU here) changes how the forward runs, not what it computes."""
-    from bench.run.runner import run
+    from bench.run.runner import RunOptions, run
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    plain = run(EXPERIMENT, 0, "smoke", out=tmp_path / "plain.json", threads=1, checkpoint=False)
+    plain = run(EXPERIMENT, 0, "smoke", RunOptions(out=tmp_path / "plain.json", threads=1, checkpoint=False))
     orig = ex.config
 
     def with_compile(exp, profile):
         return {**orig(exp, profile), "compile": True}
 
     monkeypatch.setattr("bench.run.runner.ex.config", with_compile)
-    compiled = run(EXPERIMENT, 0, "smoke", out=tmp_path / "compiled.json", threads=1, checkpoint=False)
+    compiled = run(EXPERIMENT, 0, "smoke", RunOptions(out=tmp_path / "compiled.json", threads=1, checkpoint=False))
     assert compiled["environment"]["compile"] is True and plain["environment"]["compile"] is False
     assert plain["environment"]["cudnn_benchmark"] is False and torch.backends.cudnn.benchmark is False  # a CPU run
     assert compiled["environment"]["cuda_graphs"] is False
-    assert [e["train_loss"] for e in compiled["epochs"]] == pytest.approx([e["train_loss"] for e in plain["epochs"]],
-                                                                          rel=1e-4)
+    assert [e["train_loss"] for e in compiled["epochs"]] == pytest.approx(
+        [e["train_loss"] for e in plain["epochs"]], rel=1e-4
+    )
     assert compiled["metrics"]["test_accuracy"] == pytest.approx(plain["metrics"]["test_accuracy"], abs=1.0)
 
 

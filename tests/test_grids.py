@@ -1,15 +1,16 @@
 """The experiment grids hold the settings the papers print (checked against the paper texts) and say where
 every other setting comes from."""
+
 import re
 
 import pytest
+from conftest import paper_text
 
 from bench import experiments as ex
 from bench.claims.datasets import DATASETS
 from bench.claims.registry import load_claims, papers
 from bench.models.resnet import BASES as RESNETS
 from bench.models.vgg import BASES as VGGS
-from conftest import paper_text
 
 
 def ma_printed_rows():
@@ -67,20 +68,33 @@ def test_karimi_grid_follows_its_hyperparameter_tables():
 
 def test_dataset_sizes_match_karimi_tables_2_and_7():
     text = paper_text(papers()["karimi"]["source"])
-    for label, name in [("CIFAR-10 <sup>41</sup>", "cifar10"), ("CIFAR-100 <sup>41</sup>", "cifar100"),
-                        ("Fashion-MNIST <sup>42</sup>", "fashion_mnist"), ("Raabin-WBC <sup>43</sup>", "raabin_wbc"),
-                        ("AG's news <sup>46</sup>", "ag_news"), ("DBPedia <sup>47</sup>", "dbpedia")]:
-        line = next(l for l in text.split("\n") if l.startswith(label + "\t"))
+    for label, name in [
+        ("CIFAR-10 <sup>41</sup>", "cifar10"),
+        ("CIFAR-100 <sup>41</sup>", "cifar100"),
+        ("Fashion-MNIST <sup>42</sup>", "fashion_mnist"),
+        ("Raabin-WBC <sup>43</sup>", "raabin_wbc"),
+        ("AG's news <sup>46</sup>", "ag_news"),
+        ("DBPedia <sup>47</sup>", "dbpedia"),
+    ]:
+        line = next(row for row in text.split("\n") if row.startswith(label + "\t"))
         train, test, classes = (int(f.replace(",", "")) for f in line.split("\t")[1:])
         info = DATASETS[name]
         assert (info.train_size, info.test_size, info.num_classes) == (train, test, classes), name
 
 
 def test_cruciata_grid_follows_section_4_2():
-    for dataset, epochs, lr, warmup in [("mnist", 60, 0.001, 5), ("cifar10", 60, 0.1, 10), ("imagenette", 150, 0.01, 25)]:
+    for dataset, epochs, lr, warmup in [
+        ("mnist", 60, 0.001, 5),
+        ("cifar10", 60, 0.1, 10),
+        ("imagenette", 150, 0.01, 25),
+    ]:
         cfg, _ = ex.paper_config(ex.Experiment("cruciata", dataset, "vgg11", "learn_drop"))
-        assert (cfg["epochs"], cfg["lr"], cfg["batch_size"], cfg["method_options"]["warmup_epochs"]) == \
-            (epochs, lr, 256, warmup)
+        assert (cfg["epochs"], cfg["lr"], cfg["batch_size"], cfg["method_options"]["warmup_epochs"]) == (
+            epochs,
+            lr,
+            256,
+            warmup,
+        )
     sgd, _ = ex.paper_config(ex.Experiment("cruciata", "cifar10", "vgg11", "backprop"))
     assert sgd["lr_milestones"] == [20] and sgd["lr_gamma"] == 0.1
     for profile in ("smoke", "paper"):  # the maps go to disk and the I/O counts, as the paper's (Sec. 4.1, Fig. 5)

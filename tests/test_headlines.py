@@ -1,5 +1,6 @@
 """Headline claims: every relation tested on constructed per-seed values (expected p-values computed here with
 scipy's t-test), the printed-number check, the validation of the data file and the shipped claims."""
+
 import math
 import re
 from pathlib import Path
@@ -53,7 +54,8 @@ def test_less_tests_against_zero_both_ways():
     d = [x - y for x, y in zip(a.values(), b.values())]
     o = run(claim("less"), {"a": a, "b": b})
     assert o.p_holds == pytest.approx(one_sided(d, 0.0, "less")) and o.p_reversed == pytest.approx(
-        one_sided(d, 0.0, "greater"))
+        one_sided(d, 0.0, "greater")
+    )
     g = run(claim("greater"), {"a": a, "b": b})
     assert g.p_holds == pytest.approx(one_sided(d, 0.0, "greater")) and g.p_reversed == pytest.approx(o.p_holds)
     m = run(claim("at_most", margin=0.5), {"a": a, "b": b})
@@ -83,8 +85,9 @@ def test_margins_at_least_at_most_within():
 
 def test_an_adjusted_p_equal_to_alpha_is_not_significant(monkeypatch):
     monkeypatch.setattr(ht.stats, "adjust", lambda ps, method: [0.05] * len(ps))
-    assert run(claim("greater"), {"a": seeds(10.0, 11.0, 12.0), "b": seeds(8.0, 9.0, 10.5)}).verdict == \
-        "NOT SIGNIFICANT"
+    assert (
+        run(claim("greater"), {"a": seeds(10.0, 11.0, 12.0), "b": seeds(8.0, 9.0, 10.5)}).verdict == "NOT SIGNIFICANT"
+    )
 
 
 def test_no_margin_means_zero():
@@ -101,9 +104,14 @@ def test_a_constant_side():
 
 
 def test_pairwise_needs_every_pair_and_any_reversal_reverses():
-    cells = {"a1": seeds(10.0, 11.0, 12.0, 11.0), "b1": seeds(8.0, 9.0, 10.0, 9.2),
-             "a2": seeds(10.0, 11.0, 12.0, 11.0), "b2": seeds(9.0, 12.0, 10.0, 11.5),   # not significant
-             "a3": seeds(5.0, 6.0, 7.0, 6.1), "b3": seeds(8.0, 9.0, 10.0, 9.0)}        # reversed
+    cells = {
+        "a1": seeds(10.0, 11.0, 12.0, 11.0),
+        "b1": seeds(8.0, 9.0, 10.0, 9.2),
+        "a2": seeds(10.0, 11.0, 12.0, 11.0),
+        "b2": seeds(9.0, 12.0, 10.0, 11.5),  # not significant
+        "a3": seeds(5.0, 6.0, 7.0, 6.1),
+        "b3": seeds(8.0, 9.0, 10.0, 9.0),
+    }  # reversed
     two = claim("greater", a=("a1", "a2"), b=("b1", "b2"), pairwise=True)
     assert run(two, cells).verdict == "NOT SIGNIFICANT"  # one pair holds, the other does not: not all hold
     held = claim("greater", a=("a1", "a1"), b=("b1", "b1"), pairwise=True)
@@ -114,15 +122,24 @@ def test_pairwise_needs_every_pair_and_any_reversal_reverses():
 
 def test_ranking_checks_adjacent_groups():
     cells = {"x": seeds(95.0, 96.0, 95.5, 95.8), "y": seeds(90.0, 91.0, 90.2, 90.9), "z": seeds(80.0, 81.0, 80.5, 80.1)}
-    rank = hl.Headline(id="p.h2", paper="p", where="Results", wording="w", relation="ranking",
-                       items=(("x",), ("y",), ("z",)))
+    rank = hl.Headline(
+        id="p.h2", paper="p", where="Results", wording="w", relation="ranking", items=(("x",), ("y",), ("z",))
+    )
     assert [p[:2] for p in rank.pairs()] == [(("x",), ("y",)), (("y",), ("z",))]
     assert run(rank, cells).verdict == "HOLDS"
-    wrong = hl.Headline(id="p.h3", paper="p", where="Results", wording="w", relation="ranking",
-                        items=(("x",), ("z",), ("y",)))
+    wrong = hl.Headline(
+        id="p.h3", paper="p", where="Results", wording="w", relation="ranking", items=(("x",), ("z",), ("y",))
+    )
     assert run(wrong, cells).verdict == "REVERSED"
-    errors = hl.Headline(id="p.h4", paper="p", where="Results", wording="w", relation="ranking",
-                         items=(("z",), ("y",), ("x",)), lower_is_better=True)
+    errors = hl.Headline(
+        id="p.h4",
+        paper="p",
+        where="Results",
+        wording="w",
+        relation="ranking",
+        items=(("z",), ("y",), ("x",)),
+        lower_is_better=True,
+    )
     assert run(errors, cells).verdict == "HOLDS"
 
 
@@ -139,8 +156,15 @@ def test_exact_sides_one_seed_missing_and_not_comparable():
     partial = run(one_seed_and_missing, {"a": seeds(5.0), "b": seeds(3.0)})
     assert partial.verdict == "NOT SIGNIFICANT" and "1 seed" in partial.reason  # not MISSING: a pair has values
     uneven = claim("greater", a=("a", "c"), b=("b", "d"), pairwise=True)
-    counts = run(uneven, {"a": seeds(10.0, 11.0, 12.0), "b": seeds(8.0, 9.0, 10.5),
-                          "c": seeds(10.0, 11.0, 12.0, 11.0, 10.5), "d": seeds(8.0, 9.0, 10.0, 9.2, 8.8)})
+    counts = run(
+        uneven,
+        {
+            "a": seeds(10.0, 11.0, 12.0),
+            "b": seeds(8.0, 9.0, 10.5),
+            "c": seeds(10.0, 11.0, 12.0, 11.0, 10.5),
+            "d": seeds(8.0, 9.0, 10.0, 9.2, 8.8),
+        },
+    )
     assert counts.n == 3  # the fewest seeds of a pair
     assert run(claim("less"), exact).verdict == "REVERSED"
     single = run(claim("greater"), {"a": seeds(5.0), "b": seeds(3.0)})
@@ -224,8 +248,12 @@ def test_partial_pairwise_claims_are_tested_on_the_pairs_run():
 
 
 def test_a_reversal_is_corrected_over_the_claims_pairs():
-    cells = {"a1": seeds(9.0, 9.6, 10.1), "b1": seeds(10.0, 10.4, 10.6),
-             "a2": seeds(9.2, 9.5, 10.3), "b2": seeds(10.1, 10.2, 10.9)}
+    cells = {
+        "a1": seeds(9.0, 9.6, 10.1),
+        "b1": seeds(10.0, 10.4, 10.6),
+        "a2": seeds(9.2, 9.5, 10.3),
+        "b2": seeds(10.1, 10.2, 10.9),
+    }
     h = claim("greater", a=("a1", "a2"), b=("b1", "b2"), pairwise=True)
     p_rev = [one_sided([-1.0, -0.8, -0.5], 0, "less"), one_sided([-0.9, -0.7, -0.6], 0, "less")]
     assert run(h, cells).p_reversed == pytest.approx(min(stats.holm(p_rev)))
@@ -252,8 +280,10 @@ def test_within_just_outside_its_margin_holds_about_alpha_of_the_time():
     held = 0
     for _ in range(4000):
         d = rng.normal(1.0, 0.1, 4)  # true A - B = 1.0 = the margin; SE 0.05, far from the other edge
-        held += run(claim("within", margin=1.0), {"a": seeds(*(50.0 + d)), "b": seeds(50.0, 50.0, 50.0, 50.0)}
-                    ).verdict == "HOLDS"
+        held += (
+            run(claim("within", margin=1.0), {"a": seeds(*(50.0 + d)), "b": seeds(50.0, 50.0, 50.0, 50.0)}).verdict
+            == "HOLDS"
+        )
     assert 0.035 < held / 4000 <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 4000)
 
 
@@ -307,8 +337,15 @@ def test_as_printed():
 def test_malformed_headlines_are_named():
     claims = load_claims()
     acc, err = "cruciata.1.vgg-11.mnist.sgd.a", "cruciata.1.vgg-11.mnist.sgd.t"
-    good = {"id": "cruciata.hx", "paper": "cruciata", "where": "Abstract", "wording": "w", "relation": "greater",
-            "a": [acc], "b": ["cruciata.1.vgg-11.mnist.freezing.a"]}
+    good = {
+        "id": "cruciata.hx",
+        "paper": "cruciata",
+        "where": "Abstract",
+        "wording": "w",
+        "relation": "greater",
+        "a": [acc],
+        "b": ["cruciata.1.vgg-11.mnist.freezing.a"],
+    }
     assert hl.parse([good], claims)[0].id == "cruciata.hx"
     two = {k: v for k, v in good.items() if k not in ("a", "b")}
     two.update(relation="ranking", items=[[acc], ["cruciata.1.vgg-11.mnist.freezing.a"]])
@@ -318,11 +355,16 @@ def test_malformed_headlines_are_named():
         hl.parse([{**two, "items": [[acc]]}], claims)
     with pytest.raises(BenchError, match="is not a mapping"):
         hl.parse([5], claims)
-    cases = [({"a": ["no.such.cell"]}, "not in the registry"), ({"b": [err]}, "different metrics or units"),
-             ({"relation": "bigger"}, "relation 'bigger' is not one of"),
-             ({"b": [acc, acc], "pairwise": True}, "pairwise"), ({"value": 5}, "needs 'a' and exactly one of"),
-             ({"colour": "red"}, "unknown keys"), ({"where": ""}, "'where'"),
-             ({"b": ["ma.I.vgg8.global"]}, "belongs to paper ma, not cruciata")]
+    cases = [
+        ({"a": ["no.such.cell"]}, "not in the registry"),
+        ({"b": [err]}, "different metrics or units"),
+        ({"relation": "bigger"}, "relation 'bigger' is not one of"),
+        ({"b": [acc, acc], "pairwise": True}, "pairwise"),
+        ({"value": 5}, "needs 'a' and exactly one of"),
+        ({"colour": "red"}, "unknown keys"),
+        ({"where": ""}, "'where'"),
+        ({"b": ["ma.I.vgg8.global"]}, "belongs to paper ma, not cruciata"),
+    ]
     for change, message in cases:
         with pytest.raises(BenchError, match=message):
             hl.parse([{**good, **change}], claims)

@@ -1,74 +1,93 @@
-"""Implied epochs (bench.cost.plan.implied_epochs, listed by `bench audit`): a printed training time read backwards through
-the cost model; linear in the printed time and the rate, a line for every printed time the audit can calibrate, a
-skip line for a cell without a cost model, and Bhyravabhottla's epochs per model as that evidence decides them."""
+"""Implied epochs (bench.cost.implied_epochs, listed by `bench audit`): a printed training time read backwards
+through the cost model; linear in the printed time and the rate, a line for every printed time the audit can calibrate,
+a skip line for a cell without a cost model, and Bhyravabhottla's epochs per model as that evidence decides them."""
+
 import json
 import re
 
 import pytest
+from conftest import REPO
 
 from bench import cli
 from bench import experiments as ex
 from bench.claims import registry
 from bench.claims.registry import Claim
-from bench.cost import plan
+from bench.cost import implied_epochs as implied
 from bench.report import audit as audit_report
-from conftest import REPO
 
-CALIBRATION = {"source": "printed", "rate": 1e9, "rate_q1": 5e8, "rate_q3": 2e9, "rate_min": 2.5e8, "rate_max": 4e9,
-               "cells": [], "hardware": ["a GPU"], "gpu": ["GPU X"]}
+CALIBRATION = {
+    "source": "printed",
+    "rate": 1e9,
+    "rate_q1": 5e8,
+    "rate_q3": 2e9,
+    "rate_min": 2.5e8,
+    "rate_max": 4e9,
+    "cells": [],
+    "hardware": ["a GPU"],
+    "gpu": ["GPU X"],
+}
 
 
-def time_cell(id="p.t", printed="200", value=None, unit="s", paper="bhyravabhottla", model="cnn12",
-              method="backprop", dataset="cifar10"):
+def time_cell(
+    id="p.t",
+    printed="200",
+    value=None,
+    unit="s",
+    paper="bhyravabhottla",
+    model="cnn12",
+    method="backprop",
+    dataset="cifar10",
+):
     value = float(printed) if value is None else value
-    return Claim(id, paper, "1", "r", "c", dataset, model, method, "", "", "train_time", printed, value, unit, "", "",
-                 "")
+    return Claim(
+        id, paper, "1", "r", "c", dataset, model, method, "", "", "train_time", printed, value, unit, "", "", ""
+    )
 
 
 @pytest.fixture
 def fixed_cost(monkeypatch):
     """A job of 1e12 forward-MAC units and 10 epochs, whatever the experiment."""
     cost = {"units": 1e12, "epochs": 10, "stage_epochs": [10], "batches": 0}
-    monkeypatch.setattr(plan, "job_cost", lambda exp, profile: dict(cost))
+    monkeypatch.setattr(implied, "job_cost", lambda exp, profile: dict(cost))
     return cost
 
 
 def test_implied_epochs_by_hand(fixed_cost):
     # 1e12 units at 1e9 units/s: 1,000 s predicted for 10 epochs; 200 s printed -> 2 epochs; at the quartile rates
     # (half and twice the median) 1 and 4, at the extremes 0.5 and 8
-    [row] = plan.implied_epochs([time_cell(printed="200")], CALIBRATION)
+    [row] = implied.implied_epochs([time_cell(printed="200")], CALIBRATION)
     assert row["predicted_s"] == pytest.approx(1000.0)
     assert row["epochs"] == 10 and row["printed_s"] == 200.0
     assert (row["implied"], row["implied_q1"], row["implied_q3"]) == pytest.approx((2.0, 1.0, 4.0))
     assert (row["implied_min"], row["implied_max"]) == pytest.approx((0.5, 8.0))
     # linear in the printed time
-    [twice] = plan.implied_epochs([time_cell(printed="400")], CALIBRATION)
+    [twice] = implied.implied_epochs([time_cell(printed="400")], CALIBRATION)
     assert twice["implied"] == pytest.approx(4.0) and twice["implied_q3"] == pytest.approx(8.0)
     # a printed time in minutes is read in seconds: 1:40 min = 100 s -> 1 epoch
-    [minutes] = plan.implied_epochs([time_cell(printed="1:40", value=1 + 40 / 60, unit="min")], CALIBRATION)
+    [minutes] = implied.implied_epochs([time_cell(printed="1:40", value=1 + 40 / 60, unit="min")], CALIBRATION)
     assert minutes["printed_s"] == pytest.approx(100.0) and minutes["implied"] == pytest.approx(1.0)
     # a rate twice as fast gets through twice the epochs in the same printed time
     faster = {**CALIBRATION, **{k: 2 * v for k, v in CALIBRATION.items() if k.startswith("rate")}}
-    [fast] = plan.implied_epochs([time_cell(printed="200")], faster)
+    [fast] = implied.implied_epochs([time_cell(printed="200")], faster)
     assert fast["implied"] == pytest.approx(4.0) and fast["implied_q1"] == pytest.approx(2.0)
     # the median rate the calibration gives is the one used (a monkeypatched calibration, the default path)
-    plan._implied_default.cache_clear()
+    implied._implied_default.cache_clear()
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(plan, "printed_calibration", lambda: faster)
+            mp.setattr(implied, "printed_calibration", lambda: faster)
             mp.setattr(registry, "load_claims", lambda: [time_cell(printed="200")])
-            [default] = plan.implied_epochs()
+            [default] = implied.implied_epochs()
         assert default["implied"] == pytest.approx(4.0)
     finally:
-        plan._implied_default.cache_clear()
+        implied._implied_default.cache_clear()
 
 
 def test_implied_epochs_of_a_real_cell_from_its_units(monkeypatch):
     """The real cost model: configured epochs x printed seconds x rate / the job's units."""
-    monkeypatch.setattr(plan, "printed_calibration", lambda: CALIBRATION)
+    monkeypatch.setattr(implied, "printed_calibration", lambda: CALIBRATION)
     cell = next(c for c in registry.load_claims() if c.id == "bhyravabhottla.1.standard-cnn.standard.time")
-    [row] = plan.implied_epochs([cell])
-    cost = plan.job_cost(ex.Experiment(*cell.experiment_key()), "paper")
+    [row] = implied.implied_epochs([cell])
+    cost = implied.job_cost(ex.Experiment(*cell.experiment_key()), "paper")
     assert row["implied"] == pytest.approx(cost["epochs"] * cell.value * 1e9 / cost["units"])
     assert row["implied_q1"] == pytest.approx(row["implied"] / 2)
 
@@ -81,33 +100,36 @@ def test_a_staged_runs_configured_epochs_are_all_its_stages():
     exp = ex.get("bhyravabhottla-cifar10-cnn12-layer_to_layer")
     cfg = ex.config(exp, "paper")
     stages = len(keras_layers(build_model(cfg["architecture"], 3, 10, 32, cfg["model"]))) // 2
-    cost = plan.job_cost(exp, "paper")
+    cost = implied.job_cost(exp, "paper")
     per = cfg["method_options"]["epochs_per_stage"]
     assert stages == 6 and cost["stage_epochs"] == [per] * stages and cost["epochs"] == stages * per
     line = audit_report.implied_epochs_findings(
-        [{**plan.implied_epochs([time_cell(method="layer_to_layer")], CALIBRATION)[0], "claim": "x"}],
-        CALIBRATION)["bhyravabhottla"][0]
+        [{**implied.implied_epochs([time_cell(method="layer_to_layer")], CALIBRATION)[0], "claim": "x"}], CALIBRATION
+    )["bhyravabhottla"][0]
     assert f"of the configured {stages * per} epochs ({stages} stages of {per}, all stages together)" in line
 
 
 def test_a_cell_without_a_cost_model_is_a_skip_line_not_a_crash():
-    cells = [time_cell("p.none", method="dropout"),  # no cost model for this method
-             time_cell("p.nogrid", paper="nopaper"),  # no grid for this paper
-             time_cell("p.fine", printed="100")]
-    rows = plan.implied_epochs(cells, CALIBRATION)
+    cells = [
+        time_cell("p.none", method="dropout"),  # no cost model for this method
+        time_cell("p.nogrid", paper="nopaper"),  # no grid for this paper
+        time_cell("p.fine", printed="100"),
+    ]
+    rows = implied.implied_epochs(cells, CALIBRATION)
     assert [r["claim"] for r in rows] == ["p.none", "p.nogrid", "p.fine"]
     assert "no cost model" in rows[0]["skipped"] and "no experiment grid" in rows[1]["skipped"]
     assert "skipped" not in rows[2] and rows[2]["implied"] > 0
     lines = audit_report.implied_epochs_findings(rows, CALIBRATION)
-    assert lines["bhyravabhottla"][0] == ("IMPLIED p.none: printed 200 s: no implied epochs, bench plan has no cost "
-                                          "model for method 'dropout'")
+    assert lines["bhyravabhottla"][0] == (
+        "IMPLIED p.none: printed 200 s: no implied epochs, bench plan has no cost model for method 'dropout'"
+    )
     assert lines["nopaper"][0].startswith("IMPLIED p.nogrid: printed 200 s: no implied epochs, no experiment grid")
     assert lines["bhyravabhottla"][1].startswith("IMPLIED p.fine: printed 100 s implies ")
 
 
 def test_the_audit_lists_every_printed_training_time(tmp_path, monkeypatch, capsys):
     times = [c for c in registry.load_claims() if c.metric == "train_time" and not c.derived_from]
-    rows = plan.implied_epochs()
+    rows = implied.implied_epochs()
     calibrable = {r["claim"] for r in rows if "skipped" not in r}
     assert {r["claim"] for r in rows} == {c.id for c in times} and calibrable
     lines = audit_report.implied_epochs_findings()
@@ -138,15 +160,16 @@ def test_the_audit_lists_every_printed_training_time(tmp_path, monkeypatch, caps
 
 
 def _implied(claim_id: str) -> dict:
-    return next(r for r in plan.implied_epochs() if r["claim"] == claim_id)
+    return next(r for r in implied.implied_epochs() if r["claim"] == claim_id)
 
 
 def _within_extremes(epochs: int, row: dict) -> bool:
     return row["implied_min"] <= epochs <= row["implied_max"]
 
 
-@pytest.mark.parametrize("model, label", [("cnn12", "standard-cnn"), ("vgg16", "vgg16"), ("densenet", "densenet"),
-                                          ("resnext", "resnext")])
+@pytest.mark.parametrize(
+    "model, label", [("cnn12", "standard-cnn"), ("vgg16", "vgg16"), ("densenet", "densenet"), ("resnext", "resnext")]
+)
 def test_bhyravabhottlas_epochs_are_the_ones_the_printed_times_imply(model, label):
     """Each model's epochs (10, the notebook's, or 300, the paper's) lie within the range its printed standard time
     implies at the calibration's extreme rates, and the other count does not; the layer-to-layer stages have the
@@ -170,10 +193,12 @@ def test_bhyravabhottlas_epochs_are_the_ones_the_printed_times_imply(model, labe
 
 def test_bench_config_shows_the_epochs_and_their_evidence(monkeypatch, capsys):
     monkeypatch.delenv("BENCH_WORKER", raising=False)
-    for eid, epochs, source in [("bhyravabhottla-cifar100-densenet-backprop", 300, "paper Sec. 4"),
-                                ("bhyravabhottla-cifar10-resnext-layer_to_layer", 300, "paper Sec. 4"),
-                                ("bhyravabhottla-cifar100-cnn12-backprop", 10, "code:"),
-                                ("bhyravabhottla-cifar10-vgg16-layer_to_layer", 10, "code:")]:
+    for eid, epochs, source in [
+        ("bhyravabhottla-cifar100-densenet-backprop", 300, "paper Sec. 4"),
+        ("bhyravabhottla-cifar10-resnext-layer_to_layer", 300, "paper Sec. 4"),
+        ("bhyravabhottla-cifar100-cnn12-backprop", 10, "code:"),
+        ("bhyravabhottla-cifar10-vgg16-layer_to_layer", 10, "code:"),
+    ]:
         assert cli.main(["config", eid, "--format", "json"]) == 0
         cfg = json.loads(capsys.readouterr().out)
         assert cfg["epochs"] == epochs, eid
@@ -185,20 +210,22 @@ def test_bench_config_shows_the_epochs_and_their_evidence(monkeypatch, capsys):
 
 
 def test_a_second_call_is_served_from_the_cache(monkeypatch):
-    first = plan.implied_epochs()
+    first = implied.implied_epochs()
 
     def no_cost(exp, profile):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr(plan, "job_cost", no_cost)
-    assert plan.implied_epochs() == first
+    monkeypatch.setattr(implied, "job_cost", no_cost)
+    assert implied.implied_epochs() == first
     row = next(i for i, r in enumerate(first) if "implied" in r)
     first[row]["implied"] = -1.0  # a caller's edit does not reach the cache
-    assert plan.implied_epochs()[row]["implied"] != -1.0
+    assert implied.implied_epochs()[row]["implied"] != -1.0
 
 
-QUOTE = re.compile(r"([\d.,]*\d)(?: epochs)?(?: for [\w\- ]+?)? \(q1-q3 ([\d.,]*\d)-([\d.,]*\d); "
-                   r"extremes ([\d.,]*\d)-([\d.,]*\d)\)")
+QUOTE = re.compile(
+    r"([\d.,]*\d)(?: epochs)?(?: for [\w\- ]+?)? \(q1-q3 ([\d.,]*\d)-([\d.,]*\d); "
+    r"extremes ([\d.,]*\d)-([\d.,]*\d)\)"
+)
 
 
 def as_quoted(value: float) -> str:
@@ -210,10 +237,14 @@ def test_the_grids_quote_the_implied_epochs_that_the_audit_computes():
     """Every implied-epochs quote in a grid's sources ("N epochs ... (q1-q3 A-B; extremes C-D)") is a row of `bench
     audit`'s implied epochs as computed today. A change to the cost model, the calibration or the registry that
     moves them fails here until the grid quotes the new numbers, and its reasoning is read against them."""
-    computed = {tuple(as_quoted(r[k]) for k in ("implied", "implied_q1", "implied_q3", "implied_min", "implied_max"))
-                for r in plan.implied_epochs() if "implied" in r}
-    quotes = [m.groups() for grid in sorted((REPO / "bench/grids").glob("*.yaml"))
-              for m in QUOTE.finditer(grid.read_text())]
+    computed = {
+        tuple(as_quoted(r[k]) for k in ("implied", "implied_q1", "implied_q3", "implied_min", "implied_max"))
+        for r in implied.implied_epochs()
+        if "implied" in r
+    }
+    quotes = [
+        m.groups() for grid in sorted((REPO / "bench/grids").glob("*.yaml")) for m in QUOTE.finditer(grid.read_text())
+    ]
     assert len(quotes) >= 8  # Bhyravabhottla's standard and layer-to-layer times of its four models
     stale = [q for q in quotes if q not in computed]
     assert not stale, f"quoted implied epochs that `bench audit` does not compute: {stale}"

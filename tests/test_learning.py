@@ -1,6 +1,7 @@
 """Every method learns on the smoke stand-ins: one smoke run per method, above chance by the binomial test that
-the reports use (bench.verdicts.learning). A method that stops learning (a loss that no longer reaches the weights, layers
-that never unfreeze, a head trained on nothing) fails here, although its runs would still finish."""
+the reports use (bench.verdicts.learning). A method that stops learning (a loss that no longer reaches the weights,
+layers that never unfreeze, a head trained on nothing) fails here, although its runs would still finish."""
+
 import pytest
 
 from bench.verdicts import learning
@@ -30,19 +31,31 @@ def test_each_method_learns_on_the_smoke_stand_ins(smoke_runs, method):
     result = smoke_runs.get(PER_METHOD[method])  # the smoke DAG's run of this checkout, else trained here
     assert result["status"] == "FINISHED" and result["config"]["method"] == method
     ratio, p = learning.versus_chance(result)
-    assert p < learning.ALPHA, (f"{PER_METHOD[method]}: {result['metrics']['test_accuracy']:.1f} % is {ratio:.2f}x "
-                                f"chance (p = {p:.3g}): the method does not learn")
+    assert p < learning.ALPHA, (
+        f"{PER_METHOD[method]}: {result['metrics']['test_accuracy']:.1f} % is {ratio:.2f}x "
+        f"chance (p = {p:.3g}): the method does not learn"
+    )
 
 
 def test_a_run_at_chance_is_flagged():
     """The check itself can fail: accuracy at chance on 128 test samples is not above it; 3x chance is."""
+
     def result(acc):
-        return {"config": {"dataset": "cifar10", "data": {"test_samples": 128}}, "metrics": {"test_accuracy": acc},
-                "data": {"test_samples": 128}}
+        return {
+            "config": {"dataset": "cifar10", "data": {"test_samples": 128}},
+            "metrics": {"test_accuracy": acc},
+            "data": {"test_samples": 128},
+        }
 
     assert learning.versus_chance(result(10.9))[1] > learning.ALPHA
     assert learning.versus_chance(result(30.0))[1] < learning.ALPHA
-    rows = learning.per_method({("x", 0): {**result(10.9), "status": "FINISHED",
-                                           "config": {"dataset": "cifar10", "method": "predsim",
-                                                      "data": {"test_samples": 128}}}})
+    rows = learning.per_method(
+        {
+            ("x", 0): {
+                **result(10.9),
+                "status": "FINISHED",
+                "config": {"dataset": "cifar10", "method": "predsim", "data": {"test_samples": 128}},
+            }
+        }
+    )
     assert rows[0]["above"] == 0 and rows[0]["finished"] == 1

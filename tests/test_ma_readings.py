@@ -1,20 +1,33 @@
 """The two readings Ma et al. leave open (issue 16 item 6): the conv width multiplier `feat_mult` (the N&E code's
 --feat-mult) and class-sampled batches for PredSim (--classes-per-batch), with the companions that run the code's
 readings beside the cells."""
+
 import pytest
 import torch
+from helpers import separable
 
 from bench import BenchError
 from bench import experiments as ex
 from bench.data.loader import Batches, check_class_sampling, class_sampled_batches
 from bench.methods import predsim
 from bench.models import build_model
-from helpers import separable
 
-MA_VGG = {"nonlinearity": "leakyrelu", "bn": True, "conv_bias": True, "head_pool": "flatten", "head_hidden": [1024],
-          "head_bn": True}
-MA_RESNET = {"nonlinearity": "leakyrelu", "bn": True, "conv_bias": False, "stem": "cifar", "head_pool": "avg",
-             "head_hidden": []}
+MA_VGG = {
+    "nonlinearity": "leakyrelu",
+    "bn": True,
+    "conv_bias": True,
+    "head_pool": "flatten",
+    "head_hidden": [1024],
+    "head_bn": True,
+}
+MA_RESNET = {
+    "nonlinearity": "leakyrelu",
+    "bn": True,
+    "conv_bias": False,
+    "stem": "cifar",
+    "head_pool": "avg",
+    "head_hidden": [],
+}
 
 
 def n_params(module):
@@ -26,6 +39,7 @@ def conv_widths(model):
 
 
 # ---------------------------------------------------------------- feat_mult
+
 
 def test_feat_mult_doubles_every_vgg_conv_and_leaves_the_hidden_fc():
     plain = build_model({"base": "vgg16"}, 3, 10, 32, MA_VGG)
@@ -40,8 +54,13 @@ def test_feat_mult_doubles_every_vgg_conv_and_leaves_the_hidden_fc():
 def test_feat_mult_hand_count_of_a_tiny_vgg8():
     """VGG8 at width 1/16 (4, 8, 16, 32, 32) made twice as wide: 8, 16, 32, 64, 64; conv (bias) + BN per block,
     then average pool and Linear(64 -> 10)."""
-    model = build_model({"base": "vgg8"}, 3, 10, 32, {"bn": True, "conv_bias": True, "head_pool": "avg",
-                                                        "width_mult": 1 / 16, "feat_mult": 2})
+    model = build_model(
+        {"base": "vgg8"},
+        3,
+        10,
+        32,
+        {"bn": True, "conv_bias": True, "head_pool": "avg", "width_mult": 1 / 16, "feat_mult": 2},
+    )
     blocks = [(3, 8), (8, 16), (16, 32), (32, 64), (64, 64)]
     expected = [cin * cout * 9 + cout + 2 * cout for cin, cout in blocks]
     assert expected == [240, 1200, 4704, 18624, 37056]
@@ -76,13 +95,20 @@ def test_feat_mult_errors():
 
 def test_ma_wide_companion_has_the_width_of_the_recipe_whose_pair_its_row_prints():
     """N&E's run_experiments.sh: vgg11b --feat-mult 2 runs (3e-4, 0.25) on CIFAR-10 and (3e-4, 0.1) on CIFAR-100;
-    --feat-mult 3 runs (3e-4, 0.3) and (3e-4, 0.15) (methods.md 1.3)."""
-    recipes = {("cifar10", 3e-4, 0.25): 2, ("cifar100", 3e-4, 0.1): 2, ("cifar10", 3e-4, 0.3): 3,
-               ("cifar100", 3e-4, 0.15): 3}
+    --feat-mult 3 runs (3e-4, 0.3) and (3e-4, 0.15) (docs/methods/predsim.md#13-defaults-and-recipes)."""
+    recipes = {
+        ("cifar10", 3e-4, 0.25): 2,
+        ("cifar100", 3e-4, 0.1): 2,
+        ("cifar10", 3e-4, 0.3): 3,
+        ("cifar100", 3e-4, 0.15): 3,
+    }
     wide = {eid: (exp, beside) for eid, (exp, beside, _) in ex.companions().items() if exp.variant == "wide"}
     assert {(e.dataset, e.model, e.method) for e, _ in wide.values()} == {
-        (d, m, k) for d in ("cifar10", "cifar100") for m in ("vgg16", "vgg19", "resnet18", "resnet50")
-        for k in ("predsim", "backprop")}
+        (d, m, k)
+        for d in ("cifar10", "cifar100")
+        for m in ("vgg16", "vgg19", "resnet18", "resnet50")
+        for k in ("predsim", "backprop")
+    }
     for eid, (exp, beside) in wide.items():
         cfg, sources = ex.paper_config(exp)
         assert cfg["model"]["feat_mult"] == recipes[(exp.dataset, cfg["lr"], cfg["model"]["dropout"])], eid
@@ -97,6 +123,7 @@ def test_ma_wide_companion_has_the_width_of_the_recipe_whose_pair_its_row_prints
 
 
 # ---------------------------------------------------------------- class-sampled batches
+
 
 def test_class_sampled_batches_hold_at_most_k_classes_and_visit_every_sample_once():
     labels = torch.cat([torch.full((n,), c) for c, n in enumerate([50] * 90 + [7] * 10)])  # 100 classes, uneven
@@ -132,8 +159,17 @@ def test_class_sampled_batches_are_reproducible():
 def test_batches_switch_between_class_sampled_and_uniform_epochs():
     x = torch.randint(0, 256, (600, 3, 4, 4), dtype=torch.uint8)
     y = torch.arange(600) % 30
-    b = Batches(x, y, 50, device="cpu", mean=[0.5] * 3, std=[0.25] * 3, shuffle=True, seed=1,
-                augment={"crop_padding": 1, "hflip": True})
+    b = Batches(
+        x,
+        y,
+        50,
+        device="cpu",
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        shuffle=True,
+        seed=1,
+        augment={"crop_padding": 1, "hflip": True},
+    )
     b.classes_per_batch = 5
     sampled = list(b.indexed())
     assert all(len(yb.unique()) <= 5 for _, _, yb in sampled)
@@ -157,9 +193,18 @@ def test_predsim_samples_classes_until_the_epoch_then_uniform_and_reproducibly(m
 
     monkeypatch.setattr(predsim.PredSim, "train_step", recording)
     data = separable(96, 16, classes=8, size=16, shuffle=True)
-    cfg = {"epochs": 3, "lr": 1e-3, "optimizer": "adam", "batch_size": 16, "lr_milestones": [], "lr_gamma": 0.25,
-           "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3}, "augment": {"crop_padding": 0, "hflip": False},
-           "experiment": "test-classes", "method_options": {"classes_per_batch": 2, "classes_per_batch_until_epoch": 2}}
+    cfg = {
+        "epochs": 3,
+        "lr": 1e-3,
+        "optimizer": "adam",
+        "batch_size": 16,
+        "lr_milestones": [],
+        "lr_gamma": 0.25,
+        "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        "augment": {"crop_padding": 0, "hflip": False},
+        "experiment": "test-classes",
+        "method_options": {"classes_per_batch": 2, "classes_per_batch_until_epoch": 2},
+    }
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -197,15 +242,18 @@ def test_class_sampling_per_epoch():
     assert predsim.class_sampling({"classes_per_batch": 0, "classes_per_batch_until_epoch": 0}, 0) == 0
 
 
-@pytest.mark.parametrize("opts,name", [({"classes_per_batch": -1}, "classes_per_batch"),
-                                       ({"classes_per_batch": 2.5}, "classes_per_batch"),
-                                       ({"classes_per_batch": True}, "classes_per_batch"),
-                                       ({"classes_per_batch": 1}, "classes_per_batch 1"),
-                                       ({"classes_per_batch": 20, "classes_per_batch_until_epoch": -3},
-                                        "classes_per_batch_until_epoch"),
-                                       ({"classes_per_batch": 20, "classes_per_batch_until_epoch": "200"},
-                                        "classes_per_batch_until_epoch"),
-                                       ({"classes_per_batch_until_epoch": 200}, "classes_per_batch_until_epoch 200")])
+@pytest.mark.parametrize(
+    "opts,name",
+    [
+        ({"classes_per_batch": -1}, "classes_per_batch"),
+        ({"classes_per_batch": 2.5}, "classes_per_batch"),
+        ({"classes_per_batch": True}, "classes_per_batch"),
+        ({"classes_per_batch": 1}, "classes_per_batch 1"),
+        ({"classes_per_batch": 20, "classes_per_batch_until_epoch": -3}, "classes_per_batch_until_epoch"),
+        ({"classes_per_batch": 20, "classes_per_batch_until_epoch": "200"}, "classes_per_batch_until_epoch"),
+        ({"classes_per_batch_until_epoch": 200}, "classes_per_batch_until_epoch 200"),
+    ],
+)
 def test_bad_class_sampling_options_name_the_option(opts, name):
     with pytest.raises(ValueError, match=name):
         check_class_sampling(opts.get("classes_per_batch", 0), opts.get("classes_per_batch_until_epoch", 0))
@@ -215,8 +263,16 @@ def test_bad_class_sampling_options_name_the_option(opts, name):
 
 def test_class_sampling_needs_fewer_classes_than_the_dataset():
     data = separable(32, 8, classes=4, size=16)
-    cfg = {"epochs": 1, "lr": 1e-3, "optimizer": "adam", "batch_size": 8, "normalize": {"mean": [0.5] * 3,
-           "std": [0.25] * 3}, "augment": {}, "experiment": "t", "method_options": {"classes_per_batch": 4}}
+    cfg = {
+        "epochs": 1,
+        "lr": 1e-3,
+        "optimizer": "adam",
+        "batch_size": 8,
+        "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        "augment": {},
+        "experiment": "t",
+        "method_options": {"classes_per_batch": 4},
+    }
     model = build_model({"base": "vgg8b"}, 3, 4, 16, {**MA_VGG, "width_mult": 1 / 16})
     with pytest.raises(BenchError, match="classes_per_batch 4 is not below the dataset's 4 classes"):
         predsim.train(model, data, cfg, predsim_context(lambda r: None))

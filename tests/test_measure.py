@@ -1,5 +1,6 @@
 """Parameters and FLOPs: ptflops against a hand count, the model measurements behind the exact cells, and
 their verdicts."""
+
 import pytest
 from torch import nn
 
@@ -12,8 +13,12 @@ from bench.verdicts import cells as vd
 
 def small_net():
     """conv 3->4 (3x3, pad 1, bias) + ReLU on 3x8x8, then Linear 256->10."""
-    return BlockNet([nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())],
-                    nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), (3, 8, 8), 10)
+    return BlockNet(
+        [nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())],
+        nn.Sequential(nn.Flatten(), nn.Linear(256, 10)),
+        (3, 8, 8),
+        10,
+    )
 
 
 def test_ptflops_against_a_hand_count():
@@ -41,11 +46,18 @@ def test_parameters_count_frozen_ones_and_parts():
 
 def test_torchvision_imagenet_convention_matches_torchvision():
     import torchvision
+
     conv = next(c for c in det.spec("cruciata")["conventions"] if c["name"] == "imagenet224")
     tv = torchvision.models
-    for model, reference in [("vgg11", tv.vgg11_bn), ("vgg16", tv.vgg16_bn), ("vgg19", tv.vgg19_bn),
-                             ("resnet18", tv.resnet18), ("resnet50", tv.resnet50), ("resnet101", tv.resnet101),
-                             ("resnet152", tv.resnet152)]:
+    for model, reference in [
+        ("vgg11", tv.vgg11_bn),
+        ("vgg16", tv.vgg16_bn),
+        ("vgg19", tv.vgg19_bn),
+        ("resnet18", tv.resnet18),
+        ("resnet50", tv.resnet50),
+        ("resnet101", tv.resnet101),
+        ("resnet152", tv.resnet152),
+    ]:
         ours = det.build("cruciata", model, conv)
         theirs = reference(weights=None)
         assert count_parameters(ours)["total"] == sum(p.numel() for p in theirs.parameters()), model
@@ -53,9 +65,9 @@ def test_torchvision_imagenet_convention_matches_torchvision():
 
 def test_measurements_come_from_the_registry():
     found = det.measurements()
-    assert set(found) == {"bhyravabhottla-cnn12"} | {f"cruciata-{m}" for m in
-                                                      ("vgg11", "vgg16", "vgg19", "resnet18", "resnet50", "resnet101",
-                                                       "resnet152")}
+    assert set(found) == {"bhyravabhottla-cnn12"} | {
+        f"cruciata-{m}" for m in ("vgg11", "vgg16", "vgg19", "resnet18", "resnet50", "resnet101", "resnet152")
+    }
     assert det.spec("cruciata")["primary"] == {"convention": "imagenet224", "backend": "pytorch"}
 
 
@@ -71,14 +83,25 @@ def test_cnn12_measurement_reproduces_three_counts_and_refutes_two():
     values = {part: det.claim_value(c, result) for part, c in claims.items()}
     assert values == {"conv1": 896, "conv2": 9248, "conv3": 18496, "conv4": 36928, "fc1": 2097664}
     verdicts = {part: exact_verdict(claims[part], v) for part, v in values.items()}
-    assert verdicts == {"conv1": "REPRODUCED", "conv2": "NOT REPRODUCED", "conv3": "REPRODUCED",
-                        "conv4": "NOT REPRODUCED", "fc1": "REPRODUCED"}
+    assert verdicts == {
+        "conv1": "REPRODUCED",
+        "conv2": "NOT REPRODUCED",
+        "conv3": "REPRODUCED",
+        "conv4": "NOT REPRODUCED",
+        "fc1": "REPRODUCED",
+    }
 
 
-@pytest.mark.parametrize("printed,value,expected", [("1,987.80", 1987.804, "REPRODUCED"),
-                                                     ("1,987.80", 1987.81, "NOT REPRODUCED"),
-                                                     ("9,262.2", 9262.24, "REPRODUCED"), ("896", 896.4, "REPRODUCED"),
-                                                     ("896", 9248, "NOT REPRODUCED")])
+@pytest.mark.parametrize(
+    "printed,value,expected",
+    [
+        ("1,987.80", 1987.804, "REPRODUCED"),
+        ("1,987.80", 1987.81, "NOT REPRODUCED"),
+        ("9,262.2", 9262.24, "REPRODUCED"),
+        ("896", 896.4, "REPRODUCED"),
+        ("896", 9248, "NOT REPRODUCED"),
+    ],
+)
 def test_exact_verdict_rounds_to_the_printed_precision(printed, value, expected):
     claim = next(c for c in load_claims() if c.metric == "flops")
     claim = type(claim)(**{**claim.row_dict(), "printed": printed, "value": float(printed.replace(",", ""))})

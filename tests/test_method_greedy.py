@@ -1,20 +1,31 @@
 """Greedy layer-wise training with temporary linear heads (greedy_layerwise) and Belilovsky et al.'s SimCNN with
 auxiliary problems (belilovsky_greedy): what each stage may change, the optimizers, the final head, learning."""
+
 import pytest
 import torch
+from helpers import Watch, separable
+from helpers import cpu_context as ctx
 
 from bench.methods import belilovsky, greedy
 from bench.models import build_model, simcnn
-from helpers import cpu_context as ctx
-from helpers import Watch, separable
 
 
 def cfg_for(lr=0.01, optimizer="sgd", batch_size=16, epochs=1, augment=False, **method_options):
-    return {"epochs": epochs, "lr": lr, "optimizer": optimizer, "momentum": 0.9, "weight_decay": 5e-4,
-            "batch_size": batch_size, "lr_milestones": [], "lr_gamma": 0.2, "eval_batch_size": 32,
-            "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
-            "augment": {"crop_padding": 2 if augment else 0, "hflip": augment}, "experiment": "test-greedy",
-            "method_options": method_options}
+    return {
+        "epochs": epochs,
+        "lr": lr,
+        "optimizer": optimizer,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batch_size": batch_size,
+        "lr_milestones": [],
+        "lr_gamma": 0.2,
+        "eval_batch_size": 32,
+        "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        "augment": {"crop_padding": 2 if augment else 0, "hflip": augment},
+        "experiment": "test-greedy",
+        "method_options": method_options,
+    }
 
 
 def lenet(size=16, classes=4):
@@ -37,25 +48,39 @@ def simcnn_cfg(base="simcnn_k2", lr=0.1, **kw):
 
 # ---------------------------------------------------------------- greedy layer-wise
 
+
 def test_greedy_stages_train_one_block_with_a_temporary_head(monkeypatch):
     torch.manual_seed(0)
     model = lenet()
     watch = Watch(model, monkeypatch)
     records = []
-    out = greedy.train(model, separable(), cfg_for(epochs_per_layer=1, classifier_epochs=1, si_eval_samples=16),
-                       ctx(records))
-    assert watch.stage_names() == [["blocks.0"], ["blocks.1"], ["blocks.2"], ["blocks.3"], ["head.bias",
-                                                                                             "head.weight"]]
+    out = greedy.train(
+        model, separable(), cfg_for(epochs_per_layer=1, classifier_epochs=1, si_eval_samples=16), ctx(records)
+    )
+    assert watch.stage_names() == [["blocks.0"], ["blocks.1"], ["blocks.2"], ["blocks.3"], ["head.bias", "head.weight"]]
     assert [o["extra"] for o in watch.optimizers] == [2, 2, 2, 2, 0]  # Linear weight + bias of the temporary head
     assert all(o["fresh"] for o in watch.optimizers)
     # the temporary head is flatten -> Linear(block output features -> K)
-    assert [tuple(o["params"][-2].shape) for o in watch.optimizers[:4]] == [(4, 3 * 8 * 8), (4, 8 * 2 * 2),
-                                                                            (4, 60), (4, 42)]
+    assert [tuple(o["params"][-2].shape) for o in watch.optimizers[:4]] == [
+        (4, 3 * 8 * 8),
+        (4, 8 * 2 * 2),
+        (4, 60),
+        (4, 42),
+    ]
     assert watch.steps == 5 * 3
     assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
     assert all("stage_test_accuracy" in r and "si" in r for r in records[:4])
-    assert {"test_accuracy", "test_error", "test_loss", "train_time_s", "layer3_test_accuracy", "si_final",
-            "prefix_time_s", "prefix_cache_saved_s", "prefix_cache"} <= set(out)
+    assert {
+        "test_accuracy",
+        "test_error",
+        "test_loss",
+        "train_time_s",
+        "layer3_test_accuracy",
+        "si_final",
+        "prefix_time_s",
+        "prefix_cache_saved_s",
+        "prefix_cache",
+    } <= set(out)
     assert all(p.requires_grad for p in model.parameters())
 
 
@@ -63,8 +88,12 @@ def test_greedy_cache_prefix_is_exact():
     def run(cache):
         torch.manual_seed(0)
         model = lenet()
-        out = greedy.train(model, separable(), cfg_for(epochs_per_layer=2, classifier_epochs=2, si_eval_samples=0,
-                                                       cache_prefix=cache), ctx(seed=5))
+        out = greedy.train(
+            model,
+            separable(),
+            cfg_for(epochs_per_layer=2, classifier_epochs=2, si_eval_samples=0, cache_prefix=cache),
+            ctx(seed=5),
+        )
         return model, out
 
     cached, out_cached = run(True)
@@ -76,8 +105,12 @@ def test_greedy_cache_prefix_is_exact():
 
 def test_greedy_learns_a_separable_set():
     torch.manual_seed(0)
-    out = greedy.train(lenet(), separable(n_train=64, n_test=64), cfg_for(epochs_per_layer=3, classifier_epochs=4,
-                                                                          si_eval_samples=0), ctx())
+    out = greedy.train(
+        lenet(),
+        separable(n_train=64, n_test=64),
+        cfg_for(epochs_per_layer=3, classifier_epochs=4, si_eval_samples=0),
+        ctx(),
+    )
     assert out["test_accuracy"] > 60  # chance: 25
 
 
@@ -87,6 +120,7 @@ def test_greedy_rejects_unknown_options():
 
 
 # ---------------------------------------------------------------- Belilovsky et al.
+
 
 def capture_aux_heads(monkeypatch):
     made = []
@@ -152,8 +186,9 @@ def test_belilovsky_decay_in_place_when_asked(monkeypatch):
 
 def test_belilovsky_learns_a_separable_set():
     torch.manual_seed(0)
-    out = belilovsky.train(simcnn_model(), separable(n_train=64, n_test=64), simcnn_cfg(epochs_per_layer=5, lr=0.05),
-                           ctx())
+    out = belilovsky.train(
+        simcnn_model(), separable(n_train=64, n_test=64), simcnn_cfg(epochs_per_layer=5, lr=0.05), ctx()
+    )
     assert out["test_accuracy"] > 60
 
 

@@ -1,12 +1,14 @@
-"""Learn & Drop and its Freezing baseline (methods.md 5): the scores and the drop rule against hand-worked
+"""Learn & Drop and its Freezing baseline (docs/methods/learn-drop.md): the scores and the drop rule against hand-worked
 examples, the layer steps (tail + stored maps == full forward, MAC counts), what a drop may and may not change,
 the drop/freeze equivalence under forced decisions, the disk store, and that both modes train."""
+
 import math
 import statistics
 
 import numpy as np
 import pytest
 import torch
+from helpers import cpu_context, separable
 
 from bench.methods import Diverged
 from bench.methods import learn_drop as ld
@@ -16,13 +18,29 @@ from bench.methods.learn_drop.scores import GradientSums, layer_score, select_dr
 from bench.methods.learn_drop.store import FeatureStore
 from bench.models import build_model
 from bench.run.measure import forward_macs
-from helpers import cpu_context, separable
 
 TINY = 1 / 16
-VGG = {"nonlinearity": "relu", "bn": True, "dropout": 0.0, "conv_bias": True, "head_pool": "avg",
-       "head_hidden": [512, 512], "head_bn": False, "head_dropout": 0.5, "width_mult": TINY}
-RESNET = {"nonlinearity": "relu", "bn": True, "dropout": 0.0, "conv_bias": False, "stem": "cifar",
-          "head_pool": "avg", "head_hidden": [], "width_mult": TINY}
+VGG = {
+    "nonlinearity": "relu",
+    "bn": True,
+    "dropout": 0.0,
+    "conv_bias": True,
+    "head_pool": "avg",
+    "head_hidden": [512, 512],
+    "head_bn": False,
+    "head_dropout": 0.5,
+    "width_mult": TINY,
+}
+RESNET = {
+    "nonlinearity": "relu",
+    "bn": True,
+    "dropout": 0.0,
+    "conv_bias": False,
+    "stem": "cifar",
+    "head_pool": "avg",
+    "head_hidden": [],
+    "width_mult": TINY,
+}
 OPTS = {"vgg": VGG, "resnet": RESNET}
 
 
@@ -32,10 +50,21 @@ def build(base, classes=4, size=32, seed=0):
 
 
 def cfg_for(method, epochs=4, augment=False, lr=0.05, **method_options):
-    return {"epochs": epochs, "lr": lr, "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 16,
-            "lr_milestones": [], "lr_gamma": 0.1, "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
-            "augment": {"crop_padding": 4 if augment else 0, "hflip": augment}, "method": method,
-            "experiment": f"test-{method}", "method_options": {"warmup_epochs": 1, **method_options}}
+    return {
+        "epochs": epochs,
+        "lr": lr,
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batch_size": 16,
+        "lr_milestones": [],
+        "lr_gamma": 0.1,
+        "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        "augment": {"crop_padding": 4 if augment else 0, "hflip": augment},
+        "method": method,
+        "experiment": f"test-{method}",
+        "method_options": {"warmup_epochs": 1, **method_options},
+    }
 
 
 DATA = separable(48, 32, classes=4, size=32)
@@ -69,7 +98,7 @@ def hand_score(grads):
 
 def test_layer_score_by_hand():
     same_sign = [[1.0, -2.0, 0.5], [3.0, -0.5, 0.25], [0.5, -1.0, 2.0]]  # each weight keeps its sign: P = 0
-    cancel = [[1.0, -2.0, 0.5], [-1.0, 2.0, -0.5]]                      # every weight's sum is 0: P = 1
+    cancel = [[1.0, -2.0, 0.5], [-1.0, 2.0, -0.5]]  # every weight's sum is 0: P = 1
     mixed = [[1.0, -2.0, 0.5], [-0.5, 1.0, 0.5], [2.0, 1.0, -1.0]]
     for grads, expected in ((same_sign, 0.0), (cancel, 1.0), (mixed, None)):
         g = np.asarray(grads)
@@ -78,7 +107,7 @@ def test_layer_score_by_hand():
         assert layer_score(torch.tensor(g.sum(0)), float(np.abs(g).sum())) == pytest.approx(expected, abs=1e-12)
         assert layer_score(g.sum(0), np.abs(g).sum()) == pytest.approx(expected, abs=1e-12)
     assert hand_score(mixed) == pytest.approx(1 - 2.5 / 9.5)
-    # no gradient at all: P = 1 by the rule (methods.md 5.3 item 6)
+    # no gradient at all: P = 1 by the rule (docs/methods/learn-drop.md#53-ambiguities item 6)
     assert layer_score(torch.zeros(2, 3), 0.0) == 1.0
     assert layer_score(torch.zeros(2, 3), torch.zeros(())) == 1.0
 
@@ -93,11 +122,11 @@ def test_accumulator_from_raw_grads():
     acc = GradientSums(layers, "conv_weight")
     signs = torch.randn(w0.shape, generator=gen).sign()
     for j in range(4):
-        g0 = signs * torch.rand(w0.shape, generator=gen)          # never changes sign: P = 0
+        g0 = signs * torch.rand(w0.shape, generator=gen)  # never changes sign: P = 0
         g1 = torch.randn(w1.shape, generator=gen) * (1 if j % 2 == 0 else -1)
         if j % 2 == 1:
-            g1 = -history[1][-1]                                  # cancels the previous one exactly: P = 1
-        w0.grad, w1.grad, w2.grad = g0, g1, None                  # layer 2 gets no gradient: P = 1
+            g1 = -history[1][-1]  # cancels the previous one exactly: P = 1
+        w0.grad, w1.grad, w2.grad = g0, g1, None  # layer 2 gets no gradient: P = 1
         history[0].append(g0.clone())
         history[1].append(g1.clone())
         acc.add()
@@ -132,14 +161,15 @@ def hand_eq4(p):
 
 def test_select_drop_eq4_against_max_prefix():
     p = [0.5, -0.2, 1.5, -1.0, -0.8]
-    assert hand_eq4(p) == 0                                   # first +/- transition
-    prefix = [sum(p[:t + 1]) for t in range(len(p) - 1)]      # 0.5, 0.3, 1.8, 0.8
+    assert hand_eq4(p) == 0  # first +/- transition
+    prefix = [sum(p[: t + 1]) for t in range(len(p) - 1)]  # 0.5, 0.3, 1.8, 0.8
     assert max(range(4), key=lambda t: prefix[t]) == 2
     assert select_drop(p) == [0]
     assert select_drop(p, rule="max_prefix") == [0, 1, 2]
-    assert select_drop(p, inclusive=False) == []            # Algorithm 1's slice [0:n*] with n* = 0
+    assert select_drop(p, inclusive=False) == []  # Algorithm 1's slice [0:n*] with n* = 0
     assert select_drop([0.2, 0.4, 1.0, -0.3, -1.3], inclusive=False) == [0, 1]
-    # candidates may start with a negative P' (methods.md 5.3 item 3): n* = 1, median(-0.3, 0.4) = 0.05
+    # candidates may start with a negative P' (docs/methods/learn-drop.md#53-ambiguities item 3): n* = 1, median(-0.3,
+    # 0.4) = 0.05
     assert select_drop([-0.3, 0.4, -0.1, 0.0]) == [0, 1]
     # no transition, or only positive then zero
     assert select_drop([-1.0, -0.5, 0.5, 1.0]) == []
@@ -153,16 +183,16 @@ def test_select_drop_eq4_against_max_prefix():
 
 
 def test_select_drop_median_rule():
-    p = [0.8, 0.2, 0.6, -0.9, -0.7]            # n* = 2, candidates 0..2, M_c = median(0.8, 0.2, 0.6) = 0.6
+    p = [0.8, 0.2, 0.6, -0.9, -0.7]  # n* = 2, candidates 0..2, M_c = median(0.8, 0.2, 0.6) = 0.6
     m_c = statistics.median(p[:3])
     assert m_c == 0.6
-    assert select_drop(p, []) == [0, 1, 2]                          # first drop: M_d = -inf
-    dropped_low = [0.1, 0.4, 0.2, 0.9]                                 # M_d = 0.3 <= 0.6: drop
+    assert select_drop(p, []) == [0, 1, 2]  # first drop: M_d = -inf
+    dropped_low = [0.1, 0.4, 0.2, 0.9]  # M_d = 0.3 <= 0.6: drop
     assert statistics.median(dropped_low) == pytest.approx(0.3)
     assert select_drop(p, dropped_low) == [0, 1, 2]
-    dropped_high = [1.2, 0.9]                                          # M_d = 1.05 > 0.6: no drop
+    dropped_high = [1.2, 0.9]  # M_d = 1.05 > 0.6: no drop
     assert select_drop(p, dropped_high) == []
-    assert select_drop(p, [0.6]) == [0, 1, 2]                       # M_c == M_d: drop (>=)
+    assert select_drop(p, [0.6]) == [0, 1, 2]  # M_c == M_d: drop (>=)
 
 
 # ---------------------------------------------------------------- layers, stored maps and MACs
@@ -175,7 +205,8 @@ def test_conv_layers_and_steps():
     layers = conv_layers(res)
     # stem + 8 units x 2 convs + 3 shortcut convs (stages 2-4) = 20 conv layers
     assert len(layers) == 20 and sum(p.numel() for p in res.parameters()) == sum(
-        p.numel() for layer in layers for p in layer.params) + sum(p.numel() for p in res.head.parameters())
+        p.numel() for layer in layers for p in layer.params
+    ) + sum(p.numel() for p in res.head.parameters())
     assert [layer.name for layer in layers[5:8]] == ["block3.conv0", "block3.conv1", "block3.shortcut"]
     first = conv_layers(res, "first")
     assert [layer.name for layer in first[5:8]] == ["block3.shortcut", "block3.conv0", "block3.conv1"]
@@ -253,7 +284,7 @@ def test_dropped_layers_never_change_and_phases():
     assert not torch.equal(snaps[-1]["blocks.5.0.weight"], snaps[2]["blocks.5.0.weight"])
     assert not torch.equal(snaps[-1]["head.5.weight"], snaps[2]["head.5.weight"])
     # scores only for head layers, only in scoring epochs (not warm-up, not the extraction epochs)
-    scored = [sorted(int(k[len("score_l"):]) for k in r if k.startswith("score_l")) for r in records]
+    scored = [sorted(int(k[len("score_l") :]) for k in r if k.startswith("score_l")) for r in records]
     assert scored == [[], list(range(8)), [], list(range(2, 8)), [], list(range(3, 8))]
     # MACs: the extraction epoch runs the new tail part too; the trainable count shrinks
     layers = conv_layers(model)
@@ -262,7 +293,14 @@ def test_dropped_layers_never_change_and_phases():
     head = lambda c: chain_macs(Chain(steps[c:], model.head), shapes[c])  # noqa: E731
     part = lambda a, b: chain_macs(Chain(steps[a:b]), shapes[a])  # noqa: E731
     full = forward_macs(model)
-    assert [r["macs_epoch"] for r in records] == [full, full, head(2) + part(0, 2), head(2), head(3) + part(2, 3), head(3)]
+    assert [r["macs_epoch"] for r in records] == [
+        full,
+        full,
+        head(2) + part(0, 2),
+        head(2),
+        head(3) + part(2, 3),
+        head(3),
+    ]
     assert out["macs_total"] == sum(r["macs_epoch"] for r in records) * len(DATA.y_train)
     assert out["macs_forward_final_head"] == head(3)
     assert records[0]["trainable_params"] > records[2]["trainable_params"] > records[4]["trainable_params"]
@@ -318,9 +356,18 @@ def test_disk_store_is_used_and_removed(tmp_path):
     ctx = cpu_context(records)
     ctx.log_epoch = lambda r: (records.append(r), seen.append(sorted(p.name for p in tmp_path.rglob("*"))))
     torch.manual_seed(1)
-    out = ld.train(build("resnet18"), DATA, cfg_for("learn_drop", epochs=5, feature_store_max_mb=0,
-                                                       feature_store_dir=str(tmp_path),
-                                                       forced_drops={2: [0, 1], 3: [2]}), ctx)
+    out = ld.train(
+        build("resnet18"),
+        DATA,
+        cfg_for(
+            "learn_drop",
+            epochs=5,
+            feature_store_max_mb=0,
+            feature_store_dir=str(tmp_path),
+            forced_drops={2: [0, 1], 3: [2]},
+        ),
+        ctx,
+    )
     assert out["feature_store"] == 2 and [r["feature_store"] for r in records] == [0, 0, 2, 2, 2]
     assert any(name.endswith(".npy") for name in seen[2]) and "part1.npy" in seen[2]  # main + skip
     assert list(tmp_path.iterdir()) == []  # removed at the end
@@ -341,8 +388,14 @@ def test_disk_store_removed_when_the_run_fails(tmp_path, monkeypatch):
 
     monkeypatch.setattr(FeatureStore, "write", failing_write)
     with pytest.raises(RuntimeError, match="disk full"):
-        run("vgg11", "learn_drop", epochs=4, feature_store_max_mb=0, feature_store_dir=str(tmp_path),
-            forced_drops={1: [0]})
+        run(
+            "vgg11",
+            "learn_drop",
+            epochs=4,
+            feature_store_max_mb=0,
+            feature_store_dir=str(tmp_path),
+            forced_drops={1: [0]},
+        )
     assert calls[0] == ["part0.npy"] and list(tmp_path.iterdir()) == []
     with pytest.raises(Diverged):
         run("vgg11", "learn_drop", epochs=4, lr=float("nan"))
@@ -379,9 +432,24 @@ def test_learns_with_natural_drops(method):
     assert out["test_accuracy"] > 60.0  # chance: 25 %
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     assert out["train_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in records))
-    keys = {"epoch", "phase", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "epoch_time_s",
-            "io_time_s", "eval_time_s", "trainable_params", "model_params", "macs_epoch", "dropped_layers",
-            "newly_dropped", "feature_store"}
+    keys = {
+        "epoch",
+        "phase",
+        "lr",
+        "train_loss",
+        "train_accuracy",
+        "test_loss",
+        "test_accuracy",
+        "epoch_time_s",
+        "io_time_s",
+        "eval_time_s",
+        "trainable_params",
+        "model_params",
+        "macs_epoch",
+        "dropped_layers",
+        "newly_dropped",
+        "feature_store",
+    }
     assert all(keys <= set(r) for r in records)
     assert all(isinstance(v, (int, float)) for k, v in out.items() if k not in ("drop_schedule", "layer_names"))
 

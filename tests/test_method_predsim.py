@@ -1,24 +1,31 @@
-"""PredSim local-error learning (methods.md 1): the similarity matrix and loss against plain numpy, the decoder
+"""PredSim local-error learning (docs/methods/predsim.md): the similarity matrix and loss against plain numpy, the
+decoder
 pooling, the unit decomposition of VGG and ResNet BlockNets (optimizers, detached boundaries, one step), and a
 short run that learns."""
+
 import copy
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import separable
 
 from bench import BenchError
 from bench.methods import predsim
 from bench.methods.training import Context
 from bench.models import build_model
-from helpers import separable
 
 MA_COMMON = {"nonlinearity": "leakyrelu", "negative_slope": 0.01, "bn": True, "dropout_kind": "channel"}
-MA_VGG = {**MA_COMMON, "conv_bias": True, "head_pool": "flatten", "head_hidden": [1024], "head_bn": True,
-          "dropout": 0.2}
-MA_RESNET = {**MA_COMMON, "conv_bias": False, "stem": "cifar", "head_pool": "avg", "head_hidden": [],
-             "dropout": 0.3}
+MA_VGG = {
+    **MA_COMMON,
+    "conv_bias": True,
+    "head_pool": "flatten",
+    "head_hidden": [1024],
+    "head_bn": True,
+    "dropout": 0.2,
+}
+MA_RESNET = {**MA_COMMON, "conv_bias": False, "stem": "cifar", "head_pool": "avg", "head_hidden": [], "dropout": 0.3}
 TINY = 1 / 16
 
 
@@ -28,13 +35,23 @@ def build(base, size=32, num_classes=10, **opts):
 
 
 def cfg_for(epochs=1, batch_size=32, lr=5e-4, **method_options):
-    return {"epochs": epochs, "lr": lr, "optimizer": "adam", "batch_size": batch_size, "lr_milestones": [2],
-            "lr_gamma": 0.25, "weight_decay": 0.0, "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
-            "augment": {"crop_padding": 0, "hflip": False}, "experiment": "test-predsim",
-            "method_options": method_options}
+    return {
+        "epochs": epochs,
+        "lr": lr,
+        "optimizer": "adam",
+        "batch_size": batch_size,
+        "lr_milestones": [2],
+        "lr_gamma": 0.25,
+        "weight_decay": 0.0,
+        "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        "augment": {"crop_padding": 0, "hflip": False},
+        "experiment": "test-predsim",
+        "method_options": method_options,
+    }
 
 
 # ---------------------------------------------------------------- independent numpy reference
+
 
 def np_similarity(x: np.ndarray, std_pool=True) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
@@ -61,9 +78,11 @@ def np_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- S(.) and the loss
 
+
 def test_similarity_matrix_2d_matches_numpy():
-    x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [1.0, 0.0, 1.0, 0.0], [2.0, 4.0, 6.0, 8.5],
-                      [0.5, -1.0, 2.0, 0.0]])
+    x = torch.tensor(
+        [[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [1.0, 0.0, 1.0, 0.0], [2.0, 4.0, 6.0, 8.5], [0.5, -1.0, 2.0, 0.0]]
+    )
     s = predsim.similarity_matrix(x)
     assert s.shape == (5, 5)
     np.testing.assert_allclose(s.numpy(), np_similarity(x.numpy()), atol=1e-6)
@@ -82,8 +101,9 @@ def test_similarity_matrix_4d_std_pooling_rule():
     np.testing.assert_allclose(s.numpy(), np_similarity(x.numpy()), atol=1e-6)
     # std_pool off, C <= 3 or H == 1: flattened
     for t, pool in [(x, False), (x[:, :3], True), (torch.randn(4, 5, 1, 6, generator=gen), True)]:
-        np.testing.assert_allclose(predsim.similarity_matrix(t, std_pool=pool).numpy(),
-                                   np_similarity(t.numpy().reshape(4, -1)), atol=1e-6)
+        np.testing.assert_allclose(
+            predsim.similarity_matrix(t, std_pool=pool).numpy(), np_similarity(t.numpy().reshape(4, -1)), atol=1e-6
+        )
     assert not torch.allclose(predsim.similarity_matrix(x, std_pool=False), s)
 
 
@@ -128,14 +148,18 @@ def test_sim_loss_gradient_flows_only_into_sim_input():
 
 # ---------------------------------------------------------------- decoder pooling
 
-@pytest.mark.parametrize("c,h,w,dim,kernel,features", [
-    (256, 32, 32, 2048, (16, 8), 2048),   # methods.md 1.1's example
-    (128, 32, 32, 2048, (8, 8), 2048),    # vgg8b conv1, C10 recipe
-    (128, 16, 16, 4096, (4, 2), 4096),    # resnet18 stage-2 first block at its REAL 16x16 output (1.6 item 5)
-    (512, 4, 4, 4096, (2, 1), 4096),
-    (512, 2, 2, 2048, (1, 1), 2048),      # already small enough: no pooling
-    (4, 7, 7, 16, (4, 4), 16),            # odd size: ceil(7/4) = 2 via zero padding
-])
+
+@pytest.mark.parametrize(
+    "c,h,w,dim,kernel,features",
+    [
+        (256, 32, 32, 2048, (16, 8), 2048),  # docs/methods/predsim.md#11-one-local-loss-block's example
+        (128, 32, 32, 2048, (8, 8), 2048),  # vgg8b conv1, C10 recipe
+        (128, 16, 16, 4096, (4, 2), 4096),  # resnet18 stage-2 first block at its REAL 16x16 output (1.6 item 5)
+        (512, 4, 4, 4096, (2, 1), 4096),
+        (512, 2, 2, 2048, (1, 1), 2048),  # already small enough: no pooling
+        (4, 7, 7, 16, (4, 4), 16),  # odd size: ceil(7/4) = 2 via zero padding
+    ],
+)
 def test_decoder_pool_size(c, h, w, dim, kernel, features):
     k, _ = predsim.decoder_pool_size(c, h, w, dim)
     assert k == kernel
@@ -155,6 +179,7 @@ def test_full_width_vgg8b_decoders_fit():
 
 
 # ---------------------------------------------------------------- decomposition and optimizers
+
 
 @pytest.mark.parametrize("base,units", [("vgg8b", 7), ("resnet18", 17), ("resnet50", 49)])
 def test_units_and_optimizer_partition(base, units):
@@ -214,8 +239,10 @@ def _forward_to(ps, j, x, y):
     return x, skip
 
 
-@pytest.mark.parametrize("base,unit", [("resnet18", "block3.conv1"), ("resnet50", "block2.conv2"),
-                                       ("vgg8b", "head.fc0"), ("vgg8b", "block3")])
+@pytest.mark.parametrize(
+    "base,unit",
+    [("resnet18", "block3.conv1"), ("resnet50", "block2.conv2"), ("vgg8b", "head.fc0"), ("vgg8b", "block3")],
+)
 def test_gradients_never_cross_a_detached_boundary(base, unit):
     torch.manual_seed(0)
     model = build(base)
@@ -229,8 +256,7 @@ def test_gradients_never_cross_a_detached_boundary(base, unit):
     for p in list(model.parameters()) + list(ps.aux.parameters()):
         p.grad = None
     loss.backward()
-    mine = {id(p) for p in ps.units[j].params + ps.units[j].shortcut_params} | \
-        {id(p) for p in ps.aux[j].parameters()}
+    mine = {id(p) for p in ps.units[j].params + ps.units[j].shortcut_params} | {id(p) for p in ps.aux[j].parameters()}
     for i, u in enumerate(ps.units):
         for p in u.params + list(ps.aux[i].parameters()):
             if id(p) not in mine:
@@ -248,8 +274,10 @@ def test_one_step_changes_every_unit_and_output_gradient_is_plain_ce(base):
     ps = predsim.PredSim(model, 10, cfg_for())
     ps.train()
     reference = copy.deepcopy(model)  # pre-step weights (output weight already zeroed)
-    before = [[p.detach().clone() for p in u.params + u.shortcut_params + list(a.parameters())]
-              for u, a in zip(ps.units, ps.aux)]
+    before = [
+        [p.detach().clone() for p in u.params + u.shortcut_params + list(a.parameters())]
+        for u, a in zip(ps.units, ps.aux)
+    ]
     out_before = [p.detach().clone() for p in model.head[-1].parameters()]
     x, y = torch.randn(16, 3, 32, 32), torch.arange(16) % 10
     torch.manual_seed(5)
@@ -306,11 +334,15 @@ def test_architectures_train_and_forward(base, size):
 
 # ---------------------------------------------------------------- options and the whole method
 
+
 def test_options_defaults_and_errors():
     assert predsim.options({"method_options": {}}) == predsim.DEFAULTS
     assert predsim.options({"method_options": {"schedule": "sequential"}})["schedule"] == "sequential"
-    with pytest.raises(BenchError, match=r"predsim schedule 'alternating': expected one of \['simultaneous', "
-                                         r"'sequential'\]"):
+    with pytest.raises(
+        BenchError,
+        match=r"predsim schedule 'alternating': expected one of \['simultaneous', "
+        r"'sequential'\]",
+    ):
         predsim.options({"method_options": {"schedule": "alternating"}})
     with pytest.raises(BenchError, match="unknown predsim method_options"):
         predsim.options({"method_options": {"betta": 0.5}})
@@ -330,8 +362,18 @@ def test_train_learns_and_logs():
     cfg = cfg_for(epochs=3, batch_size=16, lr=1e-3)
     final = predsim.train(model, data, cfg, Context(torch.device("cpu"), 0, records.append, progress=False))
     assert [r["epoch"] for r in records] == [1, 2, 3]
-    keys = {"epoch", "lr", "train_loss", "train_accuracy", "local_sim_loss", "local_pred_loss", "test_loss",
-            "test_accuracy", "epoch_time_s", "eval_time_s"}
+    keys = {
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_accuracy",
+        "local_sim_loss",
+        "local_pred_loss",
+        "test_loss",
+        "test_accuracy",
+        "epoch_time_s",
+        "eval_time_s",
+    }
     assert set(records[0]) == keys
     assert [r["lr"] for r in records] == pytest.approx([1e-3, 1e-3, 2.5e-4])  # milestone 2, gamma 0.25
     for key in ("test_accuracy", "test_error", "test_loss", "train_time_s", "local_sim_loss", "local_pred_loss"):
@@ -343,8 +385,18 @@ def test_train_learns_and_logs():
 
 # ---------------------------------------------------------------- schedule "sequential" (Ma's Algorithm 1)
 
-SIMULTANEOUS_KEYS = {"epoch", "lr", "train_loss", "train_accuracy", "local_sim_loss", "local_pred_loss", "test_loss",
-                     "test_accuracy", "epoch_time_s", "eval_time_s"}
+SIMULTANEOUS_KEYS = {
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_accuracy",
+    "local_sim_loss",
+    "local_pred_loss",
+    "test_loss",
+    "test_accuracy",
+    "epoch_time_s",
+    "eval_time_s",
+}
 
 
 def test_sequential_stage_epochs_and_milestones():
@@ -394,7 +446,9 @@ def test_sequential_trains_one_unit_per_stage_on_the_frozen_units_before_it(monk
                 def hook(module, inputs, output):  # records how unit j ran in a training step (not in evaluate)
                     if stage_now:
                         seen.setdefault(stage_now[-1], {}).setdefault(j, set()).add(
-                            (torch.is_grad_enabled(), module.training))
+                            (torch.is_grad_enabled(), module.training)
+                        )
+
                 return hook
 
             for j, u in enumerate(self.units):
@@ -448,8 +502,12 @@ def test_sequential_trains_one_unit_per_stage_on_the_frozen_units_before_it(monk
             assert how == ({(True, True)} if j == stage else {(False, False)}), (stage, j, how)
     # the records' and the final metrics' keys are those of the simultaneous schedule (and the stage)
     assert all(set(r) == SIMULTANEOUS_KEYS | {"stage", "stage_epoch"} for r in records)
-    simultaneous = predsim.train(build("vgg8b", size=16, num_classes=4), data, cfg_for(epochs=1, batch_size=8),
-                                 Context(torch.device("cpu"), 0, progress=False))
+    simultaneous = predsim.train(
+        build("vgg8b", size=16, num_classes=4),
+        data,
+        cfg_for(epochs=1, batch_size=8),
+        Context(torch.device("cpu"), 0, progress=False),
+    )
     assert set(final) == set(simultaneous)
     assert all(np.isfinite(v) for v in final.values())
     assert final["train_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in records))
@@ -475,8 +533,7 @@ def test_sequential_samples_classes_in_every_stage_like_the_run(monkeypatch):
     data = separable(48, 8, classes=8, size=16, shuffle=True)
     torch.manual_seed(0)
     model = build("vgg8b", size=16, num_classes=8)
-    cfg = cfg_for(epochs=16, batch_size=16, schedule="sequential", classes_per_batch=2,
-                  classes_per_batch_until_epoch=8)
+    cfg = cfg_for(epochs=16, batch_size=16, schedule="sequential", classes_per_batch=2, classes_per_batch_until_epoch=8)
     records = []
     predsim.train(model, data, cfg, Context(torch.device("cpu"), 0, records.append, progress=False))
     assert [int(r["stage_epoch"]) for r in records] == [1, 2] * 8

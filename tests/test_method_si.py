@@ -1,21 +1,29 @@
 """Karimi's SI forward learning (si_forward) and the forward-backward SI proxy (fb_si): the Separation Index, the
 triplet loss of Eq. 7-8, what each stage may change, the frozen-prefix cache, and that the methods learn."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
+from helpers import Watch, separable
+from helpers import cpu_context as ctx
 
 from bench.data.tensors import TensorData
 from bench.methods import Diverged, fb_si, si
 from bench.methods import layerwise as lw
 from bench.models import build_model
-from helpers import cpu_context as ctx
-from helpers import Watch, separable
 
 TINY = 1 / 16
-VGG = {"nonlinearity": "relu", "bn": True, "dropout": 0.0, "conv_bias": True, "head_pool": "flatten",
-       "head_hidden": [], "width_mult": TINY}
+VGG = {
+    "nonlinearity": "relu",
+    "bn": True,
+    "dropout": 0.0,
+    "conv_bias": True,
+    "head_pool": "flatten",
+    "head_hidden": [],
+    "width_mult": TINY,
+}
 
 
 # the SI loss as a mean over anchors on unit-norm features: bounded, so the structural tests do not diverge (the
@@ -24,14 +32,25 @@ STABLE = {"loss_reduction": "mean", "normalize_features": True}
 
 
 def cfg_for(lr=0.01, optimizer="sgd", batch_size=16, epochs=1, augment=False, **method_options):
-    return {"epochs": epochs, "lr": lr, "optimizer": optimizer, "momentum": 0.9, "weight_decay": 0.0,
-            "batch_size": batch_size, "lr_milestones": [], "lr_gamma": 0.1, "eval_batch_size": 32,
-            "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
-            "augment": {"crop_padding": 2 if augment else 0, "hflip": augment}, "experiment": "test-si",
-            "method_options": method_options}
+    return {
+        "epochs": epochs,
+        "lr": lr,
+        "optimizer": optimizer,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "batch_size": batch_size,
+        "lr_milestones": [],
+        "lr_gamma": 0.1,
+        "eval_batch_size": 32,
+        "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        "augment": {"crop_padding": 2 if augment else 0, "hflip": augment},
+        "experiment": "test-si",
+        "method_options": method_options,
+    }
 
 
 # ---------------------------------------------------------------- Separation Index (Eq. 1)
+
 
 def test_separation_index_by_hand():
     # on a line: 0 and 1 are each other's neighbours (same label); 5 <-> 6 differ; 10's nearest is 6 (label 0)
@@ -41,8 +60,9 @@ def test_separation_index_by_hand():
     z = torch.tensor([[0.0], [1.0], [-1.0]])
     assert si.separation_index(z, torch.tensor([0, 0, 1])) == pytest.approx(2 / 3)
     # flattened features: 2x2 "maps"
-    z = torch.tensor([[[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.1], [0.0, 0.0]], [[5.0, 5.0], [5.0, 5.0]],
-                      [[5.0, 5.0], [5.0, 5.2]]])
+    z = torch.tensor(
+        [[[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.1], [0.0, 0.0]], [[5.0, 5.0], [5.0, 5.0]], [[5.0, 5.0], [5.0, 5.2]]]
+    )
     assert si.separation_index(z, torch.tensor([1, 1, 2, 2])) == 1.0
     assert si.separation_index(z, torch.tensor([1, 2, 1, 2])) == 0.0
 
@@ -116,8 +136,12 @@ def test_hinge_is_applied_in_both_neighbour_modes():
     for neighbours in ("data", "batch"):
         torch.manual_seed(0)
         records = []
-        si.train(lenet(), separable(), cfg_for(epochs_per_layer=1, **STABLE, hinge=True, neighbours=neighbours,
-                                               si_eval_samples=0), ctx(records))
+        si.train(
+            lenet(),
+            separable(),
+            cfg_for(epochs_per_layer=1, **STABLE, hinge=True, neighbours=neighbours, si_eval_samples=0),
+            ctx(records),
+        )
         assert all(r["train_loss"] >= 0 for r in records if r["stage"] < 4), neighbours
         assert si.check_si_options({**si.DEFAULTS, "hinge": 1}, "si_forward")["hinge"] is True
     assert si.triplet_terms(z[:1], z[1:2], z[2:3], hinge=False).item() == -3.0
@@ -148,6 +172,7 @@ def test_triplet_loss_without_pairs_is_zero():
 
 # ---------------------------------------------------------------- stages: what may change
 
+
 def lenet(size=16, classes=4, bn=True):
     return build_model({"base": "lenet"}, 3, classes, size, {"bn": bn, "width_mult": 0.5})
 
@@ -157,10 +182,10 @@ def test_si_forward_stages_touch_only_their_block(monkeypatch):
     model = lenet()
     watch = Watch(model, monkeypatch)
     records = []
-    out = si.train(model, separable(), cfg_for(epochs_per_layer=1, classifier_epochs=1, **STABLE,
-                                               si_eval_samples=24), ctx(records))
-    assert watch.stage_names() == [["blocks.0"], ["blocks.1"], ["blocks.2"], ["blocks.3"], ["head.bias",
-                                                                                             "head.weight"]]
+    out = si.train(
+        model, separable(), cfg_for(epochs_per_layer=1, classifier_epochs=1, **STABLE, si_eval_samples=24), ctx(records)
+    )
+    assert watch.stage_names() == [["blocks.0"], ["blocks.1"], ["blocks.2"], ["blocks.3"], ["head.bias", "head.weight"]]
     assert all(o["extra"] == 0 and o["fresh"] for o in watch.optimizers)
     assert watch.steps == 5 * 3  # 48 samples / 16 per batch, one epoch per stage
     assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
@@ -168,8 +193,15 @@ def test_si_forward_stages_touch_only_their_block(monkeypatch):
     for key in ("train_loss", "train_loss_sum", "train_loss_mean", "feature_norm", "si", "prefix_time_s"):
         assert key in records[0]
     assert "si_layer0" in records[3] and "si_layer3" in records[3]
-    assert {"test_accuracy", "test_error", "test_loss", "train_time_s", "si_final", "si_layer3",
-            "prefix_cache_saved_s"} <= set(out)
+    assert {
+        "test_accuracy",
+        "test_error",
+        "test_loss",
+        "train_time_s",
+        "si_final",
+        "si_layer3",
+        "prefix_cache_saved_s",
+    } <= set(out)
     assert all(p.requires_grad for p in model.parameters())  # restored
 
 
@@ -177,8 +209,9 @@ def test_feature_blocks_leaves_the_rest_to_the_classifier_stage(monkeypatch):
     torch.manual_seed(0)
     model = lenet()
     watch = Watch(model, monkeypatch)
-    out = si.train(model, separable(), cfg_for(epochs_per_layer=1, **STABLE,
-                                               si_eval_samples=16, feature_blocks=2), ctx())
+    out = si.train(
+        model, separable(), cfg_for(epochs_per_layer=1, **STABLE, si_eval_samples=16, feature_blocks=2), ctx()
+    )
     assert watch.stage_names() == [["blocks.0"], ["blocks.1"], ["blocks.2", "blocks.3", "head.bias", "head.weight"]]
     assert "si_layer1" in out and "si_layer2" not in out
 
@@ -202,8 +235,7 @@ def test_cache_prefix_is_exact_without_augmentation():
     def run(cache):
         torch.manual_seed(0)
         model = build_model({"base": "vgg11"}, 3, 4, 32, VGG)
-        cfg = cfg_for(epochs_per_layer=1, classifier_epochs=2, **STABLE,
-                      si_eval_samples=0, cache_prefix=cache)
+        cfg = cfg_for(epochs_per_layer=1, classifier_epochs=2, **STABLE, si_eval_samples=0, cache_prefix=cache)
         out = si.train(model, separable(n_train=40, n_test=16, size=32), cfg, ctx(seed=3))
         return model, out
 
@@ -219,8 +251,9 @@ def test_cache_prefix_is_exact_without_augmentation():
 def test_cache_is_not_used_with_augmentation():
     torch.manual_seed(0)
     records = []
-    out = si.train(lenet(), separable(), cfg_for(augment=True, epochs_per_layer=1, **STABLE,
-                                                 si_eval_samples=0), ctx(records))
+    out = si.train(
+        lenet(), separable(), cfg_for(augment=True, epochs_per_layer=1, **STABLE, si_eval_samples=0), ctx(records)
+    )
     assert out["prefix_cache"] == lw.CACHE_NOT_EXACT
     assert records[0]["prefix_cache"] == lw.CACHE_OFF  # block 0 has no prefix
     assert all(r["prefix_cache"] == lw.CACHE_NOT_EXACT for r in records[1:])
@@ -228,26 +261,26 @@ def test_cache_is_not_used_with_augmentation():
 
 def test_cache_too_large_falls_back():
     torch.manual_seed(0)
-    out = si.train(lenet(), separable(), cfg_for(epochs_per_layer=1, **STABLE, si_eval_samples=0,
-                                                 prefix_cache_max_mb=1e-6), ctx())
+    out = si.train(
+        lenet(), separable(), cfg_for(epochs_per_layer=1, **STABLE, si_eval_samples=0, prefix_cache_max_mb=1e-6), ctx()
+    )
     assert out["prefix_cache"] == lw.CACHE_TOO_LARGE and out["prefix_cached_stages"] == 0
 
 
 # ---------------------------------------------------------------- learning, text, divergence, options
 
+
 def test_si_forward_learns_a_separable_set():
     torch.manual_seed(0)
     data = separable(n_train=64, n_test=64)
-    out = si.train(lenet(), data, cfg_for(epochs_per_layer=3, classifier_epochs=5, **STABLE,
-                                          si_eval_samples=64), ctx())
+    out = si.train(lenet(), data, cfg_for(epochs_per_layer=3, classifier_epochs=5, **STABLE, si_eval_samples=64), ctx())
     assert out["test_accuracy"] > 60  # chance: 25
     assert out["si_final"] > 0.6
 
 
 def test_fb_si_learns_a_separable_set():
     torch.manual_seed(0)
-    out = fb_si.train(lenet(), separable(n_train=64, n_test=64), cfg_for(epochs=4, epochs_per_layer=2,
-                                                                          **STABLE), ctx())
+    out = fb_si.train(lenet(), separable(n_train=64, n_test=64), cfg_for(epochs=4, epochs_per_layer=2, **STABLE), ctx())
     assert out["test_accuracy"] > 60
 
 
@@ -260,8 +293,7 @@ def test_vdcnn_text_runs_through_si_forward():
     x[y == 1, :8] = 5  # a class marker
     data = TensorData(x, y, x[:8].clone(), y[:8].clone(), 2, kind="text")
     model = build_model({"base": "vdcnn9"}, 1, 2, length, {"width_mult": TINY})
-    cfg = cfg_for(batch_size=8, epochs_per_layer=1, classifier_epochs=1, **STABLE,
-                  si_eval_samples=16)
+    cfg = cfg_for(batch_size=8, epochs_per_layer=1, classifier_epochs=1, **STABLE, si_eval_samples=16)
     cfg.pop("normalize")
     cfg["augment"] = {}
     records = []
@@ -293,6 +325,7 @@ def test_unknown_or_bad_options_are_errors():
 
 # ---------------------------------------------------------------- the forks: where neighbours come from, what trains
 
+
 def brute_force_pairs(z: np.ndarray, labels: np.ndarray) -> tuple[list, list]:
     flat = z.reshape(len(z), -1).astype(np.float64)
     d = ((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1)
@@ -310,7 +343,7 @@ def _points(n=41, shape=(2, 3), chunk=8, seed=1):
     z = rng.normal(size=(n, *shape)).astype(np.float32)
     labels = rng.integers(0, 4, n)
     labels[n - 1] = 9  # a class of one: no positive partner
-    chunks = [(torch.from_numpy(z[i:i + chunk]), torch.from_numpy(labels[i:i + chunk])) for i in range(0, n, chunk)]
+    chunks = [(torch.from_numpy(z[i : i + chunk]), torch.from_numpy(labels[i : i + chunk])) for i in range(0, n, chunk)]
     return z, labels, chunks
 
 
@@ -338,20 +371,24 @@ MIB = 2**-20  # budgets in MiB, as the option gives them: n * MIB is n bytes
 BLOCKS = {"block_rows": 16, "block_cols": 16}  # one step at 64 dimensions: 11,136 bytes (si._step_bytes)
 
 
-@pytest.mark.parametrize("device_bytes,host_bytes,mode", [
-    (1e9, 0, "held"),           # everything on the device
-    (23000, 1e9, "held"),       # some on the device, the rest on the host
-    (30000, 0, "streamed"),     # neither holds the 97 x 64 floats: panels of 32 points, read again per panel
-    (23000, 0, "streamed"),     # panels of 16 points: more reads
-])
+@pytest.mark.parametrize(
+    "device_bytes,host_bytes,mode",
+    [
+        (1e9, 0, "held"),  # everything on the device
+        (23000, 1e9, "held"),  # some on the device, the rest on the host
+        (30000, 0, "streamed"),  # neither holds the 97 x 64 floats: panels of 32 points, read again per panel
+        (23000, 0, "streamed"),  # panels of 16 points: more reads
+    ],
+)
 def test_a_tiny_budget_spills_or_streams_and_finds_the_same_partners(device_bytes, host_bytes, mode):
     z, labels, chunks = _points(n=97, shape=(64,), chunk=8)
     expected = si.data_pairs(iter(chunks), torch.device("cpu"), **BLOCKS)  # held in memory
     assert [t.tolist() for t in expected] == list(brute_force_pairs(z, labels))
     source, reads = _counting(chunks)
     stats = {}
-    pos, neg = si.data_pairs(source, torch.device("cpu"), device_bytes * MIB, host_mb=host_bytes * MIB, **BLOCKS,
-                             stats=stats)
+    pos, neg = si.data_pairs(
+        source, torch.device("cpu"), device_bytes * MIB, host_mb=host_bytes * MIB, **BLOCKS, stats=stats
+    )
     assert stats["mode"] == mode and stats["points"] == 97 and stats["dims"] == 64
     assert (stats["block_rows"], stats["block_cols"]) == (16, 16)  # the budget holds a step: the same tiles
     assert torch.equal(pos, expected[0]) and torch.equal(neg, expected[1])
@@ -385,17 +422,24 @@ def test_near_ties_are_kept_in_every_mode():
     """Points whose distances differ in the last bits, and exact ties across tiles and panels: every mode gives the
     partners of the search held in memory (the first index among exact ties), as each computes every distance from
     the same row block and column tile."""
-    base = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1e-7], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0],
-                         [1.0, 0.0]])
+    base = torch.tensor(
+        [[0.0, 0.0], [1.0, 0.0], [1.0, 1e-7], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [1.0, 0.0]]
+    )
     z = torch.cat([base, base + 0.5, base, base * 1.0000001])  # repeats: exact ties in later tiles and panels
     labels = torch.tensor([0, 0, 0, 1, 0, 1, 1, 0] * 4)
-    chunks = [(z[i:i + 5], labels[i:i + 5]) for i in range(0, len(z), 5)]
+    chunks = [(z[i : i + 5], labels[i : i + 5]) for i in range(0, len(z), 5)]
     blocks = {"block_rows": 3, "block_cols": 4}  # a step: 7 x 8 + 120 + 84 = 260 bytes
     expected = si.data_pairs(iter(chunks), torch.device("cpu"), **blocks)
     for device_bytes, host_bytes in ((1e9, 0), (700, 1e9), (800, 0), (650, 0)):
         stats = {}
-        got = si.data_pairs(_counting(chunks)[0], torch.device("cpu"), device_bytes * MIB, host_mb=host_bytes * MIB,
-                            **blocks, stats=stats)
+        got = si.data_pairs(
+            _counting(chunks)[0],
+            torch.device("cpu"),
+            device_bytes * MIB,
+            host_mb=host_bytes * MIB,
+            **blocks,
+            stats=stats,
+        )
         assert (stats["block_rows"], stats["block_cols"]) == (3, 4)
         assert [t.tolist() for t in got] == [t.tolist() for t in expected], (device_bytes, host_bytes, stats)
 
@@ -452,8 +496,12 @@ def test_data_neighbours_search_once_per_layer_and_train_on_those_pairs(monkeypa
     torch.manual_seed(0)
     data = separable(n_train=64, n_test=64)
     model = lenet()
-    out = si.train(model, data, cfg_for(epochs_per_layer=3, classifier_epochs=5, **STABLE, neighbours="data",
-                                        si_eval_samples=64), ctx())
+    out = si.train(
+        model,
+        data,
+        cfg_for(epochs_per_layer=3, classifier_epochs=5, **STABLE, neighbours="data", si_eval_samples=64),
+        ctx(),
+    )
     assert calls == [64] * len(model.blocks)  # Step 3 once per layer (not per epoch), over all 64 samples
     assert out["pair_search_time_s"] > 0
     assert out["test_accuracy"] > 60 and out["si_final"] > 0.6  # chance: 25
@@ -462,15 +510,20 @@ def test_data_neighbours_search_once_per_layer_and_train_on_those_pairs(monkeypa
 def test_batch_neighbours_never_search_the_data(monkeypatch):
     monkeypatch.setattr(si, "data_pairs", lambda *a, **k: pytest.fail("searched the data"))
     torch.manual_seed(0)
-    out = si.train(lenet(), separable(), cfg_for(epochs_per_layer=1, **STABLE, neighbours="batch",
-                                                 si_eval_samples=0), ctx())
+    out = si.train(
+        lenet(), separable(), cfg_for(epochs_per_layer=1, **STABLE, neighbours="batch", si_eval_samples=0), ctx()
+    )
     assert "pair_search_time_s" not in out
 
 
 def test_data_pairs_with_augmentation_use_augmented_partners():
     torch.manual_seed(0)
-    out = si.train(lenet(), separable(), cfg_for(augment=True, epochs_per_layer=1, **STABLE, neighbours="data",
-                                                 si_eval_samples=0), ctx())
+    out = si.train(
+        lenet(),
+        separable(),
+        cfg_for(augment=True, epochs_per_layer=1, **STABLE, neighbours="data", si_eval_samples=0),
+        ctx(),
+    )
     assert out["prefix_cache"] == lw.CACHE_NOT_EXACT and np.isfinite(out["test_loss"])
 
 
@@ -478,10 +531,19 @@ def test_growing_scope_trains_every_block_up_to_the_new_one(monkeypatch):
     torch.manual_seed(0)
     model = lenet()
     watch = Watch(model, monkeypatch)
-    si.train(model, separable(), cfg_for(epochs_per_layer=1, classifier_epochs=1, **STABLE, train_scope="growing",
-                                         si_eval_samples=16), ctx())
-    assert watch.stage_names() == [["blocks.0"], ["blocks.0", "blocks.1"], ["blocks.0", "blocks.1", "blocks.2"],
-                                   ["blocks.0", "blocks.1", "blocks.2", "blocks.3"], ["head.bias", "head.weight"]]
+    si.train(
+        model,
+        separable(),
+        cfg_for(epochs_per_layer=1, classifier_epochs=1, **STABLE, train_scope="growing", si_eval_samples=16),
+        ctx(),
+    )
+    assert watch.stage_names() == [
+        ["blocks.0"],
+        ["blocks.0", "blocks.1"],
+        ["blocks.0", "blocks.1", "blocks.2"],
+        ["blocks.0", "blocks.1", "blocks.2", "blocks.3"],
+        ["head.bias", "head.weight"],
+    ]
 
 
 def test_bad_fork_options_are_errors():
@@ -515,27 +577,39 @@ def test_data_epoch_neighbours_search_at_every_epoch_of_every_stage(monkeypatch)
     calls = counting_search(monkeypatch, records)
     torch.manual_seed(0)
     model = lenet()
-    out = si.train(model, separable(), cfg_for(epochs_per_layer=3, classifier_epochs=1, **STABLE,
-                                               neighbours="data_epoch", si_eval_samples=0), ctx(records))
+    out = si.train(
+        model,
+        separable(),
+        cfg_for(epochs_per_layer=3, classifier_epochs=1, **STABLE, neighbours="data_epoch", si_eval_samples=0),
+        ctx(records),
+    )
     n = len(model.blocks)
     assert [epoch for epoch, _, _ in calls] == list(range(1, 3 * n + 1))  # each SI epoch, none in the classifier's
     assert all(len(pos) == 48 for _, pos, _ in calls)  # over the whole training set
     assert len(records) == 3 * n + 1 and out["pair_search_time_s"] > 0
     # the partners follow the layer as it trains: some change between the epochs of a stage
-    changed = [not (torch.equal(calls[i][1], calls[i + 1][1]) and torch.equal(calls[i][2], calls[i + 1][2]))
-               for i in range(len(calls) - 1) if i % 3 != 2]
+    changed = [
+        not (torch.equal(calls[i][1], calls[i + 1][1]) and torch.equal(calls[i][2], calls[i + 1][2]))
+        for i in range(len(calls) - 1)
+        if i % 3 != 2
+    ]
     assert any(changed)
 
 
 def test_data_epoch_is_data_when_a_stage_has_one_epoch(monkeypatch):
     """With one epoch per stage both search once per stage, at its first batch: bit-identical runs."""
+
     def run(neighbours):
         records = []
         calls = counting_search(monkeypatch, records)
         torch.manual_seed(0)
         model = lenet()
-        out = si.train(model, separable(), cfg_for(epochs_per_layer=1, **STABLE, neighbours=neighbours,
-                                                   si_eval_samples=16), ctx(records))
+        out = si.train(
+            model,
+            separable(),
+            cfg_for(epochs_per_layer=1, **STABLE, neighbours=neighbours, si_eval_samples=16),
+            ctx(records),
+        )
         return model, out, records, calls
 
     model_d, out_d, records_d, calls_d = run("data")
@@ -552,8 +626,12 @@ def test_fb_si_takes_data_epoch_neighbours_but_not_the_layer_lr_schedule(monkeyp
     records = []
     calls = counting_search(monkeypatch, records)
     torch.manual_seed(0)
-    out = fb_si.train(lenet(), separable(), cfg_for(epochs=1, epochs_per_layer=2, **STABLE, si_eval_samples=0,
-                                                    neighbours="data_epoch"), ctx(records))
+    out = fb_si.train(
+        lenet(),
+        separable(),
+        cfg_for(epochs=1, epochs_per_layer=2, **STABLE, si_eval_samples=0, neighbours="data_epoch"),
+        ctx(records),
+    )
     assert [epoch for epoch, _, _ in calls] == [1, 2] and "pair_search_time_s" in out
     with pytest.raises(ValueError, match="unknown fb_si"):
         fb_si.train(lenet(), separable(), cfg_for(layer_lr_schedule="scaled"), ctx())
@@ -567,6 +645,7 @@ def test_a_wrong_neighbours_value_names_the_choices():
 
 
 # ---------------------------------------------------------------- layer_lr_schedule: the E2E steps per stage
+
 
 def test_scaled_milestones_map_the_e2e_schedule_onto_a_stage():
     cfg = {"epochs": 200, "lr_milestones": [100, 150]}
@@ -582,8 +661,9 @@ def test_scaled_milestones_map_the_e2e_schedule_onto_a_stage():
 def schedule_cfg(schedule=None):
     """Two SI stages of 4 epochs, then the classifier (blocks 2, 3, head) for 2; E2E: 8 epochs, steps at 4 and 6."""
     opts = {} if schedule is None else {"layer_lr_schedule": schedule}
-    cfg = cfg_for(epochs=8, epochs_per_layer=4, classifier_epochs=2, feature_blocks=2, **STABLE, si_eval_samples=0,
-                  **opts)
+    cfg = cfg_for(
+        epochs=8, epochs_per_layer=4, classifier_epochs=2, feature_blocks=2, **STABLE, si_eval_samples=0, **opts
+    )
     cfg["lr_milestones"], cfg["lr_gamma"] = [4, 6], 0.5
     return cfg
 
@@ -592,8 +672,9 @@ def test_scaled_layer_lr_schedule_decays_every_si_stage_and_the_classifier():
     torch.manual_seed(0)
     records = []
     si.train(lenet(), separable(), schedule_cfg("scaled"), ctx(records))
-    assert [(r["stage"], r["stage_epoch"]) for r in records] == [(s, e) for s, n in ((0, 4), (1, 4), (2, 2))
-                                                                 for e in range(1, n + 1)]
+    assert [(r["stage"], r["stage_epoch"]) for r in records] == [
+        (s, e) for s, n in ((0, 4), (1, 4), (2, 2)) for e in range(1, n + 1)
+    ]
     # SI stages: milestones 4, 6 of 8 -> stage epochs 2, 3 of 4; the classifier: 1 (and 1.5 -> 2, its end) of 2
     assert [r["lr"] for r in records] == pytest.approx([0.01, 0.01, 0.005, 0.0025] * 2 + [0.01, 0.005])
 
@@ -618,12 +699,14 @@ def test_the_search_plan_says_what_the_search_does(device_bytes, host_bytes):
     plan = si.search_plan(97, 64, 8, device_bytes, host_bytes, **BLOCKS)
     if plan["mode"] == "too large":
         with pytest.raises(ValueError, match="cannot hold a row panel"):
-            si.data_pairs(_counting(chunks)[0], torch.device("cpu"), device_bytes * MIB, host_mb=host_bytes * MIB,
-                          **BLOCKS)
+            si.data_pairs(
+                _counting(chunks)[0], torch.device("cpu"), device_bytes * MIB, host_mb=host_bytes * MIB, **BLOCKS
+            )
         return
     stats = {}
-    si.data_pairs(_counting(chunks)[0], torch.device("cpu"), device_bytes * MIB, host_mb=host_bytes * MIB, **BLOCKS,
-                  stats=stats)
+    si.data_pairs(
+        _counting(chunks)[0], torch.device("cpu"), device_bytes * MIB, host_mb=host_bytes * MIB, **BLOCKS, stats=stats
+    )
     assert (plan["mode"], plan["passes"], plan["panels"]) == (stats["mode"], stats["passes"], stats["panels"])
     assert plan["device_bytes"] == pytest.approx(stats["peak_device_mb"] * 2**20, rel=0.1)
     # Karimi's DBpedia SI on the papers' node (24 GB GPU: 8 GiB to the search; 64 GB host: half of it): streamed

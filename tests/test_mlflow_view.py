@@ -2,20 +2,21 @@
 cells read as metrics beside the paper's printed values, `bench ui`'s links to each experiment's runs, and MLflow URI
 errors as the suite's one line. No training: SQLite stores in tmp_path, runs logged by hand or synced from result
 files written here."""
+
 import json
 from pathlib import Path
 
 import mlflow
 import pytest
+from helpers import result_file
+from pg_mlflow import free_port
 
 from bench import experiments as ex
 from bench.claims.registry import load_claims
-from bench.run import runner, track, ui
+from bench.run import track, ui
 from bench.run.results import run_path
 from bench.run.sync import sync
 from bench.verdicts.aggregate import metric_value
-from helpers import result_file
-from pg_mlflow import free_port
 
 MLFLOW_JS = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
 LIVE = "karimi-cifar10-lenet-backprop-adam"  # a smoke experiment with accuracy and time cells
@@ -51,19 +52,24 @@ def test_the_kind_is_the_uis_training_runs_kind():
 def test_experiments_are_created_and_kept_of_the_training_runs_kind(store):
     mlflow = client(store)
     old = mlflow.create_experiment(track.experiment_name("smoke", "ma"))  # made before the kind was set
-    mine = mlflow.create_experiment(track.experiment_name("smoke", "cruciata"),
-                                    tags={track.EXPERIMENT_KIND_TAG: "genai_development"})  # a user's own choice
+    mine = mlflow.create_experiment(
+        track.experiment_name("smoke", "cruciata"), tags={track.EXPERIMENT_KIND_TAG: "genai_development"}
+    )  # a user's own choice
     ids = track.setup("smoke", ["karimi", "ma", "cruciata"])
     kinds = {p: mlflow.get_experiment(i).tags.get(track.EXPERIMENT_KIND_TAG) for p, i in ids.items()}
-    assert kinds == {"karimi": "custom_model_development", "ma": "custom_model_development",
-                     "cruciata": "genai_development"}
+    assert kinds == {
+        "karimi": "custom_model_development",
+        "ma": "custom_model_development",
+        "cruciata": "genai_development",
+    }
     assert (ids["ma"], ids["cruciata"]) == (old, mine)
 
 
 def own_cells(experiment: str) -> list:
     exp = ex.get(experiment)
-    return [c for c in load_claims() if c.experiment_key() == (exp.paper, exp.dataset, exp.model, exp.method,
-                                                                 exp.variant)]
+    return [
+        c for c in load_claims() if c.experiment_key() == (exp.paper, exp.dataset, exp.model, exp.method, exp.variant)
+    ]
 
 
 @pytest.mark.parametrize("experiment", [LIVE, TIMED_WITH_EVAL, TEXT])
@@ -71,12 +77,15 @@ def test_the_cell_metrics_are_what_aggregate_reads(experiment):
     """cell_<metric>_<unit> per kind of cell the run is measured for: the value bench.verdicts.aggregate reads from
     the run, in the cell's unit; claimed_<metric>_<unit> the registry's printed strings."""
     epochs = [{"epoch": k, "epoch_time_s": 2.0 + k, "eval_time_s": 0.5} for k in (1, 2, 3)]
-    result = result_file("smoke", experiment, metrics={"test_accuracy": 61.25, "train_time_s": 12.0,
-                                                       "peak_memory_mb": 900.0, "host_rss_after_mb": 2048.0},
-                         epochs=epochs)
+    result = result_file(
+        "smoke",
+        experiment,
+        metrics={"test_accuracy": 61.25, "train_time_s": 12.0, "peak_memory_mb": 900.0, "host_rss_after_mb": 2048.0},
+        epochs=epochs,
+    )
     cells = own_cells(experiment)
     assert cells
-    tags = track.claimed_tags(ex.get(experiment), runner.cells_of(experiment))
+    tags = track.claimed_tags(ex.get(experiment), ex.cells_of(experiment))
     values = track.cell_metrics(track.cell_keys(tags), result["metrics"], result["config"], result["epochs"])
     for c in cells:
         key = track.CELL_KEYS[(c.metric, c.unit)]
@@ -87,7 +96,7 @@ def test_the_cell_metrics_are_what_aggregate_reads(experiment):
 
 def test_a_live_run_has_a_short_name_its_cells_values_and_printed_values(store):
     exp = ex.get(LIVE)
-    cells = runner.cells_of(LIVE)
+    cells = ex.cells_of(LIVE)
     tags = track.run_tags(exp, 0, "smoke", cells, {"device": "cpu"}, {})
     logger = track.RunLogger("smoke", exp.paper, track.legacy_run_name(LIVE, 0), tags, ex.config(exp, "smoke"))
     for epoch in (1, 2):
@@ -106,9 +115,17 @@ def test_a_live_run_has_a_short_name_its_cells_values_and_printed_values(store):
 
 
 def write_result(results: Path, experiment: str, seed: int, **extra) -> Path:
-    result = result_file("smoke", experiment, seed, metrics={"test_accuracy": 55.0, "train_time_s": 30.0},
-                         started="2026-01-02T03:04:05+00:00", finished="2026-01-02T03:05:05+00:00",
-                         cells=[c.id for c in runner.cells_of(experiment)], data={}, **extra)
+    result = result_file(
+        "smoke",
+        experiment,
+        seed,
+        metrics={"test_accuracy": 55.0, "train_time_s": 30.0},
+        started="2026-01-02T03:04:05+00:00",
+        finished="2026-01-02T03:05:05+00:00",
+        cells=[c.id for c in ex.cells_of(experiment)],
+        data={},
+        **extra,
+    )
     path = run_path("smoke", experiment, seed, results)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result))
@@ -121,8 +138,9 @@ def test_sync_names_new_runs_short_and_renames_old_ones(store, tmp_path):
     write_result(tmp_path / "results", LIVE, 0)
     old_store = client(store)
     exp_id = old_store.create_experiment(track.experiment_name("smoke", "karimi"))
-    old = old_store.create_run(exp_id, run_name=track.legacy_run_name(LIVE, 1),
-                               tags={"synced_from": f"run-{LIVE}-1"}).info.run_id
+    old = old_store.create_run(
+        exp_id, run_name=track.legacy_run_name(LIVE, 1), tags={"synced_from": f"run-{LIVE}-1"}
+    ).info.run_id
     write_result(tmp_path / "results", LIVE, 1)
     counts = sync("smoke", tmp_path / "results")
     assert (counts["created"], counts["renamed"]) == (1, 1)
@@ -143,8 +161,10 @@ class Exec(Exception):
 def test_bench_ui_prints_a_link_to_each_experiments_runs(store, monkeypatch, capsys):
     """One link per experiment of the suite, to its runs with the suite's columns; an experiment of an older store
     (no kind, no view) gets them first."""
-    ids = {"ma": client(store).create_experiment(track.experiment_name("smoke", "ma")),
-           **track.setup("smoke", ["karimi"])}
+    ids = {
+        "ma": client(store).create_experiment(track.experiment_name("smoke", "ma")),
+        **track.setup("smoke", ["karimi"]),
+    }
     client(store).create_experiment("someone else's")
     port = free_port()
 
@@ -156,17 +176,25 @@ def test_bench_ui_prints_a_link_to_each_experiments_runs(store, monkeypatch, cap
         ui.serve(port=port, store=f"sqlite:///{store}")
     assert f"sqlite:///{store}" in done.value.args[0]
     out = capsys.readouterr().out.splitlines()
-    assert out == [f"layerwise-bench/smoke/{p}: http://127.0.0.1:{port}/#/experiments/{ids[p]}/runs?"
-                   f"workflowType=machine_learning&viewStateShareKey=layerwise-bench" for p in ("karimi", "ma")]
+    assert out == [
+        f"layerwise-bench/smoke/{p}: http://127.0.0.1:{port}/#/experiments/{ids[p]}/runs?"
+        f"workflowType=machine_learning&viewStateShareKey=layerwise-bench"
+        for p in ("karimi", "ma")
+    ]
     tags = client(store).get_experiment(ids["ma"]).tags
     assert tags[track.EXPERIMENT_KIND_TAG] == track.EXPERIMENT_KIND
     view = json.loads(tags["mlflow.sharedViewState.layerwise-bench"])
     assert {"metrics.`cell_test_accuracy_pct`", "tags.`claimed_test_accuracy_pct`"} <= set(view["selectedColumns"])
 
 
-@pytest.mark.parametrize("uri, says", [("nonsense", "'nonsense': not a URI"),
-                                       ("sqlite:///no/such/folder/mlflow.db", "no folder"),
-                                       ("fooo://x", "unknown scheme fooo://")])
+@pytest.mark.parametrize(
+    "uri, says",
+    [
+        ("nonsense", "'nonsense': not a URI"),
+        ("sqlite:///no/such/folder/mlflow.db", "no folder"),
+        ("fooo://x", "unknown scheme fooo://"),
+    ],
+)
 def test_a_tracking_uri_no_store_can_be_opened_at_is_one_line(tmp_path, monkeypatch, capsys, uri, says):
     """bench setup and bench sync: one line naming the URI and why, exit 2; nothing created (MLflow would make the
     SQLite file's folders, or a file store named `nonsense`)."""

@@ -1,6 +1,8 @@
 """Model builders (VGG and ResNet from hierarchies) and the data path (stand-ins, real files, batches)."""
+
 import pytest
 import torch
+from conftest import shared_raw
 
 from bench import BenchError
 from bench.claims.datasets import DATASETS
@@ -8,8 +10,8 @@ from bench.data import load, missing_reason
 from bench.data.loader import Batches, random_crop_flip
 from bench.data.synthetic import stand_in
 from bench.data.tensors import TensorData
-from bench.models import build_model, missing_reason as model_missing
-from conftest import shared_raw
+from bench.models import build_model
+from bench.models import missing_reason as model_missing
 
 
 def n_params(model):
@@ -19,15 +21,20 @@ def n_params(model):
 def test_known_parameter_counts():
     # the CIFAR ResNet-18 (3x3 stem, no max-pool, 10 classes) has 11,173,962 parameters
     assert n_params(build_model({"base": "resnet18"}, 3, 10, 32, {})) == 11_173_962
-    # N&E's vgg8b with its 1024-unit hidden FC block: 8.9M parameters (methods.md 1.4)
+    # N&E's vgg8b with its 1024-unit hidden FC block: 8.9M parameters (docs/methods/predsim.md#14-architectures)
     vgg8b = build_model({"base": "vgg8b"}, 3, 10, 32, {"head_pool": "flatten", "head_hidden": [1024], "head_bn": True})
     assert round(n_params(vgg8b) / 1e6, 1) == 8.9
 
 
-@pytest.mark.parametrize("arch,blocks", [({"base": "vgg16", "hierarchy": [3, 3, 4, 4, 4]}, 18),
-                                         ({"base": "vgg8b", "hierarchy": [5, 5, 4, 4]}, 18),
-                                         ({"base": "resnet50", "hierarchy": [1, 2, 8, 5]}, 17),
-                                         ({"base": "resnet152"}, 51)])
+@pytest.mark.parametrize(
+    "arch,blocks",
+    [
+        ({"base": "vgg16", "hierarchy": [3, 3, 4, 4, 4]}, 18),
+        ({"base": "vgg8b", "hierarchy": [5, 5, 4, 4]}, 18),
+        ({"base": "resnet50", "hierarchy": [1, 2, 8, 5]}, 17),
+        ({"base": "resnet152"}, 51),
+    ],
+)
 def test_hierarchies_set_the_blocks(arch, blocks):
     model = build_model(arch, 3, 100, 32, {"width_mult": 0.0625})
     assert len(model.blocks) == blocks
@@ -48,7 +55,9 @@ def test_inputs_of_every_shape():
 def test_width_multiplier_and_unbuilt_models():
     full = n_params(build_model({"base": "resnet50"}, 3, 10, 32, {}))
     assert n_params(build_model({"base": "resnet50"}, 3, 10, 32, {"width_mult": 0.25})) < full / 10
-    assert "not in the model zoo" in model_missing({"base": "mobilenet_v2"}) and model_missing({"base": "resnet101"}) == ""
+    assert (
+        "not in the model zoo" in model_missing({"base": "mobilenet_v2"}) and model_missing({"base": "resnet101"}) == ""
+    )
     assert "not in the model zoo" in model_missing({"base": "vgg12"})
 
 
@@ -87,7 +96,7 @@ def test_crop_and_flip_match_a_per_sample_reference():
     dy = torch.randint(0, 5, (6,), generator=ref_gen)
     dx = torch.randint(0, 5, (6,), generator=ref_gen)
     for i in range(6):
-        assert torch.equal(out[i], padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8])
+        assert torch.equal(out[i], padded[i, :, dy[i] : dy[i] + 8, dx[i] : dx[i] + 8])
     flipped = random_crop_flip(x, 0, True, torch.Generator().manual_seed(1))
     for i in range(6):
         assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2))

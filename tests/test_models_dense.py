@@ -1,4 +1,5 @@
 """DenseNet and ResNeXt builders: forward/backward, blocks, parameter counts against torchvision and by hand."""
+
 import pytest
 import torch
 import torchvision
@@ -10,13 +11,16 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("base,opts,blocks", [
-    ("densenet", {"width_mult": 0.5}, ["stem", "dense1", "trans1", "dense2", "trans2", "dense3"]),
-    ("densenet_bc100", {"width_mult": 0.5}, ["stem", "dense1", "trans1", "dense2", "trans2", "dense3"]),
-    ("densenet", {"bn": False, "width_mult": 0.25, "dropout": 0.2}, None),  # no in-place activation on kept maps
-    ("resnext", {}, [f"conv{i}" for i in range(1, 9)]),
-    ("resnext50_32x4d", {"width_mult": 0.25}, None),  # cifar stem (the default)
-])
+@pytest.mark.parametrize(
+    "base,opts,blocks",
+    [
+        ("densenet", {"width_mult": 0.5}, ["stem", "dense1", "trans1", "dense2", "trans2", "dense3"]),
+        ("densenet_bc100", {"width_mult": 0.5}, ["stem", "dense1", "trans1", "dense2", "trans2", "dense3"]),
+        ("densenet", {"bn": False, "width_mult": 0.25, "dropout": 0.2}, None),  # no in-place activation on kept maps
+        ("resnext", {}, [f"conv{i}" for i in range(1, 9)]),
+        ("resnext50_32x4d", {"width_mult": 0.25}, None),  # cifar stem (the default)
+    ],
+)
 def test_forward_backward_and_blocks(base, opts, blocks):
     torch.manual_seed(0)
     model = build_model({"base": base}, 3, 100, 32, opts)
@@ -39,9 +43,13 @@ def test_forward_backward_and_blocks(base, opts, blocks):
     assert missing_reason({"base": base}) == ""
 
 
-@pytest.mark.parametrize("ours,theirs,opts", [("densenet121", torchvision.models.densenet121, {}),
-                                              ("resnext50_32x4d", torchvision.models.resnext50_32x4d,
-                                               {"stem": "imagenet"})])
+@pytest.mark.parametrize(
+    "ours,theirs,opts",
+    [
+        ("densenet121", torchvision.models.densenet121, {}),
+        ("resnext50_32x4d", torchvision.models.resnext50_32x4d, {"stem": "imagenet"}),
+    ],
+)
 def test_same_as_torchvision(ours, theirs, opts):
     model, reference = build_model({"base": ours}, 3, 1000, 224, opts), theirs(weights=None)
     assert n_params(model) == n_params(reference) == {"densenet121": 7_978_856, "resnext50_32x4d": 25_028_904}[ours]
@@ -97,8 +105,10 @@ def test_keras_defaults_for_every_model_of_a_keras_paper(base):
 
     from bench import experiments as ex
 
-    opts = {**ex.config(ex.Experiment("bhyravabhottla", "cifar100", base, "backprop"), "paper")["model"],
-            "width_mult": 0.25}
+    opts = {
+        **ex.config(ex.Experiment("bhyravabhottla", "cifar100", base, "backprop"), "paper")["model"],
+        "width_mult": 0.25,
+    }
     assert opts["keras_defaults"] is True
     torch.manual_seed(0)
     model = build_model({"base": base}, 3, 100, 32, opts)
@@ -120,5 +130,8 @@ def test_keras_defaults_for_every_model_of_a_keras_paper(base):
     assert big.weight.var().item() == pytest.approx(expected, rel=0.05)
     plain = build_model({"base": base}, 3, 100, 32, {**opts, "keras_defaults": False})
     if base != "cnn12":  # without the switch: PyTorch's defaults (cnn12 keeps its own Keras init)
-        assert all(m.momentum == 0.1 and m.eps == 1e-5 for m in plain.modules()
-                   if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+        assert all(
+            m.momentum == 0.1 and m.eps == 1e-5
+            for m in plain.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        )

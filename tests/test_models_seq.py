@@ -1,4 +1,5 @@
 """SimCNN (Belilovsky et al.'s greedy CIFAR nets, psi downsampling, k-specific heads) and VD-CNN (char-level text)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ def n_convs(module, kind):
 
 # ---------------------------------------------------------------- SimCNN
 
+
 def test_psi_is_an_invertible_space_to_depth():
     x = torch.randn(2, 3, 8, 6)
     y = SpaceToDepth(2)(x)
@@ -28,9 +30,14 @@ def test_psi_is_an_invertible_space_to_depth():
     assert torch.equal(torch.sort(y.flatten())[0], torch.sort(x.flatten())[0])  # a permutation of the entries
 
 
-@pytest.mark.parametrize("base,blocks,widths", [("simcnn_k1", 5, [256, 256, 512, 1024, 1024]),
-                                                ("simcnn_k2", 4, [128, 128, 256, 256]),
-                                                ("simcnn_k3", 4, [128, 128, 256, 256])])
+@pytest.mark.parametrize(
+    "base,blocks,widths",
+    [
+        ("simcnn_k1", 5, [256, 256, 512, 1024, 1024]),
+        ("simcnn_k2", 4, [128, 128, 256, 256]),
+        ("simcnn_k3", 4, [128, 128, 256, 256]),
+    ],
+)
 def test_simcnn_builds_runs_and_exposes_its_blocks(base, blocks, widths):
     torch.manual_seed(0)
     model = build_model({"base": base}, 3, 10, 32, {})
@@ -54,10 +61,16 @@ def test_simcnn_k2_and_k3_share_the_trunk_but_not_the_head():
     assert shapes(k2) == shapes(k3)
     assert n_convs(k2.head, nn.Conv2d) == 1 and n_convs(k3.head, nn.Conv2d) == 2
     # hand count of the k=2 trunk: bias-free 3x3 convs, BN = 2 parameters per channel
-    trunk = (3 * 128 * 9 + 2 * 128  # conv1: 3 -> 128 @32
-             + 128 * 128 * 9 + 2 * 128  # conv2: 128 -> 128 @32
-             + 4 * 128 * 256 * 9 + 2 * 256  # conv3: psi (512 channels) -> 256 @16
-             + 256 * 256 * 9 + 2 * 256)  # conv4: 256 -> 256 @16
+    trunk = (
+        3 * 128 * 9
+        + 2 * 128  # conv1: 3 -> 128 @32
+        + 128 * 128 * 9
+        + 2 * 128  # conv2: 128 -> 128 @32
+        + 4 * 128 * 256 * 9
+        + 2 * 256  # conv3: psi (512 channels) -> 256 @16
+        + 256 * 256 * 9
+        + 2 * 256
+    )  # conv4: 256 -> 256 @16
     assert trunk == 1_921_920 and n_params(k2.blocks) == trunk
     # k=2 head: aux conv 256 -> 256 (width_aux 128 doubled once), BN, 2x2 avg pool, BN, Linear(256*4 -> 10)
     assert n_params(k2.head) == 256 * 256 * 9 + 2 * 256 + 2 * 256 + (1024 * 10 + 10)
@@ -72,11 +85,14 @@ def test_simcnn_aux_heads_fit_every_block():
     for block, head in zip(model.blocks, heads):
         x = block(x)
         assert head(x).shape == (2, 10)
-    assert n_params(build_model({"base": "simcnn_k1"}, 3, 10, 32, opts)) < n_params(
-        build_model({"base": "simcnn_k1"}, 3, 10, 32, {})) / 100
+    assert (
+        n_params(build_model({"base": "simcnn_k1"}, 3, 10, 32, opts))
+        < n_params(build_model({"base": "simcnn_k1"}, 3, 10, 32, {})) / 100
+    )
 
 
 # ---------------------------------------------------------------- VD-CNN
+
 
 def test_kmax_pooling_keeps_the_temporal_order():
     x = torch.tensor([[[1.0, 9.0, 3.0, 7.0, 5.0, 8.0]]])

@@ -1,5 +1,6 @@
 """AlexNet, LeNet-5 and the 12-layer CNN: shapes the papers use, exposed blocks, parameter counts against
 independent references (torchvision, hand counts, the paper's per-layer table), width scaling, size checks."""
+
 import pytest
 import torch
 import torchvision
@@ -15,15 +16,33 @@ def build(base, in_channels=3, num_classes=10, input_size=32, **opts):
     return build_model({"base": base}, in_channels, num_classes, input_size, opts)
 
 
-@pytest.mark.parametrize("base,shape,names", [
-    ("alexnet", (3, 32, 32), ["conv1", "conv2", "conv3", "conv4", "conv5"]),
-    ("alexnet", (1, 32, 32), ["conv1", "conv2", "conv3", "conv4", "conv5"]),
-    ("lenet", (3, 32, 32), ["conv1", "conv2", "fc1", "fc2"]),
-    ("lenet", (1, 32, 32), ["conv1", "conv2", "fc1", "fc2"]),
-    ("lenet", (1, 28, 28), ["conv1", "conv2", "fc1", "fc2"]),
-    ("cnn12", (3, 32, 32), ["conv1", "conv2", "pool1", "dropout1", "conv3", "conv4", "pool2", "dropout2",
-                            "flatten", "fc1", "dropout3"]),
-])
+@pytest.mark.parametrize(
+    "base,shape,names",
+    [
+        ("alexnet", (3, 32, 32), ["conv1", "conv2", "conv3", "conv4", "conv5"]),
+        ("alexnet", (1, 32, 32), ["conv1", "conv2", "conv3", "conv4", "conv5"]),
+        ("lenet", (3, 32, 32), ["conv1", "conv2", "fc1", "fc2"]),
+        ("lenet", (1, 32, 32), ["conv1", "conv2", "fc1", "fc2"]),
+        ("lenet", (1, 28, 28), ["conv1", "conv2", "fc1", "fc2"]),
+        (
+            "cnn12",
+            (3, 32, 32),
+            [
+                "conv1",
+                "conv2",
+                "pool1",
+                "dropout1",
+                "conv3",
+                "conv4",
+                "pool2",
+                "dropout2",
+                "flatten",
+                "fc1",
+                "dropout3",
+            ],
+        ),
+    ],
+)
 @pytest.mark.parametrize("bn", [False, True])
 def test_forward_backward(base, shape, names, bn):
     torch.manual_seed(0)
@@ -67,8 +86,20 @@ def test_lenet_hand_count():
 
 def test_cnn12_paper_counts():
     model = build("cnn12")
-    expected = {"conv1": 896, "conv2": 9248, "pool1": 0, "dropout1": 0, "conv3": 18496, "conv4": 36928,
-                "pool2": 0, "dropout2": 0, "flatten": 0, "fc1": 2097664, "dropout3": 0, "head": 5130}
+    expected = {
+        "conv1": 896,
+        "conv2": 9248,
+        "pool1": 0,
+        "dropout1": 0,
+        "conv3": 18496,
+        "conv4": 36928,
+        "pool2": 0,
+        "dropout2": 0,
+        "flatten": 0,
+        "fc1": 2097664,
+        "dropout3": 0,
+        "head": 5130,
+    }
     assert {name: n_params(model.part(name)) for name in expected} == expected
     assert n_params(model) == 2_168_362
     assert n_params(build("cnn12", 3, 100)) == 2_214_532
@@ -92,8 +123,10 @@ def test_options():
     assert any(isinstance(m, torch.nn.LeakyReLU) for m in leaky.modules())
 
 
-@pytest.mark.parametrize("base,size,opts", [("alexnet", 7, {}), ("alexnet", 32, {"alexnet_preset": "imagenet"}),
-                                            ("lenet", 11, {}), ("cnn12", 3, {})])
+@pytest.mark.parametrize(
+    "base,size,opts",
+    [("alexnet", 7, {}), ("alexnet", 32, {"alexnet_preset": "imagenet"}), ("lenet", 11, {}), ("cnn12", 3, {})],
+)
 def test_too_small_inputs(base, size, opts):
     with pytest.raises(ValueError):
         build(base, 3, 10, size, **opts)

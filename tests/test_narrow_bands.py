@@ -3,14 +3,14 @@ printed-precision band) is where "the smallest of three p-values" broke, since i
 wrong. Simulated draws are judged by the verdict code's own vectorised tests (bench.verdicts.cells.band_tests and
 decide, which `judge` calls for every cell; checked here on the same draws). Seeded: each rate is a fixed number; the
 bounds are alpha plus three simulation standard errors."""
+
 import math
 
 import numpy as np
 import pytest
 
 from bench.verdicts import cells as vd
-from bench.verdicts import power
-from bench.verdicts import stats
+from bench.verdicts import power, stats
 
 ALPHA = vd.tolerances()["alpha"]
 SEEDS = 3

@@ -1,4 +1,5 @@
 """`bench perf` runs end to end on the CPU (a benchmark, not a timed test: only that it measures and reports)."""
+
 import torch
 
 from bench.cost import perf

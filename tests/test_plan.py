@@ -1,21 +1,27 @@
 """`bench plan`: the cost model per method, a job's units by hand, the totals, and predicted vs measured."""
+
 import pytest
+from helpers import result_file
 
 from bench import experiments as ex
 from bench.claims.datasets import DATASETS
-from bench.cost import method_costs, plan
+from bench.cost import method_costs, plan, resources
 from bench.methods.schedule import stage_epochs
 from bench.run.targets import targets
-from helpers import result_file
-
 
 W, P = method_costs.Work, method_costs.Part
 
 
 def toy_parts(**extra) -> dict:
     """Four blocks and a head with round numbers: [forward MACs, forward seconds, forward + backward seconds]."""
-    return {"total": 1111.0, "blocks": [[100, 1, 3], [200, 2, 5], [300, 3, 8], [400, 4, 9]], "head": [111, 1, 2],
-            "out": [64, 32, 16, 8], "classes": 10, **extra}
+    return {
+        "total": 1111.0,
+        "blocks": [[100, 1, 3], [200, 2, 5], [300, 3, 8], [400, 4, 9]],
+        "head": [111, 1, 2],
+        "out": [64, 32, 16, 8],
+        "classes": 10,
+        **extra,
+    }
 
 
 def test_stage_epochs_per_method():
@@ -43,14 +49,20 @@ def test_phases_by_hand():
     assert ps[0].train == W(3 * 1311, 35)  # the model and every local unit's similarity conv + decoder
 
     # Learn & Drop / Freezing: the cuts' frozen prefixes (layer k = block k here) and the stored state after each
-    cuts = {"cuts": [[0, 0, 0], [100, 1, 3], [300, 3, 8], [600, 6, 16], [1000, 10, 25]],
-            "cut_state": [784, 64, 32, 16, 8]}
+    cuts = {
+        "cuts": [[0, 0, 0], [100, 1, 3], [300, 3, 8], [600, 6, 16], [1000, 10, 25]],
+        "cut_state": [784, 64, 32, 16, 8],
+    }
     drops = [(0, 0), (1, 0), (2, 2), (3, 2), (3, 2)]  # warm-up, scored, extraction of layers 0-1, two on stored maps
     ld = method_costs.phases("learn_drop", cfg, toy_parts(**cuts), 1000, False, drops)
     head = W(3 * 811, 19)  # what is left after the cut, trained: blocks 2, 3 and the head
-    assert [p.train for p in ld] == [W(3333, 27), W(3333, 27),
-                                     W(300, 3) + head + W(reads=32),  # the dropped layers once, their maps stored
-                                     W(reads=32) + head, W(reads=32) + head]
+    assert [p.train for p in ld] == [
+        W(3333, 27),
+        W(3333, 27),
+        W(300, 3) + head + W(reads=32),  # the dropped layers once, their maps stored
+        W(reads=32) + head,
+        W(reads=32) + head,
+    ]
     assert all(p.evaluate == W(1111, 11) for p in ld)  # the whole model is evaluated every epoch
     fr = method_costs.phases("freezing", cfg, toy_parts(**cuts), 1000, False, drops)
     assert fr[-1].train == W(300, 3) + head  # frozen: forward only, no backward
@@ -59,8 +71,9 @@ def test_phases_by_hand():
     # layer-to-layer: 2 stages over 4 Keras layers: [0, 3] then [1, 2], layer 0 frozen (forward) and layer 3 frozen
     # but crossed by the gradient (forward + input gradient: 2 forwards' MACs, half the backward)
     layers = {"layers": [[100, 1, 3], [200, 2, 5], [300, 3, 8], [511, 5, 11]]}
-    l2l = method_costs.phases("layer_to_layer", {"epochs": 5, "method_options": {"epochs_per_stage": 3}},
-                              toy_parts(**layers), 1000, False)
+    l2l = method_costs.phases(
+        "layer_to_layer", {"epochs": 5, "method_options": {"epochs_per_stage": 3}}, toy_parts(**layers), 1000, False
+    )
     assert [(p.epochs, p.train) for p in l2l] == [(3, W(3333, 27)), (3, W(100, 1) + W(1500, 13) + W(1022, 8))]
 
 
@@ -69,17 +82,20 @@ def test_predsim_sequential_phases_by_hand():
     head), 10 epochs over 5 stages. Stage j: the frozen units before it forward only, unit j and its similarity conv
     and decoder trained, nothing after it; the last stage: every unit forward, the output layer trained; the whole
     model evaluated every epoch. Every stage costs less per epoch than the simultaneous schedule's epoch."""
-    parts = toy_parts(aux=[[50, 1, 2]] * 4, units=[[100, 1, 3], [200, 2, 5], [300, 3, 8], [400, 4, 9]],
-                      output=[111, 1, 2])
+    parts = toy_parts(
+        aux=[[50, 1, 2]] * 4, units=[[100, 1, 3], [200, 2, 5], [300, 3, 8], [400, 4, 9]], output=[111, 1, 2]
+    )
     cfg = {"epochs": 10, "method_options": {"schedule": "sequential"}}
     assert stage_epochs("predsim", cfg, 4, n_units=4) == [2] * 5
     seq = method_costs.phases("predsim", cfg, parts, 1000, False)
     assert [p.epochs for p in seq] == [2] * 5
-    assert [p.train for p in seq] == [W(3 * 150, 5),  # unit 0 + its aux trained, nothing before or after
-                                      W(100, 1) + W(3 * 250, 7),  # unit 0 forward (frozen), unit 1 trained
-                                      W(300, 3) + W(3 * 350, 10),
-                                      W(600, 6) + W(3 * 450, 11),
-                                      W(1000, 10) + W(333, 2)]  # every unit forward, the output layer trained
+    assert [p.train for p in seq] == [
+        W(3 * 150, 5),  # unit 0 + its aux trained, nothing before or after
+        W(100, 1) + W(3 * 250, 7),  # unit 0 forward (frozen), unit 1 trained
+        W(300, 3) + W(3 * 350, 10),
+        W(600, 6) + W(3 * 450, 11),
+        W(1000, 10) + W(333, 2),
+    ]  # every unit forward, the output layer trained
     assert all(p.evaluate == W(1111, 11) for p in seq)
     sim = method_costs.phases("predsim", {"epochs": 10, "method_options": {}}, parts, 1000, False)
     assert [p.epochs for p in sim] == [10] and sim[0].train == W(3 * 1311, 35)
@@ -97,9 +113,13 @@ def test_predsim_sequential_units_of_a_real_model():
 
     exp = ex.get("ma-cifar10-vgg8b-predsim")
     cfg = ex.config(exp, "smoke")
-    cfg = {**cfg, "epochs": 400, "lr_milestones": [200, 300, 356, 376],
-           "method_options": {**cfg["method_options"], "schedule": "sequential"}}
-    model = plan._model(cfg, exp.dataset)
+    cfg = {
+        **cfg,
+        "epochs": 400,
+        "lr_milestones": [200, 300, 356, 376],
+        "method_options": {**cfg["method_options"], "schedule": "sequential"},
+    }
+    model = resources.config_model(cfg, exp.dataset)
     total = forward_macs(model, "pytorch")
     parts = method_costs.measure_parts(model, exp.method, cfg, total)
     assert len(parts["units"]) == len(parts["aux"]) == 7
@@ -130,21 +150,22 @@ def test_layerwise_phases_by_hand():
     pairs = method_costs.phases("si_forward", data, parts, 1000, augmented=False)
     assert pairs[2].train == 3 * W(900, 8, reads=32)
     assert pairs[2].once_train == W(300, 3) + W(300, 3)  # the prefix's cache, the search's pass through block 2
-    assert pairs[2].once_fixed == W(pairs=1000 ** 2, pair_dims=1000 ** 2 * 16)  # N^2 pairs of D = 16
-    assert pairs[2].epoch_fixed == W(100 * 300, 100 * 3, pairs=100 ** 2, pair_dims=100 ** 2 * 16)  # SI of 100
+    assert pairs[2].once_fixed == W(pairs=1000**2, pair_dims=1000**2 * 16)  # N^2 pairs of D = 16
+    assert pairs[2].epoch_fixed == W(100 * 300, 100 * 3, pairs=100**2, pair_dims=100**2 * 16)  # SI of 100
     greedy = method_costs.phases("greedy_layerwise", cfg, toy_parts(aux=[[160, 1, 1]] * 4), 1000, augmented=False)
     assert greedy[2].train == W(3 * 460, 9, reads=32)  # block 2 and its temporary head
     assert greedy[2].evaluate == W(460, 4, reads=32)
     bel = method_costs.phases("belilovsky_greedy", cfg, toy_parts(aux=[[1000, 9, 20]] * 4), 1000, False)
     assert len(bel) == 4 and bel[1].train == W(3 * 1200, 25, reads=64)
-    fb = method_costs.phases("fb_si", {**cfg, "method_options": {**cfg["method_options"], "si_layers": 1}}, parts,
-                             1000, augmented=False)
+    fb = method_costs.phases(
+        "fb_si", {**cfg, "method_options": {**cfg["method_options"], "si_layers": 1}}, parts, 1000, augmented=False
+    )
     assert [p.epochs for p in fb] == [2, 5]
     assert fb[1].train == W(3 * 1011, 24, reads=64)  # blocks 1-3 and the head end to end
     # a phase's totals: per-sample terms x samples, fixed terms as they are, and its batches
     work = pairs[2].work(1000, 200, 100, 512)
     assert work["secs"] == 2 * (24 * 1000 + 300) + 6 * 1000 + (3 + 8) * 200
-    assert work["pairs"] == 2 * 100 ** 2 + 1000 ** 2 and work["batches"] == 2 * (10 + 1) + 10 + 1
+    assert work["pairs"] == 2 * 100**2 + 1000**2 and work["batches"] == 2 * (10 + 1) + 10 + 1
 
 
 def test_a_prefix_cache_too_large_is_planned_as_recomputed():
@@ -153,8 +174,9 @@ def test_a_prefix_cache_too_large_is_planned_as_recomputed():
     parts = toy_parts()  # features after block 0: 64 floats a sample (256,000 bytes for 1000), after block 1: 32
     opts = {"epochs_per_layer": 2, "neighbours": "batch", "si_eval_samples": 0}
     roomy = method_costs.phases("si_forward", {"epochs": 5, "method_options": opts}, parts, 1000, False)
-    tight = method_costs.phases("si_forward", {"epochs": 5, "method_options": {**opts, "prefix_cache_max_mb": 0.2}},
-                                parts, 1000, False)  # 209,715 bytes: block 2's prefix features fit, block 1's not
+    tight = method_costs.phases(
+        "si_forward", {"epochs": 5, "method_options": {**opts, "prefix_cache_max_mb": 0.2}}, parts, 1000, False
+    )  # 209,715 bytes: block 2's prefix features fit, block 1's not
     assert roomy[1].train == W(600, 5, reads=64) and roomy[1].once_train == W(100, 1)
     assert tight[1].train == W(600, 5) + W(100, 1) and tight[1].once_train == W()
     assert tight[2] == roomy[2]
@@ -166,18 +188,20 @@ def test_data_epoch_pair_search_is_charged_every_epoch():
     parts = toy_parts()
     opts = {"epochs_per_layer": 3, "si_eval_samples": 100}
     once = method_costs.phases("si_forward", {"epochs": 5, "method_options": opts}, parts, 1000, False)
-    every = method_costs.phases("si_forward", {"epochs": 5, "method_options": {**opts, "neighbours": "data_epoch"}},
-                                parts, 1000, False)
-    search = W(pairs=1000 ** 2, pair_dims=1000 ** 2 * 16)  # block 2: D = 16
+    every = method_costs.phases(
+        "si_forward", {"epochs": 5, "method_options": {**opts, "neighbours": "data_epoch"}}, parts, 1000, False
+    )
+    search = W(pairs=1000**2, pair_dims=1000**2 * 16)  # block 2: D = 16
     assert every[2].train == once[2].train + W(300, 3) == 3 * W(900, 8, reads=32) + W(300, 3)
     assert every[2].once_train == W(300, 3) and every[2].once_fixed == W()  # the prefix's cache only
     assert every[2].epoch_fixed == once[2].epoch_fixed + search
     assert every[-1] == once[-1]  # the classifier stage
     for i, (a, b) in enumerate(zip(every[:-1], once[:-1])):  # every SI stage: 2 more searches of its 3 epochs
-        extra = 2 * (1000 * blocks_fwd(parts, i) + W(pairs=1000 ** 2, pair_dims=1000 ** 2 * parts["out"][i]))
+        extra = 2 * (1000 * blocks_fwd(parts, i) + W(pairs=1000**2, pair_dims=1000**2 * parts["out"][i]))
         wa, wb = a.work(1000, 200, 100, 512), b.work(1000, 200, 100, 512)
-        assert {k: wa[k] - wb[k] for k in method_costs.KEYS} \
-            == pytest.approx(dict(zip(method_costs.KEYS, method_costs.astuple(extra))))
+        assert {k: wa[k] - wb[k] for k in method_costs.KEYS} == pytest.approx(
+            dict(zip(method_costs.KEYS, method_costs.astuple(extra)))
+        )
 
 
 def blocks_fwd(parts: dict, i: int) -> W:
@@ -196,11 +220,15 @@ def test_measured_parts_of_real_models():
 
     from bench.run.measure import forward_macs
 
-    for eid in ("cruciata-cifar10-vgg11-learn_drop", "bhyravabhottla-cifar10-cnn12-layer_to_layer",
-                "ma-cifar10-vgg8b-predsim", "karimi-cifar10-simcnn_k2-belilovsky_greedy"):
+    for eid in (
+        "cruciata-cifar10-vgg11-learn_drop",
+        "bhyravabhottla-cifar10-cnn12-layer_to_layer",
+        "ma-cifar10-vgg8b-predsim",
+        "karimi-cifar10-simcnn_k2-belilovsky_greedy",
+    ):
         exp = ex.get(eid)
         cfg = ex.config(exp, "smoke")
-        model = plan._model(cfg, exp.dataset)
+        model = resources.config_model(cfg, exp.dataset)
         total = forward_macs(model, "pytorch")
         parts = method_costs.measure_parts(model, exp.method, cfg, total)
         blocks = sum(b[0] for b in parts["blocks"]) + parts["head"][0]
@@ -253,24 +281,34 @@ def test_plan_totals_and_compare(tmp_path, capsys):
     found = plan.plan("smoke", rate=1e9)  # a given rate: no probe, no other term
     assert found["seeds"] == 1 and len(found["jobs"]) == len(targets("smoke"))
     assert found["device_costs"]["per_batch"] == 0.0 and not found["device_costs"]["timed"]
-    assert found["hours_total"] == pytest.approx(
-        sum(j["units"] + j["pair_dims"] for j in found["jobs"]) / 1e9 / 3600)
+    assert found["hours_total"] == pytest.approx(sum(j["units"] + j["pair_dims"] for j in found["jobs"]) / 1e9 / 3600)
     cal = plan.Calibration(1e9, per_read=1e-8, per_pair=1e-9, per_batch=0.01)
     priced = plan.plan("smoke", calibration=cal)
-    assert priced["hours_total"] == pytest.approx(sum((j["units"] + j["pair_dims"]) / 1e9 + j["reads"] * 1e-8
-                                                      + j["pairs"] * 1e-9 + j["batches"] * 0.01
-                                                      for j in found["jobs"]) / 3600)
+    assert priced["hours_total"] == pytest.approx(
+        sum(
+            (j["units"] + j["pair_dims"]) / 1e9 + j["reads"] * 1e-8 + j["pairs"] * 1e-9 + j["batches"] * 0.01
+            for j in found["jobs"]
+        )
+        / 3600
+    )
     assert set(found["hours_per_paper"]) == {"ma", "karimi", "bhyravabhottla", "cruciata"}
 
     from bench.run.results import run_path, write_json_atomic
 
     eid = "ma-cifar10-vgg8-backprop"
-    write_json_atomic(run_path("smoke", eid, 0, tmp_path), result_file(
-        "smoke", eid, metrics={"test_accuracy": 50.0, "train_time_s": 1.0, "wall_time_s": 4.0},
-        epochs=[{"epoch_time_s": 0.4, "eval_time_s": 0.1}, {"epoch_time_s": 0.4, "eval_time_s": 0.1}]))
+    write_json_atomic(
+        run_path("smoke", eid, 0, tmp_path),
+        result_file(
+            "smoke",
+            eid,
+            metrics={"test_accuracy": 50.0, "train_time_s": 1.0, "wall_time_s": 4.0},
+            epochs=[{"epoch_time_s": 0.4, "eval_time_s": 0.1}, {"epoch_time_s": 0.4, "eval_time_s": 0.1}],
+        ),
+    )
     rows = plan.compare("smoke", cal, tmp_path)
-    assert [(r["experiment"], r["method"], r["measured_s"], r["rest_s"]) for r in rows] == \
-        [(eid, "backprop", pytest.approx(1.0), pytest.approx(3.0))]
+    assert [(r["experiment"], r["method"], r["measured_s"], r["rest_s"]) for r in rows] == [
+        (eid, "backprop", pytest.approx(1.0), pytest.approx(3.0))
+    ]
     assert rows[0]["predicted_s"] == pytest.approx(cal.seconds(plan.job_cost(ex.get(eid), "smoke")))
 
     from bench.cli import main
@@ -281,8 +319,9 @@ def test_plan_totals_and_compare(tmp_path, capsys):
     written = tmp_path / "plan.json"
     assert main(["plan", "--profile", "smoke", "--rate", "1e9", "--write", str(written)]) in (None, 0)
     capsys.readouterr()
-    assert main(["plan", "--profile", "smoke", "--compare", "--results", str(tmp_path), "--calibration",
-                 str(written)]) in (None, 0)
+    assert main(
+        ["plan", "--profile", "smoke", "--compare", "--results", str(tmp_path), "--calibration", str(written)]
+    ) in (None, 0)
     out = capsys.readouterr().out
     assert "| Method" in out and "| backprop" in out and "median 3.0 s more" in out
 
@@ -291,8 +330,12 @@ def test_a_bad_calibration_file_is_one_line(tmp_path, capsys):
     from bench.cli import main
 
     bad = tmp_path / "cal.json"
-    for text, field in (('{"rate": -1}', "rate"), ('{"rate": 1e9, "per_call": "x"}', "per_call"),
-                        ('{"per_call": 1}', "rate"), ('{"rate": 1e9, "speed": 1}', "speed")):
+    for text, field in (
+        ('{"rate": -1}', "rate"),
+        ('{"rate": 1e9, "per_call": "x"}', "per_call"),
+        ('{"per_call": 1}', "rate"),
+        ('{"rate": 1e9, "speed": 1}', "speed"),
+    ):
         bad.write_text(text)
         assert main(["plan", "--profile", "smoke", "--calibration", str(bad)]) == 2
         err = capsys.readouterr().err.strip()
@@ -325,7 +368,8 @@ def test_calibration_on_printed_times(capsys, monkeypatch):
     found = plan.plan("smoke", calibrate="printed")
     assert found["calibration"]["source"] == "printed" and found["device_type"] == "printed"
     assert found["hours_total"] == pytest.approx(
-        sum(j["units"] + j["pair_dims"] for j in found["jobs"]) / cal["rate"] / 3600)  # a pair search's D MACs too
+        sum(j["units"] + j["pair_dims"] for j in found["jobs"]) / cal["rate"] / 3600
+    )  # a pair search's D MACs too
 
     from bench.cli import main
 
@@ -345,7 +389,7 @@ def test_calibration_on_printed_times(capsys, monkeypatch):
     from bench import BenchError
 
     unstated = {p: {k: v for k, v in m.items() if k != "hardware_match"} for p, m in registry.papers().items()}
-    monkeypatch.setattr(plan.registry, "papers", lambda: unstated)
+    monkeypatch.setattr(registry, "papers", lambda: unstated)
     with pytest.raises(BenchError, match="stated hardware"):
         plan.printed_calibration()
 

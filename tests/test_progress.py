@@ -4,6 +4,7 @@
 No ordering depends on the machine's speed: a run that must still be going when the test acts is held before its
 epoch 2 by $BENCH_FAULT=hold:DIR (bench/methods/training.py: DIR/waiting-epoch2.<host>.<pid> appears once its epoch 1
 is trained, logged and checkpointed); the deadlines are hang guards only."""
+
 import json
 import os
 import signal
@@ -13,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 EID = "cruciata-mnist-vgg11-backprop"  # 4 epochs in the smoke profile
@@ -37,8 +37,14 @@ def held(folder: Path) -> bool:
 
 
 def status(folder: Path, *args) -> str:
-    proc = subprocess.run([sys.executable, "-m", "bench", "status", "--profile", "smoke", "--only", EID, "--seeds", "1",
-                           *args], cwd=folder, env=env_for(folder), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "status", "--profile", "smoke", "--only", EID, "--seeds", "1", *args],
+        cwd=folder,
+        env=env_for(folder),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     return proc.stdout
 
@@ -64,10 +70,28 @@ def test_a_run_says_where_it_is_and_sigterm_ends_it_with_one_line(tmp_path):
     gate = tmp_path / "held"
     log = tmp_path / "stderr.txt"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "-e", EID, "--profile", "smoke", "--threads", "1",
-                                 "--progress", "--plan", str(plan_file(tmp_path))], cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=err, text=True,
-                                env=env_for(tmp_path, BENCH_FAULT=f"hold:{gate}", **warm_worker_env()))
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "run",
+                "-e",
+                EID,
+                "--profile",
+                "smoke",
+                "--threads",
+                "1",
+                "--progress",
+                "--plan",
+                str(plan_file(tmp_path)),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env_for(tmp_path, BENCH_FAULT=f"hold:{gate}", **warm_worker_env()),
+        )
     try:
         wait_for(lambda: held(gate), proc, "the run held before its epoch 2")
         text = log.read_text()
@@ -97,12 +121,29 @@ def test_bench_status_follows_a_running_dag_and_ctrl_c_leaves_one_line_in_the_jo
     to the same log after a second separator, and status says finished with nothing left."""
     target = f"results/smoke/runs/{EID}/seed0.json"
     config = ["--config", "profile=smoke", "seeds=1", f"only={EID}", f"plan={plan_file(tmp_path)}"]
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores",
-           "1", "--rerun-incomplete", target, *config]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "1",
+        "--rerun-incomplete",
+        target,
+        *config,
+    ]
     gate, out = tmp_path / "held", tmp_path / "snakemake.txt"
     with open(out, "w") as sink:
-        dag = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-                               env=env_for(tmp_path, BENCH_FAULT=f"hold:{gate}"))
+        dag = subprocess.Popen(
+            cmd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env_for(tmp_path, BENCH_FAULT=f"hold:{gate}"),
+        )
     try:
         wait_for(lambda: held(gate), dag, "the job held before its epoch 2")
         now = status(tmp_path)
@@ -110,6 +151,17 @@ def test_bench_status_follows_a_running_dag_and_ctrl_c_leaves_one_line_in_the_jo
         line = next(line for line in now.splitlines() if line.startswith(f"  {EID} seed 0: "))
         assert "epoch 1/4" in line and "ETA 0:" in line, now
         assert "what remains: " in now and "by the plan" in now, now
+        # a second snakemake on the same results folder, even with --rerun-incomplete, is refused in one line
+        # (before: IncompleteFilesException, whose advice would have started the running job a second time)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env_for(tmp_path))
+        assert second.returncode != 0, second.stdout + second.stderr
+        assert "a workflow is already running on this results folder (snakemake process " in second.stderr, (
+            second.stderr
+        )
+        assert (
+            "Incomplete" not in second.stdout + second.stderr
+            and not (tmp_path / "results/smoke/runs" / EID / "seed0.json").exists()
+        )
         os.killpg(dag.pid, signal.SIGINT)
         dag.wait(timeout=300)
     finally:
@@ -126,7 +178,7 @@ def test_bench_status_follows_a_running_dag_and_ctrl_c_leaves_one_line_in_the_jo
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     both = log.read_text()
     assert both.startswith(first) and both.count("===== attempt 1, ") == 2, both  # appended, one separator each
-    assert f"{EID} seed 0: resumed from epoch 1" in both[len(first):], both
+    assert f"{EID} seed 0: resumed from epoch 1" in both[len(first) :], both
     done = status(tmp_path)
     assert done.startswith("smoke: 0 running, 1 finished, 0 failed, 0 stopped, 0 to run"), done
     assert "what remains: nothing" in done
@@ -157,8 +209,14 @@ raise SystemExit(cli.main())
 def test_ctrl_c_inside_a_finalizer_is_one_line_not_exception_ignored(tmp_path, when):
     """Ctrl-C that Python would report as 'Exception ignored in ...' (it lands in a finalizer, as in `bench report`):
     during a command it ends the command as any Ctrl-C; at shutdown, the process ends with the one line."""
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, when], cwd=tmp_path, env=env_for(tmp_path),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, when],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 130, proc.stderr
     interrupted_once(proc.stderr)
 
@@ -168,8 +226,9 @@ def test_bench_plan_tells_its_progress(monkeypatch):
     from bench.cost import plan
 
     monkeypatch.setattr(plan, "targets", lambda profile: [EID, "karimi-fashion_mnist-lenet-backprop-sgd"])
-    monkeypatch.setattr(plan, "job_cost", lambda exp, profile, device=None: {"experiment": exp.id, "paper": exp.paper,
-                                                                            "units": 1e9})  # the steps, not the costs
+    monkeypatch.setattr(
+        plan, "job_cost", lambda exp, profile, device=None: {"experiment": exp.id, "paper": exp.paper, "units": 1e9}
+    )  # the steps, not the costs
     heard = []
     found = plan.plan("smoke", rate=1e9, progress=lambda done, total, what: heard.append((done, total, what)))
     assert heard == [(0, 2, EID), (1, 2, "karimi-fashion_mnist-lenet-backprop-sgd")]
@@ -192,13 +251,31 @@ def test_bench_status_reads_the_files_the_runs_write(tmp_path):
     gone.wait()
     now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
     for seed, pid in ((1, os.getpid()), (2, gone.pid)):
-        (runs / f".seed{seed}.progress.json").write_text(json.dumps({
-            "experiment": EID, "seed": seed, "profile": "smoke", "host": socket.gethostname(), "pid": pid,
-            "state": "running", "epoch": 2, "epochs": 4, "eta_s": 30.0, "eta_source": "measured", "updated": now,
-            "metrics": {"train_loss": 1.5, "test_accuracy": 42.0}, "plan": str(plan_file(tmp_path))}))
+        (runs / f".seed{seed}.progress.json").write_text(
+            json.dumps(
+                {
+                    "experiment": EID,
+                    "seed": seed,
+                    "profile": "smoke",
+                    "host": socket.gethostname(),
+                    "pid": pid,
+                    "state": "running",
+                    "epoch": 2,
+                    "epochs": 4,
+                    "eta_s": 30.0,
+                    "eta_source": "measured",
+                    "updated": now,
+                    "metrics": {"train_loss": 1.5, "test_accuracy": 42.0},
+                    "plan": str(plan_file(tmp_path)),
+                }
+            )
+        )
     text = describe(collect("smoke", tmp_path / "results", EID, "0,1,2,3,4"))
     assert text.startswith("smoke: 1 running, 1 finished, 1 failed, 1 stopped, 1 to run"), text
     assert f"  {EID} seed 1: epoch 2/4, train loss 1.5, test acc 42.00 %, ETA 0:00:" in text, text
-    assert f"  {EID} seed 3: RuntimeError: boom" in text and f"  {EID} seed 2: its process (pid {gone.pid}) ended without a word after epoch 2/4" in text, text
+    assert (
+        f"  {EID} seed 3: RuntimeError: boom" in text
+        and f"  {EID} seed 2: its process (pid {gone.pid}) ended without a word after epoch 2/4" in text
+    ), text
     # 3 jobs x the plan's 120 s (stopped, failed, to run) + the running job's ETA (30 s, less its age)
     assert "what remains: 0:06:" in text and "by the plan" in text and "for 4 jobs" in text, text

@@ -1,13 +1,15 @@
 """Issue 29: a headline claim is judged under every reading its cells have (bench/verdicts/readings.py), and the
 companion table puts each fork beside its primary with the difference against the tolerance."""
+
 import csv
 import math
 
+from helpers import result_file
+
 from bench import experiments as ex
+from bench.run.results import run_path, write_json_atomic
 from bench.verdicts import aggregate as agg
 from bench.verdicts import readings as rd
-from bench.run.results import run_path, write_json_atomic
-from helpers import result_file
 
 CNN = "bhyravabhottla-{}-cnn12-{}"
 
@@ -15,8 +17,10 @@ CNN = "bhyravabhottla-{}-cnn12-{}"
 def fake_run(results, experiment, seed, accuracy, status="FINISHED"):
     metrics = {"test_accuracy": accuracy, "train_time_s": 60.0, "peak_memory_mb": 900.0, "host_rss_after_mb": 1000.0}
     extra = {"error": "diverged at epoch 1: train_loss nan"} if status == "DIVERGED" else {}
-    write_json_atomic(run_path("paper", experiment, seed, results),
-                      result_file("paper", experiment, seed, status, metrics=metrics, **extra))
+    write_json_atomic(
+        run_path("paper", experiment, seed, results),
+        result_file("paper", experiment, seed, status, metrics=metrics, **extra),
+    )
 
 
 def test_readings_chain_companions_and_leave_out_other_comparisons():
@@ -38,8 +42,9 @@ def test_readings_chain_companions_and_leave_out_other_comparisons():
 
 def test_summary_counts_the_readings_a_claim_holds_under():
     p, t, c = rd.Reading(), rd.Reading(("variant=epochs300",)), rd.Reading(("dataset=cifar10",))
-    text, under, note = rd.summary([(p, "primary", "NOT SIGNIFICANT", 0, 2), (t, "text", "REVERSED", 2, 2),
-                                    (c, "code", "HOLDS", 2, 2)])
+    text, under, note = rd.summary(
+        [(p, "primary", "NOT SIGNIFICANT", 0, 2), (t, "text", "REVERSED", 2, 2), (c, "code", "HOLDS", 2, 2)]
+    )
     assert under == "1 of 3 (dataset=cifar10)"
     assert "variant=epochs300 [text, 2 of 2 cells]: REVERSED" in text and text.startswith("primary [primary]:")
     assert note == "holds only under readings the text does not state (dataset=cifar10: code)"
@@ -50,8 +55,12 @@ def test_a_headline_claim_is_judged_under_each_reading(tmp_path):
     """h1 (layer-to-layer beats standard on the 12-layer CNN): reversed on the primary's runs, holds on the text's
     300 epochs; the companion table puts the fork's accuracy beside the primary's."""
     res = tmp_path / "results"
-    runs = {("cifar100", "backprop"): 80.0, ("cifar100", "layer_to_layer"): 70.0,
-            ("cifar100", "backprop-epochs300"): 60.0, ("cifar100", "layer_to_layer-epochs300"): 75.0}
+    runs = {
+        ("cifar100", "backprop"): 80.0,
+        ("cifar100", "layer_to_layer"): 70.0,
+        ("cifar100", "backprop-epochs300"): 60.0,
+        ("cifar100", "layer_to_layer-epochs300"): 75.0,
+    }
     for (data, method), acc in runs.items():
         for seed in range(3):
             fake_run(res, CNN.format(data, method), seed, accuracy=acc + 0.1 * seed * (1 + (acc > 72)))

@@ -4,15 +4,16 @@ Every row's printed string is found in its paper's table, in the line of its row
 per-table counts equal the shapes in papers.yaml and the number of numeric cells in the paper's table; the
 parsed value matches the printed string. Malformed rows are refused with one clear message.
 """
+
 import csv
 import re
 import shutil
 
 import pytest
+from conftest import paper_text
 
 from bench import BenchError
 from bench.claims.registry import CLAIMS_DIR, FIELDS, load_claims, members, papers
-from conftest import paper_text
 
 NUMBER = re.compile(r"^[\d,]+(\.\d+)?(%| seconds| MB| GB)?$|^\d+:\d\d$")
 
@@ -40,15 +41,15 @@ def table_block(paper, table):
         rows = block(lines, header - 1, 1)
         return rows[:1], rows[1:]
     if paper == "karimi":
-        cap = next(i for i, l in enumerate(lines) if l.startswith(f"**Table {table}.**"))
+        cap = next(i for i, line in enumerate(lines) if line.startswith(f"**Table {table}.**"))
         rows = block(lines, cap, -1)
         return rows[:1], rows[1:]
     if paper == "cruciata":
         prefix = "Table 3 FLOPs" if table == "3" else f"Table {table} Fast Training"
-        rows = block(lines, next(i for i, l in enumerate(lines) if l.startswith(prefix)), 1)
+        rows = block(lines, next(i for i, line in enumerate(lines) if line.startswith(prefix)), 1)
         return rows[:2], rows[2:]
     if paper == "bhyravabhottla":
-        cap = next(i for i, l in enumerate(lines) if l.startswith("Table 1. Performance"))
+        cap = next(i for i, line in enumerate(lines) if line.startswith("Table 1. Performance"))
         rows = block(lines, cap, -1)
         return rows[:1], rows[1:]
     raise AssertionError(paper)
@@ -116,7 +117,11 @@ def test_printed_strings_sit_in_their_row_and_column(paper, table):
         dataset_above, hits = "", 0
         for fields in data:
             dataset_above = fields[0] or dataset_above
-            if col < len(fields) and fields[col] == c.printed and row_matches(paper, table, c.row, fields, dataset_above):
+            if (
+                col < len(fields)
+                and fields[col] == c.printed
+                and row_matches(paper, table, c.row, fields, dataset_above)
+            ):
                 hits += 1
         assert hits == 1, f"{c.id}: printed {c.printed!r} found {hits} times in row {c.row!r}, column {c.column!r}"
 
@@ -135,12 +140,18 @@ def test_text_claims_are_in_the_text():
         else:  # "... on average these percentages are 3.52% for the freezing layer method"
             family = anchor.split()[0]
             pos = text.index(c.printed)
-            assert family in text[max(0, pos - 1500):pos] or family in text[pos:pos + 200], c.id
+            assert family in text[max(0, pos - 1500) : pos] or family in text[pos : pos + 200], c.id
 
 
 def test_values_parse_their_printed_strings():
     for c in load_claims():
-        s = c.printed.replace(",", "").removesuffix("%").removesuffix(" seconds").removesuffix(" MB").removesuffix(" GB")
+        s = (
+            c.printed.replace(",", "")
+            .removesuffix("%")
+            .removesuffix(" seconds")
+            .removesuffix(" MB")
+            .removesuffix(" GB")
+        )
         if ":" in s:
             minutes, seconds = s.split(":")
             expected = int(minutes) + int(seconds) / 60
@@ -209,18 +220,21 @@ def _corrupt(tmp_path, paper, line_no, field, value):
     return tmp_path
 
 
-@pytest.mark.parametrize("line,field,value,message", [
-    (2, "metric", "accuracy", "metric 'accuracy' is not one of"),
-    (2, "value", "ninety", "value 'ninety' is not a number"),
-    (2, "table", "VII", "table 'VII' is not a table of ma"),
-    (2, "unit", "min", "unit 'min' does not fit metric test_accuracy"),
-    (2, "method", "dropout", "method 'dropout' is not one of"),
-    (2, "dataset", "svhn", "dataset 'svhn' is not one of"),
-    (3, "id", "ma.I.vgg8.layer-wise", "id 'ma.I.vgg8.layer-wise' repeats line 2"),
-    (2, "printed", "", "field 'printed' is empty"),
-    (2, "value", "1.0", "value 1.0 is not what printed"),
-    (2, "printed", "n/a", "is not what printed 'n/a' reads (no number)"),
-])
+@pytest.mark.parametrize(
+    "line,field,value,message",
+    [
+        (2, "metric", "accuracy", "metric 'accuracy' is not one of"),
+        (2, "value", "ninety", "value 'ninety' is not a number"),
+        (2, "table", "VII", "table 'VII' is not a table of ma"),
+        (2, "unit", "min", "unit 'min' does not fit metric test_accuracy"),
+        (2, "method", "dropout", "method 'dropout' is not one of"),
+        (2, "dataset", "svhn", "dataset 'svhn' is not one of"),
+        (3, "id", "ma.I.vgg8.layer-wise", "id 'ma.I.vgg8.layer-wise' repeats line 2"),
+        (2, "printed", "", "field 'printed' is empty"),
+        (2, "value", "1.0", "value 1.0 is not what printed"),
+        (2, "printed", "n/a", "is not what printed 'n/a' reads (no number)"),
+    ],
+)
 def test_malformed_rows_are_refused_with_file_and_line(tmp_path, line, field, value, message):
     claims_dir = _corrupt(tmp_path, "ma", line, field, value)
     with pytest.raises(BenchError) as err:

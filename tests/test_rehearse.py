@@ -1,5 +1,6 @@
 """`bench rehearse`: a paper experiment at its paper shapes for a few batches, stopped after its first checkpoint and
 resumed in a second process, its host peak measured against bench.cost.resources' prediction."""
+
 import json
 import subprocess
 import sys
@@ -26,7 +27,8 @@ def test_rehearsal_config_is_paper_shapes_on_a_few_batches():
     assert abs(cfg["method_options"]["prefix_cache_max_mb"] - 8192 * share) < 1e-9
     assert "feature_store_max_mb" not in cfg["method_options"]
     assert "prefix_cache_max_mb" not in ex.config(ex.get("ma-cifar10-resnet50-predsim"), rehearse.PROFILE).get(
-        "method_options", {})
+        "method_options", {}
+    )
 
 
 def test_pair_search_budget_streams_where_the_full_run_streams(monkeypatch):
@@ -49,8 +51,9 @@ def test_pair_search_budget_streams_where_the_full_run_streams(monkeypatch):
     opts = ex.config(ex.get(dbpedia), rehearse.PROFILE)
     assert opts["method_options"]["pair_search_max_mb"] == 12.5
     assert "bench rehearse" in opts["sources"]["method_options.pair_search_max_mb"]
-    assert "pair_search_max_mb" not in ex.config(ex.get("karimi-dbpedia-vdcnn9-fb_si"), rehearse.PROFILE)[
-        "method_options"]
+    assert (
+        "pair_search_max_mb" not in ex.config(ex.get("karimi-dbpedia-vdcnn9-fb_si"), rehearse.PROFILE)["method_options"]
+    )
 
 
 def test_default_jobs_one_per_combination_and_only_pattern():
@@ -62,16 +65,37 @@ def test_default_jobs_one_per_combination_and_only_pattern():
     assert combos == {(ex.get(e).paper, ex.get(e).model, ex.get(e).method) for e in targets("paper")}
     assert not any(ex.get(e).variant for e in chosen if e.startswith("ma-cifar10-vgg8b-"))
     assert rehearse.jobs("karimi-dbpedia-*-si_forward") == [
-        e for e in rehearse.jobs("karimi-dbpedia-*") if e.endswith("-si_forward")]
+        e for e in rehearse.jobs("karimi-dbpedia-*") if e.endswith("-si_forward")
+    ]
 
 
 def test_records_merge_and_report(tmp_path):
     """A rehearsal of some jobs keeps the records of the others; the report says what is not rehearsed yet."""
     path = tmp_path / "r.json"
-    base = {"date": "2026-01-01T00:00:00+00:00", "batch_size": 128, "train_samples": 256, "test_samples": 512,
-            "seconds": 3.0, "cpu_seconds": 4.0, "reason": "", "code_version": "abc", "command": "bench rehearse"}
-    rehearse._write_json(path, {EID: {**base, "experiment": EID, "status": "passed", "ratio": 1.0,
-                                      "predicted_host_bytes": 1e9, "measured_host_bytes": 1e9}})
+    base = {
+        "date": "2026-01-01T00:00:00+00:00",
+        "batch_size": 128,
+        "train_samples": 256,
+        "test_samples": 512,
+        "seconds": 3.0,
+        "cpu_seconds": 4.0,
+        "reason": "",
+        "code_version": "abc",
+        "command": "bench rehearse",
+    }
+    rehearse._write_json(
+        path,
+        {
+            EID: {
+                **base,
+                "experiment": EID,
+                "status": "passed",
+                "ratio": 1.0,
+                "predicted_host_bytes": 1e9,
+                "measured_host_bytes": 1e9,
+            }
+        },
+    )
     records = rehearse.load_records(path)
     other = "karimi-cifar10-lenet-fb_si"
     records[other] = {**base, "experiment": other, "status": "failed", "reason": "RuntimeError: boom"}
@@ -88,9 +112,25 @@ def test_rehearse_a_paper_job_end_to_end(tmp_path):
     peak beside the prediction and the disk it wrote; a second rehearsal of another pattern keeps its record."""
     out = tmp_path / "r.json"
     report = tmp_path / "r.md"
-    proc = subprocess.run([sys.executable, "-m", "bench", "rehearse", "--only", EID, "--json", str(out), "--report",
-                           str(report), "--keep", str(tmp_path / "work")], capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "rehearse",
+            "--only",
+            EID,
+            "--json",
+            str(out),
+            "--report",
+            str(report),
+            "--keep",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     record = json.loads(out.read_text())["records"][0]

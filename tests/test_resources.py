@@ -1,6 +1,7 @@
 """The resource model (bench/cost/resources.py, `bench plan --fit`): the saved-tensor count against a hand count, the
 meta device against the CPU, a measured training step against the prediction, the papers' node and its overflows,
 and the command's exit codes."""
+
 import json
 import subprocess
 import sys
@@ -26,13 +27,24 @@ def test_the_saved_bytes_of_a_small_net_are_counted_by_hand():
     assert on_meta == [4 * 10 * 4, 4 * 20 * 4]
 
 
-@pytest.mark.parametrize("eid", ["ma-cifar10-vgg8b-backprop", "cruciata-imagenette-resnet18-backprop",
-                                 "karimi-dbpedia-vdcnn9-backprop-sgd", "karimi-cifar10-lenet-si_forward"])
+@pytest.mark.parametrize(
+    "eid",
+    [
+        "ma-cifar10-vgg8b-backprop",
+        "cruciata-imagenette-resnet18-backprop",
+        "karimi-dbpedia-vdcnn9-backprop-sgd",
+        "karimi-cifar10-lenet-si_forward",
+    ],
+)
 def test_the_meta_count_is_the_cpu_count(eid):
     exp = ex.get(eid)
     cfg = ex.config(exp, "check")
-    key = (json.dumps(cfg["architecture"], sort_keys=True), json.dumps(cfg["model"], sort_keys=True), exp.dataset,
-           cfg.get("input_size"))
+    key = (
+        json.dumps(cfg["architecture"], sort_keys=True),
+        json.dumps(cfg["model"], sort_keys=True),
+        exp.dataset,
+        cfg.get("input_size"),
+    )
     meta, cpu = resources._shapes(*key, "meta"), resources._shapes(*key, "cpu")
     assert meta["params"] == cpu["params"] and meta["outs"] == cpu["outs"]
     # VD-CNN's k-max pooling saves one more small index tensor on meta (8 bytes x k x channels): within 1 %
@@ -75,8 +87,9 @@ def test_a_measured_training_step_is_predicted(eid, batch):
     from pathlib import Path
 
     code = STEP.format(root=str(Path(__file__).resolve().parents[1]), eid=eid, batch=batch)
-    grown = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                      timeout=600).stdout)
+    grown = json.loads(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600).stdout
+    )
     exp = ex.get(eid)
     shapes = resources.shapes(ex.config(exp, "paper"), exp.dataset)
     predicted = batch * sum(shapes["saved"]) * resources.CPU_STEP_OVERHEAD + 4 * sum(shapes["params"])
@@ -97,22 +110,39 @@ def test_the_papers_node_and_what_overflows_it():
     assert on_cpu["device_bytes"] == 0 and on_cpu["host_bytes"] > resnet["device"]["activations"]
 
 
-@pytest.mark.parametrize("text,node", [("gpu=24,host=64", resources.Node(24e9, 64e9)),
-                                       ("host=16", resources.Node(0.0, 16e9)), (" gpu=80 , host=0.5", None)])
+@pytest.mark.parametrize(
+    "text,node",
+    [
+        ("gpu=24,host=64", resources.Node(24e9, 64e9)),
+        ("host=16", resources.Node(0.0, 16e9)),
+        (" gpu=80 , host=0.5", None),
+    ],
+)
 def test_a_node_is_parsed(text, node):
     parsed = resources.Node.parse(text)
     assert parsed == (node or resources.Node(80e9, 0.5e9))
 
 
-@pytest.mark.parametrize("text,fragment", [("gpu=24", "host=<GB>"), ("gpu=x,host=1", "'x' is not a number"),
-                                           ("cpu=4,host=1", "expected gpu=<GB>,host=<GB>"), ("gpu=-1,host=2", "at least 0")])
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("gpu=24", "host=<GB>"),
+        ("gpu=x,host=1", "'x' is not a number"),
+        ("cpu=4,host=1", "expected gpu=<GB>,host=<GB>"),
+        ("gpu=-1,host=2", "at least 0"),
+    ],
+)
 def test_a_bad_node_is_refused(text, fragment):
     with pytest.raises(ValueError, match=fragment):
         resources.Node.parse(text)
 
 
-FIT_JOBS = ["ma-cifar10-vgg8b-predsim", "karimi-cifar10-lenet-si_forward", "cruciata-mnist-vgg11-learn_drop",
-            "bhyravabhottla-cifar10-cnn12-layer_to_layer"]
+FIT_JOBS = [
+    "ma-cifar10-vgg8b-predsim",
+    "karimi-cifar10-lenet-si_forward",
+    "cruciata-mnist-vgg11-learn_drop",
+    "bhyravabhottla-cifar10-cnn12-layer_to_layer",
+]
 
 
 def test_plan_fit_lists_what_does_not_fit_and_exits_1(tmp_path, capsys, monkeypatch):

@@ -1,16 +1,17 @@
 """Result files are checked before they count (bench.run.results): a foreign, stale, mismatched, malformed or
 out-of-range file never reaches a reproduced value; its cells read INVALID with the reason, and aggregate stops."""
+
 import csv
 import json
 import math
 
 import pytest
+from helpers import measurement_file, result_file
 
 from bench import BenchError
 from bench.run import results as rf
 from bench.run.results import run_path
 from bench.verdicts import aggregate as agg
-from helpers import measurement_file, result_file
 
 EID = "ma-cifar100-vgg8-backprop"
 
@@ -129,9 +130,10 @@ MEASUREMENT_KINDS = {
     "stale conventions": (lambda: measurement(conventions=[]), "stale: measured under conventions []"),
     "stale primary": (lambda: measurement(primary={"convention": "cifar", "backend": "aten"}), "stale: primary"),
     "negative count": (negative_params, "params_total is -1"),
-    "a part the cells ask for missing": (lambda: measurement(conventions=[{**measurement()["conventions"][0],
-                                                                          "params_parts": {"x": 1}}]),
-                                         "counts no parameters for conv1"),
+    "a part the cells ask for missing": (
+        lambda: measurement(conventions=[{**measurement()["conventions"][0], "params_parts": {"x": 1}}]),
+        "counts no parameters for conv1",
+    ),
     "truncated JSON": (lambda: json.dumps(measurement())[:30], "not valid JSON"),
 }
 

@@ -1,5 +1,6 @@
 """Resume: a job SIGKILLed in the middle of an epoch resumes from its last per-epoch checkpoint when the workflow
 is re-run, in the same MLflow run, and ends with exactly the metrics of an uninterrupted run (CPU, one thread)."""
+
 import json
 import os
 import subprocess
@@ -7,13 +8,15 @@ import sys
 
 import pytest
 import torch
-
-from bench.methods.checkpoint import Checkpoint
-from bench.methods.training import FAULT_ENV
 from conftest import warm_worker_env
 from test_workflow import SNAKEMAKE, snakemake
 
+from bench.methods.checkpoint import Checkpoint
+from bench.methods.training import FAULT_ENV
+
 BENCH = [sys.executable, "-m", "bench"]
+
+
 def batches_per_epoch(experiment: str) -> int:
     """Training batches in one smoke epoch of `experiment` (its stand-in samples over its batch size): the kill
     points below are counted in these, so that they follow the smoke profile's budget."""
@@ -37,8 +40,27 @@ def bench_run(experiment, out, env_extra=None, *flags):
     """`bench run` of a smoke job in a process of its own, forked from this test process's warm worker (a SIGKILL of
     the job kills that process too: returncode -9)."""
     env = {**os.environ, **warm_worker_env(), **(env_extra or {})}
-    return subprocess.run([*BENCH, "run", "-e", experiment, "--profile", "smoke", "--seed", "0", "--threads", "1",
-                           "--out", str(out), *flags], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [
+            *BENCH,
+            "run",
+            "-e",
+            experiment,
+            "--profile",
+            "smoke",
+            "--seed",
+            "0",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def trajectory(result: dict) -> list[tuple]:
@@ -58,8 +80,13 @@ def test_a_killed_workflow_job_resumes_and_matches_an_uninterrupted_run(tmp_path
     out = tmp_path / "results/smoke/runs" / experiment / "seed0.json"
     ckpt = out.with_name("seed0.ckpt.pt")
 
-    killed = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), *config], capture_output=True, text=True,
-                            timeout=600, env={**os.environ, FAULT_ENV: kill_in_epoch(experiment, 2)})
+    killed = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), *config],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, FAULT_ENV: kill_in_epoch(experiment, 2)},
+    )
     assert killed.returncode != 0 and not out.exists()
     saved = torch.load(ckpt, weights_only=True)
     assert saved["epoch"] == 1 and len(saved["records"]) == 1  # one epoch done, killed inside the next
@@ -104,13 +131,17 @@ def test_sequential_predsim_resumes_its_stage_and_stage_epoch(tmp_path, monkeypa
     inside stage 1's second epoch, killed again (after resuming) in the first batch of stage 2 (its fresh optimizer
     and schedule), and again inside the output stage's second epoch; every resume goes on in the stage and stage
     epoch it stopped in, and the run ends with the records, final metrics and weights of an uninterrupted run."""
-    from bench.methods import predsim, training
-    from bench.methods.training import Context, InjectedFault
     from helpers import separable
     from test_method_predsim import build, cfg_for
 
-    cfg = {**cfg_for(epochs=16, batch_size=8, lr=1e-3, schedule="sequential"), "lr_milestones": [8],
-           "augment": {"crop_padding": 2, "hflip": True}}
+    from bench.methods import predsim, training
+    from bench.methods.training import Context, InjectedFault
+
+    cfg = {
+        **cfg_for(epochs=16, batch_size=8, lr=1e-3, schedule="sequential"),
+        "lr_milestones": [8],
+        "augment": {"crop_padding": 2, "hflip": True},
+    }
     data = separable(n_train=16, n_test=8)  # 2 batches an epoch
     path = tmp_path / "seed0.ckpt.pt"
 
@@ -135,8 +166,11 @@ def test_sequential_predsim_resumes_its_stage_and_stage_epoch(tmp_path, monkeypa
         with pytest.raises(InjectedFault):
             train_once(fault=fault)
         saved = torch.load(path, weights_only=True)
-        assert (saved["epoch"], saved["values"]["stage"], saved["values"]["stage_epoch"]) == (epochs, stage,
-                                                                                            stage_epoch)
+        assert (saved["epoch"], saved["values"]["stage"], saved["values"]["stage_epoch"]) == (
+            epochs,
+            stage,
+            stage_epoch,
+        )
     out, records, model, ckpt = train_once()
     assert ckpt.resumed_from == 15
     exact = lambda d: {k: v for k, v in d.items() if not k.endswith("_s")}  # noqa: E731  times are the epochs' own
@@ -194,22 +228,23 @@ def test_background_checkpoint_writes_resume_like_the_written_ones(tmp_path, mon
     from bench import experiments as ex
     from bench.methods import training
     from bench.methods.training import InjectedFault
-    from bench.run.runner import run
+    from bench.run.runner import RunOptions, run
 
     experiment = "ma-cifar10-vgg8-backprop"
     original = ex.config
-    monkeypatch.setattr("bench.run.runner.ex.config",
-                        lambda exp, profile: {**original(exp, profile), "checkpoint_writes": "background"})
+    monkeypatch.setattr(
+        "bench.run.runner.ex.config", lambda exp, profile: {**original(exp, profile), "checkpoint_writes": "background"}
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    plain = run(experiment, 0, "smoke", out=tmp_path / "plain.json", threads=1)
+    plain = run(experiment, 0, "smoke", RunOptions(out=tmp_path / "plain.json", threads=1))
     assert plain["environment"]["checkpoint_writes"] == "background"
     monkeypatch.setenv(FAULT_ENV, kill_in_epoch(experiment, 3).replace("kill", "raise"))
     monkeypatch.setattr(training, "_batches_seen", 0)
     out = tmp_path / "killed" / "seed0.json"
     with pytest.raises(InjectedFault):
-        run(experiment, 0, "smoke", out=out, threads=1)
+        run(experiment, 0, "smoke", RunOptions(out=out, threads=1))
     assert torch.load(out.with_name("seed0.ckpt.pt"), weights_only=True)["epoch"] == 2
     monkeypatch.delenv(FAULT_ENV)
-    resumed = run(experiment, 0, "smoke", out=out, threads=1)
+    resumed = run(experiment, 0, "smoke", RunOptions(out=out, threads=1))
     assert resumed["resumed_from_epoch"] == 2 and not out.with_name("seed0.ckpt.pt").exists()
     assert trajectory(resumed) == trajectory(plain)

@@ -1,17 +1,18 @@
 """Resume of the staged layer-to-layer loop: a job killed in a later stage resumes in that stage (the earlier stages
 are skipped, the stage's window, optimizer and scheduler restored) and ends exactly as an uninterrupted run."""
+
 import json
 
 import pytest
 import torch
+from helpers import separable
+from test_method_layer_to_layer import TINY, build, cfg_for
+from test_resume import COMPARED, bench_run, kill_in_epoch, trajectory, uninterrupted
 
 from bench.methods import layer_to_layer as l2l
 from bench.methods import training
 from bench.methods.checkpoint import Checkpoint
 from bench.methods.training import FAULT_ENV, Context, InjectedFault
-from helpers import separable
-from test_method_layer_to_layer import TINY, build, cfg_for
-from test_resume import COMPARED, bench_run, kill_in_epoch, trajectory, uninterrupted
 
 EXPERIMENT = "bhyravabhottla-cifar10-cnn12-layer_to_layer"
 
@@ -36,8 +37,11 @@ def test_a_killed_layer_to_layer_run_resumes_in_its_stage(tmp_path, smoke_runs):
     assert trajectory(result) == trajectory(reference)  # bit for bit: same losses, accuracies, learning rates
     metrics, expected = result["metrics"], reference["metrics"]
     assert metrics["test_accuracy"] == expected["test_accuracy"]
-    same = [k for k in expected if k.startswith(("stage", "standard_", "test_", "num_", "total_"))
-            and not k.endswith("_time_s")]
+    same = [
+        k
+        for k in expected
+        if k.startswith(("stage", "standard_", "test_", "num_", "total_")) and not k.endswith("_time_s")
+    ]
     assert {k: metrics[k] for k in same} == {k: expected[k] for k in same}
     assert metrics["staged_wall_time_s"] >= metrics["train_time_s"] > 0
 
@@ -70,7 +74,8 @@ def test_resume_in_the_middle_of_a_stage_restores_its_optimizer(tmp_path, monkey
 
     keys = ("epoch", "stage", "stage_epoch", "trainable_params", *COMPARED)
     assert [[r[k] for k in keys] for r in ckpt.records] == [[r[k] for k in keys] for r in reference]
-    assert {k: v for k, v in result.items() if not k.endswith("_time_s")} == \
-        {k: v for k, v in expected.items() if not k.endswith("_time_s")}
+    assert {k: v for k, v in result.items() if not k.endswith("_time_s")} == {
+        k: v for k, v in expected.items() if not k.endswith("_time_s")
+    }
     assert result["staged_wall_time_s"] >= result["standard_wall_time_s"] >= result["standard_train_time_s"] > 0
     assert all(p.requires_grad for p in model.parameters())

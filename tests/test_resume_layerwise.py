@@ -1,18 +1,18 @@
 """Resume of the sequential layer-wise methods (si_forward, fb_si, greedy_layerwise, belilovsky_greedy): a job killed
 in the middle of a later stage skips the stages it finished, goes on inside the stage it was in, and ends with the
 per-epoch records and final metrics of an uninterrupted run (CPU, one thread, fixed seed)."""
+
 import json
 
 import pytest
 import torch
+from helpers import separable
+from test_method_greedy import cfg_for, lenet, simcnn_cfg, simcnn_model
+from test_resume import bench_run, kill_in_epoch, trajectory, uninterrupted
 
-from bench.methods import belilovsky, fb_si, greedy, si
-from bench.methods import training
+from bench.methods import belilovsky, fb_si, greedy, si, training
 from bench.methods.checkpoint import Checkpoint
 from bench.methods.training import FAULT_ENV, Context, InjectedFault
-from test_method_greedy import cfg_for, lenet, simcnn_cfg, simcnn_model
-from helpers import separable
-from test_resume import bench_run, kill_in_epoch, trajectory, uninterrupted
 
 # smoke: the job is SIGKILLed in the first batch of epoch `resumed` + 1 (test_resume.kill_in_epoch: counted in the
 # smoke profile's batches an epoch), `resumed` epochs were checkpointed by then
@@ -51,6 +51,7 @@ def test_a_killed_layerwise_job_resumes_and_matches_an_uninterrupted_run(tmp_pat
 
 # ---------------------------------------------------------------- in process: longer stages, LR decays
 
+
 def exact(record: dict) -> dict:
     """Everything but the times (which are the epochs' own)."""
     return {k: v for k, v in record.items() if not k.endswith("_s")}
@@ -66,14 +67,22 @@ def train_once(method, make_model, cfg, path=None, fault=None, monkeypatch=None)
         monkeypatch.setattr(training, "_batches_seen", 0)
     else:
         monkeypatch.delenv(FAULT_ENV, raising=False)
-    out = method.train(model, separable(n_train=32, n_test=16), cfg, Context(torch.device("cpu"), 3, records.append,
-                                                                             False, ckpt))
+    out = method.train(
+        model, separable(n_train=32, n_test=16), cfg, Context(torch.device("cpu"), 3, records.append, False, ckpt)
+    )
     return out, records, model, ckpt
 
 
 def si_cfg(**kw):
-    return cfg_for(epochs=3, epochs_per_layer=2, classifier_epochs=2, si_eval_samples=16, loss_reduction="mean",
-                   normalize_features=True, **kw)
+    return cfg_for(
+        epochs=3,
+        epochs_per_layer=2,
+        classifier_epochs=2,
+        si_eval_samples=16,
+        loss_reduction="mean",
+        normalize_features=True,
+        **kw,
+    )
 
 
 def si_epoch_search_scaled_cfg():
@@ -83,8 +92,9 @@ def si_epoch_search_scaled_cfg():
 
 
 def fb_cfg():
-    cfg = cfg_for(epochs=3, epochs_per_layer=2, si_layers=2, si_eval_samples=16, loss_reduction="mean",
-                  normalize_features=True)
+    cfg = cfg_for(
+        epochs=3, epochs_per_layer=2, si_layers=2, si_eval_samples=16, loss_reduction="mean", normalize_features=True
+    )
     cfg["lr_milestones"] = [1, 2]
     return cfg
 
@@ -109,16 +119,23 @@ IN_PROCESS = [
     # in the end-to-end stage's second epoch (the LR decayed in place at its start)
     pytest.param(fb_si, lenet, fb_cfg(), 11, 5, id="fb_si"),
     # the temporary head of block 2, in its second epoch
-    pytest.param(greedy, lenet, cfg_for(epochs_per_layer=2, classifier_epochs=2, si_eval_samples=16), 11, 5,
-                 id="greedy_layerwise"),
+    pytest.param(
+        greedy,
+        lenet,
+        cfg_for(epochs_per_layer=2, classifier_epochs=2, si_eval_samples=16),
+        11,
+        5,
+        id="greedy_layerwise",
+    ),
     # block 1's third epoch: the optimizer made at the LR decay is restored, momentum included
     pytest.param(belilovsky, lambda: simcnn_model("simcnn_k1"), belilovsky_cfg(), 11, 5, id="belilovsky_greedy"),
 ]
 
 
 @pytest.mark.parametrize("method,make_model,cfg,kill,resumed", IN_PROCESS)
-def test_resume_inside_a_stage_matches_an_uninterrupted_run(tmp_path, monkeypatch, method, make_model, cfg, kill,
-                                                            resumed):
+def test_resume_inside_a_stage_matches_an_uninterrupted_run(
+    tmp_path, monkeypatch, method, make_model, cfg, kill, resumed
+):
     ref_out, ref_records, ref_model, _ = train_once(method, make_model, cfg, monkeypatch=monkeypatch)
     path = tmp_path / "ckpt.pt"
     with pytest.raises(InjectedFault):
@@ -131,4 +148,3 @@ def test_resume_inside_a_stage_matches_an_uninterrupted_run(tmp_path, monkeypatc
     for (k, a), b in zip(model.state_dict().items(), ref_model.state_dict().values()):
         assert torch.equal(a, b), k
     assert [p.requires_grad for p in model.parameters()] == [p.requires_grad for p in ref_model.parameters()]
-

@@ -2,6 +2,7 @@
 per-epoch checkpoint with the dropped/frozen layers and the stored maps back, and ends with exactly the epoch
 records and final metrics of an uninterrupted run (CPU, one thread); stored maps come back from the killed run's
 disk store when it is still there, else recomputed by replaying the extraction epochs."""
+
 import json
 import os
 import subprocess
@@ -10,17 +11,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_method_learn_drop import DATA, build, cfg_for
+from test_resume import bench_run, kill_in_epoch, trajectory, uninterrupted
 
 from bench.methods import learn_drop as ld
 from bench.methods.checkpoint import Checkpoint
 from bench.methods.learn_drop.store import FeatureStore
 from bench.methods.training import FAULT_ENV, Context
-from test_method_learn_drop import DATA, build, cfg_for
-from test_resume import bench_run, kill_in_epoch, trajectory, uninterrupted
 
 TESTS = Path(__file__).resolve().parent
-TIMES = ("epoch_time_s", "io_time_s", "eval_time_s", "train_time_s", "io_time_s_total", "eval_time_s_total",
-         "timestamp_ms")  # the times an epoch took and when it was logged: a resumed run's own
+TIMES = (
+    "epoch_time_s",
+    "io_time_s",
+    "eval_time_s",
+    "train_time_s",
+    "io_time_s_total",
+    "eval_time_s_total",
+    "timestamp_ms",
+)  # the times an epoch took and when it was logged: a resumed run's own
 
 
 @pytest.fixture(autouse=True)
@@ -38,14 +46,18 @@ def untimed(d: dict) -> dict:
 
 # ---------------------------------------------------------------- the smoke experiments, killed and run again
 
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method,resumed_from", [
-    # smoke: 4 epochs; warm-up 1 epoch, layers dropped/frozen at the end of epoch 2; Learn & Drop extracts their maps
-    # in epoch 3 and trains on them in epoch 4 (killed in the first batch of the epoch after `resumed_from`)
-    ("learn_drop", 2),  # killed in the extraction epoch 3: the drop is pending, the maps not yet stored
-    ("learn_drop", 3),  # killed in epoch 4: the stored maps must come back
-    ("freezing", 3),    # killed in epoch 4: the frozen layers must stay frozen
-])
+@pytest.mark.parametrize(
+    "method,resumed_from",
+    [
+        # smoke: 4 epochs; warm-up 1 epoch, layers dropped/frozen at the end of epoch 2; Learn & Drop extracts their
+        # maps in epoch 3 and trains on them in epoch 4 (killed in the first batch of the epoch after `resumed_from`)
+        ("learn_drop", 2),  # killed in the extraction epoch 3: the drop is pending, the maps not yet stored
+        ("learn_drop", 3),  # killed in epoch 4: the stored maps must come back
+        ("freezing", 3),  # killed in epoch 4: the frozen layers must stay frozen
+    ],
+)
 def test_a_killed_smoke_run_resumes_after_the_drop_and_matches(tmp_path, smoke_runs, method, resumed_from):
     experiment = f"cruciata-mnist-vgg11-{method}"
     reference = uninterrupted(smoke_runs, experiment)
@@ -66,8 +78,17 @@ def test_a_killed_smoke_run_resumes_after_the_drop_and_matches(tmp_path, smoke_r
 
     assert trajectory(result) == trajectory(reference)  # bit for bit: losses, accuracies, learning rates
     assert [untimed(r) for r in result["epochs"]] == [untimed(r) for r in reference["epochs"]]  # phases, MACs, drops
-    keys = ("test_accuracy", "test_loss", "macs_total", "macs_forward_final_head", "dropped_layers_final",
-            "decisions", "feature_store", "params_trainable_final", "drop_schedule")
+    keys = (
+        "test_accuracy",
+        "test_loss",
+        "macs_total",
+        "macs_forward_final_head",
+        "dropped_layers_final",
+        "decisions",
+        "feature_store",
+        "params_trainable_final",
+        "drop_schedule",
+    )
     assert {k: result["metrics"][k] for k in keys} == {k: reference["metrics"][k] for k in keys}
     drop_epochs = {k: v for k, v in reference["metrics"].items() if k.startswith("drop_epoch_l")}
     assert drop_epochs and {k: result["metrics"][k] for k in drop_epochs} == drop_epochs
@@ -93,26 +114,37 @@ def checkpointed(path: str, method_options: dict):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store,kill,resumed_from", [
-    ("device", 16, 5),     # killed in epoch 6: both extractions replayed, on the device
-    ("disk", 16, 5),       # killed in epoch 6: the killed run's disk store reopened
-    ("disk", 14, 4),       # killed in the extraction epoch 5: store 0->2 reopened, the partial 2->3 one removed
-    ("disk_gone", 16, 5),  # the disk store vanished (another node): both extractions replayed, into a new one
-])
+@pytest.mark.parametrize(
+    "store,kill,resumed_from",
+    [
+        ("device", 16, 5),  # killed in epoch 6: both extractions replayed, on the device
+        ("disk", 16, 5),  # killed in epoch 6: the killed run's disk store reopened
+        ("disk", 14, 4),  # killed in the extraction epoch 5: store 0->2 reopened, the partial 2->3 one removed
+        ("disk_gone", 16, 5),  # the disk store vanished (another node): both extractions replayed, into a new one
+    ],
+)
 def test_stored_maps_come_back_reopened_or_recomputed(tmp_path, monkeypatch, store, kill, resumed_from):
     maps = tmp_path / "maps"
     maps.mkdir()
     opts = {} if store == "device" else {"feature_store_max_mb": 0, "feature_store_dir": str(maps)}
     ref_records, model = [], build("vgg11")
     torch.manual_seed(1)
-    reference = ld.train(model, DATA, cfg_for("learn_drop", **CHAIN, **opts),
-                         Context(torch.device("cpu"), 0, ref_records.append, False))
+    reference = ld.train(
+        model, DATA, cfg_for("learn_drop", **CHAIN, **opts), Context(torch.device("cpu"), 0, ref_records.append, False)
+    )
 
     ckpt = tmp_path / "seed0.ckpt.pt"
-    code = f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_resume_learn_drop as t; " \
-           f"t.checkpointed({str(ckpt)!r}, {opts!r})"
-    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, FAULT_ENV: f"kill:{kill}"})
+    code = (
+        f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_resume_learn_drop as t; "
+        f"t.checkpointed({str(ckpt)!r}, {opts!r})"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, FAULT_ENV: f"kill:{kill}"},
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert torch.load(ckpt, weights_only=True)["epoch"] == resumed_from
     left = sorted(maps.iterdir())

@@ -5,6 +5,7 @@ No ordering here depends on the machine's speed: a run that must still be going 
 its epoch 2 by $BENCH_FAULT=hold:DIR (bench/methods/training.py: it creates DIR/waiting-epoch2.<host>.<pid> once its
 epoch 1 is trained, logged and checkpointed, and waits for DIR/epoch2), and the test acts when it sees that file.
 The deadlines are hang guards only."""
+
 import json
 import os
 import signal

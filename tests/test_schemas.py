@@ -1,5 +1,6 @@
 """The YAML data files are checked against JSON schemas (bench/schemas/): the shipped ones pass, and a broken copy
 is refused with a message naming the file, the place in it and what is wrong."""
+
 import copy
 
 import pytest
@@ -67,14 +68,17 @@ def test_a_broken_grid_is_named():
     refused(data, "grid", path, "'datset' was unexpected")
 
 
-@pytest.mark.parametrize("where,key,value,message", [
-    ("set", "optimiser", "adam", "'optimiser' was unexpected); did you mean 'optimizer' for 'optimiser'?"),
-    ("set", "optimizer", "adamw2", "'adamw2' is not one of ['sgd', 'adam']"),
-    ("set", "epochs", -5, "-5 is less than the minimum of 1"),
-    ("set", "batch_size", "big", "'big' is not of type 'integer'"),
-    ("method_options", "epochs_per_layr", 3, "did you mean 'epochs_per_layer' for 'epochs_per_layr'?"),
-    ("model", "dropuot", 0.5, "did you mean 'dropout' for 'dropuot'?"),
-])
+@pytest.mark.parametrize(
+    "where,key,value,message",
+    [
+        ("set", "optimiser", "adam", "'optimiser' was unexpected); did you mean 'optimizer' for 'optimiser'?"),
+        ("set", "optimizer", "adamw2", "'adamw2' is not one of ['sgd', 'adam']"),
+        ("set", "epochs", -5, "-5 is less than the minimum of 1"),
+        ("set", "batch_size", "big", "'big' is not of type 'integer'"),
+        ("method_options", "epochs_per_layr", 3, "did you mean 'epochs_per_layer' for 'epochs_per_layr'?"),
+        ("model", "dropuot", 0.5, "did you mean 'dropout' for 'dropuot'?"),
+    ],
+)
 def test_a_typo_or_bad_value_in_a_grid_setting_is_named(where, key, value, message):
     path = ex.GRIDS_DIR / "karimi.yaml"
     data = copy.deepcopy(load(path))

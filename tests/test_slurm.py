@@ -8,37 +8,67 @@ tests/cluster_fixtures.py): this one proves the default store, the SQLite file i
 that SLURM starts, with no error on any run, and the Learn & Drop and greedy layer-wise methods through SLURM; that
 one runs its 16 jobs on a tracking server that it takes down while they train.
 """
+
 import json
 import os
 import subprocess
 import time
 
 import pytest
-
-from cluster_fixtures import slurm  # noqa: F401, F811 (a fixture, used by name)
 from conftest import REPO
 from test_workflow import SNAKEMAKE
 
-EXPERIMENTS = ["ma-cifar10-vgg8-backprop", "cruciata-mnist-vgg11-learn_drop", "karimi-fashion_mnist-lenet-greedy_layerwise"]
+EXPERIMENTS = [
+    "ma-cifar10-vgg8-backprop",
+    "cruciata-mnist-vgg11-learn_drop",
+    "karimi-fashion_mnist-lenet-greedy_layerwise",
+]
 
-pytestmark = [pytest.mark.skipif(os.environ.get("BENCH_SLURM_TEST") != "1",
-                                 reason="opt-in: installs and starts SLURM on this machine; set BENCH_SLURM_TEST=1 "
-                                        "(CI does)"),
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.skipif(
+        os.environ.get("BENCH_SLURM_TEST") != "1",
+        reason="opt-in: installs and starts SLURM on this machine; set BENCH_SLURM_TEST=1 (CI does)",
+    ),
+    pytest.mark.slow,
+]
 
 
 def test_smoke_experiments_run_through_the_slurm_profile(tmp_path, slurm):
     up = slurm
     t0 = time.monotonic()
     proc = subprocess.run(
-        [*SNAKEMAKE, "--directory", str(tmp_path), "--workflow-profile", str(REPO / "workflows/profiles/slurm"),
-         "--config", "profile=smoke", f"only={','.join(EXPERIMENTS)}", "device=cpu",
-         # this machine's cluster: its partition, no accounts, CPU only; squeue for status (no accounting database)
-         "--default-resources", "slurm_partition=debug", "runtime=10", "mem_mb=2000", "cpus_per_task=1",
-         "--set-resources", "train:gpu=0", "--slurm-no-account", "--slurm-status-command", "squeue",
-         "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "3",
-         "--latency-wait", "5"],
-        capture_output=True, text=True, timeout=900)
+        [
+            *SNAKEMAKE,
+            "--directory",
+            str(tmp_path),
+            "--workflow-profile",
+            str(REPO / "workflows/profiles/slurm"),
+            "--config",
+            "profile=smoke",
+            f"only={','.join(EXPERIMENTS)}",
+            "device=cpu",
+            # this machine's cluster: its partition, no accounts, CPU only; squeue for status (no accounting database)
+            "--default-resources",
+            "slurm_partition=debug",
+            "runtime=10",
+            "mem_mb=2000",
+            "cpus_per_task=1",
+            "--set-resources",
+            "train:gpu=0",
+            "--slurm-no-account",
+            "--slurm-status-command",
+            "squeue",
+            "--slurm-init-seconds-before-status-checks",
+            "2",
+            "--seconds-between-status-checks",
+            "3",
+            "--latency-wait",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     took = time.monotonic() - t0
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]

@@ -1,15 +1,16 @@
 """The tests' reuse of the smoke DAG's runs (conftest.SmokeRuns) trusts a result file only when it is valid for this
 checkout: a file that `bench.run.results.load` refuses, a run that did not finish or was resumed, or one trained by
 another code version is never used; the run is trained instead."""
+
 import json
 
 import pytest
+from conftest import SmokeRuns
+from helpers import result_file
 
 from bench import experiments as ex
 from bench.run.measure import code_version
 from bench.run.results import run_path
-from conftest import SmokeRuns
-from helpers import result_file
 
 EXPERIMENT = "cruciata-mnist-vgg11-backprop"
 
@@ -45,13 +46,16 @@ def test_a_valid_result_of_this_checkout_is_reused(runs, tmp_path):
     assert runs.get(EXPERIMENT)["metrics"]["test_accuracy"] == 42.0 and runs.trained == []  # read once, kept
 
 
-@pytest.mark.parametrize("change,reason", [
-    ({"code_version": "0123456789ab"}, "code version 0123456789ab"),
-    ({"status": "FAILED"}, "FAILED"),
-    ({"resumed_from_epoch": 2}, "resumed from epoch 2"),
-    ({"config": {**ex.config(ex.get(EXPERIMENT), "smoke"), "epochs": 99}}, "epochs"),
-    ({"seed": 3}, "seed"),
-])
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        ({"code_version": "0123456789ab"}, "code version 0123456789ab"),
+        ({"status": "FAILED"}, "FAILED"),
+        ({"resumed_from_epoch": 2}, "resumed from epoch 2"),
+        ({"config": {**ex.config(ex.get(EXPERIMENT), "smoke"), "epochs": 99}}, "epochs"),
+        ({"seed": 3}, "seed"),
+    ],
+)
 def test_a_result_not_valid_for_this_checkout_is_trained_again(runs, tmp_path, change, reason):
     write(tmp_path / "results", **change)
     assert runs.get(EXPERIMENT) == {"trained": True} and runs.trained == [(EXPERIMENT, 0)]

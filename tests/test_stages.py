@@ -4,6 +4,7 @@ stage and the stages before it, never a later one, and no module imports itself 
 Stages in order (bench/__init__.py says what each holds): the base (bench/__init__.py, bench/schema.py), claims,
 experiments, data, models, methods, run, cost, verdicts, report, and the command line on top (bench/cli.py,
 bench/__main__.py). Every import counts, the ones inside functions too: a lazy import is still a dependency."""
+
 import ast
 import re
 from pathlib import Path
@@ -36,8 +37,9 @@ def imports(path: Path, root: Path) -> list[tuple[int, str, str]]:
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
-                       for a in node.names]
+            targets = [
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names
+            ]
         else:
             continue
         for target in targets:
@@ -68,7 +70,7 @@ def import_cycles(root: Path) -> list[str]:
 
     def visit(node):
         if node in stack:
-            cycles.append(" -> ".join(stack[stack.index(node):] + [node]))
+            cycles.append(" -> ".join(stack[stack.index(node) :] + [node]))
             return
         if node in done:
             return
@@ -100,8 +102,8 @@ def test_no_import_cycle():
 
 
 def test_the_readme_shows_the_stages_in_order():
-    """The README's "How it works" diagram and its layout table name the same stages, in the order of STAGES."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    """docs/design.md's "How it works" diagram and its layout table name the same stages, in the order of STAGES."""
+    readme = (REPO / "docs/design.md").read_text(encoding="utf-8")
     how = readme.split("## How it works")[1].split("```")[1]
     layout = readme.split("### Layout")[1].split("\n\n")[1]
     diagram = re.findall(r"^(bench/\S+)", how, re.M)
@@ -118,6 +120,7 @@ def test_the_checks_find_an_upward_import_and_a_cycle(tmp_path):
     (root / "__init__.py").write_text("")
     (root / "claims" / "registry.py").write_text("import os\n\n\ndef later():\n    from bench.run import runner\n")
     (root / "run" / "runner.py").write_text("from bench.claims import registry\n")
-    assert upward_imports(root) == ["bench/claims/registry.py:5: from bench.run import runner: claims imports run, "
-                                    "a later stage"]
+    assert upward_imports(root) == [
+        "bench/claims/registry.py:5: from bench.run import runner: claims imports run, a later stage"
+    ]
     assert import_cycles(root) == ["bench.claims.registry -> bench.run.runner -> bench.claims.registry"]

@@ -1,8 +1,10 @@
 """Statistics, aggregation of result files into cells, and the Markdown reports, on hand-made result files."""
+
 import csv
 import math
 
 import pytest
+from helpers import measurement_file, result_file
 
 from bench import experiments as ex
 from bench.claims.registry import Claim, load_claims
@@ -11,7 +13,6 @@ from bench.report.pages import SMOKE_WARNING, write_reports
 from bench.run.results import run_path, write_json_atomic
 from bench.verdicts import aggregate as agg
 from bench.verdicts.stats import summarize
-from helpers import measurement_file, result_file
 
 T975_DF2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (statistical tables)
 
@@ -26,11 +27,25 @@ def test_summarize_by_hand():
     assert summarize([])["n"] == 0
 
 
-def fake_run(results, profile, experiment, seed, accuracy=50.0, train_time_s=600.0, memory_mb=1000.0,
-             status="FINISHED", error=None):
-    result = result_file(profile, experiment, seed, status, finished=f"2026-01-0{seed + 1}T00:00:00+00:00",
-                         metrics={"test_accuracy": accuracy, "train_time_s": train_time_s,
-                                  "peak_memory_mb": memory_mb})
+def fake_run(
+    results,
+    profile,
+    experiment,
+    seed,
+    accuracy=50.0,
+    train_time_s=600.0,
+    memory_mb=1000.0,
+    status="FINISHED",
+    error=None,
+):
+    result = result_file(
+        profile,
+        experiment,
+        seed,
+        status,
+        finished=f"2026-01-0{seed + 1}T00:00:00+00:00",
+        metrics={"test_accuracy": accuracy, "train_time_s": train_time_s, "peak_memory_mb": memory_mb},
+    )
     if error:
         result["error"] = error
     write_json_atomic(run_path(profile, experiment, seed, results), result)
@@ -51,15 +66,21 @@ def cells_by_id(results, profile, seeds):
 def test_metric_values_in_the_claims_units():
     result = {"metrics": {"test_accuracy": 92.5, "train_time_s": 1200.0, "peak_memory_mb": 2048.0}}
     base = {"metrics": {"train_time_s": 3000.0}}
-    claim = lambda metric, unit: Claim("x", "p", "1", "r", "c", "cifar10", "m", "backprop", "", "", metric,  # noqa: E731
-                                      "1", 1.0, unit, "backprop", "", "")
+
+    def claim(metric, unit):
+        return Claim(
+            "x", "p", "1", "r", "c", "cifar10", "m", "backprop", "", "", metric, "1", 1.0, unit, "backprop", "", ""
+        )
+
     assert agg.metric_value(claim("test_accuracy", "%"), result) == 92.5
     assert agg.metric_value(claim("test_error", "%"), result) == pytest.approx(7.5)
     assert agg.metric_value(claim("train_time", "min"), result) == 20.0
     assert agg.metric_value(claim("train_time", "s"), result) == 1200.0
     assert agg.metric_value(claim("memory", "GB"), result) == 2.0
-    notebook = {"metrics": {"peak_memory_mb": 2048.0, "host_rss_after_mb": 5000.0},
-                "config": {"memory_metric": "host_rss_after_mb"}}  # Bhyravabhottla & Lee: psutil RSS after fit
+    notebook = {
+        "metrics": {"peak_memory_mb": 2048.0, "host_rss_after_mb": 5000.0},
+        "config": {"memory_metric": "host_rss_after_mb"},
+    }  # Bhyravabhottla & Lee: psutil RSS after fit
     assert agg.metric_value(claim("memory", "MB"), notebook) == 5000.0
     from bench import experiments as ex
 
@@ -97,9 +118,17 @@ def test_aggregate_cells_from_result_files(tmp_path):
 
 
 # the (dataset, model) runs Cruciata's averaged rows take
-CRUCIATA_AVERAGE_ROWS = [("mnist", "vgg11"), ("cifar10", "vgg11"), ("imagenette", "vgg11"), ("mnist", "vgg16"),
-                         ("cifar10", "vgg16"), ("imagenette", "vgg16"), ("mnist", "vgg19"), ("cifar10", "vgg19"),
-                         ("imagenette", "vgg19")]
+CRUCIATA_AVERAGE_ROWS = [
+    ("mnist", "vgg11"),
+    ("cifar10", "vgg11"),
+    ("imagenette", "vgg11"),
+    ("mnist", "vgg16"),
+    ("cifar10", "vgg16"),
+    ("imagenette", "vgg16"),
+    ("mnist", "vgg19"),
+    ("cifar10", "vgg19"),
+    ("imagenette", "vgg19"),
+]
 
 
 def cruciata_runs(res, learn_drop):
@@ -109,6 +138,7 @@ def cruciata_runs(res, learn_drop):
         for seed in (0, 1):
             fake_run(res, "paper", f"cruciata-{dataset}-{model}-backprop", seed, train_time_s=1000.0)
             fake_run(res, "paper", f"cruciata-{dataset}-{model}-learn_drop", seed, **learn_drop(i, seed))
+
 
 def test_time_savings_and_text_averages_are_computed_per_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(agg, "support", lambda exp, profile: "")  # pretend Learn & Drop is implemented
@@ -136,7 +166,7 @@ def test_reports_render_the_papers_tables(tmp_path):
     assert not ma.startswith(SMOKE_WARNING)
     assert "`paper`" in ma and "TestGPU 9000" in ma and "abc123" in ma  # profile, hardware, code version
     assert "## Table I: Classification verification with VGGs on CIFAR10" in ma
-    row = next(l for l in ma.splitlines() if l.startswith("| VGG8 "))
+    row = next(line for line in ma.splitlines() if line.startswith("| VGG8 "))
     assert "90.59 → 91.00 ± 1.00" in row and "89.72 → MISSING [1]" in row
     assert "[1] 3 of 3 seeds have no result file yet" in ma
     assert (rep / "paper" / "figures" / "ma_claimed_vs_reproduced.png").stat().st_size > 1000
@@ -209,8 +239,9 @@ def test_report_without_aggregate_is_a_clear_error(tmp_path):
 def test_companion_runs_are_reported_beside_the_cells(tmp_path):
     res, rep = tmp_path / "results", tmp_path / "reports"
     for seed, acc in enumerate([70.0, 72.0]):
-        fake_run(res, "paper", "bhyravabhottla-cifar10-cnn12-backprop-equal_epochs", seed, accuracy=acc,
-                 train_time_s=100.0)
+        fake_run(
+            res, "paper", "bhyravabhottla-cifar10-cnn12-backprop-equal_epochs", seed, accuracy=acc, train_time_s=100.0
+        )
     agg.aggregate("paper", results=res, seeds="0,1")
     rows = {r["experiment"]: r for r in csv.DictReader(open(res / "paper" / "companions.csv"))}
     row = rows["bhyravabhottla-cifar10-cnn12-backprop-equal_epochs"]
@@ -220,7 +251,7 @@ def test_companion_runs_are_reported_beside_the_cells(tmp_path):
     write_reports("paper", results=res, reports=rep)
     text = (rep / "paper" / "bhyravabhottla.md").read_text()
     assert "## Companion runs (no cell of the paper)" in text
-    line = next(l for l in text.splitlines() if "cifar10-cnn12-backprop-equal_epochs" in l)
+    line = next(row for row in text.splitlines() if "cifar10-cnn12-backprop-equal_epochs" in row)
     assert "71.00 ± 1.41" in line and "MEASURED" in line and "method=backprop + variant=equal_epochs [choice]" in line
     assert "equal_epochs" not in (rep / "paper" / "cruciata.md").read_text()  # each paper lists its own companions
 
@@ -240,8 +271,14 @@ def test_training_time_as_each_paper_times_it():
 def test_diverged_runs_are_a_result_with_their_own_status(tmp_path):
     res = tmp_path / "results"
     for seed in range(3):
-        fake_run(res, "paper", "karimi-cifar10-lenet-si_forward", seed, status="DIVERGED",
-                 error="diverged at epoch 3: train_loss is nan")
+        fake_run(
+            res,
+            "paper",
+            "karimi-cifar10-lenet-si_forward",
+            seed,
+            status="DIVERGED",
+            error="diverged at epoch 3: train_loss is nan",
+        )
     diverged_then_failed(res, "karimi-cifar10-alexnet-si_forward")
     cells = cells_by_id(res, "paper", "0,1,2")
     lenet = next(r for r in cells.values() if r["experiment"] == "karimi-cifar10-lenet-si_forward")
@@ -261,8 +298,10 @@ def test_learn_drop_flops_come_from_its_runs_against_sgd(tmp_path):
             path = run_path("paper", eid, seed, res)
             result = __import__("json").loads(path.read_text())
             result["metrics"]["macs_forward"] = 100.0
-            result["epochs"] = [{"epoch": i + 1, "epoch_time_s": 25.0, **({"macs_epoch": m} if epochs else {})}
-                                for i, m in enumerate(epochs or [0] * 4)]
+            result["epochs"] = [
+                {"epoch": i + 1, "epoch_time_s": 25.0, **({"macs_epoch": m} if epochs else {})}
+                for i, m in enumerate(epochs or [0] * 4)
+            ]
             write_json_atomic(path, result)
     measure = res / "paper" / "models" / "cruciata-vgg11.json"
     write_json_atomic(measure, measurement_file("cruciata", "vgg11", macs=30_000_000_000, params_total=1))
@@ -276,7 +315,10 @@ def test_learn_drop_flops_come_from_its_runs_against_sgd(tmp_path):
     rep = tmp_path / "reports"
     write_reports("paper", results=res, reports=rep)
     figure = rep / "paper" / "figures" / "cruciata_imagenette_per_epoch.png"
-    assert figure.stat().st_size > 1000 and "cruciata_imagenette_per_epoch.png" in (rep / "paper" / "cruciata.md").read_text()
+    assert (
+        figure.stat().st_size > 1000
+        and "cruciata_imagenette_per_epoch.png" in (rep / "paper" / "cruciata.md").read_text()
+    )
 
 
 def test_per_epoch_figures_start_at_zero_in_plain_numbers(tmp_path, monkeypatch):
@@ -291,8 +333,10 @@ def test_per_epoch_figures_start_at_zero_in_plain_numbers(tmp_path, monkeypatch)
         path = run_path("paper", eid, 0, res)
         result = __import__("json").loads(path.read_text())
         result["metrics"]["macs_forward"] = 35e6
-        result["epochs"] = [{"epoch": i + 1, "epoch_time_s": 25.0 - i / 10, **({"macs_epoch": m} if macs else {})}
-                            for i, m in enumerate(macs or [0] * 4)]
+        result["epochs"] = [
+            {"epoch": i + 1, "epoch_time_s": 25.0 - i / 10, **({"macs_epoch": m} if macs else {})}
+            for i, m in enumerate(macs or [0] * 4)
+        ]
         write_json_atomic(path, result)
     shown = []
     monkeypatch.setattr(figures, "_save", lambda fig, path: (fig.canvas.draw(), shown.append(fig)))
@@ -331,8 +375,12 @@ def test_verdicts_and_headline_claims_reach_the_reports_byte_stable(tmp_path):
     again = {p.name: p.read_bytes() for p in write_reports("paper", results=res, reports=rep) if p.is_file()}
     assert first == again and "cruciata_claimed_vs_reproduced.png" in first
     text = (rep / "paper" / "cruciata.md").read_text()
-    assert text.index("## Summary") < text.index("## Table 1") < text.index("## Headline claims") \
+    assert (
+        text.index("## Summary")
+        < text.index("## Table 1")
+        < text.index("## Headline claims")
         < text.index("## Choices made where the paper is silent")
+    )
     assert "98.64 → 98.65 ± 0.05 (n=3) **REP**" in text
     assert "RTX 3090" in text and "single values, no spread" in text
     index = (rep / "paper" / "index.md").read_text()
@@ -343,8 +391,14 @@ def test_verdicts_and_headline_claims_reach_the_reports_byte_stable(tmp_path):
 def test_a_diverged_companion_says_so(tmp_path):
     res = tmp_path / "results"
     for seed in range(2):
-        fake_run(res, "paper", "karimi-cifar10-lenet-si_forward-literal", seed, status="DIVERGED",
-                 error="diverged at epoch 1: feature_norm inf")
+        fake_run(
+            res,
+            "paper",
+            "karimi-cifar10-lenet-si_forward-literal",
+            seed,
+            status="DIVERGED",
+            error="diverged at epoch 1: feature_norm inf",
+        )
     diverged_then_failed(res, "karimi-cifar10-vgg16-si_forward-literal")
     agg.aggregate("paper", results=res, seeds="0,1")
     rows = {r["experiment"]: r for r in csv.DictReader(open(res / "paper" / "companions.csv"))}
@@ -412,10 +466,21 @@ def test_identical_seeds_are_a_collapse_unless_the_runs_are_identical_too(tmp_pa
     res = tmp_path / "results"
     for seed in range(3):
         for exp, test_loss in (("ma-cifar10-vgg8-backprop", 2.3 + 0.01 * seed), ("ma-cifar10-vgg8-predsim", 0.4)):
-            write_json_atomic(run_path("paper", exp, seed, res), result_file(
-                "paper", exp, seed, metrics={"test_accuracy": 90.0, "train_time_s": 60.0, "peak_memory_mb": 1.0,
-                                             "test_loss": test_loss},
-                epochs=[{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5}]))
+            write_json_atomic(
+                run_path("paper", exp, seed, res),
+                result_file(
+                    "paper",
+                    exp,
+                    seed,
+                    metrics={
+                        "test_accuracy": 90.0,
+                        "train_time_s": 60.0,
+                        "peak_memory_mb": 1.0,
+                        "test_loss": test_loss,
+                    },
+                    epochs=[{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5}],
+                ),
+            )
     cells = cells_by_id(res, "paper", "0,1,2")
     collapsed, never = cells["ma.I.vgg8.global"], cells["ma.I.vgg8.layer-wise"]  # printed 90.59 and 89.72
     assert (collapsed["verdict"], collapsed["flag"]) == ("REPRODUCED", "collapsed") and "differ" in collapsed["reason"]
@@ -423,8 +488,9 @@ def test_identical_seeds_are_a_collapse_unless_the_runs_are_identical_too(tmp_pa
     assert "never reached" in never["reason"]
     assert agg.same_runs([((1.0,),), ((1.0,),)]) is True and agg.same_runs([((1.0,),), ((1.5,),)]) is False
     assert agg.same_runs([((1.0,),), ((),)]) is None and agg.same_runs([((1.0,),)]) is None  # nothing to tell
-    assert agg.run_losses({"metrics": {"test_loss": 0.5, "train_time_s": 9.0},
-                           "epochs": [{"train_loss": 1.0}, {"lr": 0.1}]}) == (0.5, 1.0)  # times are not losses
+    assert agg.run_losses(
+        {"metrics": {"test_loss": 0.5, "train_time_s": 9.0}, "epochs": [{"train_loss": 1.0}, {"lr": 0.1}]}
+    ) == (0.5, 1.0)  # times are not losses
 
 
 def test_each_paper_is_corrected_over_its_own_cells_only(tmp_path):
@@ -450,8 +516,11 @@ def test_an_average_with_a_failed_member_is_not_judged_on_the_survivors(tmp_path
 
     def learn_drop(i, seed):
         failed = i == 4 and seed == 1
-        return {"train_time_s": 600.0 + seed, "status": "FAILED" if failed else "FINISHED",
-                "error": "RuntimeError: boom" if failed else None}
+        return {
+            "train_time_s": 600.0 + seed,
+            "status": "FAILED" if failed else "FINISHED",
+            "error": "RuntimeError: boom" if failed else None,
+        }
 
     cruciata_runs(res, learn_drop)
     cells = cells_by_id(res, "paper", "0,1")
@@ -465,15 +534,23 @@ def test_learn_drop_flops_need_both_runs_finished(tmp_path):
         for method in ("learn_drop", "backprop"):
             eid = f"cruciata-imagenette-vgg11-{method}"
             failed = method == "backprop" and seed == 1
-            fake_run(res, "paper", eid, seed, status="FAILED" if failed else "FINISHED",
-                     error="RuntimeError: boom" if failed else None)
+            fake_run(
+                res,
+                "paper",
+                eid,
+                seed,
+                status="FAILED" if failed else "FINISHED",
+                error="RuntimeError: boom" if failed else None,
+            )
             path = run_path("paper", eid, seed, res)
             result = __import__("json").loads(path.read_text())
             result["metrics"]["macs_forward"] = 100.0
             result["epochs"] = [{"epoch": i + 1, "macs_epoch": 80.0} for i in range(2)]
             write_json_atomic(path, result)
-    write_json_atomic(res / "paper" / "models" / "cruciata-vgg11.json",
-                      measurement_file("cruciata", "vgg11", macs=30_000_000_000, params_total=1))
+    write_json_atomic(
+        res / "paper" / "models" / "cruciata-vgg11.json",
+        measurement_file("cruciata", "vgg11", macs=30_000_000_000, params_total=1),
+    )
     cut = cells_by_id(res, "paper", "0,1")["cruciata.3.vgg-11.dropping.d-flops-pct"]
     assert cut["status"] == "FAILED" and "did not finish" in cut["reason"] and cut["n"] == "1"
 
@@ -490,7 +567,8 @@ def test_a_non_finite_seed_value_makes_the_cell_diverged_in_its_status_too(tmp_p
     for seed in range(3):
         fake_run(res, "paper", "ma-cifar10-vgg8-backprop", seed, accuracy=90.0 + seed)
     value = agg.metric_value
-    monkeypatch.setattr(agg, "metric_value", lambda claim, run, base=None: (
-        float("inf") if run["seed"] == 1 else value(claim, run, base)))
+    monkeypatch.setattr(
+        agg, "metric_value", lambda claim, run, base=None: float("inf") if run["seed"] == 1 else value(claim, run, base)
+    )
     cell = cells_by_id(res, "paper", "0,1,2")["ma.I.vgg8.global"]
     assert (cell["status"], cell["verdict"]) == ("DIVERGED", "DIVERGED") and "not finite" in cell["reason"]

@@ -1,6 +1,7 @@
 """`bench sync` rebuilds the MLflow store from the result files: a deleted store, a job that never reached its
 store, points a store lost, results merged from another checkout; a second sync adds nothing. And a store that
 cannot be used (unreachable, not MLflow) costs a job one line on stderr, never the run."""
+
 import http.server
 import json
 import os
@@ -42,8 +43,10 @@ def runs_of(client) -> dict:
 
 
 def histories(client, run) -> dict:
-    return {k: sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run.info.run_id, k))
-            for k in run.data.metrics}
+    return {
+        k: sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run.info.run_id, k))
+        for k in run.data.metrics
+    }
 
 
 def points(client) -> int:
@@ -52,8 +55,8 @@ def points(client) -> int:
 
 def train(workdir, monkeypatch, seed: int, uri: str | None = None) -> dict:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri or f"sqlite:///{workdir / 'mlflow.db'}")
-    return runner.run(EXPERIMENT, seed, "smoke", out=run_path("smoke", EXPERIMENT, seed, workdir / "results"),
-                      threads=1, progress=False)
+    options = runner.RunOptions(out=run_path("smoke", EXPERIMENT, seed, workdir / "results"), threads=1, progress=False)
+    return runner.run(EXPERIMENT, seed, "smoke", options)
 
 
 @pytest.mark.slow
@@ -77,10 +80,13 @@ def test_a_deleted_store_is_rebuilt_as_the_live_jobs_logged_it(workdir, monkeypa
     # every point at the step and time the job logged it: the per-epoch chart is the live one
     assert histories(new_store, new) == histories(live_store, old)
     assert counts["points"] == sum(len(h) for h in histories(live_store, old).values())
-    assert [(i.dataset.name, i.dataset.digest) for i in new.inputs.dataset_inputs] == \
-        [(i.dataset.name, i.dataset.digest) for i in old.inputs.dataset_inputs]
+    assert [(i.dataset.name, i.dataset.digest) for i in new.inputs.dataset_inputs] == [
+        (i.dataset.name, i.dataset.digest) for i in old.inputs.dataset_inputs
+    ]
     result = json.loads(run_path("smoke", EXPERIMENT, 0, workdir / "results").read_text())
-    assert result["mlflow"]["run_id"] == new.info.run_id and result["mlflow"]["synced"]["from_run_id"] == old.info.run_id
+    assert (
+        result["mlflow"]["run_id"] == new.info.run_id and result["mlflow"]["synced"]["from_run_id"] == old.info.run_id
+    )
     assert {k: v for k, v in result.items() if k != "mlflow"} == {k: v for k, v in live.items() if k != "mlflow"}
 
     again = sync("smoke", workdir / "results")
@@ -92,8 +98,9 @@ def test_lost_points_are_filled_exactly_and_once(workdir, monkeypatch):
     train(workdir, monkeypatch, 0)
     full = points(store(workdir / "mlflow.db"))
     with sqlite3.connect(workdir / "mlflow.db") as db:  # a store that lost epochs 3-5 of train_loss and test_accuracy
-        lost = db.execute("DELETE FROM metrics WHERE key IN ('train_loss', 'test_accuracy') AND step BETWEEN 3 AND 5"
-                          ).rowcount
+        lost = db.execute(
+            "DELETE FROM metrics WHERE key IN ('train_loss', 'test_accuracy') AND step BETWEEN 3 AND 5"
+        ).rowcount
         db.execute("UPDATE runs SET status = 'RUNNING', end_time = NULL")  # and the job's end
     assert lost == 6 and points(store(workdir / "mlflow.db")) == full - lost
     counts = sync("smoke", workdir / "results")
@@ -160,9 +167,13 @@ def closed_port() -> int:
 @pytest.mark.parametrize("kind", ["unreachable", "not MLflow"])
 def test_a_store_that_cannot_be_used_costs_one_line_never_the_run(workdir, kind, not_mlflow):
     uri = {"unreachable": f"http://user:s3cret@127.0.0.1:{closed_port()}", "not MLflow": not_mlflow}[kind]
-    proc = subprocess.run([*BENCH, "run", "-e", EXPERIMENT, "--profile", "smoke", "--threads", "1"],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **NO_BACKOFF, "MLFLOW_TRACKING_URI": uri})
+    proc = subprocess.run(
+        [*BENCH, "run", "-e", EXPERIMENT, "--profile", "smoke", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **NO_BACKOFF, "MLFLOW_TRACKING_URI": uri},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = [line for line in proc.stderr.splitlines() if "mlflow" in line.lower()]
     why = {"unreachable": "unreachable (connection refused)", "not MLflow": "not an MLflow tracking server"}[kind]
@@ -173,13 +184,23 @@ def test_a_store_that_cannot_be_used_costs_one_line_never_the_run(workdir, kind,
     assert result["status"] == "FINISHED" and result["mlflow"]["run_id"] is None and why in result["mlflow"]["error"]
     assert "s3cret" not in result_path.read_text()
     # the store that works: sync logs the run
-    sync_proc = subprocess.run([*BENCH, "sync", "--profile", "smoke"], capture_output=True, text=True, timeout=300,
-                               env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'ok.db'}"})
+    sync_proc = subprocess.run(
+        [*BENCH, "sync", "--profile", "smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'ok.db'}"},
+    )
     assert sync_proc.returncode == 0, sync_proc.stderr
     (run,) = runs_of(store(workdir / "ok.db")).values()
     assert run.info.status == "FINISHED" and len(histories(store(workdir / "ok.db"), run)["train_loss"]) == 8
     # sync against the bad store: one line, exit 2
-    bad = subprocess.run([*BENCH, "sync", "--profile", "smoke"], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, **NO_BACKOFF, "MLFLOW_TRACKING_URI": uri})
+    bad = subprocess.run(
+        [*BENCH, "sync", "--profile", "smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **NO_BACKOFF, "MLFLOW_TRACKING_URI": uri},
+    )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and why in bad.stderr, bad.stderr
     assert "s3cret" not in bad.stderr

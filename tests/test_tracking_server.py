@@ -12,6 +12,7 @@ and says so with a file DIR/waiting-epoch<k>.<host>.<pid>. The deadlines below o
 PostgreSQL is Debian's (installed with apt-get when missing, as root: tests/pg_mlflow.py); it and the SLURM
 cluster are started once per test process (tests/cluster_fixtures.py).
 """
+
 import json
 import os
 import subprocess
@@ -19,14 +20,16 @@ import sys
 import time
 
 import pytest
-
-from cluster_fixtures import postgres, slurm  # noqa: F401, F811 (fixtures, used by name)
 from conftest import REPO
 from test_sync import runs_of
 from test_workflow import SNAKEMAKE, job_counts
 
-EXPERIMENTS = ["ma-cifar10-vgg8-backprop", "ma-cifar100-vgg8-backprop", "cruciata-mnist-vgg11-backprop",
-               "bhyravabhottla-cifar10-cnn12-backprop"]
+EXPERIMENTS = [
+    "ma-cifar10-vgg8-backprop",
+    "ma-cifar100-vgg8-backprop",
+    "cruciata-mnist-vgg11-backprop",
+    "bhyravabhottla-cifar10-cnn12-backprop",
+]
 SEEDS = 4  # 4 x 4 = 16 jobs at once
 JOBS = len(EXPERIMENTS) * SEEDS
 ON_SLURM = os.environ.get("BENCH_SLURM_TEST") == "1"
@@ -57,20 +60,37 @@ def most_at_once(runs) -> int:
 def workflow(tmp_path, env, log, dry_run=False) -> subprocess.Popen:
     """The smoke workflow of EXPERIMENTS x SEEDS, its output into the file `log` (a pipe nobody reads while the
     jobs are held could fill and stop Snakemake)."""
-    config = ["profile=smoke", f"seeds={SEEDS}", f"only={','.join(EXPERIMENTS)}"] + \
-        (["device=cpu", "mem_mb=400"] if ON_SLURM else [])
+    config = ["profile=smoke", f"seeds={SEEDS}", f"only={','.join(EXPERIMENTS)}"] + (
+        ["device=cpu", "mem_mb=400"] if ON_SLURM else []
+    )
     args = [*SNAKEMAKE, "--directory", str(tmp_path), "--config", *config]
     if ON_SLURM:
-        args += ["--workflow-profile", str(REPO / "workflows/profiles/slurm"),
-                 "--default-resources", "slurm_partition=debug", "runtime=20", "mem_mb=400", "cpus_per_task=1",
-                 "--set-resources", "train:gpu=0", "--slurm-no-account", "--slurm-status-command", "squeue",
-                 "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "3",
-                 "--latency-wait", "5"]
+        args += [
+            "--workflow-profile",
+            str(REPO / "workflows/profiles/slurm"),
+            "--default-resources",
+            "slurm_partition=debug",
+            "runtime=20",
+            "mem_mb=400",
+            "cpus_per_task=1",
+            "--set-resources",
+            "train:gpu=0",
+            "--slurm-no-account",
+            "--slurm-status-command",
+            "squeue",
+            "--slurm-init-seconds-before-status-checks",
+            "2",
+            "--seconds-between-status-checks",
+            "3",
+            "--latency-wait",
+            "5",
+        ]
     else:
         args += ["--cores", str(JOBS)]
     with open(log, "w") as out:
-        return subprocess.Popen(args + (["--dry-run"] if dry_run else []), stdout=out, stderr=subprocess.STDOUT,
-                                text=True, env=env)
+        return subprocess.Popen(
+            args + (["--dry-run"] if dry_run else []), stdout=out, stderr=subprocess.STDOUT, text=True, env=env
+        )
 
 
 def waiting(holds, epoch: int) -> int:
@@ -93,15 +113,14 @@ def wait_for(seen, proc, log, what: str):
 
 
 @pytest.mark.slow
-def test_sixteen_jobs_on_a_postgres_backed_server_survive_its_outage(tmp_path, postgres, server, monkeypatch,
-                                                                     request):
+def test_sixteen_jobs_on_a_postgres_backed_server_survive_its_outage(tmp_path, postgres, server, monkeypatch, request):
     from mlflow.tracking import MlflowClient
 
     from bench import experiments as ex
-    from bench.methods.training import FAULT_ENV
-    from bench.run.results import run_path
     from bench.claims.registry import load_claims
+    from bench.methods.training import FAULT_ENV
     from bench.run import track
+    from bench.run.results import run_path
     from bench.run.sync import epoch_points, expected_tags, final_points, sync
 
     if ON_SLURM:
@@ -121,8 +140,9 @@ def test_sixteen_jobs_on_a_postgres_backed_server_survive_its_outage(tmp_path, p
         wait_for(lambda: waiting(holds, 2) >= JOBS, proc, log, f"{JOBS} jobs held before epoch 2")
         runs = runs_of(client)
         assert len(runs) == JOBS and all(r.info.status == "RUNNING" for r in runs.values())
-        assert all([m.step for m in client.get_metric_history(r.info.run_id, "train_loss")] == [1]
-                   for r in runs.values())
+        assert all(
+            [m.step for m in client.get_metric_history(r.info.run_id, "train_loss")] == [1] for r in runs.values()
+        )
         # the server dies while they are mid-training; then they train epoch 2 and log it to the dead server
         killed = time.monotonic()
         server.kill()
@@ -168,8 +188,9 @@ def test_sixteen_jobs_on_a_postgres_backed_server_survive_its_outage(tmp_path, p
     assert sorted(runs) == sorted(results)  # each run exactly once, none lost
     before = store_points(client, runs)
     claims = {c.id: c for c in load_claims()}  # every run's points: its epochs, its finals and its cells' values
-    expected = sum(len(epoch_points(r)) + len(final_points(r, track.cell_keys(expected_tags(r, claims))))
-                   for r in results.values())
+    expected = sum(
+        len(epoch_points(r)) + len(final_points(r, track.cell_keys(expected_tags(r, claims)))) for r in results.values()
+    )
     monkeypatch.chdir(tmp_path)
     counts = sync("smoke", tmp_path / "results")
     runs = runs_of(client)
@@ -185,34 +206,53 @@ def test_sixteen_jobs_on_a_postgres_backed_server_survive_its_outage(tmp_path, p
         assert run.data.metrics["final_test_accuracy"] == r["metrics"]["test_accuracy"]
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
         assert sorted(steps) == [e["epoch"] for e in r["epochs"]]  # one point per epoch
-        assert [i.dataset.name for i in run.inputs.dataset_inputs] == [f"{key[0].split('-')[1]}/train",
-                                                                        f"{key[0].split('-')[1]}/test"]
+        assert [i.dataset.name for i in run.inputs.dataset_inputs] == [
+            f"{key[0].split('-')[1]}/train",
+            f"{key[0].split('-')[1]}/test",
+        ]
     at_once = most_at_once(runs.values())
     assert at_once == JOBS
 
     # the reports: unchanged, and the workflow has nothing left to do after the sync
-    again = workflow(tmp_path, {**os.environ, "MLFLOW_TRACKING_URI": server.url}, tmp_path / "again.log",
-                     dry_run=True)
+    again = workflow(tmp_path, {**os.environ, "MLFLOW_TRACKING_URI": server.url}, tmp_path / "again.log", dry_run=True)
     again.wait(timeout=600)
     again_out = (tmp_path / "again.log").read_text()
     assert again.returncode == 0 and "Nothing to be done" in again_out, again_out[-3000:]
     assert {p: p.read_bytes() for p in (tmp_path / "reports").rglob("*") if p.is_file()} == reports
-    print(f"{'SLURM' if ON_SLURM else 'local'}: {JOBS} jobs, {at_once} at once; {len(runs)} runs present, 0 lost; "
-          f"server down {down:.0f} s; sync filled {counts['points']} points ({before} of {expected} logged live); "
-          f"{took:.0f} s")
+    print(
+        f"{'SLURM' if ON_SLURM else 'local'}: {JOBS} jobs, {at_once} at once; {len(runs)} runs present, 0 lost; "
+        f"server down {down:.0f} s; sync filled {counts['points']} points ({before} of {expected} logged live); "
+        f"{took:.0f} s"
+    )
 
 
 @pytest.mark.slow
 def test_a_wrong_database_password_costs_one_line_never_the_run(tmp_path, postgres):
     uri = postgres.uri(password="not-the-password")
-    proc = subprocess.run([sys.executable, "-m", "bench", "run", "-e", "karimi-cifar10-lenet-backprop-adam",
-                           "--profile", "smoke", "--threads", "1"],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "-e",
+            "karimi-cifar10-lenet-backprop-adam",
+            "--profile",
+            "smoke",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = [line for line in proc.stderr.splitlines() if "mlflow" in line.lower()]
-    assert len(said) == 1 and "refused the credentials" in said[0] and "postgresql://***@127.0.0.1" in said[0], \
+    assert len(said) == 1 and "refused the credentials" in said[0] and "postgresql://***@127.0.0.1" in said[0], (
         proc.stderr
+    )
     assert "not-the-password" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     result = (tmp_path / "results/smoke/runs/karimi-cifar10-lenet-backprop-adam/seed0.json").read_text()
     assert json.loads(result)["status"] == "FINISHED" and "not-the-password" not in result

@@ -1,6 +1,7 @@
 """Per-cell statistics, bands and verdicts on constructed samples; the expected answers are computed here from the
 textbook formulas (scipy's t and noncentral t distributions, a grid integration of TOST's power), not taken from
 bench.verdicts.stats."""
+
 import copy
 import dataclasses
 import math
@@ -15,10 +16,10 @@ from bench.verdicts import cells as vd
 from bench.verdicts import stats
 
 CLAIMS = {c.id: c for c in load_claims()}
-ACC = CLAIMS["cruciata.1.vgg-11.mnist.sgd.a"]      # test accuracy, printed 98.64, higher is better
+ACC = CLAIMS["cruciata.1.vgg-11.mnist.sgd.a"]  # test accuracy, printed 98.64, higher is better
 ERR = next(c for c in CLAIMS.values() if c.metric == "test_error")
-TIME = CLAIMS["cruciata.1.vgg-11.mnist.sgd.t"]     # training time (min), hardware dependent
-SAVING = CLAIMS["cruciata.2.resnet-50.mnist.freezing.dt"]      # time saving, printed 1.16 %
+TIME = CLAIMS["cruciata.1.vgg-11.mnist.sgd.t"]  # training time (min), hardware dependent
+SAVING = CLAIMS["cruciata.2.resnet-50.mnist.freezing.dt"]  # time saving, printed 1.16 %
 DBPEDIA = CLAIMS["karimi.8.dbpedia.proposed-method.vd-cnn-depth-29"]  # test error, printed 1.23 %
 PARAMS = next(c for c in CLAIMS.values() if c.metric == "params")
 FLOPS = next(c for c in CLAIMS.values() if c.metric == "flops")
@@ -43,8 +44,10 @@ def needed(j) -> tuple[int, int, int]:
 def sd_range(values, confidence=0.8):
     """The sd's two-sided interval by the textbook formula: (n - 1) s^2 / sd^2 is chi-square on n - 1."""
     n, s = len(values), np.std(values, ddof=1)
-    return (s * math.sqrt((n - 1) / st.chi2.ppf(0.5 + confidence / 2, n - 1)),
-            s * math.sqrt((n - 1) / st.chi2.ppf(0.5 - confidence / 2, n - 1)))
+    return (
+        s * math.sqrt((n - 1) / st.chi2.ppf(0.5 + confidence / 2, n - 1)),
+        s * math.sqrt((n - 1) / st.chi2.ppf(0.5 - confidence / 2, n - 1)),
+    )
 
 
 def smallest(power, target=0.8):
@@ -77,6 +80,7 @@ def tost_power_by_grid(low_effect, high_effect, sd, n, alpha, points=20001):
 
 
 # ---------------------------------------------------------------- bands
+
 
 def test_bands_scale_with_small_values_and_carry_the_printed_precision():
     assert vd.band(at(ACC, 90.0)) == pytest.approx((90 - 1 - HALF, 90 + 1 + HALF))  # the point rules
@@ -122,6 +126,7 @@ def test_bands_that_cannot_hide_a_reversal_or_a_doubling():
 
 # ---------------------------------------------------------------- verdicts
 
+
 def test_reproduced_inside_the_band():
     values = [90.1, 89.8, 90.3, 89.9, 90.2]
     j = one(at(ACC, 90.0), values)
@@ -149,7 +154,7 @@ def test_inconclusive_with_the_seeds_exact_tost_power_needs():
     assert j.verdict == "INCONCLUSIVE"
     n_needed, fewest, most = needed(j)
     sd, mean = np.std(values, ddof=1), np.mean(values)
-    low, high = 90.0 - 1 - HALF, 90.0 + 1 + HALF   # effects from the band's edges, not from the printed value
+    low, high = 90.0 - 1 - HALF, 90.0 + 1 + HALF  # effects from the band's edges, not from the printed value
     power = lambda n, s=sd: tost_power_by_grid(mean - low, high - mean, s, n, 0.05)  # noqa: E731 (one cell: alpha)
     assert power(n_needed) >= 0.8 > power(n_needed - 1)
     # the range: the seeds needed at the ends of the sd's 80 % interval (3 seeds: 0.66 to 3.1 times the sd)
@@ -332,13 +337,16 @@ def test_exact_cells_round_to_the_printed_value_in_every_profile():
     assert one(grouped, [31203.595], exact=True).verdict == "REPRODUCED"
     assert one(grouped, [31203.605], exact=True).verdict == "NOT REPRODUCED"
     assert one(grouped, [31203.6049], exact=True).verdict == "REPRODUCED"
-    assert one(dataclasses.replace(PARAMS, printed="896", value=896.0), [896.5], exact=True).verdict == \
-        "NOT REPRODUCED"  # 896.5 rounds up to 897
-    assert one(dataclasses.replace(PARAMS, printed="896", value=896.0), [895.5], exact=True).verdict == \
-        "REPRODUCED"  # where round() would give 896 by banker's rounding and 895.5 -> 896 half up, both agree
+    assert (
+        one(dataclasses.replace(PARAMS, printed="896", value=896.0), [896.5], exact=True).verdict == "NOT REPRODUCED"
+    )  # 896.5 rounds up to 897
+    assert (
+        one(dataclasses.replace(PARAMS, printed="896", value=896.0), [895.5], exact=True).verdict == "REPRODUCED"
+    )  # where round() would give 896 by banker's rounding and 895.5 -> 896 half up, both agree
 
 
 # ---------------------------------------------------------------- corrections
+
 
 def test_holm_against_a_hand_worked_example():
     # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> monotone 0.06
@@ -354,16 +362,17 @@ def test_benjamini_hochberg_and_yekutieli_by_hand():
     assert stats.benjamini_hochberg([0.02, 0.03, 0.2]) == pytest.approx([0.045, 0.045, 0.2])
     c4 = 1 + 1 / 2 + 1 / 3 + 1 / 4
     assert stats.benjamini_yekutieli([0.01, 0.04, 0.03, 0.005]) == pytest.approx(
-        [0.02 * c4, 0.04 * c4, 0.04 * c4, 0.02 * c4])
+        [0.02 * c4, 0.04 * c4, 0.04 * c4, 0.02 * c4]
+    )
     assert stats.benjamini_yekutieli([0.9, 0.95]) == pytest.approx([1.0, 1.0])  # 1.5 x 0.95 capped at 1
     assert stats.benjamini_hochberg([]) == []
 
 
 def test_one_sided_tests_at_zero_spread_are_the_exact_limits():
     """A sample without spread (never judged: identical seeds are flagged first) still gets the limit values."""
-    assert stats.p_greater([1.0, 1.0, 1.0], 0.0) == 0.0   # t = +inf
-    assert stats.p_greater([1.0, 1.0, 1.0], 2.0) == 1.0   # t = -inf
-    assert stats.p_greater([1.0, 1.0, 1.0], 1.0) == 0.5   # 0/0: no evidence either way
+    assert stats.p_greater([1.0, 1.0, 1.0], 0.0) == 0.0  # t = +inf
+    assert stats.p_greater([1.0, 1.0, 1.0], 2.0) == 1.0  # t = -inf
+    assert stats.p_greater([1.0, 1.0, 1.0], 1.0) == 0.5  # 0/0: no evidence either way
     assert stats.p_less([1.0, 1.0], 2.0) == 0.0
 
 
@@ -405,8 +414,10 @@ def test_the_tolerances_file_gives_every_metric_a_reasoned_band():
     assert tol["correction"] in stats.CORRECTIONS
     assert set(tol["profiles"]) == set(ex.profiles())
     assert tol["profiles"]["paper"]["comparable"] and not tol["profiles"]["smoke"]["comparable"]
-    assert vd.guarantee().startswith("Benjamini-Hochberg over the tested cells of a paper at q = 0.05: among a "
-                                     "paper's decided cells (REP, BETTER, NOT REP) the expected share of wrong "
-                                     "verdicts is at most 5 % (the false discovery rate), proven for cells from "
-                                     "independent runs")
+    assert vd.guarantee().startswith(
+        "Benjamini-Hochberg over the tested cells of a paper at q = 0.05: among a "
+        "paper's decided cells (REP, BETTER, NOT REP) the expected share of wrong "
+        "verdicts is at most 5 % (the false discovery rate), proven for cells from "
+        "independent runs"
+    )
     assert vd.rule() == "Benjamini-Hochberg, false discovery rate 0.05" and vd.rule_name() == "Benjamini-Hochberg"

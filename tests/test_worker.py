@@ -1,5 +1,6 @@
 """The warm worker (bench/run/worker.py): a job run through it is the same job as one run in its own process; its exit
 code, stdout and stderr reach the client; a cancelled client takes its child down; no worker means in-process."""
+
 import json
 import os
 import signal
@@ -18,8 +19,14 @@ EXPERIMENT = "karimi-fashion_mnist-lenet-backprop-sgd"
 
 
 def bench(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +41,11 @@ def warm(tmp_path_factory):
 
 @pytest.mark.slow
 def test_job_through_worker_equals_job_in_own_process(warm, workdir):
-    own = bench("run", "-e", EXPERIMENT, "--profile", "smoke", "--out", "own.json", cwd=workdir,
-                env={worker.ENV: ""})
+    own = bench("run", "-e", EXPERIMENT, "--profile", "smoke", "--out", "own.json", cwd=workdir, env={worker.ENV: ""})
     assert own.returncode == 0, own.stderr
-    forked = bench("run", "-e", EXPERIMENT, "--profile", "smoke", "--out", "forked.json", cwd=workdir,
-                   env={worker.ENV: warm})
+    forked = bench(
+        "run", "-e", EXPERIMENT, "--profile", "smoke", "--out", "forked.json", cwd=workdir, env={worker.ENV: warm}
+    )
     assert forked.returncode == 0, forked.stderr
     a, b = (json.loads((workdir / name).read_text()) for name in ("own.json", "forked.json"))
     assert a["status"] == b["status"] == "FINISHED"
@@ -53,14 +60,17 @@ def test_job_through_worker_equals_job_in_own_process(warm, workdir):
 def test_errors_and_output_reach_the_client(warm, workdir):
     proc = bench("run", "-e", "ma-cifar10-vgg99-backprop", "--profile", "smoke", cwd=workdir, env={worker.ENV: warm})
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "bench: error: unknown experiment 'ma-cifar10-vgg99-backprop': did you mean " \
-                                  "'ma-cifar10-vgg19-backprop', 'ma-cifar100-vgg19-backprop' or " \
-                                  "'ma-cifar10-vgg8-backprop'? `bench experiments --all` lists them"
+    assert (
+        proc.stderr.strip() == "bench: error: unknown experiment 'ma-cifar10-vgg99-backprop': did you mean "
+        "'ma-cifar10-vgg19-backprop', 'ma-cifar100-vgg19-backprop' or "
+        "'ma-cifar10-vgg8-backprop'? `bench experiments --all` lists them"
+    )
 
 
 def test_commands_other_than_run_and_measure_stay_in_process(warm, workdir):
-    proc = bench("config", "karimi-fashion_mnist-lenet-backprop-sgd", "--profile", "smoke", cwd=workdir,
-                 env={worker.ENV: warm})
+    proc = bench(
+        "config", "karimi-fashion_mnist-lenet-backprop-sgd", "--profile", "smoke", cwd=workdir, env={worker.ENV: warm}
+    )
     assert proc.returncode == 0 and "lenet" in proc.stdout
     assert worker.forward(["config", "x"]) is None
 
@@ -113,11 +123,25 @@ def test_a_job_killed_by_a_signal_kills_its_client_with_it(warm, workdir):
     128 + 9 either way; a test that SIGKILLs a job sees returncode -9 either way)."""
     from bench.methods.training import FAULT_ENV
 
-    proc = bench("run", "-e", EXPERIMENT, "--profile", "smoke", "--out", "killed.json", cwd=workdir,
-                 env={worker.ENV: warm, FAULT_ENV: "kill:2"})
+    proc = bench(
+        "run",
+        "-e",
+        EXPERIMENT,
+        "--profile",
+        "smoke",
+        "--out",
+        "killed.json",
+        cwd=workdir,
+        env={worker.ENV: warm, FAULT_ENV: "kill:2"},
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (workdir / "killed.json").exists()
-    shell = subprocess.run(["bash", "-c", f"{sys.executable} -m bench run -e {EXPERIMENT} --profile smoke "
-                            "--out killed.json; exit $?"], cwd=workdir, capture_output=True, text=True, timeout=300,
-                           env={**os.environ, worker.ENV: warm, FAULT_ENV: "kill:2"})
+    shell = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m bench run -e {EXPERIMENT} --profile smoke --out killed.json; exit $?"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, worker.ENV: warm, FAULT_ENV: "kill:2"},
+    )
     assert shell.returncode == 128 + signal.SIGKILL

@@ -1,26 +1,27 @@
 """The Snakemake DAG end to end: a real smoke run of a few experiments, then a re-run that trains nothing."""
-import csv
+
 import base64
+import csv
 import json
 import re
 import shutil
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest
-
-from bench.run.targets import targets
 from conftest import REPO, SMALL_DAG_EXPERIMENTS, SMALL_DAG_SEEDS, small_dag_config
 from helpers import result_file
+
+from bench.run.targets import targets
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
 def snakemake(workdir, *args, timeout=600):
-    return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def job_counts(output: str) -> dict:
@@ -63,8 +64,9 @@ def test_smoke_run_end_to_end(small_dag, tmp_path):
     assert cells["ma.V.resnet18-r4.layer-wise"]["status"] == "MISSING"
 
     # the committed reports are untouched (a restricted run is less full than theirs): its report goes beside them
-    tracked = subprocess.run(["git", "ls-files", "reports"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.split()  # what git holds (a partial report beside them is not)
+    tracked = subprocess.run(
+        ["git", "ls-files", "reports"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()  # what git holds (a partial report beside them is not)
     committed = {Path(p): (REPO / p).read_bytes() for p in tracked}
     assert {p: (folder / p).read_bytes() for p in committed} == committed
     beside = [p for p in (folder / "reports/smoke").glob("partial-*") if p.is_dir()]
@@ -79,10 +81,13 @@ def test_smoke_run_end_to_end(small_dag, tmp_path):
     exps = {e.name: e.experiment_id for e in client.search_experiments()}
     assert {f"layerwise-bench/smoke/{p}" for p in ("ma", "karimi", "bhyravabhottla", "cruciata")} <= set(exps)
     mlflow_runs = client.search_runs([exps["layerwise-bench/smoke/cruciata"], exps["layerwise-bench/smoke/ma"]])
-    assert sorted((r.data.tags["experiment"], r.data.tags["seed"]) for r in mlflow_runs) == \
-        [(e, str(s)) for e in experiments if e.split("-")[0] in ("cruciata", "ma") for s in range(SMALL_DAG_SEEDS)]
+    assert sorted((r.data.tags["experiment"], r.data.tags["seed"]) for r in mlflow_runs) == [
+        (e, str(s)) for e in experiments if e.split("-")[0] in ("cruciata", "ma") for s in range(SMALL_DAG_SEEDS)
+    ]
 
-    again = snakemake(folder, "-n", *small_dag_config(folder))  # nothing changed: nothing to train (a dry run changes nothing)
+    again = snakemake(
+        folder, "-n", *small_dag_config(folder)
+    )  # nothing changed: nothing to train (a dry run changes nothing)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
     # a fresh clone has the committed reports but no results: the whole DAG runs again (on a copy of the folder)
@@ -92,12 +97,15 @@ def test_smoke_run_end_to_end(small_dag, tmp_path):
     assert fresh.returncode == 0 and job_counts(fresh.stdout + fresh.stderr)["train"] == len(runs)
 
 
-@pytest.mark.parametrize("setting,message", [
-    ("threads=0", "0 is less than the minimum of 1"),
-    ("gpus=-1", "-1 is less than the minimum of 0"),
-    ("device=gpu7", "does not match"),
-    ("colour=red", "'colour' was unexpected"),
-])
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("threads=0", "0 is less than the minimum of 1"),
+        ("gpus=-1", "-1 is less than the minimum of 0"),
+        ("device=gpu7", "does not match"),
+        ("colour=red", "'colour' was unexpected"),
+    ],
+)
 def test_bad_workflow_config_is_refused_naming_the_field(tmp_path, setting, message):
     proc = snakemake(tmp_path, "-n", "--config", setting)
     log = proc.stdout + proc.stderr
@@ -107,7 +115,7 @@ def test_bad_workflow_config_is_refused_naming_the_field(tmp_path, setting, mess
 def test_a_plan_sets_each_jobs_runtime(tmp_path):
     experiment = "ma-cifar10-vgg8-backprop"
     plan = tmp_path / "plan.json"
-    plan.write_text('{"jobs": [{"experiment": "%s", "seconds": 600}]}' % experiment)
+    plan.write_text(f'{{"jobs": [{{"experiment": "{experiment}", "seconds": 600}}]}}')
     proc = snakemake(tmp_path, "-n", "--config", "profile=smoke", f"only={experiment}", f"plan={plan}")
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-2000:]
@@ -115,11 +123,18 @@ def test_a_plan_sets_each_jobs_runtime(tmp_path):
 
 
 def test_a_missing_dataset_stops_a_real_data_workflow_before_any_training(tmp_path):
-    proc = snakemake(tmp_path, "--cores", "1", "--config", "profile=check", f"data_root={tmp_path / 'no-data'}",
-                     "only=cruciata-cifar10-vgg11-backprop,cruciata-mnist-vgg11-backprop")
+    proc = snakemake(
+        tmp_path,
+        "--cores",
+        "1",
+        "--config",
+        "profile=check",
+        f"data_root={tmp_path / 'no-data'}",
+        "only=cruciata-cifar10-vgg11-backprop,cruciata-mnist-vgg11-backprop",
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Error in rule check_dataset" in log
-    line = next(l for l in log.splitlines() if l.startswith("bench: error: dataset"))
+    line = next(row for row in log.splitlines() if row.startswith("bench: error: dataset"))
     assert f"not found under {tmp_path / 'no-data'}" in line and "bench data download" in line
     assert "rule train:" not in log and not (tmp_path / "results/check/runs").exists()  # no job trained
 
@@ -148,9 +163,21 @@ def test_a_seed_finished_by_bench_run_before_the_dag_is_not_trained_again(tmp_pa
     key = f"results/smoke/runs/{done}/seed0.json"
     record = tmp_path / ".snakemake/metadata" / base64.urlsafe_b64encode(key.encode()).decode()
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"rule": "train", "shellcmd": "bench run --an-older-command", "code": "older",
-                                  "params": ["older"], "input": [], "record_format_version": 6,
-                                  "starttime": 0.0, "endtime": 1.0, "incomplete": False}))
+    record.write_text(
+        json.dumps(
+            {
+                "rule": "train",
+                "shellcmd": "bench run --an-older-command",
+                "code": "older",
+                "params": ["older"],
+                "input": [],
+                "record_format_version": 6,
+                "starttime": 0.0,
+                "endtime": 1.0,
+                "incomplete": False,
+            }
+        )
+    )
     assert trained(finished) == [other]
     assert not record.exists()
     stale = json.loads(json.dumps(finished))

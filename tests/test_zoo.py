@@ -1,5 +1,6 @@
 """Every model a claim cell names builds, as its paper configures it for each dataset, and trains: a forward and
 a backward pass on CPU at its real input size (reduced width, batch 2), with its blocks exposed."""
+
 import pytest
 import torch
 
@@ -50,7 +51,6 @@ def test_the_torch_free_names_are_what_each_family_builds():
     assert NAMES.keys() == FAMILIES.keys()
     for fam, module in FAMILIES.items():
         assert NAMES[fam] == set(importlib.import_module(module).BASES), fam
-    code = ("import sys; from bench.run.targets import targets; assert targets('paper'); "
-            "print('torch' in sys.modules)")
+    code = "import sys; from bench.run.targets import targets; assert targets('paper'); print('torch' in sys.modules)"
     listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0 and listed.stdout.strip() == "False", listed.stderr[-2000:]

@@ -12,6 +12,7 @@ Each check yields findings, one line each, naming the registry rows involved:
 `bench audit` writes them to reports/audit.md with the epochs the printed times imply and the findings of the
 suite's own runs (bench/report/audit.py).
 """
+
 from collections import defaultdict
 from itertools import combinations
 
@@ -50,9 +51,11 @@ def check_relative(claims: list[Claim]) -> list[str]:
         h = half_ulp(c.printed)
         if not lo - h <= c.value <= hi + h:
             exact = 100.0 * (base.value - mine.value) / base.value
-            out.append(f"DERIVED {c.id}: printed {c.printed}, but {base.id} ({base.printed}) and {mine.id} "
-                       f"({mine.printed}) give {_fmt(exact)} (any rounding of the printed numbers: "
-                       f"{_fmt(lo)} to {_fmt(hi)})")
+            out.append(
+                f"DERIVED {c.id}: printed {c.printed}, but {base.id} ({base.printed}) and {mine.id} "
+                f"({mine.printed}) give {_fmt(exact)} (any rounding of the printed numbers: "
+                f"{_fmt(lo)} to {_fmt(hi)})"
+            )
     return out
 
 
@@ -68,8 +71,10 @@ def check_averages(claims: list[Claim]) -> list[str]:
         mean = sum(p.value for p in parts) / len(parts)
         spread = sum(half_ulp(p.printed) for p in parts) / len(parts) + half_ulp(c.printed)
         if abs(mean - c.value) > spread:
-            out.append(f"AVERAGE {c.id}: printed {c.printed}, but the mean of its {len(parts)} cells "
-                       f"({c.derived_from}) is {_fmt(mean)}")
+            out.append(
+                f"AVERAGE {c.id}: printed {c.printed}, but the mean of its {len(parts)} cells "
+                f"({c.derived_from}) is {_fmt(mean)}"
+            )
     return out
 
 
@@ -83,8 +88,10 @@ def check_duplicates(claims: list[Claim]) -> list[str]:
         values = sorted({c.value for c in cells})
         if len(cells) > 1 and max(values) - min(values) > max(half_ulp(c.printed) for c in cells) * 2:
             listing = ", ".join(f"{c.id} = {c.printed}" for c in cells)
-            out.append(f"TWICE {key[0]} {key[1]} {key[2]} {key[3]}{'/' + key[4] if key[4] else ''} {key[6]}: "
-                       f"the same configuration printed with different values: {listing}")
+            out.append(
+                f"TWICE {key[0]} {key[1]} {key[2]} {key[3]}{'/' + key[4] if key[4] else ''} {key[6]}: "
+                f"the same configuration printed with different values: {listing}"
+            )
     return out
 
 
@@ -99,11 +106,15 @@ def check_suspicious(claims: list[Claim], num_classes: dict[str, int]) -> list[s
         if k and c.unit == "%":
             chance = 100.0 / k
             if c.metric == "test_accuracy" and c.value <= chance * 1.05:
-                out.append(f"CHANCE {c.id}: accuracy {c.printed} is at or below chance level for {k} classes "
-                           f"({_fmt(chance)} %)")
+                out.append(
+                    f"CHANCE {c.id}: accuracy {c.printed} is at or below chance level for {k} classes "
+                    f"({_fmt(chance)} %)"
+                )
             if c.metric == "test_error" and c.value >= 100.0 - chance * 1.05:
-                out.append(f"CHANCE {c.id}: error {c.printed} is at or above chance level for {k} classes "
-                           f"({_fmt(100 - chance)} %)")
+                out.append(
+                    f"CHANCE {c.id}: error {c.printed} is at or above chance level for {k} classes "
+                    f"({_fmt(100 - chance)} %)"
+                )
     return out
 
 
@@ -121,10 +132,12 @@ def check_identical_columns(claims: list[Claim], min_rows: int = 3, augmented=No
                 continue
             shared = sorted(set(cols[(a, ma)]) & set(cols[(b, mb)]))
             if len(shared) >= min_rows and all(cols[(a, ma)][r].printed == cols[(b, mb)][r].printed for r in shared):
-                out.append(f"IDENTICAL {paper} table {table}: columns '{a}' and '{b}' print the same value in all "
-                           f"{len(shared)} rows they share (e.g. {cols[(a, ma)][shared[0]].id} = "
-                           f"{cols[(b, mb)][shared[0]].id} = {cols[(a, ma)][shared[0]].printed})"
-                           + _augmentation_note([cols[(a, ma)][r] for r in shared], augmented))
+                out.append(
+                    f"IDENTICAL {paper} table {table}: columns '{a}' and '{b}' print the same value in all "
+                    f"{len(shared)} rows they share (e.g. {cols[(a, ma)][shared[0]].id} = "
+                    f"{cols[(b, mb)][shared[0]].id} = {cols[(a, ma)][shared[0]].printed})"
+                    + _augmentation_note([cols[(a, ma)][r] for r in shared], augmented)
+                )
     return out
 
 
@@ -142,12 +155,16 @@ def _augmentation_note(cells: list[Claim], augmented) -> str:
     names = lambda flag: ", ".join(sorted(set(by[flag])))  # noqa: E731
     parts = []
     if by[False]:
-        parts.append(f"without augmentation ({names(False)}: {len(by[False])} rows) equal values are what two methods "
-                     "computing the same thing give with deterministic kernels")
+        parts.append(
+            f"without augmentation ({names(False)}: {len(by[False])} rows) equal values are what two methods "
+            "computing the same thing give with deterministic kernels"
+        )
     if by[True]:
-        parts.append(f"with augmentation ({names(True)}: {len(by[True])} rows, in the grid's reading) they are "
-                     "unexpected for two runs that see different augmented images (a run on stored maps sees one "
-                     "draw), unless the authors trained without it")
+        parts.append(
+            f"with augmentation ({names(True)}: {len(by[True])} rows, in the grid's reading) they are "
+            "unexpected for two runs that see different augmented images (a run on stored maps sees one "
+            "draw), unless the authors trained without it"
+        )
     return "; " + "; ".join(parts)
 
 
@@ -163,13 +180,19 @@ def headline_checks(claims: list[Claim], heads=None) -> dict[str, list[tuple[boo
             continue
         ok, numbers = as_printed(h, printed)
         cells = ", ".join(h.cell_ids())
-        out[h.paper].append((ok, f"{h.id} ({h.where}, {h.relation}) {'holds' if ok else 'does NOT hold'} "
-                                 f"as printed ({numbers}); cells {cells}"))
+        out[h.paper].append(
+            (
+                ok,
+                f"{h.id} ({h.where}, {h.relation}) {'holds' if ok else 'does NOT hold'} "
+                f"as printed ({numbers}); cells {cells}",
+            )
+        )
     return out
 
 
-def findings(claims: list[Claim] | None = None, num_classes: dict[str, int] | None = None,
-             heads=None, augmented=None) -> dict[str, list[str]]:
+def findings(
+    claims: list[Claim] | None = None, num_classes: dict[str, int] | None = None, heads=None, augmented=None
+) -> dict[str, list[str]]:
     """paper -> its findings, in a fixed order (check, then registry order); `augmented`: see
     check_identical_columns."""
     claims = load_claims() if claims is None else claims
@@ -181,7 +204,12 @@ def findings(claims: list[Claim] | None = None, num_classes: dict[str, int] | No
     out = {}
     for paper in sorted({c.paper for c in claims}):
         mine = [c for c in claims if c.paper == paper]
-        out[paper] = (check_relative(mine) + check_averages(mine) + check_duplicates(mine)
-                      + check_suspicious(mine, num_classes) + check_identical_columns(mine, augmented=augmented)
-                      + [f"HEADLINE {line}" for ok, line in headline.get(paper, []) if not ok])
+        out[paper] = (
+            check_relative(mine)
+            + check_averages(mine)
+            + check_duplicates(mine)
+            + check_suspicious(mine, num_classes)
+            + check_identical_columns(mine, augmented=augmented)
+            + [f"HEADLINE {line}" for ok, line in headline.get(paper, []) if not ok]
+        )
     return out

@@ -6,18 +6,31 @@ A headline claim compares side A (the mean of some cells) with side B (the mean 
 `pairwise: true` asks the relation of every pair a[i], b[i]; `ranking` asks it of every adjacent pair of a list of
 groups, best first. Their test on the reproduced runs is bench/verdicts/headlines.py.
 """
+
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-
 
 from bench import BenchError
 from bench.claims.registry import Claim, load_claims
 
 HEADLINES = Path(__file__).parent / "headlines.yaml"
 RELATIONS = ("greater", "less", "at_least", "at_most", "within", "ranking")
-KEYS = {"id", "paper", "where", "wording", "relation", "a", "b", "value", "margin", "pairwise", "items",
-        "lower_is_better", "note"}
+KEYS = {
+    "id",
+    "paper",
+    "where",
+    "wording",
+    "relation",
+    "a",
+    "b",
+    "value",
+    "margin",
+    "pairwise",
+    "items",
+    "lower_is_better",
+    "note",
+}
 
 
 @dataclass(frozen=True)
@@ -43,8 +56,10 @@ class Headline:
             return [(tuple(x), tuple(y), rel) for x, y in zip(self.items, self.items[1:])]
         other = self.b if self.b else self.value
         if self.pairwise:
-            return [((x,), (y,) if self.b else self.value, self.relation)
-                    for x, y in zip(self.a, self.b or [None] * len(self.a))]
+            return [
+                ((x,), (y,) if self.b else self.value, self.relation)
+                for x, y in zip(self.a, self.b or [None] * len(self.a))
+            ]
         return [(tuple(self.a), tuple(other) if self.b else other, self.relation)]
 
     def cell_ids(self) -> list[str]:
@@ -82,11 +97,21 @@ def parse(entries: list, claims: list[Claim]) -> list[Headline]:
                 _bad(e, "needs 'a' and exactly one of 'b' (cells) or 'value' (a constant)")
             if e.get("pairwise") and e.get("b") and len(e["a"]) != len(e["b"]):
                 _bad(e, f"pairwise with {len(e['a'])} cells in a but {len(e['b'])} in b")
-        h = Headline(id=e["id"], paper=e["paper"], where=e["where"], wording=" ".join(e["wording"].split()),
-                     relation=e["relation"], a=tuple(e.get("a") or ()), b=tuple(e.get("b") or ()),
-                     value=None if e.get("value") is None else float(e["value"]), margin=float(e.get("margin", 0)),
-                     pairwise=bool(e.get("pairwise", False)), items=tuple(tuple(g) for g in e.get("items") or ()),
-                     lower_is_better=bool(e.get("lower_is_better", False)), note=" ".join(str(e.get("note", "")).split()))
+        h = Headline(
+            id=e["id"],
+            paper=e["paper"],
+            where=e["where"],
+            wording=" ".join(e["wording"].split()),
+            relation=e["relation"],
+            a=tuple(e.get("a") or ()),
+            b=tuple(e.get("b") or ()),
+            value=None if e.get("value") is None else float(e["value"]),
+            margin=float(e.get("margin", 0)),
+            pairwise=bool(e.get("pairwise", False)),
+            items=tuple(tuple(g) for g in e.get("items") or ()),
+            lower_is_better=bool(e.get("lower_is_better", False)),
+            note=" ".join(str(e.get("note", "")).split()),
+        )
         for cid in h.cell_ids():
             if cid not in by_id:
                 _bad(e, f"cell '{cid}' is not in the registry")
@@ -115,14 +140,24 @@ EPS = 1e-9  # printed numbers are decimals: 82.65 - 79.45 is 3.2000000000000028 
 
 def holds(relation: str, d: float, margin: float = 0.0) -> bool:
     """The relation on a difference d = A - B."""
-    return {"greater": d > EPS, "less": d < -EPS, "at_least": d >= -margin - EPS, "at_most": d <= margin + EPS,
-            "within": abs(d) <= margin + EPS}[relation]
+    return {
+        "greater": d > EPS,
+        "less": d < -EPS,
+        "at_least": d >= -margin - EPS,
+        "at_most": d <= margin + EPS,
+        "within": abs(d) <= margin + EPS,
+    }[relation]
 
 
 def reversed_(relation: str, d: float, margin: float = 0.0) -> bool:
     """The relation's reverse (what REVERSED means) on a difference d = A - B."""
-    return {"greater": d < -EPS, "less": d > EPS, "at_least": d < -margin - EPS, "at_most": d > margin + EPS,
-            "within": abs(d) > margin + EPS}[relation]
+    return {
+        "greater": d < -EPS,
+        "less": d > EPS,
+        "at_least": d < -margin - EPS,
+        "at_most": d > margin + EPS,
+        "within": abs(d) > margin + EPS,
+    }[relation]
 
 
 def as_printed(h: Headline, printed: dict[str, float]) -> tuple[bool, str]:
@@ -139,5 +174,8 @@ def as_printed(h: Headline, printed: dict[str, float]) -> tuple[bool, str]:
     failing = [text for r, text in results if not r]
     if not failing:
         return ok, f"all {len(results)} pairs"
-    return ok, (f"{len(failing)} of {len(results)} pairs fail: " + "; ".join(failing[:4])
-                + ("; ..." if len(failing) > 4 else ""))
+    return ok, (
+        f"{len(failing)} of {len(results)} pairs fail: "
+        + "; ".join(failing[:4])
+        + ("; ..." if len(failing) > 4 else "")
+    )

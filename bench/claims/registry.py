@@ -8,16 +8,16 @@ Each claim maps to at most one training experiment (paper, dataset, model, metho
 need no training (FLOPs, parameter counts) and cells derived from other cells (the averages a paper
 states in its text) map to none.
 """
+
 import csv
-import io
 import fnmatch
+import io
 import math
 import os
 import re
 from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
-
 
 from bench import BenchError
 from bench.claims.datasets import DATASETS
@@ -42,12 +42,22 @@ SECONDS_PER_TIME_UNIT = {"s": 1.0, "min": 60.0}
 RUN_METRICS = {"test_accuracy", "test_error", "train_time", "memory", "time_saving_pct"}
 # metrics comparing a run with its baseline run (baseline_method names the baseline's method)
 RELATIVE_METRICS = {"time_saving_pct", "flops_reduction_pct"}
-HIGHER_IS_BETTER = {"test_accuracy": True, "test_error": False, "train_time": False, "memory": False,
-                    "time_saving_pct": True, "flops": False, "flops_reduction_pct": True, "params": None}
+HIGHER_IS_BETTER = {
+    "test_accuracy": True,
+    "test_error": False,
+    "train_time": False,
+    "memory": False,
+    "time_saving_pct": True,
+    "flops": False,
+    "flops_reduction_pct": True,
+    "params": None,
+}
 
 # Every training method the papers compare (implemented or not; see bench.methods for which are).
 METHODS = {
-    "backprop": "plain end-to-end backpropagation (Ma 'Global', Karimi 'End-to-End', Cruciata 'SGD', Bhyravabhottla 'Standard')",
+    "backprop": (
+        "plain end-to-end backpropagation (Ma 'Global', Karimi 'End-to-End', Cruciata 'SGD', Bhyravabhottla 'Standard')"
+    ),
     "predsim": "PredSim local losses, all blocks trained simultaneously (Ma 'Layer-wise'; Nokland & Eidnes 2019)",
     "si_forward": "forward layer-wise learning by separation-index maximization (Karimi 'Proposed method')",
     "fb_si": "forward-backward SI: first conv by SI, then the rest end-to-end (Karimi 'Forward-backward')",
@@ -58,8 +68,25 @@ METHODS = {
     "freezing": "the same selection as Learn & Drop, layers frozen instead of dropped (Cruciata 'Freezing')",
 }
 
-FIELDS = ["id", "paper", "table", "row", "column", "dataset", "model", "method", "variant", "part", "metric",
-          "printed", "value", "unit", "baseline_method", "derived_from", "note"]
+FIELDS = [
+    "id",
+    "paper",
+    "table",
+    "row",
+    "column",
+    "dataset",
+    "model",
+    "method",
+    "variant",
+    "part",
+    "metric",
+    "printed",
+    "value",
+    "unit",
+    "baseline_method",
+    "derived_from",
+    "note",
+]
 
 
 @dataclass(frozen=True)
@@ -124,7 +151,9 @@ def _parse_row(path: Path, line: int, raw: dict, paper: str, tables: dict) -> Cl
     if metric not in METRIC_UNITS:
         _fail(path, line, f"metric '{metric}' is not one of {', '.join(sorted(METRIC_UNITS))}")
     if row["unit"] not in METRIC_UNITS[metric]:
-        _fail(path, line, f"unit '{row['unit']}' does not fit metric {metric} ({', '.join(sorted(METRIC_UNITS[metric]))})")
+        _fail(
+            path, line, f"unit '{row['unit']}' does not fit metric {metric} ({', '.join(sorted(METRIC_UNITS[metric]))})"
+        )
     try:
         value = float(row["value"])
     except ValueError:
@@ -133,8 +162,12 @@ def _parse_row(path: Path, line: int, raw: dict, paper: str, tables: dict) -> Cl
         _fail(path, line, f"value '{row['value']}' is not finite")
     reads = printed_value(row["printed"])
     if reads is None or not math.isclose(value, reads, rel_tol=1e-9, abs_tol=1e-12):
-        _fail(path, line, f"value {row['value']} is not what printed '{row['printed']}' reads"
-                          + (f" ({reads:g})" if reads is not None else " (no number)"))
+        _fail(
+            path,
+            line,
+            f"value {row['value']} is not what printed '{row['printed']}' reads"
+            + (f" ({reads:g})" if reads is not None else " (no number)"),
+        )
     if row["method"] and row["method"] not in METHODS:
         _fail(path, line, f"method '{row['method']}' is not one of {', '.join(METHODS)}")
     if row["baseline_method"] and row["baseline_method"] not in METHODS:
@@ -147,8 +180,9 @@ def _parse_row(path: Path, line: int, raw: dict, paper: str, tables: dict) -> Cl
         for key in ("dataset", "model", "method"):
             if not row[key]:
                 _fail(path, line, f"a {metric} cell needs a {key} (the run it is measured on)")
-    return Claim(**{f.name: row[f.name] for f in fields(Claim) if f.name not in ("value", "line")},
-                 value=value, line=line)
+    return Claim(
+        **{f.name: row[f.name] for f in fields(Claim) if f.name not in ("value", "line")}, value=value, line=line
+    )
 
 
 @cache
@@ -174,9 +208,10 @@ def _load_claims(claims_dir: Path) -> tuple[Claim, ...]:
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
-            line = path.read_bytes()[:err.start].count(b"\n") + 1
-            raise BenchError(f"malformed registry file: {path.name} line {line}: not UTF-8 text ({err.reason} at "
-                             f"byte {err.start})") from None
+            line = path.read_bytes()[: err.start].count(b"\n") + 1
+            raise BenchError(
+                f"malformed registry file: {path.name} line {line}: not UTF-8 text ({err.reason} at byte {err.start})"
+            ) from None
         reader = csv.DictReader(io.StringIO(text, newline=""))
         if reader.fieldnames != FIELDS:
             raise BenchError(f"malformed registry header in {path.name}: expected {','.join(FIELDS)}")
@@ -189,8 +224,9 @@ def _load_claims(claims_dir: Path) -> tuple[Claim, ...]:
     by_id = {c.id for c in claims}
     for c in claims:
         if c.derived_from and not any(fnmatch.fnmatchcase(i, c.derived_from) for i in by_id):
-            raise BenchError(f"malformed registry row: {c.paper}.csv line {c.line}: derived_from "
-                             f"'{c.derived_from}' matches no claim")
+            raise BenchError(
+                f"malformed registry row: {c.paper}.csv line {c.line}: derived_from '{c.derived_from}' matches no claim"
+            )
     return tuple(claims)
 
 
@@ -219,7 +255,7 @@ def half_ulp(printed: str) -> float:
     if ":" in printed:
         return 0.5 / 60.0  # minutes:seconds, read in minutes
     decimals = len(number.split(".")[1]) if "." in number else 0
-    return 0.5 * 10.0 ** -decimals
+    return 0.5 * 10.0**-decimals
 
 
 def members(claim: Claim, claims: list[Claim]) -> list[Claim]:

@@ -18,6 +18,7 @@ Sizes: `gpu` on a CUDA device, `toy` elsewhere (the same steps, small: the CPU t
 starts only when its size's expected time is left in the budget; else it is recorded `skipped: out of budget`.
 The budget is kept on `Check`'s clock (time.monotonic unless another is given: the tests drive it by hand).
 """
+
 import copy
 import json
 import platform
@@ -52,26 +53,53 @@ JOBS = 2 * len(METHOD_JOBS)  # the methods step: every method at fp32 and at bf1
 # 150 + 180 + 120 + 40 = 490 s. The `toy` times are bounds above what this 2-core CPU took (4, 66, 33, 15 s, with
 # 128 samples per job; the toy jobs now train on 64, their stand-in data too: `synthetic_samples`)
 SIZES = {
-    "gpu": {"perf": {"models": ["CIFAR VGG-11", "CIFAR ResNet-18", "LeNet (Fashion-MNIST)"], "width_mult": 1.0,
-                     "batches": 20, "rounds": 3, "samples": 4096, "compile": True, "expect_s": 150},
-            "methods": {"train_samples": 4096, "test_samples": 1024, "job_s": 10, "expect_s": 10 * JOBS},
-            "workflow": {"jobs": 4, "expect_s": 120},
-            "probe": {"steps": 8, "rounds": 3, "expect_s": 40}},
-    "toy": {"perf": {"models": ["LeNet (Fashion-MNIST)"], "width_mult": 0.25, "batches": 2, "rounds": 1,
-                     "samples": 128, "compile": False, "expect_s": 20},
-            "methods": {"train_samples": 64, "test_samples": 32, "synthetic_samples": (64, 32), "job_s": 6,
-                        "expect_s": 6 * JOBS},
-            "workflow": {"jobs": 1, "expect_s": 60},
-            "probe": {"steps": 2, "rounds": 1, "expect_s": 20}},
+    "gpu": {
+        "perf": {
+            "models": ["CIFAR VGG-11", "CIFAR ResNet-18", "LeNet (Fashion-MNIST)"],
+            "width_mult": 1.0,
+            "batches": 20,
+            "rounds": 3,
+            "samples": 4096,
+            "compile": True,
+            "expect_s": 150,
+        },
+        "methods": {"train_samples": 4096, "test_samples": 1024, "job_s": 10, "expect_s": 10 * JOBS},
+        "workflow": {"jobs": 4, "expect_s": 120},
+        "probe": {"steps": 8, "rounds": 3, "expect_s": 40},
+    },
+    "toy": {
+        "perf": {
+            "models": ["LeNet (Fashion-MNIST)"],
+            "width_mult": 0.25,
+            "batches": 2,
+            "rounds": 1,
+            "samples": 128,
+            "compile": False,
+            "expect_s": 20,
+        },
+        "methods": {
+            "train_samples": 64,
+            "test_samples": 32,
+            "synthetic_samples": (64, 32),
+            "job_s": 6,
+            "expect_s": 6 * JOBS,
+        },
+        "workflow": {"jobs": 1, "expect_s": 60},
+        "probe": {"steps": 2, "rounds": 1, "expect_s": 20},
+    },
 }
-SMOKE_JOBS = ["karimi-fashion_mnist-lenet-backprop-sgd", "cruciata-mnist-vgg11-backprop",
-              "karimi-fashion_mnist-lenet-si_forward", "cruciata-mnist-vgg11-learn_drop"]
+SMOKE_JOBS = [
+    "karimi-fashion_mnist-lenet-backprop-sgd",
+    "cruciata-mnist-vgg11-backprop",
+    "karimi-fashion_mnist-lenet-si_forward",
+    "cruciata-mnist-vgg11-learn_drop",
+]
 
 
 class Check:
     """The check's budget and record: `clock` (seconds, monotonic) times the budget, the steps and elapsed_s."""
-    def __init__(self, out: Path, device: torch.device, budget_s: float, data_root: str | None,
-                 clock=time.monotonic):
+
+    def __init__(self, out: Path, device: torch.device, budget_s: float, data_root: str | None, clock=time.monotonic):
         self.out, self.device, self.data_root, self.clock = Path(out), device, data_root, clock
         self.size = "gpu" if device.type == "cuda" else "toy"
         self.start, self.budget = clock(), budget_s
@@ -106,18 +134,37 @@ def environment(device: torch.device) -> dict:
     from bench.run.measure import device_name
 
     cuda = device.type == "cuda"
-    return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
-            "cuda": torch.version.cuda or "", "bf16": torch.cuda.is_bf16_supported() if cuda else True,  # CPU autocast has bf16
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "device": device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "",
+        "bf16": torch.cuda.is_bf16_supported() if cuda else True,  # CPU autocast has bf16
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def perf_step(device, size: dict) -> dict:
     from bench.cost import perf
 
-    rows = [perf.measure(name, device, size["width_mult"], batches=size["batches"], rounds=size["rounds"],
-                         samples=size["samples"], compile_=size["compile"]) for name in size["models"]]
-    return {"models": [{"model": r["model"], "images_per_s": r["images_per_s"], "vs_reference": r["vs_reference"]}
-                       for r in rows]}
+    rows = [
+        perf.measure(
+            name,
+            device,
+            size["width_mult"],
+            batches=size["batches"],
+            rounds=size["rounds"],
+            samples=size["samples"],
+            compile_=size["compile"],
+        )
+        for name in size["models"]
+    ]
+    return {
+        "models": [
+            {"model": r["model"], "images_per_s": r["images_per_s"], "vs_reference": r["vs_reference"]} for r in rows
+        ]
+    }
 
 
 def method_job(eid: str, precision: str, device, size: dict, data_root) -> dict:
@@ -133,8 +180,10 @@ def method_job(eid: str, precision: str, device, size: dict, data_root) -> dict:
     cfg["precision"] = precision
     source = "synthetic"
     if exp.dataset in ("mnist", "fashion_mnist"):
-        real = {**cfg, "data": {"source": "real", "train_samples": size["train_samples"],
-                                "test_samples": size["test_samples"]}}
+        real = {
+            **cfg,
+            "data": {"source": "real", "train_samples": size["train_samples"], "test_samples": size["test_samples"]},
+        }
         try:
             data = datasets.load(exp.dataset, real, root=data_root)
             cfg, source = real, "real"
@@ -146,8 +195,9 @@ def method_job(eid: str, precision: str, device, size: dict, data_root) -> dict:
             cfg["data"] = {**cfg["data"], "train_samples": train, "test_samples": test}
         data = datasets.load(exp.dataset, cfg)
     torch.manual_seed(0)
-    model = build_model(cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1],
-                        cfg["model"]).to(device)
+    model = build_model(
+        cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1], cfg["model"]
+    ).to(device)
     fast = fast_settings(cfg, device)
     if fast["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
@@ -157,10 +207,15 @@ def method_job(eid: str, precision: str, device, size: dict, data_root) -> dict:
     with autocast(device, fast["precision"]):
         final = methods.get(exp.method).train(model, data, cfg, Context(device, 0, records.append, False))
     seconds = time.perf_counter() - t0
-    return {"experiment": eid, "data": f"{source} {exp.dataset} ({len(data.y_train)}/{len(data.y_test)})",
-            "precision": fast["precision"], "seconds": round(seconds, 2),
-            "train_loss": [r.get("train_loss") for r in records], "test_accuracy": final.get("test_accuracy"),
-            "peak_memory_mb": round(measure.peak_memory_mb(device)["peak_memory_mb"], 1)}
+    return {
+        "experiment": eid,
+        "data": f"{source} {exp.dataset} ({len(data.y_train)}/{len(data.y_test)})",
+        "precision": fast["precision"],
+        "seconds": round(seconds, 2),
+        "train_loss": [r.get("train_loss") for r in records],
+        "test_accuracy": final.get("test_accuracy"),
+        "peak_memory_mb": round(measure.peak_memory_mb(device)["peak_memory_mb"], 1),
+    }
 
 
 def methods_step(check: Check, size: dict) -> dict:
@@ -176,27 +231,61 @@ def methods_step(check: Check, size: dict) -> dict:
             continue
         pairs = [(a, b) for a, b in zip(fp32["train_loss"], bf16["train_loss"]) if a is not None and b is not None]
         gap = max((abs(a - b) for a, b in pairs), default=None)
-        rows.append({"method": method, "status": "ok", "fp32": fp32, "bf16": bf16,
-                     "max_loss_gap": None if gap is None else round(gap, 4)})
+        rows.append(
+            {
+                "method": method,
+                "status": "ok",
+                "fp32": fp32,
+                "bf16": bf16,
+                "max_loss_gap": None if gap is None else round(gap, 4),
+            }
+        )
     return {"jobs": rows}
 
 
 def workflow_step(check: Check, size: dict) -> dict:
-    jobs = SMOKE_JOBS[:size["jobs"]]
+    jobs = SMOKE_JOBS[: size["jobs"]]
     folder = check.out / "workflow"
     gpus = 1 if check.device.type == "cuda" else 0
     targets = [f"results/smoke/runs/{j}/seed0.json" for j in jobs]
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(folder),
-           "--workflow-profile", str(REPO / "workflows/profiles/local"), "--config", "profile=smoke", f"gpus={gpus}",
-           "slots_per_gpu=2", f"only={','.join(jobs)}", "--resources", f"gpu={2 * max(gpus, 1)}", "--cores", "2",
-           *targets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(folder),
+        "--workflow-profile",
+        str(REPO / "workflows/profiles/local"),
+        "--config",
+        "profile=smoke",
+        f"gpus={gpus}",
+        "slots_per_gpu=2",
+        f"only={','.join(jobs)}",
+        "--resources",
+        f"gpu={2 * max(gpus, 1)}",
+        "--cores",
+        "2",
+        *targets,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, int(check.left())))
     if proc.returncode:
         raise RuntimeError(f"snakemake exit {proc.returncode}: {proc.stderr[-400:]}")
     results = [json.loads((folder / t).read_text()) for t in targets]
-    return {"jobs": [{"experiment": r["experiment"], "status": r["status"], "device": r["environment"]["device"],
-                      "wall_time_s": round(r["metrics"]["wall_time_s"], 1)} for r in results],
-            "gpus": gpus, "slots_per_gpu": 2}
+    return {
+        "jobs": [
+            {
+                "experiment": r["experiment"],
+                "status": r["status"],
+                "device": r["environment"]["device"],
+                "wall_time_s": round(r["metrics"]["wall_time_s"], 1),
+            }
+            for r in results
+        ],
+        "gpus": gpus,
+        "slots_per_gpu": 2,
+    }
 
 
 def probe_step(check: Check, size: dict) -> dict:
@@ -205,8 +294,7 @@ def probe_step(check: Check, size: dict) -> dict:
     cal = plan.probe("paper", check.device, steps=size["steps"], rounds=size["rounds"])
     path = check.out / "plan_calibration.json"
     path.write_text(json.dumps(asdict(cal), indent=1))
-    return {"forward_mac_units_per_s": cal.rate, "calibration": asdict(cal),
-            "use": f"bench plan --calibration {path}"}
+    return {"forward_mac_units_per_s": cal.rate, "calibration": asdict(cal), "use": f"bench plan --calibration {path}"}
 
 
 def run(out: Path, device: str = "auto", budget_s: float = 540.0, data_root: str | None = None) -> dict:
@@ -216,9 +304,11 @@ def run(out: Path, device: str = "auto", budget_s: float = 540.0, data_root: str
         raise BenchError(f"--budget {budget_s:g}: seconds, more than 0")
     check = Check(out, resolve_device(device), budget_s, data_root)
     check.summary["device"] = environment(check.device)
-    check.summary["ran_on"] = ("a CUDA GPU: " if check.device.type == "cuda" else
-                               "a CPU, at toy size: this tests the check itself, it measures nothing about GPUs: ") + \
-        check.summary["device"]["device"]
+    check.summary["ran_on"] = (
+        "a CUDA GPU: "
+        if check.device.type == "cuda"
+        else "a CPU, at toy size: this tests the check itself, it measures nothing about GPUs: "
+    ) + check.summary["device"]["device"]
     check.write()
     check.step("perf", lambda size: perf_step(check.device, size))
     check.step("methods", lambda size: methods_step(check, size))
@@ -230,32 +320,80 @@ def run(out: Path, device: str = "auto", budget_s: float = 540.0, data_root: str
 def markdown(summary: dict) -> str:
     from tabulate import tabulate
 
-    lines = ["# Device check", "", f"Ran on {summary.get('ran_on') or '?'} (size `{summary['size']}`), budget "
-             f"{summary['budget_s']:g} s, {summary.get('elapsed_s', 0):g} s used.", ""]
+    lines = [
+        "# Device check",
+        "",
+        f"Ran on {summary.get('ran_on') or '?'} (size `{summary['size']}`), budget "
+        f"{summary['budget_s']:g} s, {summary.get('elapsed_s', 0):g} s used.",
+        "",
+    ]
     env = summary.get("device") or {}
     lines += [f"torch {env.get('torch', '?')}, CUDA {env.get('cuda') or '-'}, bf16 {env.get('bf16')}", ""]
     for name, step in summary["steps"].items():
         lines += [f"## {name}: {step['status']}" + (f" ({step['seconds']} s)" if "seconds" in step else ""), ""]
         if name == "perf" and step["status"] == "ok":
-            rows = [[m["model"], k, f"{v:.0f}", f"{m['vs_reference'][k]:.2f}x"]
-                    for m in step["models"] for k, v in m["images_per_s"].items()]
+            rows = [
+                [m["model"], k, f"{v:.0f}", f"{m['vs_reference'][k]:.2f}x"]
+                for m in step["models"]
+                for k, v in m["images_per_s"].items()
+            ]
             lines += [tabulate(rows, ["model", "step", "images/s", "vs reference"], tablefmt="github"), ""]
         elif name == "methods" and step["status"] == "ok":
-            rows = [[j["method"], j["status"]] + ([j["fp32"]["data"], j["fp32"]["seconds"], j["bf16"]["seconds"],
-                     j["fp32"]["train_loss"][-1], j["max_loss_gap"], j["fp32"]["peak_memory_mb"],
-                     j["bf16"]["peak_memory_mb"]] if j["status"] == "ok" else [""] * 7) for j in step["jobs"]]
-            lines += [tabulate(rows, ["method", "status", "data", "fp32 s", "bf16 s", "last fp32 loss",
-                                      "max epoch loss gap", "fp32 peak MB", "bf16 peak MB"], tablefmt="github"), "",
-                      "The loss gap is the largest |fp32 - bf16| of an epoch's training loss (same seed, same "
-                      "batches). Peak memory: CUDA's peak allocated per job; on a CPU the process's peak resident "
-                      "set so far (it only grows).", ""]
+            rows = [
+                [j["method"], j["status"]]
+                + (
+                    [
+                        j["fp32"]["data"],
+                        j["fp32"]["seconds"],
+                        j["bf16"]["seconds"],
+                        j["fp32"]["train_loss"][-1],
+                        j["max_loss_gap"],
+                        j["fp32"]["peak_memory_mb"],
+                        j["bf16"]["peak_memory_mb"],
+                    ]
+                    if j["status"] == "ok"
+                    else [""] * 7
+                )
+                for j in step["jobs"]
+            ]
+            lines += [
+                tabulate(
+                    rows,
+                    [
+                        "method",
+                        "status",
+                        "data",
+                        "fp32 s",
+                        "bf16 s",
+                        "last fp32 loss",
+                        "max epoch loss gap",
+                        "fp32 peak MB",
+                        "bf16 peak MB",
+                    ],
+                    tablefmt="github",
+                ),
+                "",
+                "The loss gap is the largest |fp32 - bf16| of an epoch's training loss (same seed, same "
+                "batches). Peak memory: CUDA's peak allocated per job; on a CPU the process's peak resident "
+                "set so far (it only grows).",
+                "",
+            ]
         elif name == "workflow" and step["status"] == "ok":
-            lines += [tabulate([[j["experiment"], j["status"], j["device"], j["wall_time_s"]] for j in step["jobs"]],
-                               ["smoke job", "status", "device", "wall s"], tablefmt="github"), ""]
+            lines += [
+                tabulate(
+                    [[j["experiment"], j["status"], j["device"], j["wall_time_s"]] for j in step["jobs"]],
+                    ["smoke job", "status", "device", "wall s"],
+                    tablefmt="github",
+                ),
+                "",
+            ]
         elif name == "probe" and step["status"] == "ok":
             costs = step["calibration"]
-            lines += [f"{costs['rate']:.4g} forward-MAC units/s (a VGG-11 step), {costs['per_batch'] * 1e3:.3g} ms per "
-                      f"batch, {costs['per_read'] * 1e9:.3g} ns per element read from a cache, {costs['per_pair'] * 1e9:.3g}"
-                      f" ns per searched pair: `{step['use']}` (on this GPU itself, `bench plan` times every model's "
-                      "layers instead of using the rate)", ""]
+            lines += [
+                f"{costs['rate']:.4g} forward-MAC units/s (a VGG-11 step), {costs['per_batch'] * 1e3:.3g} ms per "
+                f"batch, {costs['per_read'] * 1e9:.3g} ns per element read from a cache, {costs['per_pair'] * 1e9:.3g}"
+                f" ns per searched pair: `{step['use']}` (on this GPU itself, `bench plan` times every model's "
+                "layers instead of using the rate)",
+                "",
+            ]
     return "\n".join(lines)

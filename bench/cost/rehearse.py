@@ -16,6 +16,7 @@ peaks on the papers' node. A job whose predicted peak exceeds this machine's mem
 The records merge into a JSON file (one per experiment, the latest kept), from which the Markdown report is made,
 so that a rehearsal of some jobs never drops the others.
 """
+
 import fnmatch
 import json
 import os
@@ -24,10 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import BenchError
+from bench import BenchError, methods
 from bench import experiments as ex
 
 PROFILE = "rehearsal"
@@ -93,8 +94,14 @@ def _child(argv: list[str], env: dict, log: Path, timeout: float) -> dict:
                 timed_out = True
             time.sleep(0.1)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"rc": proc.returncode, "hwm": hwm, "disk": usage.ru_oublock * 512.0, "timed_out": timed_out,
-            "cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": time.perf_counter() - start}
+    return {
+        "rc": proc.returncode,
+        "hwm": hwm,
+        "disk": usage.ru_oublock * 512.0,
+        "timed_out": timed_out,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "wall_s": time.perf_counter() - start,
+    }
 
 
 def _last_line(log: Path, *needles: str) -> str:
@@ -112,11 +119,17 @@ def predicted(eid: str, process_bytes: float | None = None) -> dict:
     from bench.cost.resources import PAPERS_NODE, PROCESS_BYTES, Node, job_resources
 
     exp = ex.get(eid)
-    here = job_resources(exp, PROFILE, Node(0.0, available_bytes()), cpu=True,
-                         process_bytes=process_bytes or PROCESS_BYTES)
+    here = job_resources(
+        exp, PROFILE, Node(0.0, available_bytes()), cpu=True, process_bytes=process_bytes or PROCESS_BYTES
+    )
     full = job_resources(exp, rehearsed(), PAPERS_NODE)
-    return {"host_bytes": here["host_bytes"], "host_parts": here["host"], "full_device_bytes": full["device_bytes"],
-            "full_host_bytes": full["host_bytes"], "full_disk_bytes": full["disk_bytes"]}
+    return {
+        "host_bytes": here["host_bytes"],
+        "host_parts": here["host"],
+        "full_device_bytes": full["device_bytes"],
+        "full_host_bytes": full["host_bytes"],
+        "full_disk_bytes": full["disk_bytes"],
+    }
 
 
 def pair_search_mb(eid: str) -> float | None:
@@ -130,77 +143,117 @@ def pair_search_mb(eid: str) -> float | None:
     exp = ex.get(eid)
     full_cfg, cfg = ex.config(exp, rehearsed()), ex.config(exp, PROFILE)
     opts = full_cfg.get("method_options") or {}
-    if exp.method not in ("si_forward", "fb_si") or opts.get("neighbours", "data") not in ("data", "data_epoch"):
+    if not methods.plan_module(exp.method).COST.si or opts.get("neighbours", "data") not in ("data", "data_epoch"):
         return None
     from bench.claims.datasets import DATASETS
 
     s = shapes(full_cfg, exp.dataset)
-    dims = max(s["outs"][:int(opts.get("si_layers", len(s["outs"]) - 1))])
+    dims = max(s["outs"][: int(opts.get("si_layers", len(s["outs"]) - 1))])
     full_n = full_cfg["data"]["train_samples"] or DATASETS[exp.dataset].train_size
     eval_batch = full_cfg.get("eval_batch_size", EVAL_BATCH_SIZE)
     cap = float(opts.get("pair_search_max_mb", PAIR_SEARCH_MAX_MB))
-    full = search_plan(full_n, dims, min(full_n, eval_batch), min(cap * 2**20, 0.5 * PAPERS_NODE.gpu_bytes),
-                       0.5 * PAPERS_NODE.host_bytes)
+    full = search_plan(
+        full_n,
+        dims,
+        min(full_n, eval_batch),
+        min(cap * 2**20, 0.5 * PAPERS_NODE.gpu_bytes),
+        0.5 * PAPERS_NODE.host_bytes,
+    )
     if full["mode"] != "streamed":
         return cap
     n = cfg["data"]["train_samples"]
     chunk = min(n, cfg.get("eval_batch_size", EVAL_BATCH_SIZE))
-    streaming = [mb for mb in (2 ** (k / 4) for k in range(0, 80))
-                 if search_plan(n, dims, chunk, mb * 2**20, 0.0)["mode"] == "streamed"]
+    streaming = [
+        mb
+        for mb in (2 ** (k / 4) for k in range(0, 80))
+        if search_plan(n, dims, chunk, mb * 2**20, 0.0)["mode"] == "streamed"
+    ]
     return round(max(streaming), 3) if streaming else cap
 
 
-def rehearse_one(eid: str, work: Path, timeout: float) -> dict:
-    """Rehearse one experiment in `work` (its result file, checkpoint, log and MLflow store): the record."""
-    cfg = ex.config(ex.get(eid), PROFILE)
-    record = {"experiment": eid, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "batch_size": cfg["batch_size"], "train_samples": cfg["data"]["train_samples"],
-              "test_samples": cfg["data"]["test_samples"], "input_size": cfg.get("input_size"),
-              "width_mult": cfg["model"]["width_mult"]}
-    guess = predicted(eid)
-    record.update(predicted_full_device_bytes=guess["full_device_bytes"],
-                  predicted_full_host_bytes=guess["full_host_bytes"])
+def _job_record(eid: str, cfg: dict) -> dict:
+    """The record's first fields: the experiment, the date, and the rehearsal's batch, samples, input size and
+    width."""
+    return {
+        "experiment": eid,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "batch_size": cfg["batch_size"],
+        "train_samples": cfg["data"]["train_samples"],
+        "test_samples": cfg["data"]["test_samples"],
+        "input_size": cfg.get("input_size"),
+        "width_mult": cfg["model"]["width_mult"],
+    }
+
+
+def _skipped(record: dict, guess: dict) -> dict | None:
+    """The record of a job skipped because its predicted host peak is over 90 % of the memory available here, or
+    None when it fits."""
     free = available_bytes()
     if guess["host_bytes"] > 0.9 * free:
-        return {**record, "status": "skipped", "seconds": 0.0, "predicted_host_bytes": guess["host_bytes"],
-                "reason": f"predicted host peak {guess['host_bytes'] / 1e9:.1f} GB > 90 % of the "
-                          f"{free / 1e9:.1f} GB available here"}
-    folder = work / eid
-    folder.mkdir(parents=True, exist_ok=True)
-    out, log = folder / "seed0.json", folder / "run.log"
-    argv = [sys.executable, "-m", "bench", "run", "--experiment", eid, "--profile", PROFILE, "--out", str(out),
-            "--device", "cpu", "--no-progress"]
+        return {
+            **record,
+            "status": "skipped",
+            "seconds": 0.0,
+            "predicted_host_bytes": guess["host_bytes"],
+            "reason": f"predicted host peak {guess['host_bytes'] / 1e9:.1f} GB > 90 % of the "
+            f"{free / 1e9:.1f} GB available here",
+        }
+    return None
+
+
+def _run_argv(eid: str, out: Path) -> list[str]:
+    """The `bench run` command of the job's rehearsal, on the CPU, its result to `out`."""
+    return [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        "--experiment",
+        eid,
+        "--profile",
+        PROFILE,
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+
+
+def _run_env(eid: str, work: Path) -> dict:
+    """The environment of the job's processes: MLflow's store in `work`, no worker, no fault, and the job's own
+    pair search budget (`pair_search_mb`) where it has one."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "BENCH_WORKER": ""}
     env.pop("BENCH_FAULT", None)
     budget = pair_search_mb(eid)
     env.pop(ex.REHEARSAL_OPTIONS, None)
     if budget is not None:
         env[ex.REHEARSAL_OPTIONS] = json.dumps({ex.get(eid).method: {"pair_search_max_mb": budget}})
+    return env
+
+
+def _run_and_resume(argv: list[str], env: dict, log: Path, out: Path, timeout: float) -> list[dict]:
+    """The job stopped by an injected fault after its first epoch's batches, then, where it left a checkpoint,
+    run again to resume from it; what each process did (`_child`)."""
     batches = int(ex.profile_settings(PROFILE)["train_batches"])
     first = _child(argv, {**env, "BENCH_FAULT": f"raise:{batches}"}, log, timeout)
     steps = [first]
-    resumed_from = 0
     if first["rc"] != 0 and not first["timed_out"] and out.with_name("seed0.ckpt.pt").exists():
         second = _child(argv, env, log, timeout)
         steps.append(second)
-    seconds = sum(s["wall_s"] for s in steps)
-    record.update(seconds=seconds, cpu_seconds=sum(s["cpu_s"] for s in steps),
-                  disk_written_bytes=sum(s["disk"] for s in steps))
-    result = json.loads(out.read_text()) if out.exists() else None
-    metrics = (result or {}).get("metrics", {})
-    if result is not None:
-        resumed_from = int(result.get("resumed_from_epoch") or 0)
-        start_mb = metrics.get("host_rss_start_mb")
-        guess = predicted(eid, start_mb * 2**20 if start_mb else None)
+    return steps
+
+
+def _measured_host_bytes(steps: list[dict], metrics: dict) -> float:
+    """The processes' highest high-water mark, or the last process's own peak where that is higher."""
     measured = max(s["hwm"] for s in steps)
     if metrics.get("peak_host_rss_mb"):  # the last process's own figure, taken after its evaluation
         measured = max(measured, metrics["peak_host_rss_mb"] * 2**20)
-    record.update(predicted_host_bytes=guess["host_bytes"], measured_host_bytes=measured,
-                  host_rss_start_mb=metrics.get("host_rss_start_mb"),
-                  predicted_host_parts={k: round(v) for k, v in guess["host_parts"].items()},
-                  ratio=measured / guess["host_bytes"] if guess["host_bytes"] else None,
-                  resumed_from_epoch=resumed_from,
-                  pair_search_passes=metrics.get("pair_search_passes"))
+    return measured
+
+
+def _outcome(record: dict, steps: list[dict], result: dict | None, resumed_from: int, timeout: float, log: Path):
+    """The record with its status: passed only where the job finished after resuming from its checkpoint."""
     if any(s["timed_out"] for s in steps):
         return {**record, "status": "failed", "reason": f"timed out after {timeout:.0f} s"}
     if result is None:
@@ -208,11 +261,56 @@ def rehearse_one(eid: str, work: Path, timeout: float) -> dict:
     if result["status"] != "FINISHED":
         return {**record, "status": "failed", "reason": f"{result['status']}: {result.get('error', '')}"}
     if len(steps) == 1:
-        return {**record, "status": "failed", "reason": "the run ended before its first checkpoint was followed by "
-                                                        "another batch: checkpoint and resume not exercised"}
+        return {
+            **record,
+            "status": "failed",
+            "reason": "the run ended before its first checkpoint was followed by "
+            "another batch: checkpoint and resume not exercised",
+        }
     if not resumed_from:
         return {**record, "status": "failed", "reason": "the second process did not resume from the checkpoint"}
     return {**record, "status": "passed", "reason": ""}
+
+
+def rehearse_one(eid: str, work: Path, timeout: float) -> dict:
+    """Rehearse one experiment in `work` (its result file, checkpoint, log and MLflow store): the record."""
+    cfg = ex.config(ex.get(eid), PROFILE)
+    record = _job_record(eid, cfg)
+    guess = predicted(eid)
+    record.update(
+        predicted_full_device_bytes=guess["full_device_bytes"], predicted_full_host_bytes=guess["full_host_bytes"]
+    )
+    skipped = _skipped(record, guess)
+    if skipped is not None:
+        return skipped
+    folder = work / eid
+    folder.mkdir(parents=True, exist_ok=True)
+    out, log = folder / "seed0.json", folder / "run.log"
+    argv = _run_argv(eid, out)
+    env = _run_env(eid, work)
+    steps = _run_and_resume(argv, env, log, out, timeout)
+    resumed_from = 0
+    seconds = sum(s["wall_s"] for s in steps)
+    record.update(
+        seconds=seconds, cpu_seconds=sum(s["cpu_s"] for s in steps), disk_written_bytes=sum(s["disk"] for s in steps)
+    )
+    result = json.loads(out.read_text()) if out.exists() else None
+    metrics = (result or {}).get("metrics", {})
+    if result is not None:
+        resumed_from = int(result.get("resumed_from_epoch") or 0)
+        start_mb = metrics.get("host_rss_start_mb")
+        guess = predicted(eid, start_mb * 2**20 if start_mb else None)
+    measured = _measured_host_bytes(steps, metrics)
+    record.update(
+        predicted_host_bytes=guess["host_bytes"],
+        measured_host_bytes=measured,
+        host_rss_start_mb=metrics.get("host_rss_start_mb"),
+        predicted_host_parts={k: round(v) for k, v in guess["host_parts"].items()},
+        ratio=measured / guess["host_bytes"] if guess["host_bytes"] else None,
+        resumed_from_epoch=resumed_from,
+        pair_search_passes=metrics.get("pair_search_passes"),
+    )
+    return _outcome(record, steps, result, resumed_from, timeout, log)
 
 
 def machine() -> str:
@@ -237,8 +335,14 @@ def load_records(path: Path | None) -> dict:
         raise BenchError(f"{path}: not a rehearsal record file ({err})") from None
 
 
-def run(only: str | None, json_path: Path | None, report: Path | None, timeout: float, keep: Path | None = None,
-        progress=print) -> tuple[list[dict], str]:
+def run(
+    only: str | None,
+    json_path: Path | None,
+    report: Path | None,
+    timeout: float,
+    keep: Path | None = None,
+    progress=print,
+) -> tuple[list[dict], str]:
     """Rehearse the chosen jobs one after another; merge their records into `json_path`, write `report`."""
     from bench.run.measure import code_version
 
@@ -254,16 +358,23 @@ def run(only: str | None, json_path: Path | None, report: Path | None, timeout: 
             rec["code_version"] = code_version()
             rec["command"] = command
             done.append(rec)
-            progress(f"[{k}/{len(chosen)}] {eid}: {rec['status']}"
-                     + (f" ({rec['reason']})" if rec["reason"] else "")
-                     + (f", host peak {rec['measured_host_bytes'] / 1e9:.2f} GB measured / "
-                        f"{rec['predicted_host_bytes'] / 1e9:.2f} GB predicted" if rec.get("measured_host_bytes")
-                        else "") + f", {rec['seconds']:.0f} s")
+            progress(
+                f"[{k}/{len(chosen)}] {eid}: {rec['status']}"
+                + (f" ({rec['reason']})" if rec["reason"] else "")
+                + (
+                    f", host peak {rec['measured_host_bytes'] / 1e9:.2f} GB measured / "
+                    f"{rec['predicted_host_bytes'] / 1e9:.2f} GB predicted"
+                    if rec.get("measured_host_bytes")
+                    else ""
+                )
+                + f", {rec['seconds']:.0f} s"
+            )
             records = _merge(json_path, done, records)  # after every job: an interrupted rehearsal keeps what it did
             if report:
                 _write_text(report, markdown(records))
-    summary = (f"{len(done)} job(s) in {time.perf_counter() - started:.0f} s: "
-               + ", ".join(f"{sum(r['status'] == s for r in done)} {s}" for s in ("passed", "failed", "skipped")))
+    summary = f"{len(done)} job(s) in {time.perf_counter() - started:.0f} s: " + ", ".join(
+        f"{sum(r['status'] == s for r in done)} {s}" for s in ("passed", "failed", "skipped")
+    )
     return done, summary
 
 
@@ -288,8 +399,18 @@ def _merge(json_path: Path | None, done: list[dict], records: dict) -> dict:
 def _write_json(path: Path, records: dict):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"profile": PROFILE, "rehearses": rehearsed(), "machine": machine(),
-                               "records": sorted(records.values(), key=lambda r: r["experiment"])}, indent=1) + "\n")
+    tmp.write_text(
+        json.dumps(
+            {
+                "profile": PROFILE,
+                "rehearses": rehearsed(),
+                "machine": machine(),
+                "records": sorted(records.values(), key=lambda r: r["experiment"]),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     tmp.replace(path)
 
 
@@ -304,32 +425,60 @@ def _gb(size) -> str:
     return f"{size / 1e9:.2f}" if isinstance(size, (int, float)) else ""
 
 
-def markdown(records: dict) -> str:
-    """The rehearsal report: a header (what a rehearsal is, the machine, the commands and CPU time), the combinations
-    of the rehearsed profile not yet rehearsed, and one row per rehearsed experiment."""
+def _records_table(rows: list[dict]) -> str:
+    """One row per rehearsed experiment: status, sizes, host peaks predicted and measured, disk, seconds, resume,
+    pair search passes and the full job's predicted peaks."""
     from tabulate import tabulate
 
-    rows = sorted(records.values(), key=lambda r: r["experiment"])
-    all_jobs = jobs(None)
-    combination = lambda eid: (ex.get(eid).paper, ex.get(eid).model, ex.get(eid).method)  # noqa: E731
-    covered = {combination(r["experiment"]) for r in rows if r["status"] == "passed"}
-    missing = [e for e in all_jobs if combination(e) not in covered]
+    return tabulate(
+        [
+            [
+                r["experiment"],
+                r["status"] + (f": {r['reason']}" if r["reason"] else ""),
+                r["batch_size"],
+                r["train_samples"],
+                _gb(r.get("predicted_host_bytes")),
+                _gb(r.get("measured_host_bytes")),
+                f"{r['ratio']:.2f}" if r.get("ratio") else "",
+                _gb(r.get("disk_written_bytes")),
+                f"{r['seconds']:.0f}",
+                r.get("resumed_from_epoch", ""),
+                r.get("pair_search_passes") or "",
+                _gb(r.get("predicted_full_device_bytes")),
+                _gb(r.get("predicted_full_host_bytes")),
+            ]
+            for r in rows
+        ],
+        headers=[
+            "experiment",
+            "status",
+            "batch",
+            "train samples",
+            "host peak predicted (GB)",
+            "measured (GB)",
+            "measured / predicted",
+            "disk written (GB)",
+            "seconds",
+            "resumed from epoch",
+            "pair search passes",
+            "full job: device (GB)",
+            "full job: host (GB)",
+        ],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
+def _header_lines(rows: list[dict], all_jobs: list[str], missing: list[str]) -> list[str]:
+    """The report's title, what a rehearsal is, and the machine, commands, code versions, CPU time, status counts
+    and combinations covered."""
     commands = sorted({r.get("command", "") for r in rows})
     versions = sorted({r.get("code_version", "") for r in rows})
     counts = {s: sum(r["status"] == s for r in rows) for s in ("passed", "failed", "skipped")}
     within = [r for r in rows if r.get("ratio") and r["status"] == "passed"]
     held = sum(RATIO_OK[0] <= r["ratio"] <= RATIO_OK[1] for r in within)
-    table = tabulate(
-        [[r["experiment"], r["status"] + (f": {r['reason']}" if r["reason"] else ""), r["batch_size"],
-          r["train_samples"], _gb(r.get("predicted_host_bytes")), _gb(r.get("measured_host_bytes")),
-          f"{r['ratio']:.2f}" if r.get("ratio") else "", _gb(r.get("disk_written_bytes")),
-          f"{r['seconds']:.0f}", r.get("resumed_from_epoch", ""), r.get("pair_search_passes") or "",
-          _gb(r.get("predicted_full_device_bytes")), _gb(r.get("predicted_full_host_bytes"))] for r in rows],
-        headers=["experiment", "status", "batch", "train samples", "host peak predicted (GB)", "measured (GB)",
-                 "measured / predicted", "disk written (GB)", "seconds", "resumed from epoch", "pair search passes",
-                 "full job: device (GB)", "full job: host (GB)"], tablefmt="github", disable_numparse=True)
     machine_line = machine()
-    lines = [
+    return [
         "# Rehearsal at paper shapes",
         "",
         "Generated by `bench rehearse` (bench/cost/rehearse.py); not a result: no number here is a paper's claim.",
@@ -354,11 +503,24 @@ def markdown(records: dict) -> str:
         f"- (paper, model, method) combinations of the `{rehearsed()}` profile: {len(all_jobs)}; rehearsed and passed: "
         f"{len(all_jobs) - len(missing)}; not yet: {len(missing)}",
         "",
-        table,
-        "",
     ]
+
+
+def markdown(records: dict) -> str:
+    """The rehearsal report: a header (what a rehearsal is, the machine, the commands and CPU time), the combinations
+    of the rehearsed profile not yet rehearsed, and one row per rehearsed experiment."""
+    rows = sorted(records.values(), key=lambda r: r["experiment"])
+    all_jobs = jobs(None)
+    combination = lambda eid: (ex.get(eid).paper, ex.get(eid).model, ex.get(eid).method)  # noqa: E731
+    covered = {combination(r["experiment"]) for r in rows if r["status"] == "passed"}
+    missing = [e for e in all_jobs if combination(e) not in covered]
+    lines = _header_lines(rows, all_jobs, missing) + [_records_table(rows), ""]
     if missing:
-        lines += [f"## Not rehearsed yet ({len(missing)})", "",
-                  "One experiment per combination, as `bench rehearse` with no --only picks them: "
-                  + ", ".join(f"`{e}`" for e in missing), ""]
+        lines += [
+            f"## Not rehearsed yet ({len(missing)})",
+            "",
+            "One experiment per combination, as `bench rehearse` with no --only picks them: "
+            + ", ".join(f"`{e}`" for e in missing),
+            "",
+        ]
     return "\n".join(lines)

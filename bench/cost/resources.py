@@ -29,14 +29,16 @@ disk: the checkpoint (model + optimizer state, written every epoch) and Learn & 
 Activations are the uncertain part (in-place activations, saved inputs versus outputs, cuDNN workspaces are not
 modelled); `bench plan --compare` puts the predicted host peak beside the measured one of finished CPU runs.
 """
+
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch import nn
 
 from bench import experiments as ex
+from bench import methods
 from bench.claims.datasets import DATASETS
 
 # The resident memory of a `bench run` process before it touches data (torch, torchvision, ptflops, MLflow's SQL
@@ -54,13 +56,12 @@ PROCESS_BYTES = 870 * 2**20
 CPU_STEP_OVERHEAD = 1.4
 FLOAT = 4
 OPTIMIZER_STATES = {"adam": 2, "adamw": 2, "sgd": 1}  # per parameter (SGD: its momentum buffer; 0 without momentum)
-LOCAL_HEAD_METHODS = ("greedy_layerwise", "belilovsky_greedy")
-STAGED = ("si_forward", "fb_si", "greedy_layerwise", "belilovsky_greedy")
 
 
 @dataclass(frozen=True)
 class Node:
     """A machine a job must fit: its GPU's memory and its host memory, in bytes (gpu 0: a CPU-only node)."""
+
     gpu_bytes: float
     host_bytes: float
 
@@ -91,8 +92,9 @@ def config_model(cfg: dict, dataset: str) -> nn.Module:
     from bench.models import build_model
 
     info = DATASETS[dataset]
-    return build_model(cfg["architecture"], info.channels, info.num_classes, cfg.get("input_size") or info.size,
-                       cfg["model"])
+    return build_model(
+        cfg["architecture"], info.channels, info.num_classes, cfg.get("input_size") or info.size, cfg["model"]
+    )
 
 
 def saved_bytes(model: nn.Module, parts: list[nn.Module], x: torch.Tensor) -> list[float]:
@@ -112,8 +114,9 @@ def saved_bytes(model: nn.Module, parts: list[nn.Module], x: torch.Tensor) -> li
             saved[part][key] = max(saved[part].get(key, 0), t.numel() * t.element_size())
         return t
 
-    handles = [part.register_forward_pre_hook(lambda m, i, k=k: current.__setitem__(0, k))
-               for k, part in enumerate(parts)]
+    handles = [
+        part.register_forward_pre_hook(lambda m, i, k=k: current.__setitem__(0, k)) for k, part in enumerate(parts)
+    ]
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             model.train()(x)
@@ -123,7 +126,7 @@ def saved_bytes(model: nn.Module, parts: list[nn.Module], x: torch.Tensor) -> li
     return [float(sum(b.values())) for b in saved]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shapes(architecture: str, model_json: str, dataset: str, input_size, device: str = "cpu") -> dict:
     """Per block (and the head): parameter elements, the bytes autograd saves for the backward pass per sample
     (`saved_bytes` of a batch of two, halved), and output elements per sample; the input's elements. On `device`
@@ -136,18 +139,28 @@ def _shapes(architecture: str, model_json: str, dataset: str, input_size, device
         model = config_model(cfg, dataset)
         parts = list(model.blocks) + [model.head]
         outs = [0] * len(parts)
-        handles = [part.register_forward_hook(lambda m, i, o, k=k: outs.__setitem__(k, (o[0] if isinstance(o, tuple)
-                                                                                         else o)[0].numel()))
-                   for k, part in enumerate(parts)]
+        handles = [
+            part.register_forward_hook(
+                lambda m, i, o, k=k: outs.__setitem__(k, (o[0] if isinstance(o, tuple) else o)[0].numel())
+            )
+            for k, part in enumerate(parts)
+        ]
         try:
-            saved = saved_bytes(model, parts, torch.zeros((batch, *model.input_shape),
-                                                          dtype=getattr(model, "input_dtype", torch.float32)))
+            saved = saved_bytes(
+                model,
+                parts,
+                torch.zeros((batch, *model.input_shape), dtype=getattr(model, "input_dtype", torch.float32)),
+            )
         finally:
             for h in handles:
                 h.remove()
         params = [sum(p.numel() for p in part.parameters()) for part in parts]
-        return {"params": params, "saved": [b / batch for b in saved], "outs": outs,
-                "input": math.prod(model.input_shape)}
+        return {
+            "params": params,
+            "saved": [b / batch for b in saved],
+            "outs": outs,
+            "input": math.prod(model.input_shape),
+        }
 
 
 CPU_COUNT_MAX_PARAMS = 2_000_000  # a smaller model is counted faster on the CPU than through meta decompositions
@@ -158,8 +171,12 @@ def shapes(cfg: dict, dataset: str) -> dict:
     the meta device's Python decompositions), on meta for larger ones (no arithmetic); the counts are the same."""
     import json
 
-    key = (json.dumps(cfg["architecture"], sort_keys=True), json.dumps(cfg["model"], sort_keys=True), dataset,
-           cfg.get("input_size"))
+    key = (
+        json.dumps(cfg["architecture"], sort_keys=True),
+        json.dumps(cfg["model"], sort_keys=True),
+        dataset,
+        cfg.get("input_size"),
+    )
     if key not in _DEVICE:
         with torch.device("meta"):
             params = sum(p.numel() for p in config_model(cfg, dataset).parameters())
@@ -177,83 +194,128 @@ def _optimizer_states(cfg: dict) -> int:
     return OPTIMIZER_STATES.get(kind, 2)
 
 
-def job_resources(exp, profile: str, node: Node = PAPERS_NODE, samples: tuple[int, int] | None = None,
-                  cpu: bool = False, process_bytes: float = PROCESS_BYTES) -> dict:
-    """Predicted peaks of one (experiment, seed) job: device_bytes, host_bytes, disk_bytes, and the parts of each
-    (a dict per resource, name -> bytes). `cpu`: the job trains on the host (no GPU): the device parts go to the
-    host. `process_bytes`: the process before the job's data (a finished run measured it: host_rss_start_mb)."""
-    from bench.cost.method_costs import EVAL_BATCH_SIZE, PAIR_SEARCH_MAX_MB
-    from bench.methods.si import search_plan
+def _job_samples(cfg: dict, info, samples: tuple[int, int] | None) -> tuple[int, int]:
+    """(training, test) samples of the job: `samples`, else the config's subsets capped at the dataset's splits."""
+    if samples is not None:
+        return samples
+    return (
+        min(cfg["data"].get("train_samples") or info.train_size, info.train_size),
+        min(cfg["data"].get("test_samples") or info.test_size, info.test_size),
+    )
 
-    cfg = ex.config(exp, profile)
-    info = DATASETS[exp.dataset]
-    if samples is None:
-        samples = (min(cfg["data"].get("train_samples") or info.train_size, info.train_size),
-                   min(cfg["data"].get("test_samples") or info.test_size, info.test_size))
-    train_n, test_n = samples
-    s = shapes(cfg, exp.dataset)
-    opts = cfg.get("method_options") or {}
-    batch, eval_batch = cfg["batch_size"], cfg.get("eval_batch_size", EVAL_BATCH_SIZE)
-    method = exp.method
-    params = sum(s["params"])
-    states = 2 + _optimizer_states(cfg)  # weights, gradients, optimizer state
+
+def _step_activations(exp, cfg: dict, s: dict, opts: dict) -> tuple[float, int]:
+    """(the bytes a training step's backward keeps, over the part of the model one step trains; the parameters of
+    the local heads a method trains beside the model)."""
+    cost, batch, info = methods.plan_module(exp.method).COST, cfg["batch_size"], DATASETS[exp.dataset]
     blocks_acts, head_acts = s["saved"][:-1], s["saved"][-1]  # bytes per sample
-    whole_acts = sum(s["saved"])
     n = len(blocks_acts)
-    data_element = 1  # uint8 images and tokens (bench.data.tensors)
-    data = (train_n + test_n) * (s["input"] * data_element + 8)
-
-    device = {"data": data}
     aux_params = 0
-    if method in STAGED:
-        stage_acts = max(a + (head_acts if method in LOCAL_HEAD_METHODS else 0) for a in blocks_acts) \
-            if blocks_acts else head_acts
-        anchors = 3 if method in ("si_forward", "fb_si") and opts.get("neighbours", "data") != "batch" else 1
+    if cost.phases == "layerwise":
+        stage_acts = max(a + (head_acts if cost.local_heads else 0) for a in blocks_acts) if blocks_acts else head_acts
+        anchors = 3 if cost.si and opts.get("neighbours", "data") != "batch" else 1
         acts = anchors * batch * stage_acts
-        if method == "fb_si":  # its last stage trains the blocks after the SI layers and the head end to end
-            acts = max(acts, batch * sum(s["saved"][int(opts.get("si_layers", n)):]))
-        if method in LOCAL_HEAD_METHODS:
+        if cost.rest_end_to_end:  # its last stage trains the blocks after the SI layers and the head end to end
+            acts = max(acts, batch * sum(s["saved"][int(opts.get("si_layers", n)) :]))
+        if cost.local_heads:
             aux_params = max(s["outs"][:-1], default=0) * info.num_classes
-    elif method == "predsim":
+    elif cost.phases == "predsim":
         # one unit's graph at a time (freed after its own backward), with its similarity branch's output (as large
         # as the unit's) and its decoder: at most a block's and one more output
         acts = batch * (max(blocks_acts + [head_acts]) + max(s["outs"]) * FLOAT)
         aux_params = predsim_aux_params(cfg, exp.dataset)
     else:
-        acts = batch * whole_acts
+        acts = batch * sum(s["saved"])
+    return acts, aux_params
+
+
+def _prefix_cache_bytes(s: dict, train_n: int, test_n: int, opts: dict) -> float:
+    """The largest frozen-prefix feature cache of the stages (train split first, then test, each kept only where
+    it fits what prefix_cache_max_mb leaves)."""
+    cap = float(opts.get("prefix_cache_max_mb", 8192)) * 2**20
+    caches = []
+    for i in range(1, len(s["saved"]) - 1):
+        train_b, test_b = train_n * s["outs"][i - 1] * FLOAT, test_n * s["outs"][i - 1] * FLOAT
+        held = (train_b if train_b <= cap else 0) + (
+            test_b if test_b <= cap - (train_b if train_b <= cap else 0) else 0
+        )
+        caches.append(held)
+    return max(caches)
+
+
+def _pair_searches(s: dict, train_n: int, eval_batch: int, opts: dict, node: Node, cpu: bool) -> list[dict]:
+    """The SI pair search's plan (bench.methods.si.search_plan on this node) for every SI layer's output."""
+    from bench.cost.method_costs import PAIR_SEARCH_MAX_MB
+    from bench.methods.si import search_plan
+
+    n = len(s["saved"]) - 1
+    cap = float(opts.get("pair_search_max_mb", PAIR_SEARCH_MAX_MB)) * 2**20
+    device_budget = min(cap, 0.5 * (node.host_bytes if cpu else node.gpu_bytes))
+    host_budget = 0.0 if cpu else 0.5 * node.host_bytes
+    return [
+        search_plan(train_n, d, min(train_n, eval_batch), device_budget, host_budget)
+        for d in s["outs"][: int(opts.get("si_layers", n))]
+    ]
+
+
+def _stored_maps(device: dict, disk: dict, train_n: int, s: dict, opts: dict):
+    """Learn & Drop's maps after the dropped layers, for the whole training set (at most a block's): on the device
+    within feature_store_max_mb, else on disk."""
+    store = train_n * max(s["outs"][:-1], default=0) * FLOAT
+    if store <= float(opts.get("feature_store_max_mb", 8192)) * 2**20:
+        device["stored maps"] = store
+    else:
+        disk["stored maps"] = store
+
+
+def job_resources(
+    exp,
+    profile: str,
+    node: Node = PAPERS_NODE,
+    samples: tuple[int, int] | None = None,
+    cpu: bool = False,
+    process_bytes: float = PROCESS_BYTES,
+) -> dict:
+    """Predicted peaks of one (experiment, seed) job: device_bytes, host_bytes, disk_bytes, and the parts of each
+    (a dict per resource, name -> bytes). `cpu`: the job trains on the host (no GPU): the device parts go to the
+    host. `process_bytes`: the process before the job's data (a finished run measured it: host_rss_start_mb)."""
+    from bench.cost.method_costs import EVAL_BATCH_SIZE
+
+    cfg = ex.config(exp, profile)
+    train_n, test_n = _job_samples(cfg, DATASETS[exp.dataset], samples)
+    s = shapes(cfg, exp.dataset)
+    opts = cfg.get("method_options") or {}
+    eval_batch = cfg.get("eval_batch_size", EVAL_BATCH_SIZE)
+    method = exp.method
+    params = sum(s["params"])
+    states = 2 + _optimizer_states(cfg)  # weights, gradients, optimizer state
+    n = len(s["saved"]) - 1  # blocks
+    data_element = 1  # uint8 images and tokens (bench.data.tensors)
+    data = (train_n + test_n) * (s["input"] * data_element + 8)
+
+    device = {"data": data}
+    acts, aux_params = _step_activations(exp, cfg, s, opts)
     device["model and optimizer"] = (params * states + aux_params * states) * FLOAT
     # what a step holds only while it runs: a training step's saved tensors, an evaluation batch's two largest
     # maps, the pair search's panels and tiles; they never overlap, and the allocator reuses one's memory for the
     # next, so the peak holds the largest of them
-    transient = {"activations": acts * (CPU_STEP_OVERHEAD if cpu else 1.0),
-                 "evaluation": eval_batch * max(s["outs"] + [s["input"]]) * FLOAT * 2}
+    transient = {
+        "activations": acts * (CPU_STEP_OVERHEAD if cpu else 1.0),
+        "evaluation": eval_batch * max(s["outs"] + [s["input"]]) * FLOAT * 2,
+    }
     exact = not _augments(cfg) and opts.get("cache_prefix", True)
-    if method in STAGED and exact and n > 1:
-        cap = float(opts.get("prefix_cache_max_mb", 8192)) * 2**20
-        caches = []
-        for i in range(1, n):
-            train_b, test_b = train_n * s["outs"][i - 1] * FLOAT, test_n * s["outs"][i - 1] * FLOAT
-            held = (train_b if train_b <= cap else 0) + (test_b if test_b <= cap - (train_b if train_b <= cap else 0)
-                                                         else 0)
-            caches.append(held)
-        device["prefix cache"] = max(caches)
+    cost = methods.plan_module(method).COST
+    if cost.phases == "layerwise" and exact and n > 1:
+        device["prefix cache"] = _prefix_cache_bytes(s, train_n, test_n, opts)
     host = {"process": process_bytes, "data as read": 2 * data}
     disk = {"checkpoint": (params + aux_params) * (1 + _optimizer_states(cfg)) * FLOAT}
-    if method in ("si_forward", "fb_si") and opts.get("neighbours", "data") in ("data", "data_epoch"):
-        cap = float(opts.get("pair_search_max_mb", PAIR_SEARCH_MAX_MB)) * 2**20
-        device_budget = min(cap, 0.5 * (node.host_bytes if cpu else node.gpu_bytes))
-        host_budget = 0.0 if cpu else 0.5 * node.host_bytes
-        searches = [search_plan(train_n, d, min(train_n, eval_batch), device_budget, host_budget)
-                    for d in s["outs"][:int(opts.get("si_layers", n))]]
+    if cost.si and opts.get("neighbours", "data") in ("data", "data_epoch"):
+        searches = _pair_searches(s, train_n, eval_batch, opts, node, cpu)
         transient["pair search"] = max(p["device_bytes"] for p in searches)
         if not cpu:
             host["pair search (pinned)"] = max(p["host_bytes"] for p in searches)
-    if method == "learn_drop":  # the maps after the dropped layers, for the whole training set (at most a block's)
-        store = train_n * max(s["outs"][:-1], default=0) * FLOAT
-        if store <= float(opts.get("feature_store_max_mb", 8192)) * 2**20:
-            device["stored maps"] = store
-        else:
-            disk["stored maps"] = store
+    if cost.stores_maps:
+        _stored_maps(device, disk, train_n, s, opts)
     largest = max(transient, key=transient.get)
     device[largest] = transient[largest]
     if cpu:
@@ -263,9 +325,18 @@ def job_resources(exp, profile: str, node: Node = PAPERS_NODE, samples: tuple[in
             host["checkpoint copy"] = disk["checkpoint"]
     else:
         host["checkpoint copy"] = disk["checkpoint"]
-    return {"experiment": exp.id, "paper": exp.paper, "method": method, "device_bytes": sum(device.values()),
-            "host_bytes": sum(host.values()), "disk_bytes": sum(disk.values()), "device": device, "host": host,
-            "disk": disk, "transient": transient}
+    return {
+        "experiment": exp.id,
+        "paper": exp.paper,
+        "method": method,
+        "device_bytes": sum(device.values()),
+        "host_bytes": sum(host.values()),
+        "disk_bytes": sum(disk.values()),
+        "device": device,
+        "host": host,
+        "disk": disk,
+        "transient": transient,
+    }
 
 
 def predsim_aux_params(cfg: dict, dataset: str) -> int:
@@ -275,7 +346,7 @@ def predsim_aux_params(cfg: dict, dataset: str) -> int:
     return _predsim_aux(json.dumps({k: v for k, v in cfg.items() if k != "sources"}, sort_keys=True), dataset)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _predsim_aux(key: str, dataset: str) -> int:
     import json
 

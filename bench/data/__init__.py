@@ -7,6 +7,7 @@ RESOURCES (its canonical files: mirrors, checksums, archives), `layout_problem` 
 the root) and `load`. Nothing is downloaded unless asked (`bench data download`, `bench run --download`,
 `--config download=true`); $BENCH_OFFLINE=1 forbids it.
 """
+
 import dataclasses
 import importlib
 import os
@@ -91,18 +92,22 @@ def load(name: str, cfg: dict, root=None, download: bool = False):
             ensure(name, root)
             problem = module.layout_problem(info, root)
         if problem:
-            raise DataError(f"dataset {name} not found under {root}: {problem}; run `bench data download {name}` on "
-                            f"a machine with internet (bench run --download, workflow --config download=true), or "
-                            f"point BENCH_DATA at a folder that holds it")
+            raise DataError(
+                f"dataset {name} not found under {root}: {problem}; run `bench data download {name}` on "
+                f"a machine with internet (bench run --download, workflow --config download=true), or "
+                f"point BENCH_DATA at a folder that holds it"
+            )
         data = module.load(info, root)
         wanted = (cfg["data"].get("train_samples"), cfg["data"].get("test_samples"))
         found = (len(data.y_train), len(data.y_test))
         uncapped = "train_samples" in cfg["data"] and wanted == (None, None)  # a profile's config with no cap
         if uncapped and found != (info.train_size, info.test_size):
             # a profile that judges the papers trains on the whole dataset: a partial or substituted copy stops here
-            raise DataError(f"dataset {name} under {root}: {found[0]:,} training and {found[1]:,} test samples, but "
-                            f"{name} has {info.train_size:,} and {info.test_size:,} (bench/claims/datasets.py): a partial "
-                            f"or substituted copy; download it again (bench data download {name})")
+            raise DataError(
+                f"dataset {name} under {root}: {found[0]:,} training and {found[1]:,} test samples, but "
+                f"{name} has {info.train_size:,} and {info.test_size:,} (bench/claims/datasets.py): a partial "
+                f"or substituted copy; download it again (bench data download {name})"
+            )
         data = data.subset(*wanted)
     problems = data.problems(info)
     if problems:

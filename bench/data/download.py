@@ -6,6 +6,7 @@ then renames; `extract` unpacks into a temporary folder, then moves the contents
 DataError that names the file and says what to do. Offline ($BENCH_OFFLINE=1, or download not asked for),
 nothing is fetched.
 """
+
 import gzip
 import hashlib
 import os
@@ -71,8 +72,14 @@ def _download(url: str, dest: Path):
         total = int(response.headers.get("Content-Length") or 0)
         from tqdm import tqdm
 
-        with tqdm(total=total or None, unit="B", unit_scale=True, desc=dest.name.split(".part")[0],
-                  disable=not sys.stderr.isatty(), leave=False) as bar:
+        with tqdm(
+            total=total or None,
+            unit="B",
+            unit_scale=True,
+            desc=dest.name.split(".part")[0],
+            disable=not sys.stderr.isatty(),
+            leave=False,
+        ) as bar:
             while block := response.read(1 << 20):
                 out.write(block)
                 bar.update(len(block))
@@ -86,12 +93,16 @@ def fetch(resource: Resource, root: Path) -> Path:
     if path.exists():
         ok, detail = verify(resource, root)
         if ok is False:
-            raise DataError(f"checksum mismatch: {detail}; the file is corrupt or not the official one: delete it "
-                            f"and run `bench data download` again")
+            raise DataError(
+                f"checksum mismatch: {detail}; the file is corrupt or not the official one: delete it "
+                f"and run `bench data download` again"
+            )
         return path
     if offline():
-        raise DataError(f"{path} is missing and downloads are off ($BENCH_OFFLINE); copy it there or download it "
-                        f"from {resource.urls[0]}")
+        raise DataError(
+            f"{path} is missing and downloads are off ($BENCH_OFFLINE); copy it there or download it "
+            f"from {resource.urls[0]}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for url in resource.urls:
@@ -100,8 +111,11 @@ def fetch(resource: Resource, root: Path) -> Path:
         tmp = Path(tmp)
         try:
             _download(url, tmp)
-            mismatch = [f"{a} {checksum(tmp, a)}, expected {getattr(resource, a)}" for a in ("md5", "sha256")
-                        if getattr(resource, a) and checksum(tmp, a) != getattr(resource, a)]
+            mismatch = [
+                f"{a} {checksum(tmp, a)}, expected {getattr(resource, a)}"
+                for a in ("md5", "sha256")
+                if getattr(resource, a) and checksum(tmp, a) != getattr(resource, a)
+            ]
             if not mismatch:
                 os.replace(tmp, path)
                 return path
@@ -111,13 +125,21 @@ def fetch(resource: Resource, root: Path) -> Path:
         finally:
             tmp.unlink(missing_ok=True)  # gone after a rename; a failed or unverified download is removed
     if any("checksum mismatch" in e for e in errors):
-        raise DataError(f"{'; '.join(errors)}: the download was corrupted or the server changed the file; try again "
-                        f"later, or fetch it by hand and put it at {path}")
-    raise DataError(f"could not download {path.name}: {'; '.join(errors)}; check the network, or copy the file to {path}")
+        raise DataError(
+            f"{'; '.join(errors)}: the download was corrupted or the server changed the file; try again "
+            f"later, or fetch it by hand and put it at {path}"
+        )
+    raise DataError(
+        f"could not download {path.name}: {'; '.join(errors)}; check the network, or copy the file to {path}"
+    )
 
 
-RAR_TOOLS = (("bsdtar", ["-xf", "{archive}", "-C", "{out}"]), ("unar", ["-q", "-o", "{out}", "{archive}"]),
-             ("7z", ["x", "-y", "-o{out}", "{archive}"]), ("unrar", ["x", "-y", "{archive}", "{out}/"]))
+RAR_TOOLS = (
+    ("bsdtar", ["-xf", "{archive}", "-C", "{out}"]),
+    ("unar", ["-q", "-o", "{out}", "{archive}"]),
+    ("7z", ["x", "-y", "-o{out}", "{archive}"]),
+    ("unrar", ["x", "-y", "{archive}", "{out}/"]),
+)
 
 
 def _unrar(archive: Path, out: Path, target: Path):
@@ -131,8 +153,10 @@ def _unrar(archive: Path, out: Path, target: Path):
             if done.returncode != 0:
                 raise OSError(f"{tool} failed: {done.stderr.strip()[:300]}")
             return
-    raise DataError(f"{archive} is a RAR archive and no RAR tool is installed: install bsdtar (Debian/Ubuntu: "
-                    f"libarchive-tools), unar or 7z, or unpack it by hand into {target}")
+    raise DataError(
+        f"{archive} is a RAR archive and no RAR tool is installed: install bsdtar (Debian/Ubuntu: "
+        f"libarchive-tools), unar or 7z, or unpack it by hand into {target}"
+    )
 
 
 def extract(resource: Resource, root: Path) -> Path:
@@ -155,8 +179,10 @@ def extract(resource: Resource, root: Path) -> Path:
             else:
                 raise DataError(f"{archive}: unknown archive format")
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, gzip.BadGzipFile) as err:
-            raise DataError(f"archive {archive} is truncated or corrupt ({type(err).__name__}: {err}); delete it and "
-                            f"run `bench data download` again") from None
+            raise DataError(
+                f"archive {archive} is truncated or corrupt ({type(err).__name__}: {err}); delete it and "
+                f"run `bench data download` again"
+            ) from None
         # the archive may hold target's folder itself (cifar-10-batches-py/...) or just its files (MNIST raw/*.gz)
         inner = tmp / target.name
         source = inner if inner.is_dir() and len(list(tmp.iterdir())) == 1 else tmp

@@ -9,6 +9,7 @@ temporary name and renamed. The cache is keyed by the classes and every image's 
 changed, added or removed file means the split is decoded again. A folder that cannot be written to is simply
 not cached. An unreadable image is a DataError that names the file and says what to do.
 """
+
 import hashlib
 import json
 import os
@@ -50,8 +51,9 @@ def _split_problems(split_dir: Path, classes: list[str]) -> list[str]:
         elif not any(is_image(p) for p in class_dir.iterdir()):
             out.append(f"class folder {class_dir} holds no images ({'/'.join(IMAGE_SUFFIXES)})")
     known = set(classes)
-    extra = sorted(p.name for p in split_dir.iterdir()
-                   if p.is_dir() and not p.name.startswith(".") and p.name not in known)
+    extra = sorted(
+        p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in known
+    )
     out += [f"unexpected folder {split_dir / name} (not one of the {len(classes)} classes)" for name in extra]
     return out
 
@@ -76,8 +78,10 @@ def _decode(path: Path, size: int, mode: str, resize: str) -> np.ndarray:
         with Image.open(path) as img:
             img = img.convert(mode)  # convert() loads the pixels: a truncated file fails here
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot decode image {path} ({type(err).__name__}: {err}); the file is corrupt or not an "
-                        f"image: delete it (or the whole dataset folder) and download the dataset again") from None
+        raise DataError(
+            f"cannot decode image {path} ({type(err).__name__}: {err}); the file is corrupt or not an "
+            f"image: delete it (or the whole dataset folder) and download the dataset again"
+        ) from None
     w, h = img.size
     if resize == "square" or w == h:
         img = img.resize((size, size), Image.BILINEAR)
@@ -104,8 +108,9 @@ def _cache_key(split_dir: Path, classes: list[str], files: list[Path], size: int
     for path in files:
         st = path.stat()
         entries.append([path.relative_to(split_dir).as_posix(), st.st_size, st.st_mtime_ns])
-    blob = json.dumps({"version": CACHE_VERSION, "size": size, "mode": mode, "resize": resize, "classes": classes,
-                       "files": entries})
+    blob = json.dumps(
+        {"version": CACHE_VERSION, "size": size, "mode": mode, "resize": resize, "classes": classes, "files": entries}
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -129,7 +134,9 @@ def _write_cache(path: Path, key: str, x: torch.Tensor, y: torch.Tensor):
             torch.save({"key": key, "x": x, "y": y}, f)
         os.replace(tmp, path)
     except OSError as err:  # a read-only folder: no cache, the split is decoded on every load
-        warnings.warn(f"could not cache the decoded images in {path} ({err}); they will be decoded again next time")
+        warnings.warn(
+            f"could not cache the decoded images in {path} ({err}); they will be decoded again next time", stacklevel=1
+        )
         if tmp:
             Path(tmp).unlink(missing_ok=True)
 
@@ -138,8 +145,9 @@ def cache_path(folder: Path, size: int, channels: int = 3, resize: str = "shorte
     return Path(folder) / f"{CACHE_PREFIX}{size}-{resize}-{'RGB' if channels == 3 else 'L'}.pt"
 
 
-def load_split(folder: Path, classes: list[str], size: int, channels: int = 3,
-               resize: str = "shorter_center") -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(
+    folder: Path, classes: list[str], size: int, channels: int = 3, resize: str = "shorter_center"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One split folder (folder/<class>/<image>) as (uint8 N x channels x size x size, int64 labels): labels are
     indices in `classes`, images in class order, then file-name order. Cached in the folder (see module doc)."""
     if resize not in RESIZE_MODES:

@@ -7,8 +7,10 @@ reference DataLoader (bench.data.reference) bit for bit. Text: character indices
 No per-sample Python or PIL work in the loop.
 
 Class-sampled batches (`Batches.classes_per_batch`, see `class_sampled_batches`): each batch drawn from a few
-randomly chosen classes, the N&E code's `--classes-per-batch` for PredSim on CIFAR-100 (methods.md 1.6 item 7).
+randomly chosen classes, the N&E code's `--classes-per-batch` for PredSim on CIFAR-100
+(docs/methods/predsim.md#16-ambiguities item 7).
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -43,14 +45,17 @@ def check_class_sampling(classes_per_batch, until_epoch=0) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     if classes_per_batch == 1:
-        raise ValueError("classes_per_batch 1 makes every batch one class (no pair of different classes for the "
-                         "similarity loss): use 0 (off) or at least 2")
+        raise ValueError(
+            "classes_per_batch 1 makes every batch one class (no pair of different classes for the "
+            "similarity loss): use 0 (off) or at least 2"
+        )
     if until_epoch and not classes_per_batch:
         raise ValueError(f"classes_per_batch_until_epoch {until_epoch} is set but classes_per_batch is 0 (off)")
 
 
-def class_sampled_batches(labels: torch.Tensor, batch_size: int, classes_per_batch: int,
-                          gen: torch.Generator) -> list[torch.Tensor]:
+def class_sampled_batches(
+    labels: torch.Tensor, batch_size: int, classes_per_batch: int, gen: torch.Generator
+) -> list[torch.Tensor]:
     """One epoch of class-sampled batches: a list of CPU index tensors that together visit every sample once.
 
     Each batch first draws k = min(classes_per_batch, classes with samples left this epoch) distinct classes,
@@ -99,12 +104,12 @@ def class_sampled_batches(labels: torch.Tensor, batch_size: int, classes_per_bat
         parts = []
         for c in chosen.tolist():
             m = int(counts[c])
-            parts.append(pools[c][taken[c]:taken[c] + m])
+            parts.append(pools[c][taken[c] : taken[c] + m])
             taken[c] += m
             left[c] -= m
         if left.sum() == 1:  # (a batch of at most 2) never leave one sample alone: BatchNorm cannot train on it
             c = int(left.nonzero()[0])
-            parts.append(pools[c][taken[c]:])
+            parts.append(pools[c][taken[c] :])
             taken[c] += 1
             left[c] = 0
         batches.append(torch.cat(parts))
@@ -140,8 +145,10 @@ class Batches:
         features) calls it so as to visit the samples in the order these batches would. Not defined for
         class-sampled epochs, which are no single order cut into batch_size pieces (`epoch_batches`)."""
         if self.classes_per_batch:
-            raise RuntimeError("class-sampled batches (classes_per_batch) are not one sample order cut into "
-                               "batch_size pieces: use epoch_batches()")
+            raise RuntimeError(
+                "class-sampled batches (classes_per_batch) are not one sample order cut into "
+                "batch_size pieces: use epoch_batches()"
+            )
         return torch.randperm(len(self.y), generator=self.gen) if self.shuffle else None
 
     def epoch_batches(self) -> list[torch.Tensor] | None:
@@ -178,7 +185,9 @@ class Batches:
                 yield cpu_idx, xb.long(), yb
                 continue
             if augments(self.augment):
-                xb = random_crop_flip(xb, self.augment.get("crop_padding", 0), self.augment.get("hflip", False), self.gen)
+                xb = random_crop_flip(
+                    xb, self.augment.get("crop_padding", 0), self.augment.get("hflip", False), self.gen
+                )
             yield cpu_idx, xb.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std), yb
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,6 @@
 """`bench data status | download | verify`: whether each dataset is ready under the data root, with the samples it
 holds against the catalog's split sizes, downloading it first or re-hashing its files when asked."""
+
 from bench import BenchError
 from bench.claims.datasets import DATASETS
 from bench.data import counts, ensure, family, status
@@ -30,25 +31,33 @@ def report(action: str, names: list[str], root=None, require: bool = False):
             continue
         st = status(name, root, check_sums=action == "verify")
         if require and st["problem"]:  # the workflow's check before any training job starts
-            raise BenchError(f"dataset {name} not found under {st['root']}: {st['problem']}; put it there (bench data "
-                             f"download {name} on a machine with internet), or point data_root / --data-root at the "
-                             f"folder that holds it, or run with --config download=true")
+            raise BenchError(
+                f"dataset {name} not found under {st['root']}: {st['problem']}; put it there (bench data "
+                f"download {name} on a machine with internet), or point data_root / --data-root at the "
+                f"folder that holds it, or run with --config download=true"
+            )
         state = "ready" if not st["problem"] else f"not ready: {st['problem']}"
         if not st["problem"] and not require:  # the samples it holds, against the catalog's split sizes
             info, found = DATASETS[name], counts(name, root)
             want = (info.train_size, info.test_size)
-            state += (f", {found[0]:,} training / {found[1]:,} test samples"
-                      + ("" if found == want else f", NOT the {want[0]:,} / {want[1]:,} of {name} (a partial or "
-                                                  f"substituted copy: download it again)"))
+            state += f", {found[0]:,} training / {found[1]:,} test samples" + (
+                ""
+                if found == want
+                else f", NOT the {want[0]:,} / {want[1]:,} of {name} (a partial or substituted copy: download it again)"
+            )
             failed |= found != want
         print(f"{name}: {state} (root {st['root']})")
         for f in st["files"]:
             mark = {True: "verified", False: "CHECKSUM MISMATCH", None: "not verified"}[f["verified"]]
             detail = f" ({f['detail']})" if f["detail"] else ""
-            print(f"  {f['file']}: {'present' if f['present'] else 'absent'}"
-                  + (f", {mark}{detail}" if action == "verify" and f["present"] else ""))
+            print(
+                f"  {f['file']}: {'present' if f['present'] else 'absent'}"
+                + (f", {mark}{detail}" if action == "verify" and f["present"] else "")
+            )
             failed |= f["verified"] is False
         failed |= action == "verify" and bool(st["problem"])
     if failed:
-        raise BenchError(f"bench data {action}: some datasets are not ready, hold other sample counts than the "
-                         f"catalog's, or do not verify (see above)")
+        raise BenchError(
+            f"bench data {action}: some datasets are not ready, hold other sample counts than the "
+            f"catalog's, or do not verify (see above)"
+        )

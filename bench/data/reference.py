@@ -1,5 +1,6 @@
 """The plain reference input pipeline: a torch DataLoader over the same tensors with torchvision transforms,
 one sample at a time. It is what bench.data.loader.Batches must agree with (tests, `bench data benchmark`)."""
+
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 from torchvision.transforms import v2
@@ -43,12 +44,18 @@ def image_transform(size: int, mean, std, augment: dict | None = None) -> v2.Com
     return v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
 
-def reference_loader(x, y, batch_size, *, mean=None, std=None, augment=None, shuffle=False, seed=0,
-                     num_workers=0) -> DataLoader:
+def reference_loader(
+    x, y, batch_size, *, mean=None, std=None, augment=None, shuffle=False, seed=0, num_workers=0
+) -> DataLoader:
     """DataLoader over uint8 tensors (images N x C x H x W with torchvision transforms; text N x L as int64).
     The sampler's generator is seeded with `seed`, as Batches' is."""
     transform = None if x.ndim == 2 else image_transform(x.shape[-1], mean, std, augment)
     samples = TensorSamples(x, y, transform)
     sampler = SeededShuffle(len(samples), seed) if shuffle else SequentialSampler(samples)
-    return DataLoader(samples, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      generator=torch.Generator().manual_seed(seed + 1))
+    return DataLoader(
+        samples,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed + 1),
+    )

@@ -5,6 +5,7 @@ class prototype at a random contrast plus pixel noise, stored as uint8 like the 
 mirror-symmetric, so the papers' horizontal flips do not change a sample's class. A CNN separates the classes
 within a few dozen steps, so a smoke run shows whether a method learns.
 """
+
 import zlib
 
 import torch

@@ -4,6 +4,7 @@ Images are N x C x H x W; text is N x L character indices (0 = padding, 1 = unkn
 bench.data.text). uint8 keeps a whole dataset small enough to live on the training device; batches are
 converted (and normalized, augmented) there (bench.data.loader).
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -26,8 +27,9 @@ class TensorData:
         fit = _fit_text if self.kind == "text" else _fit_image
         if self.x_train.shape[-1] == size:
             return self
-        return TensorData(fit(self.x_train, size), self.y_train, fit(self.x_test, size), self.y_test,
-                          self.num_classes, self.kind)
+        return TensorData(
+            fit(self.x_train, size), self.y_train, fit(self.x_test, size), self.y_test, self.num_classes, self.kind
+        )
 
     def subset(self, train: int | None, test: int | None, seed: int = 0) -> "TensorData":
         """A fixed random subset of each split (the same for every run and method: seed 0), for profiles that cap
@@ -78,7 +80,7 @@ def _fit_image(x: torch.Tensor, size: int) -> torch.Tensor:
         top, left = (size - h) // 2, (size - w) // 2
         return F.pad(x, (left, size - w - left, top, size - h - top))
     top, left = (h - size) // 2, (w - size) // 2
-    return x[..., top:top + size, left:left + size].contiguous()
+    return x[..., top : top + size, left : left + size].contiguous()
 
 
 def _fit_text(x: torch.Tensor, size: int) -> torch.Tensor:

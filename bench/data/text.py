@@ -13,7 +13,8 @@ DBpedia has none. Neither newline nor backslash is in VD-CNN's alphabet, so ever
 (rather than an unknown character); "\\n" is therefore read as " n" (never as a newline escape: in AG News every
 "\\n" is a line break before a word starting with n).
 
-Encoding (methods.md 3.6): ALPHABET is Conneau et al.'s dictionary; a character maps to 2 + its index in ALPHABET,
+Encoding (docs/methods/si-forward.md#36-vd-cnn): ALPHABET is Conneau et al.'s dictionary; a character maps to 2 + its
+index in ALPHABET,
 upper-case ASCII letters to their lower-case index, anything else (including every non-ASCII character) to
 UNKNOWN = 1; texts are truncated or padded with PAD = 0 to the length (1024). The vocabulary is VOCAB_SIZE = 69.
 
@@ -22,6 +23,7 @@ keyed by the CSVs' sizes and modification times, the alphabet and the length), s
 not parsed again every run; where the folder is read-only (no write permission bit, or writing fails) the
 cache is skipped.
 """
+
 import csv
 import os
 import tempfile
@@ -53,8 +55,10 @@ AG_NEWS_URL = "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/
 AG_NEWS_MD5 = {"train.csv": "b1a00f826fdfbd249f79597b59e1dc12", "test.csv": "d52ea96a97a2d943681189a97654912d"}
 DBPEDIA_DRIVE_ID = "0Bz8a_Dbh9QhbQ2Vic1kxMmZZQ1k"
 DBPEDIA_MD5 = "dca7b1ae12b1091090db52aa7ec5ca64"
-DBPEDIA_URLS = (f"https://drive.usercontent.google.com/download?id={DBPEDIA_DRIVE_ID}&export=download&confirm=t",
-                f"https://drive.google.com/uc?export=download&id={DBPEDIA_DRIVE_ID}")
+DBPEDIA_URLS = (
+    f"https://drive.usercontent.google.com/download?id={DBPEDIA_DRIVE_ID}&export=download&confirm=t",
+    f"https://drive.google.com/uc?export=download&id={DBPEDIA_DRIVE_ID}",
+)
 
 FOLDERS = {"ag_news": "ag_news_csv", "dbpedia": "dbpedia_csv"}
 ARCHIVES = {"dbpedia": "dbpedia_csv.tar.gz"}
@@ -88,7 +92,7 @@ def encode(texts: list[str], length: int = 1024) -> torch.Tensor:
     out = np.zeros((len(texts), length), dtype=np.uint8)
     flat = out.reshape(-1)
     for start in range(0, len(texts), _CHUNK):
-        chunk = [t[:length] for t in texts[start:start + _CHUNK]]
+        chunk = [t[:length] for t in texts[start : start + _CHUNK]]
         lens = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
         points = np.frombuffer("".join(chunk).encode("utf-32-le", "surrogatepass"), dtype="<u4")
         if not len(points):
@@ -111,8 +115,10 @@ def read_csv(path, num_classes: int, dataset: str | None = None) -> tuple[list[s
     name = dataset or _dataset_of(path)
 
     def bad(line, what):
-        return DataError(f"{path}, line {line}: {what}; the file is truncated, corrupt or not the official {name} "
-                         f"CSV: delete it and run `bench data download {name}`")
+        return DataError(
+            f"{path}, line {line}: {what}; the file is truncated, corrupt or not the official {name} "
+            f"CSV: delete it and run `bench data download {name}`"
+        )
 
     texts, labels = [], []
     line, reader = 0, None
@@ -226,11 +232,14 @@ def stand_in(info: DatasetInfo, train_samples: int, test_samples: int) -> Tensor
         counts = rng.integers(20, 181, n)
         word_label = np.repeat(labels, counts)
         total = int(counts.sum())
-        ids = np.where(rng.random(total) < 0.35, n_fill + word_label * n_kw + rng.integers(0, n_kw, total),
-                       rng.integers(0, n_fill, total))
+        ids = np.where(
+            rng.random(total) < 0.35,
+            n_fill + word_label * n_kw + rng.integers(0, n_kw, total),
+            rng.integers(0, n_fill, total),
+        )
         ends = np.cumsum(counts)
         chosen = words[ids]
-        texts = [" ".join(chosen[e - c:e]) for c, e in zip(counts.tolist(), ends.tolist())]
+        texts = [" ".join(chosen[e - c : e]) for c, e in zip(counts.tolist(), ends.tolist())]
         return encode(texts, info.size), torch.from_numpy(labels.astype(np.int64))
 
     x_train, y_train = split(train_samples)

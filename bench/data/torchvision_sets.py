@@ -7,6 +7,7 @@ before it is ever opened. Loading does not re-hash the files (`bench data verify
 structure, names the file when one is unreadable, and unpickles CIFAR batches with an unpickler that allows only
 the numpy names a batch needs (a planted pickle cannot run code).
 """
+
 import pickle
 from pathlib import Path
 
@@ -26,13 +27,18 @@ IMAGENETTE_DIR = "imagenette2-160"
 
 def _idx_resources(cls) -> list[Resource]:
     folder = f"{cls.__name__}/raw"
-    return [Resource(f"{folder}/{name}", tuple(m + name for m in cls.mirrors), md5, extract_to=folder)
-            for name, md5 in cls.resources]
+    return [
+        Resource(f"{folder}/{name}", tuple(m + name for m in cls.mirrors), md5, extract_to=folder)
+        for name, md5 in cls.resources
+    ]
 
 
 RESOURCES = {
     **{name: _idx_resources(cls) for name, cls in IDX.items()},
-    **{name: [Resource(cls.filename, (cls.url,), cls.tgz_md5, extract_to=cls.base_folder)] for name, cls in PICKLED.items()},
+    **{
+        name: [Resource(cls.filename, (cls.url,), cls.tgz_md5, extract_to=cls.base_folder)]
+        for name, cls in PICKLED.items()
+    },
     "imagenette": [Resource(Path(IMAGENETTE_URL).name, (IMAGENETTE_URL,), IMAGENETTE_MD5, extract_to=IMAGENETTE_DIR)],
 }
 
@@ -61,16 +67,24 @@ def _read_idx(info: DatasetInfo, root: Path, train: bool):
         split = cls(str(root), train=train, download=False)
     except (RuntimeError, ValueError, AssertionError, OSError) as err:
         files = [f for f in _idx_files(cls) if ("train" in f) == train]
-        raise DataError(f"cannot read {info.name} files {', '.join(str(root / f) for f in files)} ({err}); they are "
-                        f"truncated or not MNIST idx files: delete them and run `bench data download {info.name}`") from None
+        raise DataError(
+            f"cannot read {info.name} files {', '.join(str(root / f) for f in files)} ({err}); they are "
+            f"truncated or not MNIST idx files: delete them and run `bench data download {info.name}`"
+        ) from None
     return split.data.unsqueeze(1).contiguous(), split.targets.to(torch.int64)
 
 
 class BatchUnpickler(pickle.Unpickler):
     """Unpickles CIFAR batches and nothing else: a pickle may name any callable, so only the names a batch of numpy
     arrays, lists and dicts needs are allowed; anything else (os.system, ...) is refused before it runs."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -90,8 +104,10 @@ def _read_pickles(info: DatasetInfo, root: Path, train: bool):
             data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             target = np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"], dtype=np.int64)
         except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
-            raise DataError(f"cannot read {path} ({type(err).__name__}: {err}); it is truncated or not a CIFAR batch: "
-                            f"delete the folder and run `bench data download {info.name}`") from None
+            raise DataError(
+                f"cannot read {path} ({type(err).__name__}: {err}); it is truncated or not a CIFAR batch: "
+                f"delete the folder and run `bench data download {info.name}`"
+            ) from None
         if len(data) != len(target):
             raise DataError(f"{path}: {len(data)} images but {len(target)} labels")
         images.append(torch.from_numpy(data))

@@ -27,11 +27,13 @@ networks would no longer be the ones run on CIFAR. The cost: at 32 px a cell kee
 but loses fine detail (granules, chromatin). A larger size is one catalog change (the cache is per size).
 The image is resized whole (shorter side, then center crop: the crops are square, so nothing is cut).
 """
+
 from pathlib import Path
 
 from bench.claims.datasets import DatasetInfo
 from bench.data.download import Resource
-from bench.data.image_folder import image_files, layout_problem as folder_problem, load_split
+from bench.data.image_folder import image_files, load_split
+from bench.data.image_folder import layout_problem as folder_problem
 from bench.data.tensors import TensorData
 
 FOLDER = "raabin_wbc"
@@ -58,14 +60,18 @@ def layout_problem(info: DatasetInfo, root: Path) -> str:
     if problem:
         packed = [r.path(root) for r in RESOURCES[info.name] if r.path(root).exists()]
         if packed:
-            problem += (f" ({', '.join(p.name for p in packed)} present but not unpacked: unpack with unar, "
-                        f"`bsdtar -xf` or `7z x` into {folder})")
+            problem += (
+                f" ({', '.join(p.name for p in packed)} present but not unpacked: unpack with unar, "
+                f"`bsdtar -xf` or `7z x` into {folder})"
+            )
         return problem
     for split, expected in ((TRAIN, info.train_size), (TEST, info.test_size)):
         found = _count(folder / split)
         if found != expected:
-            return (f"{folder / split} holds {found} images, the release has {expected}: the extraction is "
-                    f"incomplete or the folder was changed; delete it and unpack {split}.rar again")
+            return (
+                f"{folder / split} holds {found} images, the release has {expected}: the extraction is "
+                f"incomplete or the folder was changed; delete it and unpack {split}.rar again"
+            )
     return ""
 
 

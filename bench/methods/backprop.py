@@ -1,11 +1,17 @@
 """Plain end-to-end backpropagation with cross-entropy: the papers' "Global", "End-to-End", "SGD" and
 "Standard" columns. One optimizer over all parameters, the LR schedule stepped per epoch, the test set
-evaluated after every epoch; the reported accuracy is the final epoch's (methods.md 1.6 item 8)."""
+evaluated after every epoch; the reported accuracy is the final epoch's (docs/methods/predsim.md#16-ambiguities item
+8)."""
+
 import torch
 from torch import nn
 
-from bench.methods.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler,
-                            train_test_batches)
+from bench.methods import Cost
+from bench.methods.schedule import end_to_end_epochs as stage_epochs  # noqa: F401  (the registry reads it)
+from bench.methods.training import Context, EpochTimer, evaluate, make_optimizer, make_scheduler, train_test_batches
+
+DEFAULTS: dict = {}  # no method_options
+COST = Cost("end_to_end")
 
 
 def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
@@ -36,9 +42,22 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
         with EpochTimer(device) as eval_timer:
             test_loss, test_acc = evaluate(model, test_batches, device)
         n = len(data.y_train)
-        ctx.log_epoch({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / n,
-                       "train_accuracy": 100.0 * correct.item() / n, "test_loss": test_loss,
-                       "test_accuracy": test_acc, "epoch_time_s": timer.seconds, "eval_time_s": eval_timer.seconds})
+        ctx.log_epoch(
+            {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": loss_sum.item() / n,
+                "train_accuracy": 100.0 * correct.item() / n,
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+                "epoch_time_s": timer.seconds,
+                "eval_time_s": eval_timer.seconds,
+            }
+        )
         ctx.epoch_done(epoch + 1, state, {"train_time": train_time, "test_loss": test_loss, "test_acc": test_acc})
-    return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": test_loss,
-            "train_time_s": train_time}
+    return {
+        "test_accuracy": test_acc,
+        "test_error": 100.0 - test_acc,
+        "test_loss": test_loss,
+        "train_time_s": train_time,
+    }

@@ -25,6 +25,7 @@ skipped, the current one resumes at its next epoch); layer-to-layer (the stage a
 and Freezing (dropped layers, scores, and stored maps reopened from disk or recomputed exactly by replaying the
 extraction epochs). Times are the one thing a resumed run does not reproduce: the killed partial epoch is lost.
 """
+
 import os
 import random
 import tempfile
@@ -82,12 +83,20 @@ class Checkpoint:
             if not isinstance(saved, dict):
                 raise ValueError("not a checkpoint")
         except Exception as err:  # a truncated file, another torch version, a damaged disk: start over, never crash
-            print(f"{self.path}: the checkpoint cannot be read ({type(err).__name__}: {str(err)[:120]}); the run starts "
-                  "from epoch 0 and replaces it", file=sys.stderr, flush=True)
+            print(
+                f"{self.path}: the checkpoint cannot be read ({type(err).__name__}: {str(err)[:120]}); the run starts "
+                "from epoch 0 and replaces it",
+                file=sys.stderr,
+                flush=True,
+            )
             return None
         if saved.get("fingerprint") != self.fingerprint:
-            print(f"{self.path}: the checkpoint was written under another config; the run starts from epoch 0 and "
-                  "replaces it", file=sys.stderr, flush=True)
+            print(
+                f"{self.path}: the checkpoint was written under another config; the run starts from epoch 0 and "
+                "replaces it",
+                file=sys.stderr,
+                flush=True,
+            )
             return None
         return saved
 
@@ -119,16 +128,21 @@ class Checkpoint:
         rng = {"torch": torch.get_rng_state(), "python": list(random.getstate())}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        state = {"fingerprint": self.fingerprint, "epoch": epoch, "records": self.records,
-                 "mlflow_run_id": self.mlflow_run_id, "objects": {k: _state(o) for k, o in objects.items()},
-                 "values": dict(values), "rng": rng}
+        state = {
+            "fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "records": self.records,
+            "mlflow_run_id": self.mlflow_run_id,
+            "objects": {k: _state(o) for k, o in objects.items()},
+            "values": dict(values),
+            "rng": rng,
+        }
         if not self.background:
             self._write(state)
             return
         state = _on_host({**state, "records": list(self.records)})  # before the next epoch changes anything
         self.wait()
-        self._writer = threading.Thread(target=self._write_in_background, args=(state,), name="checkpoint",
-                                        daemon=True)
+        self._writer = threading.Thread(target=self._write_in_background, args=(state,), name="checkpoint", daemon=True)
         self._writer.start()
 
     def _write(self, state: dict):

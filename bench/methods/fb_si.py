@@ -1,5 +1,5 @@
 """Forward-backward SI baseline of Karimi et al.'s Tables 3/5/8 (Karimi, Kalhor, Ahmadian, BMVC 2023;
-arXiv 2201.05217), as the proxy of methods.md 3.4.
+arXiv 2201.05217), as the proxy of docs/methods/si-forward.md#34-baselines.
 
 The original trains only the first conv layer to maximise SI with a ranking loss solved by a "quasi least-squares"
 technique, then trains the remaining layers by ordinary backprop with cross-entropy; its code is not public. Proxy:
@@ -12,9 +12,10 @@ cached when exact (bench.methods.layerwise). The test set is evaluated after eve
 own forward); the reported accuracy is the last epoch's. A killed run resumes in either phase (the end-to-end phase
 is a stage of bench.methods.layerwise.train_stage too, its in-place LR schedule included).
 
-method_options (defaults): si_layers (1, methods.md 3.4), epochs_per_layer (10, paper Table 1), loss_reduction
-("sum"), normalize_features (false, a deviation: see bench.methods.si), hinge (false), si_eval_samples (1000), cache_prefix (true),
-prefix_cache_max_mb (8192).
+method_options (defaults): si_layers (1, docs/methods/si-forward.md#34-baselines), epochs_per_layer (10, paper Table 1),
+loss_reduction
+("sum"), normalize_features (false, a deviation: see bench.methods.si), hinge (false), si_eval_samples (1000),
+cache_prefix (true), prefix_cache_max_mb (8192).
 
 Records: the SI stages' as si_forward's; the end-to-end stage's train_loss, train_accuracy, test_loss,
 test_accuracy (stage = si_layers, layer = -1, or the number of blocks if si_layers is all of them). Final metrics:
@@ -22,13 +23,21 @@ test_accuracy, test_error, test_loss, train_time_s, train_loss, train_accuracy, 
 blocks), si_final, si_input, si_train_time_s, e2e_train_time_s, and the prefix cache metrics of
 bench.methods.layerwise.
 """
+
 from torch import nn
 
+from bench.methods import Cost, si
 from bench.methods import layerwise as lw
-from bench.methods import si
 from bench.methods.training import Context
 
 DEFAULTS = {**si.SI_DEFAULTS, "si_layers": 1}
+COST = Cost("layerwise", si=True, rest_end_to_end=True)
+
+
+def stage_epochs(cfg: dict, n_blocks: int, n_layers: int | None = None, n_units: int | None = None) -> list[int]:
+    """A stage per SI block (option si_layers), then the end-to-end stage of the run's epochs."""
+    si_layers = int((cfg.get("method_options") or {}).get("si_layers", DEFAULTS["si_layers"]))
+    return [lw.epochs_per_layer(cfg, DEFAULTS)] * si_layers + [cfg["epochs"]]
 
 
 def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
@@ -37,12 +46,11 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     if n_si > len(model.blocks):
         raise ValueError(f"fb_si: si_layers {n_si} but the model has {len(model.blocks)} blocks")
     run = lw.Run(model, data, cfg, ctx, opts)
-    flags = lw.hold_all(model)
-    si_values = run.keep("si_values", {})
-    pairs = run.keep("pairs", {})
-    times = run.keep("times", {"si_train_time_s": 0.0})
-    si_in = si.input_si(run, opts["si_eval_samples"]) if n_si else None
-    try:
+    with lw.frozen_parameters(model):
+        si_values = run.keep("si_values", {})
+        pairs = run.keep("pairs", {})
+        times = run.keep("times", {"si_train_time_s": 0.0})
+        si_in = si.input_si(run, opts["si_eval_samples"]) if n_si else None
         for layer in range(n_si):
             if run.skip(layer):  # trained before a kill: the checkpointed model has it
                 continue
@@ -55,8 +63,12 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
         stage.milestones, stage.gamma = tuple(cfg.get("lr_milestones", [])), cfg.get("lr_gamma", 0.1)
         last = lw.train_stage(run, stage)
         stage.features.close()
-    finally:
-        lw.restore_requires_grad(flags)
-    return {**lw.test_metrics(last), **run.final_metrics(), "train_loss": last["train_loss"],
-            "train_accuracy": last["train_accuracy"], "si_train_time_s": times["si_train_time_s"],
-            "e2e_train_time_s": run.train_time - times["si_train_time_s"], **si.si_metrics(si_values, si_in, pairs)}
+    return {
+        **lw.test_metrics(last),
+        **run.final_metrics(),
+        "train_loss": last["train_loss"],
+        "train_accuracy": last["train_accuracy"],
+        "si_train_time_s": times["si_train_time_s"],
+        "e2e_train_time_s": run.train_time - times["si_train_time_s"],
+        **si.si_metrics(si_values, si_in, pairs),
+    }

@@ -1,10 +1,11 @@
 """Greedy layer-wise training with temporary linear softmax heads: the "Greedy layer-wise" and "Modified greedy
-layer-wise" rows of Karimi et al.'s Tables 3/5/8 (methods.md 3.4).
+layer-wise" rows of Karimi et al.'s Tables 3/5/8 (docs/methods/si-forward.md#34-baselines).
 
 Reading. Bengio, Lamblin, Popovici & Larochelle (2007) train a deep network one layer at a time, each new layer on
 top of the frozen earlier ones; their supervised variant trains the new layer together with a temporary output
 layer on the supervised criterion and then discards that output layer. Karimi et al. name the baseline without
-details, so the recommended reading of methods.md 3.4 is implemented: for each block L in order, blocks < L frozen
+details, so the recommended reading of docs/methods/si-forward.md#34-baselines is implemented: for each block L in
+order, blocks < L frozen
 (eval mode, features under no_grad, cached when exact: bench.methods.layerwise), a fresh temporary classifier
 flatten -> Linear(features of block L -> K) (PyTorch default init) is put on top of block L and block L + that head
 are trained with cross-entropy for `epochs_per_layer` epochs (a fresh optimizer of the config's kind per block, no
@@ -26,13 +27,20 @@ Final metrics: test_accuracy, test_error, test_loss, train_time_s, train_loss, t
 layer<L>_test_accuracy (block L's temporary head at the end of its stage), si_layer<i>, si_final, si_input, and
 the prefix cache metrics.
 """
+
 from torch import nn
 
+from bench.methods import Cost, si
 from bench.methods import layerwise as lw
-from bench.methods import si
 from bench.methods.training import Context
 
 DEFAULTS = {"epochs_per_layer": 10, "classifier_epochs": None, "si_eval_samples": 1000, "feature_blocks": None}
+COST = Cost("layerwise", parts="linear_heads", local_heads=True)
+
+
+def stage_epochs(cfg: dict, n_blocks: int, n_layers: int | None = None, n_units: int | None = None) -> list[int]:
+    """A stage per feature block, then the classifier's."""
+    return lw.classified_stage_epochs(cfg, DEFAULTS, n_blocks)
 
 
 def temporary_head(features: int, num_classes: int) -> nn.Sequential:
@@ -62,8 +70,16 @@ def block_stage(run: lw.Run, layer: int, opts: dict, si_values: dict, head_accur
             record.update(lw.evaluate_model(run, feats))
         return record
 
-    return lw.Stage(index=layer, layer=layer, features=feats, modules=[block, head], step=lw.ce_step(predict),
-                    summarize=lw.ce_summary, epochs=opts["epochs_per_layer"], evaluate=evaluate)
+    return lw.Stage(
+        index=layer,
+        layer=layer,
+        features=feats,
+        modules=[block, head],
+        step=lw.ce_step(predict),
+        summarize=lw.ce_summary,
+        epochs=opts["epochs_per_layer"],
+        evaluate=evaluate,
+    )
 
 
 def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
@@ -75,11 +91,10 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     opts["si_eval_samples"] = lw.positive_int(opts, "si_eval_samples", "greedy_layerwise", minimum=0)
     n_layers = lw.feature_blocks(opts, model, "greedy_layerwise")
     run = lw.Run(model, data, cfg, ctx, opts)
-    flags = lw.hold_all(model)
-    si_values = run.keep("si_values", {})
-    head_accuracy = run.keep("head_accuracy", {})
-    si_in = si.input_si(run, opts["si_eval_samples"])
-    try:
+    with lw.frozen_parameters(model):
+        si_values = run.keep("si_values", {})
+        head_accuracy = run.keep("head_accuracy", {})
+        si_in = si.input_si(run, opts["si_eval_samples"])
         for layer in range(n_layers):
             if run.skip(layer):  # trained before a kill: the checkpointed model has it (its head is discarded)
                 continue
@@ -88,8 +103,8 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
             stage.features.close()
             del stage  # the temporary head is discarded
         last = lw.train_classifier(run, n_layers, opts["classifier_epochs"])
-    finally:
-        lw.restore_requires_grad(flags)
-    return {**lw.final_metrics(run, last),
-            **{f"layer{i}_test_accuracy": v for i, v in sorted(head_accuracy.items())},
-            **si.si_metrics(si_values, si_in)}
+    return {
+        **lw.final_metrics(run, last),
+        **{f"layer{i}_test_accuracy": v for i, v in sorted(head_accuracy.items())},
+        **si.si_metrics(si_values, si_in),
+    }

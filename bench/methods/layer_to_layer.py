@@ -1,4 +1,4 @@
-"""Layer-to-layer training (Bhyravabhottla & Lee, seed 002) as their notebook does it (methods.md 4).
+"""Layer-to-layer training (Bhyravabhottla & Lee, seed 002) as their notebook does it (docs/methods/layer-to-layer.md).
 
 The paper calls the first layers a "student" and the last layers a "teacher", but the reference notebook
 (ashish-AIML/LIII_lab `final_code.ipynb`) has no teacher/student loss and no distillation: it is staged
@@ -75,6 +75,7 @@ stages it completed and goes on inside the stage it was in (window and trainable
 index), ending with the records and metrics of an uninterrupted run. The wall times leave the checkpoint writes out;
 a resumed job's are the killed job's (to its last checkpoint) plus its own.
 """
+
 import math
 import time
 from typing import NamedTuple
@@ -83,18 +84,46 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bench.methods import Diverged
-from bench.methods.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler, sync,
-                            train_test_batches)
+from bench.methods import Cost, Diverged
+from bench.methods.training import (
+    Context,
+    EpochTimer,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    sync,
+    train_test_batches,
+)
 
 WINDOWS = ("both_ends", "front")
 GRANULARITIES = ("keras", "blocks")
-OPTIONS = {"epochs_per_stage", "stages", "window", "granularity", "input_layer", "frozen_bn_eval"}
+# method_options and their defaults; epochs_per_stage None: the run's epochs, stages None: half the Keras layers
+DEFAULTS = {
+    "epochs_per_stage": None,
+    "stages": None,
+    "window": "both_ends",
+    "granularity": "keras",
+    "input_layer": False,
+    "frozen_bn_eval": True,
+}
+OPTIONS = set(DEFAULTS)
+COST = Cost("layer_to_layer", parts="keras_layers", parts_options=("granularity", "input_layer"))
+
+
+def stage_epochs(cfg: dict, n_blocks: int, n_layers: int | None = None, n_units: int | None = None) -> list[int]:
+    """A stage of epochs_per_stage epochs (default: the run's) per window (option stages, default one per two of
+    the model's n_layers Keras layers)."""
+    opts = cfg.get("method_options") or {}
+    stages = opts.get("stages") or (n_layers // 2 if n_layers else None)
+    if not stages:
+        raise ValueError("layer_to_layer sets no `stages` and the model's Keras layer count is not given")
+    return [int(opts.get("epochs_per_stage", cfg["epochs"]))] * int(stages)
 
 
 class KerasLayer(NamedTuple):
     """One entry of the Keras-style layer list: a name, its Keras class name, and the module(s) it is made of
     (an nn.Sequential wrapper, not registered in the model, when a conv/dense and its activation are merged)."""
+
     name: str
     kind: str
     module: nn.Module
@@ -108,12 +137,23 @@ _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU)
 
 
 def _kind(module: nn.Module) -> str:
-    kinds = [(nn.Conv1d, "Conv1D"), (nn.Conv2d, "Conv2D"), (nn.Linear, "Dense"), (_BatchNorm, "BatchNormalization"),
-             (nn.LeakyReLU, "LeakyReLU"), (nn.ReLU, "Activation"), (nn.MaxPool1d, "MaxPooling1D"),
-             (nn.MaxPool2d, "MaxPooling2D"), (nn.AvgPool2d, "AveragePooling2D"),
-             (nn.AdaptiveAvgPool2d, "AdaptiveAveragePooling2D"), (nn.AdaptiveMaxPool1d, "AdaptiveMaxPooling1D"),
-             (nn.Flatten, "Flatten"), (nn.Dropout2d, "SpatialDropout2D"), (nn.Dropout, "Dropout"),
-             (nn.Embedding, "Embedding")]
+    kinds = [
+        (nn.Conv1d, "Conv1D"),
+        (nn.Conv2d, "Conv2D"),
+        (nn.Linear, "Dense"),
+        (_BatchNorm, "BatchNormalization"),
+        (nn.LeakyReLU, "LeakyReLU"),
+        (nn.ReLU, "Activation"),
+        (nn.MaxPool1d, "MaxPooling1D"),
+        (nn.MaxPool2d, "MaxPooling2D"),
+        (nn.AvgPool2d, "AveragePooling2D"),
+        (nn.AdaptiveAvgPool2d, "AdaptiveAveragePooling2D"),
+        (nn.AdaptiveMaxPool1d, "AdaptiveMaxPooling1D"),
+        (nn.Flatten, "Flatten"),
+        (nn.Dropout2d, "SpatialDropout2D"),
+        (nn.Dropout, "Dropout"),
+        (nn.Embedding, "Embedding"),
+    ]
     for cls, name in kinds:
         if isinstance(module, cls):
             return name
@@ -183,8 +223,10 @@ def stage_windows(num_layers: int, stages: int | None = None, window: str = "bot
     stages = num_layers // 2 if stages is None else int(stages)
     most = (num_layers + 1) // 2 if window == "both_ends" else num_layers
     if not 1 <= stages <= most:
-        raise ValueError(f"layer_to_layer: {stages} stages for {num_layers} layers with window '{window}' "
-                         f"(1 to {most} give non-empty windows)")
+        raise ValueError(
+            f"layer_to_layer: {stages} stages for {num_layers} layers with window '{window}' "
+            f"(1 to {most} give non-empty windows)"
+        )
     return [(i, num_layers - 1 - i) if window == "both_ends" else (i, num_layers - 1) for i in range(stages)]
 
 
@@ -208,27 +250,193 @@ def options(cfg: dict) -> dict:
     unknown = set(opts) - OPTIONS
     if unknown:
         raise ValueError(f"unknown layer_to_layer method_options {sorted(unknown)} (known: {sorted(OPTIONS)})")
-    out = {"epochs_per_stage": int(opts.get("epochs_per_stage", cfg["epochs"])), "stages": opts.get("stages"),
-           "window": opts.get("window", "both_ends"), "granularity": opts.get("granularity", "keras"),
-           "input_layer": bool(opts.get("input_layer", False)),
-           "frozen_bn_eval": bool(opts.get("frozen_bn_eval", True))}
+    out = {
+        "epochs_per_stage": int(opts.get("epochs_per_stage", cfg["epochs"])),
+        "stages": opts.get("stages"),
+        "window": opts.get("window", DEFAULTS["window"]),
+        "granularity": opts.get("granularity", DEFAULTS["granularity"]),
+        "input_layer": bool(opts.get("input_layer", DEFAULTS["input_layer"])),
+        "frozen_bn_eval": bool(opts.get("frozen_bn_eval", DEFAULTS["frozen_bn_eval"])),
+    }
     if out["epochs_per_stage"] < 1:
         raise ValueError(f"layer_to_layer: epochs_per_stage must be >= 1, got {out['epochs_per_stage']}")
     return out
 
 
+class Training(NamedTuple):
+    """What every stage of a run shares: the model, the config and options, the context and the batches."""
+
+    model: nn.Module
+    cfg: dict
+    opts: dict
+    ctx: Context
+    train_batches: object
+    test_batches: object
+    n: int  # training samples
+
+
+class Stage(NamedTuple):
+    """One stage: its index, its window [first, last] of trainable layers, what it trains with and what its
+    checkpoints hold (`state`)."""
+
+    index: int
+    first: int
+    last: int
+    trainable: int
+    frozen_bns: list[nn.Module]
+    optimizer: torch.optim.Optimizer | None
+    scheduler: object
+    state: dict
+
+
+def fresh_progress() -> dict:
+    """What the loop carries, saved in every per-epoch checkpoint (bench/methods/checkpoint.py): the stage and the
+    epochs done in it, the training time and staged wall time so far, the last test metrics and the per-stage final
+    metrics."""
+    return {
+        "stage": 0,
+        "stage_epoch": 0,
+        "train_time": 0.0,
+        "wall": 0.0,
+        "test_loss": math.nan,
+        "test_acc": math.nan,
+        "final": {},
+    }
+
+
+def build_stage(run: Training, layers: list[KerasLayer], index: int, window: tuple[int, int]) -> Stage:
+    """Freeze the layers outside the stage's window and make the window's optimizer and scheduler."""
+    first, last = window
+    params, frozen_bns = set_window(layers, first, last)  # trainable parameters follow from the stage
+    trainable = sum(p.numel() for p in params)
+    # Keras re-compiles: a fresh optimizer (fresh Adam moments) over the window only
+    optimizer = make_optimizer(params, run.cfg) if params else None
+    scheduler = make_scheduler(optimizer, run.cfg) if optimizer is not None else None
+    state = {"model": run.model, "batches": run.train_batches.gen}
+    if optimizer is not None:
+        state.update(optimizer=optimizer, scheduler=scheduler)
+    return Stage(index, first, last, trainable, frozen_bns, optimizer, scheduler, state)
+
+
+def train_epoch(run: Training, stage: Stage, epoch: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """One pass over the training batches with the stage's window (frozen BNs in eval mode unless
+    frozen_bn_eval is off); (summed loss, correct predictions, the epoch's learning rate, training seconds)."""
+    device, model, optimizer = run.ctx.device, run.model, stage.optimizer
+    model.train()
+    if run.opts["frozen_bn_eval"]:
+        for bn in stage.frozen_bns:
+            bn.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    lr = optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0
+    with EpochTimer(device) as timer:
+        for x, y in run.ctx.bar(run.train_batches, desc=f"epoch {epoch}", unit="batch"):
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+        if stage.scheduler is not None:
+            stage.scheduler.step()
+    return loss_sum, correct, lr, timer.seconds
+
+
+def run_epoch(run: Training, stage: Stage, epoch: int, stage_epoch: int) -> tuple[float, float, float]:
+    """Train one epoch, evaluate the test set (Keras' validation_data), log the epoch's record and stop on a
+    diverged loss; (training seconds, test loss, test accuracy)."""
+    loss_sum, correct, lr, seconds = train_epoch(run, stage, epoch)
+    with EpochTimer(run.ctx.device) as eval_timer:
+        test_loss, test_acc = evaluate(run.model, run.test_batches, run.ctx.device)
+    train_loss = loss_sum.item() / run.n
+    run.ctx.log_epoch(
+        {
+            "epoch": epoch,
+            "stage": float(stage.index),
+            "stage_epoch": float(stage_epoch + 1),
+            "window_first": float(stage.first),
+            "window_last": float(stage.last),
+            "trainable_params": float(stage.trainable),
+            "lr": float(lr),
+            "train_loss": train_loss,
+            "train_accuracy": 100.0 * correct.item() / run.n,
+            "test_loss": test_loss,
+            "test_accuracy": test_acc,
+            "epoch_time_s": seconds,
+            "eval_time_s": eval_timer.seconds,
+        }
+    )
+    if not math.isfinite(train_loss):
+        raise Diverged(epoch, f"stage {stage.index}: train loss {train_loss}")
+    return seconds, test_loss, test_acc
+
+
+def record_stage_end(done: dict, stage: Stage):
+    """The stage's final metrics; stage 0 trains every layer, so its end is the standard run's."""
+    final = done["final"]
+    final[f"stage{stage.index}_test_accuracy"] = done["test_acc"]
+    final[f"stage{stage.index}_trainable_params"] = float(stage.trainable)
+    if stage.index == 0:
+        final.update(
+            {
+                "standard_test_accuracy": done["test_acc"],
+                "standard_test_loss": done["test_loss"],
+                "standard_train_time_s": done["train_time"],
+                "standard_wall_time_s": done["wall"],
+            }
+        )
+
+
+def train_stage(run: Training, stage: Stage, num_stages: int, done: dict, epoch: int, mark: float):
+    """The stage's epochs from done["stage_epoch"] on, each checkpointed; the staged wall time runs from `mark` to
+    the end of each epoch (the checkpoint writes left out). Returns the run's epochs so far and the new mark."""
+    epochs_per_stage = run.opts["epochs_per_stage"]
+    desc = f"{run.cfg['experiment']} stage {stage.index + 1}/{num_stages}"
+    for stage_epoch in run.ctx.bar(range(done["stage_epoch"], epochs_per_stage), desc=desc, unit="epoch"):
+        epoch += 1
+        seconds, test_loss, test_acc = run_epoch(run, stage, epoch, stage_epoch)
+        sync(run.ctx.device)
+        done.update(
+            stage=stage.index,
+            stage_epoch=stage_epoch + 1,
+            train_time=done["train_time"] + seconds,
+            wall=done["wall"] + time.perf_counter() - mark,
+            test_loss=test_loss,
+            test_acc=test_acc,
+        )
+        if stage_epoch + 1 == epochs_per_stage:  # the stage's end
+            record_stage_end(done, stage)
+        run.ctx.epoch_done(epoch, stage.state, done)
+        mark = time.perf_counter()
+    return epoch, mark
+
+
+def final_metrics(done: dict, num_layers: int, num_stages: int, epochs: int) -> dict:
+    test_acc = done["test_acc"]
+    return {
+        "test_accuracy": test_acc,
+        "test_error": 100.0 - test_acc,
+        "test_loss": done["test_loss"],
+        "train_time_s": done["train_time"],
+        "staged_wall_time_s": done["wall"],
+        "ensemble_test_accuracy": test_acc,
+        "num_layers": float(num_layers),
+        "num_stages": float(num_stages),
+        "total_epochs": float(epochs),
+        **done["final"],
+    }
+
+
 def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     opts = options(cfg)
-    device = ctx.device
     layers = keras_layers(model, opts["granularity"], opts["input_layer"])
     windows = stage_windows(len(layers), opts["stages"], opts["window"])
-    train_batches, test_batches = train_test_batches(data, cfg, device, ctx.seed)
-    n = len(data.y_train)
+    train_batches, test_batches = train_test_batches(data, cfg, ctx.device, ctx.seed)
+    run = Training(model, cfg, opts, ctx, train_batches, test_batches, len(data.y_train))
     original = {p: p.requires_grad for p in model.parameters()}
-    # what the loop carries, saved in every per-epoch checkpoint (bench/methods/checkpoint.py): the stage and the epochs done
-    # in it, the training time and staged wall time so far, the last test metrics and the per-stage final metrics
-    done = {"stage": 0, "stage_epoch": 0, "train_time": 0.0, "wall": 0.0, "test_loss": math.nan,
-            "test_acc": math.nan, "final": {}}
+    done = fresh_progress()
     # a killed run resumes in the stage it was in: the stages before it are skipped (the checkpoint's model holds
     # their weights), and that stage's window, optimizer and scheduler are rebuilt before their states are restored
     saved = ctx.saved()
@@ -240,75 +448,19 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     # done["wall"] epoch by epoch, from `mark` to the end of the epoch; the checkpoint writes and reads are left out
     mark = time.perf_counter()
     try:
-        for stage, (first, last) in enumerate(windows):
-            if saved and stage < saved["stage"]:
+        for index, window in enumerate(windows):
+            if saved and index < saved["stage"]:
                 continue
-            params, frozen_bns = set_window(layers, first, last)  # trainable parameters follow from the stage
-            trainable = sum(p.numel() for p in params)
-            # Keras re-compiles: a fresh optimizer (fresh Adam moments) over the window only
-            optimizer = make_optimizer(params, cfg) if params else None
-            scheduler = make_scheduler(optimizer, cfg) if optimizer is not None else None
-            state = {"model": model, "batches": train_batches.gen}
-            if optimizer is not None:
-                state.update(optimizer=optimizer, scheduler=scheduler)
-            if saved and stage == saved["stage"]:
-                epoch = ctx.resume(state, done)
+            stage = build_stage(run, layers, index, window)
+            if saved and index == saved["stage"]:
+                epoch = ctx.resume(stage.state, done)
                 # resumed: the staged wall time is the killed process's (done["wall"], up to its last checkpoint)
                 # plus this process's from here on
                 mark = time.perf_counter()
             else:
                 done["stage_epoch"] = 0
-            desc = f"{cfg['experiment']} stage {stage + 1}/{len(windows)}"
-            for stage_epoch in ctx.bar(range(done["stage_epoch"], opts["epochs_per_stage"]), desc=desc, unit="epoch"):
-                epoch += 1
-                model.train()
-                if opts["frozen_bn_eval"]:
-                    for bn in frozen_bns:
-                        bn.eval()
-                loss_sum = torch.zeros((), device=device)
-                correct = torch.zeros((), device=device, dtype=torch.long)
-                lr = optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0
-                with EpochTimer(device) as timer:
-                    for x, y in ctx.bar(train_batches, desc=f"epoch {epoch}", unit="batch"):
-                        logits = model(x)
-                        loss = nn.functional.cross_entropy(logits, y)
-                        if optimizer is not None:
-                            optimizer.zero_grad(set_to_none=True)
-                            loss.backward()
-                            optimizer.step()
-                        loss_sum += loss.detach() * len(y)
-                        correct += (logits.detach().argmax(1) == y).sum()
-                    if scheduler is not None:
-                        scheduler.step()
-                with EpochTimer(device) as eval_timer:
-                    test_loss, test_acc = evaluate(model, test_batches, device)
-                train_loss = loss_sum.item() / n
-                ctx.log_epoch({"epoch": epoch, "stage": float(stage), "stage_epoch": float(stage_epoch + 1),
-                               "window_first": float(first), "window_last": float(last),
-                               "trainable_params": float(trainable), "lr": float(lr),
-                               "train_loss": train_loss, "train_accuracy": 100.0 * correct.item() / n,
-                               "test_loss": test_loss, "test_accuracy": test_acc,
-                               "epoch_time_s": timer.seconds, "eval_time_s": eval_timer.seconds})
-                if not math.isfinite(train_loss):
-                    raise Diverged(epoch, f"stage {stage}: train loss {train_loss}")
-                sync(device)
-                done.update(stage=stage, stage_epoch=stage_epoch + 1, train_time=done["train_time"] + timer.seconds,
-                            wall=done["wall"] + time.perf_counter() - mark, test_loss=test_loss, test_acc=test_acc)
-                if stage_epoch + 1 == opts["epochs_per_stage"]:  # the stage's end
-                    final = done["final"]
-                    final[f"stage{stage}_test_accuracy"] = test_acc
-                    final[f"stage{stage}_trainable_params"] = float(trainable)
-                    if stage == 0:  # stage 0 trains every layer: the standard run
-                        final.update({"standard_test_accuracy": test_acc, "standard_test_loss": test_loss,
-                                      "standard_train_time_s": done["train_time"],
-                                      "standard_wall_time_s": done["wall"]})
-                ctx.epoch_done(epoch, state, done)
-                mark = time.perf_counter()
+            epoch, mark = train_stage(run, stage, len(windows), done, epoch, mark)
     finally:
         for p, flag in original.items():
             p.requires_grad_(flag)
-    test_acc = done["test_acc"]
-    return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": done["test_loss"],
-            "train_time_s": done["train_time"], "staged_wall_time_s": done["wall"],
-            "ensemble_test_accuracy": test_acc, "num_layers": float(len(layers)), "num_stages": float(len(windows)),
-            "total_epochs": float(epoch), **done["final"]}
+    return final_metrics(done, len(layers), len(windows), epoch)

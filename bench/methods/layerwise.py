@@ -1,6 +1,7 @@
 """What the sequential layer-wise methods share (si_forward, fb_si, greedy_layerwise, belilovsky_greedy).
 
-"Sequential layer-wise" (methods.md 6): the BlockNet's blocks are trained one after the other; while block L
+"Sequential layer-wise" (docs/methods/cross-paper.md): the BlockNet's blocks are trained one after the other; while
+block L
 trains, blocks < L are frozen and blocks > L (and, unless the stage says otherwise, the head) are not used at all.
 
 Freezing (`freeze`): requires_grad False and eval mode (BN normalises with its running statistics and does not
@@ -50,18 +51,18 @@ so stages built after it (a temporary head's initialisation) are identical. Time
 the resumed ones' (the killed partial epoch is lost; a rebuilt cache is paid again in the first resumed epoch;
 `prefix_cache_saved_s` counts the passes over a cache of the process that built it).
 """
+
 import math
-import time
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
 from bench.data.loader import Batches, augments
 from bench.methods import Diverged, merge_options
-from bench.methods.training import Context, EpochTimer, make_optimizer, unique_parameters
+from bench.methods.training import Context, EpochTimer, SpanTimer, make_optimizer, unique_parameters
 
 CACHE_OFF, CACHE_ON, CACHE_NOT_EXACT, CACHE_TOO_LARGE = 0, 1, 2, 3
 # a non-finite value of any of these in an epoch record stops the run (Diverged); feature_norm too, because
@@ -111,38 +112,6 @@ def forward_from(model: nn.Module, first: int, x: torch.Tensor) -> torch.Tensor:
     return model.head(x)
 
 
-class SpanTimer:
-    """Sums the durations of code spans without a host-device sync per span (CUDA events on a GPU); read `total()`
-    only after the device has been synchronised (EpochTimer does)."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.events: list = []
-        self.seconds = 0.0
-
-    @contextmanager
-    def span(self):
-        if self.cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            yield
-            end.record()
-            self.events.append((start, end))
-        else:
-            t = time.perf_counter()
-            yield
-            self.seconds += time.perf_counter() - t
-
-    def total(self) -> float:
-        """Seconds since the last call (and reset)."""
-        if self.events:
-            torch.cuda.synchronize()
-            self.seconds += sum(s.elapsed_time(e) for s, e in self.events) / 1000.0
-            self.events = []
-        out, self.seconds = self.seconds, 0.0
-        return out
-
-
 class Run:
     """State of one layer-wise run shared by its stages: data batches, global epoch counter, timers, totals."""
 
@@ -154,11 +123,21 @@ class Run:
         self.mean, self.std = norm.get("mean"), norm.get("std")
         augment = dict(cfg.get("augment") or {})
         self.augmented = not self.text and augments(augment)
-        self.train_batches = Batches(data.x_train, data.y_train, cfg["batch_size"], device=self.device,
-                                     mean=self.mean, std=self.std, augment=augment, shuffle=True, seed=ctx.seed)
+        self.train_batches = Batches(
+            data.x_train,
+            data.y_train,
+            cfg["batch_size"],
+            device=self.device,
+            mean=self.mean,
+            std=self.std,
+            augment=augment,
+            shuffle=True,
+            seed=ctx.seed,
+        )
         self.eval_batch_size = cfg.get("eval_batch_size", 512)
-        self.test_batches = Batches(data.x_test, data.y_test, self.eval_batch_size, device=self.device,
-                                    mean=self.mean, std=self.std)
+        self.test_batches = Batches(
+            data.x_test, data.y_test, self.eval_batch_size, device=self.device, mean=self.mean, std=self.std
+        )
         self.epoch = 0
         self.train_time = 0.0
         self.prefix_time = 0.0
@@ -194,14 +173,21 @@ class Run:
 
     def _objects(self, stage: "Stage", optimizer) -> dict:
         in_model = {id(m) for m in self.model.modules()}
-        return {"model": self.model, "batches": self.train_batches.gen, **self.objects,
-                **{f"stage_module{i}": m for i, m in enumerate(stage.modules) if id(m) not in in_model},
-                **({"optimizer": optimizer} if optimizer is not None else {})}
+        return {
+            "model": self.model,
+            "batches": self.train_batches.gen,
+            **self.objects,
+            **{f"stage_module{i}": m for i, m in enumerate(stage.modules) if id(m) not in in_model},
+            **({"optimizer": optimizer} if optimizer is not None else {}),
+        }
 
     def save(self, stage: "Stage", optimizer, values: dict):
         """Checkpoint after an epoch of `stage`: its objects, `values`, the Run's and the method's state."""
-        self.ctx.epoch_done(self.epoch, self._objects(stage, optimizer),
-                            {**values, "run": {k: getattr(self, k) for k in RUN_STATE}, "kept": self.kept})
+        self.ctx.epoch_done(
+            self.epoch,
+            self._objects(stage, optimizer),
+            {**values, "run": {k: getattr(self, k) for k in RUN_STATE}, "kept": self.kept},
+        )
 
     def resume(self, stage: "Stage", optimizer) -> dict:
         """Load the killed run's last checkpoint (taken in `stage`) into the stage's objects and the Run's state;
@@ -227,10 +213,14 @@ class Run:
             code = CACHE_TOO_LARGE
         else:
             code = CACHE_ON if self.cache_codes else CACHE_OFF
-        return {"train_time_s": self.train_time, "prefix_time_s": self.prefix_time,
-                "prefix_cache_saved_s": self.cache_saved, "prefix_cache": float(code),
-                "prefix_cached_stages": float(sum(c == CACHE_ON for c in self.cache_codes)),
-                "total_epochs": float(self.epoch)}
+        return {
+            "train_time_s": self.train_time,
+            "prefix_time_s": self.prefix_time,
+            "prefix_cache_saved_s": self.cache_saved,
+            "prefix_cache": float(code),
+            "prefix_cached_stages": float(sum(c == CACHE_ON for c in self.cache_codes)),
+            "total_epochs": float(self.epoch),
+        }
 
 
 class StageFeatures:
@@ -299,8 +289,8 @@ class StageFeatures:
         order = batches.epoch_order()
         order_dev = order.to(batches.x.device)
         for start in range(0, n, batches.batch_size):
-            idx = order_dev[start:start + batches.batch_size]
-            yield order[start:start + batches.batch_size], self.train_cache[idx], batches.y[idx]
+            idx = order_dev[start : start + batches.batch_size]
+            yield order[start : start + batches.batch_size], self.train_cache[idx], batches.y[idx]
 
     def _build_train_cache(self):
         if self.train_cache is None:
@@ -329,7 +319,7 @@ class StageFeatures:
             self._build_train_cache()
             bs = run.eval_batch_size
             for start in range(0, len(run.train_batches.y), bs):
-                yield self.train_cache[start:start + bs], run.train_batches.y[start:start + bs]
+                yield self.train_cache[start : start + bs], run.train_batches.y[start : start + bs]
             return
         for x, y in run.plain(run.data.x_train, run.data.y_train, run.eval_batch_size):
             yield self.prefix(x), y
@@ -349,7 +339,7 @@ class StageFeatures:
             self.test_build_s = build.seconds
         bs = batches.batch_size
         for start in range(0, len(batches.y), bs):
-            yield self.test_cache[start:start + bs], batches.y[start:start + bs]
+            yield self.test_cache[start : start + bs], batches.y[start : start + bs]
 
     def subset(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Prefix features and labels of the first n training samples, without augmentation (computed once)."""
@@ -368,8 +358,13 @@ class StageFeatures:
 
 
 @torch.no_grad()
-def evaluate_features(forward: Callable[[torch.Tensor], torch.Tensor], modules: Iterable[nn.Module],
-                      batches: Iterable, device: torch.device, keep_logits: bool = False):
+def evaluate_features(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    modules: Iterable[nn.Module],
+    batches: Iterable,
+    device: torch.device,
+    keep_logits: bool = False,
+):
     """(mean CE, accuracy %, logits or None) of `forward` over (features, labels) batches; `modules` are put in
     eval mode first; one host sync."""
     for m in modules:
@@ -405,6 +400,7 @@ class Stage:
     milestones: stage epochs (0-based) at whose start the LR is multiplied by gamma; reset_on_decay creates a
     fresh optimizer (momentum reset) there instead of changing the LR in place.
     """
+
     index: int
     layer: int  # the block trained (len(model.blocks) for the head, -1 for "several")
     features: StageFeatures
@@ -474,11 +470,17 @@ def train_stage(run: Run, stage: Stage) -> dict:
         prefix_s = run.timer.total()
         run.train_time += timer.seconds
         run.prefix_time += prefix_s
-        record = {"epoch": run.epoch, "stage": float(stage.index), "layer": float(stage.layer),
-                  "stage_epoch": float(stage_epoch + 1), "lr": float(lr),
-                  **stage.summarize(_values(sums), samples, batches),
-                  "epoch_time_s": timer.seconds, "prefix_time_s": prefix_s,
-                  "prefix_cache": float(stage.features.train_code)}
+        record = {
+            "epoch": run.epoch,
+            "stage": float(stage.index),
+            "layer": float(stage.layer),
+            "stage_epoch": float(stage_epoch + 1),
+            "lr": float(lr),
+            **stage.summarize(_values(sums), samples, batches),
+            "epoch_time_s": timer.seconds,
+            "prefix_time_s": prefix_s,
+            "prefix_cache": float(stage.features.train_code),
+        }
         bad = [k for k in DIVERGENCE_KEYS if k in record and not math.isfinite(record[k])]
         if not bad and stage.evaluate is not None:
             with EpochTimer(device) as eval_timer:
@@ -486,8 +488,9 @@ def train_stage(run: Run, stage: Stage) -> dict:
             record["eval_time_s"] = eval_timer.seconds
         ctx.log_epoch(record)
         if bad:
-            raise Diverged(run.epoch, f"stage {stage.index} (layer {stage.layer}): "
-                           + ", ".join(f"{k} {record[k]}" for k in bad))
+            raise Diverged(
+                run.epoch, f"stage {stage.index} (layer {stage.layer}): " + ", ".join(f"{k} {record[k]}" for k in bad)
+            )
         run.save(stage, optimizer, {"stage": stage.index, "stage_epoch": stage_epoch + 1, "lr": lr, "record": record})
     for p in params:  # the stage is over: its parameters are frozen (and hold no gradient) from now on
         p.grad = None
@@ -509,10 +512,12 @@ def output_features(feats: StageFeatures, module: nn.Module) -> int:
 
 def ce_step(forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
     """A Stage.step for cross-entropy on forward(features); use with `ce_summary`."""
+
     def step(f, y):
         logits = forward(f)
         loss = nn.functional.cross_entropy(logits, y)
         return loss, {"loss": loss.detach() * len(y), "correct": (logits.detach().argmax(1) == y).sum()}
+
     return step
 
 
@@ -520,8 +525,9 @@ def ce_summary(sums: dict, samples: int, batches: int) -> dict:
     return {"train_loss": sums["loss"] / samples, "train_accuracy": 100.0 * sums["correct"] / samples}
 
 
-def classifier_stage(run: Run, index: int, epochs: int, first: int | None = None, milestones: tuple = (),
-                     gamma: float = 0.1) -> Stage:
+def classifier_stage(
+    run: Run, index: int, epochs: int, first: int | None = None, milestones: tuple = (), gamma: float = 0.1
+) -> Stage:
     """Train `model.head` (and the blocks >= first, if any: the part of the network that is not trained layer-wise)
     with CE on the frozen blocks < first (default: every block); the full model is evaluated each epoch (on the
     prefix's cached test features this is exactly model(x)). `milestones` (stage epochs) and `gamma`: Stage's LR
@@ -529,10 +535,18 @@ def classifier_stage(run: Run, index: int, epochs: int, first: int | None = None
     model = run.model
     first = len(model.blocks) if first is None else first
     feats = StageFeatures(run, first)
-    return Stage(index=index, layer=first if first == len(model.blocks) else -1, features=feats,
-                 modules=[*model.blocks[first:], model.head], step=ce_step(lambda f: forward_from(model, first, f)),
-                 summarize=ce_summary, epochs=epochs, evaluate=lambda last: evaluate_model(run, feats),
-                 milestones=tuple(milestones), gamma=gamma)
+    return Stage(
+        index=index,
+        layer=first if first == len(model.blocks) else -1,
+        features=feats,
+        modules=[*model.blocks[first:], model.head],
+        step=ce_step(lambda f: forward_from(model, first, f)),
+        summarize=ce_summary,
+        epochs=epochs,
+        evaluate=lambda last: evaluate_model(run, feats),
+        milestones=tuple(milestones),
+        gamma=gamma,
+    )
 
 
 def feature_blocks(opts: dict, model: nn.Module, method: str) -> int:
@@ -544,6 +558,23 @@ def feature_blocks(opts: dict, model: nn.Module, method: str) -> int:
     if not 1 <= n <= len(model.blocks):
         raise ValueError(f"{method}: feature_blocks must be in 1..{len(model.blocks)}, got {opts['feature_blocks']}")
     return n
+
+
+def epochs_per_layer(cfg: dict, defaults: dict) -> int:
+    """The epochs of one block's stage: option epochs_per_layer, else the method's default."""
+    return int((cfg.get("method_options") or {}).get("epochs_per_layer", defaults["epochs_per_layer"]))
+
+
+def block_stage_epochs(cfg: dict, defaults: dict, n_blocks: int) -> list[int]:
+    """The epochs of each block's stage, for the blocks trained layer-wise (option feature_blocks, else all)."""
+    n = int((cfg.get("method_options") or {}).get("feature_blocks") or n_blocks)
+    return [epochs_per_layer(cfg, defaults)] * n
+
+
+def classified_stage_epochs(cfg: dict, defaults: dict, n_blocks: int) -> list[int]:
+    """The blocks' stages, then the classifier's (option classifier_epochs, else epochs_per_layer)."""
+    classifier = (cfg.get("method_options") or {}).get("classifier_epochs") or epochs_per_layer(cfg, defaults)
+    return block_stage_epochs(cfg, defaults, n_blocks) + [int(classifier)]
 
 
 def hold_all(model: nn.Module) -> dict:
@@ -560,10 +591,24 @@ def restore_requires_grad(flags: dict):
         p.requires_grad_(flag)
 
 
+@contextmanager
+def frozen_parameters(model: nn.Module):
+    """requires_grad False on every parameter of the model inside the block (a stage turns on its own); the original
+    flags come back on exit, also when the block raises."""
+    flags = hold_all(model)
+    try:
+        yield
+    finally:
+        restore_requires_grad(flags)
+
+
 def test_metrics(record: dict) -> dict:
     """The final test entries from an epoch record that evaluated the full model."""
-    return {"test_accuracy": record["test_accuracy"], "test_error": 100.0 - record["test_accuracy"],
-            "test_loss": record["test_loss"]}
+    return {
+        "test_accuracy": record["test_accuracy"],
+        "test_error": 100.0 - record["test_accuracy"],
+        "test_loss": record["test_loss"],
+    }
 
 
 def train_classifier(run: Run, n_layers: int, epochs: int, milestones: tuple = (), gamma: float = 0.1) -> dict:
@@ -578,5 +623,9 @@ def train_classifier(run: Run, n_layers: int, epochs: int, milestones: tuple = (
 
 def final_metrics(run: Run, last: dict) -> dict:
     """Test metrics of the finished model, the run's totals and the last epoch's training loss and accuracy."""
-    return {**test_metrics(last), **run.final_metrics(), "train_loss": last["train_loss"],
-            "train_accuracy": last["train_accuracy"]}
+    return {
+        **test_metrics(last),
+        **run.final_metrics(),
+        "train_loss": last["train_loss"],
+        "train_accuracy": last["train_accuracy"],
+    }

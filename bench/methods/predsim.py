@@ -1,4 +1,4 @@
-"""PredSim local-error learning (Nøkland & Eidnes 2019): the "Layer-wise" column of Ma et al. (methods.md 1).
+"""PredSim local-error learning (Nøkland & Eidnes 2019): the "Layer-wise" column of Ma et al. (docs/methods/predsim.md).
 
 The BlockNet is cut, without changing its classes, into local-loss units, each trained only by its own loss:
   * VGG `ConvBlock` (Sequential conv -> BN -> act -> dropout -> max-pool?) and a ResNet stem: one conv unit. The
@@ -12,8 +12,8 @@ The BlockNet is cut, without changing its classes, into local-loss units, each t
     linear unit; the final Linear is the output layer, whose weight is zeroed and which is trained by plain
     cross-entropy on the detached last features with its own Adam.
 Each unit owns auxiliary modules, kept here (never registered in the model, so the model's parameter count and
-`model(x)` stay those of the architecture): the similarity branch (conv units: Conv2d(C, C, k, pad k // 2, no bias), k = option similarity_kernel, 3 as
-in the N&E code for every conv unit, a ResNet-50 bottleneck's 1x1 convs included;
+`model(x)` stay those of the architecture): the similarity branch (conv units: Conv2d(C, C, k, pad k // 2, no bias),
+k = option similarity_kernel, 3 as in the N&E code for every conv unit, a ResNet-50 bottleneck's 1x1 convs included;
 linear units: Linear(D, D, no bias)) and the prediction decoder (conv units: AvgPool sized so that the flattened
 map has at most `dim_in_decoder` features, from the unit's real output shape found by a dry forward; then
 Linear(-> K) with zero weight). Local loss L = (1-β)·CE(decoder(h), y) + β·mean_ab (S(sim(h)) - S(Y))²_ab.
@@ -51,7 +51,8 @@ method_options (defaults): beta (0.99), dim_in_decoder (4096), similarity_std (t
 plain CE for the output layer; "one_minus_beta": the code's (1-β)·CE, identical under Adam up to eps),
 classes_per_batch (0: uniform shuffled batches; k: every training batch holds
 samples of k randomly chosen classes, `bench.data.loader.class_sampled_batches`, drawn from the run's seeded
-generator; the N&E code's --classes-per-batch, methods.md 1.6 item 7) and classes_per_batch_until_epoch (0: class
+generator; the N&E code's --classes-per-batch, docs/methods/predsim.md#16-ambiguities item 7) and
+classes_per_batch_until_epoch (0: class
 sampling for the whole run; u: for epochs 1..u, uniform batches after, as the N&E code; `bench.experiments.config`
 scales it with the profile's epochs like the LR milestones).
 
@@ -67,6 +68,7 @@ own; in the output stage train_loss and train_accuracy are the output layer's (a
 losses, no unit being trained, are every unit's values in the last epoch of its stage, averaged over the units:
 what the final metrics report.
 """
+
 import math
 from dataclasses import dataclass, field
 
@@ -75,23 +77,54 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.data.loader import check_class_sampling
-from bench.methods import Diverged, merge_options
+from bench.methods import Cost, Diverged, merge_options
 from bench.methods.schedule import predsim_stage_epochs
-from bench.methods.training import (Context, EpochTimer, evaluate, make_optimizer, make_scheduler, train_test_batches,
-                            unique_parameters)
+from bench.methods.training import (
+    Context,
+    EpochTimer,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    train_test_batches,
+    unique_parameters,
+)
 
-DEFAULTS = {"beta": 0.99, "dim_in_decoder": 4096, "similarity_std": True, "schedule": "simultaneous",
-            "output_loss_scale": "none", "classes_per_batch": 0, "classes_per_batch_until_epoch": 0,
-            "similarity_kernel": 3}
+DEFAULTS = {
+    "beta": 0.99,
+    "dim_in_decoder": 4096,
+    "similarity_std": True,
+    "schedule": "simultaneous",
+    "output_loss_scale": "none",
+    "classes_per_batch": 0,
+    "classes_per_batch_until_epoch": 0,
+    "similarity_kernel": 3,
+}
 SCHEDULES = ("simultaneous", "sequential")
+COST = Cost("predsim", parts="predsim", parts_options=("dim_in_decoder",))
+
+
+def stage_epochs(cfg: dict, n_blocks: int, n_layers: int | None = None, n_units: int | None = None) -> list[int]:
+    """Simultaneous: one stage of all the run's epochs; sequential: a stage per local-loss unit (n_units of them),
+    then the output layer's (bench.methods.schedule.predsim_stage_epochs)."""
+    if (cfg.get("method_options") or {}).get("schedule", DEFAULTS["schedule"]) != "sequential":
+        return [cfg["epochs"]]
+    if n_units is None:
+        raise ValueError(
+            "predsim's sequential schedule has a stage per local-loss unit: their number (n_units) is not given"
+        )
+    return predsim_stage_epochs(cfg["epochs"], n_units)
+
+
 OUTPUT_LOSS_SCALES = ("none", "one_minus_beta")
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.PReLU)
 
 
 # ---------------------------------------------------------------- the loss
 
+
 def similarity_matrix(x: torch.Tensor, std_pool: bool = True) -> torch.Tensor:
-    """S(x), B x B: the Pearson correlation between samples (methods.md 1.1). A 4-D tensor with C > 3 and H > 1 is
+    """S(x), B x B: the Pearson correlation between samples (docs/methods/predsim.md#11-one-local-loss-block). A 4-D
+    tensor with C > 3 and H > 1 is
     first reduced to its per-channel spatial standard deviation (unbiased) when std_pool; anything else is
     flattened. Rows are centred, divided by (1e-8 + their L2 norm), and S = Z Zᵀ clipped to [-1, 1]."""
     if x.dim() == 4 and std_pool and x.size(1) > 3 and x.size(2) > 1:
@@ -108,8 +141,16 @@ def label_similarity(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return similarity_matrix(F.one_hot(labels, num_classes).float()).detach()
 
 
-def predsim_loss(sim_input: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                 beta: float = 0.99, *, std_pool: bool = True, target_sim: torch.Tensor | None = None):
+def predsim_loss(
+    sim_input: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    beta: float = 0.99,
+    *,
+    std_pool: bool = True,
+    target_sim: torch.Tensor | None = None,
+):
     """(loss, sim_loss, pred_loss): sim_loss = mean over the B² entries of (S(sim_input) - S(Y))², pred_loss =
     mean cross-entropy of logits, loss = (1-β)·pred_loss + β·sim_loss. target_sim: a precomputed S(Y)."""
     if target_sim is None:
@@ -120,6 +161,7 @@ def predsim_loss(sim_input: torch.Tensor, logits: torch.Tensor, labels: torch.Te
 
 
 # ---------------------------------------------------------------- auxiliary branches
+
 
 def decoder_pool_size(channels: int, height: int, width: int, dim_in_decoder: int):
     """((kh, kw), (ph, pw)): the average-pool kernel and padding of the prediction branch, as the N&E code picks
@@ -168,6 +210,7 @@ class Aux(nn.Module):
 
 # ---------------------------------------------------------------- units
 
+
 class _Chain:
     """The model's modules applied in order: a plain callable, so nothing gets registered twice."""
 
@@ -186,12 +229,13 @@ class LocalUnit:
     the unit's BlockNet block, used only by the last conv of a residual unit); tail(h.detach()) is what is passed
     on. optimizers[0] is over `params` + the aux parameters; the last conv of a residual unit with a projection
     shortcut has optimizers[1] over `shortcut_params`."""
+
     name: str
-    pre: _Chain                      # x -> before the residual add (all of h when there is no shortcut)
-    post: _Chain                     # (pre + shortcut) -> h: the activation (empty when there is no shortcut)
-    tail: _Chain                     # h.detach() -> output passed on
+    pre: _Chain  # x -> before the residual add (all of h when there is no shortcut)
+    post: _Chain  # (pre + shortcut) -> h: the activation (empty when there is no shortcut)
+    tail: _Chain  # h.detach() -> output passed on
     shortcut: nn.Module | None = None
-    starts_block: bool = False       # the input of this unit is the input of a BlockNet block (skip source)
+    starts_block: bool = False  # the input of this unit is the input of a BlockNet block (skip source)
     params: list = field(default_factory=list)
     shortcut_params: list = field(default_factory=list)
     aux: Aux | None = None
@@ -231,17 +275,30 @@ def _block_units(i: int, block: nn.Module) -> list[LocalUnit]:
             act_part, drop_part = _split_after_activation(list(act), f"{name}.acts[{j}]")
             last = j == n - 1
             shortcut = block.shortcut if last else None
-            units.append(LocalUnit(f"{name}.conv{j}", _Chain([conv]), _Chain(act_part), _Chain(drop_part),
-                                   shortcut=shortcut, starts_block=j == 0, params=unique_parameters([conv]),
-                                   shortcut_params=unique_parameters([shortcut]) if last else []))
+            units.append(
+                LocalUnit(
+                    f"{name}.conv{j}",
+                    _Chain([conv]),
+                    _Chain(act_part),
+                    _Chain(drop_part),
+                    shortcut=shortcut,
+                    starts_block=j == 0,
+                    params=unique_parameters([conv]),
+                    shortcut_params=unique_parameters([shortcut]) if last else [],
+                )
+            )
         return units
     if isinstance(block, nn.Sequential):
         body, tail = _split_after_activation(list(block), name)
         if not any(isinstance(m, nn.Conv2d) for b in body for m in b.modules()):
             raise ValueError(f"{name}: no Conv2d before the activation")
-        return [LocalUnit(name, _Chain(body), _Chain([]), _Chain(tail), starts_block=True, params=unique_parameters(body))]
-    raise ValueError(f"{name}: {type(block).__name__} blocks are not supported (VGG-style conv Sequentials and "
-                     "ResNet Residual units are)")
+        return [
+            LocalUnit(name, _Chain(body), _Chain([]), _Chain(tail), starts_block=True, params=unique_parameters(body))
+        ]
+    raise ValueError(
+        f"{name}: {type(block).__name__} blocks are not supported (VGG-style conv Sequentials and "
+        "ResNet Residual units are)"
+    )
 
 
 def unit_count(model: nn.Module) -> int:
@@ -260,9 +317,9 @@ def _head_units(head: nn.Module):
     if not linear:
         raise ValueError("head: no Linear layer")
     out_idx = linear[-1]
-    if mods[out_idx + 1:]:
+    if mods[out_idx + 1 :]:
         raise ValueError("head: modules after the output Linear")
-    prefix = mods[:linear[0]]
+    prefix = mods[: linear[0]]
     if unique_parameters(prefix):
         raise ValueError("head: parameters before the first Linear")
     units = []
@@ -276,12 +333,13 @@ def _head_units(head: nn.Module):
 
 # ---------------------------------------------------------------- the trainer
 
+
 @dataclass
 class StepResult:
-    logits: torch.Tensor         # output layer, detached
-    output_loss: torch.Tensor    # plain CE of the output layer, detached
-    sim_losses: torch.Tensor     # (units,), unscaled, detached
-    pred_losses: torch.Tensor    # (units,), unscaled, detached
+    logits: torch.Tensor  # output layer, detached
+    output_loss: torch.Tensor  # plain CE of the output layer, detached
+    sim_losses: torch.Tensor  # (units,), unscaled, detached
+    pred_losses: torch.Tensor  # (units,), unscaled, detached
 
 
 def stage_milestones(milestones, epochs: int, stage_epochs: int) -> list[int]:
@@ -306,10 +364,12 @@ def options(cfg: dict) -> dict:
             f"predsim schedule '{opts['schedule']}': expected one of {list(SCHEDULES)} (simultaneous: every "
             "local-loss unit trained at once, one forward pass per batch, as anokland/local-loss does; sequential: "
             "Ma et al.'s Algorithm 1, unit after unit on the frozen units before it, then the output layer, the "
-            "run's epochs split evenly over the stages)")
+            "run's epochs split evenly over the stages)"
+        )
     if opts["output_loss_scale"] not in OUTPUT_LOSS_SCALES:
-        raise BenchError(f"predsim output_loss_scale '{opts['output_loss_scale']}': expected one of "
-                         f"{list(OUTPUT_LOSS_SCALES)}")
+        raise BenchError(
+            f"predsim output_loss_scale '{opts['output_loss_scale']}': expected one of {list(OUTPUT_LOSS_SCALES)}"
+        )
     if not 0.0 <= float(opts["beta"]) <= 1.0:
         raise BenchError(f"predsim beta {opts['beta']} is not in [0, 1]")
     if int(opts["dim_in_decoder"]) < 1:
@@ -322,8 +382,10 @@ def options(cfg: dict) -> dict:
     opts["similarity_std"] = bool(opts["similarity_std"])
     kernel = opts["similarity_kernel"]
     if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-        raise BenchError(f"predsim similarity_kernel {kernel!r}: expected an odd positive integer (the similarity "
-                         "branch's conv keeps the map's size with padding kernel // 2)")
+        raise BenchError(
+            f"predsim similarity_kernel {kernel!r}: expected an odd positive integer (the similarity "
+            "branch's conv keeps the map's size with padding kernel // 2)"
+        )
     return opts
 
 
@@ -347,8 +409,9 @@ class PredSim:
         self.units = units + head_units
         device = next(model.parameters()).device
         shapes = self._dry_shapes(device)
-        self.aux = nn.ModuleList(Aux(s, num_classes, self.opts["dim_in_decoder"], self.opts["similarity_kernel"])
-                                 for s in shapes).to(device)
+        self.aux = nn.ModuleList(
+            Aux(s, num_classes, self.opts["dim_in_decoder"], self.opts["similarity_kernel"]) for s in shapes
+        ).to(device)
         for u, a in zip(self.units, self.aux):
             u.aux = a
             u.optimizers = [make_optimizer(u.params + list(a.parameters()), cfg)]
@@ -361,8 +424,16 @@ class PredSim:
         if self.sequential:  # stage s trains unit s (s < N) or the output layer (s = N), with its copy of the schedule
             epochs = int(cfg["epochs"])
             self.stage_epochs = predsim_stage_epochs(epochs, len(self.units))
-            self.schedulers = [make_scheduler(opt, {**cfg, "lr_milestones": stage_milestones(
-                cfg.get("lr_milestones", []), epochs, self.stage_epochs[s])}) for s, opt in self._optimizer_stages()]
+            self.schedulers = [
+                make_scheduler(
+                    opt,
+                    {
+                        **cfg,
+                        "lr_milestones": stage_milestones(cfg.get("lr_milestones", []), epochs, self.stage_epochs[s]),
+                    },
+                )
+                for s, opt in self._optimizer_stages()
+            ]
         else:
             self.stage_epochs = None
             self.schedulers = [make_scheduler(opt, cfg) for _, opt in self.optimizers()]
@@ -453,8 +524,15 @@ class PredSim:
         h = u.activation(x, skip)
         out = u.tail(h.detach())
         sim_in, logits = u.aux(h)
-        loss, sim, pred = predsim_loss(sim_in, logits, y, self.num_classes, self.opts["beta"],
-                                       std_pool=self.opts["similarity_std"], target_sim=target_sim)
+        loss, sim, pred = predsim_loss(
+            sim_in,
+            logits,
+            y,
+            self.num_classes,
+            self.opts["beta"],
+            std_pool=self.opts["similarity_std"],
+            target_sim=target_sim,
+        )
         return out, loss, sim, pred
 
     @torch.no_grad()
@@ -485,8 +563,9 @@ class PredSim:
             return StepResult(logits.detach(), ce.detach(), none, none)
         u = self.units[stage]
         sim_in, logits = u.aux(u.activation(x, skip))
-        loss, sim, pred = predsim_loss(sim_in, logits, y, self.num_classes, self.opts["beta"],
-                                       std_pool=self.opts["similarity_std"])
+        loss, sim, pred = predsim_loss(
+            sim_in, logits, y, self.num_classes, self.opts["beta"], std_pool=self.opts["similarity_std"]
+        )
         for opt in u.optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -529,6 +608,7 @@ class PredSim:
 
 # ---------------------------------------------------------------- the method
 
+
 def class_sampling(opts: dict, epoch: int) -> int:
     """Classes per training batch in 0-based `epoch` (0: uniform batches): classes_per_batch for epochs
     0..until-1 (the N&E code's 1-based epochs 1..until), for every epoch when until is 0."""
@@ -543,8 +623,10 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     if opts["classes_per_batch"] >= data.num_classes:
         from bench import BenchError
 
-        raise BenchError(f"predsim classes_per_batch {opts['classes_per_batch']} is not below the dataset's "
-                         f"{data.num_classes} classes: every batch could hold every class")
+        raise BenchError(
+            f"predsim classes_per_batch {opts['classes_per_batch']} is not below the dataset's "
+            f"{data.num_classes} classes: every batch could hold every class"
+        )
     ps = PredSim(model, data.num_classes, cfg, opts)
     if ps.sequential:
         return train_sequential(ps, data, cfg, ctx, train_batches, test_batches)
@@ -576,91 +658,186 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
         train_loss = loss_sum.item() / n
         sim_mean = sim_sum.mean().item() / n
         pred_mean = pred_sum.mean().item() / n
-        final = {"train_loss": train_loss, "train_accuracy": 100.0 * correct.item() / n,
-                 "local_sim_loss": sim_mean, "local_pred_loss": pred_mean}
-        ctx.log_epoch({"epoch": epoch + 1, "lr": lr, **final, "test_loss": test_loss, "test_accuracy": test_acc,
-                       "epoch_time_s": timer.seconds, "eval_time_s": eval_timer.seconds})
+        final = {
+            "train_loss": train_loss,
+            "train_accuracy": 100.0 * correct.item() / n,
+            "local_sim_loss": sim_mean,
+            "local_pred_loss": pred_mean,
+        }
+        ctx.log_epoch(
+            {
+                "epoch": epoch + 1,
+                "lr": lr,
+                **final,
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+                "epoch_time_s": timer.seconds,
+                "eval_time_s": eval_timer.seconds,
+            }
+        )
         bad = [k for k, v in final.items() if not math.isfinite(v)]
         if bad:
             raise Diverged(epoch + 1, ", ".join(f"{k} {final[k]}" for k in bad))
-        ctx.epoch_done(epoch + 1, state, {"train_time": train_time, "test_loss": test_loss, "test_acc": test_acc,
-                                          "final": final})
+        ctx.epoch_done(
+            epoch + 1, state, {"train_time": train_time, "test_loss": test_loss, "test_acc": test_acc, "final": final}
+        )
     return final_metrics(ps, test_acc, test_loss, train_time, final)
 
 
 def checkpointed(ps: PredSim, train_batches) -> dict:
     """What the per-epoch checkpoint saves: the model, the aux modules, the batches' generator, every optimizer and
     scheduler."""
-    return {"model": ps.model, "aux": ps.aux, "batches": train_batches.gen,
-            **{f"optimizer:{name}": opt for name, opt in ps.optimizers()},
-            **{f"scheduler:{i}": sched for i, sched in enumerate(ps.schedulers)}}
+    return {
+        "model": ps.model,
+        "aux": ps.aux,
+        "batches": train_batches.gen,
+        **{f"optimizer:{name}": opt for name, opt in ps.optimizers()},
+        **{f"scheduler:{i}": sched for i, sched in enumerate(ps.schedulers)},
+    }
 
 
 def final_metrics(ps: PredSim, test_acc: float, test_loss: float, train_time: float, final: dict) -> dict:
-    return {"test_accuracy": test_acc, "test_error": 100.0 - test_acc, "test_loss": test_loss,
-            "train_time_s": train_time, **final, "local_units": float(len(ps.units)),
-            "aux_params": float(sum(p.numel() for p in ps.aux.parameters()))}
+    return {
+        "test_accuracy": test_acc,
+        "test_error": 100.0 - test_acc,
+        "test_loss": test_loss,
+        "train_time_s": train_time,
+        **final,
+        "local_units": float(len(ps.units)),
+        "aux_params": float(sum(p.numel() for p in ps.aux.parameters())),
+    }
 
 
-def train_sequential(ps: PredSim, data, cfg: dict, ctx: Context, train_batches, test_batches) -> dict:
-    """Schedule "sequential" (the module's docstring): stage j < N trains unit j on the frozen units before it,
-    stage N the output layer on all of them; ps.stage_epochs epochs each, one epoch loop over all stages."""
+def sequential_progress(n_units: int) -> dict:
+    """What schedule "sequential" carries, saved in every per-epoch checkpoint: the training time, the last test
+    metrics and epoch metrics, the stage and the epochs done in it, each unit's local losses at its stage's end."""
+    return {
+        "train_time": 0.0,
+        "test_loss": float("nan"),
+        "test_acc": float("nan"),
+        "final": {},
+        "stage": 0,
+        "stage_epoch": 0,
+        "unit_sim": [float("nan")] * n_units,
+        "unit_pred": [float("nan")] * n_units,
+    }
+
+
+def resume_sequential(ps: PredSim, ctx: Context, state: dict, done: dict) -> int:
+    """Restore a killed run's last checkpoint into `state` and `done`; the epochs done (0: none), checked against
+    the stage and stage epoch the checkpoint saved."""
     from bench import BenchError
 
-    model, device, opts = ps.model, ctx.device, ps.opts
-    n_units, n, epochs = len(ps.units), len(data.y_train), int(cfg["epochs"])
-    plan = [(s, e) for s, k in enumerate(ps.stage_epochs) for e in range(k)]  # (stage, stage epoch) per epoch
-    sampling = [{**opts, "classes_per_batch_until_epoch": stage_until(opts["classes_per_batch_until_epoch"], epochs, k)}
-                for k in ps.stage_epochs]
-    state = checkpointed(ps, train_batches)
-    done = {"train_time": 0.0, "test_loss": float("nan"), "test_acc": float("nan"), "final": {}, "stage": 0,
-            "stage_epoch": 0, "unit_sim": [float("nan")] * n_units, "unit_pred": [float("nan")] * n_units}
     start = ctx.resume(state, done)
     stage, stage_epoch = int(done["stage"]), int(done["stage_epoch"])  # the last epoch's stage, its epochs done
     if stage < len(ps.stage_epochs) and stage_epoch == ps.stage_epochs[stage]:
         stage, stage_epoch = stage + 1, 0
     if sum(ps.stage_epochs[:stage]) + stage_epoch != start:
-        raise BenchError(f"predsim: the checkpoint's stage {stage} epoch {stage_epoch} is not its epoch {start} of "
-                         f"the stages' {ps.stage_epochs}")
+        raise BenchError(
+            f"predsim: the checkpoint's stage {stage} epoch {stage_epoch} is not its epoch {start} of "
+            f"the stages' {ps.stage_epochs}"
+        )
+    return start
+
+
+def sequential_stage_epoch(ps: PredSim, ctx: Context, train_batches, stage: int, stage_epoch: int):
+    """One training epoch of stage `stage` (its modes and class sampling already set); ((summed output loss,
+    correct predictions, summed similarity loss, summed prediction loss), the learning rate, training seconds)."""
+    device, n_units = ctx.device, len(ps.units)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    sim_sum = torch.zeros((), device=device)
+    pred_sum = torch.zeros((), device=device)
+    lr = ps.stage_optimizers(stage)[0].param_groups[0]["lr"]
+    with EpochTimer(device) as timer:
+        desc = f"stage {stage + 1}/{n_units + 1} epoch {stage_epoch + 1}"
+        for x, y in ctx.bar(train_batches, desc=desc, unit="batch"):
+            r = ps.stage_step(stage, x, y)
+            loss_sum += r.output_loss * len(y)
+            correct += (r.logits.argmax(1) == y).sum()
+            if stage < n_units:
+                sim_sum += r.sim_losses[0] * len(y)
+                pred_sum += r.pred_losses[0] * len(y)
+        for sched in ps.stage_schedulers(stage):
+            sched.step()
+    return (loss_sum, correct, sim_sum, pred_sum), lr, timer.seconds
+
+
+def sequential_epoch_metrics(sums: tuple, stage: int, n: int, n_units: int, unit_sim: list, unit_pred: list) -> dict:
+    """The epoch's training metrics over n samples; a unit's stage records its local losses in unit_sim/unit_pred,
+    the output layer's stage (no unit trains) reports their average."""
+    loss_sum, correct, sim_sum, pred_sum = sums
+    if stage < n_units:
+        unit_sim[stage], unit_pred[stage] = sim_sum.item() / n, pred_sum.item() / n
+        sim_mean, pred_mean = unit_sim[stage], unit_pred[stage]
+    else:  # no unit trains: each unit's values at the end of its stage, averaged
+        sim_mean, pred_mean = sum(unit_sim) / n_units, sum(unit_pred) / n_units
+    return {
+        "train_loss": loss_sum.item() / n,
+        "train_accuracy": 100.0 * correct.item() / n,
+        "local_sim_loss": sim_mean,
+        "local_pred_loss": pred_mean,
+    }
+
+
+def train_sequential(ps: PredSim, data, cfg: dict, ctx: Context, train_batches, test_batches) -> dict:
+    """Schedule "sequential" (the module's docstring): stage j < N trains unit j on the frozen units before it,
+    stage N the output layer on all of them; ps.stage_epochs epochs each, one epoch loop over all stages."""
+    model, device, opts = ps.model, ctx.device, ps.opts
+    n_units, n, epochs = len(ps.units), len(data.y_train), int(cfg["epochs"])
+    plan = [(s, e) for s, k in enumerate(ps.stage_epochs) for e in range(k)]  # (stage, stage epoch) per epoch
+    sampling = [
+        {**opts, "classes_per_batch_until_epoch": stage_until(opts["classes_per_batch_until_epoch"], epochs, k)}
+        for k in ps.stage_epochs
+    ]
+    state = checkpointed(ps, train_batches)
+    done = sequential_progress(n_units)
+    start = resume_sequential(ps, ctx, state, done)
     train_time, test_loss, test_acc, final = done["train_time"], done["test_loss"], done["test_acc"], done["final"]
     unit_sim, unit_pred = list(done["unit_sim"]), list(done["unit_pred"])
     for epoch in ctx.bar(range(start, len(plan)), desc=cfg["experiment"], unit="epoch"):
         stage, stage_epoch = plan[epoch]
         ps.stage_modes(stage)
         train_batches.classes_per_batch = class_sampling(sampling[stage], stage_epoch)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        sim_sum = torch.zeros((), device=device)
-        pred_sum = torch.zeros((), device=device)
-        lr = ps.stage_optimizers(stage)[0].param_groups[0]["lr"]
-        with EpochTimer(device) as timer:
-            desc = f"stage {stage + 1}/{n_units + 1} epoch {stage_epoch + 1}"
-            for x, y in ctx.bar(train_batches, desc=desc, unit="batch"):
-                r = ps.stage_step(stage, x, y)
-                loss_sum += r.output_loss * len(y)
-                correct += (r.logits.argmax(1) == y).sum()
-                if stage < n_units:
-                    sim_sum += r.sim_losses[0] * len(y)
-                    pred_sum += r.pred_losses[0] * len(y)
-            for sched in ps.stage_schedulers(stage):
-                sched.step()
-        train_time += timer.seconds
+        sums, lr, seconds = sequential_stage_epoch(ps, ctx, train_batches, stage, stage_epoch)
+        train_time += seconds
         with EpochTimer(device) as eval_timer:
             test_loss, test_acc = evaluate(model, test_batches, device)
-        if stage < n_units:
-            unit_sim[stage], unit_pred[stage] = sim_sum.item() / n, pred_sum.item() / n
-            sim_mean, pred_mean = unit_sim[stage], unit_pred[stage]
-        else:  # no unit trains: each unit's values at the end of its stage, averaged
-            sim_mean, pred_mean = sum(unit_sim) / n_units, sum(unit_pred) / n_units
-        final = {"train_loss": loss_sum.item() / n, "train_accuracy": 100.0 * correct.item() / n,
-                 "local_sim_loss": sim_mean, "local_pred_loss": pred_mean}
-        ctx.log_epoch({"epoch": epoch + 1, "stage": float(stage), "stage_epoch": float(stage_epoch + 1), "lr": lr,
-                       **final, "test_loss": test_loss, "test_accuracy": test_acc, "epoch_time_s": timer.seconds,
-                       "eval_time_s": eval_timer.seconds})
+        final = sequential_epoch_metrics(sums, stage, n, n_units, unit_sim, unit_pred)
+        ctx.log_epoch(
+            {
+                "epoch": epoch + 1,
+                "stage": float(stage),
+                "stage_epoch": float(stage_epoch + 1),
+                "lr": lr,
+                **final,
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+                "epoch_time_s": seconds,
+                "eval_time_s": eval_timer.seconds,
+            }
+        )
         bad = [k for k, v in final.items() if not math.isfinite(v)]
         if bad:
             raise Diverged(epoch + 1, f"stage {stage}: " + ", ".join(f"{k} {final[k]}" for k in bad))
-        ctx.epoch_done(epoch + 1, state, {"train_time": train_time, "test_loss": test_loss, "test_acc": test_acc,
-                                          "final": final, "stage": stage, "stage_epoch": stage_epoch + 1,
-                                          "unit_sim": list(unit_sim), "unit_pred": list(unit_pred)})
+        ctx.epoch_done(
+            epoch + 1,
+            state,
+            {
+                "train_time": train_time,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+                "final": final,
+                "stage": stage,
+                "stage_epoch": stage_epoch + 1,
+                "unit_sim": list(unit_sim),
+                "unit_pred": list(unit_pred),
+            },
+        )
     return final_metrics(ps, test_acc, test_loss, train_time, final)
+
+
+def training_step(model: nn.Module, num_classes: int, cfg: dict):
+    """(the object whose copies train, step(x, y)): one PredSim step over all units, as `bench perf` times it."""
+    ps = PredSim(model, num_classes, cfg)
+    return ps, ps.train_step

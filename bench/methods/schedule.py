@@ -1,8 +1,13 @@
 """How many epochs each stage of a run has, from its config alone: what `bench run` counts its progress against and
-the cost model (bench/cost/method_costs.py) charges."""
-LAYERWISE = ("si_forward", "fb_si", "greedy_layerwise", "belilovsky_greedy")
-# default epochs of one layer-wise stage where method_options set none (each method's DEFAULTS)
-STAGE_EPOCHS = {"si_forward": 10, "greedy_layerwise": 10, "belilovsky_greedy": 50, "fb_si": 10}
+the cost model (bench/cost/method_costs.py) charges. Each method module says it (its `stage_epochs`); the
+schedules several methods share are here."""
+
+from bench.methods import plan_module
+
+
+def end_to_end_epochs(cfg: dict, n_blocks: int, n_layers: int | None = None, n_units: int | None = None) -> list[int]:
+    """One stage of all the run's epochs (the end-to-end methods)."""
+    return [cfg["epochs"]]
 
 
 def predsim_stage_epochs(epochs: int, n_units: int) -> list[int]:
@@ -18,31 +23,11 @@ def predsim_stage_epochs(epochs: int, n_units: int) -> list[int]:
     return [per + (i >= stages - extra) for i in range(stages)]
 
 
-def stage_epochs(method: str, cfg: dict, n_blocks: int, n_layers: int | None = None,
-                 n_units: int | None = None) -> list[int]:
-    """The epochs of each stage of a run (one entry for the end-to-end methods). n_units: PredSim's local-loss
-    units (bench.methods.predsim: finer than the BlockNet's n_blocks, a residual unit's every conv and every hidden
-    Linear of the head are one), needed by its sequential schedule only."""
-    opts = cfg.get("method_options") or {}
-    epochs = cfg["epochs"]
-    if method == "predsim" and opts.get("schedule", "simultaneous") == "sequential":
-        if n_units is None:
-            raise ValueError("predsim's sequential schedule has a stage per local-loss unit: their number "
-                             "(n_units) is not given")
-        return predsim_stage_epochs(epochs, n_units)
-    if method in ("backprop", "learn_drop", "freezing", "predsim"):
-        return [epochs]
-    if method == "layer_to_layer":
-        stages = opts.get("stages") or (n_layers // 2 if n_layers else None)
-        if not stages:
-            raise ValueError("layer_to_layer sets no `stages` and the model's Keras layer count is not given")
-        return [int(opts.get("epochs_per_stage", epochs))] * int(stages)
-    if method not in LAYERWISE:
-        raise ValueError(f"bench plan has no cost model for method '{method}'")
-    per = int(opts.get("epochs_per_layer", STAGE_EPOCHS[method]))
-    if method == "fb_si":
-        return [per] * int(opts.get("si_layers", 1)) + [epochs]
-    n = int(opts.get("feature_blocks") or n_blocks)
-    if method == "belilovsky_greedy":
-        return [per] * n
-    return [per] * n + [int(opts.get("classifier_epochs") or per)]
+def stage_epochs(
+    method: str, cfg: dict, n_blocks: int, n_layers: int | None = None, n_units: int | None = None
+) -> list[int]:
+    """The epochs of each stage of a run (one entry for the end-to-end methods), as the method's module says.
+    n_layers: the model's Keras layers (layer_to_layer's default stages); n_units: PredSim's local-loss units
+    (bench.methods.predsim: finer than the BlockNet's n_blocks, a residual unit's every conv and every hidden Linear
+    of the head are one), needed by its sequential schedule only."""
+    return plan_module(method).stage_epochs(cfg, n_blocks, n_layers, n_units)

@@ -1,11 +1,14 @@
-"""Karimi, Kalhor & Sadeghi Tabrizi: forward layer-wise learning by Separation Index maximisation (methods.md 3).
+"""Karimi, Kalhor & Sadeghi Tabrizi: forward layer-wise learning by Separation Index maximisation
+(docs/methods/si-forward.md).
 
-Separation Index (Eq. 1, methods.md 3.1; Kalhor's `data_complexity_measures` SeprationIndex): the fraction of
+Separation Index (Eq. 1, docs/methods/si-forward.md#31-separation-index; Kalhor's `data_complexity_measures`
+SeprationIndex): the fraction of
 points whose nearest other point (Euclidean, flattened features, self excluded, ties to the first index) has the
 same label. A monitoring metric: O(m^2), so it is computed on a fixed subset (the first `si_eval_samples` training
 samples, without augmentation).
 
-Training loss of layer L (Eq. 7-8, methods.md 3.2): in a mini-batch with features z_i = flatten(F^L(x_i)), for each
+Training loss of layer L (Eq. 7-8, docs/methods/si-forward.md#32-training-loss): in a mini-batch with features z_i =
+flatten(F^L(x_i)), for each
 anchor i the nearest same-label point i_p (q != i) and the nearest other-label point i_n are chosen by Euclidean
 distance on detached features (the choice is not differentiated), and
     J^L = sum_i ( ||z_i - z_ip||^2 - ||z_i - z_in||^2 )      (no margin, no hinge)
@@ -13,18 +16,24 @@ with gradients through all three vectors; `hinge` clamps each anchor's term at 0
 margin 0, which the paper's prose describes, "penalizes the model when the distance between the anchor and the
 positive sample is not smaller than" the negative's), so only the anchors that Eq. 1's SI counts wrong are pushed.
 Anchors without a same-label partner, or without any other-label point,
-in the batch are skipped (methods.md 3.5 item 3). `loss_reduction` "sum" is Eq. 7 as written (the default);
-"mean" divides by the number of anchors used (methods.md 3.5 item 1). Both forms are logged whatever is minimised.
-Karimi's public `triplet_local_si` helper picks wrong triplets (methods.md 3.5 item 6); this is Eq. 8 directly.
+in the batch are skipped (docs/methods/si-forward.md#35-ambiguities item 3). `loss_reduction` "sum" is Eq. 7 as written
+(the default);
+"mean" divides by the number of anchors used (docs/methods/si-forward.md#35-ambiguities item 1). Both forms are logged
+whatever is minimised.
+Karimi's public `triplet_local_si` helper picks wrong triplets (docs/methods/si-forward.md#35-ambiguities item 6); this
+is Eq. 8 directly.
 
-Algorithm (methods.md 3.3): for each block L in order, blocks < L frozen (eval mode, features under no_grad, cached
+Algorithm (docs/methods/si-forward.md#33-algorithm): for each block L in order, blocks < L frozen (eval mode, features
+under no_grad, cached
 when exact: bench.methods.layerwise), block L's parameters trained on J^L for `epochs_per_layer` epochs with a
 fresh optimizer of the config's kind (lr, momentum, weight decay; by default no LR schedule: the paper states none
 per layer, but see `layer_lr_schedule`); then `model.head` is trained with cross-entropy for `classifier_epochs`
 epochs with every block frozen (every block SI-trained, unless `feature_blocks` says otherwise).
 A "layer" is one block of the BlockNet (VGG: conv, BN, ReLU and the max-pool that ends a stage; VD-CNN: block 0
-is the embedding with the temporal conv, methods.md 3.5 item 4). For SimCNN-k the head is the k-specific aux
-classifier (methods.md 2.4), so the same code trains Karimi's "Proposed method" rows of Table 4.
+is the embedding with the temporal conv, docs/methods/si-forward.md#35-ambiguities item 4). For SimCNN-k the head is the
+k-specific aux
+classifier (docs/methods/belilovsky.md#24-ambiguities), so the same code trains Karimi's "Proposed method" rows of Table
+4.
 
 Where Eq. 8's partners come from (`neighbours`): "data" (Algorithm 1, Step 3) searches them over the whole training
 set on the new layer's output (eval mode, no grad: `data_pairs`) when the stage's first batch arrives and keeps them
@@ -49,18 +58,21 @@ decay the LR x0.1 at 50 % and 75 % of their epochs; this reading gives the SI la
 schedule.
 
 `normalize_features` (off by default here: the defaults are Eq. 7 as printed) L2-normalises each z_i before the
-loss (and the neighbour choice). J on raw features is unbounded below (methods.md 3.5 item 2: scaling features up
+loss (and the neighbour choice). J on raw features is unbounded below (docs/methods/si-forward.md#35-ambiguities item 2:
+scaling features up
 drives it to -inf whenever d_n > d_p); with unit-norm features it is bounded by [-4m, 4m]. Karimi's grid runs the
-triplet-loss reading (hinge at margin 0, mean over anchors, normalised features) as the primary one and Eq. 7 as printed as a
-companion (bench/grids/karimi.yaml says why). A non-finite epoch loss or feature norm raises
+triplet-loss reading (hinge at margin 0, mean over anchors, normalised features) as the primary one and Eq. 7 as
+printed as a companion (bench/grids/karimi.yaml says why). A non-finite epoch loss or feature norm raises
 Diverged (bench.methods.layerwise.DIVERGENCE_KEYS).
 
 method_options (defaults): epochs_per_layer (10, paper Table 1), classifier_epochs (None = epochs_per_layer,
-methods.md 3.5 item 5), loss_reduction ("sum"), normalize_features (false), hinge (false), si_eval_samples (1000; 0 = no SI
-monitoring), neighbours ("data"; "data_epoch", "batch"), train_scope ("block"; "growing": blocks 0..L all trained
+docs/methods/si-forward.md#35-ambiguities item 5), loss_reduction ("sum"), normalize_features (false), hinge (false),
+si_eval_samples (1000; 0 =
+no SI monitoring), neighbours ("data"; "data_epoch", "batch"), train_scope ("block"; "growing": blocks 0..L all trained
 on J^L), pair_search_max_mb (8192), layer_lr_schedule ("none"; "scaled"), feature_blocks (None = every block: how
 many leading blocks are trained by SI; the blocks after them are trained with the head in the classifier stage, e.g.
-2 for LeNet, whose fc1/fc2 are blocks, to make its whole FC stack the classifier as methods.md 3.5 item 4 says),
+2 for LeNet, whose fc1/fc2 are blocks, to make its whole FC stack the classifier as
+docs/methods/si-forward.md#35-ambiguities item 4 says),
 cache_prefix (true), prefix_cache_max_mb (8192). fb_si shares neighbours, train_scope and pair_search_max_mb, not
 layer_lr_schedule.
 
@@ -76,12 +88,15 @@ last layer's SI), si_input (the inputs' SI, images only), pair_search_time_s and
 neighbours), prefix_time_s, prefix_cache_saved_s, prefix_cache,
 prefix_cached_stages, total_epochs.
 """
+
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.methods import Cost
 from bench.methods import layerwise as lw
 from bench.methods.training import Context
 
@@ -89,13 +104,27 @@ REDUCTIONS = ("sum", "mean")
 NEIGHBOURS = ("data", "data_epoch", "batch")  # data_epoch: the data's partners searched again every epoch
 TRAIN_SCOPES = ("block", "growing")
 LAYER_LR_SCHEDULES = ("none", "scaled")
-SI_DEFAULTS = {"epochs_per_layer": 10, "loss_reduction": "sum", "normalize_features": False, "hinge": False,
-               "si_eval_samples": 1000,
-               "neighbours": "data", "train_scope": "block", "pair_search_max_mb": 8192}
+SI_DEFAULTS = {
+    "epochs_per_layer": 10,
+    "loss_reduction": "sum",
+    "normalize_features": False,
+    "hinge": False,
+    "si_eval_samples": 1000,
+    "neighbours": "data",
+    "train_scope": "block",
+    "pair_search_max_mb": 8192,
+}
 DEFAULTS = {**SI_DEFAULTS, "classifier_epochs": None, "feature_blocks": None, "layer_lr_schedule": "none"}
+COST = Cost("layerwise", si=True)
+
+
+def stage_epochs(cfg: dict, n_blocks: int, n_layers: int | None = None, n_units: int | None = None) -> list[int]:
+    """A stage per feature block, then the classifier's."""
+    return lw.classified_stage_epochs(cfg, DEFAULTS, n_blocks)
 
 
 # ---------------------------------------------------------------- Separation Index and the loss
+
 
 def pairwise_sq_distances(z: torch.Tensor) -> torch.Tensor:
     """m x m squared Euclidean distances of the rows of z (flattened), via the Gram matrix of the centred rows
@@ -127,8 +156,9 @@ def separation_index(features: torch.Tensor, labels: torch.Tensor) -> float:
     return (labels[nearest_other(features)] == labels).double().mean().item()
 
 
-def si_triplet_terms(features: torch.Tensor, labels: torch.Tensor,
-                     hinge: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def si_triplet_terms(
+    features: torch.Tensor, labels: torch.Tensor, hinge: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(terms, used): terms_i = ||z_i - z_ip||^2 - ||z_i - z_in||^2 (hinged at 0 with `hinge`) for the anchors
     `used` (0 elsewhere), with i_p the nearest same-label point (q != i) and i_n the nearest other-label point,
     chosen on detached features."""
@@ -146,16 +176,18 @@ def si_triplet_terms(features: torch.Tensor, labels: torch.Tensor,
     return triplet_terms(z, z[pos], z[neg], hinge).masked_fill(~used, 0.0), used
 
 
-def triplet_terms(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
-                  hinge: bool = False) -> torch.Tensor:
+def triplet_terms(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, hinge: bool = False
+) -> torch.Tensor:
     """||a - p||^2 - ||a - n||^2 per row (Eq. 7's summand); with `hinge`, max(that, 0): the triplet loss's hinge at
     margin 0, which penalises an anchor only while its nearest same-label point is not the nearer one."""
     terms = ((anchor - positive) ** 2).sum(dim=1) - ((anchor - negative) ** 2).sum(dim=1)
     return terms.clamp_min(0.0) if hinge else terms
 
 
-def si_triplet_loss(features: torch.Tensor, labels: torch.Tensor, reduction: str = "sum",
-                    hinge: bool = False) -> torch.Tensor:
+def si_triplet_loss(
+    features: torch.Tensor, labels: torch.Tensor, reduction: str = "sum", hinge: bool = False
+) -> torch.Tensor:
     """J (Eq. 7-8): the sum over anchors ("sum", the paper) or its mean over the anchors used ("mean")."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown loss_reduction '{reduction}' ({', '.join(REDUCTIONS)})")
@@ -191,35 +223,42 @@ def pair_budget(device: torch.device, max_mb: float, share: float = 0.5) -> tupl
     return device_bytes, (0.0 if device.type != "cuda" else share * free_host)
 
 
-@torch.no_grad()
-def data_pairs(features, device: torch.device, max_mb: float = 8192.0, host_mb: float | None = None,
-               block_rows: int = 1024, block_cols: int = 4096, stats: dict | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 8 over a whole set (Algorithm 1, Step 3): (pos, neg), for every point the index of its nearest other
-    point with the same label and of its nearest point with another label (squared Euclidean distance, ties to the
-    first index; -1 where there is none).
+class FirstPass(NamedTuple):
+    """What the pair search's first pass over the points found: their labels, their features where they fit the
+    budgets (`holding`; device first, then host), and the sizes the search goes on with."""
 
-    `features` gives (features, labels) of the points in order: a callable that returns a fresh iterable each call
-    (the search may then compute them again, e.g. through the frozen prefix) or an iterable, read once. The
-    distances are computed a row block x a column tile at a time (`block_rows` x `block_cols` points, blocks and
-    tiles starting at multiples of those sizes), and the search holds at most `max_mb` MiB on `device` (the features
-    it keeps there, and one step: a row block, a column tile, their distances) and `host_mb` MiB of features on the
-    host (None: sized from what is free, `pair_budget`; pinned when the device is a GPU). Two ways:
-      * held: the features of all points fit on the device, or on the device and the host: kept from the first
-        pass;
-      * streamed (they do not, and `features` is a callable): the rows are taken in panels of whole row blocks, as
-        many as the device budget holds, and for each panel the points are read again, in order, and cut into the
-        same column tiles (the search costs 2 + panels passes over the points, none held).
-    Both compute every distance from the same row block and column tile, so they find the same partners, exact ties
-    and near-ties alike, given points that are the same on every read (a deterministic forward pass). Only where the
-    budget cannot hold one step of the given sizes are the blocks made smaller (`_tiles`).
-    `stats` (a dict) gets mode, points, dims, passes, panels, block_rows, block_cols, held_device_mb, held_host_mb and
-    peak_device_mb (the most the search held on the device at once, by its own count)."""
-    device_budget = max_mb * 2**20
-    host_budget = pair_budget(device, max_mb)[1] if host_mb is None else host_mb * 2**20
-    source = features if callable(features) else (lambda it=iter(features): it)
+    labels: torch.Tensor
+    holding: bool
+    held: list[torch.Tensor]
+    held_dev: float  # bytes held on the device
+    held_host: float  # bytes held on the host
+    points: int
+    dims: int
+    chunk: int  # the most points one read gives
+    step: float  # the bytes of one step (a row block, a column tile, their distances)
+    block_rows: int
+    block_cols: int
+
+
+def _point_source(features):
+    """A callable giving the (features, labels) reads: `features` itself when callable, else one that gives the
+    same iterator every call (a plain iterable is read once)."""
+    if callable(features):
+        return features
+    once = iter(features)
+
+    def source():
+        return once
+
+    return source
+
+
+def _first_pass(
+    source, device: torch.device, device_budget: float, host_budget: float, block_rows: int, block_cols: int
+) -> FirstPass:
+    """Pass 1: the labels; the features kept while they fit (device first, then host; pinned on the host when the
+    device is a GPU), else let go."""
     pin = device.type == "cuda"
-    # pass 1: the labels; the features kept while they fit (device first, then host), else let go
     held, ys = [], []
     held_dev = held_host = 0.0
     holding, m, dims, chunk, step = True, 0, 0, 0, 0.0
@@ -243,55 +282,142 @@ def data_pairs(features, device: torch.device, max_mb: float = 8192.0, host_mb: 
             held_host += size
         else:
             holding, held = False, []
-    info = {"points": m, "dims": dims, "passes": 1, "block_rows": block_rows, "block_cols": block_cols}
     labels = torch.cat(ys) if ys else torch.empty(0, dtype=torch.long, device=device)
-    out = {"labels": labels, "pos": torch.full((m,), -1, dtype=torch.long, device=device),
-           "neg": torch.full((m,), -1, dtype=torch.long, device=device),
-           "best_pos": torch.full((m,), float("inf"), device=device),
-           "best_neg": torch.full((m,), float("inf"), device=device)}
-    if holding:
-        def rows(r0, r1):  # the held points r0..r1, a fresh tensor on the device
-            return torch.cat([t.to(device, non_blocking=pin) for t in _cut(held, r0, r1)])
+    return FirstPass(labels, holding, held, held_dev, held_host, m, dims, chunk, step, block_rows, block_cols)
 
-        for r0 in range(0, m, block_rows):
-            a = rows(r0, min(m, r0 + block_rows))
-            for c0 in range(0, m, block_cols):
-                _update(out, a, r0, rows(c0, min(m, c0 + block_cols)), c0)
-        info.update(mode="held", panels=1, held_device_mb=held_dev / 2**20, held_host_mb=held_host / 2**20,
-                    peak_device_mb=(held_dev + (step if m else 0)) / 2**20)
+
+def _no_partners(labels: torch.Tensor, m: int, device: torch.device) -> dict:
+    """The search's running state: the labels, and for each of the m points no partner yet (-1, distance inf)."""
+    return {
+        "labels": labels,
+        "pos": torch.full((m,), -1, dtype=torch.long, device=device),
+        "neg": torch.full((m,), -1, dtype=torch.long, device=device),
+        "best_pos": torch.full((m,), float("inf"), device=device),
+        "best_neg": torch.full((m,), float("inf"), device=device),
+    }
+
+
+def _search_held(out: dict, first: FirstPass, device: torch.device) -> dict:
+    """Every row block against every column tile of the held features; the stats of a held search."""
+    pin = device.type == "cuda"
+    held, m, block_rows, block_cols = first.held, first.points, first.block_rows, first.block_cols
+
+    def rows(r0, r1):  # the held points r0..r1, a fresh tensor on the device
+        return torch.cat([t.to(device, non_blocking=pin) for t in _cut(held, r0, r1)])
+
+    for r0 in range(0, m, block_rows):
+        a = rows(r0, min(m, r0 + block_rows))
+        for c0 in range(0, m, block_cols):
+            _update(out, a, r0, rows(c0, min(m, c0 + block_cols)), c0)
+    return {
+        "mode": "held",
+        "panels": 1,
+        "held_device_mb": first.held_dev / 2**20,
+        "held_host_mb": first.held_host / 2**20,
+        "peak_device_mb": (first.held_dev + (first.step if m else 0)) / 2**20,
+    }
+
+
+def _search_streamed(
+    out: dict, source, first: FirstPass, device_budget: float, max_mb: float, device: torch.device
+) -> dict:
+    """The rows in panels of whole row blocks, as many as the device budget holds; for each panel the points read
+    again, in order, in the same column tiles (the next panel's rows taken on the way). The stats of a streamed
+    search, block_rows and passes included."""
+    m, dims, chunk, step, block_cols = first.points, first.dims, first.chunk, first.step, first.block_cols
+    block_rows, panel_rows = _panels(device_budget, step, chunk, dims, first.block_rows)
+    if panel_rows < 1:
+        raise ValueError(
+            f"the pair search's device budget ({max_mb:.3g} MiB) cannot hold a row panel of "
+            f"{block_rows} points beside a column tile of {block_cols} points, {dims} dimensions each"
+        )
+    passes = 1
+    panels = math.ceil(m / panel_rows)
+    panel = torch.cat(list(_read(source(), 0, min(m, panel_rows), device)))
+    passes += 1
+    for p in range(panels):
+        r0 = p * panel_rows
+        n0, n1 = r0 + panel_rows, min(m, r0 + 2 * panel_rows)
+        following = []  # the next panel's rows, taken from this panel's pass
+        for c0, c in _column_tiles(source(), block_cols, device):
+            for b0 in range(0, len(panel), block_rows):
+                _update(out, panel[b0 : b0 + block_rows].clone(), r0 + b0, c, c0)
+            if c0 < n1 and c0 + len(c) > n0:
+                following.append(c[max(0, n0 - c0) : n1 - c0].clone())
+        passes += 1
+        panel = torch.cat(following) if following else None
+    return {
+        "passes": passes,
+        "block_rows": block_rows,
+        "mode": "streamed",
+        "panels": panels,
+        "held_device_mb": 0.0,
+        "held_host_mb": 0.0,
+        "peak_device_mb": (2 * panel_rows * dims * 4 + step + chunk * dims * 4) / 2**20,
+    }
+
+
+@torch.no_grad()
+def data_pairs(
+    features,
+    device: torch.device,
+    max_mb: float = 8192.0,
+    host_mb: float | None = None,
+    block_rows: int = 1024,
+    block_cols: int = 4096,
+    stats: dict | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 8 over a whole set (Algorithm 1, Step 3): (pos, neg), for every point the index of its nearest other
+    point with the same label and of its nearest point with another label (squared Euclidean distance, ties to the
+    first index; -1 where there is none).
+
+    `features` gives (features, labels) of the points in order: a callable that returns a fresh iterable each call
+    (the search may then compute them again, e.g. through the frozen prefix) or an iterable, read once. The
+    distances are computed a row block x a column tile at a time (`block_rows` x `block_cols` points, blocks and
+    tiles starting at multiples of those sizes), and the search holds at most `max_mb` MiB on `device` (the features
+    it keeps there, and one step: a row block, a column tile, their distances) and `host_mb` MiB of features on the
+    host (None: sized from what is free, `pair_budget`; pinned when the device is a GPU). Two ways:
+      * held: the features of all points fit on the device, or on the device and the host: kept from the first
+        pass;
+      * streamed (they do not, and `features` is a callable): the rows are taken in panels of whole row blocks, as
+        many as the device budget holds, and for each panel the points are read again, in order, and cut into the
+        same column tiles (the search costs 2 + panels passes over the points, none held).
+    Both compute every distance from the same row block and column tile, so they find the same partners, exact ties
+    and near-ties alike, given points that are the same on every read (a deterministic forward pass). Only where the
+    budget cannot hold one step of the given sizes are the blocks made smaller (`_tiles`).
+    `stats` (a dict) gets mode, points, dims, passes, panels, block_rows, block_cols, held_device_mb, held_host_mb and
+    peak_device_mb (the most the search held on the device at once, by its own count)."""
+    device_budget = max_mb * 2**20
+    host_budget = pair_budget(device, max_mb)[1] if host_mb is None else host_mb * 2**20
+    source = _point_source(features)
+    first = _first_pass(source, device, device_budget, host_budget, block_rows, block_cols)
+    m, dims = first.points, first.dims
+    info = {"points": m, "dims": dims, "passes": 1, "block_rows": first.block_rows, "block_cols": first.block_cols}
+    out = _no_partners(first.labels, m, device)
+    if first.holding:
+        info.update(_search_held(out, first, device))
+    elif not callable(features):
+        raise ValueError(
+            f"the pair search needs {m * dims * 4 / 2**20:.0f} MiB to hold the features of its "
+            f"{m} points, more than its budget ({max_mb:.0f} MiB on the device, "
+            f"{host_budget / 2**20:.0f} MiB on the host), and its points can be read only once"
+        )
     else:
-        if not callable(features):
-            raise ValueError(f"the pair search needs {m * dims * 4 / 2**20:.0f} MiB to hold the features of its "
-                             f"{m} points, more than its budget ({max_mb:.0f} MiB on the device, "
-                             f"{host_budget / 2**20:.0f} MiB on the host), and its points can be read only once")
-        block_rows, panel_rows = _panels(device_budget, step, chunk, dims, block_rows)
-        if panel_rows < 1:
-            raise ValueError(f"the pair search's device budget ({max_mb:.3g} MiB) cannot hold a row panel of "
-                             f"{block_rows} points beside a column tile of {block_cols} points, {dims} dimensions each")
-        info["block_rows"] = block_rows
-        panels = math.ceil(m / panel_rows)
-        panel = torch.cat(list(_read(source(), 0, min(m, panel_rows), device)))
-        info["passes"] += 1
-        for p in range(panels):
-            r0 = p * panel_rows
-            n0, n1 = r0 + panel_rows, min(m, r0 + 2 * panel_rows)
-            following = []  # the next panel's rows, taken from this panel's pass
-            for c0, c in _column_tiles(source(), block_cols, device):
-                for b0 in range(0, len(panel), block_rows):
-                    _update(out, panel[b0:b0 + block_rows].clone(), r0 + b0, c, c0)
-                if c0 < n1 and c0 + len(c) > n0:
-                    following.append(c[max(0, n0 - c0):n1 - c0].clone())
-            info["passes"] += 1
-            panel = torch.cat(following) if following else None
-        info.update(mode="streamed", panels=panels, held_device_mb=0.0, held_host_mb=0.0,
-                    peak_device_mb=(2 * panel_rows * dims * 4 + step + chunk * dims * 4) / 2**20)
+        info.update(_search_streamed(out, source, first, device_budget, max_mb, device))
     if stats is not None:
         stats.update(info)
     return out["pos"], out["neg"]
 
 
-def search_plan(points: int, dims: int, chunk: int, device_bytes: float, host_bytes: float,
-                block_rows: int = 1024, block_cols: int = 4096) -> dict:
+def search_plan(
+    points: int,
+    dims: int,
+    chunk: int,
+    device_bytes: float,
+    host_bytes: float,
+    block_rows: int = 1024,
+    block_cols: int = 4096,
+) -> dict:
     """What `data_pairs` will do over `points` points of `dims` dimensions read in chunks of `chunk`, with these
     budgets (bytes), without running it: mode ("held" or "streamed"; "too large" where not even one panel fits),
     passes over the points, panels, and the peak bytes it holds on the device and on the host (to a chunk)."""
@@ -299,14 +425,24 @@ def search_plan(points: int, dims: int, chunk: int, device_bytes: float, host_by
     step, size = _step_bytes(block_rows, block_cols, dims), points * dims * 4.0
     on_device = max(0.0, min(size, device_bytes - step))
     if size <= on_device + host_bytes:
-        return {"mode": "held", "passes": 1, "panels": 1, "device_bytes": on_device + step,
-                "host_bytes": size - on_device}
+        return {
+            "mode": "held",
+            "passes": 1,
+            "panels": 1,
+            "device_bytes": on_device + step,
+            "host_bytes": size - on_device,
+        }
     block_rows, panel_rows = _panels(device_bytes, step, chunk, dims, block_rows)
     if panel_rows < 1:
         return {"mode": "too large", "passes": 0, "panels": 0, "device_bytes": device_bytes, "host_bytes": 0.0}
     panels = math.ceil(points / panel_rows)
-    return {"mode": "streamed", "passes": 2 + panels, "panels": panels,
-            "device_bytes": 2 * panel_rows * dims * 4 + step + chunk * dims * 4, "host_bytes": 0.0}
+    return {
+        "mode": "streamed",
+        "passes": 2 + panels,
+        "panels": panels,
+        "device_bytes": 2 * panel_rows * dims * 4 + step + chunk * dims * 4,
+        "host_bytes": 0.0,
+    }
 
 
 def _panels(device_bytes: float, step: float, chunk: int, dims: int, block_rows: int) -> tuple[int, int]:
@@ -323,7 +459,7 @@ def _cut(parts: list[torch.Tensor], r0: int, r1: int) -> list[torch.Tensor]:
     pieces, start = [], 0
     for t in parts:
         if start < r1 and start + len(t) > r0:
-            pieces.append(t[max(0, r0 - start):r1 - start])
+            pieces.append(t[max(0, r0 - start) : r1 - start])
         start += len(t)
     return pieces
 
@@ -334,7 +470,7 @@ def _read(chunks, r0: int, r1: int, device: torch.device):
     for f, _ in chunks:
         z = f.flatten(1).float()
         if start + len(z) > r0:
-            yield z[max(0, r0 - start):r1 - start].to(device)
+            yield z[max(0, r0 - start) : r1 - start].to(device)
         start += len(z)
         if start >= r1:
             return
@@ -382,8 +518,10 @@ def _update(out: dict, a: torch.Tensor, r0: int, c: torch.Tensor, c0: int):
     same = labels[r0:r1, None] == labels[None, c0:c1]
     rows = torch.arange(r0, r1, device=a.device)
     cols = torch.arange(c0, c1, device=a.device)
-    for best, index, mask in ((out["best_pos"], out["pos"], ~same | (rows[:, None] == cols[None, :])),
-                              (out["best_neg"], out["neg"], same)):
+    for best, index, mask in (
+        (out["best_pos"], out["pos"], ~same | (rows[:, None] == cols[None, :])),
+        (out["best_neg"], out["neg"], same),
+    ):
         value, arg = d.masked_fill(mask, float("inf")).min(dim=1)
         better = value < best[r0:r1]
         best[r0:r1] = torch.where(better, value, best[r0:r1])
@@ -392,6 +530,7 @@ def _update(out: dict, a: torch.Tensor, r0: int, c: torch.Tensor, c0: int):
 
 # ---------------------------------------------------------------- stages
 
+
 def check_si_options(opts: dict, method: str) -> dict:
     if opts["loss_reduction"] not in REDUCTIONS:
         raise ValueError(f"{method}: unknown loss_reduction '{opts['loss_reduction']}' ({', '.join(REDUCTIONS)})")
@@ -399,8 +538,11 @@ def check_si_options(opts: dict, method: str) -> dict:
     opts["si_eval_samples"] = lw.positive_int(opts, "si_eval_samples", method, minimum=0)
     opts["normalize_features"] = bool(opts["normalize_features"])
     opts["hinge"] = bool(opts["hinge"])
-    for key, allowed in (("neighbours", NEIGHBOURS), ("train_scope", TRAIN_SCOPES),
-                         ("layer_lr_schedule", LAYER_LR_SCHEDULES)):
+    for key, allowed in (
+        ("neighbours", NEIGHBOURS),
+        ("train_scope", TRAIN_SCOPES),
+        ("layer_lr_schedule", LAYER_LR_SCHEDULES),
+    ):
         if key in opts and opts[key] not in allowed:  # layer_lr_schedule: si_forward's only
             raise ValueError(f"{method}: unknown {key} '{opts[key]}' ({', '.join(allowed)})")
     opts["pair_search_max_mb"] = float(opts["pair_search_max_mb"])
@@ -428,7 +570,7 @@ def layer_si(run: lw.Run, feats: lw.StageFeatures, module: nn.Module, samples: i
     f, y = feats.subset(samples)
     module.eval()
     bs = run.eval_batch_size
-    z = torch.cat([module(f[i:i + bs]).flatten(1) for i in range(0, len(f), bs)])
+    z = torch.cat([module(f[i : i + bs]).flatten(1) for i in range(0, len(f), bs)])
     return separation_index(z, y)
 
 
@@ -440,71 +582,106 @@ def input_si(run: lw.Run, samples: int) -> float | None:
     return separation_index(torch.cat([xb for xb, _ in run.plain(x, y, run.eval_batch_size)]), y)
 
 
-def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, pairs: dict) -> lw.Stage:
-    """Train block `layer` on J (train_scope "block": blocks < layer frozen; "growing": blocks 0..layer trained
-    together); si_values[layer] gets the layer's SI every epoch; `pairs` holds the stage's Eq. 8 partners
-    (neighbours "data": searched over the training set when the stage's first batch arrives, kept for the stage;
-    "data_epoch": searched again when each epoch's first batch arrives, `pairs["epoch"]` the global epoch they were
-    found in)."""
-    model = run.model
-    growing = opts["train_scope"] == "growing"
-    feats = lw.StageFeatures(run, 0 if growing else layer)
-    module = nn.Sequential(*model.blocks[:layer + 1]) if growing else model.blocks[layer]
-    reduction, normalize, samples = opts["loss_reduction"], opts["normalize_features"], opts["si_eval_samples"]
-    hinge = opts["hinge"]
-    data = opts["neighbours"] in ("data", "data_epoch")
-    per_epoch = opts["neighbours"] == "data_epoch"
+def embedding(module: nn.Module, normalize: bool):
+    """embed(f) -> (the layer's flattened features for the loss, L2-normalised when `normalize`; as computed)."""
 
     def embed(f):
         z = module(f).flatten(1)
         return F.normalize(z, dim=1) if normalize else z, z
 
-    def reduce(terms, used, z):
-        j_sum = terms.sum()
-        anchors = used.sum()
-        loss = j_sum if reduction == "sum" else j_sum / anchors.clamp(min=1)
-        return loss, {"loss": loss.detach(), "j_sum": j_sum.detach(), "anchors": anchors,
-                      "norm": torch.linalg.vector_norm(z.detach(), dim=1).sum()}
+    return embed
+
+
+def reduce_terms(terms: torch.Tensor, used: torch.Tensor, z: torch.Tensor, reduction: str):
+    """J of the batch (Eq. 7: the sum of the anchors' terms, or their mean over the anchors used) and the sums the
+    epoch's record is made of."""
+    j_sum = terms.sum()
+    anchors = used.sum()
+    loss = j_sum if reduction == "sum" else j_sum / anchors.clamp(min=1)
+    return loss, {
+        "loss": loss.detach(),
+        "j_sum": j_sum.detach(),
+        "anchors": anchors,
+        "norm": torch.linalg.vector_norm(z.detach(), dim=1).sum(),
+    }
+
+
+def batch_step(embed, opts: dict):
+    """The step of neighbours "batch": Eq. 8's partners searched inside the mini-batch."""
+    hinge, reduction = opts["hinge"], opts["loss_reduction"]
 
     def step_batch(f, y):
         z_used, z = embed(f)
         terms, used = si_triplet_terms(z_used, y, hinge)
-        return reduce(terms, used, z)
+        return reduce_terms(terms, used, z, reduction)
 
-    def search():
-        """Step 3 of Algorithm 1 for this layer: partners by Eq. 8 on the layer's output (eval mode, no grad) for
-        the whole training set."""
-        with lw.EpochTimer(run.device) as timer:
-            module.eval()
-            with torch.no_grad():
-                def points():  # the layer's outputs in sample order, computed again on every call
-                    return ((embed(f)[0], y) for f, y in feats.in_order())
+    return step_batch
 
-                search_stats = {}
-                pos, neg = data_pairs(points, run.device, pair_budget(run.device, opts["pair_search_max_mb"])[0]
-                                      / 2**20, stats=search_stats)
-            module.train()
-        pairs.update(layer=layer, epoch=run.epoch, pos=pos, neg=neg,
-                     passes=pairs.get("passes", 0) + search_stats["passes"],
-                     seconds=pairs.get("seconds", 0.0) + timer.seconds)
+
+def search_pairs(run: lw.Run, feats: lw.StageFeatures, module: nn.Module, embed, layer: int, opts: dict, pairs: dict):
+    """Step 3 of Algorithm 1 for this layer: partners by Eq. 8 on the layer's output (eval mode, no grad) for
+    the whole training set, into `pairs` (with the passes and seconds the searches took so far)."""
+    with lw.EpochTimer(run.device) as timer:
+        module.eval()
+        with torch.no_grad():
+
+            def points():  # the layer's outputs in sample order, computed again on every call
+                return ((embed(f)[0], y) for f, y in feats.in_order())
+
+            search_stats = {}
+            pos, neg = data_pairs(
+                points,
+                run.device,
+                pair_budget(run.device, opts["pair_search_max_mb"])[0] / 2**20,
+                stats=search_stats,
+            )
+        module.train()
+    pairs.update(
+        layer=layer,
+        epoch=run.epoch,
+        pos=pos,
+        neg=neg,
+        passes=pairs.get("passes", 0) + search_stats["passes"],
+        seconds=pairs.get("seconds", 0.0) + timer.seconds,
+    )
+
+
+def data_step(run: lw.Run, feats: lw.StageFeatures, module: nn.Module, embed, layer: int, opts: dict, pairs: dict):
+    """The step of neighbours "data" / "data_epoch": each anchor's partners taken from the training set's search
+    (searched when the stage's, or with "data_epoch" each epoch's, first batch arrives)."""
+    hinge, reduction = opts["hinge"], opts["loss_reduction"]
+    per_epoch = opts["neighbours"] == "data_epoch"
 
     def step_data(f, y, idx):
         # run.epoch counts the epoch under way, and a resumed run's is past the checkpointed pairs' epoch
         if pairs.get("layer") != layer or (per_epoch and pairs.get("epoch") != run.epoch):
-            search()
+            search_pairs(run, feats, module, embed, layer, opts, pairs)
         idx = idx.to(pairs["pos"].device)
         pos, neg = pairs["pos"][idx], pairs["neg"][idx]
         used = (pos >= 0) & (neg >= 0)
         b = len(f)
         z_used, z = embed(torch.cat([f, feats.gather(pos.clamp(min=0)), feats.gather(neg.clamp(min=0))]))
-        za, zp, zn = z_used[:b], z_used[b:2 * b], z_used[2 * b:]
+        za, zp, zn = z_used[:b], z_used[b : 2 * b], z_used[2 * b :]
         terms = triplet_terms(za, zp, zn, hinge)
-        return reduce(terms.masked_fill(~used, 0.0), used, z[:b])
+        return reduce_terms(terms.masked_fill(~used, 0.0), used, z[:b], reduction)
 
-    def summarize(s, n, batches):
-        return {"train_loss": s["loss"] / batches, "train_loss_sum": s["j_sum"] / batches,
-                "train_loss_mean": s["j_sum"] / max(s["anchors"], 1.0), "anchors_used": s["anchors"] / n,
-                "feature_norm": s["norm"] / n}
+    return step_data
+
+
+def summarize_si(s: dict, n: int, batches: int) -> dict:
+    """The epoch's record from the summed batch values (`reduce_terms`) of n samples in `batches` batches."""
+    return {
+        "train_loss": s["loss"] / batches,
+        "train_loss_sum": s["j_sum"] / batches,
+        "train_loss_mean": s["j_sum"] / max(s["anchors"], 1.0),
+        "anchors_used": s["anchors"] / n,
+        "feature_norm": s["norm"] / n,
+    }
+
+
+def si_evaluation(run: lw.Run, feats: lw.StageFeatures, module: nn.Module, layer: int, samples: int, si_values: dict):
+    """evaluate(last): the layer's SI every epoch (into si_values[layer]; off below 2 samples) and, after the
+    stage's last epoch, the model's test metrics."""
 
     def evaluate(last):
         record = {}
@@ -516,10 +693,34 @@ def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, p
             record.update(lw.evaluate_model(run, feats))
         return record
 
-    return lw.Stage(index=index, layer=layer, features=feats, modules=[module],
-                    step=step_data if data else step_batch, indexed=data, summarize=summarize,
-                    epochs=opts["epochs_per_layer"], evaluate=evaluate,
-                    **stage_schedule(run, opts, opts["epochs_per_layer"]))
+    return evaluate
+
+
+def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, pairs: dict) -> lw.Stage:
+    """Train block `layer` on J (train_scope "block": blocks < layer frozen; "growing": blocks 0..layer trained
+    together); si_values[layer] gets the layer's SI every epoch; `pairs` holds the stage's Eq. 8 partners
+    (neighbours "data": searched over the training set when the stage's first batch arrives, kept for the stage;
+    "data_epoch": searched again when each epoch's first batch arrives, `pairs["epoch"]` the global epoch they were
+    found in)."""
+    model = run.model
+    growing = opts["train_scope"] == "growing"
+    feats = lw.StageFeatures(run, 0 if growing else layer)
+    module = nn.Sequential(*model.blocks[: layer + 1]) if growing else model.blocks[layer]
+    embed = embedding(module, opts["normalize_features"])
+    data = opts["neighbours"] in ("data", "data_epoch")
+    step = data_step(run, feats, module, embed, layer, opts, pairs) if data else batch_step(embed, opts)
+    return lw.Stage(
+        index=index,
+        layer=layer,
+        features=feats,
+        modules=[module],
+        step=step,
+        indexed=data,
+        summarize=summarize_si,
+        epochs=opts["epochs_per_layer"],
+        evaluate=si_evaluation(run, feats, module, layer, opts["si_eval_samples"], si_values),
+        **stage_schedule(run, opts, opts["epochs_per_layer"]),
+    )
 
 
 def si_metrics(si_values: dict, si_in: float | None, pairs: dict | None = None) -> dict:
@@ -537,23 +738,22 @@ def si_metrics(si_values: dict, si_in: float | None, pairs: dict | None = None) 
 def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     opts = check_si_options(lw.options(cfg, "si_forward", DEFAULTS), "si_forward")
     classifier_epochs = opts["classifier_epochs"] if opts["classifier_epochs"] is not None else opts["epochs_per_layer"]
-    opts["classifier_epochs"] = lw.positive_int({"classifier_epochs": classifier_epochs}, "classifier_epochs",
-                                                "si_forward")
+    opts["classifier_epochs"] = lw.positive_int(
+        {"classifier_epochs": classifier_epochs}, "classifier_epochs", "si_forward"
+    )
     n_layers = lw.feature_blocks(opts, model, "si_forward")
     run = lw.Run(model, data, cfg, ctx, opts)
-    flags = lw.hold_all(model)
-    si_values = run.keep("si_values", {})
-    pairs = run.keep("pairs", {})
-    si_in = input_si(run, opts["si_eval_samples"])
-    try:
+    with lw.frozen_parameters(model):
+        si_values = run.keep("si_values", {})
+        pairs = run.keep("pairs", {})
+        si_in = input_si(run, opts["si_eval_samples"])
         for layer in range(n_layers):
             if run.skip(layer):  # trained before a kill: the checkpointed model has it
                 continue
             stage = si_stage(run, layer, layer, opts, si_values, pairs)
             lw.train_stage(run, stage)
             stage.features.close()
-        last = lw.train_classifier(run, n_layers, opts["classifier_epochs"],
-                                   **stage_schedule(run, opts, opts["classifier_epochs"]))
-    finally:
-        lw.restore_requires_grad(flags)
+        last = lw.train_classifier(
+            run, n_layers, opts["classifier_epochs"], **stage_schedule(run, opts, opts["classifier_epochs"])
+        )
     return {**lw.final_metrics(run, last), **si_metrics(si_values, si_in, pairs)}

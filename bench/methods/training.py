@@ -1,11 +1,14 @@
 """What every training method shares: optimizers and LR schedules from the config, evaluation, the epoch
 record, and a progress bar that is quiet when stderr is not a terminal."""
+
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -72,6 +75,7 @@ def _held(epochs, folder: str):
 @dataclass
 class Context:
     """What a method needs besides model, data and config."""
+
     device: torch.device
     seed: int
     log_epoch: Callable[[dict], None] = lambda record: None
@@ -97,7 +101,7 @@ class Context:
         bar = tqdm(iterable, disable=not show, leave=False, dynamic_ncols=True, **kw)
         fault = os.environ.get(FAULT_ENV, "")
         if fault.startswith("hold:"):  # epochs held on files (_held); batches untouched
-            return _held(bar, fault[len("hold:"):]) if kw.get("unit") == "epoch" else bar
+            return _held(bar, fault[len("hold:") :]) if kw.get("unit") == "epoch" else bar
         return _faulty(bar) if kw.get("unit") == "batch" and fault else bar
 
 
@@ -115,8 +119,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise BenchError(f"--device '{name}' is not a device: use auto, cpu, cuda or cuda:N") from None
 
 
-def timed_steps(step: Callable, batches, device: torch.device, limit: int, channels_last: bool = False,
-                precision: str = "fp32") -> tuple[int, float]:
+def timed_steps(
+    step: Callable, batches, device: torch.device, limit: int, channels_last: bool = False, precision: str = "fp32"
+) -> tuple[int, float]:
     """Run `step(x, y)` on `limit` batches (iterating `batches` again when an epoch ends) under the precision's
     autocast; returns (images, seconds). The benchmarks' and the cost probe's one loop."""
     images = steps = 0
@@ -138,11 +143,13 @@ def timed_steps(step: Callable, batches, device: torch.device, limit: int, chann
 
 def ce_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
     """One plain cross-entropy training step on a batch."""
+
     def step(x, y):
         loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
     return step
 
 
@@ -166,8 +173,13 @@ def fast_settings(cfg: dict, device: torch.device) -> dict:
     cuda_graphs = bool(cfg.get("cuda_graphs", False))
     if cuda_graphs and not cuda:
         raise BenchError(f"cuda_graphs: true needs a CUDA device, this run is on '{device}' (set cuda_graphs: false)")
-    return {"precision": precision, "channels_last": channels_last, "compile": bool(cfg.get("compile", False)),
-            "cuda_graphs": cuda_graphs, "cudnn_benchmark": cuda and bool(cfg.get("cudnn_benchmark", False))}
+    return {
+        "precision": precision,
+        "channels_last": channels_last,
+        "compile": bool(cfg.get("compile", False)),
+        "cuda_graphs": cuda_graphs,
+        "cudnn_benchmark": cuda and bool(cfg.get("cudnn_benchmark", False)),
+    }
 
 
 def compile_forward(model: nn.Module, fast: dict) -> nn.Module:
@@ -209,20 +221,36 @@ def train_test_batches(data, cfg: dict, device, seed: int):
     from bench.data.loader import Batches
 
     norm = cfg["normalize"]
-    train = Batches(data.x_train, data.y_train, cfg["batch_size"], device=device, mean=norm["mean"], std=norm["std"],
-                    augment=cfg["augment"], shuffle=True, seed=seed)
-    test = Batches(data.x_test, data.y_test, cfg.get("eval_batch_size", 512), device=device, mean=norm["mean"],
-                   std=norm["std"])
+    train = Batches(
+        data.x_train,
+        data.y_train,
+        cfg["batch_size"],
+        device=device,
+        mean=norm["mean"],
+        std=norm["std"],
+        augment=cfg["augment"],
+        shuffle=True,
+        seed=seed,
+    )
+    test = Batches(
+        data.x_test, data.y_test, cfg.get("eval_batch_size", 512), device=device, mean=norm["mean"], std=norm["std"]
+    )
     return train, test
 
 
 def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
     if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.0),
-                               weight_decay=cfg.get("weight_decay", 0.0), nesterov=cfg.get("nesterov", False))
+        return torch.optim.SGD(
+            params,
+            lr=cfg["lr"],
+            momentum=cfg.get("momentum", 0.0),
+            weight_decay=cfg.get("weight_decay", 0.0),
+            nesterov=cfg.get("nesterov", False),
+        )
     if cfg["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0),
-                                eps=cfg.get("adam_eps", 1e-8))
+        return torch.optim.Adam(
+            params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0), eps=cfg.get("adam_eps", 1e-8)
+        )
     raise ValueError(f"unknown optimizer '{cfg['optimizer']}'")
 
 
@@ -263,3 +291,47 @@ class EpochTimer:
     def __exit__(self, *exc):
         sync(self.device)
         self.seconds = time.perf_counter() - self.start
+
+
+class SpanTimer:
+    """Sums the durations of code spans without a host-device sync per span (CUDA events on a GPU); read `total()`
+    only after the device has been synchronised (EpochTimer does)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.events: list = []
+        self.seconds = 0.0
+
+    @contextmanager
+    def span(self):
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self.events.append((start, end))
+        else:
+            t = time.perf_counter()
+            yield
+            self.seconds += time.perf_counter() - t
+
+    def total(self) -> float:
+        """Seconds since the last call (and reset)."""
+        if self.events:
+            torch.cuda.synchronize()
+            self.seconds += sum(s.elapsed_time(e) for s, e in self.events) / 1000.0
+            self.events = []
+        out, self.seconds = self.seconds, 0.0
+        return out
+
+
+@contextmanager
+def requires_grad_restored(model: nn.Module):
+    """The parameters' requires_grad flags as they are on entry come back on exit, also when the block raises; inside
+    the block a method turns flags off as it goes (layerwise.frozen_parameters turns them all off on entry)."""
+    flags = {p: p.requires_grad for p in model.parameters()}
+    try:
+        yield
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)

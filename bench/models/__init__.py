@@ -8,6 +8,7 @@ dropout, head) come from the experiment's config, not from the name; `keras_defa
 Keras' default initialisers and BatchNormalization settings (a paper that trained in Keras). `feat_mult` (VGG and
 ResNet only) widens the convs on top of the profile's `width_mult` (bench.models.common.conv_mult).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -73,10 +74,13 @@ def build_model(architecture: dict, in_channels: int, num_classes: int, input_si
     if options.get("feat_mult", 1.0) != 1.0 and not getattr(module, "FEAT_MULT", False):
         from bench import BenchError
 
-        raise BenchError(f"feat_mult {options['feat_mult']}: {architecture['base']} does not apply it (only the "
-                         "families whose module sets FEAT_MULT do: vgg, resnet)")
-    model = module.build(architecture["base"], architecture.get("hierarchy"), in_channels, num_classes,
-                         input_size, dict(options))
+        raise BenchError(
+            f"feat_mult {options['feat_mult']}: {architecture['base']} does not apply it (only the "
+            "families whose module sets FEAT_MULT do: vgg, resnet)"
+        )
+    model = module.build(
+        architecture["base"], architecture.get("hierarchy"), in_channels, num_classes, input_size, dict(options)
+    )
     if options.get("keras_defaults"):  # a paper that trained Keras models (bench.models.common.apply_keras_defaults)
         from bench.models.common import apply_keras_defaults
 

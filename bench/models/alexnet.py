@@ -23,6 +23,7 @@ dropout (default 0) adds dropout after each conv's activation; conv_bias (defaul
 Blocks: conv1..conv5, each conv with its BN, activation and following pool; head: (avg-pool,) flatten, FCs.
 AlexNet has no hierarchies: a hierarchy is refused (ValueError) rather than silently ignored.
 """
+
 from torch import nn
 
 from bench.models.common import BlockNet, activation, dropout, width
@@ -31,10 +32,20 @@ BASES = {"alexnet"}
 
 # one entry per conv: (out channels, kernel, stride, padding, max-pool after as (kernel, stride) or None)
 PRESETS = {
-    "small": [(64, 5, 1, 2, (2, 2)), (192, 5, 1, 2, (2, 2)), (384, 3, 1, 1, None), (256, 3, 1, 1, None),
-              (256, 3, 1, 1, (2, 2))],
-    "imagenet": [(64, 11, 4, 2, (3, 2)), (192, 5, 1, 2, (3, 2)), (384, 3, 1, 1, None), (256, 3, 1, 1, None),
-                 (256, 3, 1, 1, (3, 2))],
+    "small": [
+        (64, 5, 1, 2, (2, 2)),
+        (192, 5, 1, 2, (2, 2)),
+        (384, 3, 1, 1, None),
+        (256, 3, 1, 1, None),
+        (256, 3, 1, 1, (2, 2)),
+    ],
+    "imagenet": [
+        (64, 11, 4, 2, (3, 2)),
+        (192, 5, 1, 2, (3, 2)),
+        (384, 3, 1, 1, None),
+        (256, 3, 1, 1, None),
+        (256, 3, 1, 1, (3, 2)),
+    ],
 }
 AVGPOOL = {"small": None, "imagenet": 6}  # AdaptiveAvgPool2d output size before the classifier
 
@@ -88,5 +99,10 @@ def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockN
         cin = cout
     avgpool = AVGPOOL[preset]
     features = cin * (avgpool or size) ** 2
-    return BlockNet(blocks, head(features, num_classes, avgpool, opts), (in_channels, input_size, input_size),
-                    num_classes, block_names=[f"conv{i + 1}" for i in range(len(blocks))])
+    return BlockNet(
+        blocks,
+        head(features, num_classes, avgpool, opts),
+        (in_channels, input_size, input_size),
+        num_classes,
+        block_names=[f"conv{i + 1}" for i in range(len(blocks))],
+    )

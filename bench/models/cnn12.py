@@ -1,4 +1,5 @@
-"""The 12-layer CNN of Bhyravabhottla & Lee (Sec. 3) as built in their notebook (LIII_lab, methods.md 4).
+"""The 12-layer CNN of Bhyravabhottla & Lee (Sec. 3) as built in their notebook (LIII_lab,
+docs/methods/layer-to-layer.md).
 
 Keras Sequential, layer indices 0-11:
 Conv32(3x3, same, ReLU) · Conv32 · MaxPool2 · Dropout .25 · Conv64 · Conv64 · MaxPool2 · Dropout .25 · Flatten ·
@@ -18,6 +19,7 @@ Choices:
   False, the notebook has none) adds BatchNorm2d after each conv, before the activation; other options are
   ignored. The map must survive both pools (input >= 4 px).
 """
+
 from torch import nn
 
 from bench.models.common import BlockNet, activation, keras_init, width
@@ -25,9 +27,19 @@ from bench.models.common import BlockNet, activation, keras_init, width
 BASES = {"cnn12"}
 
 # the Keras layers before the output Dense: (name, kind, argument)
-LAYERS = [("conv1", "conv", 32), ("conv2", "conv", 32), ("pool1", "pool", 2), ("dropout1", "dropout", 0.25),
-          ("conv3", "conv", 64), ("conv4", "conv", 64), ("pool2", "pool", 2), ("dropout2", "dropout", 0.25),
-          ("flatten", "flatten", None), ("fc1", "dense", 512), ("dropout3", "dropout", 0.5)]
+LAYERS = [
+    ("conv1", "conv", 32),
+    ("conv2", "conv", 32),
+    ("pool1", "pool", 2),
+    ("dropout1", "dropout", 0.25),
+    ("conv3", "conv", 64),
+    ("conv4", "conv", 64),
+    ("pool2", "pool", 2),
+    ("dropout2", "dropout", 0.25),
+    ("flatten", "flatten", None),
+    ("fc1", "dense", 512),
+    ("dropout3", "dropout", 0.5),
+]
 
 
 def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockNet:
@@ -35,7 +47,7 @@ def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockN
         raise ValueError(f"cnn12 has no hierarchies (got {hierarchy})")
     mult = opts.get("width_mult", 1.0)
     blocks, channels, size, features = [], in_channels, input_size, None
-    for name, kind, arg in LAYERS:
+    for _name, kind, arg in LAYERS:
         if kind == "conv":
             cout = width(arg, mult)
             layers = [nn.Conv2d(channels, cout, 3, padding=1)]
@@ -54,8 +66,13 @@ def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockN
             hidden = width(arg, mult)
             block, features = nn.Sequential(nn.Linear(features, hidden), activation(opts)), hidden
         blocks.append(block)
-    model = BlockNet(blocks, nn.Linear(features, num_classes), (in_channels, input_size, input_size), num_classes,
-                     block_names=[name for name, _, _ in LAYERS])
+    model = BlockNet(
+        blocks,
+        nn.Linear(features, num_classes),
+        (in_channels, input_size, input_size),
+        num_classes,
+        block_names=[name for name, _, _ in LAYERS],
+    )
     if opts.get("keras_init", True) and not opts.get("keras_defaults"):  # keras_defaults: build_model applies them
         model.apply(keras_init)
     return model

@@ -1,4 +1,5 @@
 """Pieces shared by the model families: the block container, activations, dropout, the classifier head."""
+
 import torch
 from torch import nn
 
@@ -11,8 +12,15 @@ class BlockNet(nn.Module):
     (e.g. "conv2" in Bhyravabhottla & Lee's 12-layer CNN) so that a cell can name the layer it counts.
     """
 
-    def __init__(self, blocks: list[nn.Module], head: nn.Module, input_shape: tuple, num_classes: int,
-                 block_names: list[str] | None = None, input_dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        blocks: list[nn.Module],
+        head: nn.Module,
+        input_shape: tuple,
+        num_classes: int,
+        block_names: list[str] | None = None,
+        input_dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.head = head

@@ -23,6 +23,7 @@ Bases:
                   it is followed: the stem conv is followed by BN -> ReLU (stem "cifar_bn"), which adds one BN of
                   2k channels (48 parameters) to densenet_bc100. opts {"stem": "cifar"} gives densenet_bc100 exactly.
 """
+
 import math
 
 import torch
@@ -61,8 +62,12 @@ class DenseLayer(nn.Module):
     def __init__(self, cin: int, growth: int, bn_size: int, opts: dict):
         super().__init__()
         self.bottleneck = nn.Sequential(*preact(cin, opts), conv(cin, bn_size * growth, 1, opts))
-        self.conv = nn.Sequential(norm(bn_size * growth, opts), activation(opts),
-                                  conv(bn_size * growth, growth, 3, opts), dropout(opts, spatial=True))
+        self.conv = nn.Sequential(
+            norm(bn_size * growth, opts),
+            activation(opts),
+            conv(bn_size * growth, growth, 3, opts),
+            dropout(opts, spatial=True),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, self.conv(self.bottleneck(x))], 1)
@@ -81,8 +86,9 @@ def transition(cin: int, compression: float, opts: dict) -> tuple[nn.Sequential,
 def stem(kind: str, in_channels: int, cout: int, opts: dict) -> tuple[nn.Sequential, int]:
     """(stem, its downsampling factor)."""
     if kind == "imagenet":
-        return nn.Sequential(conv(in_channels, cout, 7, opts, 2), norm(cout, opts), activation(opts),
-                             nn.MaxPool2d(3, 2, 1)), 4
+        return nn.Sequential(
+            conv(in_channels, cout, 7, opts, 2), norm(cout, opts), activation(opts), nn.MaxPool2d(3, 2, 1)
+        ), 4
     if kind == "cifar":
         return nn.Sequential(conv(in_channels, cout, 3, opts)), 1
     if kind == "cifar_bn":
@@ -92,8 +98,13 @@ def stem(kind: str, in_channels: int, cout: int, opts: dict) -> tuple[nn.Sequent
 
 def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockNet:
     cfg = {**DEFAULTS, **BASES[base]}
-    cfg.update({key: opts[key] for key in ("growth_rate", "block_config", "num_init_features", "bn_size",
-                                           "compression", "stem") if opts.get(key) is not None})
+    cfg.update(
+        {
+            key: opts[key]
+            for key in ("growth_rate", "block_config", "num_init_features", "bn_size", "compression", "stem")
+            if opts.get(key) is not None
+        }
+    )
     block_config = list(hierarchy or cfg["block_config"])
     if not block_config or min(block_config) < 1:
         raise ValueError(f"{base}: a DenseNet hierarchy needs at least one layer per block, got {block_config}")
@@ -114,8 +125,9 @@ def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockN
             reduction *= 2
     size = input_size // reduction
     if size < 1:
-        raise ValueError(f"{base}: {input_size}-px input is too small for a stem and {len(block_config) - 1} "
-                         f"transitions (downsampling x{reduction})")
-    head = nn.Sequential(*preact(channels, opts),
-                         classifier(channels, size, num_classes, dict(opts, head_pool="avg")))
+        raise ValueError(
+            f"{base}: {input_size}-px input is too small for a stem and {len(block_config) - 1} "
+            f"transitions (downsampling x{reduction})"
+        )
+    head = nn.Sequential(*preact(channels, opts), classifier(channels, size, num_classes, dict(opts, head_pool="avg")))
     return BlockNet(blocks, head, (in_channels, input_size, input_size), num_classes, block_names=names)

@@ -14,6 +14,7 @@ activation (spatial after convs); conv_bias (default True).
 Blocks: conv1, conv2 (each with its BN, activation, pool), fc1 (with the flatten), fc2; head: the output Linear.
 3x32x32 input, 10 classes, no BN: 456 + 2416 + 48120 + 10164 + 850 = 62,006 parameters.
 """
+
 from torch import nn
 
 from bench.models.common import BlockNet, activation, dropout, width
@@ -47,5 +48,10 @@ def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockN
         layers += [nn.Linear(features, hidden), activation(opts), dropout(opts, spatial=False)]
         blocks.append(nn.Sequential(*layers))
         features = hidden
-    return BlockNet(blocks, nn.Linear(features, num_classes), (in_channels, input_size, input_size), num_classes,
-                    block_names=["conv1", "conv2", "fc1", "fc2"])
+    return BlockNet(
+        blocks,
+        nn.Linear(features, num_classes),
+        (in_channels, input_size, input_size),
+        num_classes,
+        block_names=["conv1", "conv2", "fc1", "fc2"],
+    )

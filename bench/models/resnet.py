@@ -10,6 +10,7 @@ one per group, so that a small width_mult still builds). "resnext50_32x4d" is Re
 Stem and stage widths (64/128/256/512, x4 out of a Bottleneck) are scaled by width_mult x feat_mult
 (`common.conv_mult`: feat_mult is the N&E code's --feat-mult, which scales the same widths).
 """
+
 from torch import nn
 
 from bench.models.common import BlockNet, activation, classifier, conv_mult, dropout, width
@@ -92,4 +93,6 @@ def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockN
             reduction *= 2
     size = max(1, input_size // reduction)
     opts = dict(opts, head_pool="avg")
-    return BlockNet(blocks, classifier(cin, size, num_classes, opts), (in_channels, input_size, input_size), num_classes)
+    return BlockNet(
+        blocks, classifier(cin, size, num_classes, opts), (in_channels, input_size, input_size), num_classes
+    )

@@ -15,6 +15,7 @@ head: global average pool + Linear. A hierarchy gives the convs per group (4 ent
 with opts {"stem": "imagenet"} and 1000 classes it has torchvision's 25,028,904 parameters. The stem defaults to
 the CIFAR one (3x3 conv, no max-pool), like the suite's ResNets.
 """
+
 from bench.models import resnet
 from bench.models.common import BlockNet, classifier, width
 from bench.models.vgg import ConvBlock

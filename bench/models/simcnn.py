@@ -1,4 +1,5 @@
-"""Belilovsky, Eickenberg & Oyallon's SimCNN for CIFAR-10 (methods.md 2.1-2.2; eugenium/layerCNN README recipes).
+"""Belilovsky, Eickenberg & Oyallon's SimCNN for CIFAR-10 (docs/methods/belilovsky.md#21-trunk to 2.2; eugenium/layerCNN
+README recipes).
 
 Trunk block j = [psi] -> conv3x3 (stride 1, pad 1) -> BN (identity without BN) -> activation. psi is the invertible
 space-to-depth by 2 (C x H x W -> 4C x H/2 x W/2); it opens block j+1 for every j in the recipe's `down` list, and
@@ -11,11 +12,13 @@ Only block 0's conv has a bias, and only without BN (layerCNN: `bias=not batchno
 `bias=False` for every later block and every aux conv). BN comes from the recipe, not from opts["bn"] (the k=1
 recipe has none, k=2,3 have it; a paper grid's global `bn: true` must not change SimCNN-k1).
 
-The head is the k-specific auxiliary classifier of the last block (methods.md 2.2, 2.4), see `aux_head`; the greedy
+The head is the k-specific auxiliary classifier of the last block (docs/methods/belilovsky.md#22-auxiliary-heads,
+docs/methods/belilovsky.md#24-ambiguities), see `aux_head`; the greedy
 method builds one per block with `aux_heads`. Default PyTorch init (the reference code sets none).
 opts used: width_mult (trunk and aux widths), width_aux (128), nonlinearity (relu), dropout (none in the
 reference; after each trunk activation when > 0); hierarchy must be None.
 """
+
 import math
 
 import torch.nn.functional as F
@@ -77,13 +80,25 @@ def layout(base: str, input_size: int, opts: dict) -> list[dict]:
 class TrunkBlock(nn.Sequential):
     def __init__(self, cin: int, cout: int, psi: bool, bias: bool, bn: bool, opts: dict):
         layers = [SpaceToDepth(2)] if psi else []
-        layers += [nn.Conv2d(4 * cin if psi else cin, cout, 3, 1, 1, bias=bias),
-                   nn.BatchNorm2d(cout) if bn else nn.Identity(), activation(opts), dropout(opts, spatial=True)]
+        layers += [
+            nn.Conv2d(4 * cin if psi else cin, cout, 3, 1, 1, bias=bias),
+            nn.BatchNorm2d(cout) if bn else nn.Identity(),
+            activation(opts),
+            dropout(opts, spatial=True),
+        ]
         super().__init__(*layers)
 
 
-def aux_head(channels: int, resolution: int, k: int, num_classes: int, opts: dict, *,
-             downsamplings: int | None = None, bn: bool | None = None) -> nn.Sequential:
+def aux_head(
+    channels: int,
+    resolution: int,
+    k: int,
+    num_classes: int,
+    opts: dict,
+    *,
+    downsamplings: int | None = None,
+    bn: bool | None = None,
+) -> nn.Sequential:
     """Belilovsky's auxiliary classifier for a block with `channels` x `resolution` x `resolution` outputs.
 
     (k-1) x [conv3x3 (width_aux, no bias) -> BN -> activation] -> average pool to 2x2 -> BN -> Linear(w*4 -> K),
@@ -108,16 +123,24 @@ def aux_head(channels: int, resolution: int, k: int, num_classes: int, opts: dic
     for _ in range(k - 1):
         layers += [nn.Conv2d(cin, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w) if bn else nn.Identity(), activation(opts)]
         cin = w
-    layers += [nn.AdaptiveAvgPool2d(2), nn.BatchNorm2d(cin) if bn else nn.Identity(), nn.Flatten(),
-               nn.Linear(cin * 4, num_classes)]
+    layers += [
+        nn.AdaptiveAvgPool2d(2),
+        nn.BatchNorm2d(cin) if bn else nn.Identity(),
+        nn.Flatten(),
+        nn.Linear(cin * 4, num_classes),
+    ]
     return nn.Sequential(*layers)
 
 
 def aux_heads(base: str, num_classes: int, input_size: int, opts: dict) -> list[nn.Sequential]:
     """A fresh auxiliary head for every block of `base` (the greedy method trains block j with head j)."""
     r = recipe(base)
-    return [aux_head(row["cout"], row["resolution"], r["k"], num_classes, opts,
-                     downsamplings=row["downsamplings"], bn=r["bn"]) for row in layout(base, input_size, opts)]
+    return [
+        aux_head(
+            row["cout"], row["resolution"], r["k"], num_classes, opts, downsamplings=row["downsamplings"], bn=r["bn"]
+        )
+        for row in layout(base, input_size, opts)
+    ]
 
 
 def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockNet:
@@ -130,7 +153,8 @@ def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockN
         blocks.append(TrunkBlock(cin, row["cout"], row["psi"], bias=j == 0 and not r["bn"], bn=r["bn"], opts=opts))
         cin = row["cout"]
     last = rows[-1]
-    head = aux_head(last["cout"], last["resolution"], r["k"], num_classes, opts,
-                    downsamplings=last["downsamplings"], bn=r["bn"])
+    head = aux_head(
+        last["cout"], last["resolution"], r["k"], num_classes, opts, downsamplings=last["downsamplings"], bn=r["bn"]
+    )
     names = [f"conv{j + 1}" for j in range(len(blocks))]
     return BlockNet(blocks, head, (in_channels, input_size, input_size), num_classes, block_names=names)

@@ -1,4 +1,5 @@
-"""Conneau et al.'s very deep CNN (VD-CNN) for character-level text classification (methods.md 3.6).
+"""Conneau et al.'s very deep CNN (VD-CNN) for character-level text classification
+(docs/methods/si-forward.md#36-vd-cnn).
 
 Input: a LongTensor B x L of character indices (L = input_size, 1024 in this suite). Index 0 is padding (its
 embedding is held at zero, padding_idx=0); the vocabulary is the data layer's (bench.data.text.VOCAB_SIZE = 69:
@@ -11,7 +12,8 @@ opts["vocab_size"] overrides it).
        the length halved between stages, the width doubled by the next stage's first conv
     -> k-max pooling (k=8, temporal order kept) -> FC 2048 -> ReLU -> FC 2048 -> ReLU -> FC K
 
-Blocks (the unit layer-wise training trains, methods.md 3.5 item 4): block 0 = the embedding with the temporal conv
+Blocks (the unit layer-wise training trains, docs/methods/si-forward.md#35-ambiguities item 4): block 0 = the embedding
+with the temporal conv
 ("embed_conv"), then every conv (Conv1d + BN + ReLU) is its own block ("s<stage>c<conv>"), and the downsampling
 between stages belongs to the stage's last conv. So a depth-d model has d blocks and d Conv1d layers.
 
@@ -23,6 +25,7 @@ the temporal conv, which no BN follows, keeps its bias), stem_bn (False: Conneau
 adds BN + activation after it), init ("he": He-normal convs as in Conneau; "default": PyTorch's). Conneau's
 optional ResNet shortcuts are not built (off in the paper's best results and they would cross the per-conv blocks).
 """
+
 import torch
 from torch import nn
 
@@ -74,8 +77,9 @@ class EmbedConv(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(vocab, dim, padding_idx=0)
         self.conv = nn.Conv1d(dim, cout, 3, padding=1)
-        self.post = (nn.Sequential(nn.BatchNorm1d(cout), activation(opts)) if opts.get("stem_bn", False)
-                     else nn.Identity())
+        self.post = (
+            nn.Sequential(nn.BatchNorm1d(cout), activation(opts)) if opts.get("stem_bn", False) else nn.Identity()
+        )
 
     def forward(self, x):
         return self.post(self.conv(self.embedding(x).transpose(1, 2)))
@@ -86,8 +90,12 @@ class ConvBlock(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, stride: int, down: nn.Module | None, opts: dict):
         bn = opts.get("bn", True)
-        layers = [nn.Conv1d(cin, cout, 3, stride=stride, padding=1, bias=opts.get("conv_bias", not bn)),
-                  nn.BatchNorm1d(cout) if bn else nn.Identity(), activation(opts), conv_dropout(opts)]
+        layers = [
+            nn.Conv1d(cin, cout, 3, stride=stride, padding=1, bias=opts.get("conv_bias", not bn)),
+            nn.BatchNorm1d(cout) if bn else nn.Identity(),
+            activation(opts),
+            conv_dropout(opts),
+        ]
         if down is not None:
             layers.append(down)
         super().__init__(*layers)
@@ -98,10 +106,17 @@ def head(channels: int, num_classes: int, opts: dict) -> nn.Sequential:
     hidden = width(FC_WIDTH, mult)
     p = float(opts.get("head_dropout", opts.get("dropout", 0.0)))
     drop = (lambda: nn.Dropout(p)) if p > 0 else nn.Identity
-    return nn.Sequential(KMaxPool1d(K_MAX), nn.Flatten(),
-                         nn.Linear(channels * K_MAX, hidden), activation(opts), drop(),
-                         nn.Linear(hidden, hidden), activation(opts), drop(),
-                         nn.Linear(hidden, num_classes))
+    return nn.Sequential(
+        KMaxPool1d(K_MAX),
+        nn.Flatten(),
+        nn.Linear(channels * K_MAX, hidden),
+        activation(opts),
+        drop(),
+        nn.Linear(hidden, hidden),
+        activation(opts),
+        drop(),
+        nn.Linear(hidden, num_classes),
+    )
 
 
 def he_init(model: nn.Module) -> None:
@@ -138,10 +153,12 @@ def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockN
             names.append(f"s{s + 1}c{c + 1}")
             cin = cout
     if length < K_MAX:
-        raise ValueError(f"{base}: a {input_size}-character input is too short ({length} steps left for {K_MAX}-max "
-                         "pooling)")
-    net = BlockNet(blocks, head(cin, num_classes, opts), (input_size,), num_classes, block_names=names,
-                   input_dtype=torch.long)
+        raise ValueError(
+            f"{base}: a {input_size}-character input is too short ({length} steps left for {K_MAX}-max pooling)"
+        )
+    net = BlockNet(
+        blocks, head(cin, num_classes, opts), (input_size,), num_classes, block_names=names, input_dtype=torch.long
+    )
     if opts.get("init", "he") == "he":
         he_init(net)
     return net

@@ -1,10 +1,12 @@
 """VGG networks from stage lists: conv widths per resolution stage, a 2x2 max-pool after each stage.
 
 Each block is one 3x3 conv -> BN -> activation -> dropout, plus the max-pool when it ends a stage. A hierarchy
-([convs per stage]) extends a base by repeating each stage's output width (methods.md 1.5), so Ma et al.'s
+([convs per stage]) extends a base by repeating each stage's output width (docs/methods/predsim.md#15-hierarchies), so
+Ma et al.'s
 VGG16_e1 [3,3,4,4,4] is VGG16 with one more conv per stage. Conv widths are scaled by width_mult x feat_mult
 (`common.conv_mult`: feat_mult is the N&E code's --feat-mult), the hidden FC widths by width_mult alone.
 """
+
 from torch import nn
 
 from bench.models.common import BlockNet, activation, classifier, conv_mult, dropout, width
@@ -54,4 +56,6 @@ def build(base, hierarchy, in_channels, num_classes, input_size, opts) -> BlockN
         size //= 2
     if size < 1:
         raise ValueError(f"{base}: {input_size}-px input is too small for {len(BASES[base])} pools")
-    return BlockNet(blocks, classifier(cin, size, num_classes, opts), (in_channels, input_size, input_size), num_classes)
+    return BlockNet(
+        blocks, classifier(cin, size, num_classes, opts), (in_channels, input_size, input_size), num_classes
+    )

@@ -7,6 +7,7 @@ with two more kinds of lines per paper:
   suite's loss; whether its literal and primary SI runs diverged in the real-data profiles whose result files are
   present).
 """
+
 import re
 import sys
 from collections import defaultdict
@@ -48,15 +49,22 @@ def implied_epochs_findings(rows: list[dict] | None = None, calibration: dict | 
             out[r["paper"]].append(f"IMPLIED {r['claim']}: printed {printed}: no implied epochs, {r['skipped']}")
             continue
         stages = r["stage_epochs"]
-        configured = f"{r['epochs']:,} epochs" if len(stages) == 1 else \
-            f"{r['epochs']:,} epochs ({_schedule(stages)}, all stages together)"
-        where = (f"on the stated {gpu}" + (" (a calibration cell)" if r["claim"] in cells else "")
-                 if r["hardware_stated"] else f"assuming a GPU like the calibration's {gpu} (the paper states none)")
+        configured = (
+            f"{r['epochs']:,} epochs"
+            if len(stages) == 1
+            else f"{r['epochs']:,} epochs ({_schedule(stages)}, all stages together)"
+        )
+        where = (
+            f"on the stated {gpu}" + (" (a calibration cell)" if r["claim"] in cells else "")
+            if r["hardware_stated"]
+            else f"assuming a GPU like the calibration's {gpu} (the paper states none)"
+        )
         out[r["paper"]].append(
             f"IMPLIED {r['claim']}: printed {printed} implies {_epochs(r['implied'])} epochs (q1-q3 "
             f"{_epochs(r['implied_q1'])}-{_epochs(r['implied_q3'])}, extremes {_epochs(r['implied_min'])}-"
             f"{_epochs(r['implied_max'])}) of the configured {configured} of {r['experiment']} "
-            f"({r['profile']} profile: {r['predicted_s']:,.0f} s at the median rate), {where}")
+            f"({r['profile']} profile: {r['predicted_s']:,.0f} s at the median rate), {where}"
+        )
     return dict(out)
 
 
@@ -83,15 +91,20 @@ def run_findings(results: Path | str = "results") -> dict[str, list[str]]:
     from bench.run.results import load_results
 
     one, ten = eq7_scaling()
-    lines = [f"RUNS karimi Eq. 7: as printed (a sum over anchors of squared-distance differences on raw features) "
-             f"it is unbounded below: scaling a layer's features by c scales J by c^2 (J = {one:g} on four points "
-             f"whose positives are nearer than their negatives, {ten:g} on the same points times 10), so minimising "
-             "it drives the feature norms to infinity; the suite judges the cells on the triplet-loss reading "
-             "(bench/grids/karimi.yaml) and runs Eq. 7 as printed as the `-literal` companion"]
+    lines = [
+        f"RUNS karimi Eq. 7: as printed (a sum over anchors of squared-distance differences on raw features) "
+        f"it is unbounded below: scaling a layer's features by c scales J by c^2 (J = {one:g} on four points "
+        f"whose positives are nearer than their negatives, {ten:g} on the same points times 10), so minimising "
+        "it drives the feature norms to infinity; the suite judges the cells on the triplet-loss reading "
+        "(bench/grids/karimi.yaml) and runs Eq. 7 as printed as the `-literal` companion"
+    ]
     for profile in REAL_DATA_PROFILES:
         runs = load_results(profile, ex.seeds(profile), results)
-        mine = {k: r for k, r in runs.items() if k[0].startswith("karimi-") and ex.get(k[0]).method in
-                ("si_forward", "fb_si")}
+        mine = {
+            k: r
+            for k, r in runs.items()
+            if k[0].startswith("karimi-") and ex.get(k[0]).method in ("si_forward", "fb_si")
+        }
         literal = [r for (eid, _), r in mine.items() if ex.get(eid).variant == "literal"]
         primary = [r for (eid, _), r in mine.items() if ex.get(eid).variant == ""]
         if not literal and not primary:
@@ -104,7 +117,8 @@ def run_findings(results: Path | str = "results") -> dict[str, list[str]]:
             f"{len(literal)} runs of Eq. 7 as printed (`-literal`) DIVERGED"
             + (f" (at epoch {epochs[0]}-{epochs[-1]})" if epochs else "")
             + f"; {len(primary) - len(bad)} of {len(primary)} runs of the primary reading (SI forward and "
-            "forward-backward) finished" + (f", not: {', '.join(bad)}" if bad else ", none diverged"))
+            "forward-backward) finished" + (f", not: {', '.join(bad)}" if bad else ", none diverged")
+        )
     return {"karimi": lines}
 
 
@@ -137,16 +151,23 @@ def audit_path(out: Path, total: int, replace: bool) -> Path:
     if m and int(m.group(1)) <= total:
         return out
     beside = out.with_name(out.stem + ".partial.md")
-    print(f"bench audit: {out} has {m.group(1) if m else 'an unreadable number of'} findings, this run {total} (the "
-          f"result files its RUNS findings read are absent here): wrote {beside} instead; --replace writes over it",
-          file=sys.stderr)
+    print(
+        f"bench audit: {out} has {m.group(1) if m else 'an unreadable number of'} findings, this run {total} (the "
+        f"result files its RUNS findings read are absent here): wrote {beside} instead; --replace writes over it",
+        file=sys.stderr,
+    )
     return beside
 
 
-def write_audit(path: Path | str = "reports/audit.md", found: dict[str, list[str]] | None = None,
-                implied: dict[str, list[str]] | None = None, calibration: dict | None = None,
-                runs: dict[str, list[str]] | None = None, results: Path | str | None = None,
-                replace: bool = True) -> Path:
+def write_audit(
+    path: Path | str = "reports/audit.md",
+    found: dict[str, list[str]] | None = None,
+    implied: dict[str, list[str]] | None = None,
+    calibration: dict | None = None,
+    runs: dict[str, list[str]] | None = None,
+    results: Path | str | None = None,
+    replace: bool = True,
+) -> Path:
     """`implied`: the implied-epochs lines per paper (default: implied_epochs_findings(), which counts the models'
     MACs the first time: cached on disk by bench.plan); `calibration`: the printed calibration they were read at."""
     found = findings(augmented=augmented) if found is None else found
@@ -163,33 +184,43 @@ def write_audit(path: Path | str = "reports/audit.md", found: dict[str, list[str
     total = sum(len(v) for v in found.values())
     path = audit_path(Path(path), total, replace)
     counts = result_counts(results) if results is not None else {}
-    source = ("Generated from the registry and the result files of the real-data profiles under "
-              f"`{Path(results).as_posix()}/` ({', '.join(f'{p}: {n:,}' for p, n in counts.items())})."
-              if results is not None else "Generated from the registry (and the RUNS findings given).")
-    lines = ["# Audit of the papers' printed numbers", "",
-             "Computed by `bench audit` from the claims registry alone (no training): every derived cell recomputed "
-             "from the cells it derives from, allowing for the rounding of each printed number; the averages the "
-             "text states; configurations printed twice; impossible or suspicious prints (a seconds field of 60 or "
-             "more, accuracies at chance level, identical columns); and every headline claim of the paper "
-             "(`bench/claims/headlines.yaml`) applied to the printed numbers: a claim that does not hold as printed "
-             "is a finding. Each finding names the registry rows (`bench/claims/<paper>.csv`, column `id`). "
-             "Findings marked RUNS come from the suite itself: a property of a printed formula computed with the "
-             "suite's implementation of it, and what the runs of the real-data profiles (check, scaled, paper) "
-             "whose result files are present showed.", "",
-             "Implied epochs: every printed training time read backwards through `bench plan`'s cost model "
-             "(bench.cost.plan.implied_epochs): the configured schedule of the cell's experiment in the `paper` profile, "
-             f"its seconds at the median rate of the printed calibration ({calibration['rate']:.3g} forward-MAC "
-             f"units/s; quartiles {calibration['rate_q1']:.3g}-{calibration['rate_q3']:.3g}, extremes "
-             f"{calibration['rate_min']:.3g}-{calibration['rate_max']:.3g}; fitted on {len(calibration['cells'])} "
-             f"backprop times printed for {', '.join(calibration.get('gpu') or calibration['hardware'])}), and the "
-             "epochs that would fill the printed time: configured epochs x printed / predicted seconds, at the "
-             "quartile rates (a faster GPU, more epochs) and the extremes. A staged method's epochs are all its "
-             "stages' epochs together. For a paper that does not state its GPU the figures assume one like the "
-             "calibration's. Small models run far below the median rate (per-sample costs that do not scale with "
-             "MACs), so their implied epochs overstate; Learn & Drop and Freezing are counted without drops (a run "
-             "decides them), an upper bound on their cost, so theirs understate.", "",
-             f"{total} findings. {sum(len(v) for v in implied.values())} printed training times with their implied "
-             "epochs.", "", source, ""]
+    source = (
+        "Generated from the registry and the result files of the real-data profiles under "
+        f"`{Path(results).as_posix()}/` ({', '.join(f'{p}: {n:,}' for p, n in counts.items())})."
+        if results is not None
+        else "Generated from the registry (and the RUNS findings given)."
+    )
+    lines = [
+        "# Audit of the papers' printed numbers",
+        "",
+        "Computed by `bench audit` from the claims registry alone (no training): every derived cell recomputed "
+        "from the cells it derives from, allowing for the rounding of each printed number; the averages the "
+        "text states; configurations printed twice; impossible or suspicious prints (a seconds field of 60 or "
+        "more, accuracies at chance level, identical columns); and every headline claim of the paper "
+        "(`bench/claims/headlines.yaml`) applied to the printed numbers: a claim that does not hold as printed "
+        "is a finding. Each finding names the registry rows (`bench/claims/<paper>.csv`, column `id`). "
+        "Findings marked RUNS come from the suite itself: a property of a printed formula computed with the "
+        "suite's implementation of it, and what the runs of the real-data profiles (check, scaled, paper) "
+        "whose result files are present showed.",
+        "",
+        "Implied epochs: every printed training time read backwards through `bench plan`'s cost model "
+        "(bench.cost.plan.implied_epochs): the configured schedule of the cell's experiment in the `paper` profile, "
+        f"its seconds at the median rate of the printed calibration ({calibration['rate']:.3g} forward-MAC "
+        f"units/s; quartiles {calibration['rate_q1']:.3g}-{calibration['rate_q3']:.3g}, extremes "
+        f"{calibration['rate_min']:.3g}-{calibration['rate_max']:.3g}; fitted on {len(calibration['cells'])} "
+        f"backprop times printed for {', '.join(calibration.get('gpu') or calibration['hardware'])}), and the "
+        "epochs that would fill the printed time: configured epochs x printed / predicted seconds, at the "
+        "quartile rates (a faster GPU, more epochs) and the extremes. A staged method's epochs are all its "
+        "stages' epochs together. For a paper that does not state its GPU the figures assume one like the "
+        "calibration's. Small models run far below the median rate (per-sample costs that do not scale with "
+        "MACs), so their implied epochs overstate; Learn & Drop and Freezing are counted without drops (a run "
+        "decides them), an upper bound on their cost, so theirs understate.",
+        "",
+        f"{total} findings. {sum(len(v) for v in implied.values())} printed training times with their implied epochs.",
+        "",
+        source,
+        "",
+    ]
     for paper, items in found.items():
         lines += [f"## {paper}: {meta[paper]['citation'] if paper in meta else ''}", ""]
         lines += [f"- {item}" for item in items] or ["- no finding"]
@@ -220,6 +251,9 @@ def run_audit(out: Path | str = "reports/audit.md", results: Path | str = "resul
         for item in items + runs.get(paper, []) + implied.get(paper, []):
             print(f"{paper}: {item}")
     path = write_audit(out, found, implied, runs=runs, results=results, replace=replace)
-    print(f"{sum(len(v) for v in found.values())} findings, {sum(len(v) for v in implied.values())} printed "
-          f"training times with their implied epochs -> {path}", file=sys.stderr)
+    print(
+        f"{sum(len(v) for v in found.values())} findings, {sum(len(v) for v in implied.values())} printed "
+        f"training times with their implied epochs -> {path}",
+        file=sys.stderr,
+    )
     return path

@@ -4,6 +4,7 @@
   95 % interval, coloured by verdict, over its band (bench/tolerances.yaml);
 * per-epoch curves of the runs a grid's `epoch_figures` names (Learn & Drop's Figures 5-6), their y axes from 0.
 """
+
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -11,13 +12,31 @@ from pathlib import Path
 from bench import experiments as ex
 from bench.run.results import load_results
 
-PANEL_METRICS = ["test_accuracy", "test_error", "time_saving_pct", "flops_reduction_pct", "train_time", "memory",
-                 "flops"]
-VERDICT_COLOURS = {"REPRODUCED": "tab:green", "BETTER": "tab:blue", "NOT REPRODUCED": "tab:red",
-                   "INCONCLUSIVE": "tab:orange", "NOT COMPARABLE": "tab:gray"}
-TITLES = {"test_accuracy": "test accuracy (%)", "test_error": "test error (%)", "time_saving_pct": "time saving (%)",
-          "flops_reduction_pct": "FLOPs reduction (%)", "train_time": "training time", "memory": "memory",
-          "flops": "FLOPs (MMac)"}
+PANEL_METRICS = [
+    "test_accuracy",
+    "test_error",
+    "time_saving_pct",
+    "flops_reduction_pct",
+    "train_time",
+    "memory",
+    "flops",
+]
+VERDICT_COLOURS = {
+    "REPRODUCED": "tab:green",
+    "BETTER": "tab:blue",
+    "NOT REPRODUCED": "tab:red",
+    "INCONCLUSIVE": "tab:orange",
+    "NOT COMPARABLE": "tab:gray",
+}
+TITLES = {
+    "test_accuracy": "test accuracy (%)",
+    "test_error": "test error (%)",
+    "time_saving_pct": "time saving (%)",
+    "flops_reduction_pct": "FLOPs reduction (%)",
+    "train_time": "training time",
+    "memory": "memory",
+    "flops": "FLOPs (MMac)",
+}
 
 
 def _pyplot():
@@ -44,7 +63,7 @@ def claimed_vs_reproduced(rows: list[dict], path: Path, title: str) -> bool:
     cols = min(3, len(panels))
     rows_ = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows_, cols, figsize=(4.2 * cols, 4.2 * rows_), squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for ax, metric in zip(axes.flat, panels):
         pts = [r for r in rows if r["metric"] == metric and not math.isnan(r["mean"])]
@@ -55,21 +74,40 @@ def claimed_vs_reproduced(rows: list[dict], path: Path, title: str) -> bool:
         xs = [lo * (hi / lo) ** (i / 100) if log else lo + (hi - lo) * i / 100 for i in range(101)]
         banded = [r for r in pts if r["band_high"] > r["band_low"]]
         if banded:  # each cell's own band (bench/tolerances.yaml: it depends on the printed value and its digits)
-            ax.vlines([r["claimed"] for r in banded], [r["band_low"] for r in banded],
-                      [r["band_high"] for r in banded], color="0.8", lw=5, label="band of each cell")
+            ax.vlines(
+                [r["claimed"] for r in banded],
+                [r["band_low"] for r in banded],
+                [r["band_high"] for r in banded],
+                color="0.8",
+                lw=5,
+                label="band of each cell",
+            )
         ax.plot(xs, xs, "k--", lw=0.7)
         for verdict in sorted({r["verdict"] for r in pts}):
             sel = [r for r in pts if r["verdict"] == verdict]
-            err = [[0 if math.isnan(r["ci_low"]) else r["mean"] - r["ci_low"] for r in sel],
-                   [0 if math.isnan(r["ci_high"]) else r["ci_high"] - r["mean"] for r in sel]]
-            ax.errorbar([r["claimed"] for r in sel], [r["mean"] for r in sel], yerr=err, fmt="o", ms=3.5,
-                        color=VERDICT_COLOURS.get(verdict, "black"), label=f"{verdict} ({len(sel)})")
+            err = [
+                [0 if math.isnan(r["ci_low"]) else r["mean"] - r["ci_low"] for r in sel],
+                [0 if math.isnan(r["ci_high"]) else r["ci_high"] - r["mean"] for r in sel],
+            ]
+            ax.errorbar(
+                [r["claimed"] for r in sel],
+                [r["mean"] for r in sel],
+                yerr=err,
+                fmt="o",
+                ms=3.5,
+                color=VERDICT_COLOURS.get(verdict, "black"),
+                label=f"{verdict} ({len(sel)})",
+            )
         if log:
             ax.set_xscale("log")
             ax.set_yscale("log")
         units = sorted({r["unit"] for r in pts})
-        ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=f"printed ({', '.join(units)})",
-               ylabel="reproduced: mean, 95 % interval")
+        ax.set(
+            xlim=(lo, hi),
+            ylim=(lo, hi),
+            xlabel=f"printed ({', '.join(units)})",
+            ylabel="reproduced: mean, 95 % interval",
+        )
         ax.set_title(TITLES[metric], fontsize=10)
         ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(title, fontsize=10)
@@ -92,15 +130,16 @@ def epoch_figures(paper: str, results: Path | str, profile: str, seeds: list[int
     runs = load_results(profile, seeds, results)
     experiments = ex.experiments()
     by_config = defaultdict(dict)
-    for (eid, seed), r in sorted(runs.items(), key=lambda kv: kv[0][1]):
+    for (eid, _seed), r in sorted(runs.items(), key=lambda kv: kv[0][1]):
         exp = experiments.get(eid)
         if exp and exp.paper == paper and exp.method in spec["methods"] and r.get("status") == "FINISHED":
             by_config[(exp.dataset, exp.model)].setdefault(exp.method, r)
     written = []
     for dataset in sorted({d for d, _ in by_config}):
         models = sorted(m for d, m in by_config if d == dataset)
-        fig, axes = plt.subplots(len(models), len(spec["metrics"]), figsize=(4.5 * len(spec["metrics"]), 2.2 * len(models)),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            len(models), len(spec["metrics"]), figsize=(4.5 * len(spec["metrics"]), 2.2 * len(models)), squeeze=False
+        )
         for row, model in zip(axes, models):
             for ax, metric in zip(row, spec["metrics"]):
                 for method in spec["methods"]:
@@ -120,8 +159,10 @@ def epoch_figures(paper: str, results: Path | str, profile: str, seeds: list[int
         axes[0][0].legend(fontsize=7)
         for ax in axes[-1]:
             ax.set_xlabel("epoch", fontsize=8)
-        fig.suptitle(f"{paper} {dataset} ({profile}, seed {next(iter(by_config[(dataset, models[0])].values()))['seed']})",
-                     fontsize=10)
+        fig.suptitle(
+            f"{paper} {dataset} ({profile}, seed {next(iter(by_config[(dataset, models[0])].values()))['seed']})",
+            fontsize=10,
+        )
         fig.tight_layout()
         path = out_dir / "figures" / f"{paper}_{dataset}_per_epoch.png"
         _save(fig, path)

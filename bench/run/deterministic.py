@@ -8,6 +8,7 @@ backend and reported side by side; the grid names the primary one (convention an
 and that one gives the cell its reproduced value. Measurements always use the full width, whatever the
 profile: they cost a few forward passes and the cells are exact claims.
 """
+
 import copy
 import fnmatch
 from pathlib import Path
@@ -68,8 +69,13 @@ def build(paper: str, model: str, convention: dict):
 
     cfg = convention_config(paper, model, convention)
     info = DATASETS[convention["dataset"]]
-    return build_model(cfg["architecture"], cfg.get("in_channels", info.channels),
-                       cfg.get("num_classes", info.num_classes), cfg["input_size"], cfg["model"])
+    return build_model(
+        cfg["architecture"],
+        cfg.get("in_channels", info.channels),
+        cfg.get("num_classes", info.num_classes),
+        cfg["input_size"],
+        cfg["model"],
+    )
 
 
 def measure(mid: str) -> dict:
@@ -89,14 +95,31 @@ def measure(mid: str) -> dict:
         net = build(paper, model, convention)
         with torch.device("meta"):  # shapes only: the same 'pytorch' and 'aten' counts in a fraction of the time
             shapes_only = build(paper, model, convention)
-        macs = {backend: forward_macs(net if backend == "pytorch+functional" else shapes_only, backend)
-                for backend in FLOPS_BACKENDS}
-        rows.append({"name": convention["name"], "dataset": convention["dataset"],
-                     "input_shape": list(net.input_shape), "num_classes": net.num_classes,
-                     "params_total": count_parameters(net)["total"], "params_parts": part_parameters(net),
-                     "macs": macs, "flops": {b: 2 * v for b, v in macs.items()}})
-    return {"id": mid, "paper": paper, "model": model, "primary": s["primary"], "why": s["why"],
-            "conventions": rows, "code_version": code_version()}
+        macs = {
+            backend: forward_macs(net if backend == "pytorch+functional" else shapes_only, backend)
+            for backend in FLOPS_BACKENDS
+        }
+        rows.append(
+            {
+                "name": convention["name"],
+                "dataset": convention["dataset"],
+                "input_shape": list(net.input_shape),
+                "num_classes": net.num_classes,
+                "params_total": count_parameters(net)["total"],
+                "params_parts": part_parameters(net),
+                "macs": macs,
+                "flops": {b: 2 * v for b, v in macs.items()},
+            }
+        )
+    return {
+        "id": mid,
+        "paper": paper,
+        "model": model,
+        "primary": s["primary"],
+        "why": s["why"],
+        "conventions": rows,
+        "code_version": code_version(),
+    }
 
 
 def primary(result: dict) -> dict:
@@ -125,7 +148,8 @@ def inventory(paper: str | None = None, progress=None) -> list[dict]:
     from collections import defaultdict
 
     from bench.claims.datasets import DATASETS
-    from bench.models import build_model, missing_reason as model_missing
+    from bench.models import build_model
+    from bench.models import missing_reason as model_missing
     from bench.run.measure import count_parameters, forward_macs
 
     uses = defaultdict(list)
@@ -141,14 +165,28 @@ def inventory(paper: str | None = None, progress=None) -> list[dict]:
         cfg, _ = ex.paper_config(ex.Experiment(p, dataset, model, "backprop"))
         info = DATASETS[dataset]
         shape = (cfg["input_size"],) if info.kind == "text" else (info.channels, cfg["input_size"], cfg["input_size"])
-        row = {"paper": p, "model": model, "dataset": dataset, "input": "x".join(map(str, shape)),
-               "classes": info.num_classes, "params": "", "mmac": "", "cells": cells, "note": ""}
+        row = {
+            "paper": p,
+            "model": model,
+            "dataset": dataset,
+            "input": "x".join(map(str, shape)),
+            "classes": info.num_classes,
+            "params": "",
+            "mmac": "",
+            "cells": cells,
+            "note": "",
+        }
         why = model_missing(cfg["architecture"])
         if why:
             row["note"] = why
         else:
-            net = build_model(cfg["architecture"], info.channels, info.num_classes, cfg["input_size"],
-                              dict(cfg["model"], width_mult=1.0))
+            net = build_model(
+                cfg["architecture"],
+                info.channels,
+                info.num_classes,
+                cfg["input_size"],
+                dict(cfg["model"], width_mult=1.0),
+            )
             row["params"] = count_parameters(net)["total"]
             row["mmac"] = forward_macs(net) / 1e6
         rows.append(row)
@@ -160,28 +198,57 @@ def print_inventory(paper: str | None, fmt: str):
     import sys
 
     def progress(i, n, name):  # building and counting every model takes minutes: say where it is, on stderr
-        print(f"\rmodel {i + 1}/{n}: {name}".ljust(72)[:72], end="" if i + 1 < n else "\n", file=sys.stderr,
-              flush=True)
+        print(f"\rmodel {i + 1}/{n}: {name}".ljust(72)[:72], end="" if i + 1 < n else "\n", file=sys.stderr, flush=True)
 
-    rows = inventory(paper, progress=progress if sys.stderr.isatty() else
-                     lambda i, n, name: print(f"model {i + 1}/{n}: {name}", file=sys.stderr, flush=True)
-                     if i % 10 == 0 or i + 1 == n else None)
+    rows = inventory(
+        paper,
+        progress=progress
+        if sys.stderr.isatty()
+        else lambda i, n, name: (
+            print(f"model {i + 1}/{n}: {name}", file=sys.stderr, flush=True) if i % 10 == 0 or i + 1 == n else None
+        ),
+    )
     if fmt == "csv":
         import csv
 
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["paper", "model", "dataset", "input", "classes", "params", "mmac", "cells", "note"])
         for r in rows:
-            writer.writerow([r["paper"], r["model"], r["dataset"], r["input"], r["classes"], r["params"],
-                             f"{r['mmac']:.2f}" if r["mmac"] != "" else "", " ".join(r["cells"]), r["note"]])
+            writer.writerow(
+                [
+                    r["paper"],
+                    r["model"],
+                    r["dataset"],
+                    r["input"],
+                    r["classes"],
+                    r["params"],
+                    f"{r['mmac']:.2f}" if r["mmac"] != "" else "",
+                    " ".join(r["cells"]),
+                    r["note"],
+                ]
+            )
         return
     from tabulate import tabulate
 
-    table = [[r["paper"], r["model"], r["dataset"], r["input"], r["classes"],
-              f"{r['params']:,}" if r["params"] != "" else "-", f"{r['mmac']:,.2f}" if r["mmac"] != "" else "-",
-              len(r["cells"]), r["note"]] for r in rows]
-    print(tabulate(table, headers=["paper", "model", "dataset", "input", "classes", "parameters", "MMac", "cells",
-                                   "note"]))
+    table = [
+        [
+            r["paper"],
+            r["model"],
+            r["dataset"],
+            r["input"],
+            r["classes"],
+            f"{r['params']:,}" if r["params"] != "" else "-",
+            f"{r['mmac']:,.2f}" if r["mmac"] != "" else "-",
+            len(r["cells"]),
+            r["note"],
+        ]
+        for r in rows
+    ]
+    print(
+        tabulate(
+            table, headers=["paper", "model", "dataset", "input", "classes", "parameters", "MMac", "cells", "note"]
+        )
+    )
 
 
 def measure_to_file(mid: str, profile: str, results: Path | str = "results", out: Path | str | None = None) -> str:
@@ -198,5 +265,7 @@ def measure_to_file(mid: str, profile: str, results: Path | str = "results", out
     path = Path(out) if out else result_path(profile, mid, results)
     result_files.write_json_atomic(path, result)
     conv = primary(result)
-    return (f"{mid}: {conv['params_total']:,} parameters, {conv['macs'][result['primary']['backend']] / 1e6:,.2f} MMac "
-            f"({conv['name']}, {result['primary']['backend']}); {len(result['conventions'])} conventions -> {path}")
+    return (
+        f"{mid}: {conv['params_total']:,} parameters, {conv['macs'][result['primary']['backend']] / 1e6:,.2f} MMac "
+        f"({conv['name']}, {result['primary']['backend']}); {len(result['conventions'])} conventions -> {path}"
+    )

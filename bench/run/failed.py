@@ -1,5 +1,6 @@
 """`bench failed`: the runs of a profile that failed for good (FAILED result files), to list, count or delete so
 that the workflow runs them again."""
+
 import json
 import sys
 
@@ -37,11 +38,16 @@ def failed(profile: str, results: str = "results", delete: bool = False, summary
             if len(lines) > 10:
                 print(f"  ... and {len(lines) - 10} more (bench failed --profile {profile})")
         if found:
-            print(f"bench: {len(found)} run(s) failed for good (the reports show them as FAILED); fix the cause, "
-                  f"then `bench failed --profile {profile} --delete` and run the workflow again", file=sys.stderr)
+            print(
+                f"bench: {len(found)} run(s) failed for good (the reports show them as FAILED); fix the cause, "
+                f"then `bench failed --profile {profile} --delete` and run the workflow again",
+                file=sys.stderr,
+            )
             raise SystemExit(1)
         return
     for line in found:
         print(line)
-    print(f"{len(found)} failed runs" + (" deleted: re-run the workflow to retry them" if delete and found else ""),
-          file=sys.stderr)
+    print(
+        f"{len(found)} failed runs" + (" deleted: re-run the workflow to retry them" if delete and found else ""),
+        file=sys.stderr,
+    )

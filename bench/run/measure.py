@@ -1,5 +1,6 @@
 """What the tables report besides accuracy, measured (never estimated): parameters, time, peak memory,
 and the hardware and code they were measured on."""
+
 import contextlib
 import os
 import platform
@@ -18,8 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def count_parameters(model: nn.Module) -> dict:
     """Counted by the suite itself (ptflops skips frozen ones): all parameters and the trainable ones."""
     params = list(model.parameters())
-    return {"total": sum(p.numel() for p in params),
-            "trainable": sum(p.numel() for p in params if p.requires_grad)}
+    return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
 
 def part_parameters(model: nn.Module) -> dict:
@@ -94,10 +94,17 @@ def forward_macs(model: nn.Module, backend: str = "pytorch", copy_model: bool = 
     shape = tuple(model.input_shape)
     dtype = getattr(model, "input_dtype", torch.float32)
     make_input = (lambda res: torch.zeros((1, *res), dtype=dtype, device=home)) if dtype != torch.float32 else None
-    with torch.no_grad(), (meta_shape_passthrough() if on_meta else contextlib.nullcontext()):
-        macs, _ = get_model_complexity_info(clone, shape, as_strings=False, print_per_layer_stat=False,
-                                            input_constructor=make_input, backend=engine, verbose=False,
-                                            backend_specific_config=config)
+    with torch.no_grad(), meta_shape_passthrough() if on_meta else contextlib.nullcontext():
+        macs, _ = get_model_complexity_info(
+            clone,
+            shape,
+            as_strings=False,
+            print_per_layer_stat=False,
+            input_constructor=make_input,
+            backend=engine,
+            verbose=False,
+            backend_specific_config=config,
+        )
     return int(macs)
 
 
@@ -136,10 +143,18 @@ def peak_memory_mb(device: torch.device) -> dict:
     rss_mb = own_peak_rss_mb()
     now_mb = psutil.Process().memory_info().rss / 2**20
     if device.type == "cuda":
-        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20, "memory_kind": "cuda_peak_allocated",
-                "peak_host_rss_mb": rss_mb, "host_rss_after_mb": now_mb}
-    return {"peak_memory_mb": rss_mb, "memory_kind": "cpu_peak_rss", "peak_host_rss_mb": rss_mb,
-            "host_rss_after_mb": now_mb}
+        return {
+            "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+            "memory_kind": "cuda_peak_allocated",
+            "peak_host_rss_mb": rss_mb,
+            "host_rss_after_mb": now_mb,
+        }
+    return {
+        "peak_memory_mb": rss_mb,
+        "memory_kind": "cpu_peak_rss",
+        "peak_host_rss_mb": rss_mb,
+        "host_rss_after_mb": now_mb,
+    }
 
 
 def cpu_name() -> str:
@@ -165,10 +180,16 @@ def code_version() -> str:
     if os.environ.get("BENCH_CODE_VERSION"):
         return os.environ["BENCH_CODE_VERSION"]
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -179,15 +200,28 @@ def tf32_settings() -> dict:
     defaults unless changed: convolutions yes, matrix products no); recorded with every run."""
     conv = getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None)
     matmul = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
-    return {"tf32_conv": conv == "tf32" if conv not in (None, "none") else bool(torch.backends.cudnn.allow_tf32),
-            "tf32_matmul": matmul == "tf32" if matmul not in (None, "none")
-            else bool(torch.backends.cuda.matmul.allow_tf32)}
+    return {
+        "tf32_conv": conv == "tf32" if conv not in (None, "none") else bool(torch.backends.cudnn.allow_tf32),
+        "tf32_matmul": matmul == "tf32"
+        if matmul not in (None, "none")
+        else bool(torch.backends.cuda.matmul.allow_tf32),
+    }
 
 
 def environment(device: torch.device) -> dict:
     import bench
 
-    return {"device": device_name(device), "device_type": device.type, "torch": torch.__version__, **tf32_settings(),
-            "cuda": torch.version.cuda or "", "python": platform.python_version(), "platform": platform.platform(),
-            "host": socket.gethostname(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "bench_version": bench.__version__, "code_version": code_version()}
+    return {
+        "device": device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        **tf32_settings(),
+        "cuda": torch.version.cuda or "",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "bench_version": bench.__version__,
+        "code_version": code_version(),
+    }

@@ -9,12 +9,13 @@ the process (host, pid), the epoch done out of how many, the last epoch's metric
 a process that dies without a word (SIGKILL, out of memory) leaves `running` with a pid that no longer lives, which
 `bench status` reports as stopped.
 """
+
 import json
 import os
 import socket
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 PLAN_ENV = "BENCH_PLAN"  # a `bench plan --write` JSON: the workflow exports its config plan= as this
@@ -51,12 +52,13 @@ def plan_file(given=None) -> str | None:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class RunProgress:
     """One run's start line, epoch lines and progress file. Lines go to stderr through tqdm.write, so that they stay
     above a terminal's progress bars (which are shown only in a terminal); a job log gets the same lines."""
+
     METRICS = ("train_loss", "train_accuracy", "test_accuracy", "test_loss", "si")
 
     def __init__(self, out: Path, experiment: str, seed: int, profile: str, plan: str | None = None):
@@ -68,10 +70,23 @@ class RunProgress:
         self.done = 0  # epochs done when this process started (a resume)
         self.epoch = 0
         self.start = time.perf_counter()
-        self.state = {"experiment": experiment, "seed": seed, "profile": profile, "host": socket.gethostname(),
-                      "pid": os.getpid(), "started": now_iso(), "state": "starting", "epoch": 0, "epochs": None,
-                      "resumed_from_epoch": 0, "eta_s": None, "eta_source": None, "plan": self.plan,
-                      "plan_seconds": self.plan_seconds, "metrics": {}}
+        self.state = {
+            "experiment": experiment,
+            "seed": seed,
+            "profile": profile,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": now_iso(),
+            "state": "starting",
+            "epoch": 0,
+            "epochs": None,
+            "resumed_from_epoch": 0,
+            "eta_s": None,
+            "eta_source": None,
+            "plan": self.plan,
+            "plan_seconds": self.plan_seconds,
+            "metrics": {},
+        }
         self.write()
 
     @staticmethod
@@ -107,14 +122,26 @@ class RunProgress:
             epochs = f"{total - done} epochs to run" + (f" (of {total}, resumed after epoch {done})" if done else "")
         else:
             epochs = "epochs to run: unknown"
-        data_text = (f"{data.get('dataset')} loaded ({data.get('train_samples')} train / {data.get('test_samples')} "
-                     f"test, {data.get('source')})")
-        eta_text = f"ETA {hms(eta)} by the plan ({self.plan})" if eta is not None else \
-            "no ETA until an epoch ends (no plan: bench plan --write F, then --plan F or $BENCH_PLAN)"
+        data_text = (
+            f"{data.get('dataset')} loaded ({data.get('train_samples')} train / {data.get('test_samples')} "
+            f"test, {data.get('source')})"
+        )
+        eta_text = (
+            f"ETA {hms(eta)} by the plan ({self.plan})"
+            if eta is not None
+            else "no ETA until an epoch ends (no plan: bench plan --write F, then --plan F or $BENCH_PLAN)"
+        )
         model = f", {params:,} parameters" if params else ""
         self.say(f"{self.name} [{self.state['profile']}]: on {device}, {data_text}{model}; {epochs}; {eta_text}")
-        self.write(state="running", device=device, epochs=total, epoch=done, resumed_from_epoch=done, eta_s=eta,
-                   eta_source="plan" if eta is not None else None)
+        self.write(
+            state="running",
+            device=device,
+            epochs=total,
+            epoch=done,
+            resumed_from_epoch=done,
+            eta_s=eta,
+            eta_source="plan" if eta is not None else None,
+        )
 
     def epoch_line(self, record: dict) -> str:
         """epoch k/n, stage, losses, accuracies, SI, the epoch's time and an ETA (measured, else the plan's)."""
@@ -123,8 +150,12 @@ class RunProgress:
         parts = [f"{self.name}: epoch {epoch}" + (f"/{self.total}" if self.total else "")]
         if "stage" in record:
             parts.append(f"stage {int(record['stage'])}")
-        keys = (("train_loss", "train loss {:.4g}"), ("train_accuracy", "train acc {:.2f} %"),
-                ("test_accuracy", "test acc {:.2f} %"), ("si", "SI {:.3f}"))
+        keys = (
+            ("train_loss", "train loss {:.4g}"),
+            ("train_accuracy", "train acc {:.2f} %"),
+            ("test_accuracy", "test acc {:.2f} %"),
+            ("si", "SI {:.3f}"),
+        )
         parts += [fmt.format(record[k]) for k, fmt in keys if isinstance(record.get(k), (int, float))]
         if isinstance(record.get("epoch_time_s"), (int, float)):
             parts.append(f"{record['epoch_time_s']:.1f} s")
@@ -132,8 +163,14 @@ class RunProgress:
         if eta is not None and (not self.total or epoch < self.total):
             parts.append(f"ETA {hms(eta)}" + (" (plan)" if source == "plan" else ""))
         metrics = {k: record[k] for k in self.METRICS if isinstance(record.get(k), (int, float))}
-        self.write(state="running", epoch=epoch, eta_s=eta, eta_source=source, metrics=metrics,
-                   **({"stage": int(record["stage"])} if "stage" in record else {}))
+        self.write(
+            state="running",
+            epoch=epoch,
+            eta_s=eta,
+            eta_source=source,
+            metrics=metrics,
+            **({"stage": int(record["stage"])} if "stage" in record else {}),
+        )
         return ", ".join(parts)
 
     def eta(self) -> tuple[float | None, str | None]:
@@ -144,5 +181,9 @@ class RunProgress:
         return (eta, "plan") if eta is not None else (None, None)
 
     def ended(self, state: str, error: str | None = None):
-        self.write(state=state, eta_s=0.0 if state == "finished" else None, ended=now_iso(),
-                   **({"error": error} if error else {}))
+        self.write(
+            state=state,
+            eta_s=0.0 if state == "finished" else None,
+            ended=now_iso(),
+            **({"error": error} if error else {}),
+        )

@@ -21,6 +21,7 @@ ones the paper's grid lists today (names, datasets, input shapes), and every cou
 An invalid file contributes nothing: its cells read INVALID with the reason, and `bench aggregate` stops with a
 non-zero exit after writing them unless told to skip invalid files.
 """
+
 import json
 import math
 import os
@@ -30,8 +31,17 @@ from pathlib import Path
 from bench import experiments as ex
 
 STATUSES = ("FINISHED", "DIVERGED", "FAILED")
-REQUIRED = {"experiment": str, "seed": int, "profile": str, "status": str, "metrics": dict, "environment": dict,
-            "mlflow": dict, "config": dict, "epochs": list}
+REQUIRED = {
+    "experiment": str,
+    "seed": int,
+    "profile": str,
+    "status": str,
+    "metrics": dict,
+    "environment": dict,
+    "mlflow": dict,
+    "config": dict,
+    "epochs": list,
+}
 PERCENT = ("accuracy", "error")  # metric names holding a percentage
 NOT_NEGATIVE = ("_s", "_mb", "_time", "params", "macs", "flops", "epochs", "samples")
 
@@ -59,8 +69,9 @@ def _differences(a, b, prefix="") -> list[str]:
 
 def non_finite(metrics: dict) -> str:
     """The first metric that is a NaN or infinite number ('' when none is)."""
-    return next((k for k, v in metrics.items()
-                 if isinstance(v, float) and not isinstance(v, bool) and not math.isfinite(v)), "")
+    return next(
+        (k for k, v in metrics.items() if isinstance(v, float) and not isinstance(v, bool) and not math.isfinite(v)), ""
+    )
 
 
 def check_metrics(metrics: dict):
@@ -98,8 +109,10 @@ def validate(result, profile: str, experiment_id: str, seed: int, expected_confi
         drop = lambda c: {k: v for k, v in c.items() if k != "sources"}  # noqa: E731  provenance text only
         diff = _differences(drop(result["config"]), drop(expected_config))
         if diff:
-            raise Invalid(f"stale: trained under another config for this experiment and profile ({', '.join(diff[:3])}"
-                          f"{', ...' if len(diff) > 3 else ''} differ); rerun it")
+            raise Invalid(
+                f"stale: trained under another config for this experiment and profile ({', '.join(diff[:3])}"
+                f"{', ...' if len(diff) > 3 else ''} differ); rerun it"
+            )
     if result["status"] == "FINISHED":
         if "test_accuracy" not in result["metrics"]:
             raise Invalid("a FINISHED run without metrics.test_accuracy")
@@ -174,8 +187,10 @@ def validate_measurement(result, mid: str, paper: str, model: str, spec: dict, p
         raise Invalid(f"stale: measured under conventions {names}, the grid lists {want_names} today; rerun it")
     for conv, row in zip(conventions, rows):
         if row.get("dataset") != conv["dataset"]:
-            raise Invalid(f"stale: convention {conv['name']} measured on {row.get('dataset')!r}, the grid says "
-                          f"{conv['dataset']!r}; rerun it")
+            raise Invalid(
+                f"stale: convention {conv['name']} measured on {row.get('dataset')!r}, the grid says "
+                f"{conv['dataset']!r}; rerun it"
+            )
         counts = [("params_total", row.get("params_total"))]
         for group in ("params_parts", "macs", "flops"):
             if not isinstance(row.get(group), dict) or not row[group]:
@@ -203,9 +218,10 @@ def _read_json(path: Path):
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise Invalid(f"is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}: "
-                      f"{'empty or truncated' if not text.strip() or err.pos >= len(text.rstrip()) else 'corrupt'})"
-                      ) from None
+        raise Invalid(
+            f"is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}: "
+            f"{'empty or truncated' if not text.strip() or err.pos >= len(text.rstrip()) else 'corrupt'})"
+        ) from None
 
 
 def load_measurement(path: Path, mid: str, paper: str, model: str, spec: dict, parts=()) -> dict:

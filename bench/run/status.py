@@ -9,6 +9,7 @@ workflow's (`--only`, `--seeds` as its only=, seeds=). What remains is estimated
 its seconds for every job not finished, a running job's ETA instead of its estimate; without a plan, by the finished
 runs' mean wall time.
 """
+
 import fnmatch
 import json
 import os
@@ -95,8 +96,14 @@ def collect(profile: str, results="results", only: str = "", seeds=None) -> dict
         key = (str(progress.get("experiment")), progress.get("seed"))
         if key not in jobs and progress.get("state") in ("starting", "running") and _alive(progress):
             others[key] = progress
-    return {"profile": profile, "results": str(results), "experiments": len(experiments), "seeds": seed_list,
-            "jobs": jobs, "others": others}
+    return {
+        "profile": profile,
+        "results": str(results),
+        "experiments": len(experiments),
+        "seeds": seed_list,
+        "jobs": jobs,
+        "others": others,
+    }
 
 
 def _running_line(eid: str, seed: int, p: dict) -> str:
@@ -131,19 +138,23 @@ def describe(found: dict, plan: str | None = None) -> str:
     n = {s: len(by_state.get(s, [])) for s in ("running", "finished", "failed", "stopped", "to run")}
     diverged = sum(1 for _, r in by_state.get("finished", []) if r.get("status") == "DIVERGED")
     seeds = found["seeds"]
-    lines = [f"{profile}: {n['running']} running, {n['finished']} finished"
-             + (f" ({diverged} diverged)" if diverged else "")
-             + f", {n['failed']} failed, {n['stopped']} stopped, {n['to run']} to run "
-             f"({_n(len(counted), 'job')}: {_n(found['experiments'], 'experiment')} x {_n(len(seeds), 'seed')}, "
-             f"under {Path(found['results']) / profile})"]
+    lines = [
+        f"{profile}: {n['running']} running, {n['finished']} finished"
+        + (f" ({diverged} diverged)" if diverged else "")
+        + f", {n['failed']} failed, {n['stopped']} stopped, {n['to run']} to run "
+        f"({_n(len(counted), 'job')}: {_n(found['experiments'], 'experiment')} x {_n(len(seeds), 'seed')}, "
+        f"under {Path(found['results']) / profile})"
+    ]
     if by_state.get("running"):
         lines.append("running:")
         lines += [_running_line(eid, seed, p) for (eid, seed), p in sorted(by_state["running"], key=str)]
     if found["others"]:
         lines.append("running, besides these jobs:")
         lines += [_running_line(eid, seed, p) for (eid, seed), p in sorted(found["others"].items(), key=str)]
-    for state, title in (("failed", "failed (a FAILED result file: for good; else an attempt that may be retried):"),
-                         ("stopped", "stopped (interrupted or killed; its next run resumes from its checkpoint):")):
+    for state, title in (
+        ("failed", "failed (a FAILED result file: for good; else an attempt that may be retried):"),
+        ("stopped", "stopped (interrupted or killed; its next run resumes from its checkpoint):"),
+    ):
         listed = sorted(by_state.get(state, []), key=str)
         if listed:
             lines.append(title)
@@ -204,19 +215,24 @@ def remaining(found: dict, by_state: dict, plan: str | None) -> str:
         walls = [r.get("metrics", {}).get("wall_time_s") for _, r in by_state.get("finished", [])]
         walls = [w for w in walls if isinstance(w, (int, float))]
         if not walls:
-            return (f"what remains: {_n(len(left), 'job')}; no plan for an estimate (bench plan --profile "
-                    f"{found['profile']} --write F, then --plan F, or the workflow's plan=F)")
+            return (
+                f"what remains: {_n(len(left), 'job')}; no plan for an estimate (bench plan --profile "
+                f"{found['profile']} --write F, then --plan F, or the workflow's plan=F)"
+            )
         mean = sum(walls) / len(walls)
         total = mean * len(left)
-        text = (f"what remains: ~{hms(total)} of job time for {_n(len(left), 'job')} at the finished runs' mean of "
-                f"{mean:.1f} s (no plan: bench plan --write F, then --plan F)")
+        text = (
+            f"what remains: ~{hms(total)} of job time for {_n(len(left), 'job')} at the finished runs' mean of "
+            f"{mean:.1f} s (no plan: bench plan --write F, then --plan F)"
+        )
     if len(running) > 1:
         text += f"; ~{hms(total / len(running))} with {len(running)} jobs at once"
     return text
 
 
-def watch(profile: str, results="results", plan: str | None = None, only: str = "", seeds=None,
-          every: float | None = None):
+def watch(
+    profile: str, results="results", plan: str | None = None, only: str = "", seeds=None, every: float | None = None
+):
     """Print the status once, or every `every` seconds until Ctrl-C (in a terminal, in place of the last one)."""
     while True:
         text = describe(collect(profile, results, only, seeds), plan)

@@ -16,16 +16,17 @@ file records (results copied from another machine, a store deleted or moved, a j
 store), the file's `mlflow` block is updated to point at it, so that reports link to runs this store holds; the
 rest of the file is untouched. Copying `results/` from several machines and syncing once merges them.
 """
+
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import BenchError
 from bench import experiments as ex
 from bench.run import results as result_files
 from bench.run import track
+from bench.run.epoch_log import EPOCH_KEYS
 from bench.run.results import write_json_atomic
-from bench.run.runner import EPOCH_KEYS
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 
@@ -51,15 +52,16 @@ def final_points(result: dict, cell_keys=frozenset()) -> dict:
     `cell_keys` (track.cell_metrics), at the time it logged them (else the run's end)."""
     stamp = result["mlflow"].get("final_time_ms") or _ms(result["finished"])
     cells = track.cell_metrics(cell_keys, result["metrics"], result.get("config", {}), result.get("epochs", []))
-    return {m.key: m for m in track.metric_items({**{f"final_{k}": v for k, v in result["metrics"].items()}, **cells},
-                                                 0, stamp)}
+    return {
+        m.key: m
+        for m in track.metric_items({**{f"final_{k}": v for k, v in result["metrics"].items()}, **cells}, 0, stamp)
+    }
 
 
 def expected_tags(result: dict, claims: dict) -> dict:
     exp = ex.get(result["experiment"])
     cells = [claims[c] for c in result.get("cells", []) if c in claims]
-    tags = track.run_tags(exp, result["seed"], result["profile"], cells, result["environment"],
-                          result.get("data", {}))
+    tags = track.run_tags(exp, result["seed"], result["profile"], cells, result["environment"], result.get("data", {}))
     tags["mlflow.source.name"] = "bench run"
     if result["status"] == "DIVERGED":
         tags["diverged"] = result.get("error", "")
@@ -78,8 +80,21 @@ class Sync:
         self.client = track.open_client()
         self.claims = {c.id: c for c in load_claims()}
         self.experiments = {}
-        self.counts = {"files": 0, "invalid": 0, "created": 0, "restored": 0, "completed": 0, "complete": 0,
-                       "repointed": 0, "points": 0, "params": 0, "tags": 0, "statuses": 0, "inputs": 0, "renamed": 0}
+        self.counts = {
+            "files": 0,
+            "invalid": 0,
+            "created": 0,
+            "restored": 0,
+            "completed": 0,
+            "complete": 0,
+            "repointed": 0,
+            "points": 0,
+            "params": 0,
+            "tags": 0,
+            "statuses": 0,
+            "inputs": 0,
+            "renamed": 0,
+        }
 
     def experiment_id(self, paper: str) -> str:
         if paper not in self.experiments:
@@ -101,8 +116,9 @@ class Sync:
             tags = run.data.tags if run else {}
             if run and tags.get("experiment") == result["experiment"] and tags.get("seed") == str(result["seed"]):
                 return self._live(run)
-        found = self.client.search_runs([exp_id], filter_string=f"tags.synced_from = '{origin}'",
-                                        run_view_type=ViewType.ALL, max_results=1)
+        found = self.client.search_runs(
+            [exp_id], filter_string=f"tags.synced_from = '{origin}'", run_view_type=ViewType.ALL, max_results=1
+        )
         return self._live(found[0]) if found else None
 
     def _live(self, run):
@@ -114,8 +130,13 @@ class Sync:
 
     def create(self, result: dict, exp_id: str, origin: str):
         start = result["mlflow"].get("start_time_ms") or _ms(result["started"])
-        run = track.retry(self.client.create_run, exp_id, start_time=start,
-                          run_name=track.run_name(expected_tags(result, self.claims)), tags={"synced_from": origin})
+        run = track.retry(
+            self.client.create_run,
+            exp_id,
+            start_time=start,
+            run_name=track.run_name(expected_tags(result, self.claims)),
+            tags={"synced_from": origin},
+        )
         self.counts["created"] += 1
         return self.client.get_run(run.info.run_id)
 
@@ -150,7 +171,7 @@ class Sync:
             missing += [m for (k, step), m in points.items() if k == key and step not in logged]
         missing += [m for key, m in final_points(result, track.cell_keys(expected)).items() if key not in have.metrics]
         for i in range(0, len(missing), MAX_METRICS_PER_BATCH):
-            track.retry(self.client.log_batch, run_id, metrics=missing[i:i + MAX_METRICS_PER_BATCH])
+            track.retry(self.client.log_batch, run_id, metrics=missing[i : i + MAX_METRICS_PER_BATCH])
         self.counts["points"] += len(missing)
         added += len(missing)
         status = "FINISHED" if result["status"] == "FINISHED" else "FAILED"
@@ -165,18 +186,24 @@ class Sync:
         before = result["mlflow"]
         if (before.get("run_id"), before.get("experiment_id")) == (run.info.run_id, exp_id):
             return  # the same run (a store moved as a whole keeps its ids: the file stays as it is)
-        result["mlflow"] = {**before, "tracking_uri": track.redact(track.tracking_uri()), "experiment": track.experiment_name(self.profile,
-                                                                                              ex.get(result["experiment"]).paper),
-                            "experiment_id": exp_id, "run_id": run.info.run_id,
-                            "synced": {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                       "from_tracking_uri": before.get("tracking_uri", ""),
-                                       "from_run_id": before.get("run_id")}}
+        result["mlflow"] = {
+            **before,
+            "tracking_uri": track.redact(track.tracking_uri()),
+            "experiment": track.experiment_name(self.profile, ex.get(result["experiment"]).paper),
+            "experiment_id": exp_id,
+            "run_id": run.info.run_id,
+            "synced": {
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "from_tracking_uri": before.get("tracking_uri", ""),
+                "from_run_id": before.get("run_id"),
+            },
+        }
         write_json_atomic(path, result)
         self.counts["repointed"] += 1
 
     def one(self, path: Path) -> str | None:
         """Sync one result file; a line saying what changed, or None."""
-        experiment, seed = path.parent.name, int(path.stem[len("seed"):])
+        experiment, seed = path.parent.name, int(path.stem[len("seed") :])
         self.counts["files"] += 1
         try:
             ex.get(experiment)
@@ -207,7 +234,7 @@ def sync(profile: str, results: Path | str = "results", out=sys.stdout) -> dict:
     runs = Path(results) / profile / "runs"
     if not runs.is_dir():  # a typo'd --results, or a profile never run here: say so, never "0 result files"
         raise BenchError(f"{runs}: no such folder (no {profile} runs under --results {results})")
-    paths = [p for p in result_files.result_paths(profile, results) if p.stem[len("seed"):].isdigit()]
+    paths = [p for p in result_files.result_paths(profile, results) if p.stem[len("seed") :].isdigit()]
     try:
         job = Sync(profile)
         for path in paths:
@@ -217,17 +244,20 @@ def sync(profile: str, results: Path | str = "results", out=sys.stdout) -> dict:
     except BenchError:
         raise
     except Exception as err:  # the store went away or refused: one line; what was synced stays (run again)
-        raise BenchError(f"{track.describe(err)}; nothing more was synced (run bench sync again once it answers)") \
-            from None
+        raise BenchError(
+            f"{track.describe(err)}; nothing more was synced (run bench sync again once it answers)"
+        ) from None
     return job.counts
 
 
 def describe(profile: str, counts: dict) -> str:
     """The line `bench sync` ends with: what it found and what it logged."""
     c = counts
-    return (f"bench sync {profile} into {track.redact(track.tracking_uri())}: "
-            f"{c['files']} result files; runs created {c['created']}, completed {c['completed']}, already complete "
-            f"{c['complete']}, restored {c['restored']}; logged {c['points']} metric points, {c['params']} params, "
-            f"{c['tags']} tags, {c['inputs']} dataset inputs, {c['statuses']} end states; runs renamed "
-            f"{c['renamed']}; result files repointed {c['repointed']}" +
-            (f"; {c['invalid']} invalid files not synced" if c["invalid"] else ""))
+    return (
+        f"bench sync {profile} into {track.redact(track.tracking_uri())}: "
+        f"{c['files']} result files; runs created {c['created']}, completed {c['completed']}, already complete "
+        f"{c['complete']}, restored {c['restored']}; logged {c['points']} metric points, {c['params']} params, "
+        f"{c['tags']} tags, {c['inputs']} dataset inputs, {c['statuses']} end states; runs renamed "
+        f"{c['renamed']}; result files repointed {c['repointed']}"
+        + (f"; {c['invalid']} invalid files not synced" if c["invalid"] else "")
+    )

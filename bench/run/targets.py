@@ -2,6 +2,7 @@
 method, model and dataset the suite implements, and whose grid does not limit it to other profiles. The workflow's
 training jobs are these targets; the others stay in the reports as MISSING, with the reason `support` gives.
 """
+
 from functools import cache
 
 from bench import experiments as ex
@@ -19,8 +20,11 @@ def support(exp: ex.Experiment, profile: str) -> str:
     if limited is not None and runs_as not in limited:
         return f"a companion run only in the {', '.join(limited)} profile(s) (its grid's companions entry)"
     cfg_arch = ex.paper_config(exp)[0]["architecture"]
-    for reason in (method_missing(exp.method), model_missing(cfg_arch),
-                   data_missing(exp.dataset, ex.profile_settings(profile)["data"])):
+    for reason in (
+        method_missing(exp.method),
+        model_missing(cfg_arch),
+        data_missing(exp.dataset, ex.profile_settings(profile)["data"]),
+    ):
         if reason:
             return reason
     return ""

@@ -26,6 +26,7 @@ A tracking URI is checked before MLflow sees it (`check_uri`): no scheme MLflow 
 folder that does not exist, is a `StoreURIError` (one line); a new SQLite store is created only in an existing
 folder, and said (one line on stderr).
 """
+
 import json
 import logging
 import os
@@ -42,8 +43,12 @@ MAX_PARAMS_PER_BATCH = 100
 # MLflow's HTTP client retries a failed call 7 times with a backoff factor of 2 (minutes per call) unless told
 # otherwise; these bound one call to about RETRY_WINDOW_S seconds (0 + 2 + 4 s of backoff plus up to 1 s of jitter
 # each; refused connections fail at once). A user's own setting of any of them wins.
-HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+HTTP_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
 RETRY_WINDOW_S = 10.0
 SQL_ENGINE_RETRIES = 5  # MLflow's retries of a SQL store's connection (0.1 x (2^k - 1) s each); SQLite keeps its 10
 PAUSE_S = (30.0, 600.0)  # after a failed call, live logging pauses 30 s, doubling up to 10 min while it keeps failing
@@ -64,9 +69,15 @@ RUNS_VIEW_TAG = f"mlflow.sharedViewState.{RUNS_VIEW_KEY}"
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 TRACKING_SCHEMES = DATABASE_SCHEMES + ("http", "https", "databricks", "file")
 # (claim metric, unit) -> the key of its cell metric (cell_<key>) and claimed-value tag (claimed_<key>)
-CELL_KEYS = {("test_accuracy", "%"): "test_accuracy_pct", ("test_error", "%"): "test_error_pct",
-             ("train_time", "min"): "train_time_min", ("train_time", "s"): "train_time_s",
-             ("memory", "MB"): "memory_mb", ("memory", "GB"): "memory_gb", ("time_saving_pct", "%"): "time_saving_pct"}
+CELL_KEYS = {
+    ("test_accuracy", "%"): "test_accuracy_pct",
+    ("test_error", "%"): "test_error_pct",
+    ("train_time", "min"): "train_time_min",
+    ("train_time", "s"): "train_time_s",
+    ("memory", "MB"): "memory_mb",
+    ("memory", "GB"): "memory_gb",
+    ("time_saving_pct", "%"): "time_saving_pct",
+}
 SECONDS_PER = {"min": 60.0, "s": 1.0}
 
 
@@ -74,11 +85,21 @@ def runs_view() -> str:
     """The JSON of RUNS_VIEW_TAG: the run's name wide enough to read, then each kind of cell's measured value (a
     metric) beside its printed value (a tag), newest runs first. Column ids are the UI's (<kind>.<name in backquotes>);
     widths apply to the columns `columnOrder` names."""
-    columns = [f"{kind}.`{prefix}_{key}`" for key in CELL_KEYS.values()
-               for kind, prefix in (("metrics", "cell"), ("tags", "claimed"))]
+    columns = [
+        f"{kind}.`{prefix}_{key}`"
+        for key in CELL_KEYS.values()
+        for kind, prefix in (("metrics", "cell"), ("tags", "claimed"))
+    ]
     name = "attributes.`Run Name`"
-    return json.dumps({"orderByKey": "attributes.start_time", "orderByAsc": False, "selectedColumns": columns,
-                       "columnOrder": [name, *columns], "columnWidths": {name: 320, **{c: 175 for c in columns}}})
+    return json.dumps(
+        {
+            "orderByKey": "attributes.start_time",
+            "orderByAsc": False,
+            "selectedColumns": columns,
+            "columnOrder": [name, *columns],
+            "columnWidths": {name: 320, **{c: 175 for c in columns}},
+        }
+    )
 
 
 class StoreURIError(BenchError):
@@ -112,14 +133,18 @@ def check_uri(uri: str, schemes: tuple = TRACKING_SCHEMES) -> Path | None:
     scheme = uri_scheme(uri)
     if scheme not in schemes:
         kinds = ", ".join("sqlite:///<file>" if s == "sqlite" else f"{s}://..." for s in schemes if s != "file")
-        raise StoreURIError(f"MLflow tracking URI {redact(uri)!r}: "
-                            f"{f'unknown scheme {scheme}://' if scheme else 'not a URI'}; give {kinds}")
+        raise StoreURIError(
+            f"MLflow tracking URI {redact(uri)!r}: "
+            f"{f'unknown scheme {scheme}://' if scheme else 'not a URI'}; give {kinds}"
+        )
     path = sqlite_path(uri)
     if path is None or path.exists():
         return None
     if not path.parent.is_dir():
-        raise StoreURIError(f"MLflow tracking URI {uri}: no folder {path.parent.resolve()} to hold the SQLite store "
-                            f"(make it first, or give another URI)")
+        raise StoreURIError(
+            f"MLflow tracking URI {uri}: no folder {path.parent.resolve()} to hold the SQLite store "
+            f"(make it first, or give another URI)"
+        )
     return path
 
 
@@ -174,8 +199,7 @@ def retry(fn, *args, attempts: int = 8, **kwargs):
             return fn(*args, **kwargs)
         except Exception as err:
             text = str(err).lower()
-            if not any(w in text for w in ("locked", "unique constraint", "duplicate key")) \
-                    or attempt == attempts - 1:
+            if not any(w in text for w in ("locked", "unique constraint", "duplicate key")) or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * 2**attempt * (0.5 + random.random()))
 
@@ -190,16 +214,25 @@ def describe(err: BaseException, uri: str | None = None) -> str:
         return text
     if "authentication failed" in low:
         user = re.search(r'for user "([^"]+)"', text)
-        why = "the database refused the credentials (password authentication failed" + \
-              (f" for user {user.group(1)})" if user else ")")
+        why = "the database refused the credentials (password authentication failed" + (
+            f" for user {user.group(1)})" if user else ")"
+        )
     elif http and http.group(2) in ("401", "403"):
         why = f"the server refused the credentials (HTTP {http.group(2)} for {http.group(1)})"
     elif http and ("<html" in low or "<!doctype" in low or http.group(2) in ("404", "405", "501")):
         why = f"not an MLflow tracking server (HTTP {http.group(2)} for {http.group(1)})"
     elif "connection refused" in low:
         why = "unreachable (connection refused)"
-    elif any(w in low for w in ("name or service not known", "could not translate host name", "nodename nor servname",
-                                "temporary failure in name resolution", "failed to resolve")):
+    elif any(
+        w in low
+        for w in (
+            "name or service not known",
+            "could not translate host name",
+            "nodename nor servname",
+            "temporary failure in name resolution",
+            "failed to resolve",
+        )
+    ):
         why = "unreachable (unknown host)"
     elif "timed out" in low or "timeout" in low:
         why = "unreachable (timed out)"
@@ -216,8 +249,9 @@ def ensure_experiment(client, name: str) -> str:
     found = retry(client.get_experiment_by_name, name)
     if found is None:
         try:
-            return retry(client.create_experiment, name,
-                         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, RUNS_VIEW_TAG: runs_view()})
+            return retry(
+                client.create_experiment, name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, RUNS_VIEW_TAG: runs_view()}
+            )
         except Exception:
             found = retry(client.get_experiment_by_name, name)  # created by someone else meanwhile
             if found is None:
@@ -308,7 +342,7 @@ def cell_metrics(keys, metrics: dict, config: dict, epochs: list | None = None) 
 
 def cell_keys(tags: dict) -> set:
     """The cell metric keys a run's tags claim (claimed_<key>)."""
-    return {k[len("claimed_"):] for k in tags if k.startswith("claimed_")}
+    return {k[len("claimed_") :] for k in tags if k.startswith("claimed_")}
 
 
 def run_tags(exp, seed: int, profile: str, cells: list, environment: dict, data: dict) -> dict:
@@ -316,14 +350,28 @@ def run_tags(exp, seed: int, profile: str, cells: list, environment: dict, data:
     ran (experiment, seed, profile, code, device, fast-step switches) and on what data; the same for a live job and
     for `bench sync`."""
     env = environment
-    return {**claimed_tags(exp, cells), "paper": exp.paper, "tables": ",".join(sorted({c.table for c in cells})),
-            "cells": ",".join(c.id for c in cells), "experiment": exp.id, "seed": seed, "profile": profile,
-            "code_version": env.get("code_version", ""), "dataset": exp.dataset, "model": exp.model,
-            "method": exp.method, "variant": exp.variant, "device": env.get("device", ""),
-            "precision": env.get("precision", ""), "channels_last": env.get("channels_last", ""),
-            "compile": env.get("compile", ""), "cuda_graphs": env.get("cuda_graphs", ""),
-            "data_train_samples": data.get("train_samples", ""), "data_test_samples": data.get("test_samples", ""),
-            "data_sha256": data.get("sha256", "")}
+    return {
+        **claimed_tags(exp, cells),
+        "paper": exp.paper,
+        "tables": ",".join(sorted({c.table for c in cells})),
+        "cells": ",".join(c.id for c in cells),
+        "experiment": exp.id,
+        "seed": seed,
+        "profile": profile,
+        "code_version": env.get("code_version", ""),
+        "dataset": exp.dataset,
+        "model": exp.model,
+        "method": exp.method,
+        "variant": exp.variant,
+        "device": env.get("device", ""),
+        "precision": env.get("precision", ""),
+        "channels_last": env.get("channels_last", ""),
+        "compile": env.get("compile", ""),
+        "cuda_graphs": env.get("cuda_graphs", ""),
+        "data_train_samples": data.get("train_samples", ""),
+        "data_test_samples": data.get("test_samples", ""),
+        "data_sha256": data.get("sha256", ""),
+    }
 
 
 def dataset_inputs(data: dict) -> list:
@@ -336,9 +384,13 @@ def dataset_inputs(data: dict) -> list:
     name, sha = data.get("dataset", "?"), str(data.get("sha256", ""))
     out = []
     for split, context in (("train", "training"), ("test", "evaluation")):
-        dataset = Dataset(name=f"{name}/{split}", digest=sha[:32], source_type="layerwise-bench",
-                          source=json.dumps({"uri": f"{data.get('source', '?')}:{name}/{split}"}),
-                          profile=json.dumps({"num_rows": data.get(f"{split}_samples"), "sha256": sha}))
+        dataset = Dataset(
+            name=f"{name}/{split}",
+            digest=sha[:32],
+            source_type="layerwise-bench",
+            source=json.dumps({"uri": f"{data.get('source', '?')}:{name}/{split}"}),
+            profile=json.dumps({"num_rows": data.get(f"{split}_samples"), "sha256": sha}),
+        )
         out.append(DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     return out
 
@@ -346,8 +398,11 @@ def dataset_inputs(data: dict) -> list:
 def metric_items(metrics: dict, step: int, timestamp_ms: int) -> list:
     from mlflow.entities import Metric
 
-    return [Metric(k, float(v), timestamp_ms, step) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [
+        Metric(k, float(v), timestamp_ms, step)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
 
 
 def param_items(params: dict) -> list:
@@ -358,7 +413,7 @@ def param_items(params: dict) -> list:
 
 def log_params(client, run_id: str, params: list):
     for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
-        retry(client.log_batch, run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
+        retry(client.log_batch, run_id, params=params[i : i + MAX_PARAMS_PER_BATCH])
 
 
 def now_ms() -> int:
@@ -371,19 +426,33 @@ class RunLogger:
     which `bench sync` fills in from the result file. A run that could not be created at the start is created at
     the next attempt (with the job's start time), so an outage costs points, never the run."""
 
-    def __init__(self, profile: str, paper: str, name: str, tags: dict, params: dict,
-                 resume_run_id: str | None = None, datasets: list | None = None):
+    def __init__(
+        self,
+        profile: str,
+        paper: str,
+        name: str,
+        tags: dict,
+        params: dict,
+        resume_run_id: str | None = None,
+        datasets: list | None = None,
+    ):
         """A new run, or, for a job resumed from its checkpoint, the run it started (`resume_run_id`), which then
         goes on receiving the epochs' metrics (one MLflow run per result file, however often the job was killed).
         A `name` in the old form (legacy_run_name) is given run_name()'s short form from the tags."""
         self.run_id, self.error, self.client, self.experiment_id = None, None, None, None
         self.experiment, self.profile = experiment_name(profile, paper), profile
         self.unlogged, self._failures, self._paused_until = 0, 0, 0.0
-        if {"experiment", "seed", "method", "model", "dataset"} <= set(tags) and \
-                name == legacy_run_name(tags["experiment"], tags["seed"]):
+        if {"experiment", "seed", "method", "model", "dataset"} <= set(tags) and name == legacy_run_name(
+            tags["experiment"], tags["seed"]
+        ):
             name = run_name(tags)
-        self._new = {"run_name": name, "tags": {k: str(v) for k, v in tags.items()}, "params": params,
-                     "datasets": datasets or [], "start_time": now_ms()}
+        self._new = {
+            "run_name": name,
+            "tags": {k: str(v) for k, v in tags.items()},
+            "params": params,
+            "datasets": datasets or [],
+            "start_time": now_ms(),
+        }
         self._epoch_times: dict[int, dict] = {}  # step -> epoch_time_s / eval_time_s, for the cells' training time
         self._resumed = False
         self.final_time_ms = None  # when the final metrics were logged, for bench sync
@@ -404,9 +473,12 @@ class RunLogger:
     def _failed(self, err: Exception):
         if self.error is None:
             self.error = describe(err)
-            print(f"warning: {self.error}; training goes on and the result file keeps every number "
-                  f"(`bench sync --profile {self.profile}` logs what the MLflow run misses)", file=sys.stderr,
-                  flush=True)
+            print(
+                f"warning: {self.error}; training goes on and the result file keeps every number "
+                f"(`bench sync --profile {self.profile}` logs what the MLflow run misses)",
+                file=sys.stderr,
+                flush=True,
+            )
         self._failures += 1
         self._paused_until = time.monotonic() + min(PAUSE_S[1], PAUSE_S[0] * 2 ** (self._failures - 1))
 
@@ -424,8 +496,9 @@ class RunLogger:
                 pass
         new = self._new
         exp_id = ensure_experiment(self.client, self.experiment)
-        run = retry(self.client.create_run, exp_id, start_time=new["start_time"], run_name=new["run_name"],
-                    tags=new["tags"])
+        run = retry(
+            self.client.create_run, exp_id, start_time=new["start_time"], run_name=new["run_name"], tags=new["tags"]
+        )
         self.run_id, self.experiment_id = run.info.run_id, exp_id
         log_params(self.client, self.run_id, param_items(new["params"]))
         retry(self.client.log_batch, self.run_id, tags=[RunTag("mlflow.source.name", "bench run")])
@@ -460,10 +533,12 @@ class RunLogger:
         from the result file)."""
         times = dict(self._epoch_times)
         if self._resumed and self._ready():
+
             def read():
                 for key in ("epoch_time_s", "eval_time_s"):
                     for m in retry(self.client.get_metric_history, self.run_id, key):
                         times.setdefault(m.step, {})[key] = m.value
+
             if not self._attempt(read):
                 return None
             if times and sorted(times) != list(range(1, max(times) + 1)):  # some epoch is in neither
@@ -481,10 +556,16 @@ class RunLogger:
             self._attempt(lambda: retry(self.client.set_terminated, self.run_id, status), force=True)
 
     def info(self) -> dict:
-        return {"tracking_uri": redact(tracking_uri()), "experiment": self.experiment,
-                "experiment_id": self.experiment_id, "run_id": self.run_id, "error": self.error,
-                "unlogged_points": self.unlogged, "start_time_ms": self._new["start_time"],
-                "final_time_ms": self.final_time_ms}
+        return {
+            "tracking_uri": redact(tracking_uri()),
+            "experiment": self.experiment,
+            "experiment_id": self.experiment_id,
+            "run_id": self.run_id,
+            "error": self.error,
+            "unlogged_points": self.unlogged,
+            "start_time_ms": self._new["start_time"],
+            "final_time_ms": self.final_time_ms,
+        }
 
 
 def retire(run_id: str, replaced_by: str | None) -> str | None:
@@ -511,8 +592,11 @@ def prepare(profile: str, papers: list[str], touch: str | None = None):
     except StoreURIError:
         raise
     except Exception as err:  # the jobs train without the store; bench sync logs them once it answers
-        print(f"warning: {describe(err)}; the jobs train without it and say so, `bench sync --profile "
-              f"{profile}` logs their runs once it answers", file=sys.stderr)
+        print(
+            f"warning: {describe(err)}; the jobs train without it and say so, `bench sync --profile "
+            f"{profile}` logs their runs once it answers",
+            file=sys.stderr,
+        )
     if touch:
         Path(touch).parent.mkdir(parents=True, exist_ok=True)
         Path(touch).write_text(redact(tracking_uri()) + "\n")

@@ -13,6 +13,7 @@ until a user flips it), which decides the page an experiment opens on before the
 (`mlflow.experimentKind`, which the suite sets too: track.EXPERIMENT_KIND) is read; the link's parameter sets it
 for that page without changing the browser's saved choice.
 """
+
 import os
 import socket
 import sys
@@ -39,8 +40,10 @@ def links(client, base: str, prefix: str = "layerwise-bench/") -> list[tuple[str
     found = track.retry(client.search_experiments, view_type=ViewType.ACTIVE_ONLY, max_results=1000)
     out = []
     for e in (e for e in found if e.name.startswith(prefix)):
-        if e.tags.get(track.RUNS_VIEW_TAG) != track.runs_view() or \
-                e.tags.get(track.EXPERIMENT_KIND_TAG) != track.EXPERIMENT_KIND:
+        if (
+            e.tags.get(track.RUNS_VIEW_TAG) != track.runs_view()
+            or e.tags.get(track.EXPERIMENT_KIND_TAG) != track.EXPERIMENT_KIND
+        ):
             try:
                 track.ensure_experiment(client, e.name)
                 e = client.get_experiment(e.experiment_id)
@@ -55,12 +58,16 @@ def check_store(store: str, create: bool):
     exists (unless `create`) in a folder that exists; else one line (BenchError)."""
     scheme = track.uri_scheme(store)
     if scheme in ("http", "https", "databricks"):
-        raise BenchError(f"--store {track.redact(store)}: a tracking server serves its own UI (open it in a browser); "
-                         f"bench ui serves a database: sqlite:///<file>, postgresql://..., mysql://..., mssql://...")
+        raise BenchError(
+            f"--store {track.redact(store)}: a tracking server serves its own UI (open it in a browser); "
+            f"bench ui serves a database: sqlite:///<file>, postgresql://..., mysql://..., mssql://..."
+        )
     path = track.check_uri(store, track.DATABASE_SCHEMES)
     if path is not None and not create:
-        raise BenchError(f"no MLflow store at {path.resolve()}: run the workflow (or bench run) here first, pass "
-                         f"--store, or --create to start an empty one")
+        raise BenchError(
+            f"no MLflow store at {path.resolve()}: run the workflow (or bench run) here first, pass "
+            f"--store, or --create to start an empty one"
+        )
 
 
 def open_store(store: str):
@@ -81,8 +88,9 @@ def serve(host: str = "127.0.0.1", port: int = 5000, store: str | None = None, c
     taken port, a store that cannot be opened or a missing SQLite store (unless `create`) is an error, a host other
     than this machine a warning. Prints the link to each of the suite's experiments' runs first."""
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving the MLflow UI on {host}: anyone who reaches this address sees every run",
-              file=sys.stderr)
+        print(
+            f"warning: serving the MLflow UI on {host}: anyone who reaches this address sees every run", file=sys.stderr
+        )
     if not 1 <= port <= 65535:  # the arguments first, then the store
         raise BenchError(f"--port {port}: a TCP port is between 1 and 65535")
     store = store or track.tracking_uri()
@@ -91,8 +99,10 @@ def serve(host: str = "127.0.0.1", port: int = 5000, store: str | None = None, c
         try:
             probe.bind((host, port))
         except OSError as err:
-            raise BenchError(f"--port {port} on {host}: {err.strerror.lower()} (another bench ui or MLflow "
-                             f"server?); choose another --port") from None
+            raise BenchError(
+                f"--port {port} on {host}: {err.strerror.lower()} (another bench ui or MLflow "
+                f"server?); choose another --port"
+            ) from None
     client = open_store(store)
     shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
     base = f"http://{shown}:{port}"
@@ -101,10 +111,25 @@ def serve(host: str = "127.0.0.1", port: int = 5000, store: str | None = None, c
         print(f"{name}: {url}")
     if not found:
         print("no experiments of the suite in this store yet (bench setup --profile P creates them)", file=sys.stderr)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--backend-store-uri", store,
-           "--workers", "1"]
-    print(f"MLflow UI on {base} (store {track.redact(store)}); each experiment's runs at the links above; Ctrl-C "
-          f"stops it", file=sys.stderr)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        store,
+        "--workers",
+        "1",
+    ]
+    print(
+        f"MLflow UI on {base} (store {track.redact(store)}); each experiment's runs at the links above; Ctrl-C "
+        f"stops it",
+        file=sys.stderr,
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(cmd[0], cmd)

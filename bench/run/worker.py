@@ -14,6 +14,7 @@ depends on the worker. A client killed by Snakemake closes its connection and th
 The parent never runs a torch operation or opens a database (fork after either is unsafe), and exits
 when Snakemake does, or after `idle_timeout` seconds without a job.
 """
+
 import json
 import os
 import select
@@ -39,6 +40,7 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- client
+
 
 def forward(argv: list[str]) -> int | None:
     """Run `bench <argv>` in the worker named by $BENCH_WORKER; None when there is none to use."""
@@ -98,9 +100,21 @@ def _interrupted(conn: socket.socket, err: KeyboardInterrupt, wait_s: float = 60
 
 # What a job imports: torch, torchvision (through ptflops), torch's lazily imported dynamo (the optimizers import it
 # on their first step), MLflow's database layer, and the suite.
-WARM_MODULES = ["torch", "torch._dynamo", "torchvision", "ptflops", "mlflow", "mlflow.store.tracking.sqlalchemy_store",
-                "bench.data", "bench.models", "bench.methods.training", "bench.run.deterministic", "bench.run.measure",
-                "bench.run.runner", "bench.run.track"]
+WARM_MODULES = [
+    "torch",
+    "torch._dynamo",
+    "torchvision",
+    "ptflops",
+    "mlflow",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "bench.data",
+    "bench.models",
+    "bench.methods.training",
+    "bench.run.deterministic",
+    "bench.run.measure",
+    "bench.run.runner",
+    "bench.run.track",
+]
 
 
 def warm_up():
@@ -268,15 +282,18 @@ def start(path: str, *, parent_pid: int | None = None, timeout: float = 120.0, l
         cmd += ["--parent-pid", str(parent_pid)]
     out = open(log, "ab") if log else subprocess.DEVNULL
     if log:  # appended by every workflow run, after a separator line, as the jobs' logs
-        out.write(f"===== bench worker, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, pid of its parent "
-                  f"{parent_pid or os.getpid()} =====\n".encode())
+        out.write(
+            f"===== bench worker, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, pid of its parent "
+            f"{parent_pid or os.getpid()} =====\n".encode()
+        )
         out.flush()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"bench worker exited with {proc.returncode} before listening" +
-                               (f"; see {log}" if log else ""))
+            raise RuntimeError(
+                f"bench worker exited with {proc.returncode} before listening" + (f"; see {log}" if log else "")
+            )
         if os.path.exists(path):
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:

@@ -6,6 +6,7 @@ over seeds. A cell computed from the model alone (parameters, FLOPs) has one exa
 file and a verdict: REPRODUCED when it rounds to the printed value. Reads only result files, never MLflow.
 Cells that cannot be measured yet keep their row, with status MISSING and the reason.
 """
+
 import csv
 import math
 import sys
@@ -26,13 +27,64 @@ from bench.verdicts import headlines as hl
 from bench.verdicts import readings as rd
 from bench.verdicts import stats
 
-COLUMNS = ["id", "paper", "table", "row", "column", "metric", "unit", "printed", "claimed", "n", "seeds_expected",
-           "mean", "sd", "ci_low", "ci_high", "ci_method", "diff", "band_low", "band_high", "p_ttest", "p_equivalence",
-           "p_cell", "p_adjusted", "correction", "status", "verdict", "seeds_needed", "flag", "reason", "devices",
-           "experiment", "baseline_experiment", "sources"]
-HEADLINE_COLUMNS = ["id", "paper", "where", "relation", "cells", "as_printed", "printed_numbers", "n", "pairs", "diff",
-                    "p_holds", "p_reversed", "p_two_sided", "p_adjusted", "correction", "test", "verdict", "reason",
-                    "readings", "holds_under", "readings_note"]
+COLUMNS = [
+    "id",
+    "paper",
+    "table",
+    "row",
+    "column",
+    "metric",
+    "unit",
+    "printed",
+    "claimed",
+    "n",
+    "seeds_expected",
+    "mean",
+    "sd",
+    "ci_low",
+    "ci_high",
+    "ci_method",
+    "diff",
+    "band_low",
+    "band_high",
+    "p_ttest",
+    "p_equivalence",
+    "p_cell",
+    "p_adjusted",
+    "correction",
+    "status",
+    "verdict",
+    "seeds_needed",
+    "flag",
+    "reason",
+    "devices",
+    "experiment",
+    "baseline_experiment",
+    "sources",
+]
+HEADLINE_COLUMNS = [
+    "id",
+    "paper",
+    "where",
+    "relation",
+    "cells",
+    "as_printed",
+    "printed_numbers",
+    "n",
+    "pairs",
+    "diff",
+    "p_holds",
+    "p_reversed",
+    "p_two_sided",
+    "p_adjusted",
+    "correction",
+    "test",
+    "verdict",
+    "reason",
+    "readings",
+    "holds_under",
+    "readings_note",
+]
 
 
 def metric_value(claim: Claim, result: dict, baseline: dict | None = None) -> float:
@@ -65,14 +117,36 @@ def training_seconds(result: dict) -> float:
     return sum(e.get("epoch_time_s", 0.0) + e.get("eval_time_s", 0.0) for e in result["epochs"])
 
 
-COMPANION_COLUMNS = ["experiment", "beside", "paper", "dataset", "model", "method", "variant", "reading", "basis", "n",
-                     "seeds_expected", "status", "test_accuracy", "test_accuracy_sd", "beside_test_accuracy",
-                     "diff_test_accuracy", "tolerance", "exceeds_tolerance", "training_time_s", "peak_memory_mb",
-                     "epochs", "why", "mlflow_runs"]
+COMPANION_COLUMNS = [
+    "experiment",
+    "beside",
+    "paper",
+    "dataset",
+    "model",
+    "method",
+    "variant",
+    "reading",
+    "basis",
+    "n",
+    "seeds_expected",
+    "status",
+    "test_accuracy",
+    "test_accuracy_sd",
+    "beside_test_accuracy",
+    "diff_test_accuracy",
+    "tolerance",
+    "exceeds_tolerance",
+    "training_time_s",
+    "peak_memory_mb",
+    "epochs",
+    "why",
+    "mlflow_runs",
+]
 
 
-def companion_rows(profile: str, seeds: list[int], results: Path | str = "results",
-                   invalid: dict | None = None) -> list[dict]:
+def companion_rows(
+    profile: str, seeds: list[int], results: Path | str = "results", invalid: dict | None = None
+) -> list[dict]:
     """One row per companion run (bench.experiments.companions): mean test accuracy, training time and memory."""
     invalid = {} if invalid is None else invalid
     runs = load_results(profile, seeds, results, invalid)
@@ -83,6 +157,7 @@ def companion_rows(profile: str, seeds: list[int], results: Path | str = "result
     def accuracy(eid):
         done = [runs[(eid, s)] for s in seeds if runs.get((eid, s), {}).get("status") == "FINISHED"]
         return stats.summarize([r["metrics"]["test_accuracy"] for r in done])
+
     for eid, (exp, beside, why) in ex.companions().items():
         if support(exp, profile):
             continue
@@ -92,21 +167,44 @@ def companion_rows(profile: str, seeds: list[int], results: Path | str = "result
         diff = acc["mean"] - primary["mean"] if acc["n"] and primary["n"] else math.nan
         mean = lambda xs: sum(xs) / len(xs) if xs else math.nan  # noqa: E731
         failed = {r.get("status") for r in found} - {"FINISHED"}
-        status = "INVALID" if any((eid, s) in invalid for s in seeds) else "MEASURED" if len(done) == len(seeds) else (
-            ("DIVERGED" if failed == {"DIVERGED"} else "FAILED") if failed else ("PARTIAL" if done else "MISSING"))
-        rows.append({"experiment": eid, "beside": beside, "paper": exp.paper, "dataset": exp.dataset,
-                     "model": exp.model, "method": exp.method, "variant": exp.variant, "reading": readings[eid][1],
-                     "basis": readings[eid][2], "n": acc["n"],
-                     "seeds_expected": len(seeds), "status": status, "test_accuracy": acc["mean"],
-                     "test_accuracy_sd": acc["sd"], "beside_test_accuracy": primary["mean"] if primary["n"] else math.nan,
-                     "diff_test_accuracy": diff, "tolerance": tolerance,
-                     "exceeds_tolerance": "" if math.isnan(diff) else "yes" if abs(diff) > tolerance else "no",
-                     "training_time_s": mean([training_seconds(r) for r in done]),
-                     "peak_memory_mb": mean([r["metrics"]["peak_memory_mb"] for r in done]),
-                     "epochs": (len(done[0].get("epochs", [])) or done[0].get("config", {}).get("epochs", ""))
-                     if done else "",
-                     "why": why,
-                     "mlflow_runs": " ".join(r["mlflow"]["run_id"] or "" for r in done)})
+        status = (
+            "INVALID"
+            if any((eid, s) in invalid for s in seeds)
+            else "MEASURED"
+            if len(done) == len(seeds)
+            else (
+                ("DIVERGED" if failed == {"DIVERGED"} else "FAILED") if failed else ("PARTIAL" if done else "MISSING")
+            )
+        )
+        rows.append(
+            {
+                "experiment": eid,
+                "beside": beside,
+                "paper": exp.paper,
+                "dataset": exp.dataset,
+                "model": exp.model,
+                "method": exp.method,
+                "variant": exp.variant,
+                "reading": readings[eid][1],
+                "basis": readings[eid][2],
+                "n": acc["n"],
+                "seeds_expected": len(seeds),
+                "status": status,
+                "test_accuracy": acc["mean"],
+                "test_accuracy_sd": acc["sd"],
+                "beside_test_accuracy": primary["mean"] if primary["n"] else math.nan,
+                "diff_test_accuracy": diff,
+                "tolerance": tolerance,
+                "exceeds_tolerance": "" if math.isnan(diff) else "yes" if abs(diff) > tolerance else "no",
+                "training_time_s": mean([training_seconds(r) for r in done]),
+                "peak_memory_mb": mean([r["metrics"]["peak_memory_mb"] for r in done]),
+                "epochs": (len(done[0].get("epochs", [])) or done[0].get("config", {}).get("epochs", ""))
+                if done
+                else "",
+                "why": why,
+                "mlflow_runs": " ".join(r["mlflow"]["run_id"] or "" for r in done),
+            }
+        )
     return rows
 
 
@@ -115,6 +213,7 @@ class Values:
     """What the suite has for one cell: per-seed values (key None for a cell computed from the model alone,
     which has one exact value), why some or all are missing, the MLflow runs or measurement files used, and
     whether a run failed."""
+
     per_seed: dict = field(default_factory=dict)
     reason: str = ""
     sources: list = field(default_factory=list)
@@ -196,13 +295,21 @@ class CellValues:
     def _derived(self, claim) -> Values:
         parts = [self.of(m) for m in members(claim, self.claims)]
         keys = [None] if all(p.exact for p in parts) else self.seeds
-        values = {k: sum(p.per_seed[k] for p in parts) / len(parts) for k in keys if all(k in p.per_seed for p in parts)}
+        values = {
+            k: sum(p.per_seed[k] for p in parts) / len(parts) for k in keys if all(k in p.per_seed for p in parts)
+        }
         reasons = sorted({p.reason for p in parts if p.reason})
         reason = "" if values else f"averages {len(parts)} cells, some without values: " + "; ".join(reasons)
         same = [p.same_runs for p in parts]
-        return Values(values, reason, sorted({r for p in parts for r in p.sources}), any(p.failed for p in parts),
-                      devices={d for p in parts for d in p.devices}, invalid=any(p.invalid for p in parts),
-                      same_runs=True if all(same) else False if False in same else None)
+        return Values(
+            values,
+            reason,
+            sorted({r for p in parts for r in p.sources}),
+            any(p.failed for p in parts),
+            devices={d for p in parts for d in p.devices},
+            invalid=any(p.invalid for p in parts),
+            same_runs=True if all(same) else False if False in same else None,
+        )
 
     def _from_model(self, claim) -> Values:
         if claim.method not in ("", "backprop"):
@@ -219,8 +326,9 @@ class CellValues:
     def _measurement(self, mid: str) -> tuple[dict | None, Values | None]:
         """A model's valid measurement, or the Values that say why there is none (invalid or not yet run)."""
         if (mid, None) in self.invalid:
-            return None, Values(reason=f"invalid measurement file {self.invalid[(mid, None)]}", failed=True,
-                                invalid=True)
+            return None, Values(
+                reason=f"invalid measurement file {self.invalid[(mid, None)]}", failed=True, invalid=True
+            )
         if mid not in self.models:
             return None, Values(reason=f"no measurement file for {mid} yet (run the workflow)")
         return self.models[mid], None
@@ -232,8 +340,9 @@ class CellValues:
         times that ratio, so that it reads beside the SGD column."""
         spec = ex.grid(claim.paper).get("flops_from_runs")
         if not spec:
-            return Values(reason=f"the {claim.paper} grid names no runs (flops_from_runs) for the FLOPs of "
-                                 f"{claim.method}")
+            return Values(
+                reason=f"the {claim.paper} grid names no runs (flops_from_runs) for the FLOPs of {claim.method}"
+            )
         exp = self.read(ex.Experiment(claim.paper, spec["dataset"], claim.model, claim.method))
         base = self.read(ex.Experiment(claim.paper, spec["dataset"], claim.model, "backprop"))
         for e in (exp, base):
@@ -266,8 +375,11 @@ class CellValues:
             ratio = sum(per_epoch) / len(per_epoch) / sgd_run["metrics"]["macs_forward"]
             values[seed] = 100.0 * (1.0 - ratio) if claim.metric == "flops_reduction_pct" else primary * ratio
             run_ids += [run["mlflow"]["run_id"] or "", sgd_run["mlflow"]["run_id"] or ""]
-        reason = "; ".join(failures) or (f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no "
-                                         f"{exp.id} and {base.id} result yet" if len(values) < len(self.seeds) else "")
+        reason = "; ".join(failures) or (
+            f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no {exp.id} and {base.id} result yet"
+            if len(values) < len(self.seeds)
+            else ""
+        )
         return Values(values, reason, run_ids, bool(failures), invalid=invalid)
 
     def _from_runs(self, claim) -> Values:
@@ -303,12 +415,21 @@ class CellValues:
             reason = f"{len(self.seeds) - len(values)} of {len(self.seeds)} seeds have no result file yet"
         else:
             reason = ""
-        return Values(values, reason, run_ids, bool(failures), statuses == {"DIVERGED"}, devices,
-                      invalid="INVALID" in statuses, same_runs=same_runs(losses))
+        return Values(
+            values,
+            reason,
+            run_ids,
+            bool(failures),
+            statuses == {"DIVERGED"},
+            devices,
+            invalid="INVALID" in statuses,
+            same_runs=same_runs(losses),
+        )
 
 
-def cell_rows(profile: str, seeds: list[int], results: Path | str = "results",
-              invalid: dict | None = None) -> tuple[list[dict], list[dict]]:
+def cell_rows(
+    profile: str, seeds: list[int], results: Path | str = "results", invalid: dict | None = None
+) -> tuple[list[dict], list[dict]]:
     """One row per claim cell (statistics and verdict) and one per headline claim (its tests); the invalid result
     files found go to `invalid` ((experiment id, seed) -> "path: reason")."""
     claims = load_claims()
@@ -326,24 +447,49 @@ def cell_rows(profile: str, seeds: list[int], results: Path | str = "results",
         else:
             status = ("DIVERGED" if v.diverged else "FAILED") if v.failed else ("PARTIAL" if v.per_seed else "MISSING")
         key, base = c.experiment_key(), c.baseline_key()
-        cells.append(vd.Cell(c, [v.per_seed[k] for k in v.per_seed], v.exact, status, v.reason, v.devices,
-                             v.same_runs))
-        rows.append({"id": c.id, "paper": c.paper, "table": c.table, "row": c.row, "column": c.column,
-                     "metric": c.metric, "unit": c.unit, "printed": c.printed, "claimed": c.value,
-                     "n": s["n"], "seeds_expected": 0 if v.exact else len(seeds), "mean": s["mean"], "sd": s["sd"],
-                     "ci_low": s["ci_low"], "ci_high": s["ci_high"], "ci_method": s["ci_method"],
-                     "diff": s["mean"] - c.value if v.per_seed else math.nan, "status": status,
-                     "devices": " | ".join(sorted(v.devices)),
-                     "experiment": ex.Experiment(*key).id if key else "",
-                     "baseline_experiment": ex.Experiment(*base).id if base else "",
-                     "sources": " ".join(v.sources)})
+        cells.append(vd.Cell(c, [v.per_seed[k] for k in v.per_seed], v.exact, status, v.reason, v.devices, v.same_runs))
+        rows.append(
+            {
+                "id": c.id,
+                "paper": c.paper,
+                "table": c.table,
+                "row": c.row,
+                "column": c.column,
+                "metric": c.metric,
+                "unit": c.unit,
+                "printed": c.printed,
+                "claimed": c.value,
+                "n": s["n"],
+                "seeds_expected": 0 if v.exact else len(seeds),
+                "mean": s["mean"],
+                "sd": s["sd"],
+                "ci_low": s["ci_low"],
+                "ci_high": s["ci_high"],
+                "ci_method": s["ci_method"],
+                "diff": s["mean"] - c.value if v.per_seed else math.nan,
+                "status": status,
+                "devices": " | ".join(sorted(v.devices)),
+                "experiment": ex.Experiment(*key).id if key else "",
+                "baseline_experiment": ex.Experiment(*base).id if base else "",
+                "sources": " ".join(v.sources),
+            }
+        )
     for paper in dict.fromkeys(c.paper for c in claims):
         mine = [i for i, c in enumerate(claims) if c.paper == paper]
         for i, j in zip(mine, vd.judge([cells[i] for i in mine], profile)):
-            rows[i].update(verdict=j.verdict, reason=j.reason, band_low=j.band_low, band_high=j.band_high,
-                           p_ttest=j.p_ttest, p_equivalence=j.p_equivalence, p_cell=j.p_cell,
-                           p_adjusted=j.p_adjusted, correction=vd.correction() if not math.isnan(j.p_cell) else "",
-                           seeds_needed=j.seeds_needed, flag=j.flag)
+            rows[i].update(
+                verdict=j.verdict,
+                reason=j.reason,
+                band_low=j.band_low,
+                band_high=j.band_high,
+                p_ttest=j.p_ttest,
+                p_equivalence=j.p_equivalence,
+                p_cell=j.p_cell,
+                p_adjusted=j.p_adjusted,
+                correction=vd.correction() if not math.isnan(j.p_cell) else "",
+                seeds_needed=j.seeds_needed,
+                flag=j.flag,
+            )
             if j.verdict == "DIVERGED" and rows[i]["status"] == "MEASURED":  # a NaN or infinite seed value
                 rows[i]["status"] = "DIVERGED"
     return rows, headline_rows(claims, values, profile)
@@ -355,21 +501,46 @@ def headline_rows(claims, values: "CellValues", profile: str) -> list[dict]:
     printed = {c.id: c.value for c in claims}
     out = []
     found = load_headlines()
+
     def judge(hs, vals):  # the claims of one paper, on these values
         rules = vd.profile_rules(profile, hs[0].paper if hs else None)
-        return hl.judge(hs, {i: vals.of(by_id[i]).per_seed for h in hs for i in h.cell_ids()}, cfg["alpha"],
-                        rules["headlines"], rules["why"], cfg["correction"], cfg["identical_sd"])
+        return hl.judge(
+            hs,
+            {i: vals.of(by_id[i]).per_seed for h in hs for i in h.cell_ids()},
+            cfg["alpha"],
+            rules["headlines"],
+            rules["why"],
+            cfg["correction"],
+            cfg["identical_sd"],
+        )
+
     under = headline_readings(claims, values, profile, found, judge)
     for paper in dict.fromkeys(c.paper for c in claims):
         mine = [h for h in found if h.paper == paper]
         for h, o in zip(mine, judge(mine, values)):
             ok, numbers = as_printed(h, printed)
-            out.append({"id": h.id, "paper": h.paper, "where": h.where, "relation": h.relation,
-                        "cells": " ".join(h.cell_ids()), "as_printed": "yes" if ok else "no",
-                        "printed_numbers": numbers, "n": o.n, "pairs": o.pairs, "diff": o.diff,
-                        "p_holds": o.p_holds, "p_reversed": o.p_reversed, "p_two_sided": o.p_two_sided,
-                        "p_adjusted": o.p_adjusted, "correction": cfg["correction"] if not math.isnan(o.p_adjusted)
-                        else "", "test": o.test, "verdict": o.verdict, "reason": o.reason})
+            out.append(
+                {
+                    "id": h.id,
+                    "paper": h.paper,
+                    "where": h.where,
+                    "relation": h.relation,
+                    "cells": " ".join(h.cell_ids()),
+                    "as_printed": "yes" if ok else "no",
+                    "printed_numbers": numbers,
+                    "n": o.n,
+                    "pairs": o.pairs,
+                    "diff": o.diff,
+                    "p_holds": o.p_holds,
+                    "p_reversed": o.p_reversed,
+                    "p_two_sided": o.p_two_sided,
+                    "p_adjusted": o.p_adjusted,
+                    "correction": cfg["correction"] if not math.isnan(o.p_adjusted) else "",
+                    "test": o.test,
+                    "verdict": o.verdict,
+                    "reason": o.reason,
+                }
+            )
             outcomes = [(rd.Reading(), "primary", o.test, 0, len(h.cell_ids()))] + under.get(h.id, [])
             out[-1]["readings"], out[-1]["holds_under"], out[-1]["readings_note"] = rd.summary(outcomes)
     return out
@@ -404,8 +575,11 @@ def headline_readings(claims, values: "CellValues", profile: str, found, judge) 
             for h, o in zip(subject, judge(subject, vals)):
                 covered = sum(any(read(e) != e for e in es) for es in exps[h.id].values())
                 # a reading whose runs diverged (Eq. 7 as printed) has no values: say so, not MISSING
-                test = "DIVERGED" if o.test == "MISSING" and any(vals.of(by_id[i]).diverged
-                                                                 for i in h.cell_ids()) else o.test
+                test = (
+                    "DIVERGED"
+                    if o.test == "MISSING" and any(vals.of(by_id[i]).diverged for i in h.cell_ids())
+                    else o.test
+                )
                 out.setdefault(h.id, []).append((reading, readings.basis(reading), test, covered, len(h.cell_ids())))
     return out
 
@@ -440,10 +614,15 @@ def seeds_short(base: Path, seed_list: list[int]) -> str:
     if not found:
         return ""
     asked = ", ".join(map(str, seed_list[:5])) + (", ..." if len(seed_list) > 5 else "")
-    groups = "; ".join(f"{n} of {len(seed_list)} for {len(eids)} ({', '.join(eids[:3])}"
-                       f"{f', {len(eids) - 3} more' if len(eids) > 3 else ''})" for n, eids in sorted(found.items()))
-    return (f"{len(seed_list)} seed(s) asked ({asked}) but fewer found for {sum(map(len, found.values()))} of "
-            f"{with_files} experiment(s) with result files: {groups}; their cells count only those")
+    groups = "; ".join(
+        f"{n} of {len(seed_list)} for {len(eids)} ({', '.join(eids[:3])}"
+        f"{f', {len(eids) - 3} more' if len(eids) > 3 else ''})"
+        for n, eids in sorted(found.items())
+    )
+    return (
+        f"{len(seed_list)} seed(s) asked ({asked}) but fewer found for {sum(map(len, found.values()))} of "
+        f"{with_files} experiment(s) with result files: {groups}; their cells count only those"
+    )
 
 
 def aggregate(profile: str, results: Path | str = "results", seeds=None, skip_invalid: bool = False) -> Path:
@@ -457,22 +636,30 @@ def aggregate(profile: str, results: Path | str = "results", seeds=None, skip_in
         raise BenchError(f"{results}: no such folder (--results)")
     base = Path(results) / profile
     if not any(base.glob("runs/*/seed*.json")) and not any(base.glob("models/*.json")):
-        raise BenchError(f"{base}: no result files (runs/<experiment>/seed<k>.json) and no model measurements: "
-                         f"nothing to aggregate (run the workflow with --config profile={profile}, or point --results "
-                         "at the folder that holds them)")
+        raise BenchError(
+            f"{base}: no result files (runs/<experiment>/seed<k>.json) and no model measurements: "
+            f"nothing to aggregate (run the workflow with --config profile={profile}, or point --results "
+            "at the folder that holds them)"
+        )
     rows, headline = cell_rows(profile, seed_list, results, invalid)
     out = Path(results) / profile / "cells.csv"
     write_csv(out, COLUMNS, rows)
     write_csv(Path(results) / profile / "headlines.csv", HEADLINE_COLUMNS, headline)
-    write_csv(Path(results) / profile / "companions.csv", COMPANION_COLUMNS,
-              companion_rows(profile, seed_list, results, invalid))
-    write_json_atomic(Path(results) / profile / "aggregate.json",
-                      {"profile": profile, "seeds": seed_list, "correction": vd.correction(),
-                       "alpha": vd.tolerances()["alpha"]})
+    write_csv(
+        Path(results) / profile / "companions.csv",
+        COMPANION_COLUMNS,
+        companion_rows(profile, seed_list, results, invalid),
+    )
+    write_json_atomic(
+        Path(results) / profile / "aggregate.json",
+        {"profile": profile, "seeds": seed_list, "correction": vd.correction(), "alpha": vd.tolerances()["alpha"]},
+    )
     if invalid and not skip_invalid:
         first = invalid[min(invalid, key=str)]
-        raise BenchError(f"{len(invalid)} invalid result file(s), used nowhere (their cells read INVALID in {out}); "
-                         f"first: {first}; fix or delete them, or aggregate with --skip-invalid")
+        raise BenchError(
+            f"{len(invalid)} invalid result file(s), used nowhere (their cells read INVALID in {out}); "
+            f"first: {first}; fix or delete them, or aggregate with --skip-invalid"
+        )
     short = seeds_short(base, seed_list)  # said once it succeeded (an error above is the one line on stderr)
     if short:
         print(f"bench aggregate: {short}", file=sys.stderr)

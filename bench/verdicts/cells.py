@@ -39,6 +39,7 @@ network stuck at chance: judged on that value without spread (p 0 where it lies 
 (half up, in decimal) to the printed value at the printed precision, else NOT REPRODUCED. The papers print single
 values without seeds or spreads, so each printed value is treated as a point.
 """
+
 import math
 import re
 from dataclasses import dataclass, field
@@ -102,18 +103,21 @@ def band(claim: Claim) -> tuple[float, float]:
     return low, high
 
 
-RULES = {"bh": ("Benjamini-Hochberg", "false discovery rate"), "by": ("Benjamini-Yekutieli", "false discovery rate"),
-         "holm": ("Holm", "family-wise error rate")}
+RULES = {
+    "bh": ("Benjamini-Hochberg", "false discovery rate"),
+    "by": ("Benjamini-Yekutieli", "false discovery rate"),
+    "holm": ("Holm", "family-wise error rate"),
+}
 GUARANTEES = {
     "bh": "among a paper's decided cells (REP, BETTER, NOT REP) the expected share of wrong verdicts is at most "
-          "{pct:g} % (the false discovery rate), proven for cells from independent runs (not for cells that share "
-          "a run: Benjamini-Yekutieli's option covers those); a single verdict can still be wrong",
+    "{pct:g} % (the false discovery rate), proven for cells from independent runs (not for cells that share "
+    "a run: Benjamini-Yekutieli's option covers those); a single verdict can still be wrong",
     "by": "among a paper's decided cells (REP, BETTER, NOT REP) the expected share of wrong verdicts is at most "
-          "{pct:g} % under any dependence between cells (the false discovery rate); a single verdict can still be "
-          "wrong",
+    "{pct:g} % under any dependence between cells (the false discovery rate); a single verdict can still be "
+    "wrong",
     "holm": "the chance of even one wrong verdict among a paper's cells is at most {pct:g} % (the family-wise "
-            "error rate), proven for its first (Bonferroni) step; its later steps with three-way verdicts are "
-            "checked by simulation (bench power)",
+    "error rate), proven for its first (Bonferroni) step; its later steps with three-way verdicts are "
+    "checked by simulation (bench power)",
 }
 
 
@@ -155,8 +159,7 @@ def rounds_to_printed(claim: Claim, value: float) -> bool:
     try:
         target = Decimal(printed)
     except InvalidOperation:
-        target = Decimal(repr(claim.value)).quantize(Decimal(1).scaleb(-printed_decimals(claim.printed)),
-                                                      ROUND_HALF_UP)
+        target = Decimal(repr(claim.value)).quantize(Decimal(1).scaleb(-printed_decimals(claim.printed)), ROUND_HALF_UP)
     return Decimal(repr(float(value))).quantize(target, ROUND_HALF_UP) == target
 
 
@@ -168,14 +171,17 @@ def hardware_note(claim: Claim, devices: set[str]) -> str:
     pattern = meta.get("hardware_match")
     if pattern and devices and all(re.search(pattern, d) for d in devices):
         return ""
-    return (f"absolute {claim.metric.replace('_', ' ')} measured on {', '.join(sorted(devices)) or 'unknown hardware'}; "
-            f"the paper's: {meta.get('hardware', 'not stated')}")
+    return (
+        f"absolute {claim.metric.replace('_', ' ')} measured on {', '.join(sorted(devices)) or 'unknown hardware'}; "
+        f"the paper's: {meta.get('hardware', 'not stated')}"
+    )
 
 
 @dataclass
 class Cell:
     """What the verdict of one cell needs: its claim, its per-seed values (or one exact value), its status and
     reason from the aggregate step, and the devices its runs ran on."""
+
     claim: Claim
     values: list[float]
     exact: bool = False
@@ -192,12 +198,12 @@ class Judgement:
     reason: str = ""
     band_low: float = math.nan
     band_high: float = math.nan
-    p_ttest: float = math.nan       # two-sided one-sample t-test against the printed value
+    p_ttest: float = math.nan  # two-sided one-sample t-test against the printed value
     p_equivalence: float = math.nan  # TOST against the band
-    p_cell: float = math.nan        # min(p inside, 2 x min(p above, p below)): level alpha at every true mean
-    p_adjusted: float = math.nan    # p_cell after the paper's correction (bench/tolerances.yaml `correction`)
+    p_cell: float = math.nan  # min(p inside, 2 x min(p above, p below)): level alpha at every true mean
+    p_adjusted: float = math.nan  # p_cell after the paper's correction (bench/tolerances.yaml `correction`)
     seeds_needed: str = ""
-    flag: str = ""                  # "identical seeds" (the seed never reached the runs: not judged) or
+    flag: str = ""  # "identical seeds" (the seed never reached the runs: not judged) or
     #                                 "collapsed" (one value from runs that differ: judged without spread)
 
 
@@ -214,9 +220,11 @@ def band_tests(mean, sd, n, low, high) -> dict:
     mean, sd, n, low, high = (np.asarray(x, dtype=float) for x in (mean, sd, n, low, high))
     p_up_low = stats.p_greater_from(mean, sd, n, low)
     p_down_high = stats.p_greater_from(-mean, sd, n, -high)
-    return {"above": np.minimum(1.0, 2.0 * stats.p_greater_from(mean, sd, n, high)),
-            "below": np.minimum(1.0, 2.0 * stats.p_greater_from(-mean, sd, n, -low)),
-            "inside": np.maximum(p_up_low, p_down_high)}
+    return {
+        "above": np.minimum(1.0, 2.0 * stats.p_greater_from(mean, sd, n, high)),
+        "below": np.minimum(1.0, 2.0 * stats.p_greater_from(-mean, sd, n, -low)),
+        "inside": np.maximum(p_up_low, p_down_high),
+    }
 
 
 def decide(tests: dict) -> tuple:
@@ -271,8 +279,9 @@ def seeds_needed(values: list[float], low: float, high: float, level: float, pow
     n = _seeds_at(mean, sd, low, high, level, power)
     sd_low, sd_high = stats.sd_interval(sd, len(values), SEEDS_RANGE_CONFIDENCE)
     fewest, most = _seeds_at(mean, sd_low, low, high, level, power), _seeds_at(mean, sd_high, low, high, level, power)
-    return (f"{_count(n)} (range {_count(fewest)}-{_count(most)} over the sd's "
-            f"{100 * SEEDS_RANGE_CONFIDENCE:g} % interval)")
+    return (
+        f"{_count(n)} (range {_count(fewest)}-{_count(most)} over the sd's {100 * SEEDS_RANGE_CONFIDENCE:g} % interval)"
+    )
 
 
 def non_finite(values: list[float]) -> str:
@@ -280,8 +289,9 @@ def non_finite(values: list[float]) -> str:
     return f"{len(bad)} of {len(values)} seed values are not finite ({bad[0]!r}): no verdict from them" if bad else ""
 
 
-def judge(cells: list[Cell], profile: str, with_seeds_needed: bool = True,
-          method: str | None = None) -> list[Judgement]:
+def judge(
+    cells: list[Cell], profile: str, with_seeds_needed: bool = True, method: str | None = None
+) -> list[Judgement]:
     """The verdict of each cell of ONE paper (the correction, bench/tolerances.yaml's unless `method` names one,
     runs over the cells passed together). `with_seeds_needed=False` skips the seeds-needed search (the power
     simulation judges thousands of papers)."""
@@ -311,18 +321,24 @@ def judge(cells: list[Cell], profile: str, with_seeds_needed: bool = True,
             j.seeds_needed = "at least 3"
         elif stats.identical(cell.values, cfg["identical_sd"]) and cell.same_runs:
             j.verdict, j.flag = "INCONCLUSIVE", "identical seeds"
-            j.reason = (f"the {n} seeds gave identical values from identical runs (the same losses): the seed "
-                        "never reached the run; rerun with the seed applied")
+            j.reason = (
+                f"the {n} seeds gave identical values from identical runs (the same losses): the seed "
+                "never reached the run; rerun with the seed applied"
+            )
         elif stats.identical(cell.values, cfg["identical_sd"]):  # floating-point noise is no spread
             mean = stats.mean_sd(cell.values)[0]
             tests = _collapsed_tests(mean, low, high, cfg["identical_sd"] * max(abs(mean), 1.0))
             side, p = decide(tests)
             j.p_equivalence, j.p_cell, j.flag = tests["inside"], float(p), "collapsed"
-            j.reason = (f"collapsed: the {n} seeds gave one value, {mean:g} (e.g. a network stuck at chance), "
-                        "judged without spread; " + ("the runs' losses differ, so the seeds did reach them"
-                                                     if cell.same_runs is False else
-                                                     "the runs record no losses to tell a collapse from a seed "
-                                                     "that never reached them"))
+            j.reason = (
+                f"collapsed: the {n} seeds gave one value, {mean:g} (e.g. a network stuck at chance), "
+                "judged without spread; "
+                + (
+                    "the runs' losses differ, so the seeds did reach them"
+                    if cell.same_runs is False
+                    else "the runs record no losses to tell a collapse from a seed that never reached them"
+                )
+            )
             if cell.status == "PARTIAL":
                 j.reason = f"{cell.reason}; {j.reason}"
             tested.append((j, str(side), cell))

@@ -19,6 +19,7 @@ cells are (bench/tolerances.yaml `correction`). A side may mix cells with one ex
 and per-seed cells: the exact value joins every seed. A profile that does not test headline claims
 (bench/tolerances.yaml) gives NOT COMPARABLE and shows the test on its runs beside it.
 """
+
 import math
 from dataclasses import dataclass
 
@@ -30,8 +31,10 @@ def p_values(relation: str, diffs: list[float], margin: float = 0.0) -> tuple[fl
     """(p of the relation, p of its reverse) from one-sided t-tests on the per-seed differences A - B."""
     if relation == "within":
         # the two ways out of the band are disjoint: twice the smaller one-sided p bounds the reverse's
-        return (stats.tost(diffs, -margin, margin),
-                min(1.0, 2.0 * min(stats.p_greater(diffs, margin), stats.p_less(diffs, -margin))))
+        return (
+            stats.tost(diffs, -margin, margin),
+            min(1.0, 2.0 * min(stats.p_greater(diffs, margin), stats.p_less(diffs, -margin))),
+        )
     bound = {"greater": 0.0, "less": 0.0, "at_least": -margin, "at_most": margin}[relation]
     up, down = stats.p_greater(diffs, bound), stats.p_less(diffs, bound)
     return (up, down) if relation in ("greater", "at_least") else (down, up)
@@ -65,17 +68,17 @@ def differences(a: tuple, b, per_cell: dict[str, dict]) -> list[float] | float |
 
 @dataclass
 class Outcome:
-    test: str                      # HOLDS / REVERSED / NOT SIGNIFICANT / MISSING / DIVERGED
-    verdict: str = ""              # the test, or NOT COMPARABLE in a profile that does not test headlines
+    test: str  # HOLDS / REVERSED / NOT SIGNIFICANT / MISSING / DIVERGED
+    verdict: str = ""  # the test, or NOT COMPARABLE in a profile that does not test headlines
     reason: str = ""
     n: int = 0
-    diff: float = math.nan         # mean of A - B (first pair tested), in the cells' unit
+    diff: float = math.nan  # mean of A - B (first pair tested), in the cells' unit
     p_holds: float = math.nan
     p_reversed: float = math.nan
     p_two_sided: float = math.nan  # 2 x min(p_holds, p_reversed), capped at 1 (min for "within"): what the
     #                                correction sees
     p_adjusted: float = math.nan
-    pairs: str = ""                # "k of n" where only k of the claim's n pairs could be tested
+    pairs: str = ""  # "k of n" where only k of the claim's n pairs could be tested
     relation: str = ""
 
 
@@ -103,8 +106,9 @@ def test(h: Headline, per_cell: dict[str, dict], identical_sd: float = 1e-7) -> 
             untested.append(f"{len(d)} seed with values on both sides of {', '.join(a)}: no test")
             continue
         if stats.identical(d, identical_sd):
-            untested.append(f"identical per-seed differences for {', '.join(a)}: the seed likely never reached "
-                            "the runs")
+            untested.append(
+                f"identical per-seed differences for {', '.join(a)}: the seed likely never reached the runs"
+            )
             continue
         ph, pr = p_values(rel, d, h.margin)
         p_hold.append(ph)
@@ -116,16 +120,24 @@ def test(h: Headline, per_cell: dict[str, dict], identical_sd: float = 1e-7) -> 
         status = "MISSING" if all(u.startswith("no values") for u in untested) else "NOT SIGNIFICANT"
         n, diff = seen[0] if seen else (0, math.nan)
         return Outcome(status, reason="; ".join(dict.fromkeys(untested)), n=n, diff=diff)
-    out = Outcome("", n=min(ns), diff=diffs[0], p_holds=max(p_hold), p_reversed=min(stats.holm(p_rev)),
-                  relation=h.relation)
+    out = Outcome(
+        "", n=min(ns), diff=diffs[0], p_holds=max(p_hold), p_reversed=min(stats.holm(p_rev)), relation=h.relation
+    )
     if untested:
         out.pairs = f"{len(p_hold)} of {total}"
         out.reason = f"partial: {len(p_hold)} of {total} pairs tested; " + "; ".join(dict.fromkeys(untested))
     return out
 
 
-def judge(headlines: list[Headline], per_cell: dict[str, dict], alpha: float, test_claims: bool,
-          why_not: str = "", method: str = "bh", identical_sd: float = 1e-7) -> list[Outcome]:
+def judge(
+    headlines: list[Headline],
+    per_cell: dict[str, dict],
+    alpha: float,
+    test_claims: bool,
+    why_not: str = "",
+    method: str = "bh",
+    identical_sd: float = 1e-7,
+) -> list[Outcome]:
     """Every claim of ONE paper: tested, then corrected (`method`: bh, by or holm) over the paper's tested claims."""
     outs = [test(h, per_cell, identical_sd) for h in headlines]
     tested = [o for o in outs if not o.test]

@@ -7,6 +7,7 @@ one-sided binomial test on its own test samples, and each method's runs are summ
 chance at p < ALPHA, and how far above (the median ratio accuracy / chance). The reports print this per method,
 and a test runs one cheap smoke experiment per method and fails when it is not above chance.
 """
+
 import statistics
 from collections import defaultdict
 
@@ -41,7 +42,7 @@ def per_method(found: dict) -> list[dict]:
     runs that did not finish."""
     runs = defaultdict(list)
     unfinished = defaultdict(int)
-    for (eid, seed), r in sorted(found.items()):
+    for (eid, _seed), r in sorted(found.items()):
         method = r["config"]["method"]
         if r["status"] != "FINISHED":
             unfinished[method] += 1
@@ -52,7 +53,14 @@ def per_method(found: dict) -> list[dict]:
     for method in sorted(set(runs) | set(unfinished)):
         mine = runs.get(method, [])
         lowest = min(mine, default=None)
-        rows.append({"method": method, "finished": len(mine), "above": int(sum(p < ALPHA for _, p, _, _ in mine)),
-                     "median_ratio": statistics.median(x[0] for x in mine) if mine else float("nan"),
-                     "lowest": lowest, "unfinished": unfinished.get(method, 0)})
+        rows.append(
+            {
+                "method": method,
+                "finished": len(mine),
+                "above": int(sum(p < ALPHA for _, p, _, _ in mine)),
+                "median_ratio": statistics.median(x[0] for x in mine) if mine else float("nan"),
+                "lowest": lowest,
+                "unfinished": unfinished.get(method, 0),
+            }
+        )
     return rows

@@ -23,6 +23,7 @@ and the rates are counted over `replicates` such reproductions:
 A verdict is right when the true mean is where it says: REPRODUCED strictly inside the band, NOT REPRODUCED or
 BETTER on or beyond the edge on its side.
 """
+
 import math
 import re
 from functools import cache
@@ -36,7 +37,7 @@ from bench.verdicts import stats
 MIXTURE = (("at", 0.5), ("worse", 0.25), ("spread", 0.25))
 WORSE_BY = 2.0
 SPREAD = 3.0
-SCENARIOS = ("at", "off-0.25", "off-0.5", "normal", "mix")  # the README's table; off-X takes any X >= 0
+SCENARIOS = ("at", "off-0.25", "off-0.5", "normal", "mix")  # docs/statistics.md's table; off-X takes any X >= 0
 
 
 @cache
@@ -76,10 +77,13 @@ def true_means(scenario: str, values: np.ndarray, sd: float, replicates: int, rn
     shape = (replicates, len(values))
     if scenario == "mix":
         kinds = [k for k, share in MIXTURE for _ in range(round(share * len(values)))]
-        kinds = np.array((kinds + ["at"] * len(values))[:len(values)])
+        kinds = np.array((kinds + ["at"] * len(values))[: len(values)])
         kinds = np.stack([rng.permutation(kinds) for _ in range(replicates)])
-        offsets = np.where(kinds == "worse", worse_sign * WORSE_BY,
-                           np.where(kinds == "spread", rng.uniform(-SPREAD, SPREAD, shape), 0.0))
+        offsets = np.where(
+            kinds == "worse",
+            worse_sign * WORSE_BY,
+            np.where(kinds == "spread", rng.uniform(-SPREAD, SPREAD, shape), 0.0),
+        )
         return values + offsets, kinds
     if scenario == "at":
         return np.broadcast_to(values, shape).copy(), np.full(shape, "at")
@@ -89,8 +93,16 @@ def true_means(scenario: str, values: np.ndarray, sd: float, replicates: int, rn
     return values + off * rng.choice([-1.0, 1.0], shape), np.full(shape, "")
 
 
-def simulate(seeds: int, sd: float, replicates: int = 200, paper: str = "ma", metric: str = "test_accuracy",
-             correction: str | None = None, rng_seed: int = 0, scenario: str = "mix") -> dict:
+def simulate(
+    seeds: int,
+    sd: float,
+    replicates: int = 200,
+    paper: str = "ma",
+    metric: str = "test_accuracy",
+    correction: str | None = None,
+    rng_seed: int = 0,
+    scenario: str = "mix",
+) -> dict:
     """The rates above for one (seeds, sd, scenario), with the correction of bench/tolerances.yaml unless one is
     named."""
     claims = paper_cells(paper, metric)
@@ -106,13 +118,20 @@ def simulate(seeds: int, sd: float, replicates: int = 200, paper: str = "ma", me
     decided = verdicts != "INCONCLUSIVE"
     wrong = decided & (verdicts != _truths(means, low, high, hib))
     at, worse = kinds == "at", kinds == "worse"
-    return {"seeds": seeds, "sd": sd, "scenario": scenario, "cells": len(claims), "replicates": replicates,
-            "correction": method,
-            "right": float(np.mean(decided & ~wrong)),
-            "p_reproduced_at": float(np.mean(verdicts[at] == "REPRODUCED")) if at.any() else math.nan,
-            "p_not_reproduced_worse": float(np.mean(verdicts[worse] == "NOT REPRODUCED")) if worse.any() else math.nan,
-            "wrong_share": float(np.mean(wrong.sum(axis=1) / np.maximum(decided.sum(axis=1), 1))),
-            "any_wrong": float(np.mean(wrong.any(axis=1))), "decided_share": float(np.mean(decided))}
+    return {
+        "seeds": seeds,
+        "sd": sd,
+        "scenario": scenario,
+        "cells": len(claims),
+        "replicates": replicates,
+        "correction": method,
+        "right": float(np.mean(decided & ~wrong)),
+        "p_reproduced_at": float(np.mean(verdicts[at] == "REPRODUCED")) if at.any() else math.nan,
+        "p_not_reproduced_worse": float(np.mean(verdicts[worse] == "NOT REPRODUCED")) if worse.any() else math.nan,
+        "wrong_share": float(np.mean(wrong.sum(axis=1) / np.maximum(decided.sum(axis=1), 1))),
+        "any_wrong": float(np.mean(wrong.any(axis=1))),
+        "decided_share": float(np.mean(decided)),
+    }
 
 
 def judge_rows(draws: np.ndarray, low, high, higher_is_better, alpha: float, method: str) -> np.ndarray:
@@ -128,15 +147,6 @@ def judge_rows(draws: np.ndarray, low, high, higher_is_better, alpha: float, met
 
 def table(seed_counts: list[int], sds: list[float], scenarios=("mix",), **kw) -> list[dict]:
     return [simulate(n, sd, scenario=sc, **kw) for n in seed_counts for sd in sds for sc in scenarios]
-
-
-def smallest_seeds(sd: float, target: float = 0.8, start: int = 2, limit: int = 20, **kw) -> int | None:
-    """The smallest seed count at which both P(REP | at) and P(NOT REP | worse) reach `target` at spread sd."""
-    for n in range(start, limit + 1):
-        r = simulate(n, sd, **kw)
-        if r["p_reproduced_at"] >= target and r["p_not_reproduced_worse"] >= target:
-            return n
-    return None
 
 
 def recommend(rows: list[dict], target: float = 0.8) -> dict:
@@ -156,10 +166,12 @@ def _rate(x: float, digits: int = 2) -> str:
 
 def _preamble(rows: list[dict]) -> str:
     first = rows[0]
-    return (f"{first['cells']} cells of one paper, {first['replicates']} simulated reproductions per row, correction "
-            f"{first['correction']}; scenarios: at = every cell at its printed value, off-X = X points off it, "
-            f"normal = off by N(0, sd), mix = {', '.join(f'{k} {s:g}' for k, s in MIXTURE)} "
-            f"(worse = {WORSE_BY:g} points worse, spread = uniform within {SPREAD:g} points)\n")
+    return (
+        f"{first['cells']} cells of one paper, {first['replicates']} simulated reproductions per row, correction "
+        f"{first['correction']}; scenarios: at = every cell at its printed value, off-X = X points off it, "
+        f"normal = off by N(0, sd), mix = {', '.join(f'{k} {s:g}' for k, s in MIXTURE)} "
+        f"(worse = {WORSE_BY:g} points worse, spread = uniform within {SPREAD:g} points)\n"
+    )
 
 
 def describe(rows: list[dict]) -> str:
@@ -169,21 +181,58 @@ def describe(rows: list[dict]) -> str:
 
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
     if len(scenarios) == 1:
-        body = [[r["seeds"], f"{r['sd']:g}", r["scenario"], _rate(r["right"]), _rate(r["p_reproduced_at"]),
-                 _rate(r["p_not_reproduced_worse"]), _rate(r["decided_share"]), _rate(r["wrong_share"], 3),
-                 _rate(r["any_wrong"])] for r in rows]
+        body = [
+            [
+                r["seeds"],
+                f"{r['sd']:g}",
+                r["scenario"],
+                _rate(r["right"]),
+                _rate(r["p_reproduced_at"]),
+                _rate(r["p_not_reproduced_worse"]),
+                _rate(r["decided_share"]),
+                _rate(r["wrong_share"], 3),
+                _rate(r["any_wrong"]),
+            ]
+            for r in rows
+        ]
         return _preamble(rows) + tabulate(
-            body, headers=["seeds", "sd (points)", "scenario", "right", "P(REP), at printed",
-                           f"P(NOT REP), {WORSE_BY:g} worse", "decided", "wrong share (FDR)", "any wrong (FWER)"],
-            tablefmt="github", disable_numparse=True)
+            body,
+            headers=[
+                "seeds",
+                "sd (points)",
+                "scenario",
+                "right",
+                "P(REP), at printed",
+                f"P(NOT REP), {WORSE_BY:g} worse",
+                "decided",
+                "wrong share (FDR)",
+                "any wrong (FWER)",
+            ],
+            tablefmt="github",
+            disable_numparse=True,
+        )
     body = []
     for key in dict.fromkeys((r["seeds"], r["sd"]) for r in rows):
         mine = {r["scenario"]: r for r in rows if (r["seeds"], r["sd"]) == key}
         worse = [r["p_not_reproduced_worse"] for r in mine.values() if not math.isnan(r["p_not_reproduced_worse"])]
-        body.append([key[0], f"{key[1]:g}"] + [_rate(mine[s]["right"]) if s in mine else "–" for s in scenarios]
-                    + [_rate(worse[0]) if worse else "–", _rate(max(r["wrong_share"] for r in mine.values()), 3),
-                       _rate(max(r["any_wrong"] for r in mine.values()))])
-    return (_preamble(rows) + "right: the share of cells given the right verdict in each scenario\n" + tabulate(
-        body, headers=["seeds", "sd (points)"] + [f"right, {s}" for s in scenarios]
-        + [f"P(NOT REP), {WORSE_BY:g} worse", "wrong share (FDR), worst", "any wrong (FWER), worst"],
-        tablefmt="github", disable_numparse=True))
+        body.append(
+            [key[0], f"{key[1]:g}"]
+            + [_rate(mine[s]["right"]) if s in mine else "–" for s in scenarios]
+            + [
+                _rate(worse[0]) if worse else "–",
+                _rate(max(r["wrong_share"] for r in mine.values()), 3),
+                _rate(max(r["any_wrong"] for r in mine.values())),
+            ]
+        )
+    return (
+        _preamble(rows)
+        + "right: the share of cells given the right verdict in each scenario\n"
+        + tabulate(
+            body,
+            headers=["seeds", "sd (points)"]
+            + [f"right, {s}" for s in scenarios]
+            + [f"P(NOT REP), {WORSE_BY:g} worse", "wrong share (FDR), worst", "any wrong (FWER), worst"],
+            tablefmt="github",
+            disable_numparse=True,
+        )
+    )

@@ -13,6 +13,7 @@ A companion that swaps the method (Bhyravabhottla's equal-epoch standard baselin
 reading of the same experiment, and is left out. A reading's basis is the weakest of its changes' (text, then code,
 then choice): a claim that holds only under readings the text does not state says so.
 """
+
 from dataclasses import dataclass
 
 from bench import experiments as ex
@@ -33,6 +34,7 @@ class Reading:
 @dataclass
 class Readings:
     """The readings a profile runs, and how each maps an experiment to the run that reads it that way."""
+
     children: dict  # experiment id -> [(companion Experiment, change, basis)]
     basis_of: dict  # change -> basis
 
@@ -52,7 +54,9 @@ class Readings:
             for changes, _ in self.descendants(exp):
                 order.setdefault(changes, None)
         rank = {c: i for i, c in enumerate(self.basis_of)}
-        return [Reading(tuple(sorted(c, key=lambda x: rank[x]))) for c in sorted(order, key=lambda c: (len(c), sorted(c)))]
+        return [
+            Reading(tuple(sorted(c, key=lambda x: rank[x]))) for c in sorted(order, key=lambda c: (len(c), sorted(c)))
+        ]
 
     def apply(self, reading: Reading, exp: ex.Experiment) -> ex.Experiment:
         """The run that reads `exp` under `reading`: the descendant applying the most of its changes (none: exp)."""
@@ -92,5 +96,7 @@ def summary(outcomes: list[tuple[Reading, str, str, int, int]], holds: str = "HO
     under = f"{len(held)} of {len(outcomes)}" + (f" ({', '.join(r.label for r, _ in held)})" if held else "")
     note = ""
     if held and all(b in ("code", "choice") for _, b in held):
-        note = "holds only under readings the text does not state (" + ", ".join(f"{r.label}: {b}" for r, b in held) + ")"
+        note = (
+            "holds only under readings the text does not state (" + ", ".join(f"{r.label}: {b}" for r, b in held) + ")"
+        )
     return "; ".join(parts), under, note

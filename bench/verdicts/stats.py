@@ -3,6 +3,7 @@ corrections (Benjamini-Hochberg, Benjamini-Yekutieli, Holm), the exact power of 
 a test would need. Pure functions of finite numbers (scipy); a NaN or an infinity is refused, never decided on.
 The verdicts built on them live in bench/verdicts/cells.py and bench/verdicts/headlines.py.
 """
+
 import math
 from functools import lru_cache
 
@@ -52,7 +53,8 @@ def summarize(values: list[float]) -> dict:
 
 def _t(mean: float, sd: float, n: int, mu: float) -> float:
     """The one-sample t statistic; a sample without spread gives +-inf (or 0 exactly at mu). The verdicts never
-    let a sample without spread reach a test (bench/verdicts/cells.py: identical seeds); the limit is kept exact here."""
+    let a sample without spread reach a test (bench/verdicts/cells.py: identical seeds); the limit is kept exact
+    here."""
     if sd > 0:
         return (mean - mu) / (sd / math.sqrt(n))
     return 0.0 if mean == mu else math.copysign(math.inf, mean - mu)
@@ -89,6 +91,7 @@ def tost(values: list[float], low: float, high: float) -> float:
 
 
 # ---------------------------------------------------------------- multiple testing
+
 
 def holm(pvalues: list[float]) -> list[float]:
     """Holm's step-down adjusted p-values, in the input's order: the i-th smallest p times (m - i + 1), made
@@ -167,6 +170,7 @@ def level_reached(adjusted: list[float], alpha: float, method: str) -> float:
 
 # ---------------------------------------------------------------- power and seeds needed
 
+
 def power_one_sided(effect: float, sd: float, n: int, alpha: float) -> float:
     """Power of a one-sided one-sample t-test at level alpha when the true mean exceeds the bound by `effect`
     (> 0) and the spread is sd: P(T > t_crit) with T noncentral t on n - 1 degrees of freedom."""
@@ -204,8 +208,10 @@ def sd_interval(sd: float, n: int, confidence: float) -> tuple[float, float]:
     """The two-sided `confidence` interval of the population sd from a sample sd of n values: (n - 1) s^2 / sd^2
     is chi-square on n - 1 degrees of freedom."""
     df = n - 1
-    return (sd * math.sqrt(df / st.chi2.ppf(0.5 + confidence / 2, df)),
-            sd * math.sqrt(df / st.chi2.ppf(0.5 - confidence / 2, df)))
+    return (
+        sd * math.sqrt(df / st.chi2.ppf(0.5 + confidence / 2, df)),
+        sd * math.sqrt(df / st.chi2.ppf(0.5 - confidence / 2, df)),
+    )
 
 
 def seeds_needed(power_at, power: float, limit: int = 10_000) -> int | None:

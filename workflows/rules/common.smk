@@ -75,6 +75,40 @@ RUNS = [f"{RESULTS}/runs/{e}/seed{s}.json" for e in TARGETS for s in SEEDS]
 MODEL_FILES = [f"{RESULTS}/models/{m}.json" for m in MEASUREMENTS]
 REPORT_MANIFEST = f"{RESULTS}/reports.json"  # the final target (reports/ is committed, results/ is not)
 AUDIT_DONE = f"{RESULTS}/audit.txt"  # what `bench audit` said (reports/audit.md is committed: not an output)
+def hold_results_lock(results: str):
+    """One workflow at a time per results folder. A second `snakemake` on the same folder would otherwise see the
+    running jobs' outputs as incomplete (IncompleteFilesException, whose advice, --rerun-incomplete, would start the
+    running jobs a second time). A POSIX lock on <results>/.workflow.lock, held while this process lives (released
+    by the kernel when it ends, however it ends; not inherited by the warm worker or the jobs). The jobs Snakemake
+    starts for a cluster or a group parse this file again in their own mode, and take no lock."""
+    import fcntl
+    import os
+    import time
+
+    from snakemake_interface_executor_plugins.settings import ExecMode
+
+    if workflow.exec_mode != ExecMode.DEFAULT:
+        return None
+    try:
+        Path(results).mkdir(parents=True, exist_ok=True)
+        handle = open(f"{results}/.workflow.lock", "a+", encoding="utf-8")
+    except OSError:
+        return None  # a folder that cannot be written: the first job that writes there says so, in one line
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        raise WorkflowError(f"{results}: a workflow is already running on this results folder ({holder}); wait for it "
+                            "to end (`bench status` follows its jobs) or stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"snakemake process {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    return handle
+
+
+RESULTS_LOCK = hold_results_lock(RESULTS)
 # With --use-conda the rule's conda environment provides python; otherwise the interpreter running Snakemake.
 USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 PYTHON = "python" if USE_CONDA else shlex.quote(sys.executable)

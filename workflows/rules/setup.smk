@@ -1,5 +1,5 @@
 # Create the MLflow store and one MLflow experiment per paper before any training job starts, so that parallel
-# jobs never race to create them (design.md: MLflow conventions).
+# jobs never race to create them (docs/design.md#conventions-taken-from-the-tools).
 rule mlflow_setup:
     output:
         f"{RESULTS}/mlflow.ready",

@@ -18,6 +18,7 @@ after). It drives Chromium over its DevTools protocol with aiohttp (an mlflow de
 at the element's place on the page, waits until each page has rendered (its runs or charts drawn, its text still
 for 1.5 s), and stops both; a minute or two.
 """
+
 import argparse
 import asyncio
 import base64
@@ -36,12 +37,16 @@ from pathlib import Path
 import aiohttp
 
 # every chart of the charts tab drawn with its data (a plotly trace), not an empty frame
-CHARTS_READY = ("document.querySelector('.js-plotly-plot') && "
-                "[...document.querySelectorAll('.js-plotly-plot')].every(plot => plot.querySelector('.trace'))")
+CHARTS_READY = (
+    "document.querySelector('.js-plotly-plot') && "
+    "[...document.querySelectorAll('.js-plotly-plot')].every(plot => plot.querySelector('.trace'))"
+)
 
 # the viewport down to just below the last chart card
-CHARTS_CLIP = ("(b => b && {x: 0, y: 0, width: innerWidth, height: Math.min(innerHeight, b + 24), scale: 1})(Math.max("
-               "0, ...[...document.querySelectorAll('.react-resizable')].map(c => c.getBoundingClientRect().bottom)))")
+CHARTS_CLIP = (
+    "(b => b && {x: 0, y: 0, width: innerWidth, height: Math.min(innerHeight, b + 24), scale: 1})(Math.max("
+    "0, ...[...document.querySelectorAll('.react-resizable')].map(c => c.getBoundingClientRect().bottom)))"
+)
 
 
 def free_port() -> int:
@@ -52,8 +57,9 @@ def free_port() -> int:
 
 def api(port: int, path: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}", data=data,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=60) as r:
         return json.loads(r.read())
 
@@ -66,7 +72,7 @@ def wait_for_server(port: int, server: subprocess.Popen, timeout: float = 120.0)
                 return
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the MLflow server did not come up on port {port}")
+                raise SystemExit(f"the MLflow server did not come up on port {port}") from None
             time.sleep(1)
 
 
@@ -84,8 +90,12 @@ def pick_run(port: int, experiment: str, run_name: str | None) -> tuple[str, dic
     eid = api(port, f"experiments/get-by-name?experiment_name={urllib.parse.quote(experiment)}")["experiment"]
     eid = eid["experiment_id"]
     query = f"attributes.run_name = '{run_name}'" if run_name else "attributes.status = 'FINISHED'"
-    runs = [r["info"] for r in api(port, "runs/search", {"experiment_ids": [eid], "filter": query,
-                                                        "max_results": 1000}).get("runs", [])]
+    runs = [
+        r["info"]
+        for r in api(port, "runs/search", {"experiment_ids": [eid], "filter": query, "max_results": 1000}).get(
+            "runs", []
+        )
+    ]
     if not runs:
         raise SystemExit(f"no {'run ' + repr(run_name) if run_name else 'FINISHED run'} in {experiment!r}")
 
@@ -121,16 +131,24 @@ class Page:
         expression `selector` gives, as a user's: waits for the element to be on the page."""
         deadline = time.monotonic() + timeout
         while True:
-            box = await self.evaluate(f"(e => e && (r => ({{x: r.x + r.width / 2, y: r.y + r.height / 2}}))"
-                                      f"(e.getBoundingClientRect()))({selector})")
+            box = await self.evaluate(
+                f"(e => e && (r => ({{x: r.x + r.width / 2, y: r.y + r.height / 2}}))"
+                f"(e.getBoundingClientRect()))({selector})"
+            )
             if box:
                 break
             if time.monotonic() > deadline:
                 raise SystemExit(f"no {what} to click on the page in {timeout:.0f} s")
             await asyncio.sleep(0.5)
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            await self.call("Input.dispatchMouseEvent", type=kind, x=box["x"], y=box["y"], button="left",
-                            clickCount=0 if kind == "mouseMoved" else 1)
+            await self.call(
+                "Input.dispatchMouseEvent",
+                type=kind,
+                x=box["x"],
+                y=box["y"],
+                button="left",
+                clickCount=0 if kind == "mouseMoved" else 1,
+            )
 
     async def shoot(self, ready: str, out: Path, search: str = "", timeout: float = 180.0, url: str = ""):
         """Load url (else stay on the page), wait until `ready` (a JS expression) holds and the page's text stops
@@ -165,17 +183,20 @@ class Page:
 
 
 # the Assistant panel's close button: the button labelled Close in the panel headed "MLflow Assistant"
-ASSISTANT_CLOSE = ("[...document.querySelectorAll('button[aria-label=Close]')].find(b => { for (let e = b; e; "
-                   "e = e.parentElement) if (e.innerText && e.innerText.startsWith('MLflow Assistant')) return true; "
-                   "return false; })")
+ASSISTANT_CLOSE = (
+    "[...document.querySelectorAll('button[aria-label=Close]')].find(b => { for (let e = b; e; "
+    "e = e.parentElement) if (e.innerText && e.innerText.startsWith('MLflow Assistant')) return true; "
+    "return false; })"
+)
 
 
 async def tour(page: Page, link: str, run: dict, outs: tuple[Path, Path, Path], metrics: str):
     """The runs list as the link opens it (the Assistant panel closed as a user closes it), then the run's page
     and its charts, each reached by a click."""
     runs_out, run_out, charts_out = outs
-    listed = (f"document.querySelector('a[href*=\"{run['run_id']}\"]') && "
-              "document.body.innerText.includes('matching run')")
+    listed = (
+        f"document.querySelector('a[href*=\"{run['run_id']}\"]') && document.body.innerText.includes('matching run')"
+    )
     await page.call("Page.navigate", url=link)
     await page.wait(listed, 300)
     if await page.evaluate(f"Boolean({ASSISTANT_CLOSE})"):
@@ -183,20 +204,35 @@ async def tour(page: Page, link: str, run: dict, outs: tuple[Path, Path, Path], 
         print("closed the Assistant panel (its close button, clicked)")
     await page.shoot(f"{listed} && !{ASSISTANT_CLOSE}", runs_out)
     await page.click(f"document.querySelector('a[href*=\"{run['run_id']}\"]')", f"link to run {run['run_name']}")
-    await page.shoot(f"[{json.dumps(run['run_name'])}, 'Parameters'].every(t => document.body.innerText.includes(t))",
-                     run_out)
-    await page.click("[...document.querySelectorAll('[role=tab], a, button')].find(e => e.innerText === "
-                     "'Model metrics')", "Model metrics tab")
+    await page.shoot(
+        f"[{json.dumps(run['run_name'])}, 'Parameters'].every(t => document.body.innerText.includes(t))", run_out
+    )
+    await page.click(
+        "[...document.querySelectorAll('[role=tab], a, button')].find(e => e.innerText === 'Model metrics')",
+        "Model metrics tab",
+    )
     await page.shoot(CHARTS_READY, charts_out, metrics)
 
 
 async def screenshots(chromium: str, link: str, run: dict, outs: tuple, metrics: str, width: int, height: int):
     port = free_port()
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:  # its helpers may outlive it a moment
-        browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                                    "--no-first-run", f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
-                                    f"--window-size={width},{height}", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        browser = subprocess.Popen(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                f"--remote-debugging-port={port}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             async with aiohttp.ClientSession() as http:
                 for _ in range(120):
@@ -212,8 +248,13 @@ async def screenshots(chromium: str, link: str, run: dict, outs: tuple, metrics:
                     raise SystemExit("Chromium did not open its DevTools port")
                 async with http.ws_connect(targets[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
                     page = Page(ws)
-                    await page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                                    deviceScaleFactor=1, mobile=False)
+                    await page.call(
+                        "Emulation.setDeviceMetricsOverride",
+                        width=width,
+                        height=height,
+                        deviceScaleFactor=1,
+                        mobile=False,
+                    )
                     await page.call("Page.enable")
                     await tour(page, link, run, outs, metrics)
         finally:
@@ -228,10 +269,14 @@ def main():
     p.add_argument("--run-name", help="the run to show (default: the FINISHED run with the most epochs)")
     p.add_argument("--runs-out", type=Path, default=Path("reports/mlflow_runs.png"), help="the runs list")
     p.add_argument("--out", type=Path, default=Path("reports/mlflow_run.png"), help="the run's overview")
-    p.add_argument("--charts-out", type=Path, default=Path("reports/mlflow_run_charts.png"),
-                   help="the run's metric charts")
-    p.add_argument("--metrics", default=r"^((train|test)_(loss|accuracy)|(epoch|eval)_time_s)$",
-                   help="regular expression of the metrics charted (the charts tab's search box)")
+    p.add_argument(
+        "--charts-out", type=Path, default=Path("reports/mlflow_run_charts.png"), help="the run's metric charts"
+    )
+    p.add_argument(
+        "--metrics",
+        default=r"^((train|test)_(loss|accuracy)|(epoch|eval)_time_s)$",
+        help="regular expression of the metrics charted (the charts tab's search box)",
+    )
     p.add_argument("--width", type=int, default=1600)
     p.add_argument("--height", type=int, default=1000)
     args = p.parse_args()
@@ -240,16 +285,23 @@ def main():
         print("screenshot_mlflow: no chromium found: apt-get install chromium (or set $CHROMIUM)", file=sys.stderr)
         sys.exit(2)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bench", "ui", "--port", str(port), "--store", args.store],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench", "ui", "--port", str(port), "--store", args.store],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         link = ui_link(server, args.experiment)
         print(f"bench ui's link for {args.experiment}: {link}")
         wait_for_server(port, server)
         _, run = pick_run(port, args.experiment, args.run_name)
         print(f"run {run['run_name']} ({run['run_id']})")
-        asyncio.run(screenshots(chromium, link, run, (args.runs_out, args.out, args.charts_out), args.metrics,
-                                args.width, args.height))
+        asyncio.run(
+            screenshots(
+                chromium, link, run, (args.runs_out, args.out, args.charts_out), args.metrics, args.width, args.height
+            )
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -6,7 +6,8 @@ activation, dropout, pool) is one layer; a ResNet's stem is one layer and every 
 layer, the unit's shortcut conv (when it has one) included, placed after the unit's main-path convs (torchvision's
 module order: conv1, conv2[, conv3], downsample; `shortcut_position: first` puts it first). Each layer is a *step*
 that maps a state to a state: between units the state is the activation x; inside a residual unit it is the pair
-(main-path activation, skip tensor), so a cut inside a unit stores both (paper Fig. 4; methods.md 5.3 item 5). The
+(main-path activation, skip tensor), so a cut inside a unit stores both (paper Fig. 4;
+docs/methods/learn-drop.md#53-ambiguities item 5). The
 skip tensor is the unit's input x while the shortcut conv is still in the head, its output once it is in the tail.
 `resnet_cut: unit` allows cuts only at residual-unit boundaries (a cut is rounded down to the last whole unit;
 a simpler variant, not the paper's). Any other block must hold at least one conv and is one layer (all its convs
@@ -14,6 +15,7 @@ scored together). The model's `head` (pool + dense layers) is never scored nor d
 scoring runs only while the head holds at least two conv layers, and the last conv is never a candidate (Eq. 4
 needs t+1).
 """
+
 import contextlib
 import copy
 import io
@@ -82,9 +84,9 @@ class Layer:
     index: int
     name: str
     step: nn.Module
-    scored: list           # the conv weights (scored_tensors: conv_weight)
-    params: list           # every parameter of the layer
-    ends_block: bool       # a cut right after this layer is a block (residual-unit) boundary
+    scored: list  # the conv weights (scored_tensors: conv_weight)
+    params: list  # every parameter of the layer
+    ends_block: bool  # a cut right after this layer is a block (residual-unit) boundary
 
 
 def conv_layers(model: nn.Module, shortcut_position: str = "last") -> list[Layer]:
@@ -108,8 +110,12 @@ def conv_layers(model: nn.Module, shortcut_position: str = "last") -> list[Layer
             for k, part in enumerate(parts):
                 step = ResidualStep(block, part, k == 0, k == len(parts) - 1)
                 convs = [m for m in step.conv.modules() if isinstance(m, nn.Conv2d)]
-                add(f"{names[b]}.{'shortcut' if part == 'shortcut' else f'conv{part}'}", step, convs,
-                    k == len(parts) - 1)
+                add(
+                    f"{names[b]}.{'shortcut' if part == 'shortcut' else f'conv{part}'}",
+                    step,
+                    convs,
+                    k == len(parts) - 1,
+                )
         else:
             convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
             if not convs:
@@ -142,7 +148,7 @@ def chain_macs(chain: nn.Module, shapes: list[tuple]) -> int:
     from ptflops import get_model_complexity_info
 
     clone = copy.deepcopy(chain).cpu().eval()
-    names = ["x", "skip"][:len(shapes)]
+    names = ["x", "skip"][: len(shapes)]
 
     def make_input(_):
         tensors = [torch.zeros((1, *s)) for s in shapes]
@@ -150,9 +156,16 @@ def chain_macs(chain: nn.Module, shapes: list[tuple]) -> int:
 
     # with two inputs ptflops gets keyword arguments and prints a warning about the batch size (it is 1)
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-        macs, _ = get_model_complexity_info(clone, tuple(shapes[0]), as_strings=False, print_per_layer_stat=False,
-                                            input_constructor=make_input, backend="pytorch", verbose=False,
-                                            backend_specific_config={"count_functional": False})
+        macs, _ = get_model_complexity_info(
+            clone,
+            tuple(shapes[0]),
+            as_strings=False,
+            print_per_layer_stat=False,
+            input_constructor=make_input,
+            backend="pytorch",
+            verbose=False,
+            backend_specific_config={"count_functional": False},
+        )
     if macs is None:
         raise RuntimeError("ptflops could not count the MACs of a Learn & Drop head/tail")
     return int(macs)

@@ -1,15 +1,17 @@
 """The scoring rule of Learn & Drop (bench/methods/learn_drop): pure functions of the gradients and the scores.
 
-Score (methods.md 5.1): during every scoring epoch, after each backward and before the optimizer step, every
+Score (docs/methods/learn-drop.md#51-score): during every scoring epoch, after each backward and before the optimizer
+step, every
 scored conv weight adds its raw `.grad` to a per-weight running sum S (same shape as the weight) and |grad|'s sum
 to a scalar A (no per-iteration history; `torch._foreach_*`, no host sync). At the epoch end P_l = 1 - ||S_l||_1
 / A_l (Eq. 2; `layer_score`; A = 0, i.e. no gradient, gives 1; clamped to [0, 1] against rounding), AAPD_l =
 A_l / N_l (Eq. 1, logged only) and P' = standardized P over the head's conv layers (Eq. 3, `standardize`, ddof
-`std_ddof`; a zero std (<= 1e-9) gives all zeros, so no transition and no drop). `select_drop` applies Eq. 4 (first t with
-P'_t > 0 and P'_{t+1} < 0; candidates 0..n*, or 0..n*-1 with candidates_inclusive false) or the prose's
+`std_ddof`; a zero std (<= 1e-9) gives all zeros, so no transition and no drop). `select_drop` applies Eq. 4
+(first t with P'_t > 0 and P'_{t+1} < 0; candidates 0..n*, or 0..n*-1 with candidates_inclusive false) or the prose's
 maximum-prefix-sum reading, then the median rule: drop iff candidates are non-empty and median(P'_candidates) >=
 median of the P' stored for all previously dropped layers at their drop (-inf before the first drop).
 """
+
 import math
 
 import numpy as np
@@ -42,7 +44,8 @@ def layer_score(grad_sum, abs_grad_sum) -> float:
     grad_sum: the per-weight running sum of the gradients over the epoch's iterations, sum_j g_lij (a tensor or
     ndarray shaped like the weight, or a list of them for a layer with several scored tensors);
     abs_grad_sum: the scalar sum_j sum_i |g_lij| (float, 0-d tensor or ndarray).
-    Returns 1 - ||grad_sum||_1 / abs_grad_sum as a float in [0, 1]; 1.0 when abs_grad_sum is 0 (methods.md 5.3
+    Returns 1 - ||grad_sum||_1 / abs_grad_sum as a float in [0, 1]; 1.0 when abs_grad_sum is 0
+    (docs/methods/learn-drop.md#53-ambiguities
     item 6)."""
     if isinstance(abs_grad_sum, torch.Tensor):
         abs_grad_sum = float(abs_grad_sum.detach().double().sum())
@@ -97,7 +100,11 @@ def select_drop(std_scores, dropped_std_scores=(), rule: str = "eq4", inclusive:
         return []
     p = np.asarray([float(v) for v in std_scores], dtype=np.float64)
     m_c = float(np.median(p[:count]))
-    m_d = float(np.median(np.asarray(list(dropped_std_scores), dtype=np.float64))) if len(dropped_std_scores) else -math.inf
+    m_d = (
+        float(np.median(np.asarray(list(dropped_std_scores), dtype=np.float64)))
+        if len(dropped_std_scores)
+        else -math.inf
+    )
     return list(range(count)) if m_c >= m_d else []
 
 
@@ -107,12 +114,14 @@ class GradientSums:
     def __init__(self, layers: list, key: str):  # the head's `Layer`s (layers.py)
         self.layers = layers
         self.tensors = [t for layer in layers for t in (layer.scored if key == "conv_weight" else layer.params)]
-        self.owner = torch.tensor([j for j, layer in enumerate(layers)
-                                   for _ in (layer.scored if key == "conv_weight" else layer.params)])
+        self.owner = torch.tensor(
+            [j for j, layer in enumerate(layers) for _ in (layer.scored if key == "conv_weight" else layer.params)]
+        )
         self.sums = [torch.zeros_like(t) for t in self.tensors]
         self.abs = torch.zeros(len(self.tensors), device=self.tensors[0].device, dtype=torch.float32)
         self.numel = torch.zeros(len(layers), dtype=torch.float64).index_add_(
-            0, self.owner, torch.tensor([float(t.numel()) for t in self.tensors], dtype=torch.float64))
+            0, self.owner, torch.tensor([float(t.numel()) for t in self.tensors], dtype=torch.float64)
+        )
 
     def add(self):
         grads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in self.tensors]

@@ -3,9 +3,11 @@
 Feature store (`FeatureStore`): the maps of the whole training set at the current cut, one array per state
 component, on the training device when they fit in `feature_store_max_mb`, else in a numpy memmap under a fresh
 temporary directory (`feature_store_dir`, default the system temp dir; also when a device allocation within the
-budget runs out of memory), deleted when the store is replaced and at the end of the run (also on errors). Not pickle (the paper's choice): a memmap needs no (de)serialisation.
+budget runs out of memory), deleted when the store is replaced and at the end of the run (also on errors).
+Not pickle (the paper's choice): a memmap needs no (de)serialisation.
 Codes (`feature_store`): 0 none, 1 device memory, 2 disk memmap; the final metric is the largest code of the run.
 """
+
 import shutil
 import tempfile
 import time
@@ -14,8 +16,7 @@ import numpy as np
 import torch
 
 from bench.data.loader import Batches
-from bench.methods.layerwise import SpanTimer
-from bench.methods.training import sync
+from bench.methods.training import SpanTimer, sync
 
 STORE_NONE, STORE_DEVICE, STORE_DISK = 0, 1, 2
 STORE_PREFIX = "learn_drop_maps_"  # a disk store's temporary directory: <dir>/<prefix><random>
@@ -25,8 +26,9 @@ class FeatureStore:
     """The state after a cut for every training sample (row i = sample i), one array per state component: a
     device tensor when it fits in `max_mb`, else a numpy memmap in a new temporary directory (removed by close)."""
 
-    def __init__(self, n: int, shapes: list[tuple], dtype: str, device, max_mb: float, directory=None,
-                 prefix: str = STORE_PREFIX):
+    def __init__(
+        self, n: int, shapes: list[tuple], dtype: str, device, max_mb: float, directory=None, prefix: str = STORE_PREFIX
+    ):
         self.device, self.n = device, n
         self.dtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
         self.np_dtype = {"float32": np.float32, "float16": np.float16}[dtype]
@@ -43,8 +45,10 @@ class FeatureStore:
         if self.kind == STORE_DISK:
             self.kind = STORE_DISK
             self.dir = tempfile.mkdtemp(prefix=prefix, dir=directory)
-            self.parts = [np.lib.format.open_memmap(f"{self.dir}/part{c}.npy", mode="w+", dtype=self.np_dtype,
-                                                    shape=(n, *s)) for c, s in enumerate(shapes)]
+            self.parts = [
+                np.lib.format.open_memmap(f"{self.dir}/part{c}.npy", mode="w+", dtype=self.np_dtype, shape=(n, *s))
+                for c, s in enumerate(shapes)
+            ]
 
     @classmethod
     def reopen(cls, directory: str, n: int, shapes: list[tuple], dtype: str, device) -> "FeatureStore | None":
@@ -103,15 +107,15 @@ class StoredBatches:
         order = b.epoch_order()
         order_dev = order.to(b.y.device)
         for start in range(0, n, b.batch_size):
-            idx = order[start:start + b.batch_size]
+            idx = order[start : start + b.batch_size]
             if self.store.kind == STORE_DISK:
                 sync(b.y.device)
                 t0 = time.perf_counter()
                 feats = self.store.read(idx)
                 self.host_io += time.perf_counter() - t0
             else:
-                feats = self.store.read(order_dev[start:start + b.batch_size])
-            yield idx, feats, b.y[order_dev[start:start + b.batch_size]]
+                feats = self.store.read(order_dev[start : start + b.batch_size])
+            yield idx, feats, b.y[order_dev[start : start + b.batch_size]]
 
     def __len__(self):
         return len(self.batches)
