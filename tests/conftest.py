@@ -171,7 +171,9 @@ class SmokeRuns:
         return self.sources[(experiment, seed)]
 
     def train(self, experiment: str, seed: int) -> dict:
-        """As the smoke DAG trains it: `bench run` in a process of its own, one thread (the workflow's default)."""
+        """As the smoke DAG trains it: `bench run`, one thread (the workflow's default), through this test process's
+        warm worker as the workflow's local jobs run (tests/test_worker.py: the same run as in a process of its own),
+        which spares each of these runs the imports of a fresh process."""
         import json
         import subprocess
         import sys
@@ -200,7 +202,11 @@ class SmokeRuns:
             text=True,
             cwd=self.folder,
             timeout=1800,
-            env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{self.folder / 'mlflow.db'}"},
+            env={
+                **os.environ,
+                **warm_worker_env(),
+                "MLFLOW_TRACKING_URI": f"sqlite:///{self.folder / 'mlflow.db'}",
+            },
         )
         assert proc.returncode == 0, f"{experiment} seed {seed}: {proc.stderr[-2000:]}"
         result = json.loads(out.read_text())
