@@ -421,3 +421,5 @@ def test_the_tolerances_file_gives_every_metric_a_reasoned_band():
         "independent runs"
     )
     assert vd.rule() == "Benjamini-Hochberg, false discovery rate 0.05" and vd.rule_name() == "Benjamini-Hochberg"
+    # a level with four significant digits is written whole, in every rule's guarantee (not rounded to three)
+    assert all("at most 1.234 % " in text.format(pct=100 * 0.01234) for text in vd.GUARANTEES.values())
