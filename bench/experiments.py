@@ -310,8 +310,31 @@ def _profile_training(cfg: dict, sources: dict, prof: dict, profile: str):
         cfg["model"][key] = value
 
 
+# The run settings a profile may set (bench/profiles.yaml), each with what it does as the config's source says it:
+# all change how, never what, a run computes.
+RUN_SETTINGS = {
+    "cudnn_benchmark": "cuDNN times its convolution algorithms on a run's first batches and keeps the fastest, as "
+    "the N&E code does (`cudnn.benchmark = True`); the same operations, not bit-identical run to run; no effect off "
+    "CUDA",
+    "compile_step": "the whole training step (forward, local losses, backward, optimizer step) compiled by "
+    "torch.compile (bench.methods.training.compiled_step): the same operations, fused; float rounding may differ",
+    "random_draws": "each epoch's shuffle, crop offsets and flips drawn before its first batch and moved to the "
+    "device in one copy (bench.data.loader.Batches): the same draws of the same generator in the same order, so the "
+    "same batches, without a host sync per batch",
+    "activation_checkpointing": "auto recomputes the blocks' activations in the backward only where the job would "
+    "not fit its GPU otherwise (bench.cost.resources.recompute_rule): the same values and gradients, one more "
+    "forward of the blocks per step",
+    "optimizer_offload": "auto frees PredSim's gradients after each unit's step and keeps the largest units' "
+    "optimizer states on the host only where the job would not fit its GPU otherwise (bench.methods.offload."
+    "offload_rule): the same steps, exact copies",
+    "checkpoint_writes": "each epoch's checkpoint written in a thread while the next epoch trains "
+    "(bench/methods/checkpoint.py says what a kill may lose)",
+}
+
+
 def _profile_run_settings(cfg: dict, sources: dict, prof: dict, profile: str):
-    """The profile's precision, cuDNN benchmarking and checkpoint writes, where the grid sets none."""
+    """The profile's precision, cuDNN benchmarking, compiled step, activation recomputation, optimizer offload and
+    checkpoint writes, where the grid sets none."""
     if "precision" in prof and "precision" not in cfg:  # a grid that sets it for an experiment wins
         cfg["precision"] = prof["precision"]
         sources["precision"] = (
@@ -320,21 +343,10 @@ def _profile_run_settings(cfg: dict, sources: dict, prof: dict, profile: str):
             if prof["precision"] == "fp32"
             else f"profile {profile} (bench/profiles.yaml)"
         )
-    if "cudnn_benchmark" in prof and "cudnn_benchmark" not in cfg:
-        cfg["cudnn_benchmark"] = prof["cudnn_benchmark"]
-        sources["cudnn_benchmark"] = (
-            f"profile {profile} (bench/profiles.yaml): cuDNN times its convolution "
-            "algorithms on a run's first batches and keeps the fastest, as the N&E code "
-            "does (`cudnn.benchmark = True`); the same operations, not bit-identical run to "
-            "run; no effect off CUDA"
-        )
-    if "checkpoint_writes" in prof and "checkpoint_writes" not in cfg:
-        cfg["checkpoint_writes"] = prof["checkpoint_writes"]
-        sources["checkpoint_writes"] = (
-            f"profile {profile} (bench/profiles.yaml): each epoch's checkpoint written "
-            "in a thread while the next epoch trains (bench/methods/checkpoint.py says "
-            "what a kill may lose)"
-        )
+    for key, why in RUN_SETTINGS.items():  # a grid that sets one for an experiment wins
+        if key in prof and key not in cfg:
+            cfg[key] = prof[key]
+            sources[key] = f"profile {profile} (bench/profiles.yaml): {why}"
 
 
 def _data_settings(cfg: dict, sources: dict, prof: dict, exp: Experiment, profile: str) -> tuple[dict, str | None]:

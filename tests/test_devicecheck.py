@@ -13,7 +13,7 @@ from conftest import shared_raw
 from bench.cost import devicecheck
 
 # the end-to-end run must never skip a step for time: a day, far above any toy step (their expect_s add up to
-# 208 s), so that a slow or loaded machine takes longer and still checks every step. The step budgets themselves
+# 298 s), so that a slow or loaded machine takes longer and still checks every step. The step budgets themselves
 # are tested on a fake clock below.
 NO_LIMIT_S = 24 * 3600
 
@@ -51,9 +51,19 @@ def test_the_device_check_runs_every_step_on_a_cpu(tmp_path):
     assert {k: v["status"] for k, v in summary["steps"].items()} == {
         "perf": "ok",
         "methods": "ok",
+        "switches": "ok",
         "workflow": "ok",
         "probe": "ok",
     }
+    switches = summary["steps"]["switches"]["switches"]  # every switch measured, plain against fast, losses equal
+    assert [r["switch"] for r in switches] == list(devicecheck.SWITCHES)
+    for r in switches:  # the fast job ran with the switch on (a CUDA-only one: off on this CPU), losses equal
+        switch = devicecheck.SWITCHES[r["switch"]]
+        if not switch.toy:  # the compiled step: tests/test_compiled_step.py, minutes of compilation here
+            assert r["status"] == "skipped: not at toy size"
+            continue
+        assert r["status"] == "ok" and r["max_loss_gap"] is not None and r["max_loss_gap"] < 1e-4, r
+        assert r["resolved"]["fast"] == (switch.plain if switch.cuda_only else switch.fast), r
     jobs = {j["method"]: j for j in summary["steps"]["methods"]["jobs"]}
     from bench.methods import IMPLEMENTED
 

@@ -101,8 +101,10 @@ def test_fast_settings_per_device_and_config():
         "precision": "fp32",
         "channels_last": False,
         "compile": False,
+        "compile_step": False,
         "cuda_graphs": False,
         "cudnn_benchmark": False,
+        "random_draws": "per_batch",
     }
     assert fast_settings({}, cpu) == off
     assert fast_settings({"precision": "bf16", "channels_last": True, "compile": True}, cpu) == {
@@ -127,6 +129,14 @@ def test_the_gpu_profiles_autotune_cudnn_and_say_why():
         assert cfg["cudnn_benchmark"] is True and "cudnn.benchmark = True" in cfg["sources"]["cudnn_benchmark"]
     for profile in ("smoke", "check"):
         assert "cudnn_benchmark" not in ex.config(ex.get("ma-cifar10-vgg8b-predsim"), profile)
+
+
+def test_the_gpu_profiles_draw_per_epoch_and_record_it():
+    for profile in ("paper", "scaled", "rehearsal"):
+        cfg = ex.config(ex.get("ma-cifar10-vgg8b-predsim"), profile)
+        assert cfg["random_draws"] == "per_epoch" and "the same batches" in cfg["sources"]["random_draws"]
+        assert fast_settings(cfg, torch.device("cpu"))["random_draws"] == "per_epoch"
+    assert "random_draws" not in ex.config(ex.get("ma-cifar10-vgg8b-predsim"), "smoke")
 
 
 def test_cuda_graphs_compile_the_forward_in_reduce_overhead_mode(tmp_path, monkeypatch):
@@ -155,6 +165,9 @@ def test_cuda_graphs_compile_the_forward_in_reduce_overhead_mode(tmp_path, monke
     result = run(EXPERIMENT, 0, "smoke", RunOptions(out=tmp_path / "graphs.json", threads=1, checkpoint=False))
     assert asked == [{"mode": "reduce-overhead"}]
     assert result["environment"]["cuda_graphs"] is True and result["status"] == "FINISHED"
+    # activation recomputation, resolved at the run's start (bench/models/recompute.py): smoke leaves it off
+    assert result["environment"]["activation_checkpointing"] is False
+    assert result["environment"]["activation_checkpointing_why"] == "activation_checkpointing: off"
 
 
 @pytest.mark.slow

@@ -96,11 +96,16 @@ def test_a_measured_training_step_is_predicted(eid, batch):
     assert 0.65 <= predicted / grown <= 1.5, (predicted, grown)
 
 
-def test_the_papers_node_and_what_overflows_it():
+def test_the_papers_node_and_what_overflows_it(monkeypatch):
     dbpedia = resources.job_resources(ex.get("karimi-dbpedia-vdcnn9-si_forward"), "paper")
     # 560,000 x 65,536 layer outputs cannot be held: the search streams within its 8 GiB, and the job fits
     assert not resources.overflow(dbpedia, resources.PAPERS_NODE)
     assert dbpedia["transient"]["pair search"] <= 8192 * 2**20
+    # the paper profile recomputes activations where a job would not fit otherwise (activation_checkpointing auto)
+    recomputed = resources.job_resources(ex.get("cruciata-imagenette-resnet152-backprop"), "paper")
+    assert recomputed["recompute"]["on"] and not resources.overflow(recomputed, resources.PAPERS_NODE)
+    orig = ex.config
+    monkeypatch.setattr(ex, "config", lambda e, p: {**orig(e, p), "activation_checkpointing": "off"})
     resnet = resources.job_resources(ex.get("cruciata-imagenette-resnet152-backprop"), "paper")
     assert resnet["device_bytes"] > 24e9  # batch 256 at 160 px in fp32: more than an RTX 3090 holds
     (line,) = resources.overflow(resnet, resources.PAPERS_NODE)
@@ -169,3 +174,18 @@ def test_plan_fit_lists_what_does_not_fit_and_exits_1(tmp_path, capsys, monkeypa
     assert code == 1 and "host " in out and "(largest part: process" in out
     code, _, err = plan("--fit", "gpu=24")
     assert code == 2 and err.strip().count("\n") == 0 and "host=<GB>" in err
+
+
+def test_plan_fit_names_the_jobs_that_fit_by_recomputing_or_offloading(capsys, monkeypatch):
+    """On the papers' node, the paper jobs that fit only by recomputing activations or by keeping PredSim's
+    optimizer states on the host are listed under their switch, and a job that needs neither is in neither list."""
+    from bench.cli import main
+
+    jobs = ["cruciata-imagenette-resnet152-backprop", "ma-cifar10-resnet50-predsim-wide", "ma-cifar10-vgg8b-predsim"]
+    monkeypatch.setattr("bench.cost.plan.targets", lambda profile: jobs)
+    code = main(["plan", "--profile", "paper", "--calibrate", "printed", "--fit", "gpu=24,host=64"])
+    out = capsys.readouterr().out
+    assert code == 0 and "All 3 paper jobs fit." in out
+    recompute, offload = out.split("recompute their blocks' activations")[1].split("optimizer states on the host")
+    assert "- cruciata-imagenette-resnet152-backprop: device" in recompute and "predsim" not in recompute
+    assert "- ma-cifar10-resnet50-predsim-wide: device" in offload and "vgg8b" not in offload

@@ -2,7 +2,7 @@
 (bench/cost/probes.py), given as a rate, read from a calibration file, or fitted on the papers' printed times.
 
 Seconds = forward seconds (timed) or units / rate (untimed) + elements read x per_read + searched pairs x per_pair +
-pair dims x per_pair_dim + batches x per_batch.
+pair dims x per_pair_dim + batches x per_batch + bytes copied between host and device / HOST_DEVICE_BYTES_PER_S.
 
 Calibrating on the papers' printed times instead (`--calibrate printed`): a paper that states the GPU its times
 were measured on (papers.yaml `hardware_match`; of the four only Cruciata et al., an RTX 3090) prints what each of
@@ -21,6 +21,13 @@ from bench import BenchError
 from bench import experiments as ex
 from bench.claims import registry
 from bench.cost.job_cost import job_cost
+
+# PredSim's offloaded optimizer states (bench.methods.offload) cross PCIe twice a step, pinned. An assumption, not
+# measured here (no probe times copies yet): the papers' GPU class, an RTX 3090, sits on PCIe 4.0 x16, 31.5 GB/s
+# each way by the PCIe 4.0 specification (16 GT/s x 16 lanes, 128b/130b encoding); pinned copies reach about 80 % of
+# a link's rate in CUDA's bandwidthTest, so 25 GB/s. Every copy is charged in full: none hidden behind compute by the
+# prefetch (an upper bound).
+HOST_DEVICE_BYTES_PER_S = 25e9
 
 
 @dataclass
@@ -48,6 +55,7 @@ class Calibration:
             + cost.get("batches", 0.0) * self.per_batch
             + cost.get("pairs", 0.0) * self.per_pair
             + (cost.get("pair_dims", 0.0) * self.per_pair_dim if self.timed else 0.0)
+            + cost.get("copy_bytes", 0.0) / HOST_DEVICE_BYTES_PER_S
         )
 
 

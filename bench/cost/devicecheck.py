@@ -1,6 +1,6 @@
 """`bench devicecheck`: what a short window on a GPU machine must measure, in one command that keeps to a budget.
 
-Five steps, in order; each is timed and recorded as it ends, and `summary.json` + `summary.md` under the folder the
+Six steps, in order; each is timed and recorded as it ends, and `summary.json` + `summary.md` under the folder the
 caller names are rewritten after every step, so a check stopped by its budget (or killed) still leaves what it
 measured so far:
 
@@ -10,8 +10,10 @@ measured so far:
 3. methods: one short job per method at fp32 and at bf16 (smoke's schedule; real MNIST or Fashion-MNIST where the
    method has such an experiment and the data is under --data-root, else the method's synthetic stand-in, said in
    the row): the per-epoch losses of the two precisions compared, the peak memory of each (CUDA: peak allocated);
-4. workflow: the `local` execution profile (one GPU, 2 slots per GPU; on a CPU gpus=0) on a handful of smoke jobs;
-5. plan probe: the device costs `bench plan` calibrates on (rate, per element, per conv input-window element, per
+4. switches: every GPU-time switch (`SWITCHES`: cuDNN autotuning, background checkpoint writes, ...) measured on the
+   job of the method it matters to, plain against fast: the speed-up and the largest epoch-loss gap;
+5. workflow: the `local` execution profile (one GPU, 2 slots per GPU; on a CPU gpus=0) on a handful of smoke jobs;
+6. plan probe: the device costs `bench plan` calibrates on (rate, per element, per conv input-window element, per
    layer call, per batch, per searched pair), written to plan_calibration.json for `bench plan --calibration`.
 
 Sizes: `gpu` on a CUDA device, `toy` elsewhere (the same steps, small: the CPU test of this command). A step
@@ -25,7 +27,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -49,9 +51,10 @@ METHOD_JOBS = {
 }
 JOBS = 2 * len(METHOD_JOBS)  # the methods step: every method at fp32 and at bf16
 # per step: its settings and the seconds it is expected to need at most (what the budget must hold). The `gpu` times
-# are upper guesses (no GPU has run this yet) chosen so that the default 540 s budget holds all four steps:
-# 150 + 180 + 120 + 40 = 490 s. The `toy` times are bounds above what this 2-core CPU took (4, 66, 33, 15 s, with
-# 128 samples per job; the toy jobs now train on 64, their stand-in data too: `synthetic_samples`)
+# are upper guesses (no GPU has run this yet): the default 540 s budget holds perf, methods, switches and the probe
+# (150 + 180 + 150 + 40 = 520 s); the workflow step (120 s) needs `--budget 660` or more. The `toy` times are
+# bounds above what this 2-core CPU took (perf, methods, workflow, probe: 4, 66, 33, 15 s, with 128 samples per
+# job; the toy jobs now train on 64, their stand-in data too: `synthetic_samples`; switches: about 3 s a switch)
 SIZES = {
     "gpu": {
         "perf": {
@@ -66,6 +69,7 @@ SIZES = {
         "methods": {"train_samples": 4096, "test_samples": 1024, "job_s": 10, "expect_s": 10 * JOBS},
         "workflow": {"jobs": 4, "expect_s": 120},
         "probe": {"steps": 8, "rounds": 3, "expect_s": 40},
+        "switches": {"train_samples": 4096, "test_samples": 1024, "job_s": 10, "every_method": False, "expect_s": 150},
     },
     "toy": {
         "perf": {
@@ -86,6 +90,14 @@ SIZES = {
         },
         "workflow": {"jobs": 1, "expect_s": 60},
         "probe": {"steps": 2, "rounds": 1, "expect_s": 20},
+        "switches": {
+            "train_samples": 64,
+            "test_samples": 32,
+            "synthetic_samples": (64, 32),
+            "job_s": 6,
+            "every_method": False,
+            "expect_s": 90,
+        },
     },
 }
 SMOKE_JOBS = [
@@ -167,8 +179,19 @@ def perf_step(device, size: dict) -> dict:
     }
 
 
-def method_job(eid: str, precision: str, device, size: dict, data_root) -> dict:
-    """One short job: smoke's schedule and model, real data where there is some, at `precision`."""
+def _set(cfg: dict, key: str, value):
+    """cfg[key] = value, `key` dotted for nested settings (method_options.pair_search_precision)."""
+    *path, last = key.split(".")
+    for part in path:
+        cfg = cfg.setdefault(part, {})
+    cfg[last] = value
+
+
+def method_job(
+    eid: str, precision: str, device, size: dict, data_root, overrides: dict | None = None, checkpoint=None
+) -> dict:
+    """One short job: smoke's schedule and model, real data where there is some, at `precision`, with the config
+    `overrides` (dotted keys) and, where given, a checkpoint (bench.methods.checkpoint.Checkpoint) every epoch."""
     from bench import data as datasets
     from bench import methods
     from bench.methods.training import Context, autocast, fast_settings
@@ -178,6 +201,8 @@ def method_job(eid: str, precision: str, device, size: dict, data_root) -> dict:
     exp = ex.get(eid)
     cfg = copy.deepcopy(ex.config(exp, "smoke"))
     cfg["precision"] = precision
+    for key, value in (overrides or {}).items():
+        _set(cfg, key, value)
     source = "synthetic"
     if exp.dataset in ("mnist", "fashion_mnist"):
         real = {
@@ -199,18 +224,25 @@ def method_job(eid: str, precision: str, device, size: dict, data_root) -> dict:
         cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1], cfg["model"]
     ).to(device)
     fast = fast_settings(cfg, device)
+    # the memory switches as a run resolves them, here from the config alone (on or off; auto: off, no free memory
+    # measured): PredSim reads optimizer_offload from the config itself (predsim.use_run_memory)
+    model.recompute = str(cfg.get("activation_checkpointing", "off")).lower() in ("on", "true")
+    fast["activation_checkpointing"] = "on" if model.recompute else "off"
     if fast["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     records = []
     measure.reset_peak_memory(device)
     t0 = time.perf_counter()
     with autocast(device, fast["precision"]):
-        final = methods.get(exp.method).train(model, data, cfg, Context(device, 0, records.append, False))
+        final = methods.get(exp.method).train(model, data, cfg, Context(device, 0, records.append, False, checkpoint))
+    if checkpoint is not None:
+        checkpoint.wait()
     seconds = time.perf_counter() - t0
     return {
         "experiment": eid,
         "data": f"{source} {exp.dataset} ({len(data.y_train)}/{len(data.y_test)})",
         "precision": fast["precision"],
+        "fast_settings": fast,
         "seconds": round(seconds, 2),
         "train_loss": [r.get("train_loss") for r in records],
         "test_accuracy": final.get("test_accuracy"),
@@ -241,6 +273,97 @@ def methods_step(check: Check, size: dict) -> dict:
             }
         )
     return {"jobs": rows}
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A GPU-time switch (issue 30): its config key (dotted for a method option), its plain and its fast value, and
+    the methods whose jobs measure it (the `toy` size runs the first only)."""
+
+    key: str
+    plain: object
+    fast: object
+    methods: tuple[str, ...]
+    checkpoints: bool = False  # the jobs write a checkpoint every epoch (what the switch changes)
+    cuda_only: bool = False  # resolved to its plain value off CUDA (fast_settings)
+    toy: bool = True  # measured at the toy size too (the CPU test of the check)
+
+
+# Each switch changes how, never what, is computed: the step records its speed-up and the largest gap between the
+# two jobs' epoch losses (same seed, same batches), which must be float rounding only.
+SWITCHES = {
+    "cudnn.benchmark": Switch("cudnn_benchmark", False, True, ("backprop",), cuda_only=True),
+    "background checkpoint writes": Switch("checkpoint_writes", "sync", "background", ("predsim",), True),
+    "random draws once per epoch": Switch("random_draws", "per_batch", "per_epoch", ("predsim", "si_forward")),
+    "whole training step compiled": Switch(
+        "compile_step", False, True, ("backprop", "predsim", "greedy_layerwise", "learn_drop"), toy=False
+    ),
+    "activations recomputed per block": Switch("activation_checkpointing", "off", "on", ("backprop", "learn_drop")),
+    "PredSim's optimizer states on the host": Switch("optimizer_offload", "off", "on", ("predsim",)),
+    "pair search on tensor cores, exact re-rank": Switch(
+        "method_options.pair_search_precision", "fp32", "tf32_rerank", ("si_forward", "fb_si")
+    ),
+}
+
+
+def switch_jobs(check: Check, size: dict, name: str, switch: Switch) -> list[dict]:
+    """The switch's plain and fast jobs, per method it is measured on."""
+    import tempfile
+
+    from bench.methods.checkpoint import Checkpoint
+
+    rows = []
+    for method in switch.methods if size["every_method"] else switch.methods[:1]:
+        pair = []
+        for value in (switch.plain, switch.fast):
+            with tempfile.TemporaryDirectory(prefix="bench-switch-") as tmp:
+                ckpt = (
+                    Checkpoint(Path(tmp) / "job.ckpt.pt", background=value == "background")
+                    if switch.checkpoints
+                    else None
+                )
+                job = method_job(
+                    METHOD_JOBS[method], "fp32", check.device, size, check.data_root, {switch.key: value}, ckpt
+                )
+            pair.append(job)
+        plain, fast = pair
+        gaps = [abs(a - b) for a, b in zip(plain["train_loss"], fast["train_loss"]) if a is not None and b is not None]
+        rows.append(
+            {
+                "switch": name,
+                "key": switch.key,
+                "method": method,
+                "plain_s": plain["seconds"],
+                "fast_s": fast["seconds"],
+                "speedup": round(plain["seconds"] / fast["seconds"], 3) if fast["seconds"] else None,
+                "max_loss_gap": max(gaps, default=None),
+                "resolved": {
+                    "plain": plain["fast_settings"].get(switch.key, switch.plain),
+                    "fast": fast["fast_settings"].get(switch.key, switch.fast),
+                },
+            }
+        )
+    return rows
+
+
+def switches_step(check: Check, size: dict) -> dict:
+    """Every switch measured: its jobs with the switch off and on, while the budget holds two of them."""
+    rows = []
+    for name, switch in SWITCHES.items():
+        rows += _switch_rows(check, size, name, switch)
+    return {"switches": rows}
+
+
+def _switch_rows(check: Check, size: dict, name: str, switch: Switch) -> list[dict]:
+    """The switch's rows: its jobs', skipped out of budget, or failed with the one-line reason."""
+    if check.size == "toy" and not switch.toy:  # torch.compile takes minutes on a CPU, even for a toy model
+        return [{"switch": name, "key": switch.key, "status": "skipped: not at toy size"}]
+    if check.left() < 2 * size["job_s"]:
+        return [{"switch": name, "key": switch.key, "status": "skipped: out of budget"}]
+    try:
+        return [{**r, "status": "ok"} for r in switch_jobs(check, size, name, switch)]
+    except Exception as err:  # a switch that breaks is a finding: recorded, the next one runs
+        return [{"switch": name, "key": switch.key, "status": f"failed: {type(err).__name__}: {err}"[:400]}]
 
 
 def workflow_step(check: Check, size: dict) -> dict:
@@ -312,6 +435,7 @@ def run(out: Path, device: str = "auto", budget_s: float = 540.0, data_root: str
     check.write()
     check.step("perf", lambda size: perf_step(check.device, size))
     check.step("methods", lambda size: methods_step(check, size))
+    check.step("switches", lambda size: switches_step(check, size))
     check.step("workflow", lambda size: workflow_step(check, size))
     check.step("probe", lambda size: probe_step(check, size))
     return check.summary
@@ -339,45 +463,7 @@ def markdown(summary: dict) -> str:
             ]
             lines += [tabulate(rows, ["model", "step", "images/s", "vs reference"], tablefmt="github"), ""]
         elif name == "methods" and step["status"] == "ok":
-            rows = [
-                [j["method"], j["status"]]
-                + (
-                    [
-                        j["fp32"]["data"],
-                        j["fp32"]["seconds"],
-                        j["bf16"]["seconds"],
-                        j["fp32"]["train_loss"][-1],
-                        j["max_loss_gap"],
-                        j["fp32"]["peak_memory_mb"],
-                        j["bf16"]["peak_memory_mb"],
-                    ]
-                    if j["status"] == "ok"
-                    else [""] * 7
-                )
-                for j in step["jobs"]
-            ]
-            lines += [
-                tabulate(
-                    rows,
-                    [
-                        "method",
-                        "status",
-                        "data",
-                        "fp32 s",
-                        "bf16 s",
-                        "last fp32 loss",
-                        "max epoch loss gap",
-                        "fp32 peak MB",
-                        "bf16 peak MB",
-                    ],
-                    tablefmt="github",
-                ),
-                "",
-                "The loss gap is the largest |fp32 - bf16| of an epoch's training loss (same seed, same "
-                "batches). Peak memory: CUDA's peak allocated per job; on a CPU the process's peak resident "
-                "set so far (it only grows).",
-                "",
-            ]
+            lines += _methods_table(step)
         elif name == "workflow" and step["status"] == "ok":
             lines += [
                 tabulate(
@@ -387,6 +473,8 @@ def markdown(summary: dict) -> str:
                 ),
                 "",
             ]
+        elif name == "switches" and step["status"] == "ok":
+            lines += _switches_table(step["switches"])
         elif name == "probe" and step["status"] == "ok":
             costs = step["calibration"]
             lines += [
@@ -397,3 +485,73 @@ def markdown(summary: dict) -> str:
                 "",
             ]
     return "\n".join(lines)
+
+
+def _switches_table(rows: list[dict]) -> list[str]:
+    from tabulate import tabulate
+
+    table = [
+        [r["switch"], f"`{r['key']}`", r.get("method", ""), r["status"]]
+        + (
+            [
+                r["plain_s"],
+                r["fast_s"],
+                r["speedup"],
+                r["max_loss_gap"],
+                f"{r['resolved']['plain']} -> {r['resolved']['fast']}",
+            ]
+            if r["status"] == "ok"
+            else [""] * 5
+        )
+        for r in rows
+    ]
+    head = ["switch", "config key", "method", "status", "plain s", "fast s", "speed-up", "max epoch loss gap", "as run"]
+    return [
+        tabulate(table, head, tablefmt="github"),
+        "",
+        "Each switch changes how, not what, is computed: the same job (same seed, same batches) with the switch at "
+        "its plain and at its fast value; the loss gap must be float rounding only. `as run`: the value each job "
+        "resolved on this device (a CUDA-only switch is off on a CPU).",
+        "",
+    ]
+
+
+def _methods_table(step: dict) -> list[str]:
+    from tabulate import tabulate
+
+    rows = [
+        [j["method"], j["status"]]
+        + (
+            [
+                j["fp32"]["data"],
+                j["fp32"]["seconds"],
+                j["bf16"]["seconds"],
+                j["fp32"]["train_loss"][-1],
+                j["max_loss_gap"],
+                j["fp32"]["peak_memory_mb"],
+                j["bf16"]["peak_memory_mb"],
+            ]
+            if j["status"] == "ok"
+            else [""] * 7
+        )
+        for j in step["jobs"]
+    ]
+    head = [
+        "method",
+        "status",
+        "data",
+        "fp32 s",
+        "bf16 s",
+        "last fp32 loss",
+        "max epoch loss gap",
+        "fp32 peak MB",
+        "bf16 peak MB",
+    ]
+    return [
+        tabulate(rows, head, tablefmt="github"),
+        "",
+        "The loss gap is the largest |fp32 - bf16| of an epoch's training loss (same seed, same "
+        "batches). Peak memory: CUDA's peak allocated per job; on a CPU the process's peak resident "
+        "set so far (it only grows).",
+        "",
+    ]

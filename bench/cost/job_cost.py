@@ -3,6 +3,7 @@ over its model's parts (bench/cost/model_parts.py), summed into forward-MAC unit
 and dims, and batches; a Calibration (bench/cost/calibration.py) prices them in seconds."""
 
 import dataclasses
+import math
 
 import torch
 
@@ -20,11 +21,14 @@ def job_cost(
     samples: tuple[int, int] | None = None,
     drops: list | None = None,
     device: torch.device | None = None,
+    recompute: bool = False,
 ) -> dict:
     """The work of one (experiment, seed) job (bench/cost/method_costs.py), in all: forward-MAC units, forward seconds
     on `device` (its layers timed there; 0 without a device), elements read, pair-search pairs and dims, and
     batches, with what they are made of. `samples`: (training, test) samples, default the profile's; `drops`:
-    Learn & Drop's or Freezing's (phase, cut) per epoch as a run did them (default: no drop)."""
+    Learn & Drop's or Freezing's (phase, cut) per epoch as a run did them (default: no drop); `recompute`: the run
+    recomputes its blocks' activations (bench.cost.resources.recompute_choice; default not: the papers' printed times
+    were not, as far as they say)."""
     cfg = ex.config(exp, profile)
     parts = model_parts(exp, cfg, device)
     info = DATASETS[exp.dataset]
@@ -35,7 +39,7 @@ def job_cost(
         )
     train_n, test_n = samples
     phases = stopped(
-        method_costs.phases(exp.method, cfg, parts, train_n, augments(cfg.get("augment")), drops),
+        method_costs.phases(exp.method, cfg, parts, train_n, augments(cfg.get("augment")), drops, recompute),
         ex.companion_charge_epochs().get(exp.id),
     )
     work = dict.fromkeys((*method_costs.KEYS, "batches"), 0.0)
@@ -56,6 +60,27 @@ def job_cost(
         "units": work.pop("macs"),
         **work,
     }
+
+
+def offload_copy_bytes(exp, profile: str, units: list[str], cost: dict) -> float:
+    """The bytes PredSim's offloaded optimizer states cross between host and device in a job (bench.methods.offload,
+    `units` by name, as bench.cost.resources.offload_choice decides): each unit's states copied to the device before
+    each of its steps and back after it, one step a training batch in every epoch it trains (all of the run's in the
+    simultaneous schedule, its own stage's in the sequential one). `cost`: the job's job_cost."""
+    if not units:
+        return 0.0
+    from bench.cost import resources
+
+    cfg = ex.config(exp, profile)
+    per_unit = resources.predsim_units(cfg, exp.dataset)
+    batches = math.ceil(cost["train_samples"] / cfg["batch_size"])
+    stages = cost["stage_epochs"]
+    per_state = resources.FLOAT * resources._optimizer_states(cfg)
+    return sum(
+        2 * (own + aux) * per_state * batches * (stages[0] if len(stages) == 1 else stages[j])
+        for j, (name, own, aux) in enumerate(per_unit)
+        if name in units and (len(stages) == 1 or j < len(stages))
+    )
 
 
 def stopped(phases: list, epochs: int | None) -> list:

@@ -46,6 +46,10 @@ head, P_i = b_0 + .. + b_{i-1}: the frozen prefix of stage i):
                       prefix once, then the blocks after it and the head trained (3x) and evaluated every epoch
   layer_to_layer      stage with window [f, l] of the Keras layers: the whole forward, the window's backward (2x)
                       and the input gradients of the frozen layers after it (1x); the whole model evaluated
+  recomputation       where the run recomputes its blocks' activations (config activation_checkpointing,
+                      bench.cost.resources.recompute_rule): one more forward of the blocks a step trains end to end
+                      (backprop, Freezing's and Learn & Drop's full-model epochs, layer-to-layer's crossed layers,
+                      the classifier/end-to-end stage), never of the head
 Not counted: Learn & Drop's gradient scoring, and the job's start (loading data, starting MLflow, checkpoints).
 """
 
@@ -431,6 +435,7 @@ class RunShape:
     train_n: int
     augmented: bool
     drops: list | None
+    recompute: bool = False  # the blocks trained end to end recompute their activations (bench.models.recompute)
 
     @property
     def whole(self) -> Part:
@@ -440,25 +445,47 @@ class RunShape:
     def opts(self) -> dict:
         return self.cfg.get("method_options") or {}
 
+    def recomputed(self, blocks: Part) -> Work:
+        """The recomputation's extra forward of the blocks a step trains end to end (BlockNet.run_blocks), where
+        the run recomputes; nothing otherwise."""
+        return forward(blocks) if self.recompute else Work()
+
 
 def phases(
-    method: str, cfg: dict, parts: dict, train_n: int, augmented: bool, drops: list[tuple[int, int]] | None = None
+    method: str,
+    cfg: dict,
+    parts: dict,
+    train_n: int,
+    augmented: bool,
+    drops: list[tuple[int, int]] | None = None,
+    recompute: bool = False,
 ) -> list[Phase]:
     """The run's phases, by the rule its method's Cost names. `drops`: Learn & Drop's or Freezing's (phase, cut) per
-    epoch, None: no drop."""
+    epoch, None: no drop. `recompute`: the run recomputes its blocks' activations (one more forward of the blocks
+    it trains end to end per step)."""
     blocks = [Part(*b) for b in parts["blocks"]]
     epochs = stage_epochs(
         method, cfg, len(blocks), len(parts.get("layers", [])) or None, n_units=len(parts.get("units", [])) or None
     )
     module = plan_module(method)
     run = RunShape(
-        module.COST, module.DEFAULTS, cfg, parts, blocks, Part(*parts["head"]), epochs, train_n, augmented, drops
+        module.COST,
+        module.DEFAULTS,
+        cfg,
+        parts,
+        blocks,
+        Part(*parts["head"]),
+        epochs,
+        train_n,
+        augmented,
+        drops,
+        recompute,
     )
     return PHASES[module.COST.phases](run)
 
 
 def _end_to_end(run: RunShape) -> list[Phase]:
-    return [Phase(run.epochs[0], trained(run.whole), forward(run.whole))]
+    return [Phase(run.epochs[0], trained(run.whole) + run.recomputed(parts_sum(run.blocks)), forward(run.whole))]
 
 
 def _predsim(run: RunShape) -> list[Phase]:
@@ -482,7 +509,10 @@ def _freezing(run: RunShape) -> list[Phase]:
     out = []
     for _, cut in run.drops or [(1, 0)] * run.epochs[0]:
         frozen = cuts[min(cut, len(cuts) - 1)]
-        out.append(Phase(1, forward(frozen) + trained(run.whole - frozen), forward(run.whole)))
+        trained_blocks = parts_sum(run.blocks) - frozen
+        out.append(
+            Phase(1, forward(frozen) + trained(run.whole - frozen) + run.recomputed(trained_blocks), forward(run.whole))
+        )
     return out
 
 
@@ -498,8 +528,8 @@ def _learn_drop(run: RunShape) -> list[Phase]:
             train = read + forward(frozen - cuts[before]) + trained(run.whole - frozen) + Work(reads=state[cut])
         elif phase == 3:  # the head trained on the stored maps, read back
             train = Work(reads=state[cut]) + trained(run.whole - frozen)
-        else:
-            train = trained(run.whole)
+        else:  # the whole model (the head after a drop is a layer chain that keeps its activations)
+            train = trained(run.whole) + run.recomputed(parts_sum(run.blocks))
         out.append(Phase(1, train, forward(run.whole)))
         before = cut
     return out
@@ -515,7 +545,8 @@ def _layer_to_layer(run: RunShape) -> list[Phase]:
             e,
             forward(parts_sum(layers[:f]))
             + trained(parts_sum(layers[f : last + 1]))
-            + crossed(parts_sum(layers[last + 1 :])),
+            + crossed(parts_sum(layers[last + 1 :]))
+            + run.recomputed(parts_sum(layers[f:])),  # what the backward crosses (the head's layers too: a margin)
             forward(run.whole),
         )
         for e, (f, last) in zip(run.epochs, windows)
@@ -605,7 +636,7 @@ def _layerwise(run: RunShape) -> list[Phase]:
         out.append(
             Phase(
                 epochs[-1],
-                trained(rest) + (fed if exact else forward(prefix)),
+                trained(rest) + (fed if exact else forward(prefix)) + run.recomputed(parts_sum(blocks[n_feature:])),
                 forward(rest) + (fed if cached else forward(prefix)),
                 once_train=forward(prefix) if exact else Work(),
                 once_test=forward(prefix) if cached else Work(),

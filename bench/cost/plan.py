@@ -22,7 +22,7 @@ from bench import methods
 from bench.cost import method_costs, resources
 from bench.cost.calibration import Calibration, printed_calibration, printed_times
 from bench.cost.implied_epochs import implied_epochs
-from bench.cost.job_cost import job_cost, stopped
+from bench.cost.job_cost import job_cost, offload_copy_bytes, stopped
 from bench.cost.probes import calibrate_device, probe
 from bench.methods.training import resolve_device
 from bench.run.measure import device_name
@@ -76,14 +76,20 @@ def plan(
     planned = targets(profile)
     for done, eid in enumerate(planned):
         tell(done, len(planned), eid)
-        cost = job_cost(ex.get(eid), profile, device=dev if cal.timed else None)
+        exp = ex.get(eid)
+        # the predicted peaks on the --fit node (bench/cost/resources.py) and what overflows
+        need = resources.job_resources(exp, profile, fit, cpu=not fit.gpu_bytes) if fit is not None else None
+        recompute = _recomputes(exp, profile, fit, need, device_type)
+        cost = job_cost(exp, profile, device=dev if cal.timed else None, recompute=recompute)
+        cost["copy_bytes"] = _offload_copies(exp, profile, fit, need, device_type, cost)
         cost["seconds"] = cal.seconds(cost)
-        if fit is not None:  # the predicted peaks on that node (bench/cost/resources.py) and what overflows
-            need = resources.job_resources(ex.get(eid), profile, fit, cpu=not fit.gpu_bytes)  # gpu=0: on the host
+        cost["recompute"] = recompute
+        if need is not None:  # gpu=0: on the host
             cost.update(
                 {k: need[k] for k in ("device_bytes", "host_bytes", "disk_bytes")},
                 memory={k: need[k] for k in ("device", "host", "disk")},
                 overflow=resources.overflow(need, fit),
+                offload_units=need["offload"]["units"],
             )
         jobs.append(cost)
     per_paper, per_reading = {}, {}  # paper -> hours; paper -> {a companion's reading -> hours}
@@ -110,6 +116,31 @@ def plan(
     }
 
 
+def _recomputes(exp, profile: str, fit, need: dict | None, device_type: str) -> bool:
+    """Whether the plan charges the job's activation recomputation (bench.cost.resources.recompute_rule) on the
+    node it plans for: the --fit node where it has a GPU (`need`, its resources there), else the papers' node
+    (PAPERS_NODE); with a CPU's calibration the jobs run on the host, where auto is off."""
+    if device_type == "cpu":
+        return resources.recompute_choice(exp, profile, resources.PAPERS_NODE, cpu=True)["on"]
+    if need is not None and fit.gpu_bytes:
+        return need["recompute"]["on"]
+    return resources.recompute_choice(exp, profile, resources.PAPERS_NODE)["on"]
+
+
+def _offload_copies(exp, profile: str, fit, need: dict | None, device_type: str, cost: dict) -> float:
+    """The bytes PredSim's offloaded optimizer states cross between host and device (bench.cost.job_cost.
+    offload_copy_bytes) on the node the plan plans for, picked as `_recomputes` picks it."""
+    if exp.method != "predsim":
+        return 0.0
+    if device_type == "cpu":
+        choice = resources.offload_choice(exp, profile, resources.PAPERS_NODE, cpu=True)
+    elif need is not None and fit.gpu_bytes:
+        choice = need["offload"]
+    else:
+        choice = resources.offload_choice(exp, profile, resources.PAPERS_NODE)
+    return offload_copy_bytes(exp, profile, choice["units"], cost)
+
+
 def compare(profile: str, cal: Calibration, results="results", device: str = "auto") -> list[dict]:
     """Predicted vs measured training + evaluation seconds of every finished run of the profile: each run predicted
     for the samples it trained on and, for Learn & Drop and Freezing, the drops it made; `rest_s`: what the job
@@ -129,7 +160,10 @@ def compare(profile: str, cal: Calibration, results="results", device: str = "au
         data = r.get("data") or {}
         samples = (data["train_samples"], data["test_samples"]) if "train_samples" in data else None
         drops = method_costs.drops_from_epochs(epochs) if methods.plan_module(exp.method).COST.drops else None
-        predicted = cal.seconds(job_cost(exp, profile, samples, drops, dev))
+        recomputed = bool((r.get("environment") or {}).get("activation_checkpointing"))  # as the run decided
+        cost = job_cost(exp, profile, samples, drops, dev, recomputed)
+        units = (r.get("environment") or {}).get("optimizer_offload_units") or []  # as the run decided
+        predicted = cal.seconds({**cost, "copy_bytes": offload_copy_bytes(exp, profile, units, cost)})
         wall = r["metrics"].get("wall_time_s")
         # host memory: a CPU run's measured peak RSS against its predicted host peak (bench/cost/resources.py)
         host_mb = r["metrics"].get("peak_host_rss_mb") if r["metrics"].get("memory_kind") == "cpu_peak_rss" else None

@@ -246,6 +246,24 @@ def memory_text(profile: str, node, jobs: list[dict]) -> tuple[str, list[dict]]:
         lines += [f"- {j['experiment']}: {'; '.join(j['overflow'])}" for j in misfits]
     else:
         lines.append(f"\nAll {len(jobs)} {profile} jobs fit.")
+    recomputing = [j for j in jobs if j.get("recompute")]
+    if recomputing:  # bench.cost.resources.recompute_rule: they would not fit without it
+        lines.append(
+            f"\n{len(recomputing)} recompute their blocks' activations (activation_checkpointing; one more forward "
+            "of the blocks per step, in the hours above):"
+        )
+        lines += [f"- {j['experiment']}: device {resources.gb(j['device_bytes'])}" for j in recomputing]
+    offloading = [j for j in jobs if j.get("offload_units")]
+    if offloading:  # bench.methods.offload.offload_rule: PredSim jobs that would not fit without it
+        lines.append(
+            f"\n{len(offloading)} keep some of PredSim's optimizer states on the host (optimizer_offload; copied in "
+            "and out around each of those units' steps, in the hours above):"
+        )
+        lines += [
+            f"- {j['experiment']}: device {resources.gb(j['device_bytes'])}, host {resources.gb(j['host_bytes'])}; "
+            f"the states of {len(j['offload_units'])} units ({', '.join(j['offload_units'])})"
+            for j in offloading
+        ]
     return "\n".join(lines), misfits
 
 

@@ -7,12 +7,15 @@ device (the GPU it trains on; on a CPU run the host):
     (bench.data.loader);
   * the model's state: parameters, their gradients and the optimizer's state (Adam: two per parameter; SGD with
     momentum: one), and the local heads a method trains beside the model (PredSim's similarity and prediction
-    branches, greedy's and Belilovsky's heads);
+    branches, greedy's and Belilovsky's heads); PredSim with optimizer_offload on (`_offload`): one unit's
+    gradients, the states left on the device and one offloaded unit's staged;
   * activations: what the backward pass keeps, counted as the float outputs of every leaf module for one sample,
     times the training batch, over the part of the model one step trains: the whole model (backprop, Learn & Drop,
     Freezing, layer-to-layer, the end-to-end stages), the largest block with its head (the sequential layer-wise
     methods; SI with data neighbours steps anchors and their two partners: three times the batch), or the largest
-    PredSim unit with its branches (each unit's graph is freed after its own backward);
+    PredSim unit with its branches (each unit's graph is freed after its own backward); where the job recomputes
+    its activations (config activation_checkpointing, `recompute_rule`), the blocks it trains end to end keep only
+    their inputs and one block's saved tensors at a time (`_end_to_end_bytes`, part RECOMPUTED);
   * caches and stores: the frozen prefix's features (the layer-wise methods without augmentation, when they fit in
     prefix_cache_max_mb) and Learn & Drop's stored maps (the largest block output for every training sample: in
     feature_store_max_mb, else on disk);
@@ -21,9 +24,9 @@ device (the GPU it trains on; on a CPU run the host):
 host:
   * the process: Python, torch, MLflow and the suite imported (PROCESS_BYTES, measured: see below);
   * the data as it is read (the decoded splits, and a resized or subset copy beside them);
-  * on a GPU: a checkpoint's copy of the model and optimizer state while it is written, and the pair search's
-    pinned host buffers; on a CPU run, everything the device part above holds (and the checkpoint's copy where
-    checkpoints are written in the background).
+  * on a GPU: a checkpoint's copy of the model and optimizer state while it is written, the pair search's pinned
+    host buffers and PredSim's offloaded optimizer states (pinned); on a CPU run, everything the device part above
+    holds (and the checkpoint's copy where checkpoints are written in the background).
 disk: the checkpoint (model + optimizer state, written every epoch) and Learn & Drop's maps when they go to disk.
 
 Activations are the uncertain part (in-place activations, saved inputs versus outputs, cuDNN workspaces are not
@@ -204,9 +207,10 @@ def _job_samples(cfg: dict, info, samples: tuple[int, int] | None) -> tuple[int,
     )
 
 
-def _step_activations(exp, cfg: dict, s: dict, opts: dict) -> tuple[float, int]:
+def _step_activations(exp, cfg: dict, s: dict, opts: dict, recompute: bool = False) -> tuple[float, int]:
     """(the bytes a training step's backward keeps, over the part of the model one step trains; the parameters of
-    the local heads a method trains beside the model)."""
+    the local heads a method trains beside the model). `recompute`: the blocks trained end to end recompute their
+    activations (`_end_to_end_bytes`); a layer-wise stage's single block and PredSim's units keep theirs."""
     cost, batch, info = methods.plan_module(exp.method).COST, cfg["batch_size"], DATASETS[exp.dataset]
     blocks_acts, head_acts = s["saved"][:-1], s["saved"][-1]  # bytes per sample
     n = len(blocks_acts)
@@ -216,7 +220,7 @@ def _step_activations(exp, cfg: dict, s: dict, opts: dict) -> tuple[float, int]:
         anchors = 3 if cost.si and opts.get("neighbours", "data") != "batch" else 1
         acts = anchors * batch * stage_acts
         if cost.rest_end_to_end:  # its last stage trains the blocks after the SI layers and the head end to end
-            acts = max(acts, batch * sum(s["saved"][int(opts.get("si_layers", n)) :]))
+            acts = max(acts, _end_to_end_bytes(s, batch, int(opts.get("si_layers", n)), recompute))
         if cost.local_heads:
             aux_params = max(s["outs"][:-1], default=0) * info.num_classes
     elif cost.phases == "predsim":
@@ -225,8 +229,77 @@ def _step_activations(exp, cfg: dict, s: dict, opts: dict) -> tuple[float, int]:
         acts = batch * (max(blocks_acts + [head_acts]) + max(s["outs"]) * FLOAT)
         aux_params = predsim_aux_params(cfg, exp.dataset)
     else:
-        acts = batch * sum(s["saved"])
+        acts = _end_to_end_bytes(s, batch, 0, recompute)
     return acts, aux_params
+
+
+def _end_to_end_bytes(s: dict, batch: int, first: int, recompute: bool) -> float:
+    """What a step that trains blocks[first:] and the head end to end keeps: every saved tensor; or, recomputed per
+    block (bench.models.recompute), each block's input (its predecessor's output; the last block's output counted
+    too, which the head may keep, as a margin for the output gradient), one block's saved tensors at a time (the
+    largest: the backward recomputes one block after the other) and the head's (never recomputed)."""
+    if not recompute:
+        return batch * sum(s["saved"][first:])
+    blocks = range(first, len(s["saved"]) - 1)
+    inputs = FLOAT * sum(s["outs"][i] for i in blocks)
+    return batch * (inputs + max((s["saved"][i] for i in blocks), default=0.0) + s["saved"][-1])
+
+
+RECOMPUTED = "activations (recomputed per block)"  # the part's name where the rule says recompute
+
+
+def recompute_rule(setting: str, need_bytes: float, available_bytes: float) -> tuple[bool, str]:
+    """Whether a job recomputes its blocks' activations (config `activation_checkpointing`), and why: on or off as
+    the config says; `auto` only where the job would not fit its GPU otherwise: its predicted device peak with every
+    activation kept (`need_bytes`: the step's activations, the model and optimizer state, the data and caches) is
+    more than the GPU has (`available_bytes`: the node's GPU in a plan, the free memory at a run's start). No GPU
+    (`available_bytes` 0): auto is off, a CPU run's memory is the host's and rarely the limit. The plan
+    (`job_resources`) and the run (bench.run.runner) both decide here."""
+    if setting != "auto":
+        return setting == "on", f"activation_checkpointing: {setting}"
+    if not available_bytes:
+        return False, "auto: no GPU"
+    if need_bytes <= available_bytes:
+        return False, f"auto: the job fits without it ({gb(need_bytes)} of {gb(available_bytes)})"
+    return True, f"auto: the job would not fit without it ({gb(need_bytes)} > {gb(available_bytes)})"
+
+
+def _nothing_to_recompute(method: str) -> str:
+    """Why a method has no activations to recompute ('' where it has): PredSim runs its units on their own, and a
+    layer-wise stage trains one block on its own; only the blocks trained end to end (BlockNet.run_blocks) can."""
+    cost = methods.plan_module(method).COST
+    if cost.phases == "predsim" or (cost.phases == "layerwise" and not cost.rest_end_to_end):
+        return f"{method} trains no blocks end to end: nothing to recompute"
+    return ""
+
+
+def _recompute(exp, cfg: dict, s: dict, opts: dict, device: dict, transient: dict, node: Node, cpu: bool) -> dict:
+    """`recompute_rule` for the job on `node` ({"on", "why"}), given the device parts without the transient ones;
+    where it says recompute, the transient activations are the recomputed ones (part RECOMPUTED)."""
+    from bench.methods.training import checkpointing_setting
+
+    if _nothing_to_recompute(exp.method):
+        return {"on": False, "why": _nothing_to_recompute(exp.method)}
+    plain = sum(device.values()) + max(transient.values())
+    on, why = recompute_rule(checkpointing_setting(cfg), plain, 0.0 if cpu else node.gpu_bytes)
+    if on:
+        acts = _step_activations(exp, cfg, s, opts, recompute=True)[0] * (CPU_STEP_OVERHEAD if cpu else 1.0)
+        transient[RECOMPUTED] = min(acts, transient.pop("activations"))
+    return {"on": on, "why": why}
+
+
+def recompute_choice(exp, profile: str, node: Node, cpu: bool = False) -> dict:
+    """{"on", "why"}: whether the job recomputes its activations on `node` (`recompute_rule`, as `job_resources`
+    decides it); the resource model runs only where the answer depends on it (auto, on a GPU)."""
+    from bench.methods.training import checkpointing_setting
+
+    if _nothing_to_recompute(exp.method):
+        return {"on": False, "why": _nothing_to_recompute(exp.method)}
+    setting = checkpointing_setting(ex.config(exp, profile))
+    if setting != "auto" or cpu or not node.gpu_bytes:
+        on, why = recompute_rule(setting, 0.0, 0.0 if cpu else node.gpu_bytes)
+        return {"on": on, "why": why}
+    return job_resources(exp, profile, node, cpu=cpu)["recompute"]
 
 
 def _prefix_cache_bytes(s: dict, train_n: int, test_n: int, opts: dict) -> float:
@@ -316,6 +389,8 @@ def job_resources(
             host["pair search (pinned)"] = max(p["host_bytes"] for p in searches)
     if cost.stores_maps:
         _stored_maps(device, disk, train_n, s, opts)
+    recompute = _recompute(exp, cfg, s, opts, device, transient, node, cpu)
+    offload = _offload(exp, cfg, device, transient, host, node, cpu)
     largest = max(transient, key=transient.get)
     device[largest] = transient[largest]
     if cpu:
@@ -336,6 +411,8 @@ def job_resources(
         "host": host,
         "disk": disk,
         "transient": transient,
+        "recompute": recompute,
+        "offload": offload,
     }
 
 
@@ -346,8 +423,22 @@ def predsim_aux_params(cfg: dict, dataset: str) -> int:
     return _predsim_aux(json.dumps({k: v for k, v in cfg.items() if k != "sources"}, sort_keys=True), dataset)
 
 
+def predsim_units(cfg: dict, dataset: str) -> tuple:
+    """(name, its own parameters (conv, BN, shortcut), its similarity and prediction branches' parameters) per
+    PredSim local-loss unit of this config's model, in forward order (built on meta): what each unit's optimizers
+    hold."""
+    import json
+
+    return _predsim_units(json.dumps({k: v for k, v in cfg.items() if k != "sources"}, sort_keys=True), dataset)
+
+
 @cache
 def _predsim_aux(key: str, dataset: str) -> int:
+    return sum(aux for _, _, aux in _predsim_units(key, dataset))
+
+
+@cache
+def _predsim_units(key: str, dataset: str) -> tuple:
     import json
 
     from bench.methods.predsim import PredSim
@@ -356,7 +447,52 @@ def _predsim_aux(key: str, dataset: str) -> int:
     cfg = json.loads(key)
     with torch.device("meta"), meta_shape_passthrough():
         model = config_model(cfg, dataset)
-        return sum(p.numel() for p in PredSim(model, model.num_classes, cfg).aux.parameters())
+        ps = PredSim(model, model.num_classes, cfg)
+        return tuple(
+            (u.name, sum(p.numel() for p in u.params + u.shortcut_params), sum(p.numel() for p in a.parameters()))
+            for u, a in zip(ps.units, ps.aux)
+        )
+
+
+OFFLOAD_OFF = {"on": False, "units": [], "why": "off: only PredSim steps an optimizer per unit"}
+
+
+def _offload(exp, cfg: dict, device: dict, transient: dict, host: dict, node: Node, cpu: bool) -> dict:
+    """PredSim's freed gradients and offloaded optimizer states on `node` (bench.methods.offload.offload_rule,
+    the run's rule too), {"on", "units" (names), "why"}, given the device parts without the transient ones. Where
+    it is on, "model and optimizer" holds the weights, the gradients of one unit (the largest) and of the output
+    layer, and the states left on the device; "optimizer states (staged)" the largest offloaded unit's (the one
+    staging buffer); the host the offloaded states, pinned."""
+    from bench.methods.offload import offload_rule, offload_setting
+
+    setting = offload_setting(cfg)
+    if exp.method != "predsim":
+        return OFFLOAD_OFF
+    units = predsim_units(cfg, exp.dataset)
+    grads = [(own + aux) * FLOAT for _, own, aux in units]
+    held = [g * _optimizer_states(cfg) for g in grads]
+    need = sum(device.values()) + max(transient.values())
+    choice = offload_rule(setting, need, 0.0 if cpu else node.gpu_bytes, grads, held)
+    if choice["on"]:
+        off = [held[i] for i in choice["units"]]
+        device["model and optimizer"] -= sum(grads) - max(grads) + sum(off)
+        if off:
+            device["optimizer states (staged)"] = max(off)
+            host["optimizer states (pinned)"] = sum(off)
+    return {**choice, "units": [units[i][0] for i in choice["units"]]}
+
+
+def offload_choice(exp, profile: str, node: Node, cpu: bool = False) -> dict:
+    """{"on", "units", "why"}: PredSim's memory switches for the job on `node` (`_offload`); the resource model
+    runs only where the answer depends on it."""
+    from bench.methods.offload import offload_rule, offload_setting
+
+    setting = offload_setting(ex.config(exp, profile))
+    if exp.method != "predsim":
+        return OFFLOAD_OFF
+    if setting == "off" or (setting == "auto" and (cpu or not node.gpu_bytes)):
+        return offload_rule(setting, 0.0, 0.0, [], [])
+    return job_resources(exp, profile, node, cpu=cpu)["offload"]
 
 
 def _augments(cfg: dict) -> bool:

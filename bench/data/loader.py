@@ -4,7 +4,8 @@ Images: the papers' usual augmentation, random crop with zero padding and horizo
 at once with the run's seeded generator, then scaling to [0, 1] and normalization, in the same operations as
 torchvision's ToDtype(scale=True) + Normalize, so that without augmentation the batches equal those of the
 reference DataLoader (bench.data.reference) bit for bit. Text: character indices as int64, nothing else.
-No per-sample Python or PIL work in the loop.
+No per-sample Python or PIL work in the loop. When the generator's CPU draws reach the device (each batch's, or
+each epoch's in one copy: `random_draws`) is the class's switch; the batches are the same either way.
 
 Class-sampled batches (`Batches.classes_per_batch`, see `class_sampled_batches`): each batch drawn from a few
 randomly chosen classes, the N&E code's `--classes-per-batch` for PredSim on CIFAR-100
@@ -21,21 +22,67 @@ def augments(augment: dict | None) -> bool:
     return bool(augment and (augment.get("crop_padding") or augment.get("hflip")))
 
 
-def random_crop_flip(x: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
+RANDOM_DRAWS = ("per_batch", "per_epoch")  # config key `random_draws`: when the CPU draws of `Batches` are made
+
+
+def draw_crop_flip(b: int, padding: int, hflip: bool, gen: torch.Generator) -> list:
+    """The random draws of `random_crop_flip` for b images, on the CPU, in its order: [row offsets, column offsets
+    (both None without padding), flips (None without hflip)]. One function for both `random_draws` modes, so that
+    drawing an epoch's batches ahead makes the very calls the per-batch code makes."""
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen) if padding else None
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen) if padding else None
+    return [dy, dx, torch.rand(b, generator=gen) < 0.5 if hflip else None]
+
+
+def crop_flip(x: torch.Tensor, padding: int, dy, dx, flip) -> torch.Tensor:
+    """x cropped at offsets (dy, dx) of its zero-padded images and mirrored where `flip` (tensors on x's device, None:
+    no crop / no flip)."""
     b, _, h, w = x.shape
-    if padding:
+    if dy is not None:
         padded = F.pad(x, (padding,) * 4)
-        dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
-        dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
         batch = torch.arange(b, device=x.device)[:, None, None, None]
         chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         x = padded[batch, chans, rows, cols]
-    if hflip:
-        flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if flip is not None:
+        x = torch.where(flip.bool()[:, None, None, None], x.flip(3), x)
     return x
+
+
+def random_crop_flip(
+    x: torch.Tensor, padding: int, hflip: bool, gen: torch.Generator, non_blocking: bool = False
+) -> torch.Tensor:
+    """Random crops and flips of a batch drawn now from `gen` on the CPU and copied to x's device (`to_device`)."""
+    draws = draw_crop_flip(len(x), padding, hflip, gen)
+    return crop_flip(x, padding, *(None if t is None else to_device(t, x.device, non_blocking) for t in draws))
+
+
+def to_device(t: torch.Tensor, device, non_blocking: bool = False) -> torch.Tensor:
+    """t on `device`. With non_blocking a CUDA copy goes through pinned memory and the host goes on at once: a copy
+    from pageable memory makes the host wait for the device's queue (a host sync), the cost `random_draws` saves."""
+    device = torch.device(device)
+    if not non_blocking or device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)
+
+
+def one_copy(tensors: list, device) -> list:
+    """[(CPU part, device part) or None] of `tensors` (CPU integer tensors or None), moved in one copy: concatenated
+    as int64, pinned on CUDA, copied non_blocking. The CPU parts are views of the pinned tensor, so that a caller's
+    own copy of a slice of them (`to_device`, non_blocking) does not wait for the device either."""
+    present = [t.long() for t in tensors if t is not None]
+    if not present:
+        return [None] * len(tensors)
+    host = torch.cat(present)
+    if torch.device(device).type == "cuda":
+        host = host.pin_memory()
+    dev = host.to(device, non_blocking=True)
+    out, at = [], 0
+    for t in tensors:
+        out.append(None if t is None else (host[at : at + len(t)], dev[at : at + len(t)]))
+        at += 0 if t is None else len(t)
+    return out
 
 
 def check_class_sampling(classes_per_batch, until_epoch=0) -> None:
@@ -123,9 +170,33 @@ class Batches:
     DataLoader whose RandomSampler has a generator with the same seed visits the samples in the same order.
     `classes_per_batch` (0: off; set it between epochs) makes a shuffled epoch's batches class-sampled instead
     (`class_sampled_batches`, from the same generator).
+
+    `random_draws` (config key, `RANDOM_DRAWS`): "per_batch" draws each batch's crop offsets and flips when the
+    batch is made and copies them (and, class-sampled, its indices) to the device: on CUDA one host sync per batch.
+    "per_epoch" makes every draw of the epoch before its first batch, with the same calls in the same order (the
+    shuffle, then batch by batch its offsets and flips), moves them in one non_blocking copy (`one_copy`) and
+    slices each batch's on the device: no host sync per batch, and the same batches from the same stream. Only a
+    draw made between batches would move: `take`, the SI loss's partners (`takes_per_batch`, the takes of a batch's
+    size that follow each batch, has their draws made ahead too, in the per-batch order, so they are the same).
     """
 
-    def __init__(self, x, y, batch_size, *, device, mean=None, std=None, augment=None, shuffle=False, seed=0):
+    def __init__(
+        self,
+        x,
+        y,
+        batch_size,
+        *,
+        device,
+        mean=None,
+        std=None,
+        augment=None,
+        shuffle=False,
+        seed=0,
+        random_draws="per_batch",
+    ):
+        if random_draws not in RANDOM_DRAWS:
+            raise ValueError(f"random_draws must be one of {', '.join(RANDOM_DRAWS)}, got {random_draws!r}")
+        self.random_draws, self.takes_per_batch, self._reserved = random_draws, 0, []
         self.x, self.y = x.to(device), y.to(device)
         self.text = x.ndim == 2
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment or {}
@@ -177,8 +248,77 @@ class Batches:
             else:
                 yield torch.arange(start, end), slice(start, end)
 
+    def epoch_order_moved(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(epoch_order(), the same on the device), or None when not shuffling; under random_draws per_epoch moved
+        by `one_copy` (the CPU order pinned on CUDA, so that slices of it reach the device without a host sync)."""
+        order = self.epoch_order()
+        if order is None or self.random_draws == "per_epoch":
+            return one_copy([order], self.x.device)[0]
+        return order, order.to(self.x.device)
+
+    def _epoch_draws(self) -> tuple[list[int], torch.Tensor | None, list]:
+        """random_draws per_epoch: (batch sizes, CPU order or None, [row offsets, column offsets, flips] of the
+        whole epoch, each None where not drawn): every draw of one epoch, with the per-batch code's calls in its
+        order (the shuffle or the class-sampled batches, then for each batch its offsets and flips, then those of
+        its `takes_per_batch` partner batches)."""
+        n, bs = len(self.y), self.batch_size
+        sampled = self.epoch_batches()
+        if sampled is not None:
+            sizes, order = [len(b) for b in sampled], torch.cat(sampled)
+        else:
+            sizes, order = [min(bs, n - start) for start in range(0, n, bs)], self.epoch_order()
+        if self.text or not augments(self.augment):
+            return sizes, order, [None, None, None]
+        pad, hflip = self.augment.get("crop_padding", 0), self.augment.get("hflip", False)
+        groups = [draw_crop_flip(b, pad, hflip, self.gen) for b in sizes for _ in range(1 + self.takes_per_batch)]
+        return sizes, order, [None if groups[0][k] is None else torch.cat([g[k] for g in groups]) for k in range(3)]
+
+    def _planned(self):
+        """indexed() under random_draws per_epoch: the epoch's draws (`_epoch_draws`) moved in one copy, each batch
+        its slice of them on the device; its partners' draws reserved for `take`."""
+        self._reserved = []
+        if not len(self.y):
+            return
+        sizes, order, draws = self._epoch_draws()
+        order, *draws = one_copy([order, *draws], self.x.device)
+        drawn = [None if d is None else d[1] for d in draws]
+        groups = 1 + self.takes_per_batch if any(d is not None for d in drawn) else 0
+        start = 0
+        for b in sizes:
+            end = start + b
+            if order is None:
+                cpu_idx, idx = torch.arange(start, end), slice(start, end)
+            else:
+                cpu_idx, idx = order[0][start:end], order[1][start:end]
+            at = start * groups  # the batch's draws, then its partners': groups of b from here
+            parts = [[None if d is None else d[at + g * b : at + (g + 1) * b] for d in drawn] for g in range(groups)]
+            self._check_takes()
+            self._reserved = parts[1:]
+            xb, yb = self.x[idx], self.y[idx]
+            start = end
+            if self.text:
+                yield cpu_idx, xb.long(), yb
+                continue
+            if parts:
+                xb = crop_flip(xb, self.augment.get("crop_padding", 0), *parts[0])
+            yield cpu_idx, self._convert(xb), yb
+        self._check_takes()
+
+    def _check_takes(self):
+        if self._reserved:
+            raise RuntimeError(
+                f"takes_per_batch {self.takes_per_batch}: {len(self._reserved)} reserved take() draws of the last "
+                "batch were not used (the batches after it would differ from random_draws per_batch)"
+            )
+
+    def _convert(self, xb: torch.Tensor) -> torch.Tensor:
+        return xb.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std)
+
     def indexed(self):
         """(sample indices on the CPU, inputs, labels) batch by batch for one epoch."""
+        if self.random_draws == "per_epoch":
+            yield from self._planned()
+            return
         for cpu_idx, idx in self._index_batches():
             xb, yb = self.x[idx], self.y[idx]
             if self.text:
@@ -188,19 +328,28 @@ class Batches:
                 xb = random_crop_flip(
                     xb, self.augment.get("crop_padding", 0), self.augment.get("hflip", False), self.gen
                 )
-            yield cpu_idx, xb.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std), yb
+            yield cpu_idx, self._convert(xb), yb
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, labels) of the samples `idx` (in that order), converted (and augmented, drawing from the run's
         generator) as an epoch's batches are: for code that needs further samples beside a batch (the SI loss's
-        precomputed partners)."""
-        idx = idx.to(self.x.device)
+        precomputed partners). Under random_draws per_epoch the draws are the next ones the epoch reserved
+        (`takes_per_batch`), or else drawn now and copied without a host sync."""
+        per_epoch = self.random_draws == "per_epoch"
+        idx = to_device(idx, self.x.device, per_epoch)
         xb, yb = self.x[idx], self.y[idx]
         if self.text:
             return xb.long(), yb
         if augments(self.augment):
-            xb = random_crop_flip(xb, self.augment.get("crop_padding", 0), self.augment.get("hflip", False), self.gen)
-        return xb.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std), yb
+            pad = self.augment.get("crop_padding", 0)
+            if per_epoch and self._reserved:
+                draws = self._reserved.pop(0)
+                if len(next(d for d in draws if d is not None)) != len(idx):
+                    raise RuntimeError(f"take() of {len(idx)} samples, but the epoch reserved draws of a batch's size")
+                xb = crop_flip(xb, pad, *draws)
+            else:
+                xb = random_crop_flip(xb, pad, self.augment.get("hflip", False), self.gen, per_epoch)
+        return self._convert(xb), yb
 
     def __iter__(self):
         for _, xb, yb in self.indexed():

@@ -8,7 +8,17 @@ from torch import nn
 
 from bench.methods import Cost
 from bench.methods.schedule import end_to_end_epochs as stage_epochs  # noqa: F401  (the registry reads it)
-from bench.methods.training import Context, EpochTimer, evaluate, make_optimizer, make_scheduler, train_test_batches
+from bench.methods.training import (
+    Context,
+    EpochTimer,
+    ce_step,
+    compiled_step,
+    evaluate,
+    fast_settings,
+    make_optimizer,
+    make_scheduler,
+    train_test_batches,
+)
 
 DEFAULTS: dict = {}  # no method_options
 COST = Cost("end_to_end")
@@ -19,6 +29,7 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
     train_batches, test_batches = train_test_batches(data, cfg, device, ctx.seed)
     optimizer = make_optimizer(model.parameters(), cfg)
     scheduler = make_scheduler(optimizer, cfg)
+    step = compiled_step(ce_step(model, optimizer), fast_settings(cfg, device))  # forward to optimizer step
     state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "batches": train_batches.gen}
     done = {"train_time": 0.0, "test_loss": float("nan"), "test_acc": float("nan")}
     start = ctx.resume(state, done)
@@ -30,13 +41,9 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
         lr = optimizer.param_groups[0]["lr"]
         with EpochTimer(device) as timer:
             for x, y in ctx.bar(train_batches, desc=f"epoch {epoch + 1}", unit="batch"):
-                logits = model(x)
-                loss = nn.functional.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.detach().argmax(1) == y).sum()
+                loss, logits = step(x, y)  # detached
+                loss_sum += loss * len(y)
+                correct += (logits.argmax(1) == y).sum()
             scheduler.step()
         train_time += timer.seconds
         with EpochTimer(device) as eval_timer:

@@ -62,7 +62,15 @@ from torch import nn
 
 from bench.data.loader import Batches, augments
 from bench.methods import Diverged, merge_options
-from bench.methods.training import Context, EpochTimer, SpanTimer, make_optimizer, unique_parameters
+from bench.methods.training import (
+    Context,
+    EpochTimer,
+    SpanTimer,
+    compiled_step,
+    fast_settings,
+    make_optimizer,
+    unique_parameters,
+)
 
 CACHE_OFF, CACHE_ON, CACHE_NOT_EXACT, CACHE_TOO_LARGE = 0, 1, 2, 3
 # a non-finite value of any of these in an epoch record stops the run (Diverged); feature_norm too, because
@@ -106,10 +114,9 @@ def new_optimizer(params: list[nn.Parameter], cfg: dict, lr: float) -> torch.opt
 
 
 def forward_from(model: nn.Module, first: int, x: torch.Tensor) -> torch.Tensor:
-    """The model's output given the features after blocks < first."""
-    for block in model.blocks[first:]:
-        x = block(x)
-    return model.head(x)
+    """The model's output given the features after blocks < first (BlockNet.run_blocks: the end-to-end stages
+    recompute their blocks' activations where the run says so)."""
+    return model.head(model.run_blocks(x, first))
 
 
 class Run:
@@ -133,6 +140,7 @@ class Run:
             augment=augment,
             shuffle=True,
             seed=ctx.seed,
+            random_draws=cfg.get("random_draws", "per_batch"),
         )
         self.eval_batch_size = cfg.get("eval_batch_size", 512)
         self.test_batches = Batches(
@@ -286,8 +294,7 @@ class StageFeatures:
         self._build_train_cache()
         n = len(batches.y)
         # the same draw as Batches (no augmentation: the shuffle is the generator's only use)
-        order = batches.epoch_order()
-        order_dev = order.to(batches.x.device)
+        order, order_dev = batches.epoch_order_moved()
         for start in range(0, n, batches.batch_size):
             idx = order_dev[start : start + batches.batch_size]
             yield order[start : start + batches.batch_size], self.train_cache[idx], batches.y[idx]
@@ -414,6 +421,7 @@ class Stage:
     gamma: float = 0.1
     reset_on_decay: bool = False
     indexed: bool = False  # step(features, labels, sample indices on the CPU) instead of step(features, labels)
+    takes: int = 0  # training batches of the batch's size each step takes (Batches.takes_per_batch: SI's partners)
 
 
 def _values(sums: dict) -> dict:
@@ -421,6 +429,30 @@ def _values(sums: dict) -> dict:
         return {}
     stacked = torch.stack([v.detach().double() for v in sums.values()]).tolist()  # one host sync
     return dict(zip(sums, stacked))
+
+
+def stage_update(run: Run, stage: Stage, optimizer) -> Callable:
+    """update(features, labels, sample indices) -> the batch's statistics (detached): the stage's step, the backward
+    of its loss and one optimizer step, compiled whole under the run's `compile_step` (training.compiled_step: the
+    backward runs in a nested function, so no tensor of its graph outlives it). Without an optimizer (a stage with
+    nothing to train), the step's statistics alone."""
+
+    def backward(f, y, idx):
+        loss, stats = stage.step(f, y, idx) if stage.indexed else stage.step(f, y)
+        if optimizer is not None:
+            loss.backward()
+        return {k: v.detach() for k, v in stats.items()}
+
+    if optimizer is None:
+        return backward
+
+    def update(f, y, idx):
+        optimizer.zero_grad(set_to_none=True)
+        stats = backward(f, y, idx)
+        optimizer.step()
+        return stats
+
+    return compiled_step(update, fast_settings(run.cfg, run.device))
 
 
 def train_stage(run: Run, stage: Stage) -> dict:
@@ -439,6 +471,7 @@ def train_stage(run: Run, stage: Stage) -> dict:
     if run.saved and run.saved["stage"] == stage.index:  # the killed run was in this stage: go on from there
         saved = run.resume(stage, optimizer)
         start, lr, record = saved["stage_epoch"], saved["lr"], saved["record"]
+    update = stage_update(run, stage, optimizer)
     desc = f"{cfg.get('experiment', 'run')} stage {stage.index}"
     for stage_epoch in ctx.bar(range(start, stage.epochs), desc=desc, unit="epoch"):
         if stage_epoch > 0 and stage_epoch in stage.milestones:
@@ -446,11 +479,13 @@ def train_stage(run: Run, stage: Stage) -> dict:
             if optimizer is not None:
                 if stage.reset_on_decay:
                     optimizer = new_optimizer(params, cfg, lr)
+                    update = stage_update(run, stage, optimizer)
                     run.optimizers_created += 1
                 else:
                     for group in optimizer.param_groups:
                         group["lr"] = lr
         run.epoch += 1
+        run.train_batches.takes_per_batch = stage.takes
         for m in stage.modules:
             m.train()
         sums: dict = {}
@@ -458,13 +493,8 @@ def train_stage(run: Run, stage: Stage) -> dict:
         run.timer.total()  # reset
         with EpochTimer(device) as timer:
             for idx, f, y in ctx.bar(stage.features.train_indexed(), desc=f"epoch {run.epoch}", unit="batch"):
-                loss, stats = stage.step(f, y, idx) if stage.indexed else stage.step(f, y)
-                if optimizer is not None:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                for k, v in stats.items():
-                    sums[k] = sums[k] + v.detach() if k in sums else v.detach()
+                for k, v in update(f, y, idx).items():
+                    sums[k] = sums[k] + v if k in sums else v
                 samples += len(y)
                 batches += 1
         prefix_s = run.timer.total()

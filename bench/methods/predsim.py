@@ -78,11 +78,14 @@ from torch import nn
 
 from bench.data.loader import check_class_sampling
 from bench.methods import Cost, Diverged, merge_options
+from bench.methods.offload import StateOffload, offload_setting
 from bench.methods.schedule import predsim_stage_epochs
 from bench.methods.training import (
     Context,
     EpochTimer,
+    compiled_step,
     evaluate,
+    fast_settings,
     make_optimizer,
     make_scheduler,
     train_test_batches,
@@ -420,6 +423,8 @@ class PredSim:
         with torch.no_grad():
             self.out_layer.weight.zero_()
         self.out_optimizer = make_optimizer(self.out_layer.parameters(), cfg)
+        self.offload: StateOffload | None = None
+        self.use_memory(False, [])
         self.sequential = self.opts["schedule"] == "sequential"
         if self.sequential:  # stage s trains unit s (s < N) or the output layer (s = N), with its copy of the schedule
             epochs = int(cfg["epochs"])
@@ -472,6 +477,16 @@ class PredSim:
         missing = [n for n, p in self.model.named_parameters() if id(p) not in seen]
         if missing:
             raise BenchError(f"predsim: model parameters in no local unit: {missing[:5]}")
+
+    def use_memory(self, free_grads: bool, offloaded: list[int]):
+        """Free each unit's gradients right after its own step (`free_grads`), and keep the optimizer states of
+        the units `offloaded` (indices) on the host between their steps (bench.methods.offload); call it before
+        any step or checkpoint restore. The default: neither."""
+        self.free_grads = free_grads
+        if self.offload is not None:
+            self.offload.close()
+        device = next(self.model.parameters()).device
+        self.offload = StateOffload({i: self.units[i].optimizers for i in offloaded}, device)
 
     def optimizers(self) -> list[tuple[str, torch.optim.Optimizer]]:
         out = []
@@ -566,11 +581,7 @@ class PredSim:
         loss, sim, pred = predsim_loss(
             sim_in, logits, y, self.num_classes, self.opts["beta"], std_pool=self.opts["similarity_std"]
         )
-        for opt in u.optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in u.optimizers:
-            opt.step()
+        self.step_unit(stage, loss)
         return StepResult(logits.detach(), loss.detach(), sim.detach()[None], pred.detach()[None])
 
     def output_loss(self, features, y):
@@ -580,22 +591,33 @@ class PredSim:
         scale = 1.0 - self.opts["beta"] if self.opts["output_loss_scale"] == "one_minus_beta" else 1.0
         return logits, ce, ce * scale if scale != 1.0 else ce
 
+    def step_unit(self, i: int, loss):
+        """Unit i's backward and optimizer step(s). Its gradients are zeroed before the backward, not after, so
+        they stay readable after the step, unless memory asks (`free_grads`: freed right after it, the device then
+        holds one unit's); its optimizer states come from the host and go back where it is offloaded."""
+        u = self.units[i]
+        for opt in u.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.offload.before(i)
+        for opt in u.optimizers:
+            opt.step()
+        self.offload.after(i)
+        if self.free_grads:
+            for opt in u.optimizers:
+                opt.zero_grad(set_to_none=True)
+
     def train_step(self, x, y) -> StepResult:
         """One batch: every unit in turn computes its local loss, backprops it into its own parameters and steps
-        its own optimizer(s); then the output layer takes one CE step on the detached features. Gradients are
-        zeroed before each backward (not after), so they stay readable after the step."""
+        its own optimizer(s) (`step_unit`); then the output layer takes one CE step on the detached features."""
         target_sim = label_similarity(y, self.num_classes)
         sims, preds = [], []
         skip = x
-        for u in self.units:
+        for i, u in enumerate(self.units):
             if u.starts_block:
                 skip = x
             out, loss, sim, pred = self.unit_loss(u, x, skip, y, target_sim)
-            for opt in u.optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in u.optimizers:
-                opt.step()
+            self.step_unit(i, loss)
             sims.append(sim.detach())
             preds.append(pred.detach())
             x = out
@@ -628,6 +650,8 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
             f"{data.num_classes} classes: every batch could hold every class"
         )
     ps = PredSim(model, data.num_classes, cfg, opts)
+    use_run_memory(ps, cfg, ctx)
+    compile_steps(ps, cfg, device)
     if ps.sequential:
         return train_sequential(ps, data, cfg, ctx, train_batches, test_batches)
     n_units = len(ps.units)
@@ -682,6 +706,29 @@ def train(model: nn.Module, data, cfg: dict, ctx: Context) -> dict:
             epoch + 1, state, {"train_time": train_time, "test_loss": test_loss, "test_acc": test_acc, "final": final}
         )
     return final_metrics(ps, test_acc, test_loss, train_time, final)
+
+
+def use_run_memory(ps: PredSim, cfg: dict, ctx: Context):
+    """The run's optimizer_offload as bench.run.runner resolved and recorded it (ctx.settings: whether gradients
+    are freed, the units offloaded by name); without it (a test, a direct call) the config's on or off, auto being
+    off (no free memory was measured)."""
+    if "optimizer_offload" in ctx.settings:
+        on, names = ctx.settings["optimizer_offload"], ctx.settings["optimizer_offload_units"]
+    else:
+        on = offload_setting(cfg) == "on"
+        names = [u.name for u in ps.units] if on else []
+    index = {u.name: i for i, u in enumerate(ps.units)}
+    ps.use_memory(bool(on), [index[name] for name in names])
+
+
+def compile_steps(ps: PredSim, cfg: dict, device: torch.device):
+    """Under `compile_step`, ps.train_step and ps.stage_step compiled whole (training.compiled_step), in place as
+    compile_forward does with a model's forward. Compiled autograd: the steps loop over units and optimizers, and
+    a graph break in a loop (the optimizers' steps always break the graph) runs that frame eagerly; the calls it
+    makes are compiled one by one: each unit's forward and local loss, its backward, its optimizers' steps."""
+    fast = fast_settings(cfg, device)
+    ps.train_step = compiled_step(ps.train_step, fast, autograd="compiled")
+    ps.stage_step = compiled_step(ps.stage_step, fast, autograd="compiled")
 
 
 def checkpointed(ps: PredSim, train_batches) -> dict:

@@ -49,6 +49,14 @@ DBpedia: 560,000 x 65,536 floats), the rows are searched in panels and the outpu
 frozen prefix and the layer, in order, once per panel: more passes, the same partners (the same distances in the
 same order, ties to the first index), given a forward pass that computes the same outputs every time.
 
+`pair_search_precision` "tf32_rerank" (default "fp32"): a held search takes the distances from a TF32 product
+first (tensor cores; TF32 allowed for that product only), keeps for each point every column within a provable
+bound of its approximate best (`rerank_bound`), and computes in fp32 only the tiles that may decide a partner, with
+the fp32 search's own arithmetic: the same partners, near-ties included (`_rerank_block`). Why not a cheaper
+re-rank of the candidates alone: an fp32 product's last bits depend on the shape of the product it is computed in,
+so only the same row block and column tile give the fp32 search's distances. So it saves fp32 work only where few
+rows of a row block have more than one candidate (pair_search_rerank_fp32_share); a streamed search is fp32.
+
 `layer_lr_schedule`: "none" (every stage at the constant initial LR) or "scaled": every SI stage and the classifier
 stage get the config's end-to-end step schedule (lr_milestones, in epochs of cfg epochs, and lr_gamma) mapped onto
 the stage's own epochs, milestone m -> round(m * stage_epochs / epochs), kept where 0 < that < stage_epochs
@@ -69,12 +77,12 @@ method_options (defaults): epochs_per_layer (10, paper Table 1), classifier_epoc
 docs/methods/si-forward.md#35-ambiguities item 5), loss_reduction ("sum"), normalize_features (false), hinge (false),
 si_eval_samples (1000; 0 =
 no SI monitoring), neighbours ("data"; "data_epoch", "batch"), train_scope ("block"; "growing": blocks 0..L all trained
-on J^L), pair_search_max_mb (8192), layer_lr_schedule ("none"; "scaled"), feature_blocks (None = every block: how
-many leading blocks are trained by SI; the blocks after them are trained with the head in the classifier stage, e.g.
-2 for LeNet, whose fc1/fc2 are blocks, to make its whole FC stack the classifier as
-docs/methods/si-forward.md#35-ambiguities item 4 says),
-cache_prefix (true), prefix_cache_max_mb (8192). fb_si shares neighbours, train_scope and pair_search_max_mb, not
-layer_lr_schedule.
+on J^L), pair_search_max_mb (8192), pair_search_precision ("fp32"; "tf32_rerank"), layer_lr_schedule ("none";
+"scaled"), feature_blocks (None = every block: how many leading blocks are trained by SI; the blocks after them
+are trained with the head in the classifier stage, e.g. 2 for LeNet, whose fc1/fc2 are blocks, to make its whole
+FC stack the classifier as docs/methods/si-forward.md#35-ambiguities item 4 says),
+cache_prefix (true), prefix_cache_max_mb (8192). fb_si shares neighbours, train_scope, pair_search_max_mb and
+pair_search_precision, not layer_lr_schedule.
 
 Per-epoch records (feature stages): epoch (global), stage, layer, stage_epoch, lr, train_loss (the minimised loss,
 mean over the epoch's batches), train_loss_sum (mean batch value of J in the sum form), train_loss_mean (J per
@@ -85,11 +93,14 @@ of the full model (whose later blocks and head are still untrained). Classifier 
 train_accuracy, test_loss, test_accuracy (the full model) every epoch. Final metrics: test_accuracy, test_error,
 test_loss, train_time_s (training epochs incl. the prefix, without evaluation), si_layer<i> and si_final (the
 last layer's SI), si_input (the inputs' SI, images only), pair_search_time_s and pair_search_passes (data
-neighbours), prefix_time_s, prefix_cache_saved_s, prefix_cache,
+neighbours), pair_search_rerank_candidates (tf32_rerank: the candidates over all points and both partners; a tight
+bound gives about two per point and search) and pair_search_rerank_fp32_share (the share of row block x
+column tile steps computed in fp32), prefix_time_s, prefix_cache_saved_s, prefix_cache,
 prefix_cached_stages, total_epochs.
 """
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -104,6 +115,7 @@ REDUCTIONS = ("sum", "mean")
 NEIGHBOURS = ("data", "data_epoch", "batch")  # data_epoch: the data's partners searched again every epoch
 TRAIN_SCOPES = ("block", "growing")
 LAYER_LR_SCHEDULES = ("none", "scaled")
+PAIR_SEARCH_PRECISIONS = ("fp32", "tf32_rerank")  # tf32_rerank: TF32 candidates, fp32 partners (data_pairs)
 SI_DEFAULTS = {
     "epochs_per_layer": 10,
     "loss_reduction": "sum",
@@ -113,6 +125,7 @@ SI_DEFAULTS = {
     "neighbours": "data",
     "train_scope": "block",
     "pair_search_max_mb": 8192,
+    "pair_search_precision": "fp32",
 }
 DEFAULTS = {**SI_DEFAULTS, "classifier_epochs": None, "feature_blocks": None, "layer_lr_schedule": "none"}
 COST = Cost("layerwise", si=True)
@@ -223,6 +236,40 @@ def pair_budget(device: torch.device, max_mb: float, share: float = 0.5) -> tupl
     return device_bytes, (0.0 if device.type != "cuda" else share * free_host)
 
 
+U32 = 2.0**-24  # fp32's unit roundoff
+SIDES = ("pos", "neg")  # the partners, in the order of _masks
+
+
+class Rerank(NamedTuple):
+    """The approximate product of pair_search_precision "tf32_rerank": matmul(a, c) ~ a @ c.T with every operand
+    element rounded to a relative error of at most `unit` (the products of rounded elements exact in fp32, as
+    TF32's and bfloat16's are, and summed in fp32), and the safety factor of its error bound (`rerank_bound`)."""
+
+    matmul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    unit: float
+    safety: float = 2.0
+
+
+def tf32_matmul(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a @ c.T with TF32 allowed for this product only (tensor cores on CUDA; the fp32 product elsewhere), the
+    setting restored after, so that the run's other products stay fp32. The framework's current switch where it
+    has one (fp32_precision: mixing it with the older allow_tf32 is an error), else allow_tf32."""
+    switch = torch.backends.cuda.matmul
+    new_api = getattr(switch, "fp32_precision", None) is not None
+    key, on = ("fp32_precision", "tf32") if new_api else ("allow_tf32", True)
+    saved = getattr(switch, key)
+    setattr(switch, key, on)
+    try:
+        return a @ c.t()
+    finally:
+        setattr(switch, key, saved)
+
+
+# TF32 keeps 10 of fp32's 23 mantissa bits: a relative error of 2^-11 rounded to nearest, 2^-10 where the tensor
+# cores drop the low 13 bits (truncation); 2^-10 holds for both
+TF32_RERANK = Rerank(tf32_matmul, 2.0**-10)
+
+
 class FirstPass(NamedTuple):
     """What the pair search's first pass over the points found: their labels, their features where they fit the
     budgets (`holding`; device first, then host), and the sizes the search goes on with."""
@@ -297,18 +344,26 @@ def _no_partners(labels: torch.Tensor, m: int, device: torch.device) -> dict:
     }
 
 
-def _search_held(out: dict, first: FirstPass, device: torch.device) -> dict:
-    """Every row block against every column tile of the held features; the stats of a held search."""
+def _search_held(out: dict, first: FirstPass, device: torch.device, rerank: Rerank | None = None) -> dict:
+    """Every row block against every column tile of the held features (with `rerank`: `_rerank_block`); the stats
+    of a held search."""
     pin = device.type == "cuda"
     held, m, block_rows, block_cols = first.held, first.points, first.block_rows, first.block_cols
 
     def rows(r0, r1):  # the held points r0..r1, a fresh tensor on the device
         return torch.cat([t.to(device, non_blocking=pin) for t in _cut(held, r0, r1)])
 
+    def load(c0):  # the column tile starting at c0
+        return rows(c0, min(m, c0 + block_cols))
+
+    tiles = range(0, m, block_cols)
     for r0 in range(0, m, block_rows):
         a = rows(r0, min(m, r0 + block_rows))
-        for c0 in range(0, m, block_cols):
-            _update(out, a, r0, rows(c0, min(m, c0 + block_cols)), c0)
+        if rerank is not None:
+            _rerank_block(out, a, r0, tiles, load, rerank)
+            continue
+        for c0 in tiles:
+            _update(out, a, r0, load(c0), c0)
     return {
         "mode": "held",
         "panels": 1,
@@ -366,6 +421,7 @@ def data_pairs(
     block_rows: int = 1024,
     block_cols: int = 4096,
     stats: dict | None = None,
+    rerank: Rerank | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 8 over a whole set (Algorithm 1, Step 3): (pos, neg), for every point the index of its nearest other
     point with the same label and of its nearest point with another label (squared Euclidean distance, ties to the
@@ -385,8 +441,13 @@ def data_pairs(
     Both compute every distance from the same row block and column tile, so they find the same partners, exact ties
     and near-ties alike, given points that are the same on every read (a deterministic forward pass). Only where the
     budget cannot hold one step of the given sizes are the blocks made smaller (`_tiles`).
-    `stats` (a dict) gets mode, points, dims, passes, panels, block_rows, block_cols, held_device_mb, held_host_mb and
-    peak_device_mb (the most the search held on the device at once, by its own count)."""
+    With `rerank` (pair_search_precision "tf32_rerank") a held search takes its distances from the approximate
+    product first and computes in fp32 only what may decide a partner (`_rerank_block`): the same partners; a
+    streamed one, which sees each column tile once per panel, searches in fp32 as without it.
+    `stats` (a dict) gets mode, points, dims, passes, panels, block_rows, block_cols, held_device_mb, held_host_mb,
+    peak_device_mb (the most the search held on the device at once, by its own count), tiles (row block x column
+    tile steps), fp32_tiles (those computed in fp32) and, re-ranked, rerank_candidates (the candidates of all rows,
+    both partners)."""
     device_budget = max_mb * 2**20
     host_budget = pair_budget(device, max_mb)[1] if host_mb is None else host_mb * 2**20
     source = _point_source(features)
@@ -394,7 +455,11 @@ def data_pairs(
     m, dims = first.points, first.dims
     info = {"points": m, "dims": dims, "passes": 1, "block_rows": first.block_rows, "block_cols": first.block_cols}
     out = _no_partners(first.labels, m, device)
-    if first.holding:
+    if first.holding and rerank is not None:
+        out.update(rerank_candidates=0, fp32_tiles=0, tiles=0)
+        info.update(_search_held(out, first, device, rerank))
+        info.update({key: out[key] for key in ("rerank_candidates", "fp32_tiles", "tiles")})
+    elif first.holding:
         info.update(_search_held(out, first, device))
     elif not callable(features):
         raise ValueError(
@@ -404,6 +469,8 @@ def data_pairs(
         )
     else:
         info.update(_search_streamed(out, source, first, device_budget, max_mb, device))
+    info.setdefault("tiles", math.ceil(m / info["block_rows"]) * math.ceil(m / info["block_cols"]))
+    info.setdefault("fp32_tiles", info["tiles"])
     if stats is not None:
         stats.update(info)
     return out["pos"], out["neg"]
@@ -509,23 +576,119 @@ def _tiles(budget: float, dims: int, rows: int, cols: int) -> tuple[int, int]:
     return rows, cols
 
 
+def _masks(labels: torch.Tensor, r0: int, rows: int, c0: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pos, neg) of rows r0.. against columns c0..: the pairs that cannot give a positive partner (another label,
+    or the point itself) and those that cannot give a negative one (the same label)."""
+    same = labels[r0 : r0 + rows, None] == labels[None, c0 : c0 + cols]
+    r = torch.arange(r0, r0 + rows, device=labels.device)
+    c = torch.arange(c0, c0 + cols, device=labels.device)
+    return ~same | (r[:, None] == c[None, :]), same
+
+
 def _update(out: dict, a: torch.Tensor, r0: int, c: torch.Tensor, c0: int):
     """Fold the distances between rows r0.. (a) and columns c0.. (c) into the running nearest partners: strictly
     nearer only, so that an earlier column keeps a tie."""
-    labels = out["labels"]
-    r1, c1 = r0 + len(a), c0 + len(c)
+    r1 = r0 + len(a)
     d = ((a * a).sum(dim=1)[:, None] + (c * c).sum(dim=1)[None, :] - 2.0 * (a @ c.t())).clamp_min_(0.0)
-    same = labels[r0:r1, None] == labels[None, c0:c1]
-    rows = torch.arange(r0, r1, device=a.device)
-    cols = torch.arange(c0, c1, device=a.device)
-    for best, index, mask in (
-        (out["best_pos"], out["pos"], ~same | (rows[:, None] == cols[None, :])),
-        (out["best_neg"], out["neg"], same),
+    for best, index, mask in zip(
+        (out["best_pos"], out["best_neg"]), (out["pos"], out["neg"]), _masks(out["labels"], r0, len(a), c0, len(c))
     ):
         value, arg = d.masked_fill(mask, float("inf")).min(dim=1)
         better = value < best[r0:r1]
         best[r0:r1] = torch.where(better, value, best[r0:r1])
         index[r0:r1] = torch.where(better, arg + c0, index[r0:r1])
+
+
+# ---------------------------------------------------------------- the pair search on tensor cores, re-ranked in fp32
+
+
+def rerank_bound(sq_a: torch.Tensor, sq_c: torch.Tensor, dims: int, rerank: Rerank) -> torch.Tensor:
+    """E[i, j] >= |d~ - d|: how far the approximate distance d~ of row x = a_i and column y = c_j (`_approx`) can
+    be from the distance d the fp32 search computes, from their squared norms (the search's own, bit for bit).
+
+    Both are s - 2g, s = |x|^2 + |y|^2 the same fp32 sum; g = x.y summed in fp32 from exact products, of the
+    operands for d and of the rounded ones for d~ (x~ = x (1 + e), |e| <= u = rerank.unit). With
+    gamma = 2nU / (1 - 2nU), n = dims, U = 2^-24 (any fp32 sum of n terms, each addition off by at most 2U:
+    round-to-nearest gives U, tensor cores may truncate):
+        |x~.y~ - x.y| <= (2u + u^2) sum|x_k y_k|        (the rounded operands)
+        |g~ - x~.y~|  <= gamma (1 + u)^2 sum|x_k y_k|   (the approximate product's sum)
+        |g - x.y|     <= gamma sum|x_k y_k|             (the fp32 search's sum)
+    and sum|x_k y_k| <= |x||y|; the subtraction s - 2g, rounded in each, adds at most U (|x| + |y|)^2 per side,
+    and the clamp at 0 does not widen the gap. So
+        E = safety * (2 (2u + u^2 + gamma ((1 + u)^2 + 1)) |x||y| + 2U (|x| + |y|)^2),
+    the safety factor (2) covering the rounding of the norms |x| = sqrt(fl(|x|^2)) and of E itself (relative errors
+    of order nU, far below a factor 2). Infinite, every column a candidate, where 2nU >= 1."""
+    steps = 2 * dims * U32
+    if steps >= 1:
+        return torch.full((len(sq_a), len(sq_c)), math.inf, device=sq_a.device)
+    u, gamma = rerank.unit, steps / (1 - steps)
+    products = 2 * (2 * u + u * u + gamma * ((1 + u) ** 2 + 1))
+    bound = (sq_a[:, None] + sq_c[None, :]).mul_(rerank.safety * 2 * U32)  # (|x| + |y|)^2 = |x|^2 + |y|^2 + 2|x||y|
+    return bound.addr_(sq_a.sqrt(), sq_c.sqrt(), alpha=rerank.safety * (products + 4 * U32))
+
+
+def _approx(a: torch.Tensor, c: torch.Tensor, sq_a: torch.Tensor, rerank: Rerank, sign: float) -> torch.Tensor:
+    """The approximate distances of rows a to columns c (fp32 norms, `rerank.matmul` products) plus `sign` times
+    their bound: the upper (+1) or lower (-1) ends of intervals that hold the fp32 search's distances."""
+    sq_c = (c * c).sum(dim=1)
+    d = (sq_a[:, None] + sq_c[None, :] - 2.0 * rerank.matmul(a, c)).clamp_min_(0.0)
+    return d.add_(rerank_bound(sq_a, sq_c, a.shape[1], rerank), alpha=sign)
+
+
+def _approx_best(labels: torch.Tensor, a: torch.Tensor, r0: int, tiles, load, rerank: Rerank) -> dict:
+    """Pass 1 of a row block: per side, each row's least upper end over the columns it may pair with, a bound on
+    the least distance the fp32 search finds for it."""
+    sq_a = (a * a).sum(dim=1)  # as _update computes it: the same bits
+    upper = {side: torch.full((len(a),), math.inf, device=a.device) for side in SIDES}
+    for c0 in tiles:
+        c = load(c0)
+        d = _approx(a, c, sq_a, rerank, 1.0)
+        for side, mask in zip(SIDES, _masks(labels, r0, len(a), c0, len(c))):
+            torch.minimum(upper[side], d.masked_fill(mask, math.inf).amin(dim=1), out=upper[side])
+    return upper
+
+
+def _candidates(labels: torch.Tensor, a: torch.Tensor, r0: int, tiles, load, rerank: Rerank, upper: dict) -> dict:
+    """Pass 2: per side, each row's candidates, the columns whose lower end is at most the row's least upper end
+    (its fp32 nearest is one of them): (their count, the first, whether each tile holds one of the row's)."""
+    sq_a = (a * a).sum(dim=1)
+    none = torch.full((len(a),), -1, dtype=torch.long, device=a.device)
+    found = {side: (torch.zeros_like(none), none.clone()) for side in SIDES}
+    held = {side: [] for side in SIDES}
+    for c0 in tiles:
+        c = load(c0)
+        d = _approx(a, c, sq_a, rerank, -1.0)
+        for side, mask in zip(SIDES, _masks(labels, r0, len(a), c0, len(c))):
+            hit = d.masked_fill(mask, math.nan) <= upper[side][:, None]  # NaN: never a candidate
+            count, first = found[side]
+            new = (first < 0) & hit.any(dim=1)
+            first.copy_(torch.where(new, hit.int().argmax(dim=1) + c0, first))  # argmax: the first candidate
+            count += hit.sum(dim=1)
+            held[side].append(hit.any(dim=1))
+    return {side: (*found[side], torch.stack(held[side], dim=1)) for side in SIDES}
+
+
+def _rerank_block(out: dict, a: torch.Tensor, r0: int, tiles, load, rerank: Rerank):
+    """Rows r0.. (a) against the column tiles (their starts `tiles`, load(c0) the tile) with the approximate
+    product, their partners the fp32 search's, exactly: a row with one candidate takes it (the fp32 nearest is
+    among the candidates); the tiles holding a candidate of a row with more are folded by `_update`, the fp32
+    search's own arithmetic (the same row block and column tile, so the same bits), in order, which keeps the
+    search's tie-break (the first index among equal distances). The other tiles are never computed in fp32: a
+    saving only where few rows of a block have more than one candidate (stats fp32_tiles / tiles say)."""
+    upper = _approx_best(out["labels"], a, r0, tiles, load, rerank)
+    found = _candidates(out["labels"], a, r0, tiles, load, rerank, upper)
+    needed = torch.zeros(len(tiles), dtype=torch.bool, device=a.device)
+    for count, _, held in found.values():
+        needed |= (held & (count > 1)[:, None]).any(dim=0)
+        out["rerank_candidates"] += int(count.sum())
+    for c0, fold in zip(tiles, needed.tolist()):
+        if fold:
+            _update(out, a, r0, load(c0), c0)
+    for side, (count, first, _) in found.items():
+        index = out[side][r0 : r0 + len(a)]
+        index.copy_(torch.where(count == 1, first, index))
+    out["fp32_tiles"] += int(needed.sum())
+    out["tiles"] += len(tiles)
 
 
 # ---------------------------------------------------------------- stages
@@ -542,6 +705,7 @@ def check_si_options(opts: dict, method: str) -> dict:
         ("neighbours", NEIGHBOURS),
         ("train_scope", TRAIN_SCOPES),
         ("layer_lr_schedule", LAYER_LR_SCHEDULES),
+        ("pair_search_precision", PAIR_SEARCH_PRECISIONS),
     ):
         if key in opts and opts[key] not in allowed:  # layer_lr_schedule: si_forward's only
             raise ValueError(f"{method}: unknown {key} '{opts[key]}' ({', '.join(allowed)})")
@@ -618,6 +782,12 @@ def batch_step(embed, opts: dict):
     return step_batch
 
 
+def pair_rerank(opts: dict) -> Rerank | None:
+    """The approximate product of option pair_search_precision: None for fp32, else TF32_RERANK, read when called
+    (a test may put a CPU stand-in there)."""
+    return TF32_RERANK if opts["pair_search_precision"] == "tf32_rerank" else None
+
+
 def search_pairs(run: lw.Run, feats: lw.StageFeatures, module: nn.Module, embed, layer: int, opts: dict, pairs: dict):
     """Step 3 of Algorithm 1 for this layer: partners by Eq. 8 on the layer's output (eval mode, no grad) for
     the whole training set, into `pairs` (with the passes and seconds the searches took so far)."""
@@ -634,8 +804,12 @@ def search_pairs(run: lw.Run, feats: lw.StageFeatures, module: nn.Module, embed,
                 run.device,
                 pair_budget(run.device, opts["pair_search_max_mb"])[0] / 2**20,
                 stats=search_stats,
+                rerank=pair_rerank(opts),
             )
         module.train()
+    if opts["pair_search_precision"] != "fp32":  # what the re-rank did, summed over the run's searches
+        for key in ("rerank_candidates", "fp32_tiles", "tiles"):
+            pairs[key] = pairs.get(key, 0) + search_stats.get(key, 0)
     pairs.update(
         layer=layer,
         epoch=run.epoch,
@@ -656,7 +830,7 @@ def data_step(run: lw.Run, feats: lw.StageFeatures, module: nn.Module, embed, la
         # run.epoch counts the epoch under way, and a resumed run's is past the checkpointed pairs' epoch
         if pairs.get("layer") != layer or (per_epoch and pairs.get("epoch") != run.epoch):
             search_pairs(run, feats, module, embed, layer, opts, pairs)
-        idx = idx.to(pairs["pos"].device)
+        idx = idx.to(pairs["pos"].device, non_blocking=True)  # pinned under random_draws per_epoch: no host sync
         pos, neg = pairs["pos"][idx], pairs["neg"][idx]
         used = (pos >= 0) & (neg >= 0)
         b = len(f)
@@ -716,6 +890,7 @@ def si_stage(run: lw.Run, index: int, layer: int, opts: dict, si_values: dict, p
         modules=[module],
         step=step,
         indexed=data,
+        takes=2 if data else 0,  # the positive and the negative partners (feats.gather)
         summarize=summarize_si,
         epochs=opts["epochs_per_layer"],
         evaluate=si_evaluation(run, feats, module, layer, opts["si_eval_samples"], si_values),
@@ -728,6 +903,9 @@ def si_metrics(si_values: dict, si_in: float | None, pairs: dict | None = None) 
     if pairs and "seconds" in pairs:
         out["pair_search_time_s"] = pairs["seconds"]
         out["pair_search_passes"] = float(pairs.get("passes", 0))
+    if pairs and "rerank_candidates" in pairs:  # pair_search_precision tf32_rerank: is the bound tight enough?
+        out["pair_search_rerank_candidates"] = float(pairs["rerank_candidates"])
+        out["pair_search_rerank_fp32_share"] = pairs["fp32_tiles"] / max(pairs["tiles"], 1)
     if si_values:
         out["si_final"] = si_values[max(si_values)]
     if si_in is not None:

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -81,6 +81,9 @@ class Context:
     log_epoch: Callable[[dict], None] = lambda record: None
     progress: bool | None = None  # None: only when stderr is a terminal
     checkpoint: "Checkpoint | None" = None  # per-epoch checkpoints (bench/methods/checkpoint.py); None: no resume
+    # the run's resolved settings as its result file records them (bench.run.runner: fast_settings and the memory
+    # switches); a method reads the one it acts on (predsim: optimizer_offload); empty outside a run
+    settings: dict = field(default_factory=dict)
 
     def saved(self) -> dict | None:
         """A killed run's saved values and epochs done ({"epoch": k, ...}), or None: read before building objects
@@ -142,13 +145,20 @@ def timed_steps(
 
 
 def ce_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
-    """One plain cross-entropy training step on a batch."""
+    """One plain cross-entropy training step on a batch: step(x, y) -> (loss, logits), both detached. The backward
+    runs in a function of its own so that no tensor of its graph outlives it (what `compiled_step` needs)."""
+
+    def backward(x, y):
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        return loss.detach(), logits.detach()
 
     def step(x, y):
-        loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out = backward(x, y)
         optimizer.step()
+        return out
 
     return step
 
@@ -158,10 +168,14 @@ def fast_settings(cfg: dict, device: torch.device) -> dict:
     precision 'bf16' (autocast around the whole training: forward, loss and the backward that follows, on GPUs
     with bf16; no loss scaling is needed, bf16 has fp32's range) or 'fp32'; channels_last on CUDA; torch.compile of
     the model's forward (off unless asked: it pays off only for long runs of methods that call the whole model,
-    backprop above all); CUDA graphs (off unless asked; CUDA only); cuDNN's autotuner (`torch.backends.cudnn.
+    backprop above all); torch.compile of the whole training step (`compile_step`, off unless asked:
+    `compiled_step`); CUDA graphs (off unless asked; CUDA only); cuDNN's autotuner (`torch.backends.cudnn.
     benchmark`: each convolution's fastest algorithm, timed on the first batches; CUDA only, the GPU profiles turn it
     on). Config keys `precision` (auto | fp32 | bf16), `channels_last` (auto | true | false), `compile` (false |
-    true), `cuda_graphs` (false | true), `cudnn_benchmark` (false | true)."""
+    true), `compile_step` (false | true), `cuda_graphs` (false | true), `cudnn_benchmark` (false | true),
+    `random_draws` (per_batch | per_epoch: when the training batches draw their shuffle and augmentation,
+    bench.data.loader.Batches). Activation recomputation
+    (`activation_checkpointing`) depends on the job's predicted memory, not only the device: `recompute_settings`."""
     from bench import BenchError
 
     cuda = device.type == "cuda"
@@ -177,9 +191,42 @@ def fast_settings(cfg: dict, device: torch.device) -> dict:
         "precision": precision,
         "channels_last": channels_last,
         "compile": bool(cfg.get("compile", False)),
+        "compile_step": bool(cfg.get("compile_step", False)),
         "cuda_graphs": cuda_graphs,
         "cudnn_benchmark": cuda and bool(cfg.get("cudnn_benchmark", False)),
+        "random_draws": cfg.get("random_draws", "per_batch"),
     }
+
+
+# YAML reads a bare on/off as a boolean: both spellings are the same setting
+_CHECKPOINTING = {"auto": "auto", "on": "on", "off": "off", "true": "on", "false": "off"}
+
+
+def checkpointing_setting(cfg: dict) -> str:
+    """Config key `activation_checkpointing`: auto | on | off (default off: the GPU profiles set auto). Whether a run
+    recomputes its blocks' activations (bench.models.recompute) is decided from it by
+    bench.cost.resources.recompute_rule, for the plan and the run alike."""
+    from bench import BenchError
+
+    value = cfg.get("activation_checkpointing", "off")
+    setting = _CHECKPOINTING.get(str(value).lower())
+    if setting is None:
+        raise BenchError(f"activation_checkpointing must be auto, on or off, got {value!r}")
+    return setting
+
+
+def recompute_settings(on: bool, why: str, fast: dict) -> dict:
+    """The run's recomputation switch as its result file and MLflow tags record it (beside `fast_settings`'); a
+    compiled forward cannot take it (torch.compile accepts only dispatch-mode contexts in a checkpoint, and the BN
+    guard of bench.models.recompute is a plain one)."""
+    from bench import BenchError
+
+    if on and (fast.get("compile") or fast.get("compile_step") or fast.get("cuda_graphs")):
+        raise BenchError(
+            f"activation recomputation ({why}) cannot run with compile, compile_step or cuda_graphs: turn those off, "
+            "or set activation_checkpointing: off where the job fits without it"
+        )
+    return {"activation_checkpointing": on, "activation_checkpointing_why": why}
 
 
 def compile_forward(model: nn.Module, fast: dict) -> nn.Module:
@@ -194,6 +241,52 @@ def compile_forward(model: nn.Module, fast: dict) -> nn.Module:
     elif fast.get("compile"):
         model.forward = torch.compile(model.forward)
     return model
+
+
+# compiled_step's backend: inductor for runs; the tests set "aot_eager" (the same capture, no C++ code generation)
+STEP_BACKEND = "inductor"
+# Each compiled step keeps its own cache entries (isolate_recompiles), up to this many: one per optimizer it steps
+# (the optimizer's graph guards on the optimizer object), its first step (state created) and an LR change; PredSim's
+# whole step holds one per unit. The cap across all steps of a code object is raised to match.
+STEP_RECOMPILE_LIMIT = 256
+
+
+def compiled_step(fn: Callable, fast: dict, autograd: str = "traced") -> Callable:
+    """`fn`, a whole training step (forward, loss, backward, optimizer step), compiled as one function when
+    fast["compile_step"] is on, else `fn` itself. Off by default everywhere: a GPU speed switch for long runs, to be
+    measured (`bench devicecheck`) before a profile turns it on.
+
+    What torch 2.14 captures. `autograd="traced"`: dynamo traces `loss.backward()` (its trace_autograd_ops) into
+    the forward's graph, so forward, loss and backward are one graph; the optimizer's step is a second graph
+    (torch.optim breaks the graph around every step on purpose, so that the update compiles as an in-place no-grad
+    graph); `zero_grad` runs eagerly (dynamo skips it; it only drops references). The step must hold no tensor of
+    the backward's graph across the optimizer's step (return it detached from a nested function, see
+    `ce_step`), or dynamo breaks the graph before the backward and runs it eagerly. `autograd="compiled"`: compiled
+    autograd compiles every backward as a graph of its own; for steps that loop over units or optimizers (PredSim):
+    a graph break inside a loop makes dynamo run that frame eagerly and compile only the calls it makes (forward
+    and loss, the optimizers' steps), and a traced backward would then run eagerly. The two cannot mix (torch
+    refuses autograd.grad under compiled autograd).
+
+    Learning rates stay floats: a scheduler's first change recompiles the optimizer's graph once with the LR as an
+    input (dynamo's automatic dynamic floats), later changes reuse it. Random draws inside the step (dropout)
+    come, under inductor, from its own generator seeded from torch's: as random and as reproducible for a seed,
+    not the plain step's numbers. cuda_graphs (CUDA only): mode reduce-overhead, the graphs replayed as CUDA
+    graphs, one recording per input shape (the epoch's last, smaller batch gets its own); what the step returns
+    lives in the graph's memory until its next replay, and the methods read it before."""
+    if not fast.get("compile_step"):
+        return fn
+    kw = {"mode": "reduce-overhead"} if fast.get("cuda_graphs") else {}
+    with torch._dynamo.config.patch(compiled_autograd=autograd == "compiled"):  # read when the wrapper is made
+        compiled = torch.compile(
+            fn, backend=STEP_BACKEND, recompile_limit=STEP_RECOMPILE_LIMIT, isolate_recompiles=True, **kw
+        )
+
+    def step(*args):
+        # read while tracing: only the steps trace the backward, other compiled code keeps torch's defaults
+        with torch._dynamo.config.patch(trace_autograd_ops=True, accumulated_recompile_limit=16 * STEP_RECOMPILE_LIMIT):
+            return compiled(*args)
+
+    return step
 
 
 def autocast(device: torch.device, precision: str):
@@ -231,6 +324,7 @@ def train_test_batches(data, cfg: dict, device, seed: int):
         augment=cfg["augment"],
         shuffle=True,
         seed=seed,
+        random_draws=cfg.get("random_draws", "per_batch"),
     )
     test = Batches(
         data.x_test, data.y_test, cfg.get("eval_batch_size", 512), device=device, mean=norm["mean"], std=norm["std"]

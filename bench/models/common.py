@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from bench.models.recompute import checkpointed
+
 
 class BlockNet(nn.Module):
     """blocks[0] -> blocks[1] -> ... -> head.
@@ -10,7 +12,13 @@ class BlockNet(nn.Module):
     `input_shape` (C, H, W) for images or (L,) for token sequences, and `num_classes`, say what it was built for;
     `input_dtype` is torch.float32 for images, torch.long for character indices. `block_names` labels the blocks
     (e.g. "conv2" in Bhyravabhottla & Lee's 12-layer CNN) so that a cell can name the layer it counts.
+
+    `recompute` (set by the run: config `activation_checkpointing`, bench.cost.resources.recompute_rule): every block
+    that trains (training mode, gradients on) keeps only its input and runs again in the backward
+    (bench.models.recompute): the same values and gradients in less device memory, one more forward of the blocks.
     """
+
+    recompute = False
 
     def __init__(
         self,
@@ -40,9 +48,15 @@ class BlockNet(nn.Module):
         return self.blocks[self.block_names.index(name)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x)
+        return self.head(self.run_blocks(x))
+
+    def run_blocks(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """blocks[first:] on x (the features after blocks < first); the training forward of every method that trains
+        the model, or a range of its blocks, end to end, so that `recompute` applies to all of them. A block in eval
+        mode (frozen, dropped) or a forward without grad keeps nothing to recompute and runs plainly."""
+        for block in self.blocks[first:]:
+            x = checkpointed(block, x) if self.recompute and block.training and torch.is_grad_enabled() else block(x)
+        return x
 
 
 def keras_init(module: nn.Module) -> None:

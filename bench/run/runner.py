@@ -4,6 +4,7 @@ The result file `results/<profile>/runs/<experiment>/seed<k>.json` holds the con
 epoch, timings, peak memory, the environment (torch, device, code version) and the MLflow run id.
 """
 
+import math
 import random
 import sys
 import time
@@ -276,6 +277,7 @@ def _load(exp: ex.Experiment, seed: int, profile: str, cfg: dict, options: RunOp
     if options.threads:
         torch.set_num_threads(options.threads)
     dev = resolve_device(options.device)
+    free = _free_bytes(dev)  # before the job's data and model: what the job may take of its GPU
     _seed_everything(seed)
     started, wall_start = datetime.now(UTC), time.perf_counter()
     warm_up()  # what every job imports (a no-op in the warm worker): imported here, before the job's data,
@@ -286,10 +288,52 @@ def _load(exp: ex.Experiment, seed: int, profile: str, cfg: dict, options: RunOp
         cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1], cfg["model"]
     ).to(dev)
     fast = fast_settings(cfg, dev)
+    fast.update(_recompute(exp, profile, dev, free, fast))
+    fast.update(_offload(exp, profile, dev, free))
+    model.recompute = fast["activation_checkpointing"]
     torch.backends.cudnn.benchmark = fast.get("cudnn_benchmark", False)
     if fast["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     return _Job(exp, seed, profile, cfg, dev, data, data_summary, model, fast, started, wall_start, rss_start_mb)
+
+
+def _free_bytes(dev) -> tuple[float, float]:
+    """(GPU, host) bytes free now (bench.methods.si.free_bytes: torch.cuda.mem_get_info and what this process's
+    allocator holds unused; the host's MemAvailable); on a CPU, no GPU: (0, inf)."""
+    if dev.type != "cuda":
+        return 0.0, math.inf
+    from bench.methods.si import free_bytes
+
+    return free_bytes(dev)
+
+
+def _recompute(exp: ex.Experiment, profile: str, dev, free: tuple[float, float], fast: dict) -> dict:
+    """Whether the job recomputes its blocks' activations, and why: the plan's rule (bench.cost.resources.
+    recompute_rule) on this GPU's memory free at the run's start, for the job's predicted peak (on a CPU: auto is
+    off)."""
+    from bench.cost import resources
+    from bench.methods.training import recompute_settings
+
+    gpu, host = free
+    node = resources.Node(gpu, host if math.isfinite(host) else resources.PAPERS_NODE.host_bytes)
+    choice = resources.recompute_choice(exp, profile, node, cpu=dev.type != "cuda")
+    return recompute_settings(choice["on"], choice["why"], fast)
+
+
+def _offload(exp: ex.Experiment, profile: str, dev, free: tuple[float, float]) -> dict:
+    """PredSim's freed gradients and optimizer states on the host, and why: the plan's rule (bench.methods.offload.
+    offload_rule, through bench.cost.resources.offload_choice) on this GPU's memory free at the run's start (on a
+    CPU: auto is off); the method applies what is recorded (predsim.use_run_memory)."""
+    from bench.cost import resources
+
+    gpu, host = free
+    node = resources.Node(gpu, host if math.isfinite(host) else resources.PAPERS_NODE.host_bytes)
+    choice = resources.offload_choice(exp, profile, node, cpu=dev.type != "cuda")
+    return {
+        "optimizer_offload": choice["on"],
+        "optimizer_offload_units": choice["units"],
+        "optimizer_offload_why": choice["why"],
+    }
 
 
 def _open_tracking(job: _Job, options: RunOptions, live: _Live) -> _Tracking:
@@ -371,7 +415,7 @@ def _train_method(
             job.model, job.fast
         )  # after the MAC count (ptflops copies the model); the state dict is unchanged
         with autocast(job.dev, job.fast["precision"]):
-            ctx = Context(job.dev, job.seed, log_epoch, options.progress, tracking.ckpt)
+            ctx = Context(job.dev, job.seed, log_epoch, options.progress, tracking.ckpt, job.fast)
             return "FINISHED", None, methods.get(job.exp.method).train(job.model, job.data, job.cfg, ctx)
     except methods.Diverged as div:  # a result, not a crash: the run stops and says when
         tracking.logger.set_tag("diverged", str(div))

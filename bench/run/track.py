@@ -367,7 +367,15 @@ def run_tags(exp, seed: int, profile: str, cells: list, environment: dict, data:
         "precision": env.get("precision", ""),
         "channels_last": env.get("channels_last", ""),
         "compile": env.get("compile", ""),
+        "compile_step": env.get("compile_step", ""),
         "cuda_graphs": env.get("cuda_graphs", ""),
+        # resolved per run (bench.cost.resources.recompute_rule): the config's `auto` depends on the GPU's free memory
+        "activation_checkpointing": env.get("activation_checkpointing", ""),
+        "activation_checkpointing_why": env.get("activation_checkpointing_why", ""),
+        # PredSim's freed gradients and host-resident optimizer states (bench.methods.offload.offload_rule), resolved
+        # per run like activation_checkpointing; the units offloaded are in the result file's environment
+        "optimizer_offload": env.get("optimizer_offload", ""),
+        "optimizer_offload_why": env.get("optimizer_offload_why", ""),
         "data_train_samples": data.get("train_samples", ""),
         "data_test_samples": data.get("test_samples", ""),
         "data_sha256": data.get("sha256", ""),

@@ -100,7 +100,9 @@ from bench.methods.training import (
     Context,
     EpochTimer,
     SpanTimer,
+    compiled_step,
     evaluate,
+    fast_settings,
     make_optimizer,
     make_scheduler,
     requires_grad_restored,
@@ -188,6 +190,14 @@ def run(model: nn.Module, data, cfg: dict, ctx: Context, mode: str) -> dict:
     return _Run(model, data, cfg, ctx, mode).train()
 
 
+def _backward(forward, inputs: tuple, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of forward(*inputs) and its backward: (loss, logits), detached."""
+    logits = forward(*inputs)
+    loss = nn.functional.cross_entropy(logits, y)
+    loss.backward()
+    return loss.detach(), logits.detach()
+
+
 @dataclass
 class _Epoch:
     """One epoch from its start to its record (ctx.log_epoch): what it runs, its running sums and what it decided."""
@@ -232,6 +242,7 @@ class _Run:
         self.full_macs = self.head_macs(0)
         self.optimizer = make_optimizer(model.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.update = compiled_step(self._update, fast_settings(cfg, self.device))  # a whole step, `step`
         # a killed run's checkpoint (bench/methods/checkpoint.py): the objects' states, the global RNG states and `st`
         self.objects = {
             "model": model,
@@ -409,16 +420,22 @@ class _Run:
             self.train_on_stored(e)
 
     def step(self, e: _Epoch, forward, inputs: tuple, y: torch.Tensor):
-        """One optimizer step on a batch; the gradient sums of a scoring epoch take its gradients."""
-        logits = forward(*inputs)
-        loss = nn.functional.cross_entropy(logits, y)
+        """One optimizer step on a batch (the full model's, or the head's on stored maps); the gradient sums of a
+        scoring epoch take its gradients."""
+        loss, logits = self.update(forward, inputs, y, e.grads)
+        e.loss_sum += loss * len(y)
+        e.correct += (logits.argmax(1) == y).sum()
+
+    def _update(self, forward, inputs: tuple, y: torch.Tensor, grads: GradientSums | None):
+        """The whole step, compiled under `compile_step` (training.compiled_step): forward, loss and backward in
+        `_backward` (so that no tensor of the backward's graph outlives it), the gradient sums, the optimizer step;
+        (loss, logits), detached."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if e.grads is not None:
-            e.grads.add()
+        out = _backward(forward, inputs, y)
+        if grads is not None:
+            grads.add()
         self.optimizer.step()
-        e.loss_sum += loss.detach() * len(y)
-        e.correct += (logits.detach().argmax(1) == y).sum()
+        return out
 
     def head(self) -> Chain:
         return Chain(self.steps[self.st.cut :], self.model.head)

@@ -71,7 +71,7 @@ class FeatureStore:
 
     def write(self, idx: torch.Tensor, tensors) -> None:
         if self.kind == STORE_DEVICE:
-            idx = idx.to(self.device)
+            idx = idx.to(self.device, non_blocking=True)
             for part, t in zip(self.parts, tensors):
                 part[idx] = t.detach().to(self.dtype)
         else:
@@ -82,7 +82,7 @@ class FeatureStore:
     def read(self, idx: torch.Tensor) -> tuple:
         """float32 tensors on the device, rows in the order of idx."""
         if self.kind == STORE_DEVICE:
-            idx = idx.to(self.device)
+            idx = idx.to(self.device, non_blocking=True)
             return tuple(part[idx].float() for part in self.parts)
         rows = idx.cpu().numpy()
         return tuple(torch.from_numpy(np.ascontiguousarray(part[rows])).to(self.device).float() for part in self.parts)
@@ -104,8 +104,7 @@ class StoredBatches:
     def __iter__(self):
         b = self.batches
         n = len(b.y)
-        order = b.epoch_order()
-        order_dev = order.to(b.y.device)
+        order, order_dev = b.epoch_order_moved()  # pinned under random_draws per_epoch: `idx` copies need no sync
         for start in range(0, n, b.batch_size):
             idx = order[start : start + b.batch_size]
             if self.store.kind == STORE_DISK:
