@@ -79,6 +79,7 @@ def cmd_setup(args):
 
 
 def cmd_run(args):
+    from bench.cost.resources import run_memory_settings
     from bench.run.runner import RunOptions, outcome, run
 
     if not 0 <= args.seed < 2**32:
@@ -101,6 +102,7 @@ def cmd_run(args):
         gpu_slots=args.gpu_slots,
         force=args.force,
         plan=args.plan,
+        memory_rules=run_memory_settings,
     )
     result = run(args.experiment, args.seed, args.profile, options)
     print(outcome(result, args.out))

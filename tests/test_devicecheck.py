@@ -88,7 +88,7 @@ def test_a_budget_too_small_skips_steps_and_says_so(tmp_path):
     )  # a hang guard
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert list(summary["steps"]) == ["perf", "methods", "workflow", "probe"]
+    assert list(summary["steps"]) == ["perf", "methods", "switches", "workflow", "probe"]
     toy = devicecheck.SIZES["toy"]
     for name, step in summary["steps"].items():
         assert step["status"] == "skipped: out of budget" and "seconds" not in step

@@ -153,11 +153,11 @@ def test_the_rule():
 
 
 def test_a_run_applies_what_the_runner_resolved(monkeypatch):
-    from bench.run import runner
+    from bench.cost.resources import run_memory_settings
 
     wide = ex.get("ma-cifar10-resnet50-predsim-wide")
-    on_cpu = runner._offload(wide, "paper", torch.device("cpu"), (0.0, math.inf))
-    assert on_cpu == {
+    on_cpu = run_memory_settings(wide, "paper", (0.0, math.inf), cpu=True)
+    assert {k: v for k, v in on_cpu.items() if k.startswith("optimizer_offload")} == {
         "optimizer_offload": False,
         "optimizer_offload_units": [],
         "optimizer_offload_why": "auto: no GPU",

@@ -227,7 +227,7 @@ def test_bench_plan_tells_its_progress(monkeypatch):
 
     monkeypatch.setattr(plan, "targets", lambda profile: [EID, "karimi-fashion_mnist-lenet-backprop-sgd"])
     monkeypatch.setattr(
-        plan, "job_cost", lambda exp, profile, device=None: {"experiment": exp.id, "paper": exp.paper, "units": 1e9}
+        plan, "job_cost", lambda exp, profile, **kw: {"experiment": exp.id, "paper": exp.paper, "units": 1e9}
     )  # the steps, not the costs
     heard = []
     found = plan.plan("smoke", rate=1e9, progress=lambda done, total, what: heard.append((done, total, what)))

@@ -130,22 +130,30 @@ def test_the_rule_and_the_setting():
 
 
 def test_a_run_decides_on_the_memory_its_gpu_has_free_and_on_a_cpu_not_unless_forced(monkeypatch):
-    """The runner's decision (bench.run.runner._recompute) for VD-CNN-29 at batch 2048 (34 GB without it): on a GPU
-    with 40 GB free it keeps its activations, with 20 GB it recomputes (the free memory is given here: no GPU)."""
-    from bench.run.runner import _recompute
+    """The runner's decision (bench.run.runner._memory_settings with the command line's rules, bench.cost.resources.
+    run_memory_settings) for VD-CNN-29 at batch 2048 (34 GB without it): on a GPU with 40 GB free it keeps its
+    activations, with 20 GB it recomputes (the free memory is given here: no GPU); without the rules (a direct call
+    of `run`), on and off as set and auto off."""
+    from bench.cost.resources import run_memory_settings
+    from bench.run.runner import _memory_settings
+
+    def decide(dev, free, fast, rules=run_memory_settings):
+        return _memory_settings(exp, "paper", ex.config(exp, "paper"), dev, free, fast, rules)
 
     exp, cpu, cuda = ex.get("karimi-ag_news-vdcnn29-backprop-sgd"), torch.device("cpu"), torch.device("cuda")
     assert ex.config(exp, "paper")["activation_checkpointing"] == "auto"
-    assert not _recompute(exp, "paper", cuda, (40e9, 64e9), {})["activation_checkpointing"]
-    tight = _recompute(exp, "paper", cuda, (20e9, 64e9), {})
+    assert not decide(cuda, (40e9, 64e9), {})["activation_checkpointing"]
+    tight = decide(cuda, (20e9, 64e9), {})
     assert tight["activation_checkpointing"] and "> 20.0 GB" in tight["activation_checkpointing_why"]
     with pytest.raises(BenchError, match="cannot run with compile"):
-        _recompute(exp, "paper", cuda, (20e9, 64e9), {"compile": True})
-    off = _recompute(exp, "paper", cpu, (0.0, math.inf), {})
-    assert off == {"activation_checkpointing": False, "activation_checkpointing_why": "auto: no GPU"}
+        decide(cuda, (20e9, 64e9), {"compile": True})
+    off = decide(cpu, (0.0, math.inf), {})
+    assert off["activation_checkpointing"] is False and off["activation_checkpointing_why"] == "auto: no GPU"
+    assert decide(cuda, (20e9, 64e9), {}, rules=None)["activation_checkpointing"] is False  # no rules: auto is off
     orig = ex.config
     monkeypatch.setattr(ex, "config", lambda e, p: {**orig(e, p), "activation_checkpointing": "on"})
-    assert _recompute(exp, "paper", cpu, (0.0, math.inf), {})["activation_checkpointing"] is True
+    assert decide(cpu, (0.0, math.inf), {})["activation_checkpointing"] is True
+    assert decide(cpu, (0.0, math.inf), {}, rules=None)["activation_checkpointing"] is True
 
 
 def test_the_resolved_switch_is_an_mlflow_tag():

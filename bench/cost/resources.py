@@ -180,14 +180,19 @@ def shapes(cfg: dict, dataset: str) -> dict:
         dataset,
         cfg.get("input_size"),
     )
-    if key not in _DEVICE:
+    from bench.cost.disk_cache import disk_cached
+
+    def count() -> dict:
         with torch.device("meta"):
             params = sum(p.numel() for p in config_model(cfg, dataset).parameters())
-        _DEVICE[key] = "cpu" if params <= CPU_COUNT_MAX_PARAMS else "meta"
-    return _shapes(*key, _DEVICE[key])
+        return _shapes(*key, "cpu" if params <= CPU_COUNT_MAX_PARAMS else "meta")
+
+    if key not in _SHAPES:  # counting the paper profile's models takes a minute: kept on disk as the plan's parts
+        _SHAPES[key] = disk_cached("shapes " + json.dumps(key), count)
+    return _SHAPES[key]
 
 
-_DEVICE: dict = {}
+_SHAPES: dict = {}
 
 
 def _optimizer_states(cfg: dict) -> int:
@@ -300,6 +305,24 @@ def recompute_choice(exp, profile: str, node: Node, cpu: bool = False) -> dict:
         on, why = recompute_rule(setting, 0.0, 0.0 if cpu else node.gpu_bytes)
         return {"on": on, "why": why}
     return job_resources(exp, profile, node, cpu=cpu)["recompute"]
+
+
+def run_memory_settings(exp, profile: str, free: tuple[float, float], cpu: bool) -> dict:
+    """The memory switches of a run on the memory free at its start (`free`: GPU, host bytes; an unmeasured host
+    is taken as the papers' node's): activation_checkpointing and optimizer_offload with their reasons, by the rules
+    the plan applies (`recompute_choice`, `offload_choice`). The command line hands this to bench.run.runner
+    (RunOptions.memory_rules): the run stage comes before this one and does not import it."""
+    gpu, host = free
+    node = Node(gpu, host if math.isfinite(host) else PAPERS_NODE.host_bytes)
+    recompute = recompute_choice(exp, profile, node, cpu=cpu)
+    offload = offload_choice(exp, profile, node, cpu=cpu)
+    return {
+        "activation_checkpointing": recompute["on"],
+        "activation_checkpointing_why": recompute["why"],
+        "optimizer_offload": offload["on"],
+        "optimizer_offload_units": offload["units"],
+        "optimizer_offload_why": offload["why"],
+    }
 
 
 def _prefix_cache_bytes(s: dict, train_n: int, test_n: int, opts: dict) -> float:
@@ -418,9 +441,8 @@ def job_resources(
 
 def predsim_aux_params(cfg: dict, dataset: str) -> int:
     """Parameters of PredSim's similarity and prediction branches for this config's model (built on meta)."""
-    import json
 
-    return _predsim_aux(json.dumps({k: v for k, v in cfg.items() if k != "sources"}, sort_keys=True), dataset)
+    return sum(aux for _, _, aux in predsim_units(cfg, dataset))
 
 
 def predsim_units(cfg: dict, dataset: str) -> tuple:
@@ -429,12 +451,10 @@ def predsim_units(cfg: dict, dataset: str) -> tuple:
     hold."""
     import json
 
-    return _predsim_units(json.dumps({k: v for k, v in cfg.items() if k != "sources"}, sort_keys=True), dataset)
+    from bench.cost.disk_cache import disk_cached
 
-
-@cache
-def _predsim_aux(key: str, dataset: str) -> int:
-    return sum(aux for _, _, aux in _predsim_units(key, dataset))
+    key = json.dumps({k: v for k, v in cfg.items() if k != "sources"}, sort_keys=True)
+    return disk_cached(f"predsim units {dataset} {key}", lambda: _predsim_units(key, dataset))
 
 
 @cache

@@ -8,6 +8,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,9 @@ class RunOptions:
     slots_per_gpu: int = 1
     gpu_slots: int = 1
     plan: str | None = None  # a `bench plan --write` file, for the ETA
+    # the memory switches' rules on the memory free at the run's start (bench.cost.resources.run_memory_settings,
+    # given by the command line, a later stage); None: each switch as its config sets it, auto off
+    memory_rules: Callable | None = None
 
     def result_path(self, experiment_id: str, seed: int, profile: str) -> Path:
         return Path(self.out) if self.out else run_path(profile, experiment_id, seed, self.results)
@@ -288,8 +292,7 @@ def _load(exp: ex.Experiment, seed: int, profile: str, cfg: dict, options: RunOp
         cfg["architecture"], data.x_train.shape[1], data.num_classes, data.x_train.shape[-1], cfg["model"]
     ).to(dev)
     fast = fast_settings(cfg, dev)
-    fast.update(_recompute(exp, profile, dev, free, fast))
-    fast.update(_offload(exp, profile, dev, free))
+    fast.update(_memory_settings(exp, profile, cfg, dev, free, fast, options.memory_rules))
     model.recompute = fast["activation_checkpointing"]
     torch.backends.cudnn.benchmark = fast.get("cudnn_benchmark", False)
     if fast["channels_last"]:
@@ -307,33 +310,27 @@ def _free_bytes(dev) -> tuple[float, float]:
     return free_bytes(dev)
 
 
-def _recompute(exp: ex.Experiment, profile: str, dev, free: tuple[float, float], fast: dict) -> dict:
-    """Whether the job recomputes its blocks' activations, and why: the plan's rule (bench.cost.resources.
-    recompute_rule) on this GPU's memory free at the run's start, for the job's predicted peak (on a CPU: auto is
-    off)."""
-    from bench.cost import resources
-    from bench.methods.training import recompute_settings
+def _memory_settings(exp: ex.Experiment, profile: str, cfg: dict, dev, free, fast: dict, rules) -> dict:
+    """Whether the job recomputes its blocks' activations and keeps PredSim's optimizer states on the host, and why:
+    `rules` (bench.cost.resources.run_memory_settings: the plan's rules on this GPU's memory free at the run's
+    start, for the job's predicted peak; on a CPU auto is off); without them (a direct call of `run`), on and off as
+    the config says and auto off. The method applies what is recorded (predsim.use_run_memory)."""
+    from bench.methods.offload import offload_setting
+    from bench.methods.training import checkpointing_setting, recompute_settings
 
-    gpu, host = free
-    node = resources.Node(gpu, host if math.isfinite(host) else resources.PAPERS_NODE.host_bytes)
-    choice = resources.recompute_choice(exp, profile, node, cpu=dev.type != "cuda")
-    return recompute_settings(choice["on"], choice["why"], fast)
-
-
-def _offload(exp: ex.Experiment, profile: str, dev, free: tuple[float, float]) -> dict:
-    """PredSim's freed gradients and optimizer states on the host, and why: the plan's rule (bench.methods.offload.
-    offload_rule, through bench.cost.resources.offload_choice) on this GPU's memory free at the run's start (on a
-    CPU: auto is off); the method applies what is recorded (predsim.use_run_memory)."""
-    from bench.cost import resources
-
-    gpu, host = free
-    node = resources.Node(gpu, host if math.isfinite(host) else resources.PAPERS_NODE.host_bytes)
-    choice = resources.offload_choice(exp, profile, node, cpu=dev.type != "cuda")
-    return {
-        "optimizer_offload": choice["on"],
-        "optimizer_offload_units": choice["units"],
-        "optimizer_offload_why": choice["why"],
-    }
+    if rules is not None:
+        memory = rules(exp, profile, free, dev.type != "cuda")
+    else:
+        setting = checkpointing_setting(cfg)
+        why = "auto: no GPU" if dev.type != "cuda" else "auto: off (the run was given no memory rules)"
+        memory = {
+            "activation_checkpointing": setting == "on",
+            "activation_checkpointing_why": f"activation_checkpointing: {setting}" if setting != "auto" else why,
+        }
+        if offload_setting(cfg) != "on":  # on: PredSim offloads every unit, as its config says
+            memory.update(optimizer_offload=False, optimizer_offload_units=[], optimizer_offload_why="off or auto")
+    out = recompute_settings(memory["activation_checkpointing"], memory["activation_checkpointing_why"], fast)
+    return {**out, **{k: v for k, v in memory.items() if k.startswith("optimizer_offload")}}
 
 
 def _open_tracking(job: _Job, options: RunOptions, live: _Live) -> _Tracking:
