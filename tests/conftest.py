@@ -288,3 +288,29 @@ def small_dag(tmp_path_factory) -> SmallDag:
     done = json.loads(record.read_text())
     assert done["returncode"] == 0, done["log"][-3000:]
     return SmallDag(folder, done["returncode"], done["log"])
+
+
+# ------------------------------------------------------------------------------------------------ signals
+@pytest.fixture(autouse=True)
+def default_interrupt_handling(request):
+    """Every test starts with Ctrl-C and SIGTERM handled as in a fresh Python process and neither blocked: the tests
+    that interrupt a `bench` or Snakemake process (tests/test_progress.py) start it from this process, and a child
+    inherits an ignored or blocked signal. In two fresh-clone CI runs something earlier in a test process left
+    SIGINT ignored there (not found yet); a test that leaves them changed is named in a warning and undone."""
+    import signal
+    import threading
+    import warnings
+
+    if threading.current_thread() is not threading.main_thread():  # handlers can be set in the main thread only
+        yield
+        return
+    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    changed = [s.name for s, h in wanted.items() if signal.getsignal(s) is not h]
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, set(wanted)) & set(wanted)
+    for sig, handler in wanted.items():
+        signal.signal(sig, handler)
+    if changed or blocked:
+        warnings.warn(
+            f"a test before {request.node.nodeid} left {changed or [s.name for s in blocked]} changed", stacklevel=2
+        )
+    yield
