@@ -47,6 +47,11 @@ def profiles() -> dict:
     return load(PROFILES_FILE, "profiles")
 
 
+def dag_profiles() -> list[str]:
+    """The profiles a workflow runs: every profile but a rehearsal (`rehearses`: bench rehearse runs it, no DAG)."""
+    return [name for name, settings in profiles().items() if "rehearses" not in settings]
+
+
 def profile_settings(name: str) -> dict:
     if name not in profiles():
         raise BenchError(f"unknown profile '{name}': choose one of {', '.join(profiles())}")

@@ -290,13 +290,28 @@ def small_dag(tmp_path_factory) -> SmallDag:
     return SmallDag(folder, done["returncode"], done["log"])
 
 
+# ------------------------------------------------------------------------------------------------ threads
+@pytest.fixture
+def one_torch_thread():
+    """A test of tiny in-process models runs torch on one thread (`pytestmark = pytest.mark.usefixtures(
+    "one_torch_thread")`): fastest at that size, no OpenMP oversubscription on a loaded CI machine (10x slower), and
+    the same numbers as the killed runs it is compared with (`bench run --threads 1`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------------------------------------ signals
 @pytest.fixture(autouse=True)
 def default_interrupt_handling(request):
     """Every test starts with Ctrl-C and SIGTERM handled as in a fresh Python process and neither blocked: the tests
     that interrupt a `bench` or Snakemake process (tests/test_progress.py) start it from this process, and a child
     inherits an ignored or blocked signal. In two fresh-clone CI runs something earlier in a test process left
-    SIGINT ignored there (not found yet); a test that leaves them changed is named in a warning and undone."""
+    SIGINT ignored there; a test that leaves them changed is named in a warning (by its own teardown, and
+    again before the next test of its process) and undone."""
     import signal
     import threading
     import warnings
@@ -314,3 +329,7 @@ def default_interrupt_handling(request):
             f"a test before {request.node.nodeid} left {changed or [s.name for s in blocked]} changed", stacklevel=2
         )
     yield
+    changed = [s.name for s, h in wanted.items() if signal.getsignal(s) is not h]
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set()) & set(wanted)
+    if changed or blocked:  # named here, the test itself; the next test starts as above either way
+        warnings.warn(f"{request.node.nodeid} left {changed or [s.name for s in blocked]} changed", stacklevel=2)

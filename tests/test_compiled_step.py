@@ -12,6 +12,8 @@ import dataclasses
 import pytest
 import torch
 from helpers import cpu_context, separable
+from test_method_greedy import cfg_for as greedy_cfg
+from test_method_greedy import lenet as greedy_lenet
 from torch._dynamo.backends.debugging import aot_eager
 
 from bench.methods import backprop, greedy, predsim, training
@@ -43,27 +45,16 @@ def graphs(monkeypatch):
 
 
 def cfg_for(compile_step: bool, epochs=2, optimizer="sgd", lr=0.05, **method_options) -> dict:
-    return {
-        "epochs": epochs,
-        "lr": lr,
-        "optimizer": optimizer,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "batch_size": 16,
-        "eval_batch_size": 16,
-        "lr_milestones": [1],  # the LR changes after the first epoch: the compiled optimizer step sees it
-        "lr_gamma": 0.2,
-        "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
-        "augment": {"crop_padding": 0, "hflip": False},
-        "experiment": "test-compiled-step",
-        "method_options": method_options,
-        "compile_step": compile_step,
-    }
+    """tests/test_method_greedy.py's config, its LR changed after the first epoch (the compiled optimizer step sees
+    it) and evaluated in batches of 16."""
+    cfg = greedy_cfg(lr=lr, optimizer=optimizer, epochs=epochs, **method_options)
+    changed = {"eval_batch_size": 16, "lr_milestones": [1], "experiment": "test-compiled-step"}
+    return {**cfg, **changed, "compile_step": compile_step}
 
 
 def lenet():
     torch.manual_seed(0)
-    return build_model({"base": "lenet"}, 3, 4, 16, {"bn": True, "width_mult": 0.5})
+    return greedy_lenet()
 
 
 def same_parameters(a: torch.nn.Module, b: torch.nn.Module):

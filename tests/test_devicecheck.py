@@ -64,6 +64,8 @@ def test_the_device_check_runs_every_step_on_a_cpu(tmp_path):
             continue
         assert r["status"] == "ok" and r["max_loss_gap"] is not None and r["max_loss_gap"] < 1e-4, r
         assert r["resolved"]["fast"] == (switch.plain if switch.cuda_only else switch.fast), r
+        applied_as_set = ("checkpoint_writes", "optimizer_offload", "method_options.pair_search_precision")
+        assert r["resolved_from"] == ("config" if switch.key in applied_as_set else "device"), r
     jobs = {j["method"]: j for j in summary["steps"]["methods"]["jobs"]}
     from bench.methods import IMPLEMENTED
 

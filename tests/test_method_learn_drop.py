@@ -19,6 +19,8 @@ from bench.methods.learn_drop.store import FeatureStore
 from bench.models import build_model
 from bench.run.measure import forward_macs
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = 1 / 16
 VGG = {
     "nonlinearity": "relu",
@@ -69,15 +71,6 @@ def cfg_for(method, epochs=4, augment=False, lr=0.05, **method_options):
 
 DATA = separable(48, 32, classes=4, size=32)
 LEARN_DATA = separable(96, 64, classes=4, size=32, seed=1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared CPU: one thread avoids OpenMP oversubscription (10x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(base, method, records=None, model=None, data=DATA, **kw):

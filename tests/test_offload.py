@@ -17,14 +17,7 @@ from bench.methods.checkpoint import Checkpoint
 from bench.methods.offload import offload_rule
 from bench.methods.training import FAULT_ENV, Context, InjectedFault
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and spares a loaded CI machine's other workers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(free_grads: bool, offloaded: bool, steps: int = 3):

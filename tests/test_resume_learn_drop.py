@@ -19,6 +19,8 @@ from bench.methods.checkpoint import Checkpoint
 from bench.methods.learn_drop.store import FeatureStore
 from bench.methods.training import FAULT_ENV, Context
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TESTS = Path(__file__).resolve().parent
 TIMES = (
     "epoch_time_s",
@@ -29,15 +31,6 @@ TIMES = (
     "eval_time_s_total",
     "timestamp_ms",
 )  # the times an epoch took and when it was logged: a resumed run's own
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The in-process runs on one thread, as the killed ones (`--threads 1`, `checkpointed`): the same numbers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def untimed(d: dict) -> dict:

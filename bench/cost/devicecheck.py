@@ -341,6 +341,9 @@ def switch_jobs(check: Check, size: dict, name: str, switch: Switch) -> list[dic
                     "plain": plain["fast_settings"].get(switch.key, switch.plain),
                     "fast": fast["fast_settings"].get(switch.key, switch.fast),
                 },
+                # device: the run resolved it for its device (fast_settings); config: the method applies the
+                # config's value as given (never auto here), so the row repeats what the job was given
+                "resolved_from": "device" if switch.key in fast["fast_settings"] else "config",
             }
         )
     return rows
@@ -498,7 +501,8 @@ def _switches_table(rows: list[dict]) -> list[str]:
                 r["fast_s"],
                 r["speedup"],
                 r["max_loss_gap"],
-                f"{r['resolved']['plain']} -> {r['resolved']['fast']}",
+                f"{r['resolved']['plain']} -> {r['resolved']['fast']}"
+                + (" (config)" if r.get("resolved_from") == "config" else ""),
             ]
             if r["status"] == "ok"
             else [""] * 5
@@ -511,7 +515,8 @@ def _switches_table(rows: list[dict]) -> list[str]:
         "",
         "Each switch changes how, not what, is computed: the same job (same seed, same batches) with the switch at "
         "its plain and at its fast value; the loss gap must be float rounding only. `as run`: the value each job "
-        "resolved on this device (a CUDA-only switch is off on a CPU).",
+        "resolved on this device (a CUDA-only switch is off on a CPU); marked (config), the value its config gave, "
+        "which the method applies as given.",
         "",
     ]
 

@@ -311,11 +311,7 @@ def run(
             raise BenchError(f"no finished runs under {results}/{profile} to compare with")
         return comparison(rows, cal, cal.device or device_name(dev))
     if profile == "all":
-        plans = [
-            plan.plan(p, seeds, device, rate, calibrate, cal)
-            for p, settings in ex.profiles().items()
-            if "rehearses" not in settings
-        ]  # a rehearsal (bench rehearse) is no DAG's
+        plans = [plan.plan(p, seeds, device, rate, calibrate, cal) for p in ex.dag_profiles()]
         kind = {"cpu": "CPU-hours"}.get(plans[0]["device_type"], "GPU-hours")
         papers = list(plans[0]["hours_per_paper"])
         table = tabulate(
