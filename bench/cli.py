@@ -236,7 +236,13 @@ def cmd_rehearse(args):
     if args.timeout <= 0:
         raise BenchError(f"--timeout {args.timeout}: seconds per job must be positive")
     done, summary = rehearse.run(
-        args.only, args.json, args.report, args.timeout, args.keep, progress=lambda line: print(line, flush=True)
+        args.only,
+        args.json,
+        args.report,
+        args.timeout,
+        args.keep,
+        progress=lambda line: print(line, flush=True),
+        resume=args.resume,
     )
     print(summary)
     return 1 if any(r["status"] == "failed" for r in done) else 0
@@ -524,6 +530,12 @@ def _add_rehearse(subparsers):
     s.add_argument("--report", type=Path, help="write the Markdown report of every record in --json here")
     s.add_argument("--timeout", type=float, default=3600.0, help="seconds a job's process may take (default 3600)")
     s.add_argument("--keep", type=Path, help="keep the jobs' result files, logs and MLflow store here")
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with the rehearsal kept in --keep where it stopped part-way (a job there that finished is "
+        "reported as it was)",
+    )
     s.set_defaults(fn=cmd_rehearse)
 
 

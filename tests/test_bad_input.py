@@ -258,6 +258,12 @@ CASES = {
     "failed --profile nope": (["failed", "--profile", "nope"], None, None, "nope"),
     "plan --seeds -3": (["plan", "--profile", "smoke", "--seeds", "-3"], None, None, "--seeds"),
     "plan --seeds 0": (["plan", "--profile", "smoke", "--seeds", "0"], None, None, "--seeds"),
+    "rehearse --resume without --keep": (
+        ["rehearse", "--only", "ma-cifar10-vgg8-backprop", "--resume"],
+        None,
+        None,
+        "--keep",
+    ),
     "ui --port 99999": (["ui", "--port", "99999", "--create"], None, None, "99999"),
     "ui in a folder without a store": (["ui", "--port", FREE_PORT], None, None, "--create"),
     "ui --host that does not resolve": (

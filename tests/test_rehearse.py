@@ -5,6 +5,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from bench import BenchError
 from bench import experiments as ex
 from bench.claims.datasets import DATASETS
 from bench.cost import rehearse
@@ -142,3 +145,82 @@ def test_rehearse_a_paper_job_end_to_end(tmp_path):
     log = (tmp_path / "work" / EID / "run.log").read_text()
     assert "fault injected" in log and "resumed from epoch 1" in log
     assert EID in report.read_text() and "1 passed, 0 failed" in report.read_text()
+
+
+# A stand-in for the job's `bench run` (the resume logic, not the training): with a fault pending it writes the
+# checkpoint and fails as the injected fault does; else it finishes from the checkpoint and writes its result.
+FAKE_RUN = """
+import json, os, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+ckpt = out.with_name("seed0.ckpt.pt")
+if os.environ.get("BENCH_FAULT"):
+    ckpt.write_text("epoch 1")
+    sys.exit(1)
+out.write_text(json.dumps({"status": "FINISHED", "resumed_from_epoch": 1 if ckpt.exists() else 0, "metrics": {}}))
+"""
+
+
+def stand_in(monkeypatch, tmp_path):
+    script = tmp_path / "fake_run.py"
+    script.write_text(FAKE_RUN)
+    monkeypatch.setattr(rehearse, "_run_argv", lambda eid, out: [sys.executable, str(script), str(out)])
+    return tmp_path / "work", tmp_path / "work" / EID
+
+
+def stopped(folder, steps):
+    """The job folder as a rehearsal stopped part-way leaves it: its steps so far, the last with no exit status."""
+    (folder / rehearse.STEPS_FILE).write_text(json.dumps(steps))
+
+
+def test_a_stopped_rehearsal_goes_on_from_its_checkpoint_with_resume(monkeypatch, tmp_path):
+    """A rehearsal stopped while its second process ran (a machine's session ended): without --resume its folder is
+    refused (never overwritten); with it, one more process resumes from the checkpoint and the job passes, its
+    record counting every process; a job that finished is reported again, not run again."""
+    work, folder = stand_in(monkeypatch, tmp_path)
+    first = rehearse.rehearse_one(EID, work, timeout=120)
+    assert first["status"] == "passed" and len(json.loads((folder / rehearse.STEPS_FILE).read_text())) == 2
+    (folder / "seed0.json").unlink()  # as if stopped in the second process, which wrote nothing yet
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    steps = json.loads((folder / rehearse.STEPS_FILE).read_text())[:1]
+    stopped(folder, [*steps, {**steps[0], "rc": None, "hwm": 7e9, "cpu_s": 0.0, "pid": int(gone.stdout)}])
+    with pytest.raises(BenchError, match=f"{folder}: holds an earlier rehearsal of this job .--resume"):
+        rehearse.rehearse_one(EID, work, timeout=120)
+    again = rehearse.rehearse_one(EID, work, timeout=120, resume=True)
+    assert again["status"] == "passed" and again["resumed_from_epoch"] == 1, again
+    assert [s["rc"] for s in json.loads((folder / rehearse.STEPS_FILE).read_text())] == [1, None, 0]
+    assert again["measured_host_bytes"] == 7e9  # the stopped process's high-water mark counts
+    runs = (folder / rehearse.STEPS_FILE).read_text()
+    assert rehearse.rehearse_one(EID, work, timeout=120, resume=True)["status"] == "passed"
+    assert (folder / rehearse.STEPS_FILE).read_text() == runs  # finished: nothing run again
+
+
+def test_resume_starts_over_before_the_first_checkpoint_and_waits_for_a_live_job(monkeypatch, tmp_path):
+    work, folder = stand_in(monkeypatch, tmp_path)
+    folder.mkdir(parents=True)
+    out = folder / "seed0.json"
+    step = {"rc": None, "hwm": 1e9, "disk": 0.0, "timed_out": False, "cpu_s": 0.0, "wall_s": 5.0}
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(out)])
+    try:
+        stopped(folder, [{**step, "pid": live.pid}])
+        with pytest.raises(BenchError, match=f"still running .process {live.pid}"):
+            rehearse.rehearse_one(EID, work, timeout=120, resume=True)
+    finally:
+        live.kill()
+        live.wait()
+    record = rehearse.rehearse_one(EID, work, timeout=120, resume=True)  # no checkpoint: from the fault on
+    assert record["status"] == "passed", record
+    assert [s["rc"] for s in json.loads((folder / rehearse.STEPS_FILE).read_text())] == [None, 1, 0]
+    (folder / rehearse.STEPS_FILE).write_text("{}")
+    with pytest.raises(BenchError, match=f"{folder / rehearse.STEPS_FILE}: not a rehearsal's record"):
+        rehearse.rehearse_one(EID, work, timeout=120, resume=True)
+
+
+def test_a_running_process_is_recorded_while_it_runs(monkeypatch, tmp_path):
+    """What a rehearsal stopped part-way leaves: the running process's step so far, rewritten as it runs."""
+    monkeypatch.setattr(rehearse, "SAVE_STEP_EVERY_S", 0.2)
+    seen = []
+    argv = [sys.executable, "-c", "import time; time.sleep(1.5)"]
+    step = rehearse._child(argv, {}, tmp_path / "log", 60, running=seen.append)
+    assert step["rc"] == 0 and step["wall_s"] >= 1.5 and "pid" not in step
+    assert seen and all(s["rc"] is None and s["pid"] > 0 and s["wall_s"] < step["wall_s"] for s in seen), seen

@@ -15,6 +15,11 @@ stores, MLflow's store; the kernel's count) and its seconds, beside the full pap
 peaks on the papers' node. A job whose predicted peak exceeds this machine's memory is skipped with that reason.
 The records merge into a JSON file (one per experiment, the latest kept), from which the Markdown report is made,
 so that a rehearsal of some jobs never drops the others.
+
+A rehearsal longer than a machine stays up (DBpedia's VD-CNN-29 SI takes hours on two cores) goes on where it
+stopped: with `--keep DIR`, each job's folder holds `steps.json`, what each of its processes did, rewritten while
+they run; `--resume` starts another process on the job's last checkpoint where the rehearsal was stopped part-way
+(a process that did not end by itself is recorded with no exit status), and reports a job that finished as it was.
 """
 
 import fnmatch
@@ -77,10 +82,15 @@ def _hwm_bytes(pid: int) -> float:
     return 0.0
 
 
-def _child(argv: list[str], env: dict, log: Path, timeout: float) -> dict:
+STEPS_FILE = "steps.json"  # in a job's folder: what each of its processes did (`_child`), rewritten while they run
+SAVE_STEP_EVERY_S = 30.0
+
+
+def _child(argv: list[str], env: dict, log: Path, timeout: float, running=lambda step: None) -> dict:
     """Run `argv`, its output to `log`; exit status, high-water mark (polled), disk bytes written and CPU seconds
-    (the kernel's rusage of the child), wall seconds."""
-    start = time.perf_counter()
+    (the kernel's rusage of the child), wall seconds. While it runs, `running` gets the step so far every
+    SAVE_STEP_EVERY_S (rc None, its pid; disk and CPU seconds unknown until it ends: 0)."""
+    start = last_saved = time.perf_counter()
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         hwm, timed_out = 0.0, False
@@ -89,19 +99,22 @@ def _child(argv: list[str], env: dict, log: Path, timeout: float) -> dict:
             if pid:
                 break
             hwm = max(hwm, _hwm_bytes(proc.pid))
-            if time.perf_counter() - start > timeout:
+            now = time.perf_counter()
+            if now - start > timeout:
                 proc.kill()
                 timed_out = True
+            if now - last_saved > SAVE_STEP_EVERY_S:
+                running(_step(None, hwm, 0.0, timed_out, 0.0, now - start, proc.pid))
+                last_saved = now
             time.sleep(0.1)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {
-        "rc": proc.returncode,
-        "hwm": hwm,
-        "disk": usage.ru_oublock * 512.0,
-        "timed_out": timed_out,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "wall_s": time.perf_counter() - start,
-    }
+    cpu_s = usage.ru_utime + usage.ru_stime
+    return _step(proc.returncode, hwm, usage.ru_oublock * 512.0, timed_out, cpu_s, time.perf_counter() - start)
+
+
+def _step(rc, hwm: float, disk: float, timed_out: bool, cpu_s: float, wall_s: float, pid: int | None = None) -> dict:
+    step = {"rc": rc, "hwm": hwm, "disk": disk, "timed_out": timed_out, "cpu_s": cpu_s, "wall_s": wall_s}
+    return step if pid is None else {**step, "pid": pid}
 
 
 def _last_line(log: Path, *needles: str) -> str:
@@ -232,16 +245,55 @@ def _run_env(eid: str, work: Path) -> dict:
     return env
 
 
-def _run_and_resume(argv: list[str], env: dict, log: Path, out: Path, timeout: float) -> list[dict]:
+class Steps:
+    """What a job's processes did, in order, kept in the job folder's STEPS_FILE after each process and while one
+    runs (its step so far), so that a rehearsal stopped part-way can go on (`--resume`)."""
+
+    def __init__(self, folder: Path, earlier: list[dict] | None = None):
+        self.path, self.done = folder / STEPS_FILE, list(earlier or [])
+
+    def run(self, argv: list[str], env: dict, log: Path, timeout: float) -> dict:
+        step = _child(argv, env, log, timeout, lambda now: self._save([*self.done, now]))
+        self.done.append(step)
+        self._save(self.done)
+        return step
+
+    def _save(self, steps: list[dict]):
+        _write_text(self.path, json.dumps(steps, indent=1) + "\n")
+
+
+def _run_and_resume(argv: list[str], env: dict, log: Path, out: Path, timeout: float, steps: Steps) -> list[dict]:
     """The job stopped by an injected fault after its first epoch's batches, then, where it left a checkpoint,
-    run again to resume from it; what each process did (`_child`)."""
+    run again to resume from it; what each process did (`_child`), earlier ones first."""
     batches = int(ex.profile_settings(PROFILE)["train_batches"])
-    first = _child(argv, {**env, "BENCH_FAULT": f"raise:{batches}"}, log, timeout)
-    steps = [first]
+    first = steps.run(argv, {**env, "BENCH_FAULT": f"raise:{batches}"}, log, timeout)
     if first["rc"] != 0 and not first["timed_out"] and out.with_name("seed0.ckpt.pt").exists():
-        second = _child(argv, env, log, timeout)
-        steps.append(second)
-    return steps
+        steps.run(argv, env, log, timeout)
+    return steps.done
+
+
+def _go_on(argv: list[str], env: dict, log: Path, out: Path, timeout: float, steps: Steps) -> list[dict]:
+    """A job of a rehearsal that was stopped part-way (`--resume`): nothing more where it finished or failed;
+    from the start where it stopped before its first checkpoint; else one more process, which resumes from the
+    last checkpoint."""
+    last, checkpoint = steps.done[-1], out.with_name("seed0.ckpt.pt").exists()
+    if last.get("pid") and _alive(last["pid"], out):
+        raise BenchError(f"{out.parent}: its job is still running (process {last['pid']}); resume once it has ended")
+    ended = last["rc"] is not None  # the last process ended by itself (a stopped one has no exit status)
+    if any(s["timed_out"] for s in steps.done) or (ended and (len(steps.done) > 1 or out.exists() or not checkpoint)):
+        return steps.done  # finished, or failed: nothing to go on with
+    if not checkpoint:  # stopped before its first checkpoint: from the start
+        return _run_and_resume(argv, env, log, out, timeout, steps)
+    steps.run(argv, env, log, timeout)  # stopped part-way, or between its two processes: on from the checkpoint
+    return steps.done
+
+
+def _alive(pid: int, out: Path) -> bool:
+    """Whether process `pid` is a `bench run` writing `out` (a process the stopped rehearsal left running)."""
+    try:
+        return str(out) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
 
 
 def _measured_host_bytes(steps: list[dict], metrics: dict) -> float:
@@ -272,8 +324,9 @@ def _outcome(record: dict, steps: list[dict], result: dict | None, resumed_from:
     return {**record, "status": "passed", "reason": ""}
 
 
-def rehearse_one(eid: str, work: Path, timeout: float) -> dict:
-    """Rehearse one experiment in `work` (its result file, checkpoint, log and MLflow store): the record."""
+def rehearse_one(eid: str, work: Path, timeout: float, resume: bool = False) -> dict:
+    """Rehearse one experiment in `work` (its result file, checkpoint, log and MLflow store): the record. With
+    `resume`, go on with the job's earlier rehearsal in `work` where there is one (`_go_on`)."""
     cfg = ex.config(ex.get(eid), PROFILE)
     record = _job_record(eid, cfg)
     guess = predicted(eid)
@@ -288,7 +341,12 @@ def rehearse_one(eid: str, work: Path, timeout: float) -> dict:
     out, log = folder / "seed0.json", folder / "run.log"
     argv = _run_argv(eid, out)
     env = _run_env(eid, work)
-    steps = _run_and_resume(argv, env, log, out, timeout)
+    steps = _earlier_steps(folder, out, resume)
+    if steps.done:
+        _go_on(argv, env, log, out, timeout, steps)
+    else:
+        _run_and_resume(argv, env, log, out, timeout, steps)
+    steps = steps.done
     resumed_from = 0
     seconds = sum(s["wall_s"] for s in steps)
     record.update(
@@ -311,6 +369,25 @@ def rehearse_one(eid: str, work: Path, timeout: float) -> dict:
         pair_search_passes=metrics.get("pair_search_passes"),
     )
     return _outcome(record, steps, result, resumed_from, timeout, log)
+
+
+def _earlier_steps(folder: Path, out: Path, resume: bool) -> Steps:
+    """The job's earlier processes in `folder` (`resume`), none for a new rehearsal; an error where the folder holds
+    an earlier rehearsal that is not to be resumed (its files are the user's, never overwritten)."""
+    path = folder / STEPS_FILE
+    earlier = None
+    if path.exists():
+        try:
+            earlier = json.loads(path.read_text())
+        except ValueError:
+            earlier = None
+        if not (isinstance(earlier, list) and earlier and all(isinstance(s, dict) and "rc" in s for s in earlier)):
+            raise BenchError(f"{path}: not a rehearsal's record of its processes (a JSON list of steps)")
+    stale = earlier or out.exists() or out.with_name("seed0.ckpt.pt").exists()
+    if stale and not (resume and earlier):
+        what = "--resume goes on with it" if earlier else "it has no record of its processes to resume from"
+        raise BenchError(f"{folder}: holds an earlier rehearsal of this job ({what}); or remove the folder")
+    return Steps(folder, earlier if resume else None)
 
 
 def machine() -> str:
@@ -342,19 +419,23 @@ def run(
     timeout: float,
     keep: Path | None = None,
     progress=print,
+    resume: bool = False,
 ) -> tuple[list[dict], str]:
-    """Rehearse the chosen jobs one after another; merge their records into `json_path`, write `report`."""
+    """Rehearse the chosen jobs one after another; merge their records into `json_path`, write `report`. With
+    `resume`, each job goes on with its earlier rehearsal in `keep` where there is one."""
     from bench.run.measure import code_version
 
     chosen = jobs(only)
     records = load_records(json_path)
-    command = "bench rehearse" + (f" --only '{only}'" if only else "")
+    if resume and keep is None:
+        raise BenchError("--resume needs --keep: the folder of the rehearsal to go on with")
+    command = "bench rehearse" + (f" --only '{only}'" if only else "") + (" --resume" if resume else "")
     started = time.perf_counter()
     done = []
     with tempfile.TemporaryDirectory(prefix="bench-rehearse-") as tmp:
         work = keep or Path(tmp)
         for k, eid in enumerate(chosen, 1):
-            rec = rehearse_one(eid, work, timeout)
+            rec = rehearse_one(eid, work, timeout, resume)
             rec["code_version"] = code_version()
             rec["command"] = command
             done.append(rec)
