@@ -182,3 +182,22 @@ def test_the_wide_resnet50_fits_one_24gb_gpu_with_it():
 
     copies = offload_copy_bytes(wide, "paper", off["units"], {"train_samples": 50_000, "stage_epochs": [400]})
     assert copies == 2 * sum(per_unit[n] for n in off["units"]) * 391 * 400
+
+
+def test_offload_is_refused_with_the_compiled_step_in_one_line():
+    """The runner's decision (bench.run.runner._memory_settings): where the wide ResNet-50 offloads (a 24 GB GPU,
+    the free memory given here) a compiled step or CUDA graphs are refused with the reason; where it fits, they run."""
+    from bench import BenchError
+    from bench.cost.resources import run_memory_settings
+    from bench.run.runner import _memory_settings
+
+    wide, cuda = ex.get("ma-cifar10-resnet50-predsim-wide"), torch.device("cuda")
+
+    def decide(free, fast):
+        return _memory_settings(wide, "paper", ex.config(wide, "paper"), cuda, free, fast, run_memory_settings)
+
+    assert decide((24e9, 64e9), {})["optimizer_offload"]
+    for fast in ({"compile_step": True}, {"cuda_graphs": True}):
+        with pytest.raises(BenchError, match=r"optimizer_offload \(auto: .*\) cannot run with compile_step"):
+            decide((24e9, 64e9), fast)
+    assert not decide((80e9, 64e9), {"compile_step": True})["optimizer_offload"]

@@ -229,6 +229,20 @@ def recompute_settings(on: bool, why: str, fast: dict) -> dict:
     return {"activation_checkpointing": on, "activation_checkpointing_why": why}
 
 
+def check_offload_settings(memory: dict, fast: dict):
+    """PredSim's optimizer offload (bench.methods.offload) is refused with the compiled step or CUDA graphs: its
+    states move between the host and the device around each unit's step, which a compiled optimizer step and a
+    recorded graph take as fixed inputs, and no GPU has run the two together yet (bench devicecheck measures each
+    alone)."""
+    from bench import BenchError
+
+    if memory.get("optimizer_offload") and (fast.get("compile_step") or fast.get("cuda_graphs")):
+        raise BenchError(
+            f"optimizer_offload ({memory.get('optimizer_offload_why', 'on')}) cannot run with compile_step or "
+            "cuda_graphs: turn those off, or set optimizer_offload: off where the job fits without it"
+        )
+
+
 def compile_forward(model: nn.Module, fast: dict) -> nn.Module:
     """torch.compile the model's forward as `fast` asks (in place; the parameters and state dict are unchanged).
     cuda_graphs: mode 'reduce-overhead', inductor's kernels launched as CUDA graphs (cudagraph trees): a graph is

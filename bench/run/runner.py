@@ -316,7 +316,7 @@ def _memory_settings(exp: ex.Experiment, profile: str, cfg: dict, dev, free, fas
     start, for the job's predicted peak; on a CPU auto is off); without them (a direct call of `run`), on and off as
     the config says and auto off. The method applies what is recorded (predsim.use_run_memory)."""
     from bench.methods.offload import offload_setting
-    from bench.methods.training import checkpointing_setting, recompute_settings
+    from bench.methods.training import check_offload_settings, checkpointing_setting, recompute_settings
 
     if rules is not None:
         memory = rules(exp, profile, free, dev.type != "cuda")
@@ -330,6 +330,7 @@ def _memory_settings(exp: ex.Experiment, profile: str, cfg: dict, dev, free, fas
         if offload_setting(cfg) != "on":  # on: PredSim offloads every unit, as its config says
             memory.update(optimizer_offload=False, optimizer_offload_units=[], optimizer_offload_why="off or auto")
     out = recompute_settings(memory["activation_checkpointing"], memory["activation_checkpointing_why"], fast)
+    check_offload_settings(memory, fast)
     return {**out, **{k: v for k, v in memory.items() if k.startswith("optimizer_offload")}}
 
 
