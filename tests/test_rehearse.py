@@ -101,12 +101,19 @@ def test_records_merge_and_report(tmp_path):
     )
     records = rehearse.load_records(path)
     other = "karimi-cifar10-lenet-fb_si"
-    records[other] = {**base, "experiment": other, "status": "failed", "reason": "RuntimeError: boom"}
+    records[other] = {
+        **base,
+        "experiment": other,
+        "status": "failed",
+        "reason": "RuntimeError: boom",
+        "command": f"bench rehearse --only '{other}' --resume",
+    }
     rehearse._write_json(path, records)
     again = rehearse.load_records(path)
     assert set(again) == {EID, other}
     text = rehearse.markdown(again)
     assert "1 passed, 1 failed, 0 skipped" in text and "RuntimeError: boom" in text
+    assert "- Commands: `bench rehearse --only '<experiment>'` (1 job, one at a time); `bench rehearse`\n" in text
     assert f"`{other}`" in text.split("## Not rehearsed yet")[1] and f"`{EID}`" not in text.split("## Not rehearsed")[1]
 
 
@@ -224,3 +231,16 @@ def test_a_running_process_is_recorded_while_it_runs(monkeypatch, tmp_path):
     step = rehearse._child(argv, {}, tmp_path / "log", 60, running=seen.append)
     assert step["rc"] == 0 and step["wall_s"] >= 1.5 and "pid" not in step
     assert seen and all(s["rc"] is None and s["pid"] > 0 and s["wall_s"] < step["wall_s"] for s in seen), seen
+
+
+def test_the_committed_report_is_made_from_the_committed_records():
+    """reports/rehearsal.md is `bench rehearse`'s Markdown of reports/rehearsal.json, nothing typed in: after merging
+    records, regenerate it (`rehearse.markdown(rehearse.load_records(path))`)."""
+    from pathlib import Path
+
+    from bench.run.targets import targets
+
+    reports = Path(__file__).resolve().parent.parent / "reports"
+    records = rehearse.load_records(reports / "rehearsal.json")
+    assert records and set(records) <= set(targets(rehearse.PROFILE))  # every record an experiment of today's
+    assert (reports / "rehearsal.md").read_text() == rehearse.markdown(records)

@@ -550,10 +550,24 @@ def _records_table(rows: list[dict]) -> str:
     )
 
 
+def _commands(rows: list[dict]) -> str:
+    """The commands that made the records: those of one job each (`--only` its experiment) counted, the others
+    listed."""
+    one_job = [
+        r
+        for r in rows
+        if r.get("command") in (f"bench rehearse --only '{r['experiment']}'" + e for e in ("", " --resume"))
+    ]
+    others = sorted({r.get("command", "") for r in rows if r not in one_job})
+    jobs = f"{len(one_job)} job" + ("s" if len(one_job) != 1 else "")
+    parts = [f"`bench rehearse --only '<experiment>'` ({jobs}, one at a time)"] if one_job else []
+    return "; ".join(parts + [f"`{c}`" for c in others])
+
+
 def _header_lines(rows: list[dict], all_jobs: list[str], missing: list[str]) -> list[str]:
     """The report's title, what a rehearsal is, and the machine, commands, code versions, CPU time, status counts
     and combinations covered."""
-    commands = sorted({r.get("command", "") for r in rows})
+    commands = _commands(rows)
     versions = sorted({r.get("code_version", "") for r in rows})
     counts = {s: sum(r["status"] == s for r in rows) for s in ("passed", "failed", "skipped")}
     within = [r for r in rows if r.get("ratio") and r["status"] == "passed"]
@@ -575,7 +589,7 @@ def _header_lines(rows: list[dict], all_jobs: list[str], missing: list[str]) -> 
         "job's predicted peaks on the papers' node (one 24 GB GPU, 64 GB host).",
         "",
         f"- Machine: {machine_line}",
-        f"- Commands: {'; '.join(f'`{c}`' for c in commands)}",
+        f"- Commands: {commands}",
         f"- Code versions: {', '.join(versions)}",
         f"- CPU time: {sum(r.get('cpu_seconds', 0.0) for r in rows) / 3600:.2f} CPU-hours, "
         f"{sum(r.get('seconds', 0.0) for r in rows) / 3600:.2f} hours of wall time over {len(rows)} jobs",
