@@ -194,12 +194,17 @@ def test_a_stopped_rehearsal_goes_on_from_its_checkpoint_with_resume(monkeypatch
     with pytest.raises(BenchError, match=f"{folder}: holds an earlier rehearsal of this job .--resume"):
         rehearse.rehearse_one(EID, work, timeout=120)
     again = rehearse.rehearse_one(EID, work, timeout=120, resume=True)
-    assert again["status"] == "passed" and again["resumed_from_epoch"] == 1, again
+    assert again["status"] == "passed" and again["resumed_from_epoch"] == 1 and again["ran"], again
     assert [s["rc"] for s in json.loads((folder / rehearse.STEPS_FILE).read_text())] == [1, None, 0]
     assert again["measured_host_bytes"] == 7e9  # the stopped process's high-water mark counts
     runs = (folder / rehearse.STEPS_FILE).read_text()
-    assert rehearse.rehearse_one(EID, work, timeout=120, resume=True)["status"] == "passed"
+    as_it_was = rehearse.rehearse_one(EID, work, timeout=120, resume=True)
+    assert as_it_was["status"] == "passed" and not as_it_was["ran"]
     assert (folder / rehearse.STEPS_FILE).read_text() == runs  # finished: nothing run again
+    kept = tmp_path / "r.json"  # and its record in the rehearsal's JSON stays as it was (its code version)
+    rehearse._write_json(kept, {EID: {**again, "code_version": "the commit it ran at", "command": "its command"}})
+    rehearse.run(EID, kept, None, 120, keep=work, progress=lambda line: None, resume=True)
+    assert rehearse.load_records(kept)[EID]["code_version"] == "the commit it ran at"
 
 
 def test_resume_starts_over_before_the_first_checkpoint_and_waits_for_a_live_job(monkeypatch, tmp_path):

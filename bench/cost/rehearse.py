@@ -342,11 +342,13 @@ def rehearse_one(eid: str, work: Path, timeout: float, resume: bool = False) -> 
     argv = _run_argv(eid, out)
     env = _run_env(eid, work)
     steps = _earlier_steps(folder, out, resume)
-    if steps.done:
+    earlier = len(steps.done)
+    if earlier:
         _go_on(argv, env, log, out, timeout, steps)
     else:
         _run_and_resume(argv, env, log, out, timeout, steps)
     steps = steps.done
+    record["ran"] = len(steps) > earlier  # whether a process ran now (run: a record otherwise stays as it was)
     resumed_from = 0
     seconds = sum(s["wall_s"] for s in steps)
     record.update(
@@ -436,8 +438,10 @@ def run(
         work = keep or Path(tmp)
         for k, eid in enumerate(chosen, 1):
             rec = rehearse_one(eid, work, timeout, resume)
-            rec["code_version"] = code_version()
-            rec["command"] = command
+            if rec.pop("ran", True) or eid not in records:
+                rec.update(code_version=code_version(), command=command)
+            else:  # resumed, but it had finished or failed: its record as it was (its code version, its command)
+                rec = records[eid]
             done.append(rec)
             progress(
                 f"[{k}/{len(chosen)}] {eid}: {rec['status']}"
