@@ -235,6 +235,11 @@ def cmd_rehearse(args):
         )
     if args.timeout <= 0:
         raise BenchError(f"--timeout {args.timeout}: seconds per job must be positive")
+    if args.repredict:
+        if args.json is None:
+            raise BenchError("--repredict needs --json: the rehearsal records to predict again")
+        print(rehearse.repredict(args.json, args.report))
+        return 0
     done, summary = rehearse.run(
         args.only,
         args.json,
@@ -535,6 +540,12 @@ def _add_rehearse(subparsers):
         action="store_true",
         help="go on with the rehearsal kept in --keep where it stopped part-way (a job there that finished is "
         "reported as it was)",
+    )
+    s.add_argument(
+        "--repredict",
+        action="store_true",
+        help="run nothing: predict the host peaks of the records in --json again with this checkout's resource "
+        "model (after it changed), and write --report",
     )
     s.set_defaults(fn=cmd_rehearse)
 

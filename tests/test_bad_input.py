@@ -258,6 +258,7 @@ CASES = {
     "failed --profile nope": (["failed", "--profile", "nope"], None, None, "nope"),
     "plan --seeds -3": (["plan", "--profile", "smoke", "--seeds", "-3"], None, None, "--seeds"),
     "plan --seeds 0": (["plan", "--profile", "smoke", "--seeds", "0"], None, None, "--seeds"),
+    "rehearse --repredict without --json": (["rehearse", "--repredict"], None, None, "--json"),
     "rehearse --resume without --keep": (
         ["rehearse", "--only", "ma-cifar10-vgg8-backprop", "--resume"],
         None,

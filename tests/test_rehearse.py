@@ -249,3 +249,33 @@ def test_the_committed_report_is_made_from_the_committed_records():
     records = rehearse.load_records(reports / "rehearsal.json")
     assert records and set(records) <= set(targets(rehearse.PROFILE))  # every record an experiment of today's
     assert (reports / "rehearsal.md").read_text() == rehearse.markdown(records)
+
+
+def test_repredict_sets_this_models_prediction_beside_the_measured_peak(tmp_path):
+    """`bench rehearse --repredict`: nothing run, each record's host-peak prediction made again by this checkout's
+    model beside the unchanged measurement, the code version that predicted it named in the record and the report."""
+    path, report = tmp_path / "r.json", tmp_path / "r.md"
+    old = {
+        "experiment": EID,
+        "status": "passed",
+        "reason": "",
+        "measured_host_bytes": 1.2e9,
+        "predicted_host_bytes": 1.0,
+        "ratio": 1.2e9,
+        "host_rss_start_mb": 800.0,
+        "code_version": "the commit it ran at",
+        "command": f"bench rehearse --only '{EID}'",
+        "seconds": 3.0,
+        "batch_size": 128,
+        "train_samples": 256,
+        "test_samples": 512,
+    }
+    rehearse._write_json(path, {EID: old})
+    assert rehearse.repredict(path, report).startswith("1 record(s) predicted again at ")
+    new = rehearse.load_records(path)[EID]
+    expected = rehearse.predicted(EID, 800.0 * 2**20)["host_bytes"]
+    assert new["predicted_host_bytes"] == expected and new["ratio"] == pytest.approx(1.2e9 / expected)
+    assert new["measured_host_bytes"] == 1.2e9 and new["code_version"] == "the commit it ran at" and new["predicted_at"]
+    assert f"Predictions made again by the resource model at: {new['predicted_at']}" in report.read_text()
+    with pytest.raises(BenchError, match="no rehearsal records"):
+        rehearse.repredict(tmp_path / "none.json", None)

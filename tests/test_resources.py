@@ -25,6 +25,58 @@ def test_the_saved_bytes_of_a_small_net_are_counted_by_hand():
         first, second = nn.Linear(10, 20), nn.Sequential(nn.ReLU(), nn.Linear(20, 3))
         on_meta = resources.saved_bytes(nn.Sequential(first, second), [first, second], torch.zeros(4, 10))
     assert on_meta == [4 * 10 * 4, 4 * 20 * 4]
+    # the ReLU ends the first part: it saves its output first, which the second part's Linear saves too; trained on
+    # its own (alone), the second part saves it
+    first, second = nn.Sequential(nn.Linear(10, 20), nn.ReLU()), nn.Linear(20, 3)
+    model = nn.Sequential(first, second)
+    assert resources.saved_bytes(model, [first, second], x) == [4 * 10 * 4 + 4 * 20 * 4, 0]
+    assert resources.saved_bytes(model, [first, second], x, alone=True) == [4 * 10 * 4 + 4 * 20 * 4, 4 * 20 * 4]
+
+
+@pytest.mark.parametrize("neighbours", ["data", "batch"])
+def test_an_si_stage_holds_what_the_model_counts(neighbours):
+    """An SI step on block 1 of LeNet (bench.methods.si's data and batch steps, by hand): what autograd saves in it
+    (the block's tensors with its input, the triplet terms' differences), beside the anchors' own features, is the
+    model's count (`_step_activations`' stage: what the block saves on its own for the anchors and partners, and
+    `_stage_tensors`)."""
+    from torch.autograd.graph import saved_tensors_hooks
+
+    from bench.methods import si
+
+    exp = ex.get("karimi-fashion_mnist-lenet-si_forward")
+    cfg = ex.config(exp, "smoke")
+    s = resources.shapes(cfg, exp.dataset)
+    torch.manual_seed(0)
+    model = resources.config_model(cfg, exp.dataset).train()
+    weights = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
+    b = 6
+    with torch.no_grad():  # the frozen prefix's features of the anchors and their two partners
+        f, partners = (
+            model.blocks[0](torch.randn(b, *model.input_shape)),
+            model.blocks[0](torch.randn(2 * b, *model.input_shape)),
+        )
+    saved: dict = {}
+
+    def pack(t):
+        key = t.untyped_storage()._cdata
+        if key not in weights:
+            saved[key] = max(saved.get(key, 0), t.numel() * t.element_size())
+        return t
+
+    with saved_tensors_hooks(pack, lambda t: t):
+        if neighbours == "data":
+            z = model.blocks[1](torch.cat([f, partners])).flatten(1)
+            si.triplet_terms(z[:b], z[b : 2 * b], z[2 * b :]).sum().backward()
+            anchors = 3
+        else:
+            z = model.blocks[1](f).flatten(1)
+            pos, neg = torch.randint(0, b, (b,)), torch.randint(0, b, (b,))
+            si.triplet_terms(z, z[pos], z[neg]).sum().backward()
+            anchors = 1
+    held = sum(saved.values()) + f.numel() * f.element_size() * (neighbours == "data")  # f beside the concatenation
+    cost = si.COST
+    counted = anchors * b * s["saved_alone"][1] + resources._stage_tensors(cost, {"neighbours": neighbours}, s, 1, b)
+    assert held == pytest.approx(counted, rel=0.02), (held, counted)
 
 
 @pytest.mark.parametrize(

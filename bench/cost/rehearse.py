@@ -463,6 +463,36 @@ def run(
     return done, summary
 
 
+def repredict(json_path: Path, report: Path | None) -> str:
+    """The records in `json_path` with their host-peak predictions made again by this checkout's resource model
+    (nothing is run: the measured peaks stay as measured, each record names the code version that predicted it,
+    `predicted_at`); `report` written from them. For when the model changed after a rehearsal."""
+    from bench.run.measure import code_version
+
+    records = load_records(json_path)
+    if not records:
+        raise BenchError(f"{json_path}: no rehearsal records to predict again")
+    version = code_version()
+    for eid, rec in records.items():
+        if rec["status"] == "skipped":  # no measurement to set a prediction against
+            continue
+        start = rec.get("host_rss_start_mb")
+        guess = predicted(eid, start * 2**20 if start else None)
+        rec.update(
+            predicted_host_bytes=guess["host_bytes"],
+            predicted_host_parts={k: round(v) for k, v in guess["host_parts"].items()},
+            predicted_full_device_bytes=guess["full_device_bytes"],
+            predicted_full_host_bytes=guess["full_host_bytes"],
+            predicted_at=version,
+        )
+        if rec.get("measured_host_bytes"):
+            rec["ratio"] = rec["measured_host_bytes"] / guess["host_bytes"]
+    _write_json(json_path, records)
+    if report:
+        _write_text(report, markdown(records))
+    return f"{len(records)} record(s) predicted again at {version}"
+
+
 def _merge(json_path: Path | None, done: list[dict], records: dict) -> dict:
     """The records in `json_path` as they are now (another rehearsal may have added some) with `done` over them,
     written back under a lock; without a file, `records` with `done` over them."""
@@ -573,6 +603,7 @@ def _header_lines(rows: list[dict], all_jobs: list[str], missing: list[str]) -> 
     and combinations covered."""
     commands = _commands(rows)
     versions = sorted({r.get("code_version", "") for r in rows})
+    predicted_at = sorted({r["predicted_at"] for r in rows if r.get("predicted_at")})
     counts = {s: sum(r["status"] == s for r in rows) for s in ("passed", "failed", "skipped")}
     within = [r for r in rows if r.get("ratio") and r["status"] == "passed"]
     held = sum(RATIO_OK[0] <= r["ratio"] <= RATIO_OK[1] for r in within)
@@ -595,6 +626,14 @@ def _header_lines(rows: list[dict], all_jobs: list[str], missing: list[str]) -> 
         f"- Machine: {machine_line}",
         f"- Commands: {commands}",
         f"- Code versions: {', '.join(versions)}",
+        *(
+            [
+                f"- Predictions made again by the resource model at: {', '.join(predicted_at)} "
+                "(`bench rehearse --repredict`)"
+            ]
+            if predicted_at
+            else []
+        ),
         f"- CPU time: {sum(r.get('cpu_seconds', 0.0) for r in rows) / 3600:.2f} CPU-hours, "
         f"{sum(r.get('seconds', 0.0) for r in rows) / 3600:.2f} hours of wall time over {len(rows)} jobs",
         f"- Status: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped; host peak "

@@ -11,8 +11,11 @@ device (the GPU it trains on; on a CPU run the host):
     gradients, the states left on the device and one offloaded unit's staged;
   * activations: what the backward pass keeps, counted as the float outputs of every leaf module for one sample,
     times the training batch, over the part of the model one step trains: the whole model (backprop, Learn & Drop,
-    Freezing, layer-to-layer, the end-to-end stages), the largest block with its head (the sequential layer-wise
-    methods; SI with data neighbours steps anchors and their two partners: three times the batch), or the largest
+    Freezing, layer-to-layer, the end-to-end stages), the largest stage of the sequential layer-wise methods (its
+    block as saved when trained on its own, its input too where its first layer saves it, with its head:
+    Belilovsky's convolutional auxiliary head counted with the block, `aux_stage_saved`; SI with data neighbours
+    steps anchors and their two partners, three times the batch, and holds its loss's tensors, `_stage_tensors`:
+    rehearsing DBpedia's VD-CNN-9 SI showed them missing, 14.6 GB measured against 8.0 predicted), or the largest
     PredSim unit with its branches (each unit's graph is freed after its own backward); where the job recomputes
     its activations (config activation_checkpointing, `recompute_rule`), the blocks it trains end to end keep only
     their inputs and one block's saved tensors at a time (`_end_to_end_bytes`, part RECOMPUTED);
@@ -100,21 +103,31 @@ def config_model(cfg: dict, dataset: str) -> nn.Module:
     )
 
 
-def saved_bytes(model: nn.Module, parts: list[nn.Module], x: torch.Tensor) -> list[float]:
+def saved_bytes(model: nn.Module, parts: list[nn.Module], x: torch.Tensor, alone: bool = False) -> list[float]:
     """Bytes autograd saves for the backward pass in a training-mode forward of `model` on `x`, per part of
     `parts` (the parts run in order; each storage counted once, by its largest saved view, in the part that saved
-    it first; parameters and buffers left out: they are the model's, not the batch's). Works on the meta device
-    (shapes only) and gives the CPU's count there."""
+    it first; parameters and buffers left out: they are the model's, not the batch's). `alone`: per part, every
+    storage it saves, also one an earlier part saved first (its input, mostly): what a part saves when it is
+    trained on its own, as a layer-wise stage is. Works on the meta device (shapes only) and gives the CPU's count
+    there."""
+    first, own = _saved_per_part(model, parts, x)
+    return own if alone else first
+
+
+def _saved_per_part(model: nn.Module, parts: list[nn.Module], x: torch.Tensor) -> tuple[list[float], list[float]]:
+    """`saved_bytes` of both kinds from one forward: (each storage in the part that saved it first, every storage
+    in each part that saved it)."""
     weights = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
-    saved = [dict() for _ in parts]
+    first, own = [dict() for _ in parts], [dict() for _ in parts]
     current = [0]
     owner: dict = {}  # storage -> the part that saved it first
 
     def pack(t):
         key = t.untyped_storage()._cdata
         if key not in weights:  # the largest view of each storage that is saved (the same on meta and the CPU)
-            part = owner.setdefault(key, current[0])
-            saved[part][key] = max(saved[part].get(key, 0), t.numel() * t.element_size())
+            size = t.numel() * t.element_size()
+            for saved, part in ((first, owner.setdefault(key, current[0])), (own, current[0])):
+                saved[part][key] = max(saved[part].get(key, 0), size)
         return t
 
     handles = [
@@ -126,7 +139,7 @@ def saved_bytes(model: nn.Module, parts: list[nn.Module], x: torch.Tensor) -> li
     finally:
         for h in handles:
             h.remove()
-    return [float(sum(b.values())) for b in saved]
+    return [float(sum(b.values())) for b in first], [float(sum(b.values())) for b in own]
 
 
 @cache
@@ -149,7 +162,7 @@ def _shapes(architecture: str, model_json: str, dataset: str, input_size, device
             for k, part in enumerate(parts)
         ]
         try:
-            saved = saved_bytes(
+            saved, alone = _saved_per_part(
                 model,
                 parts,
                 torch.zeros((batch, *model.input_shape), dtype=getattr(model, "input_dtype", torch.float32)),
@@ -161,9 +174,36 @@ def _shapes(architecture: str, model_json: str, dataset: str, input_size, device
         return {
             "params": params,
             "saved": [b / batch for b in saved],
+            "saved_alone": [b / batch for b in alone],
             "outs": outs,
             "input": math.prod(model.input_shape),
         }
+
+
+def aux_stage_saved(cfg: dict, dataset: str) -> list[float]:
+    """Belilovsky's stages: per block j, the bytes a stage saves per sample, block j and its auxiliary head
+    (bench.models.simcnn.aux_heads) trained together on block j's input, each storage once; counted on meta,
+    kept in the plan's disk cache."""
+    import json
+
+    from bench.cost.disk_cache import disk_cached
+    from bench.models import simcnn
+
+    def count() -> list[float]:
+        with torch.device("meta"):
+            model = config_model(cfg, dataset)
+            base = (cfg.get("architecture") or {}).get("base", "")
+            heads = simcnn.aux_heads(base, model.num_classes, model.input_shape[-1], cfg.get("model") or {})
+            x, saved = torch.zeros((2, *model.input_shape)), []
+            for block, head in zip(model.blocks, heads):
+                stage = nn.Sequential(block, head)
+                saved.append(saved_bytes(stage, [stage], x)[0] / 2)
+                with torch.no_grad():
+                    x = block(x)
+        return saved
+
+    key = json.dumps([cfg["architecture"], cfg["model"], dataset, cfg.get("input_size")], sort_keys=True)
+    return disk_cached("aux stages " + key, count)
 
 
 CPU_COUNT_MAX_PARAMS = 2_000_000  # a smaller model is counted faster on the CPU than through meta decompositions
@@ -221,9 +261,13 @@ def _step_activations(exp, cfg: dict, s: dict, opts: dict, recompute: bool = Fal
     n = len(blocks_acts)
     aux_params = 0
     if cost.phases == "layerwise":
-        stage_acts = max(a + (head_acts if cost.local_heads else 0) for a in blocks_acts) if blocks_acts else head_acts
         anchors = 3 if cost.si and opts.get("neighbours", "data") != "batch" else 1
-        acts = anchors * batch * stage_acts
+        head = head_acts if cost.local_heads else 0
+        alone = s["saved_alone"][:-1]  # a stage trains its block on its own: the block saves its input too
+        if cost.parts == "aux_heads":  # Belilovsky: the block with its convolutional auxiliary head, counted whole
+            alone, head = aux_stage_saved(cfg, exp.dataset), 0
+        stages = [anchors * batch * (a + head) + _stage_tensors(cost, opts, s, i, batch) for i, a in enumerate(alone)]
+        acts = max(stages, default=anchors * batch * head_acts)
         if cost.rest_end_to_end:  # its last stage trains the blocks after the SI layers and the head end to end
             acts = max(acts, _end_to_end_bytes(s, batch, int(opts.get("si_layers", n)), recompute))
         if cost.local_heads:
@@ -236,6 +280,21 @@ def _step_activations(exp, cfg: dict, s: dict, opts: dict, recompute: bool = Fal
     else:
         acts = _end_to_end_bytes(s, batch, 0, recompute)
     return acts, aux_params
+
+
+def _stage_tensors(cost, opts: dict, s: dict, i: int, batch: int) -> float:
+    """What an SI step on block i holds beyond the tensors the block saves trained on its own (bytes; the block's
+    input is among those where its first layer saves it), as its backward starts (bench.methods.si): the two
+    differences the triplet terms square, saved for the backward (2 batches of outputs), and with data neighbours
+    the batch's features, which the caller holds beside the concatenation of anchors and partners fed to the block.
+    The gathered partners and the L2-normalised copy (normalize_features) are gone by then (not saved). The other
+    layer-wise methods: nothing more (their loss is a head's, counted with the block)."""
+    if not cost.si:
+        return 0.0
+    differences = 2 * FLOAT * s["outs"][i]
+    if opts.get("neighbours", "data") == "batch":
+        return batch * differences
+    return batch * (differences + FLOAT * (s["outs"][i - 1] if i > 0 else s["input"]))
 
 
 def _end_to_end_bytes(s: dict, batch: int, first: int, recompute: bool) -> float:
