@@ -267,7 +267,7 @@ def _run_and_resume(argv: list[str], env: dict, log: Path, out: Path, timeout: f
     run again to resume from it; what each process did (`_child`), earlier ones first."""
     batches = int(ex.profile_settings(PROFILE)["train_batches"])
     first = steps.run(argv, {**env, "BENCH_FAULT": f"raise:{batches}"}, log, timeout)
-    if first["rc"] != 0 and not first["timed_out"] and out.with_name("seed0.ckpt.pt").exists():
+    if first["rc"] != 0 and not first["timed_out"] and _checkpoint(out).exists():
         steps.run(argv, env, log, timeout)
     return steps.done
 
@@ -276,7 +276,7 @@ def _go_on(argv: list[str], env: dict, log: Path, out: Path, timeout: float, ste
     """A job of a rehearsal that was stopped part-way (`--resume`): nothing more where it finished or failed;
     from the start where it stopped before its first checkpoint; else one more process, which resumes from the
     last checkpoint."""
-    last, checkpoint = steps.done[-1], out.with_name("seed0.ckpt.pt").exists()
+    last, checkpoint = steps.done[-1], _checkpoint(out).exists()
     if last.get("pid") and _alive(last["pid"], out):
         raise BenchError(f"{out.parent}: its job is still running (process {last['pid']}); resume once it has ended")
     ended = last["rc"] is not None  # the last process ended by itself (a stopped one has no exit status)
@@ -286,6 +286,20 @@ def _go_on(argv: list[str], env: dict, log: Path, out: Path, timeout: float, ste
         return _run_and_resume(argv, env, log, out, timeout, steps)
     steps.run(argv, env, log, timeout)  # stopped part-way, or between its two processes: on from the checkpoint
     return steps.done
+
+
+def _checkpoint(out: Path) -> Path:
+    """The job's checkpoint beside its result file (`bench run`'s seed 0)."""
+    return out.with_name("seed0.ckpt.pt")
+
+
+def _prediction(guess: dict, measured: float | None) -> dict:
+    """A record's fields from `predicted`'s host peak, with the ratio to the measured peak where there is one."""
+    return {
+        "predicted_host_bytes": guess["host_bytes"],
+        "predicted_host_parts": {k: round(v) for k, v in guess["host_parts"].items()},
+        "ratio": measured / guess["host_bytes"] if measured is not None and guess["host_bytes"] else None,
+    }
 
 
 def _alive(pid: int, out: Path) -> bool:
@@ -362,11 +376,9 @@ def rehearse_one(eid: str, work: Path, timeout: float, resume: bool = False) -> 
         guess = predicted(eid, start_mb * 2**20 if start_mb else None)
     measured = _measured_host_bytes(steps, metrics)
     record.update(
-        predicted_host_bytes=guess["host_bytes"],
+        **_prediction(guess, measured),
         measured_host_bytes=measured,
         host_rss_start_mb=metrics.get("host_rss_start_mb"),
-        predicted_host_parts={k: round(v) for k, v in guess["host_parts"].items()},
-        ratio=measured / guess["host_bytes"] if guess["host_bytes"] else None,
         resumed_from_epoch=resumed_from,
         pair_search_passes=metrics.get("pair_search_passes"),
     )
@@ -385,7 +397,7 @@ def _earlier_steps(folder: Path, out: Path, resume: bool) -> Steps:
             earlier = None
         if not (isinstance(earlier, list) and earlier and all(isinstance(s, dict) and "rc" in s for s in earlier)):
             raise BenchError(f"{path}: not a rehearsal's record of its processes (a JSON list of steps)")
-    stale = earlier or out.exists() or out.with_name("seed0.ckpt.pt").exists()
+    stale = earlier or out.exists() or _checkpoint(out).exists()
     if stale and not (resume and earlier):
         what = "--resume goes on with it" if earlier else "it has no record of its processes to resume from"
         raise BenchError(f"{folder}: holds an earlier rehearsal of this job ({what}); or remove the folder")
@@ -478,15 +490,13 @@ def repredict(json_path: Path, report: Path | None) -> str:
             continue
         start = rec.get("host_rss_start_mb")
         guess = predicted(eid, start * 2**20 if start else None)
+        measured = rec.get("measured_host_bytes")
         rec.update(
-            predicted_host_bytes=guess["host_bytes"],
-            predicted_host_parts={k: round(v) for k, v in guess["host_parts"].items()},
+            **{k: v for k, v in _prediction(guess, measured).items() if k != "ratio" or measured},
             predicted_full_device_bytes=guess["full_device_bytes"],
             predicted_full_host_bytes=guess["full_host_bytes"],
             predicted_at=version,
         )
-        if rec.get("measured_host_bytes"):
-            rec["ratio"] = rec["measured_host_bytes"] / guess["host_bytes"]
     _write_json(json_path, records)
     if report:
         _write_text(report, markdown(records))
